@@ -1,0 +1,63 @@
+// Named fault points: places in the protocols where crash tests kill a process.
+//
+// `SHMSCHED_FAULT_POINT(name)` marks a step. With SHMSCHED_FAULT_POINTS defined (test
+// builds), a process armed with `fault::arm(point, n, action)` -- or through the
+// environment variable SHMSCHED_FAULT=name:n[:kill|exit] -- dies at the n-th pass
+// through that point (SIGKILL, or _exit(99)). Every pass is counted so a test can prove
+// its workload reached the point. Without the definition the macro compiles to nothing.
+//
+// The list below is the one enumeration of every point; tests/crash iterates it.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#define SHMSCHED_FAULT_POINT_LIST(X)                                                       \
+  X(segment_init_after_create)    /* creator: object exists, header not written */          \
+  X(segment_init_before_ready)    /* creator: header written, state not ready */            \
+  X(participant_register_claimed) /* slot claimed, pid/start time not yet written */        \
+  X(participant_deregister)       /* records released, slot not yet free */                 \
+  X(task_alloc_reserved)          /* record reserved by its producer, not yet filled */     \
+  X(enqueue_before_queued)        /* record filled, state still reserved */                 \
+  X(ring_push_before_publish)     /* record queued with `where` set, slot not yet full */   \
+  X(ring_push_after_publish)      /* slot full, tail hint not advanced */                   \
+  X(ring_pop_before_clear)        /* record claimed by popper, slot still full */           \
+  X(ring_clear_leftover)          /* about to clear a leftover entry found by a producer */ \
+  X(take_after_claim)             /* consumer owns the record, attempt not yet counted */   \
+  X(complete_before_free)         /* handler finished, record still running */             \
+  X(delayed_after_state)          /* record delayed, its bit not yet set */                 \
+  X(promote_after_claim)          /* due record queued by promoter, not yet in a ring */    \
+  X(reap_after_claim)             /* reaper owns the dead slot, records not yet recovered */ \
+  X(reap_mid_records)             /* reaper recovered some of the dead one's records */
+
+namespace shmsched::fault {
+
+enum class Point : std::uint8_t {
+#define SHMSCHED_X(name) name,
+  SHMSCHED_FAULT_POINT_LIST(SHMSCHED_X)
+#undef SHMSCHED_X
+      count_
+};
+inline constexpr std::size_t kPointCount = static_cast<std::size_t>(Point::count_);
+
+enum class Action : std::uint8_t { kill, exit };
+
+std::string_view name(Point p) noexcept;
+/// Looks a point up by name; false when there is none.
+bool from_name(std::string_view s, Point& out) noexcept;
+/// Die at the n-th (1-based) pass through `p` from now on in this process.
+void arm(Point p, std::uint64_t nth, Action action = Action::kill) noexcept;
+void disarm() noexcept;
+/// Passes through `p` in this process since start (fault-point builds only).
+std::uint64_t passes(Point p) noexcept;
+/// Whether this build has fault points compiled in.
+bool enabled() noexcept;
+void hit(Point p) noexcept;
+
+}  // namespace shmsched::fault
+
+#ifdef SHMSCHED_FAULT_POINTS
+#define SHMSCHED_FAULT_POINT(name) ::shmsched::fault::hit(::shmsched::fault::Point::name)
+#else
+#define SHMSCHED_FAULT_POINT(name) ((void)0)
+#endif

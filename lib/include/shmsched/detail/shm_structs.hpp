@@ -1,0 +1,144 @@
+// The structs that live in the segment, and where each one is.
+//
+// Nothing here holds a pointer: every reference is an index or an offset from the
+// segment base, so the segment may be mapped at any address in every process.
+// Every field another process may read while its owner writes it is an atomic; plain
+// fields are written only by the owner of the record (per its state word) or before
+// the segment is marked ready.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "shmsched/detail/atomic.hpp"
+#include "shmsched/layout.hpp"
+#include "shmsched/ring.hpp"
+
+namespace shmsched::detail {
+
+inline constexpr std::uint64_t kMagic = 0x3144484353'4d4853ULL;  // "SHMSCHD1" little-endian
+inline constexpr std::uint32_t kAbiVersion = 1;
+
+enum class InitState : std::uint32_t { initializing = 0x494E4954u /* "INIT" */, ready = 0x52454459u /* "REDY" */ };
+
+/// Offsets (from the segment base) and sizes of every region, computed from a Layout.
+struct SegmentMap {
+  std::uint64_t header = 0;
+  std::uint64_t task_ctrl = 0;     // TaskCtrl[task_capacity]
+  std::uint64_t task_body = 0;     // task_capacity records of body_stride bytes
+  std::uint64_t body_stride = 0;
+  std::uint64_t free_ring_hdr = 0; // RingHeader
+  std::uint64_t free_ring = 0;     // AtomicU64[task_capacity]
+  std::uint64_t queues = 0;        // QueueEntry[max_queues]
+  std::uint64_t ring_hdrs = 0;     // RingHeader[max_queues * levels]
+  std::uint64_t rings = 0;         // AtomicU64[max_queues * levels * ring_capacity]
+  std::uint64_t participants = 0;  // ParticipantSlot[max_participants]
+  std::uint64_t semaphores = 0;    // SemaphoreEntry[max_semaphores]
+  std::uint64_t delayed_bits = 0;  // AtomicU64[task_capacity / 64]
+  std::uint64_t total = 0;
+
+  static SegmentMap compute(const Layout& layout) noexcept;
+};
+
+/// Layout fields as stored in the header (fixed width, no padding surprises).
+struct LayoutPod {
+  std::uint32_t levels, task_capacity, payload_bytes, ring_capacity, max_queues, max_participants,
+      max_semaphores, reserved;
+};
+static_assert(sizeof(LayoutPod) == 32);
+
+struct alignas(kCacheLine) SegmentHeader {
+  std::uint64_t magic;
+  std::uint32_t abi_version;
+  AtomicU32 init_state;  // InitState; (H1) release-stored last by the creator
+  std::uint64_t layout_hash;
+  std::uint64_t total_size;
+  LayoutPod layout;
+  std::int32_t creator_pid;
+  std::uint32_t header_size;
+  std::uint64_t creator_start_time;  // /proc/<pid>/stat starttime of the creator
+  std::int64_t created_unix_ns;
+  char name[64];
+  // Hints and leases, each on its own line.
+  alignas(kCacheLine) AtomicU64 virgin_next{0};  // hint: first record never used yet
+  alignas(kCacheLine) AtomicU64 janitor_lease{0};
+  AtomicI64 janitor_renewed_ns{0};
+  alignas(kCacheLine) AtomicU64 delayed_next_due_ns{0};
+};
+static_assert(sizeof(SegmentHeader) <= 4096);
+
+/// Per-record control words, dense so that scans (reaper, stats) read few lines.
+struct TaskCtrl {
+  AtomicU64 state;  // see state_word.hpp
+  AtomicU64 where;  // make_where(ring, pos): where the record was last put
+};
+static_assert(sizeof(TaskCtrl) == 16);
+
+/// Fixed part of a record body; the payload follows it. Written by the record's owner
+/// only (the process its state word names), read by the next owner after the CAS that
+/// hands it over (acq_rel), so plain fields suffice.
+struct TaskBody {
+  std::uint64_t id;
+  std::uint64_t type_hash;
+  std::uint64_t group_id;
+  std::int64_t enqueued_ns;    // CLOCK_MONOTONIC
+  std::int64_t not_before_ns;  // 0 = now
+  std::int64_t expires_ns;     // 0 = never
+  std::uint32_t payload_len;
+  std::uint16_t queue;
+  std::uint8_t level;
+  std::uint8_t flags;
+  std::uint16_t attempts;
+  std::uint16_t max_attempts;
+  std::uint32_t retry_delay_ms;
+  std::uint32_t retry_backoff_max_ms;
+  std::uint16_t retry_backoff_x100;  // multiplier per attempt, x100 (200 = doubling)
+  std::uint16_t retry_jitter_pct;
+  std::uint16_t need_sem[2];
+  std::uint16_t need_count[2];
+  std::uint32_t reserved0;
+  char type_name[40];
+  char last_error[88];
+};
+static_assert(sizeof(TaskBody) == 216);
+inline constexpr std::size_t kBodyHeaderBytes = 256;  // TaskBody rounded up to whole lines
+
+/// A named queue. The word packs [name hash : 62][state : 2]; the name and settings are
+/// atomics so that racing creators of the same name write identical values race-free.
+struct alignas(kCacheLine) QueueEntry {
+  static constexpr std::uint64_t kFree = 0, kCreating = 1, kReady = 2;
+  AtomicU64 word;
+  AtomicU64 name[4];  // up to 31 bytes, zero padded
+  AtomicU32 flags;    // bit 0: paused
+  AtomicU32 aging_ms;
+};
+static_assert(sizeof(QueueEntry) == kCacheLine);
+
+/// A participant (attached process). The word packs [aux : 32][epoch : 6][state : 4].
+struct alignas(kCacheLine) ParticipantSlot {
+  static constexpr std::uint64_t kFree = 0, kRegistering = 1, kActive = 2, kReaping = 3;
+  AtomicU64 word;
+  AtomicU64 start_time;     // process start time, clock ticks since boot
+  AtomicU32 pid;
+  AtomicU32 role;           // Role bits
+  AtomicI64 heartbeat_ns;   // CLOCK_MONOTONIC of the last beat
+  AtomicU32 doorbell;       // futex word: bumped to wake this participant
+  AtomicU32 activity;       // Activity
+  AtomicU64 current_task;   // id of the task a worker runs (0 = none); informational
+  alignas(kCacheLine) AtomicU64 enqueued{0};  // counters written by this participant only
+  AtomicU64 taken{0};
+  AtomicU64 completed{0};
+  AtomicU64 reaped{0};
+};
+static_assert(sizeof(ParticipantSlot) == 2 * kCacheLine);
+
+/// A named counting semaphore (the resource-aware dispatch builds on it).
+struct alignas(kCacheLine) SemaphoreEntry {
+  AtomicU64 word;
+  AtomicU64 name[4];
+  AtomicU32 capacity;
+  AtomicU32 in_use;
+};
+static_assert(sizeof(SemaphoreEntry) == kCacheLine);
+
+}  // namespace shmsched::detail

@@ -1,0 +1,101 @@
+// Error codes and an expected-style result.
+//
+// Contract: hot paths (enqueue, take, complete) return an `Errc` directly and never
+// throw. Set-up paths (create, open, attach, queue creation) return `Result<T>`, which
+// holds either a value or an `Error` (a code plus a human-readable detail). Nothing here
+// allocates on the success path of a `Result<void>`.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+
+namespace shmsched {
+
+enum class Errc : std::uint8_t {
+  ok = 0,
+  // set-up and validation
+  invalid_name,        ///< segment, queue or task-type name fails validation
+  invalid_layout,      ///< a Layout value is out of range
+  invalid_argument,    ///< any other argument is out of range
+  exists,              ///< create_only on a name that exists
+  not_found,           ///< open_only on a name that does not exist
+  foreign_segment,     ///< the object does not start with the shmsched magic
+  version_mismatch,    ///< built for another ABI version
+  layout_mismatch,     ///< opened with an expected layout that differs
+  truncated,           ///< the object is smaller than its header says
+  corrupt,             ///< the header is inconsistent with itself
+  init_timeout,        ///< the creator is alive but did not finish within the bound
+  creator_died,        ///< the creator died before marking the segment ready
+  permission_denied,   ///< the OS refused access
+  system_error,        ///< another OS error; the detail names it
+  // runtime
+  payload_too_large,   ///< payload longer than the layout's payload_bytes
+  unknown_queue,       ///< no queue with that name or id
+  queue_table_full,    ///< max_queues queues exist already
+  participant_table_full,
+  table_full,          ///< every task record is in use (back-pressure)
+  ring_full,           ///< the priority ring is full (back-pressure)
+  timeout,             ///< a bounded wait ran out
+  fenced,              ///< this participant was reaped; its late writes are refused
+  not_attached,        ///< the handle is not attached to a segment
+};
+
+/// A short, stable, lower-case description of a code.
+std::string_view to_string(Errc code) noexcept;
+
+class Error {
+ public:
+  Error() = default;
+  Error(Errc code, std::string detail = {}) : code_(code), detail_(std::move(detail)) {}
+  Errc code() const noexcept { return code_; }
+  const std::string& detail() const noexcept { return detail_; }
+  /// "<code text>: <detail>" (or just the code text without a detail).
+  std::string message() const;
+
+ private:
+  Errc code_ = Errc::ok;
+  std::string detail_;
+};
+
+/// Either a T or an Error. `ok()` tells which; `value()` on an error is a bug.
+template <class T>
+class [[nodiscard]] Result {
+ public:
+  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}
+  Result(Error error) : v_(std::in_place_index<1>, std::move(error)) {}
+  Result(Errc code, std::string detail = {}) : v_(std::in_place_index<1>, Error(code, std::move(detail))) {}
+
+  bool ok() const noexcept { return v_.index() == 0; }
+  explicit operator bool() const noexcept { return ok(); }
+  T& value() & { return std::get<0>(v_); }
+  const T& value() const& { return std::get<0>(v_); }
+  T&& value() && { return std::get<0>(std::move(v_)); }
+  T& operator*() & { return value(); }
+  T* operator->() { return &value(); }
+  const Error& error() const { return std::get<1>(v_); }
+  Errc code() const noexcept { return ok() ? Errc::ok : std::get<1>(v_).code(); }
+
+ private:
+  std::variant<T, Error> v_;
+};
+
+template <>
+class [[nodiscard]] Result<void> {
+ public:
+  Result() = default;
+  Result(Error error) : err_(std::move(error)), failed_(true) {}
+  Result(Errc code, std::string detail = {}) : err_(code, std::move(detail)), failed_(code != Errc::ok) {}
+  bool ok() const noexcept { return !failed_; }
+  explicit operator bool() const noexcept { return ok(); }
+  const Error& error() const { return err_; }
+  Errc code() const noexcept { return failed_ ? err_.code() : Errc::ok; }
+
+ private:
+  Error err_;
+  bool failed_ = false;
+};
+
+}  // namespace shmsched

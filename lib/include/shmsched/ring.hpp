@@ -1,0 +1,211 @@
+// IndexRing: a bounded lock-free MPMC ring of record indices that no crash can wedge.
+//
+// What it is. A ring of `capacity` 64-bit slot words plus two 64-bit position hints
+// (head, tail). Positions are monotonic 64-bit integers; position p lives in slot
+// p & (capacity - 1) at lap p / capacity. A slot word packs
+//
+//     [ lap : 43 ][ full : 1 ][ value : 20 ]
+//
+// EMPTY(L) means "ready to receive the entry of lap L"; FULL(L, v) holds value v for
+// lap L. An all-zero slot is EMPTY(0), so a freshly truncated (zero) segment is a valid
+// empty ring and untouched slots cost no memory.
+//
+// How it differs from Vyukov's bounded queue (docs/ring-protocol.md has the full
+// argument). Vyukov claims a position by moving a shared counter and then publishes the
+// slot in a second step; a process killed between the two leaves a hole that every
+// consumer waits behind forever. Here:
+//   * a push is ONE compare-exchange of the slot word, EMPTY(L) -> FULL(L, v). There is
+//     no claimed-but-unpublished state, so a dying producer leaves nothing half done in
+//     the ring. Head and tail are hints that anyone may advance.
+//   * the value names a task record, and taking it is decided by that record's state
+//     word (the single source of truth), not by the slot. A consumer first moves the
+//     record out of its takeable state with one CAS (the linearisation point of the
+//     pop), then clears the slot. A consumer killed between the two leaves a FULL slot
+//     whose record is no longer takeable: the next process to reach it sees it is
+//     stale and clears it. Nothing waits for a reaper.
+//   * so the slot needs no claimer id: the record's state word already records the
+//     owner, and recovery of the record (not of the ring) is the reaper's job.
+//
+// Who may call what: any process may push and pop; the `claim` and `is_stale` callables
+// define what "takeable" means for the records in this ring (see TaskTable).
+//
+// Ordering: (R3) the publishing CAS is a release that pairs with the acquire load (R6)
+// of a popper, so everything the producer wrote to the record before the push is
+// visible to whoever reads the slot. The clearing CAS (R4) is a release that pairs with
+// the producer's acquire load (R2) of the same slot.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "shmsched/detail/atomic.hpp"
+#include "shmsched/detail/fault.hpp"
+
+namespace shmsched {
+
+/// The position hints of a ring; tail and head on separate lines (producers write one,
+/// consumers the other).
+struct RingHeader {
+  alignas(detail::kCacheLine) detail::AtomicU64 tail{0};
+  alignas(detail::kCacheLine) detail::AtomicU64 head{0};
+};
+static_assert(sizeof(RingHeader) == 2 * detail::kCacheLine);
+
+enum class PushStatus : std::uint8_t { ok, full, aborted };
+/// What a claim callable reports about the record named by a FULL slot.
+enum class Claim : std::uint8_t {
+  taken,  ///< the caller now owns the record (its CAS succeeded)
+  stale,  ///< the record is not takeable at this position: the entry is a leftover
+};
+
+template <class Atomic = detail::AtomicU64>
+class IndexRing {
+ public:
+  static constexpr unsigned kValueBits = 20;
+  static constexpr std::uint64_t kValueMask = (std::uint64_t{1} << kValueBits) - 1;
+  static constexpr std::uint64_t kFullBit = std::uint64_t{1} << kValueBits;
+  static constexpr unsigned kLapShift = kValueBits + 1;
+  static constexpr std::uint64_t kLapMask = (std::uint64_t{1} << (64 - kLapShift)) - 1;
+
+  IndexRing() = default;
+  /// `capacity` must be a power of two >= 2.
+  IndexRing(RingHeader* header, Atomic* slots, std::uint32_t capacity) noexcept
+      : header_(header), slots_(slots), mask_(capacity - 1), shift_(log2(capacity)) {}
+
+  std::uint32_t capacity() const noexcept { return static_cast<std::uint32_t>(mask_ + 1); }
+
+  static constexpr std::uint64_t empty_word(std::uint64_t lap) noexcept { return (lap & kLapMask) << kLapShift; }
+  static constexpr std::uint64_t full_word(std::uint64_t lap, std::uint32_t v) noexcept {
+    return ((lap & kLapMask) << kLapShift) | kFullBit | v;
+  }
+  static constexpr bool is_full(std::uint64_t w) noexcept { return (w & kFullBit) != 0; }
+  static constexpr std::uint32_t value_of(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w & kValueMask); }
+  static constexpr std::uint64_t lap_of_word(std::uint64_t w) noexcept { return w >> kLapShift; }
+  std::uint64_t lap_of_pos(std::uint64_t pos) const noexcept { return (pos >> shift_) & kLapMask; }
+
+  /// Push `value` (< 2^20). `prepare(pos)` runs once per attempt, after an EMPTY slot
+  /// was found at `pos` and before the publishing CAS; it returns false to abort the
+  /// push (the ring is left unchanged). `is_stale(pos, v)` says whether a FULL entry of
+  /// an older lap is a leftover that may be cleared (else the ring is full).
+  /// Never overwrites: a full ring returns PushStatus::full.
+  template <class Prepare, class IsStale>
+  PushStatus try_push(std::uint32_t value, Prepare&& prepare, IsStale&& is_stale) noexcept {
+    std::uint64_t t = header_->tail.load(std::memory_order_relaxed);  // (R1) a hint only
+    // Bound: each iteration either returns or moves past a slot another process filled
+    // or a leftover it cleared; 4 laps of steps means the segment is being corrupted.
+    for (std::uint64_t steps = 0; steps < 4 * (mask_ + 1) + 64; ++steps) {
+      Atomic& slot = slots_[t & mask_];
+      // (R2) acquire: pairs with the clearing release (R4), so the slot is really free.
+      std::uint64_t w = slot.load(std::memory_order_acquire);
+      const std::uint64_t lap = lap_of_pos(t);
+      const std::uint64_t wlap = lap_of_word(w);
+      if (wlap == lap && !is_full(w)) {
+        if (!prepare(t)) return PushStatus::aborted;
+        SHMSCHED_FAULT_POINT(ring_push_before_publish);
+        // (R3) release: publishes the record fields and `where` written by prepare (and
+        // everything before); pairs with (R6) in try_pop.
+        if (slot.compare_exchange_strong(w, full_word(lap, value), std::memory_order_release,
+                                         std::memory_order_relaxed)) {
+          SHMSCHED_FAULT_POINT(ring_push_after_publish);
+          detail::advance_hint(header_->tail, t + 1);
+          return PushStatus::ok;
+        }
+        continue;  // another producer filled slot t: look at it again
+      }
+      if (wlap == lap || lap_ahead(wlap, lap)) {
+        // Position t was filled (or even cleared) already: the tail hint is behind.
+        ++t;
+        detail::advance_hint(header_->tail, t);
+        continue;
+      }
+      if (is_full(w) && ((wlap + 1) & kLapMask) == lap) {
+        // The entry of the previous lap is still there: full, unless it is a leftover.
+        if (!is_stale(t - (mask_ + 1), value_of(w))) return PushStatus::full;
+        SHMSCHED_FAULT_POINT(ring_clear_leftover);
+        // (R4') release: same role as (R4).
+        slot.compare_exchange_strong(w, empty_word(lap), std::memory_order_release, std::memory_order_relaxed);
+        continue;
+      }
+      return PushStatus::full;  // a lap that cannot occur in a sound ring: refuse, never overwrite
+    }
+    return PushStatus::full;
+  }
+
+  /// Pop the oldest entry that `claim(pos, value)` takes. Leftover entries (claim says
+  /// stale) are cleared on the way. Returns false when the ring is empty at the head.
+  template <class ClaimFn>
+  bool try_pop(ClaimFn&& claim, std::uint32_t& out) noexcept {
+    std::uint64_t h = header_->head.load(std::memory_order_relaxed);  // (R5) a hint only
+    for (std::uint64_t steps = 0; steps < 4 * (mask_ + 1) + 64; ++steps) {
+      Atomic& slot = slots_[h & mask_];
+      // (R6) acquire: pairs with (R3); the record named by the slot is fully written.
+      std::uint64_t w = slot.load(std::memory_order_acquire);
+      const std::uint64_t lap = lap_of_pos(h);
+      const std::uint64_t wlap = lap_of_word(w);
+      if (wlap == lap) {
+        if (!is_full(w)) return false;  // nothing at the head: empty
+        const std::uint32_t v = value_of(w);
+        const Claim c = claim(h, v);
+        SHMSCHED_FAULT_POINT(ring_pop_before_clear);
+        // (R4) release: hands the slot to the producer of lap + 1; pairs with (R2).
+        // Failure means a helper cleared it already, which is the same outcome.
+        slot.compare_exchange_strong(w, empty_word(lap + 1), std::memory_order_release, std::memory_order_relaxed);
+        detail::advance_hint(header_->head, h + 1);
+        if (c == Claim::taken) {
+          out = v;
+          return true;
+        }
+        ++h;
+        continue;
+      }
+      if (lap_ahead(wlap, lap)) {  // position h was consumed already: head hint is behind
+        ++h;
+        detail::advance_hint(header_->head, h);
+        continue;
+      }
+      return false;  // an older lap at the head cannot occur unless corrupted: report empty
+    }
+    return false;
+  }
+
+  /// Entries between head and tail hints; may be stale by the time it returns.
+  std::uint64_t depth_guess() const noexcept {
+    const std::uint64_t h = header_->head.load(std::memory_order_relaxed);
+    const std::uint64_t t = header_->tail.load(std::memory_order_relaxed);
+    return t > h ? t - h : 0;
+  }
+  /// Visit every FULL slot (value, position) without changing anything. Not atomic as a
+  /// whole: for inspection and recovery, which re-validate what they find.
+  template <class Fn>
+  void for_each_full(Fn&& fn) const noexcept {
+    const std::uint64_t cap = mask_ + 1;
+    for (std::uint64_t i = 0; i < cap; ++i) {
+      const std::uint64_t w = slots_[i].load(std::memory_order_acquire);
+      if (is_full(w)) fn(value_of(w), (lap_of_word(w) << shift_) | i);
+    }
+  }
+  /// Whether slot of `pos` holds exactly FULL(lap(pos), v) now.
+  bool holds(std::uint64_t pos, std::uint32_t v) const noexcept {
+    return slots_[pos & mask_].load(std::memory_order_acquire) == full_word(lap_of_pos(pos), v);
+  }
+  RingHeader* header() const noexcept { return header_; }
+
+ private:
+  static constexpr unsigned log2(std::uint32_t x) noexcept {
+    unsigned r = 0;
+    while ((std::uint32_t{1} << r) < x) ++r;
+    return r;
+  }
+  // Whether lap a is after lap b (modulo the 43-bit lap field).
+  static constexpr bool lap_ahead(std::uint64_t a, std::uint64_t b) noexcept {
+    const std::uint64_t d = (a - b) & kLapMask;
+    return d != 0 && d < (kLapMask >> 1);
+  }
+
+  RingHeader* header_ = nullptr;
+  Atomic* slots_ = nullptr;
+  std::uint64_t mask_ = 0;
+  unsigned shift_ = 0;
+};
+
+}  // namespace shmsched

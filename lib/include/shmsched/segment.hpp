@@ -1,0 +1,102 @@
+// Segment: one named POSIX shared-memory object (/dev/shm/shmsched.<name>) holding the
+// whole scheduler, or a private anonymous mapping running the same engine in-process.
+//
+// Contract:
+//  * create() is race-safe: the object is created with O_EXCL, so exactly one process
+//    initialises it. The creator holds an exclusive flock(2) on it until the header is
+//    marked ready; openers wait for that lock with a bound. A creator killed mid-init
+//    releases the lock by dying, and openers then report creator_died -- never loop.
+//  * open() checks magic, ABI version, init state, layout sanity and size before it
+//    trusts anything; a foreign, truncated, half-initialised or mismatched object is an
+//    error that names the problem and changes nothing.
+//  * Mode 0600 by default (CreateOptions::mode opts in to group access).
+//  * Names: 1..kMaxNameLength of [A-Za-z0-9_.-], not starting with '.', so no '/' and
+//    no '..' can reach the file system.
+//  * A private segment (create_private) is anonymous shared memory: the same engine in
+//    one process, also shared with children forked after it was made.
+// A Segment is move-only; any thread may use it. Destroying the handle unmaps; the
+// object stays until destroy(name).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shmsched/error.hpp"
+#include "shmsched/layout.hpp"
+#include "shmsched/process.hpp"
+#include "shmsched/queue.hpp"
+
+namespace shmsched {
+
+namespace detail {
+struct Core;
+}
+
+struct CreateOptions {
+  /// Permission bits of the object; 0600 unless a group mode is asked for.
+  unsigned mode = 0600;
+  /// Queues to create together with the segment.
+  std::vector<std::string> queues;
+};
+
+struct OpenOptions {
+  /// When set, a segment built from another layout is a layout_mismatch error.
+  std::optional<Layout> expect;
+  /// How long to wait for a creator that is still initialising.
+  std::chrono::milliseconds timeout{2000};
+};
+
+class Segment {
+ public:
+  static constexpr std::size_t kMaxNameLength = 64;
+
+  static Result<Segment> create(std::string_view name, const Layout& layout = {}, const CreateOptions& options = {});
+  static Result<Segment> open(std::string_view name, const OpenOptions& options = {});
+  /// Opens the segment if it exists, else creates it (either way race-safe).
+  static Result<Segment> create_or_open(std::string_view name, const Layout& layout = {},
+                                        const CreateOptions& options = {});
+  static Result<Segment> create_private(const Layout& layout = {}, const CreateOptions& options = {});
+  /// Removes the named object. Mapped handles stay valid until they are dropped.
+  static Result<void> destroy(std::string_view name);
+
+  static Result<void> validate_name(std::string_view name);
+  /// "shmsched.<name>": the POSIX shm object name (without the leading '/').
+  static std::string object_name(std::string_view name);
+  /// Checks a byte image of a segment (as open() does) without trusting any of it.
+  /// Returns its layout when the image is a complete, ready segment.
+  static Result<Layout> check_image(const void* data, std::size_t size) noexcept;
+
+  Segment(Segment&&) noexcept;
+  Segment& operator=(Segment&&) noexcept;
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+  ~Segment();
+
+  const Layout& layout() const noexcept;
+  const std::string& name() const noexcept;
+  bool is_private() const noexcept;
+  std::size_t size_bytes() const noexcept;
+  ProcessIdentity creator() const noexcept;
+
+  /// Creates the queue or returns the existing one of that name (race-safe).
+  Result<QueueId> create_queue(std::string_view name) noexcept;
+  Result<QueueId> find_queue(std::string_view name) const noexcept;
+  /// The ready queues, in id order.
+  std::vector<QueueInfo> queues() const;
+
+  detail::Core& core() noexcept;
+  const detail::Core& core() const noexcept;
+
+ private:
+  struct Impl;
+  explicit Segment(std::unique_ptr<Impl> impl) noexcept;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace shmsched

@@ -1,0 +1,12 @@
+// Umbrella header: everything a program that links shmsched needs.
+#pragma once
+
+#include "shmsched/client.hpp"
+#include "shmsched/error.hpp"
+#include "shmsched/layout.hpp"
+#include "shmsched/participant.hpp"
+#include "shmsched/process.hpp"
+#include "shmsched/queue.hpp"
+#include "shmsched/ring.hpp"
+#include "shmsched/segment.hpp"
+#include "shmsched/task.hpp"

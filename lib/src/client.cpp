@@ -1,0 +1,605 @@
+// The engine: task table, ring pushes and pops, delayed index, participants, reaping.
+// docs/ring-protocol.md walks through the protocol; the labels (S1), (T1), ... below
+// name the steps it refers to.
+#include "shmsched/client.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstring>
+#include <thread>
+
+#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/fault.hpp"
+
+namespace shmsched {
+
+using detail::next_word;
+using detail::owner_of;
+using detail::state_of;
+
+namespace {
+
+constexpr std::size_t kMaxTypeName = 39;
+
+TaskState takeable_state(std::uint16_t ring_id) noexcept {
+  return ring_id == detail::kFreeRingId ? TaskState::free : TaskState::queued;
+}
+
+std::int64_t load_not_before(detail::TaskBody* b) noexcept {
+  // atomic_ref: promoters read it while they do not own the record.
+  return std::atomic_ref<std::int64_t>(b->not_before_ns).load(std::memory_order_relaxed);
+}
+void store_not_before(detail::TaskBody* b, std::int64_t v) noexcept {
+  std::atomic_ref<std::int64_t>(b->not_before_ns).store(v, std::memory_order_relaxed);
+}
+
+void copy_cstr(char* dst, std::size_t cap, std::string_view s) noexcept {
+  const std::size_t n = std::min(s.size(), cap - 1);
+  std::memcpy(dst, s.data(), n);
+  dst[n] = '\0';
+}
+
+}  // namespace
+
+struct Client::Impl {
+  Segment* seg = nullptr;
+  detail::Core* core = nullptr;
+  detail::ParticipantSlot* me = nullptr;
+  std::uint32_t slot = 0;  // 0-based
+  std::uint32_t epoch = 0;
+  std::uint16_t token = 0;
+  bool attached = false;
+
+  // ---- records ----------------------------------------------------------------
+
+  // Whether the entry for record v at `pos` of ring `rid` is a leftover: the record is
+  // not (any more) takeable there. Loads state first (T1), then where, as claim() does.
+  bool is_stale(std::uint16_t rid, std::uint64_t pos, std::uint32_t v) const noexcept {
+    if (v >= core->capacity) return true;
+    auto& c = core->ctrl[v];
+    const std::uint64_t s = c.state.load(std::memory_order_acquire);  // (T1)
+    return state_of(s) != takeable_state(rid) ||
+           c.where.load(std::memory_order_relaxed) != detail::make_where(rid, pos);
+  }
+
+  // Claim record v found at `pos` of ring `rid`: one CAS from its takeable state to
+  // `to` owned by us. This CAS is the linearisation point of a pop.
+  Claim claim(std::uint16_t rid, std::uint64_t pos, std::uint32_t v, TaskState to, std::uint64_t& out) noexcept {
+    if (v >= core->capacity) return Claim::stale;  // corrupt entry: clear it
+    auto& c = core->ctrl[v];
+    // (T1) acquire: pairs with (S1) of whoever made the record takeable, so `where`
+    // and the body it wrote are visible.
+    std::uint64_t s = c.state.load(std::memory_order_acquire);
+    for (;;) {
+      if (state_of(s) != takeable_state(rid)) return Claim::stale;
+      // relaxed: ordered after (T1); a later rewrite of `where` would need a state
+      // change first, which makes the CAS below fail.
+      if (c.where.load(std::memory_order_relaxed) != detail::make_where(rid, pos)) return Claim::stale;
+      const std::uint64_t next = next_word(s, to, token);
+      // (T2) acq_rel: acquires the body from the previous owner and releases our
+      // ownership; on failure reload (acquire) and decide again.
+      if (c.state.compare_exchange_weak(s, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        out = next;
+        return Claim::taken;
+      }
+    }
+  }
+
+  // Put record `idx` (state word `word`, owned by us) into ring `rid`, moving it to
+  // `target` (queued or free) owned by us on the first attempt. On return `word` is
+  // the record's word as we left it. PushStatus::aborted means the record was not
+  // ours (we were fenced).
+  PushStatus push_record(std::uint32_t idx, std::uint64_t& word, std::uint16_t rid, TaskState target) noexcept {
+    auto& c = core->ctrl[idx];
+    bool moved = false;
+    auto prepare = [&](std::uint64_t pos) noexcept {
+      // (W1) relaxed: published by (S1) on the first attempt and by the ring's
+      // publishing CAS (R3) on every attempt.
+      c.where.store(detail::make_where(rid, pos), std::memory_order_relaxed);
+      if (moved) return true;
+      const std::uint64_t next = next_word(word, target, token);
+      // (S1) acq_rel: releases the body and `where` to the next owner (pairs with T1).
+      if (!c.state.compare_exchange_strong(word, next, std::memory_order_acq_rel, std::memory_order_acquire))
+        return false;
+      word = next;
+      moved = true;
+      return true;
+    };
+    auto stale = [&](std::uint64_t pos, std::uint32_t v) noexcept { return is_stale(rid, pos, v); };
+    const PushStatus st = core->ring(rid).try_push(idx, prepare, stale);
+    return st;
+  }
+
+  Errc free_record(std::uint32_t idx, std::uint64_t word) noexcept {
+    for (int i = 0; i < 64; ++i) {
+      const PushStatus st = push_record(idx, word, detail::kFreeRingId, TaskState::free);
+      if (st == PushStatus::ok) return Errc::ok;
+      if (st == PushStatus::aborted) return Errc::fenced;
+      // The free ring holds every record at most once, and push clears leftovers, so
+      // it cannot be full; a full one means corruption. Retry a little, then give up
+      // (the record stays ours; the reaper or deregistration returns it).
+    }
+    return Errc::table_full;
+  }
+
+  Errc alloc(std::uint32_t& idx, std::uint64_t& word) noexcept {
+    std::uint32_t v = 0;
+    std::uint64_t w = 0;
+    auto take = [&](std::uint64_t pos, std::uint32_t val) noexcept {
+      return claim(detail::kFreeRingId, pos, val, TaskState::reserved, w);
+    };
+    if (core->ring(detail::kFreeRingId).try_pop(take, v)) {
+      idx = v;
+      word = w;
+      SHMSCHED_FAULT_POINT(task_alloc_reserved);
+      return Errc::ok;
+    }
+    // Records never used yet: the state word is the truth, virgin_next a hint.
+    auto& hint = core->header->virgin_next;
+    for (std::uint64_t n = hint.load(std::memory_order_relaxed); n < core->capacity; ++n) {
+      auto& c = core->ctrl[n];
+      std::uint64_t s = c.state.load(std::memory_order_relaxed);
+      if (s == 0) {
+        const std::uint64_t next = next_word(0, TaskState::reserved, token);
+        // (S0) acq_rel: claims a virgin record (no previous owner to acquire from).
+        if (c.state.compare_exchange_strong(s, next, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+          detail::advance_hint(hint, n + 1);
+          idx = static_cast<std::uint32_t>(n);
+          word = next;
+          SHMSCHED_FAULT_POINT(task_alloc_reserved);
+          return Errc::ok;
+        }
+      }
+      detail::advance_hint(hint, n + 1);
+    }
+    return Errc::table_full;
+  }
+
+  // ---- delayed index -------------------------------------------------------------
+
+  void mark_delayed(std::uint32_t idx, std::int64_t not_before) noexcept {
+    // seq_cst with the state CAS before it and the re-check in promote_due: a promoter
+    // that clears a stale bit and then reads the state either sees `delayed` or its
+    // clear is ordered before this set (see docs/ring-protocol.md, "delayed index").
+    core->delayed_bits[idx / 64].fetch_or(std::uint64_t{1} << (idx % 64), std::memory_order_seq_cst);
+    auto& due = core->header->delayed_next_due_ns;
+    std::uint64_t cur = due.load(std::memory_order_relaxed);
+    const auto nb = static_cast<std::uint64_t>(not_before);
+    while ((cur == 0 || nb < cur) && !due.compare_exchange_weak(cur, nb, std::memory_order_seq_cst)) {
+    }
+  }
+
+  // Move record idx (word, owned by us) to delayed until `not_before`.
+  Errc delay_record(std::uint32_t idx, std::uint64_t& word, std::int64_t not_before) noexcept {
+    store_not_before(core->body(idx), not_before);
+    const std::uint64_t next = next_word(word, TaskState::delayed, token);
+    // (S2) seq_cst: releases the body; ordered before the bit set (see mark_delayed).
+    if (!core->ctrl[idx].state.compare_exchange_strong(word, next, std::memory_order_seq_cst)) return Errc::fenced;
+    word = next;
+    SHMSCHED_FAULT_POINT(delayed_after_state);
+    mark_delayed(idx, not_before);
+    return Errc::ok;
+  }
+
+  // Queue a record we own (running/reserved) into its ring; if the ring is full, it
+  // waits as delayed and is retried by promote_due (never dropped, never overwritten).
+  Errc requeue_record(std::uint32_t idx, std::uint64_t word) noexcept {
+    auto* b = core->body(idx);
+    if (b->queue >= core->layout.max_queues || b->level >= core->levels) return dead_letter_record(idx, word, "corrupt queue or level");
+    const PushStatus st = push_record(idx, word, core->ring_id(b->queue, b->level), TaskState::queued);
+    if (st == PushStatus::ok) return Errc::ok;
+    if (st == PushStatus::aborted) return Errc::fenced;
+    return delay_record(idx, word, monotonic_ns() + 10'000'000);
+  }
+
+  Errc dead_letter_record(std::uint32_t idx, std::uint64_t word, std::string_view reason) noexcept {
+    copy_cstr(core->body(idx)->last_error, sizeof(detail::TaskBody::last_error), reason);
+    const std::uint64_t next = next_word(word, TaskState::dead, token);
+    // (S3) acq_rel: releases last_error to whoever lists dead letters.
+    if (!core->ctrl[idx].state.compare_exchange_strong(word, next, std::memory_order_acq_rel)) return Errc::fenced;
+    return Errc::ok;
+  }
+
+  // ---- recovery ------------------------------------------------------------------
+
+  // Finish or undo everything the (dead, or departing) owner `dead` left in records.
+  void recover_records(std::uint16_t dead, ReapReport& rep) noexcept {
+    const std::uint64_t end =
+        std::min<std::uint64_t>(core->capacity, core->header->virgin_next.load(std::memory_order_acquire) + 64);
+    for (std::uint32_t idx = 0; idx < end; ++idx) {
+      auto& c = core->ctrl[idx];
+      std::uint64_t s = c.state.load(std::memory_order_acquire);
+      if (s == 0 || owner_of(s) != dead) continue;
+      switch (state_of(s)) {
+        case TaskState::reserved:  // never accepted: give the record back
+          if (free_record(idx, s) == Errc::ok) ++rep.freed;
+          break;
+        case TaskState::queued:
+        case TaskState::free: {
+          const std::uint64_t wh = c.where.load(std::memory_order_relaxed);
+          const std::uint16_t rid = detail::where_ring(wh);
+          if (core->valid_ring(rid) && core->ring(rid).holds(detail::where_pos(wh), idx)) {
+            // Published: drop the dead owner's name from it (a consumer racing us just
+            // wins; its CAS reloads).
+            c.state.compare_exchange_strong(s, next_word(s, state_of(s), 0), std::memory_order_acq_rel);
+            break;
+          }
+          if (state_of(s) == TaskState::free) {
+            free_record(idx, s);
+          } else {
+            const std::uint64_t next = next_word(s, TaskState::running, token);
+            if (c.state.compare_exchange_strong(s, next, std::memory_order_acq_rel) &&
+                requeue_record(idx, next) == Errc::ok)
+              ++rep.republished;
+          }
+          break;
+        }
+        case TaskState::running: {
+          const std::uint64_t next = next_word(s, TaskState::running, token);
+          if (!c.state.compare_exchange_strong(s, next, std::memory_order_acq_rel)) break;
+          auto* b = core->body(idx);
+          if (b->attempts >= b->max_attempts) {
+            if (dead_letter_record(idx, next, "consumer died while running it") == Errc::ok) ++rep.dead_lettered;
+          } else if (requeue_record(idx, next) == Errc::ok) {
+            ++rep.requeued;
+          }
+          break;
+        }
+        case TaskState::delayed:
+          mark_delayed(idx, load_not_before(core->body(idx)));
+          break;
+        default:
+          break;
+      }
+      SHMSCHED_FAULT_POINT(reap_mid_records);
+    }
+  }
+
+  bool slot_process_alive(const detail::ParticipantSlot& p, std::uint64_t w) const noexcept {
+    const auto pid = static_cast<std::int32_t>(p.pid.load(std::memory_order_relaxed));
+    const std::uint64_t start = p.start_time.load(std::memory_order_relaxed);
+    if (detail::pword_state(w) == detail::ParticipantSlot::kRegistering) {
+      const auto rpid = static_cast<std::int32_t>(detail::pword_aux(w));
+      if (start == 0 || pid != rpid) return ProcessIdentity::of(rpid).start_time != 0;
+    }
+    return ProcessIdentity{pid, start}.alive();
+  }
+
+  // The participant holding `token` is alive and active with that token.
+  bool token_alive(std::uint16_t tok) const noexcept {
+    const std::uint32_t i = detail::token_index(tok);
+    if (i == 0 || i > core->layout.max_participants) return false;
+    const auto& p = core->participants[i - 1];
+    const std::uint64_t w = p.word.load(std::memory_order_acquire);
+    if (detail::pword_epoch(w) != detail::token_epoch(tok)) return false;
+    if (detail::pword_state(w) != detail::ParticipantSlot::kActive &&
+        detail::pword_state(w) != detail::ParticipantSlot::kReaping)
+      return false;
+    return slot_process_alive(p, w);
+  }
+
+  ReapReport reap_dead() noexcept {
+    ReapReport rep;
+    for (std::uint32_t i = 0; i < core->layout.max_participants; ++i) {
+      if (i == slot) continue;
+      auto& p = core->participants[i];
+      std::uint64_t w = p.word.load(std::memory_order_acquire);
+      const std::uint64_t st = detail::pword_state(w);
+      if (st == detail::ParticipantSlot::kFree) continue;
+      if (st == detail::ParticipantSlot::kReaping) {
+        // Someone reaps it; take over only if that reaper died too.
+        if (token_alive(static_cast<std::uint16_t>(detail::pword_aux(w)))) continue;
+      } else if (slot_process_alive(p, w)) {
+        continue;
+      }
+      const std::uint32_t epoch = detail::pword_epoch(w);
+      // (P3) acq_rel: we own the slot's recovery now.
+      if (!p.word.compare_exchange_strong(w, detail::pword(detail::ParticipantSlot::kReaping, epoch, token),
+                                          std::memory_order_acq_rel))
+        continue;
+      SHMSCHED_FAULT_POINT(reap_after_claim);
+      recover_records(detail::make_token(i + 1, epoch), rep);
+      me->reaped.fetch_add(1, std::memory_order_relaxed);
+      // (P4) release: the slot is free again with epoch + 1, which fences the old token.
+      p.word.store(detail::pword(detail::ParticipantSlot::kFree, epoch + 1, 0), std::memory_order_release);
+      ++rep.participants;
+    }
+    return rep;
+  }
+
+  void deregister() noexcept {
+    if (!attached) return;
+    ReapReport rep;
+    recover_records(token, rep);
+    SHMSCHED_FAULT_POINT(participant_deregister);
+    me->activity.store(static_cast<std::uint32_t>(Activity::stopping), std::memory_order_relaxed);
+    std::uint64_t w = detail::pword(detail::ParticipantSlot::kActive, epoch, static_cast<std::uint32_t>(me->pid.load(std::memory_order_relaxed)));
+    // (P4') release: as (P4); fails only if we were reaped meanwhile.
+    me->word.compare_exchange_strong(w, detail::pword(detail::ParticipantSlot::kFree, epoch + 1, 0),
+                                     std::memory_order_release);
+    attached = false;
+  }
+
+  // ---- enqueue -------------------------------------------------------------------
+
+  Errc check_spec(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o) const noexcept {
+    if (!attached) return Errc::not_attached;
+    if (type.empty() || type.size() > kMaxTypeName) return Errc::invalid_name;
+    if (payload.size() > core->layout.payload_bytes) return Errc::payload_too_large;
+    if (o.queue >= core->layout.max_queues ||
+        (core->queues[o.queue].word.load(std::memory_order_relaxed) & 3) != detail::QueueEntry::kReady)
+      return Errc::unknown_queue;
+    if (o.priority >= core->levels || o.max_attempts == 0) return Errc::invalid_argument;
+    return Errc::ok;
+  }
+
+  Errc enqueue(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o, TaskId* id) noexcept {
+    if (Errc e = check_spec(type, payload, o); e != Errc::ok) return e;
+    std::uint32_t idx = 0;
+    std::uint64_t word = 0;
+    if (Errc e = alloc(idx, word); e != Errc::ok) return e;
+    auto* b = core->body(idx);
+    const TaskId tid = core->make_id(detail::version_of(word), idx);
+    b->id = tid;
+    b->type_hash = type_hash(type);
+    b->group_id = o.group_id;
+    b->enqueued_ns = monotonic_ns();
+    store_not_before(b, o.not_before_ns);
+    b->expires_ns = o.expires_ns;
+    b->payload_len = static_cast<std::uint32_t>(payload.size());
+    b->queue = o.queue;
+    b->level = o.priority;
+    b->flags = 0;
+    b->attempts = 0;
+    b->max_attempts = o.max_attempts;
+    b->retry_delay_ms = static_cast<std::uint32_t>(o.retry.delay.count());
+    b->retry_backoff_max_ms = static_cast<std::uint32_t>(o.retry.max_delay.count());
+    b->retry_backoff_x100 = o.retry.backoff_x100;
+    b->retry_jitter_pct = o.retry.jitter_pct;
+    b->need_sem[0] = b->need_sem[1] = 0;
+    b->need_count[0] = b->need_count[1] = 0;
+    copy_cstr(b->type_name, sizeof b->type_name, type);
+    b->last_error[0] = '\0';
+    if (!payload.empty()) std::memcpy(core->payload(idx), payload.data(), payload.size());
+    SHMSCHED_FAULT_POINT(enqueue_before_queued);
+    Errc result = Errc::ok;
+    if (o.not_before_ns > b->enqueued_ns) {
+      result = delay_record(idx, word, o.not_before_ns);
+    } else {
+      const PushStatus st = push_record(idx, word, core->ring_id(o.queue, o.priority), TaskState::queued);
+      if (st == PushStatus::aborted) return Errc::fenced;
+      if (st == PushStatus::full) {
+        free_record(idx, word);  // not accepted: give the record back
+        return Errc::ring_full;
+      }
+    }
+    if (result != Errc::ok) return result;
+    me->enqueued.fetch_add(1, std::memory_order_relaxed);  // our own line: no sharing
+    if (id != nullptr) *id = tid;
+    return Errc::ok;
+  }
+
+  // ---- take ----------------------------------------------------------------------
+
+  bool take(QueueId q, Taken& out) noexcept {
+    if (!attached || q >= core->layout.max_queues) return false;
+    if ((core->queues[q].flags.load(std::memory_order_relaxed) & 1) != 0) return false;  // paused
+    for (std::uint32_t level = 0; level < core->levels; ++level) {
+      const std::uint16_t rid = core->ring_id(q, level);
+      std::uint64_t w = 0;
+      std::uint32_t v = 0;
+      auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept { return claim(rid, pos, val, TaskState::running, w); };
+      if (!core->ring(rid).try_pop(c, v)) continue;
+      SHMSCHED_FAULT_POINT(take_after_claim);
+      auto* b = core->body(v);
+      ++b->attempts;
+      out.index = v;
+      out.word = w;
+      out.id = b->id;
+      out.queue = b->queue;
+      out.level = b->level;
+      out.attempt = b->attempts;
+      out.max_attempts = b->max_attempts;
+      out.type = b->type_hash;
+      out.type_name = std::string_view(b->type_name, ::strnlen(b->type_name, sizeof b->type_name));
+      out.payload = std::span<const std::byte>(core->payload(v), std::min<std::uint32_t>(b->payload_len, core->layout.payload_bytes));
+      out.enqueued_ns = b->enqueued_ns;
+      me->taken.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+    return false;
+  }
+
+  bool owns(const Taken& t) const noexcept {
+    return attached && t.index < core->capacity &&
+           core->ctrl[t.index].state.load(std::memory_order_relaxed) == t.word;
+  }
+
+  std::size_t promote_due(std::int64_t now) noexcept {
+    auto& due = core->header->delayed_next_due_ns;
+    const std::uint64_t next_due = due.load(std::memory_order_acquire);
+    if (next_due == 0 || static_cast<std::uint64_t>(now) < next_due) return 0;
+    // Take the hint; whatever is not due yet is merged back with fetch-min below, and
+    // producers merge theirs concurrently, so no due time is forgotten.
+    due.store(0, std::memory_order_seq_cst);
+    std::uint64_t pending = UINT64_MAX;
+    std::size_t promoted = 0;
+    const std::uint32_t words = (core->capacity + 63) / 64;
+    for (std::uint32_t wi = 0; wi < words; ++wi) {
+      std::uint64_t bits = core->delayed_bits[wi].load(std::memory_order_seq_cst);
+      while (bits != 0) {
+        const unsigned bi = static_cast<unsigned>(__builtin_ctzll(bits));
+        bits &= bits - 1;
+        const std::uint32_t idx = wi * 64 + bi;
+        const std::uint64_t bit = std::uint64_t{1} << bi;
+        auto& c = core->ctrl[idx];
+        std::uint64_t s = c.state.load(std::memory_order_seq_cst);
+        if (state_of(s) != TaskState::delayed) {
+          // A leftover bit: clear it, then look again in case the record was delayed
+          // anew in between (its producer's set may have come before our clear).
+          core->delayed_bits[wi].fetch_and(~bit, std::memory_order_seq_cst);
+          if (state_of(c.state.load(std::memory_order_seq_cst)) == TaskState::delayed) {
+            core->delayed_bits[wi].fetch_or(bit, std::memory_order_seq_cst);
+            pending = std::min<std::uint64_t>(pending, static_cast<std::uint64_t>(now));
+          }
+          continue;
+        }
+        const std::int64_t nb = load_not_before(core->body(idx));
+        if (nb > now) {
+          pending = std::min<std::uint64_t>(pending, static_cast<std::uint64_t>(nb));
+          continue;
+        }
+        const std::uint64_t mine = next_word(s, TaskState::running, token);
+        // (S4) acq_rel: we hold the due record (a reaper requeues it if we die).
+        if (!c.state.compare_exchange_strong(s, mine, std::memory_order_acq_rel)) continue;
+        SHMSCHED_FAULT_POINT(promote_after_claim);
+        core->delayed_bits[wi].fetch_and(~bit, std::memory_order_seq_cst);
+        store_not_before(core->body(idx), 0);
+        if (requeue_record(idx, mine) == Errc::ok) ++promoted;
+      }
+    }
+    if (pending != UINT64_MAX) {
+      std::uint64_t cur = due.load(std::memory_order_relaxed);
+      while ((cur == 0 || pending < cur) && !due.compare_exchange_weak(cur, pending, std::memory_order_seq_cst)) {
+      }
+    }
+    return promoted;
+  }
+};
+
+// -------------------------------------------------------------------------------------
+
+Client::Client(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+Client::Client(Client&&) noexcept = default;
+Client& Client::operator=(Client&& o) noexcept {
+  if (this != &o) {
+    detach();
+    impl_ = std::move(o.impl_);
+  }
+  return *this;
+}
+Client::~Client() { detach(); }
+
+void Client::detach() noexcept {
+  if (impl_) impl_->deregister();
+}
+Segment& Client::segment() noexcept { return *impl_->seg; }
+std::uint16_t Client::token() const noexcept { return impl_->token; }
+
+Result<Client> Client::attach(Segment& segment, Role role) {
+  auto impl = std::make_unique<Impl>();
+  impl->seg = &segment;
+  impl->core = &segment.core();
+  auto* core = impl->core;
+  const auto self = ProcessIdentity::self();
+  {
+    for (std::uint32_t i = 0; i < core->layout.max_participants; ++i) {
+      auto& p = core->participants[i];
+      std::uint64_t w = p.word.load(std::memory_order_acquire);
+      if (detail::pword_state(w) != detail::ParticipantSlot::kFree) continue;
+      const std::uint32_t epoch = detail::pword_epoch(w);
+      // (P1) acq_rel: claims the slot; the pid in the word lets a reaper judge a
+      // registrant that dies before writing its start time.
+      if (!p.word.compare_exchange_strong(
+              w, detail::pword(detail::ParticipantSlot::kRegistering, epoch, static_cast<std::uint32_t>(self.pid)),
+              std::memory_order_acq_rel))
+        continue;
+      SHMSCHED_FAULT_POINT(participant_register_claimed);
+      p.pid.store(static_cast<std::uint32_t>(self.pid), std::memory_order_relaxed);
+      p.start_time.store(self.start_time, std::memory_order_relaxed);
+      p.role.store(static_cast<std::uint32_t>(role), std::memory_order_relaxed);
+      p.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
+      p.activity.store(static_cast<std::uint32_t>(Activity::idle), std::memory_order_relaxed);
+      p.current_task.store(0, std::memory_order_relaxed);
+      p.enqueued.store(0, std::memory_order_relaxed);
+      p.taken.store(0, std::memory_order_relaxed);
+      p.completed.store(0, std::memory_order_relaxed);
+      p.reaped.store(0, std::memory_order_relaxed);
+      // (P2) release: publishes pid, start time and role; pairs with readers' acquire.
+      p.word.store(detail::pword(detail::ParticipantSlot::kActive, epoch, static_cast<std::uint32_t>(self.pid)),
+                   std::memory_order_release);
+      impl->me = &p;
+      impl->slot = i;
+      impl->epoch = epoch;
+      impl->token = detail::make_token(i + 1, epoch);
+      impl->attached = true;
+      return Client(std::move(impl));
+    }
+  }
+  return Error(Errc::participant_table_full,
+               "all " + std::to_string(core->layout.max_participants) +
+                   " participant slots are taken (reap dead ones with 'shmctl recover')");
+}
+
+Errc Client::enqueue(std::string_view type, std::span<const std::byte> payload, const TaskOptions& options,
+                     TaskId* id) noexcept {
+  return impl_->enqueue(type, payload, options, id);
+}
+
+std::size_t Client::enqueue_batch(std::span<const TaskSpec> tasks, std::span<TaskId> ids, Errc* error) noexcept {
+  std::size_t n = 0;
+  Errc e = Errc::ok;
+  if (ids.size() < tasks.size()) {
+    e = Errc::invalid_argument;
+  } else {
+    for (; n < tasks.size(); ++n) {
+      e = impl_->enqueue(tasks[n].type, tasks[n].payload, tasks[n].options, &ids[n]);
+      if (e != Errc::ok) break;
+    }
+  }
+  if (error != nullptr) *error = e;
+  return n;
+}
+
+Errc Client::enqueue_wait(std::string_view type, std::span<const std::byte> payload, const TaskOptions& options,
+                          std::chrono::nanoseconds timeout, TaskId* id) noexcept {
+  const std::int64_t deadline = monotonic_ns() + timeout.count();
+  for (unsigned spin = 0;; ++spin) {
+    const Errc e = impl_->enqueue(type, payload, options, id);
+    if (e != Errc::table_full && e != Errc::ring_full) return e;
+    if (monotonic_ns() >= deadline) return Errc::timeout;
+    if (spin < 64) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));  // waiting, not the fast path
+    }
+  }
+}
+
+bool Client::try_take(QueueId queue, Taken& out) noexcept { return impl_->take(queue, out); }
+
+std::size_t Client::try_take_batch(QueueId queue, std::span<Taken> out) noexcept {
+  std::size_t n = 0;
+  while (n < out.size() && impl_->take(queue, out[n])) ++n;
+  return n;
+}
+
+Errc Client::complete(const Taken& task) noexcept {
+  if (!impl_->owns(task)) return Errc::fenced;
+  SHMSCHED_FAULT_POINT(complete_before_free);
+  const Errc e = impl_->free_record(task.index, task.word);
+  if (e == Errc::ok) impl_->me->completed.fetch_add(1, std::memory_order_relaxed);
+  return e;
+}
+
+Errc Client::requeue(const Taken& task) noexcept {
+  if (!impl_->owns(task)) return Errc::fenced;
+  return impl_->requeue_record(task.index, task.word);
+}
+
+Errc Client::dead_letter(const Taken& task, std::string_view reason) noexcept {
+  if (!impl_->owns(task)) return Errc::fenced;
+  return impl_->dead_letter_record(task.index, task.word, reason);
+}
+
+std::size_t Client::promote_due(std::int64_t now_ns) noexcept { return impl_->promote_due(now_ns); }
+
+ReapReport Client::reap_dead() noexcept { return impl_->reap_dead(); }
+
+TaskOptions& TaskOptions::after(std::chrono::nanoseconds d) {
+  not_before_ns = monotonic_ns() + d.count();
+  return *this;
+}
+
+}  // namespace shmsched

@@ -1,0 +1,79 @@
+#include <bit>
+#include <string>
+
+#include "shmsched/detail/shm_structs.hpp"
+#include "shmsched/layout.hpp"
+
+namespace shmsched {
+
+namespace {
+Result<void> bad(std::string what) { return Result<void>(Errc::invalid_layout, std::move(what)); }
+}  // namespace
+
+Result<void> Layout::validate() const {
+  if (levels < 1 || levels > kMaxLevels)
+    return bad("levels must be 1.." + std::to_string(kMaxLevels) + ", got " + std::to_string(levels));
+  if (task_capacity < 2 || task_capacity > kMaxTasks || !std::has_single_bit(task_capacity))
+    return bad("task_capacity must be a power of two in 2.." + std::to_string(kMaxTasks) + ", got " +
+               std::to_string(task_capacity));
+  if (payload_bytes > kMaxPayload || payload_bytes % 8 != 0)
+    return bad("payload_bytes must be a multiple of 8 up to " + std::to_string(kMaxPayload) + ", got " +
+               std::to_string(payload_bytes));
+  if (ring_capacity != 0 && (ring_capacity < 2 || ring_capacity > kMaxTasks || !std::has_single_bit(ring_capacity)))
+    return bad("ring_capacity must be 0 or a power of two in 2.." + std::to_string(kMaxTasks) + ", got " +
+               std::to_string(ring_capacity));
+  if (max_queues < 1 || max_queues > kMaxQueues)
+    return bad("max_queues must be 1.." + std::to_string(kMaxQueues) + ", got " + std::to_string(max_queues));
+  if (max_participants < 1 || max_participants > kMaxParticipants)
+    return bad("max_participants must be 1.." + std::to_string(kMaxParticipants) + ", got " +
+               std::to_string(max_participants));
+  if (max_semaphores > kMaxSemaphores)
+    return bad("max_semaphores must be 0.." + std::to_string(kMaxSemaphores) + ", got " +
+               std::to_string(max_semaphores));
+  return {};
+}
+
+std::uint64_t Layout::hash() const noexcept {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (std::uint32_t v : {levels, task_capacity, payload_bytes, effective_ring_capacity(), max_queues,
+                          max_participants, max_semaphores}) {
+    for (int i = 0; i < 4; ++i) {
+      h ^= (v >> (8 * i)) & 0xFF;
+      h *= 0x100000001b3ULL;
+    }
+  }
+  return h;
+}
+
+namespace detail {
+
+SegmentMap SegmentMap::compute(const Layout& l) noexcept {
+  auto up = [](std::uint64_t x, std::uint64_t a) { return (x + a - 1) / a * a; };
+  SegmentMap m;
+  std::uint64_t off = 0;
+  auto take = [&](std::uint64_t bytes, std::uint64_t align = kCacheLine) {
+    off = up(off, align);
+    const std::uint64_t at = off;
+    off += bytes;
+    return at;
+  };
+  const std::uint64_t cap = l.task_capacity;
+  const std::uint64_t rings = std::uint64_t{l.max_queues} * l.levels;
+  m.header = take(4096, 4096);
+  m.task_ctrl = take(cap * sizeof(TaskCtrl));
+  m.body_stride = up(kBodyHeaderBytes + l.payload_bytes, kCacheLine);
+  m.task_body = take(cap * m.body_stride, 4096);
+  m.free_ring_hdr = take(sizeof(RingHeader));
+  m.free_ring = take(cap * sizeof(AtomicU64));
+  m.queues = take(std::uint64_t{l.max_queues} * sizeof(QueueEntry));
+  m.ring_hdrs = take(rings * sizeof(RingHeader));
+  m.rings = take(rings * l.effective_ring_capacity() * sizeof(AtomicU64), 4096);
+  m.participants = take(std::uint64_t{l.max_participants} * sizeof(ParticipantSlot));
+  m.semaphores = take(std::uint64_t{l.max_semaphores} * sizeof(SemaphoreEntry));
+  m.delayed_bits = take((cap + 63) / 64 * sizeof(AtomicU64));
+  m.total = up(off, 4096);
+  return m;
+}
+
+}  // namespace detail
+}  // namespace shmsched

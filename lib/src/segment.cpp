@@ -1,0 +1,446 @@
+#include "shmsched/segment.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/fault.hpp"
+#include "shmsched/task.hpp"
+
+namespace bip = boost::interprocess;
+
+namespace shmsched {
+
+// ---------------------------------------------------------------------------------
+// Core
+
+void detail::Core::bind(std::byte* b, const Layout& l) noexcept {
+  base = b;
+  layout = l;
+  map = SegmentMap::compute(l);
+  header = reinterpret_cast<SegmentHeader*>(b + map.header);
+  ctrl = reinterpret_cast<TaskCtrl*>(b + map.task_ctrl);
+  bodies = b + map.task_body;
+  stride = map.body_stride;
+  free_hdr = reinterpret_cast<RingHeader*>(b + map.free_ring_hdr);
+  free_slots = reinterpret_cast<AtomicU64*>(b + map.free_ring);
+  queues = reinterpret_cast<QueueEntry*>(b + map.queues);
+  ring_hdrs = reinterpret_cast<RingHeader*>(b + map.ring_hdrs);
+  ring_slots = reinterpret_cast<AtomicU64*>(b + map.rings);
+  participants = reinterpret_cast<ParticipantSlot*>(b + map.participants);
+  semaphores = reinterpret_cast<SemaphoreEntry*>(b + map.semaphores);
+  delayed_bits = reinterpret_cast<AtomicU64*>(b + map.delayed_bits);
+  capacity = l.task_capacity;
+  ring_capacity = l.effective_ring_capacity();
+  levels = l.levels;
+  index_bits = 0;
+  while ((1u << index_bits) < capacity) ++index_bits;
+}
+
+// ---------------------------------------------------------------------------------
+// Names
+
+Result<void> validate_short_name(std::string_view name, std::size_t max, std::string_view what) {
+  if (name.empty() || name.size() > max)
+    return Result<void>(Errc::invalid_name, std::string(what) + " name must be 1.." + std::to_string(max) +
+                                                " bytes, got " + std::to_string(name.size()));
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                    c == '-' || c == '.' || c == ':';
+    if (!ok)
+      return Result<void>(Errc::invalid_name, std::string(what) + " name '" + std::string(name) +
+                                                  "' may hold only [A-Za-z0-9_.:-]");
+  }
+  return {};
+}
+
+Result<void> Segment::validate_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLength)
+    return Result<void>(Errc::invalid_name, "segment name must be 1.." + std::to_string(kMaxNameLength) + " bytes");
+  if (name.front() == '.')
+    return Result<void>(Errc::invalid_name, "segment name '" + std::string(name) + "' must not start with '.'");
+  for (char c : name) {
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+    if (!ok)
+      return Result<void>(Errc::invalid_name,
+                          "segment name '" + std::string(name) + "' may hold only [A-Za-z0-9_.-] (no '/')");
+  }
+  if (name.find("..") != std::string_view::npos)
+    return Result<void>(Errc::invalid_name, "segment name '" + std::string(name) + "' must not contain '..'");
+  return {};
+}
+
+std::string Segment::object_name(std::string_view name) { return "shmsched." + std::string(name); }
+
+// ---------------------------------------------------------------------------------
+// Header checks (shared by open() and check_image(); they trust nothing)
+
+namespace {
+
+Result<Layout> layout_from_header(const detail::SegmentHeader& h, std::uint64_t object_size) {
+  if (h.magic != detail::kMagic) return Result<Layout>(Errc::foreign_segment, "bad magic number");
+  if (h.abi_version != detail::kAbiVersion)
+    return Result<Layout>(Errc::version_mismatch, "segment has ABI version " + std::to_string(h.abi_version) +
+                                                      ", this library speaks " + std::to_string(detail::kAbiVersion));
+  Layout l;
+  l.levels = h.layout.levels;
+  l.task_capacity = h.layout.task_capacity;
+  l.payload_bytes = h.layout.payload_bytes;
+  l.ring_capacity = h.layout.ring_capacity;
+  l.max_queues = h.layout.max_queues;
+  l.max_participants = h.layout.max_participants;
+  l.max_semaphores = h.layout.max_semaphores;
+  if (auto v = l.validate(); !v) return Result<Layout>(Errc::corrupt, "header layout: " + v.error().detail());
+  if (h.layout_hash != l.hash()) return Result<Layout>(Errc::corrupt, "layout hash does not match the layout fields");
+  const auto map = detail::SegmentMap::compute(l);
+  if (h.total_size != map.total || h.header_size != sizeof(detail::SegmentHeader))
+    return Result<Layout>(Errc::corrupt, "header sizes do not match the layout");
+  if (object_size < map.total)
+    return Result<Layout>(Errc::truncated, "object holds " + std::to_string(object_size) + " bytes, layout needs " +
+                                               std::to_string(map.total));
+  return l;
+}
+
+void write_name(detail::AtomicU64 (&dst)[4], std::string_view name) noexcept {
+  char buf[32] = {};
+  std::memcpy(buf, name.data(), std::min<std::size_t>(name.size(), 31));
+  for (int i = 0; i < 4; ++i) {
+    std::uint64_t w;
+    std::memcpy(&w, buf + 8 * i, 8);
+    // relaxed: published by the release store of the entry's word (Q2).
+    dst[i].store(w, std::memory_order_relaxed);
+  }
+}
+
+std::string read_name(const detail::AtomicU64 (&src)[4]) {
+  char buf[33] = {};
+  for (int i = 0; i < 4; ++i) {
+    const std::uint64_t w = src[i].load(std::memory_order_relaxed);
+    std::memcpy(buf + 8 * i, &w, 8);
+  }
+  return std::string(buf, ::strnlen(buf, 31));
+}
+
+void init_header(detail::Core& core, std::string_view name) {
+  auto* h = core.header;
+  const auto self = ProcessIdentity::self();
+  h->magic = detail::kMagic;
+  h->abi_version = detail::kAbiVersion;
+  h->creator_pid = self.pid;
+  h->creator_start_time = self.start_time;
+  SHMSCHED_FAULT_POINT(segment_init_after_create);
+  const Layout& l = core.layout;
+  h->layout = detail::LayoutPod{l.levels, l.task_capacity, l.payload_bytes, l.effective_ring_capacity(),
+                                l.max_queues, l.max_participants, l.max_semaphores, 0};
+  h->layout_hash = l.hash();
+  h->total_size = core.map.total;
+  h->header_size = sizeof(detail::SegmentHeader);
+  h->created_unix_ns = unix_ns();
+  std::memset(h->name, 0, sizeof h->name);
+  std::memcpy(h->name, name.data(), std::min(name.size(), sizeof h->name - 1));
+  // Every other region is valid when zero: EMPTY(0) ring slots, virgin records, free
+  // queue/participant/semaphore entries. The pages stay untouched until used.
+  SHMSCHED_FAULT_POINT(segment_init_before_ready);
+}
+
+}  // namespace
+
+Result<Layout> Segment::check_image(const void* data, std::size_t size) noexcept {
+  if (data == nullptr || size < sizeof(detail::SegmentHeader)) {
+    if (size >= 8) {
+      std::uint64_t magic;
+      std::memcpy(&magic, data, 8);
+      if (magic == detail::kMagic) return Result<Layout>(Errc::truncated, "smaller than a segment header");
+    }
+    return Result<Layout>(Errc::foreign_segment, "smaller than a segment header");
+  }
+  detail::SegmentHeader h;
+  std::memcpy(static_cast<void*>(&h), data, sizeof h);
+  if (h.magic != detail::kMagic) return Result<Layout>(Errc::foreign_segment, "bad magic number");
+  std::uint32_t state;
+  std::memcpy(&state, static_cast<const std::byte*>(data) + offsetof(detail::SegmentHeader, init_state), 4);
+  if (state != static_cast<std::uint32_t>(detail::InitState::ready))
+    return Result<Layout>(Errc::creator_died, "segment was never marked ready");
+  try {
+    return layout_from_header(h, size);
+  } catch (...) {
+    return Result<Layout>(Errc::system_error, "out of memory");
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// Segment
+
+struct Segment::Impl {
+  std::string name;
+  bool priv = false;
+  bip::mapped_region region;
+  void* anon = nullptr;
+  std::size_t size = 0;
+  detail::Core core;
+
+  ~Impl() {
+    if (anon != nullptr) ::munmap(anon, size);
+  }
+};
+
+Segment::Segment(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+Segment::Segment(Segment&&) noexcept = default;
+Segment& Segment::operator=(Segment&&) noexcept = default;
+Segment::~Segment() = default;
+
+const Layout& Segment::layout() const noexcept { return impl_->core.layout; }
+const std::string& Segment::name() const noexcept { return impl_->name; }
+bool Segment::is_private() const noexcept { return impl_->priv; }
+std::size_t Segment::size_bytes() const noexcept { return impl_->size; }
+detail::Core& Segment::core() noexcept { return impl_->core; }
+const detail::Core& Segment::core() const noexcept { return impl_->core; }
+ProcessIdentity Segment::creator() const noexcept {
+  return ProcessIdentity{impl_->core.header->creator_pid, impl_->core.header->creator_start_time};
+}
+
+namespace {
+Error from_interprocess(const bip::interprocess_exception& e, const std::string& name) {
+  switch (e.get_error_code()) {
+    case bip::already_exists_error: return Error(Errc::exists, "segment '" + name + "' already exists");
+    case bip::not_found_error: return Error(Errc::not_found, "no segment named '" + name + "'");
+    case bip::security_error: return Error(Errc::permission_denied, "segment '" + name + "': " + e.what());
+    default: return Error(Errc::system_error, "segment '" + name + "': " + e.what());
+  }
+}
+
+Result<void> create_queues(Segment& s, const CreateOptions& options) {
+  for (const auto& q : options.queues) {
+    auto r = s.create_queue(q);
+    if (!r) return Result<void>(r.error());
+  }
+  return {};
+}
+}  // namespace
+
+Result<Segment> Segment::create(std::string_view name, const Layout& layout, const CreateOptions& options) {
+  if (auto v = validate_name(name); !v) return v.error();
+  if (auto v = layout.validate(); !v) return v.error();
+  if ((options.mode & ~0777u) != 0) return Error(Errc::invalid_argument, "mode must be within 0777");
+  const std::string oname = object_name(name);
+  const auto map = detail::SegmentMap::compute(layout);
+  auto impl = std::make_unique<Impl>();
+  impl->name = std::string(name);
+  try {
+    bip::permissions perm(options.mode);
+    bip::shared_memory_object shm(bip::create_only, oname.c_str(), bip::read_write, perm);
+    // umask may have narrowed the mode; set exactly what was asked.
+    ::fchmod(shm.get_mapping_handle().handle, options.mode);
+    shm.truncate(static_cast<bip::offset_t>(map.total));
+    impl->region = bip::mapped_region(shm, bip::read_write);
+  } catch (const bip::interprocess_exception& e) {
+    return from_interprocess(e, impl->name);
+  }
+  impl->size = map.total;
+  impl->core.bind(static_cast<std::byte*>(impl->region.get_address()), layout);
+  init_header(impl->core, name);
+  Segment seg(std::move(impl));
+  if (auto q = create_queues(seg, options); !q) {
+    // The segment is ours and nobody may use it before ready: take it away again.
+    bip::shared_memory_object::remove(oname.c_str());
+    return q.error();
+  }
+  // (H1) release: everything written above is visible to an opener that acquires
+  // `ready`; pairs with (H2) in open().
+  seg.core().header->init_state.store(static_cast<std::uint32_t>(detail::InitState::ready), std::memory_order_release);
+  return seg;
+}
+
+Result<Segment> Segment::create_private(const Layout& layout, const CreateOptions& options) {
+  if (auto v = layout.validate(); !v) return v.error();
+  const auto map = detail::SegmentMap::compute(layout);
+  void* p = ::mmap(nullptr, map.total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return Error(Errc::system_error, std::string("mmap: ") + std::strerror(errno));
+  auto impl = std::make_unique<Impl>();
+  impl->name = "(private)";
+  impl->priv = true;
+  impl->anon = p;
+  impl->size = map.total;
+  impl->core.bind(static_cast<std::byte*>(p), layout);
+  init_header(impl->core, "(private)");
+  Segment seg(std::move(impl));
+  if (auto q = create_queues(seg, options); !q) return q.error();
+  seg.core().header->init_state.store(static_cast<std::uint32_t>(detail::InitState::ready), std::memory_order_release);
+  return seg;
+}
+
+Result<Segment> Segment::open(std::string_view name, const OpenOptions& options) {
+  if (auto v = validate_name(name); !v) return v.error();
+  const std::string oname = object_name(name);
+  auto impl = std::make_unique<Impl>();
+  impl->name = std::string(name);
+  try {
+    bip::shared_memory_object shm(bip::open_only, oname.c_str(), bip::read_write);
+    const int fd = shm.get_mapping_handle().handle;
+    const auto deadline = std::chrono::steady_clock::now() + options.timeout;
+    Layout layout;
+    for (;;) {
+      struct stat st {};
+      if (::fstat(fd, &st) != 0) return Error(Errc::system_error, std::string("fstat: ") + std::strerror(errno));
+      const auto size = static_cast<std::uint64_t>(st.st_size);
+      detail::SegmentHeader h;
+      std::memset(static_cast<void*>(&h), 0, sizeof h);
+      bool waiting = false;
+      std::string why;
+      if (size == 0) {
+        waiting = true;  // the creator has not sized it yet
+        why = "segment '" + impl->name + "' is empty: its creator died before initialising it, or is slow";
+      } else if (size < sizeof h) {
+        std::uint64_t magic = 0;
+        if (::pread(fd, &magic, sizeof magic, 0) == 8 && magic == detail::kMagic)
+          return Error(Errc::truncated, "segment '" + impl->name + "' is smaller than its header");
+        return Error(Errc::foreign_segment, "'" + oname + "' is not a shmsched segment (too small)");
+      } else {
+        if (::pread(fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
+          return Error(Errc::system_error, std::string("pread: ") + std::strerror(errno));
+        std::uint32_t state;
+        std::memcpy(&state, reinterpret_cast<const std::byte*>(&h) + offsetof(detail::SegmentHeader, init_state), 4);
+        if (h.magic == 0 && state == 0) {
+          waiting = true;  // sized, header not yet written
+          why = "segment '" + impl->name + "' was sized but its header never written";
+        } else if (h.magic != detail::kMagic) {
+          return Error(Errc::foreign_segment, "'" + oname + "' is not a shmsched segment (bad magic)");
+        } else if (state != static_cast<std::uint32_t>(detail::InitState::ready)) {
+          const ProcessIdentity creator{h.creator_pid, h.creator_start_time};
+          if (!creator.alive())
+            return Error(Errc::creator_died, "creator pid " + std::to_string(h.creator_pid) + " of segment '" +
+                                                 impl->name + "' died during initialisation; destroy it and create again");
+          waiting = true;
+          why = "creator pid " + std::to_string(h.creator_pid) + " is still initialising segment '" + impl->name + "'";
+        } else {
+          auto l = layout_from_header(h, size);
+          if (!l) return Error(l.error().code(), "segment '" + impl->name + "': " + l.error().detail());
+          layout = l.value();
+        }
+      }
+      if (!waiting) break;
+      if (std::chrono::steady_clock::now() >= deadline) return Error(Errc::init_timeout, why);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (options.expect && !(options.expect->effective_ring_capacity() == layout.effective_ring_capacity() &&
+                            options.expect->hash() == layout.hash()))
+      return Error(Errc::layout_mismatch, "segment '" + impl->name + "' was created with another layout");
+    impl->region = bip::mapped_region(shm, bip::read_write, 0, detail::SegmentMap::compute(layout).total);
+    impl->size = impl->region.get_size();
+    impl->core.bind(static_cast<std::byte*>(impl->region.get_address()), layout);
+  } catch (const bip::interprocess_exception& e) {
+    return from_interprocess(e, impl->name);
+  }
+  // (H2) acquire: pairs with (H1); the header and initial queues are visible.
+  if (impl->core.header->init_state.load(std::memory_order_acquire) !=
+      static_cast<std::uint32_t>(detail::InitState::ready))
+    return Error(Errc::corrupt, "segment '" + impl->name + "' changed state while being opened");
+  return Segment(std::move(impl));
+}
+
+Result<Segment> Segment::create_or_open(std::string_view name, const Layout& layout, const CreateOptions& options) {
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    auto c = create(name, layout, options);
+    if (c.ok() || c.code() != Errc::exists) return c;
+    OpenOptions oo;
+    oo.expect = layout;
+    auto o = open(name, oo);
+    if (o.ok()) {
+      for (const auto& q : options.queues)
+        if (auto r = o->create_queue(q); !r) return r.error();
+      return o;
+    }
+    if (o.code() != Errc::not_found) return o;
+    // Destroyed between our create and open: try again.
+  }
+  return Error(Errc::system_error, "segment '" + std::string(name) + "' keeps appearing and disappearing");
+}
+
+Result<void> Segment::destroy(std::string_view name) {
+  if (auto v = validate_name(name); !v) return v;
+  const std::string oname = object_name(name);
+  if (!bip::shared_memory_object::remove(oname.c_str()))
+    return Result<void>(Errc::not_found, "no segment named '" + std::string(name) + "'");
+  return {};
+}
+
+// ---------------------------------------------------------------------------------
+// Queue table
+
+Result<QueueId> Segment::create_queue(std::string_view name) noexcept {
+  try {
+    if (auto v = validate_short_name(name, kMaxQueueName, "queue"); !v) return v.error();
+    auto& core = impl_->core;
+    const std::uint64_t h = type_hash(name) >> 2;
+    const std::uint32_t n = core.layout.max_queues;
+    for (std::uint32_t probe = 0; probe < n; ++probe) {
+      const std::uint32_t i = static_cast<std::uint32_t>((h + probe) % n);
+      auto& e = core.queues[i];
+      // (Q1) acquire: pairs with (Q2); a ready entry's name is visible.
+      std::uint64_t w = e.word.load(std::memory_order_acquire);
+      if (w == detail::QueueEntry::kFree) {
+        const std::uint64_t claim = (h << 2) | detail::QueueEntry::kCreating;
+        // relaxed on failure: we look at the entry again through (Q1) semantics below.
+        if (e.word.compare_exchange_strong(w, claim, std::memory_order_acq_rel, std::memory_order_acquire)) w = claim;
+      }
+      if ((w >> 2) != h) continue;  // another name lives here
+      if ((w & 3) == detail::QueueEntry::kCreating) {
+        // Whoever claimed it (maybe dead) writes the same bytes we do: finish it.
+        write_name(e.name, name);
+        std::uint64_t expect = w;
+        // (Q2) release: publishes the name; pairs with (Q1).
+        e.word.compare_exchange_strong(expect, (h << 2) | detail::QueueEntry::kReady, std::memory_order_release,
+                                       std::memory_order_relaxed);
+      }
+      if (read_name(e.name) == name) return static_cast<QueueId>(i);
+    }
+    return Error(Errc::queue_table_full, "no room for queue '" + std::string(name) + "' (max_queues " +
+                                             std::to_string(n) + ")");
+  } catch (...) {
+    return Error(Errc::system_error, "out of memory");
+  }
+}
+
+Result<QueueId> Segment::find_queue(std::string_view name) const noexcept {
+  try {
+    if (auto v = validate_short_name(name, kMaxQueueName, "queue"); !v) return v.error();
+    const auto& core = impl_->core;
+    const std::uint64_t h = type_hash(name) >> 2;
+    const std::uint32_t n = core.layout.max_queues;
+    for (std::uint32_t probe = 0; probe < n; ++probe) {
+      const std::uint32_t i = static_cast<std::uint32_t>((h + probe) % n);
+      const auto& e = core.queues[i];
+      const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (Q1)
+      if (w == detail::QueueEntry::kFree) break;
+      if ((w >> 2) == h && (w & 3) == detail::QueueEntry::kReady && read_name(e.name) == name)
+        return static_cast<QueueId>(i);
+    }
+    return Error(Errc::unknown_queue, "no queue named '" + std::string(name) + "'");
+  } catch (...) {
+    return Error(Errc::system_error, "out of memory");
+  }
+}
+
+std::vector<QueueInfo> Segment::queues() const {
+  std::vector<QueueInfo> out;
+  const auto& core = impl_->core;
+  for (std::uint32_t i = 0; i < core.layout.max_queues; ++i) {
+    const auto& e = core.queues[i];
+    const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (Q1)
+    if ((w & 3) != detail::QueueEntry::kReady) continue;
+    out.push_back(QueueInfo{static_cast<QueueId>(i), read_name(e.name),
+                            (e.flags.load(std::memory_order_relaxed) & 1) != 0});
+  }
+  return out;
+}
+
+}  // namespace shmsched
