@@ -1,2 +1,306 @@
 #include <gtest/gtest.h>
-int dummy_cli;
+
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shmsched/detail/core.hpp"
+#include "shmsched/shmsched.hpp"
+
+using namespace shmsched;
+
+namespace {
+
+Layout small_layout(std::uint32_t cap = 64, std::uint32_t levels = 4) {
+  Layout l;
+  l.task_capacity = cap;
+  l.levels = levels;
+  l.payload_bytes = 64;
+  l.max_queues = 4;
+  l.max_participants = 8;
+  return l;
+}
+
+struct Fixture : ::testing::Test {
+  Segment seg = Segment::create_private(small_layout(), CreateOptions{0600, {"general", "selenium"}}).value();
+  Client cli = Client::attach(seg, Role::producer | Role::consumer).value();
+  QueueId general = seg.find_queue("general").value();
+  QueueId selenium = seg.find_queue("selenium").value();
+  TaskOptions opts(QueueId q, std::uint8_t prio = 0) {
+    TaskOptions o;
+    o.queue = q;
+    o.priority = prio;
+    return o;
+  }
+  TaskState state_of_index(std::uint32_t i) {
+    return detail::state_of(seg.core().ctrl[i].state.load());
+  }
+};
+
+}  // namespace
+
+TEST_F(Fixture, EnqueueThenTakeReturnsSamePayloadAndId) {
+  TaskId id = 0;
+  ASSERT_EQ(cli.enqueue_text("echo", "hello", opts(general), &id), Errc::ok);
+  EXPECT_NE(id, kNoTask);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.id, id);
+  EXPECT_EQ(t.type_name, "echo");
+  EXPECT_EQ(t.type, type_hash("echo"));
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(t.payload.data()), t.payload.size()), "hello");
+  EXPECT_EQ(t.attempt, 1);
+  EXPECT_EQ(state_of_index(t.index), TaskState::running);
+  EXPECT_EQ(cli.complete(t), Errc::ok);
+  EXPECT_EQ(state_of_index(t.index), TaskState::free);
+  Taken none;
+  EXPECT_FALSE(cli.try_take(general, none));
+}
+
+TEST_F(Fixture, TypedPayloadRoundTrips) {
+  struct Job {
+    int a;
+    double b;
+  } job{7, 2.5};
+  ASSERT_EQ(cli.enqueue_value("job", job, opts(general)), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));
+  Job out{};
+  ASSERT_TRUE(payload_to(t.payload, out));
+  EXPECT_EQ(out.a, 7);
+  EXPECT_EQ(out.b, 2.5);
+  std::int64_t wrong;
+  EXPECT_FALSE(payload_to(t.payload, wrong));
+  EXPECT_EQ(cli.complete(t), Errc::ok);
+}
+
+struct LevelSeq {
+  int first, second;
+  friend bool operator==(const LevelSeq&, const LevelSeq&) = default;
+};
+
+TEST_F(Fixture, StrictPriorityThenFifoWithinLevel) {
+  // Enqueue levels in mixed order; one taker must see level 0 first, FIFO per level.
+  std::vector<LevelSeq> sent;  // (level, seq)
+  int seq = 0;
+  for (int round = 0; round < 5; ++round) {
+    for (int level : {3, 1, 0, 2}) {
+      const LevelSeq v{level, seq++};
+      ASSERT_EQ(cli.enqueue_value("p", v, opts(general, static_cast<std::uint8_t>(level))), Errc::ok);
+      sent.push_back(v);
+    }
+  }
+  std::vector<LevelSeq> got;
+  Taken t;
+  while (cli.try_take(general, t)) {
+    LevelSeq v{};
+    ASSERT_TRUE(payload_to(t.payload, v));
+    EXPECT_EQ(v.first, t.level);
+    got.push_back(v);
+    ASSERT_EQ(cli.complete(t), Errc::ok);
+  }
+  std::stable_sort(sent.begin(), sent.end(), [](auto a, auto b) { return a.first < b.first; });
+  EXPECT_EQ(got, sent);
+}
+
+TEST_F(Fixture, QueuesAreSeparate) {
+  ASSERT_EQ(cli.enqueue_text("a", "x", opts(selenium)), Errc::ok);
+  Taken t;
+  EXPECT_FALSE(cli.try_take(general, t));
+  EXPECT_TRUE(cli.try_take(selenium, t));
+  EXPECT_EQ(cli.complete(t), Errc::ok);
+}
+
+TEST_F(Fixture, TaskIdsAreUniqueAcrossReuse) {
+  std::set<TaskId> ids;
+  for (int i = 0; i < 500; ++i) {  // capacity 64: every record is reused many times
+    TaskId id;
+    ASSERT_EQ(cli.enqueue_text("t", "", opts(general), &id), Errc::ok);
+    EXPECT_TRUE(ids.insert(id).second) << "duplicate id " << id;
+    Taken t;
+    ASSERT_TRUE(cli.try_take(general, t));
+    EXPECT_EQ(t.id, id);
+    ASSERT_EQ(cli.complete(t), Errc::ok);
+  }
+}
+
+TEST_F(Fixture, FullTableIsBackPressureNotOverwrite) {
+  std::vector<TaskId> ids;
+  for (;;) {
+    TaskId id;
+    const Errc e = cli.enqueue_value("t", static_cast<int>(ids.size()), opts(general), &id);
+    if (e != Errc::ok) {
+      EXPECT_EQ(e, Errc::table_full);
+      break;
+    }
+    ids.push_back(id);
+    ASSERT_LE(ids.size(), 64u);
+  }
+  EXPECT_EQ(ids.size(), 64u);
+  EXPECT_EQ(cli.enqueue_wait("t", {}, opts(general), std::chrono::milliseconds(5)), Errc::timeout);
+  // Everything accepted is still there, in order.
+  Taken t;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    ASSERT_TRUE(cli.try_take(general, t));
+    int v;
+    ASSERT_TRUE(payload_to(t.payload, v));
+    EXPECT_EQ(v, static_cast<int>(i));
+    ASSERT_EQ(cli.complete(t), Errc::ok);
+  }
+  EXPECT_EQ(cli.enqueue_text("t", "again", opts(general)), Errc::ok);
+}
+
+TEST(ClientRing, FullRingIsBackPressureAndRecordIsReturned) {
+  Layout l = small_layout(64, 2);
+  l.ring_capacity = 4;
+  auto seg = Segment::create_private(l, CreateOptions{0600, {"q"}}).value();
+  auto cli = Client::attach(seg).value();
+  TaskOptions o;
+  o.queue = seg.find_queue("q").value();
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(cli.enqueue_value("t", i, o), Errc::ok);
+  EXPECT_EQ(cli.enqueue_value("t", 4, o), Errc::ring_full);
+  // Other level still has room; the refused record went back to the free ring.
+  o.priority = 1;
+  EXPECT_EQ(cli.enqueue_value("t", 5, o), Errc::ok);
+  int reserved = 0;
+  for (std::uint32_t i = 0; i < 64; ++i)
+    reserved += detail::state_of(seg.core().ctrl[i].state.load()) == TaskState::reserved;
+  EXPECT_EQ(reserved, 0);
+}
+
+TEST_F(Fixture, BadInputIsRefusedAndChangesNothing) {
+  const auto before = seg.core().header->virgin_next.load();
+  std::vector<std::byte> big(65);
+  EXPECT_EQ(cli.enqueue("t", big, opts(general)), Errc::payload_too_large);
+  QueueId unused = 0;
+  while (unused == general || unused == selenium) ++unused;
+  EXPECT_EQ(cli.enqueue_text("t", "x", opts(unused)), Errc::unknown_queue);  // slot not created
+  EXPECT_EQ(cli.enqueue_text("t", "x", opts(99)), Errc::unknown_queue);  // out of range
+  EXPECT_EQ(cli.enqueue_text("", "x", opts(general)), Errc::invalid_name);
+  EXPECT_EQ(cli.enqueue_text(std::string(40, 'a'), "x", opts(general)), Errc::invalid_name);
+  EXPECT_EQ(cli.enqueue_text("t", "x", opts(general, 4)), Errc::invalid_argument);  // 4 levels
+  TaskOptions zero = opts(general);
+  zero.max_attempts = 0;
+  EXPECT_EQ(cli.enqueue_text("t", "x", zero), Errc::invalid_argument);
+  EXPECT_EQ(seg.core().header->virgin_next.load(), before);
+  Taken t;
+  EXPECT_FALSE(cli.try_take(general, t));
+  EXPECT_EQ(seg.find_queue("nope").code(), Errc::unknown_queue);
+  EXPECT_EQ(seg.find_queue("bad/name").code(), Errc::invalid_name);
+}
+
+TEST_F(Fixture, BatchEnqueueStopsAtFirstFailure) {
+  std::vector<TaskSpec> specs(5);
+  for (auto& s : specs) {
+    s.type = "b";
+    s.options = opts(general);
+  }
+  specs[3].options.queue = 77;
+  std::vector<TaskId> ids(5);
+  Errc err = Errc::ok;
+  EXPECT_EQ(cli.enqueue_batch(specs, ids, &err), 3u);
+  EXPECT_EQ(err, Errc::unknown_queue);
+  std::vector<Taken> got(8);
+  EXPECT_EQ(cli.try_take_batch(general, got), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(got[i].id, ids[i]);
+    EXPECT_EQ(cli.complete(got[i]), Errc::ok);
+  }
+}
+
+TEST_F(Fixture, RequeueKeepsAttemptAndGoesToTail) {
+  ASSERT_EQ(cli.enqueue_text("a", "first", opts(general)), Errc::ok);
+  ASSERT_EQ(cli.enqueue_text("a", "second", opts(general)), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));
+  ASSERT_EQ(cli.requeue(t), Errc::ok);
+  EXPECT_EQ(cli.complete(t), Errc::fenced);  // no longer ours
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(t.payload.data()), t.payload.size()), "second");
+  ASSERT_EQ(cli.complete(t), Errc::ok);
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.attempt, 2);
+  ASSERT_EQ(cli.complete(t), Errc::ok);
+}
+
+TEST_F(Fixture, DelayedTaskRunsOnlyWhenDue) {
+  TaskOptions o = opts(general);
+  o.not_before_ns = monotonic_ns() + 3'600'000'000'000;  // an hour from now
+  TaskId id;
+  ASSERT_EQ(cli.enqueue_text("later", "x", o, &id), Errc::ok);
+  Taken t;
+  EXPECT_FALSE(cli.try_take(general, t));
+  EXPECT_EQ(state_of_index(seg.core().id_index(id)), TaskState::delayed);
+  EXPECT_EQ(cli.promote_due(monotonic_ns()), 0u);
+  EXPECT_EQ(cli.promote_due(o.not_before_ns + 1), 1u);
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.id, id);
+  ASSERT_EQ(cli.complete(t), Errc::ok);
+  EXPECT_EQ(cli.promote_due(o.not_before_ns + 2), 0u);
+}
+
+TEST_F(Fixture, DetachPutsBackWhatItHeld) {
+  auto other = Client::attach(seg, Role::consumer).value();
+  ASSERT_EQ(cli.enqueue_text("a", "x", opts(general)), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(other.try_take(general, t));
+  other.detach();
+  Taken again;
+  ASSERT_TRUE(cli.try_take(general, again));
+  EXPECT_EQ(again.id, t.id);
+  EXPECT_EQ(again.attempt, 2);
+  EXPECT_EQ(cli.complete(again), Errc::ok);
+}
+
+TEST_F(Fixture, DeadLetterKeepsReason) {
+  ASSERT_EQ(cli.enqueue_text("a", "x", opts(general)), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));
+  ASSERT_EQ(cli.dead_letter(t, "no handler for type 'a'"), Errc::ok);
+  EXPECT_EQ(state_of_index(t.index), TaskState::dead);
+  EXPECT_STREQ(seg.core().body(t.index)->last_error, "no handler for type 'a'");
+}
+
+TEST(ClientThreads, ManyThreadsEveryIdExactlyOnce) {
+  auto seg = Segment::create_private(small_layout(1024, 4), CreateOptions{0600, {"q"}}).value();
+  auto cli = Client::attach(seg, Role::producer | Role::consumer).value();
+  const QueueId q = seg.find_queue("q").value();
+  constexpr int kProducers = 2, kConsumers = 2, kPerProducer = 20000;
+  std::vector<std::atomic<int>> seen(kProducers * kPerProducer);
+  std::atomic<int> done_producers{0};
+  std::vector<std::thread> threads;
+  for (int p = 0; p < kProducers; ++p)
+    threads.emplace_back([&, p] {
+      TaskOptions o;
+      o.queue = q;
+      for (int i = 0; i < kPerProducer; ++i) {
+        o.priority = static_cast<std::uint8_t>(i % 4);
+        const int v = p * kPerProducer + i;
+        const Errc e = cli.enqueue_wait("t", as_payload(v), o, std::chrono::seconds(30));
+        EXPECT_EQ(e, Errc::ok) << "value " << v;
+        if (e != Errc::ok) break;
+      }
+      done_producers.fetch_add(1);
+    });
+  for (int c = 0; c < kConsumers; ++c)
+    threads.emplace_back([&] {
+      Taken t;
+      for (;;) {
+        if (cli.try_take(q, t)) {
+          int v;
+          ASSERT_TRUE(payload_to(t.payload, v));
+          seen[v].fetch_add(1);
+          ASSERT_EQ(cli.complete(t), Errc::ok);
+        } else if (done_producers.load() == kProducers) {
+          if (!cli.try_take(q, t)) break;
+          int v;
+          ASSERT_TRUE(payload_to(t.payload, v));
+          seen[v].fetch_add(1);
+          ASSERT_EQ(cli.complete(t), Errc::ok);
+        }
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (std::size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i].load(), 1) << "id " << i;
+}
