@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One entry point for the README quick start and for CI.
+#   bash tools/bootstrap.sh demo        install what is missing, build, run the demo
+#   bash tools/bootstrap.sh test        install what is missing, build, run every test
+#   bash tools/bootstrap.sh test-asan   the tests under AddressSanitizer + UBSan
+#   bash tools/bootstrap.sh test-tsan   the tests under ThreadSanitizer
+# Debian 12, as root (or with sudo available).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(g++ cmake ninja-build pkg-config libboost-dev libtbb-dev libconcurrentqueue-dev
+          libbenchmark-dev libgtest-dev libcli11-dev nlohmann-json3-dev)
+JOBS=$(nproc)
+
+install_missing() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "== installing: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+build() {  # build DIR [cmake args...]
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -G Ninja "$@" >/dev/null
+  cmake --build "$dir" -j "$JOBS"
+}
+
+run_tests() {  # run_tests DIR
+  ctest --test-dir "$1" --output-on-failure -j "$JOBS" --timeout 300
+}
+
+install_missing
+case "${1:-}" in
+  demo)
+    build build -DCMAKE_BUILD_TYPE=Release
+    ./build/examples/priority_demo
+    ;;
+  test)
+    build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    run_tests build
+    ;;
+  test-asan)
+    build build-asan -DCMAKE_BUILD_TYPE=Debug "-DSHMSCHED_SANITIZE=address;undefined" \
+      -DSHMSCHED_BUILD_BENCH=OFF -DSHMSCHED_BUILD_EXAMPLES=OFF -DSHMSCHED_BUILD_TOOLS=OFF
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      SHMSCHED_STRESS_SCALE=4 run_tests build-asan
+    ;;
+  test-tsan)
+    build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMSCHED_SANITIZE=thread \
+      -DSHMSCHED_BUILD_BENCH=OFF -DSHMSCHED_BUILD_EXAMPLES=OFF -DSHMSCHED_BUILD_TOOLS=OFF
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 SHMSCHED_STRESS_SCALE=8 run_tests build-tsan
+    ;;
+  *)
+    echo "usage: $0 demo|test|test-asan|test-tsan" >&2
+    exit 2
+    ;;
+esac
