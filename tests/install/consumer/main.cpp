@@ -1,0 +1,18 @@
+// Enqueues and takes one task through an installed shmsched; exit 0 when it round-trips.
+#include <shmsched/shmsched.hpp>
+
+#include <cstdio>
+
+int main() {
+  using namespace shmsched;
+  auto seg = Segment::create_private(Layout{}, CreateOptions{0600, {"q"}});
+  if (!seg) return 1;
+  auto cli = Client::attach(*seg).value();
+  TaskOptions o;
+  o.queue = seg->find_queue("q").value();
+  if (cli.enqueue_text("hello", "world", o) != Errc::ok) return 2;
+  Taken t;
+  if (!cli.try_take(o.queue, t) || t.type_name != "hello") return 3;
+  std::puts("installed shmsched works");
+  return cli.complete(t) == Errc::ok ? 0 : 4;
+}
