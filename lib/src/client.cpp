@@ -9,6 +9,8 @@
 #include <cstring>
 #include <thread>
 
+#include <time.h>
+
 #include "shmsched/detail/core.hpp"
 #include "shmsched/detail/fault.hpp"
 
@@ -20,17 +22,23 @@ using detail::state_of;
 
 namespace {
 
-constexpr std::size_t kMaxTypeName = 39;
+using detail::kMaxTypeName;
 
-TaskState takeable_state(std::uint16_t ring_id) noexcept {
-  return ring_id == detail::kFreeRingId ? TaskState::free : TaskState::queued;
+// CLOCK_MONOTONIC_COARSE: a few ns instead of ~20; enqueue times feed ages and aging
+// bounds (milliseconds and up), not latency measurements.
+std::int64_t coarse_now_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return std::int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
 }
 
-std::int64_t load_not_before(detail::TaskBody* b) noexcept {
+bool is_free(std::uint64_t s) noexcept { return state_of(s) == TaskState::free || state_of(s) == TaskState::virgin; }
+
+std::int64_t load_not_before(detail::TaskHot* b) noexcept {
   // atomic_ref: promoters read it while they do not own the record.
   return std::atomic_ref<std::int64_t>(b->not_before_ns).load(std::memory_order_relaxed);
 }
-void store_not_before(detail::TaskBody* b, std::int64_t v) noexcept {
+void store_not_before(detail::TaskHot* b, std::int64_t v) noexcept {
   std::atomic_ref<std::int64_t>(b->not_before_ns).store(v, std::memory_order_relaxed);
 }
 
@@ -50,6 +58,10 @@ struct Client::Impl {
   std::uint32_t epoch = 0;
   std::uint16_t token = 0;
   bool attached = false;
+  // Where this process's allocation sweep goes on from (process-local).
+  std::atomic<std::uint32_t> cursor{0};
+  // The last type this process registered, to skip the registry on repeats.
+  std::atomic<std::uint64_t> last_type{0};
 
   // ---- records ----------------------------------------------------------------
 
@@ -59,12 +71,12 @@ struct Client::Impl {
     if (v >= core->capacity) return true;
     auto& c = core->ctrl[v];
     const std::uint64_t s = c.state.load(std::memory_order_acquire);  // (T1)
-    return state_of(s) != takeable_state(rid) ||
+    return state_of(s) != TaskState::queued ||
            c.where.load(std::memory_order_relaxed) != detail::make_where(rid, pos);
   }
 
-  // Claim record v found at `pos` of ring `rid`: one CAS from its takeable state to
-  // `to` owned by us. This CAS is the linearisation point of a pop.
+  // Claim record v found at `pos` of ring `rid`: one CAS from queued to `to` owned by
+  // us. This CAS is the linearisation point of a pop.
   Claim claim(std::uint16_t rid, std::uint64_t pos, std::uint32_t v, TaskState to, std::uint64_t& out) noexcept {
     if (v >= core->capacity) return Claim::stale;  // corrupt entry: clear it
     auto& c = core->ctrl[v];
@@ -72,7 +84,7 @@ struct Client::Impl {
     // and the body it wrote are visible.
     std::uint64_t s = c.state.load(std::memory_order_acquire);
     for (;;) {
-      if (state_of(s) != takeable_state(rid)) return Claim::stale;
+      if (state_of(s) != TaskState::queued) return Claim::stale;
       // relaxed: ordered after (T1); a later rewrite of `where` would need a state
       // change first, which makes the CAS below fail.
       if (c.where.load(std::memory_order_relaxed) != detail::make_where(rid, pos)) return Claim::stale;
@@ -87,7 +99,7 @@ struct Client::Impl {
   }
 
   // Put record `idx` (state word `word`, owned by us) into ring `rid`, moving it to
-  // `target` (queued or free) owned by us on the first attempt. On return `word` is
+  // `target` (queued) owned by us on the first attempt. On return `word` is
   // the record's word as we left it. PushStatus::aborted means the record was not
   // ours (we were fenced).
   PushStatus push_record(std::uint32_t idx, std::uint64_t& word, std::uint16_t rid, TaskState target) noexcept {
@@ -111,49 +123,77 @@ struct Client::Impl {
     return st;
   }
 
+  // Free a record we own: one CAS. Nothing indexes free records; allocation sweeps.
   Errc free_record(std::uint32_t idx, std::uint64_t word) noexcept {
-    for (int i = 0; i < 64; ++i) {
-      const PushStatus st = push_record(idx, word, detail::kFreeRingId, TaskState::free);
-      if (st == PushStatus::ok) return Errc::ok;
-      if (st == PushStatus::aborted) return Errc::fenced;
-      // The free ring holds every record at most once, and push clears leftovers, so
-      // it cannot be full; a full one means corruption. Retry a little, then give up
-      // (the record stays ours; the reaper or deregistration returns it).
+    // (S5) release: our last reads and writes of the body happen-before the next
+    // owner's (S0) acquire.
+    if (!core->ctrl[idx].state.compare_exchange_strong(word, next_word(word, TaskState::free, token),
+                                                       std::memory_order_release, std::memory_order_relaxed))
+      return Errc::fenced;
+    return Errc::ok;
+  }
+
+  // Reserve a free record by sweeping the control words from this process's cursor.
+  // Records are freed roughly in the order they were reserved, so the record after the
+  // last one reserved is usually free: one load and one CAS. A full sweep that finds
+  // none means the table is full (back-pressure).
+  Errc alloc(std::uint32_t& idx, std::uint64_t& word) noexcept {
+    const std::uint32_t mask = core->capacity - 1;
+    std::uint32_t i = cursor.load(std::memory_order_relaxed);
+    for (std::uint32_t n = 0; n < core->capacity; ++n, ++i) {
+      auto& c = core->ctrl[i & mask];
+      std::uint64_t s = c.state.load(std::memory_order_relaxed);
+      if (!is_free(s)) continue;
+      const std::uint64_t next = next_word(s, TaskState::reserved, token);
+      // (S0) acquire: pairs with (S5) of the record's last owner; we may now write it.
+      if (c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) {
+        cursor.store(i + 1, std::memory_order_relaxed);
+        idx = i & mask;
+        word = next;
+        SHMSCHED_FAULT_POINT(task_alloc_reserved);
+        return Errc::ok;
+      }
     }
+    cursor.store(i, std::memory_order_relaxed);
     return Errc::table_full;
   }
 
-  Errc alloc(std::uint32_t& idx, std::uint64_t& word) noexcept {
-    std::uint32_t v = 0;
-    std::uint64_t w = 0;
-    auto take = [&](std::uint64_t pos, std::uint32_t val) noexcept {
-      return claim(detail::kFreeRingId, pos, val, TaskState::reserved, w);
-    };
-    if (core->ring(detail::kFreeRingId).try_pop(take, v)) {
-      idx = v;
-      word = w;
-      SHMSCHED_FAULT_POINT(task_alloc_reserved);
-      return Errc::ok;
-    }
-    // Records never used yet: the state word is the truth, virgin_next a hint.
-    auto& hint = core->header->virgin_next;
-    for (std::uint64_t n = hint.load(std::memory_order_relaxed); n < core->capacity; ++n) {
-      auto& c = core->ctrl[n];
-      std::uint64_t s = c.state.load(std::memory_order_relaxed);
-      if (s == 0) {
-        const std::uint64_t next = next_word(0, TaskState::reserved, token);
-        // (S0) acq_rel: claims a virgin record (no previous owner to acquire from).
-        if (c.state.compare_exchange_strong(s, next, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-          detail::advance_hint(hint, n + 1);
-          idx = static_cast<std::uint32_t>(n);
-          word = next;
-          SHMSCHED_FAULT_POINT(task_alloc_reserved);
-          return Errc::ok;
+  // ---- type registry -------------------------------------------------------------
+
+  void register_type(std::uint64_t h, std::string_view name) noexcept {
+    if (last_type.load(std::memory_order_relaxed) == h) return;
+    const std::uint64_t key = h >> 2;
+    for (std::uint32_t probe = 0; probe < detail::kMaxTypes; ++probe) {
+      auto& e = core->types[(key + probe) % detail::kMaxTypes];
+      // (Y1) acquire: pairs with (Y2); a ready entry's name is visible.
+      std::uint64_t w = e.word.load(std::memory_order_acquire);
+      if (w == detail::TypeEntry::kFree) {
+        const std::uint64_t claimed = (key << 2) | detail::TypeEntry::kClaimed;
+        if (e.word.compare_exchange_strong(w, claimed, std::memory_order_acquire, std::memory_order_acquire)) {
+          copy_cstr(e.name, sizeof e.name, name);
+          // (Y2) release: publishes the name.
+          e.word.store((key << 2) | detail::TypeEntry::kReady, std::memory_order_release);
+          last_type.store(h, std::memory_order_relaxed);
+          return;
         }
       }
-      detail::advance_hint(hint, n + 1);
+      if ((w >> 2) != key) continue;
+      // Ours, or being written by a racer with the same name (or a hash twin, which
+      // keeps this name unshown: names are for people, the hash is what dispatches).
+      last_type.store(h, std::memory_order_relaxed);
+      return;
     }
-    return Errc::table_full;
+  }
+
+  std::string_view type_name(std::uint64_t h) const noexcept {
+    const std::uint64_t key = h >> 2;
+    for (std::uint32_t probe = 0; probe < detail::kMaxTypes; ++probe) {
+      const auto& e = core->types[(key + probe) % detail::kMaxTypes];
+      const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (Y1)
+      if (w == detail::TypeEntry::kFree) break;
+      if (w == ((key << 2) | detail::TypeEntry::kReady)) return std::string_view(e.name, ::strnlen(e.name, sizeof e.name));
+    }
+    return {};
   }
 
   // ---- delayed index -------------------------------------------------------------
@@ -172,7 +212,7 @@ struct Client::Impl {
 
   // Move record idx (word, owned by us) to delayed until `not_before`.
   Errc delay_record(std::uint32_t idx, std::uint64_t& word, std::int64_t not_before) noexcept {
-    store_not_before(core->body(idx), not_before);
+    store_not_before(core->hot(idx), not_before);
     const std::uint64_t next = next_word(word, TaskState::delayed, token);
     // (S2) seq_cst: releases the body; ordered before the bit set (see mark_delayed).
     if (!core->ctrl[idx].state.compare_exchange_strong(word, next, std::memory_order_seq_cst)) return Errc::fenced;
@@ -185,8 +225,9 @@ struct Client::Impl {
   // Queue a record we own (running/reserved) into its ring; if the ring is full, it
   // waits as delayed and is retried by promote_due (never dropped, never overwritten).
   Errc requeue_record(std::uint32_t idx, std::uint64_t word) noexcept {
-    auto* b = core->body(idx);
-    if (b->queue >= core->layout.max_queues || b->level >= core->levels) return dead_letter_record(idx, word, "corrupt queue or level");
+    auto* b = core->hot(idx);
+    if (b->queue >= core->layout.max_queues || b->level >= core->levels)
+      return dead_letter_record(idx, word, "corrupt queue or level");
     const PushStatus st = push_record(idx, word, core->ring_id(b->queue, b->level), TaskState::queued);
     if (st == PushStatus::ok) return Errc::ok;
     if (st == PushStatus::aborted) return Errc::fenced;
@@ -194,7 +235,8 @@ struct Client::Impl {
   }
 
   Errc dead_letter_record(std::uint32_t idx, std::uint64_t word, std::string_view reason) noexcept {
-    copy_cstr(core->body(idx)->last_error, sizeof(detail::TaskBody::last_error), reason);
+    copy_cstr(core->cold(idx)->last_error, sizeof(detail::TaskCold::last_error), reason);
+    core->hot(idx)->flags |= detail::kHasError;
     const std::uint64_t next = next_word(word, TaskState::dead, token);
     // (S3) acq_rel: releases last_error to whoever lists dead letters.
     if (!core->ctrl[idx].state.compare_exchange_strong(word, next, std::memory_order_acq_rel)) return Errc::fenced;
@@ -205,9 +247,7 @@ struct Client::Impl {
 
   // Finish or undo everything the (dead, or departing) owner `dead` left in records.
   void recover_records(std::uint16_t dead, ReapReport& rep) noexcept {
-    const std::uint64_t end =
-        std::min<std::uint64_t>(core->capacity, core->header->virgin_next.load(std::memory_order_acquire) + 64);
-    for (std::uint32_t idx = 0; idx < end; ++idx) {
+    for (std::uint32_t idx = 0; idx < core->capacity; ++idx) {
       auto& c = core->ctrl[idx];
       std::uint64_t s = c.state.load(std::memory_order_acquire);
       if (s == 0 || owner_of(s) != dead) continue;
@@ -215,30 +255,29 @@ struct Client::Impl {
         case TaskState::reserved:  // never accepted: give the record back
           if (free_record(idx, s) == Errc::ok) ++rep.freed;
           break;
-        case TaskState::queued:
-        case TaskState::free: {
+        case TaskState::free:  // drop the dead owner's name
+          c.state.compare_exchange_strong(s, next_word(s, TaskState::free, 0), std::memory_order_acq_rel);
+          break;
+        case TaskState::queued: {
           const std::uint64_t wh = c.where.load(std::memory_order_relaxed);
           const std::uint16_t rid = detail::where_ring(wh);
           if (core->valid_ring(rid) && core->ring(rid).holds(detail::where_pos(wh), idx)) {
             // Published: drop the dead owner's name from it (a consumer racing us just
             // wins; its CAS reloads).
-            c.state.compare_exchange_strong(s, next_word(s, state_of(s), 0), std::memory_order_acq_rel);
+            c.state.compare_exchange_strong(s, next_word(s, TaskState::queued, 0), std::memory_order_acq_rel);
             break;
           }
-          if (state_of(s) == TaskState::free) {
-            free_record(idx, s);
-          } else {
-            const std::uint64_t next = next_word(s, TaskState::running, token);
-            if (c.state.compare_exchange_strong(s, next, std::memory_order_acq_rel) &&
-                requeue_record(idx, next) == Errc::ok)
-              ++rep.republished;
-          }
+          // Accepted but never published (died between S1 and R3): publish it.
+          const std::uint64_t next = next_word(s, TaskState::running, token);
+          if (c.state.compare_exchange_strong(s, next, std::memory_order_acq_rel) &&
+              requeue_record(idx, next) == Errc::ok)
+            ++rep.republished;
           break;
         }
         case TaskState::running: {
           const std::uint64_t next = next_word(s, TaskState::running, token);
           if (!c.state.compare_exchange_strong(s, next, std::memory_order_acq_rel)) break;
-          auto* b = core->body(idx);
+          auto* b = core->hot(idx);
           if (b->attempts >= b->max_attempts) {
             if (dead_letter_record(idx, next, "consumer died while running it") == Errc::ok) ++rep.dead_lettered;
           } else if (requeue_record(idx, next) == Errc::ok) {
@@ -247,7 +286,7 @@ struct Client::Impl {
           break;
         }
         case TaskState::delayed:
-          mark_delayed(idx, load_not_before(core->body(idx)));
+          mark_delayed(idx, load_not_before(core->hot(idx)));
           break;
         default:
           break;
@@ -339,32 +378,39 @@ struct Client::Impl {
     std::uint32_t idx = 0;
     std::uint64_t word = 0;
     if (Errc e = alloc(idx, word); e != Errc::ok) return e;
-    auto* b = core->body(idx);
+    const std::uint64_t th = type_hash(type);
+    register_type(th, type);
+    auto* b = core->hot(idx);
     const TaskId tid = core->make_id(detail::version_of(word), idx);
     b->id = tid;
-    b->type_hash = type_hash(type);
-    b->group_id = o.group_id;
-    b->enqueued_ns = monotonic_ns();
+    b->type_hash = th;
+    b->enqueued_ns = coarse_now_ns();
     store_not_before(b, o.not_before_ns);
     b->expires_ns = o.expires_ns;
     b->payload_len = static_cast<std::uint32_t>(payload.size());
     b->queue = o.queue;
     b->level = o.priority;
-    b->flags = 0;
     b->attempts = 0;
     b->max_attempts = o.max_attempts;
     b->retry_delay_ms = static_cast<std::uint32_t>(o.retry.delay.count());
-    b->retry_backoff_max_ms = static_cast<std::uint32_t>(o.retry.max_delay.count());
-    b->retry_backoff_x100 = o.retry.backoff_x100;
-    b->retry_jitter_pct = o.retry.jitter_pct;
     b->need_sem[0] = b->need_sem[1] = 0;
     b->need_count[0] = b->need_count[1] = 0;
-    copy_cstr(b->type_name, sizeof b->type_name, type);
-    b->last_error[0] = '\0';
+    std::uint8_t flags = 0;
+    const RetryPolicy defaults{};
+    if (o.retry.backoff_x100 != defaults.backoff_x100 || o.retry.max_delay != defaults.max_delay ||
+        o.retry.jitter_pct != defaults.jitter_pct || o.group_id != 0) {
+      auto* cold = core->cold(idx);
+      cold->group_id = o.group_id;
+      cold->retry_max_delay_ms = static_cast<std::uint32_t>(o.retry.max_delay.count());
+      cold->retry_backoff_x100 = o.retry.backoff_x100;
+      cold->retry_jitter_pct = o.retry.jitter_pct;
+      flags = detail::kHasRetryPolicy | (o.group_id != 0 ? detail::kHasGroup : 0);
+    }
+    b->flags = flags;
     if (!payload.empty()) std::memcpy(core->payload(idx), payload.data(), payload.size());
     SHMSCHED_FAULT_POINT(enqueue_before_queued);
     Errc result = Errc::ok;
-    if (o.not_before_ns > b->enqueued_ns) {
+    if (o.not_before_ns != 0 && o.not_before_ns > monotonic_ns()) {
       result = delay_record(idx, word, o.not_before_ns);
     } else {
       const PushStatus st = push_record(idx, word, core->ring_id(o.queue, o.priority), TaskState::queued);
@@ -392,7 +438,7 @@ struct Client::Impl {
       auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept { return claim(rid, pos, val, TaskState::running, w); };
       if (!core->ring(rid).try_pop(c, v)) continue;
       SHMSCHED_FAULT_POINT(take_after_claim);
-      auto* b = core->body(v);
+      auto* b = core->hot(v);
       ++b->attempts;
       out.index = v;
       out.word = w;
@@ -402,7 +448,7 @@ struct Client::Impl {
       out.attempt = b->attempts;
       out.max_attempts = b->max_attempts;
       out.type = b->type_hash;
-      out.type_name = std::string_view(b->type_name, ::strnlen(b->type_name, sizeof b->type_name));
+      out.type_name = type_name(b->type_hash);
       out.payload = std::span<const std::byte>(core->payload(v), std::min<std::uint32_t>(b->payload_len, core->layout.payload_bytes));
       out.enqueued_ns = b->enqueued_ns;
       me->taken.fetch_add(1, std::memory_order_relaxed);
@@ -445,7 +491,7 @@ struct Client::Impl {
           }
           continue;
         }
-        const std::int64_t nb = load_not_before(core->body(idx));
+        const std::int64_t nb = load_not_before(core->hot(idx));
         if (nb > now) {
           pending = std::min<std::uint64_t>(pending, static_cast<std::uint64_t>(nb));
           continue;
@@ -455,7 +501,7 @@ struct Client::Impl {
         if (!c.state.compare_exchange_strong(s, mine, std::memory_order_acq_rel)) continue;
         SHMSCHED_FAULT_POINT(promote_after_claim);
         core->delayed_bits[wi].fetch_and(~bit, std::memory_order_seq_cst);
-        store_not_before(core->body(idx), 0);
+        store_not_before(core->hot(idx), 0);
         if (requeue_record(idx, mine) == Errc::ok) ++promoted;
       }
     }

@@ -61,10 +61,10 @@ SegmentMap SegmentMap::compute(const Layout& l) noexcept {
   const std::uint64_t rings = std::uint64_t{l.max_queues} * l.levels;
   m.header = take(4096, 4096);
   m.task_ctrl = take(cap * sizeof(TaskCtrl));
-  m.body_stride = up(kBodyHeaderBytes + l.payload_bytes, kCacheLine);
+  m.cold_offset = sizeof(TaskHot) + up(l.payload_bytes, kCacheLine);
+  m.body_stride = m.cold_offset + sizeof(TaskCold);
   m.task_body = take(cap * m.body_stride, 4096);
-  m.free_ring_hdr = take(sizeof(RingHeader));
-  m.free_ring = take(cap * sizeof(AtomicU64));
+  m.types = take(std::uint64_t{kMaxTypes} * sizeof(TypeEntry));
   m.queues = take(std::uint64_t{l.max_queues} * sizeof(QueueEntry));
   m.ring_hdrs = take(rings * sizeof(RingHeader));
   m.rings = take(rings * l.effective_ring_capacity() * sizeof(AtomicU64), 4096);

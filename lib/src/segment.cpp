@@ -7,6 +7,7 @@
 
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -25,13 +26,13 @@ namespace shmsched {
 void detail::Core::bind(std::byte* b, const Layout& l) noexcept {
   base = b;
   layout = l;
+  layout.ring_capacity = l.effective_ring_capacity();  // a handle shows the resolved value
   map = SegmentMap::compute(l);
   header = reinterpret_cast<SegmentHeader*>(b + map.header);
   ctrl = reinterpret_cast<TaskCtrl*>(b + map.task_ctrl);
   bodies = b + map.task_body;
   stride = map.body_stride;
-  free_hdr = reinterpret_cast<RingHeader*>(b + map.free_ring_hdr);
-  free_slots = reinterpret_cast<AtomicU64*>(b + map.free_ring);
+  types = reinterpret_cast<TypeEntry*>(b + map.types);
   queues = reinterpret_cast<QueueEntry*>(b + map.queues);
   ring_hdrs = reinterpret_cast<RingHeader*>(b + map.ring_hdrs);
   ring_slots = reinterpret_cast<AtomicU64*>(b + map.rings);
@@ -133,12 +134,14 @@ std::string read_name(const detail::AtomicU64 (&src)[4]) {
 void init_header(detail::Core& core, std::string_view name) {
   auto* h = core.header;
   const auto self = ProcessIdentity::self();
-  h->magic = detail::kMagic;
-  h->abi_version = detail::kAbiVersion;
+  // Creator identity first and the magic last: an opener that sees the magic also sees
+  // who to blame if the segment never becomes ready (x86-64 keeps store order; the
+  // opener re-reads until ready anyway).
   h->creator_pid = self.pid;
   h->creator_start_time = self.start_time;
   SHMSCHED_FAULT_POINT(segment_init_after_create);
   const Layout& l = core.layout;
+  h->abi_version = detail::kAbiVersion;
   h->layout = detail::LayoutPod{l.levels, l.task_capacity, l.payload_bytes, l.effective_ring_capacity(),
                                 l.max_queues, l.max_participants, l.max_semaphores, 0};
   h->layout_hash = l.hash();
@@ -147,8 +150,10 @@ void init_header(detail::Core& core, std::string_view name) {
   h->created_unix_ns = unix_ns();
   std::memset(h->name, 0, sizeof h->name);
   std::memcpy(h->name, name.data(), std::min(name.size(), sizeof h->name - 1));
-  // Every other region is valid when zero: EMPTY(0) ring slots, virgin records, free
-  // queue/participant/semaphore entries. The pages stay untouched until used.
+  std::atomic_thread_fence(std::memory_order_release);
+  h->magic = detail::kMagic;
+  // Every other region is valid when zero: EMPTY(0) ring slots, free records, free
+  // queue/participant/type/semaphore entries. The pages stay untouched until used.
   SHMSCHED_FAULT_POINT(segment_init_before_ready);
 }
 
@@ -169,7 +174,7 @@ Result<Layout> Segment::check_image(const void* data, std::size_t size) noexcept
   std::uint32_t state;
   std::memcpy(&state, static_cast<const std::byte*>(data) + offsetof(detail::SegmentHeader, init_state), 4);
   if (state != static_cast<std::uint32_t>(detail::InitState::ready))
-    return Result<Layout>(Errc::creator_died, "segment was never marked ready");
+    return Result<Layout>(Errc::creator_died, "segment was never marked ready (its creator died or is still initialising)");
   try {
     return layout_from_header(h, size);
   } catch (...) {
@@ -310,6 +315,10 @@ Result<Segment> Segment::open(std::string_view name, const OpenOptions& options)
         std::uint32_t state;
         std::memcpy(&state, reinterpret_cast<const std::byte*>(&h) + offsetof(detail::SegmentHeader, init_state), 4);
         if (h.magic == 0 && state == 0) {
+          const ProcessIdentity creator{h.creator_pid, h.creator_start_time};
+          if (creator.pid != 0 && creator.start_time != 0 && !creator.alive())
+            return Error(Errc::creator_died, "creator pid " + std::to_string(h.creator_pid) + " of segment '" +
+                                                 impl->name + "' died during initialisation; destroy it and create again");
           waiting = true;  // sized, header not yet written
           why = "segment '" + impl->name + "' was sized but its header never written";
         } else if (h.magic != detail::kMagic) {

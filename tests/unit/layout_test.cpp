@@ -54,12 +54,13 @@ TEST(Layout, MapRegionsAreOrderedAlignedAndDisjoint) {
   l.task_capacity = 1024;
   l.payload_bytes = 64;
   const auto m = shmsched::detail::SegmentMap::compute(l);
-  const std::uint64_t offs[] = {m.header, m.task_ctrl, m.task_body, m.free_ring_hdr, m.free_ring, m.queues,
+  const std::uint64_t offs[] = {m.header, m.task_ctrl, m.task_body, m.types, m.queues,
                                 m.ring_hdrs, m.rings, m.participants, m.semaphores, m.delayed_bits, m.total};
   for (std::size_t i = 1; i < std::size(offs); ++i) EXPECT_LT(offs[i - 1], offs[i]) << i;
   for (auto o : offs) EXPECT_EQ(o % 64, 0u);
   EXPECT_EQ(m.total % 4096, 0u);
   EXPECT_EQ(m.body_stride % 64, 0u);
-  EXPECT_GE(m.body_stride, shmsched::detail::kBodyHeaderBytes + 64);
+  EXPECT_GE(m.body_stride, sizeof(shmsched::detail::TaskHot) + 64 + sizeof(shmsched::detail::TaskCold));
+  EXPECT_EQ(m.cold_offset, 128u);  // hot line + one line of payload
   EXPECT_EQ(m.task_body - m.task_ctrl >= 1024 * 16, true);
 }

@@ -35,6 +35,7 @@
 // the producer's acquire load (R2) of the same slot.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 
@@ -191,11 +192,7 @@ class IndexRing {
   RingHeader* header() const noexcept { return header_; }
 
  private:
-  static constexpr unsigned log2(std::uint32_t x) noexcept {
-    unsigned r = 0;
-    while ((std::uint32_t{1} << r) < x) ++r;
-    return r;
-  }
+  static constexpr unsigned log2(std::uint32_t x) noexcept { return static_cast<unsigned>(std::countr_zero(x)); }
   // Whether lap a is after lap b (modulo the 43-bit lap field).
   static constexpr bool lap_ahead(std::uint64_t a, std::uint64_t b) noexcept {
     const std::uint64_t d = (a - b) & kLapMask;

@@ -3,9 +3,10 @@
 //
 // Contract:
 //  * create() is race-safe: the object is created with O_EXCL, so exactly one process
-//    initialises it. The creator holds an exclusive flock(2) on it until the header is
-//    marked ready; openers wait for that lock with a bound. A creator killed mid-init
-//    releases the lock by dying, and openers then report creator_died -- never loop.
+//    initialises it, writing its (pid, start time) first and the ready state last.
+//    Openers poll the header (1 ms steps) up to OpenOptions::timeout; when the recorded
+//    creator is dead and the segment is not ready they report creator_died at once --
+//    never loop.
 //  * open() checks magic, ABI version, init state, layout sanity and size before it
 //    trusts anything; a foreign, truncated, half-initialised or mismatched object is an
 //    error that names the problem and changes nothing.

@@ -20,8 +20,7 @@ struct Core {
   TaskCtrl* ctrl = nullptr;
   std::byte* bodies = nullptr;
   std::uint64_t stride = 0;
-  RingHeader* free_hdr = nullptr;
-  AtomicU64* free_slots = nullptr;
+  TypeEntry* types = nullptr;
   QueueEntry* queues = nullptr;
   RingHeader* ring_hdrs = nullptr;
   AtomicU64* ring_slots = nullptr;
@@ -35,18 +34,20 @@ struct Core {
 
   void bind(std::byte* b, const Layout& l) noexcept;
 
-  TaskBody* body(std::uint32_t i) const noexcept { return reinterpret_cast<TaskBody*>(bodies + stride * i); }
-  std::byte* payload(std::uint32_t i) const noexcept { return bodies + stride * i + kBodyHeaderBytes; }
+  TaskHot* hot(std::uint32_t i) const noexcept { return reinterpret_cast<TaskHot*>(bodies + stride * i); }
+  std::byte* payload(std::uint32_t i) const noexcept { return bodies + stride * i + sizeof(TaskHot); }
+  TaskCold* cold(std::uint32_t i) const noexcept {
+    return reinterpret_cast<TaskCold*>(bodies + stride * i + map.cold_offset);
+  }
   std::uint16_t ring_id(std::uint32_t queue, std::uint32_t level) const noexcept {
     return static_cast<std::uint16_t>(queue * levels + level);
   }
   std::uint32_t ring_count() const noexcept { return layout.max_queues * levels; }
-  /// The ring with this id (a queue ring or kFreeRingId); valid ids only.
+  /// The ring with this id (queue * levels + level); valid ids only.
   IndexRing<> ring(std::uint16_t id) const noexcept {
-    if (id == kFreeRingId) return IndexRing<>(free_hdr, free_slots, capacity);
     return IndexRing<>(ring_hdrs + id, ring_slots + std::uint64_t{id} * ring_capacity, ring_capacity);
   }
-  bool valid_ring(std::uint16_t id) const noexcept { return id == kFreeRingId || id < ring_count(); }
+  bool valid_ring(std::uint16_t id) const noexcept { return id < ring_count(); }
   std::uint64_t make_id(std::uint64_t version, std::uint32_t index) const noexcept {
     return (version << index_bits) | index;
   }

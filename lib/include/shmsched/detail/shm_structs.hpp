@@ -26,9 +26,9 @@ struct SegmentMap {
   std::uint64_t header = 0;
   std::uint64_t task_ctrl = 0;     // TaskCtrl[task_capacity]
   std::uint64_t task_body = 0;     // task_capacity records of body_stride bytes
-  std::uint64_t body_stride = 0;
-  std::uint64_t free_ring_hdr = 0; // RingHeader
-  std::uint64_t free_ring = 0;     // AtomicU64[task_capacity]
+  std::uint64_t body_stride = 0;   // TaskHot + payload + TaskCold, in whole lines
+  std::uint64_t cold_offset = 0;   // of TaskCold within a record
+  std::uint64_t types = 0;         // TypeEntry[kMaxTypes]
   std::uint64_t queues = 0;        // QueueEntry[max_queues]
   std::uint64_t ring_hdrs = 0;     // RingHeader[max_queues * levels]
   std::uint64_t rings = 0;         // AtomicU64[max_queues * levels * ring_capacity]
@@ -59,8 +59,7 @@ struct alignas(kCacheLine) SegmentHeader {
   std::uint64_t creator_start_time;  // /proc/<pid>/stat starttime of the creator
   std::int64_t created_unix_ns;
   char name[64];
-  // Hints and leases, each on its own line.
-  alignas(kCacheLine) AtomicU64 virgin_next{0};  // hint: first record never used yet
+  // Leases and hints, each on its own line.
   alignas(kCacheLine) AtomicU64 janitor_lease{0};
   AtomicI64 janitor_renewed_ns{0};
   alignas(kCacheLine) AtomicU64 delayed_next_due_ns{0};
@@ -74,34 +73,53 @@ struct TaskCtrl {
 };
 static_assert(sizeof(TaskCtrl) == 16);
 
-/// Fixed part of a record body; the payload follows it. Written by the record's owner
-/// only (the process its state word names), read by the next owner after the CAS that
-/// hands it over (acq_rel), so plain fields suffice.
-struct TaskBody {
+/// The first line of a record: everything a producer writes on every enqueue and a
+/// consumer reads on every take. Written by the record's owner only (the process its
+/// state word names); read by the next owner after the CAS that hands it over
+/// (acq_rel), so plain fields suffice -- except not_before_ns, which promoters read
+/// without owning the record (std::atomic_ref).
+struct alignas(kCacheLine) TaskHot {
   std::uint64_t id;
   std::uint64_t type_hash;
-  std::uint64_t group_id;
-  std::int64_t enqueued_ns;    // CLOCK_MONOTONIC
-  std::int64_t not_before_ns;  // 0 = now
-  std::int64_t expires_ns;     // 0 = never
+  std::int64_t enqueued_ns;    // CLOCK_MONOTONIC_COARSE
+  std::int64_t not_before_ns;  // CLOCK_MONOTONIC; 0 = now
+  std::int64_t expires_ns;     // CLOCK_MONOTONIC; 0 = never
   std::uint32_t payload_len;
   std::uint16_t queue;
   std::uint8_t level;
-  std::uint8_t flags;
+  std::uint8_t flags;          // TaskFlags: which TaskCold fields are meaningful
   std::uint16_t attempts;
   std::uint16_t max_attempts;
   std::uint32_t retry_delay_ms;
-  std::uint32_t retry_backoff_max_ms;
-  std::uint16_t retry_backoff_x100;  // multiplier per attempt, x100 (200 = doubling)
-  std::uint16_t retry_jitter_pct;
   std::uint16_t need_sem[2];
   std::uint16_t need_count[2];
-  std::uint32_t reserved0;
-  char type_name[40];
-  char last_error[88];
 };
-static_assert(sizeof(TaskBody) == 216);
-inline constexpr std::size_t kBodyHeaderBytes = 256;  // TaskBody rounded up to whole lines
+static_assert(sizeof(TaskHot) == kCacheLine);
+
+/// The rest of a record, after the payload; written only when a flag says the field
+/// is set, so the common enqueue touches two lines (hot + a small payload).
+struct alignas(kCacheLine) TaskCold {
+  std::uint64_t group_id;
+  std::uint32_t retry_max_delay_ms;
+  std::uint16_t retry_backoff_x100;  // multiplier per attempt, x100 (200 = doubling)
+  std::uint16_t retry_jitter_pct;
+  char last_error[112];
+};
+static_assert(sizeof(TaskCold) == 2 * kCacheLine);
+
+enum TaskFlags : std::uint8_t { kHasRetryPolicy = 1, kHasGroup = 2, kHasError = 4 };
+
+/// A registered task-type name, so records carry only the 64-bit hash. The word packs
+/// [hash >> 2 : 62][state : 2]; only the process that claimed the entry writes the
+/// name, before the release store of kReady.
+struct alignas(kCacheLine) TypeEntry {
+  static constexpr std::uint64_t kFree = 0, kClaimed = 1, kReady = 2;
+  AtomicU64 word;
+  char name[48];
+};
+static_assert(sizeof(TypeEntry) == kCacheLine);
+inline constexpr std::uint32_t kMaxTypes = 256;
+inline constexpr std::size_t kMaxTypeName = 47;
 
 /// A named queue. The word packs [name hash : 62][state : 2]; the name and settings are
 /// atomics so that racing creators of the same name write identical values race-free.

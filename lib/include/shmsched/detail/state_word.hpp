@@ -15,7 +15,7 @@ namespace shmsched {
 /// Where a task record is in its life. Only the state word says so.
 enum class TaskState : std::uint8_t {
   virgin = 0,   ///< never used since the segment was created (implicitly free)
-  free = 1,     ///< in the free ring, or being put there by its owner
+  free = 1,     ///< unused; any producer may reserve it
   reserved = 2, ///< allocated and being filled by its owner; not yet accepted
   queued = 3,   ///< accepted; in the priority ring named by `where`, or being put there
   running = 4,  ///< accepted; held by its owner (a handler runs it, or it is moving)
@@ -47,8 +47,7 @@ constexpr std::uint64_t next_word(std::uint64_t w, TaskState s, std::uint16_t ow
 // entry at the old position was cleared, so 48 bits (2.8e14 pushes per ring) suffice.
 inline constexpr unsigned kWherePosBits = 48;
 inline constexpr std::uint64_t kWherePosMask = (std::uint64_t{1} << kWherePosBits) - 1;
-inline constexpr std::uint16_t kFreeRingId = 0xFFFF;
-inline constexpr std::uint16_t kNoRing = 0xFFFE;
+inline constexpr std::uint16_t kNoRing = 0xFFFF;
 constexpr std::uint64_t make_where(std::uint16_t ring, std::uint64_t pos) noexcept {
   return (std::uint64_t{ring} << kWherePosBits) | (pos & kWherePosMask);
 }
