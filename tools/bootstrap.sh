@@ -50,12 +50,12 @@ case "${1:-}" in
     build build-asan -DCMAKE_BUILD_TYPE=Debug "-DSHMSCHED_SANITIZE=address;undefined" \
       -DSHMSCHED_BUILD_BENCH=OFF -DSHMSCHED_BUILD_EXAMPLES=OFF -DSHMSCHED_BUILD_TOOLS=OFF
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-      SHMSCHED_STRESS_SCALE=4 run_tests build-asan
+      SHMSCHED_STRESS_SCALE=0.2 run_tests build-asan
     ;;
   test-tsan)
     build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMSCHED_SANITIZE=thread \
       -DSHMSCHED_BUILD_BENCH=OFF -DSHMSCHED_BUILD_EXAMPLES=OFF -DSHMSCHED_BUILD_TOOLS=OFF
-    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 SHMSCHED_STRESS_SCALE=8 run_tests build-tsan
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 SHMSCHED_STRESS_SCALE=0.05 run_tests build-tsan
     ;;
   *)
     echo "usage: $0 demo|test|test-asan|test-tsan" >&2

@@ -149,7 +149,7 @@ void mixed_workload(World& w, int rounds) {
     TaskOptions o;
     o.queue = w.q;
     o.priority = static_cast<std::uint8_t>(i % w.seg.layout().levels);
-    if (i % 5 == 2) o.not_before_ns = monotonic_ns() + 1000;  // due almost at once
+    if (i % 5 == 2) o.not_before_ns = monotonic_ns() + 50'000'000;  // promoted below, 1 s "early"
     TaskId id;
     if (c.enqueue_value("work", 1000 + i, o, &id) == Errc::ok) w.log->accept(id);
     if (i % 5 == 3) c.promote_due(monotonic_ns() + 1'000'000'000);
