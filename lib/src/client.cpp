@@ -374,6 +374,15 @@ struct Client::Impl {
   }
 
   Errc enqueue(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o, TaskId* id) noexcept {
+    const Errc e = enqueue_one(type, payload, o, id, coarse_now_ns());
+    if (e == Errc::ok) me->enqueued.fetch_add(1, std::memory_order_relaxed);  // our own line
+    return e;
+  }
+
+  // One task; `now` is the coarse enqueue time (shared by a batch). Counters are the
+  // caller's, so a batch pays for one.
+  Errc enqueue_one(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o, TaskId* id,
+                   std::int64_t now) noexcept {
     if (Errc e = check_spec(type, payload, o); e != Errc::ok) return e;
     std::uint32_t idx = 0;
     std::uint64_t word = 0;
@@ -384,7 +393,7 @@ struct Client::Impl {
     const TaskId tid = core->make_id(detail::version_of(word), idx);
     b->id = tid;
     b->type_hash = th;
-    b->enqueued_ns = coarse_now_ns();
+    b->enqueued_ns = now;
     store_not_before(b, o.not_before_ns);
     b->expires_ns = o.expires_ns;
     b->payload_len = static_cast<std::uint32_t>(payload.size());
@@ -421,22 +430,45 @@ struct Client::Impl {
       }
     }
     if (result != Errc::ok) return result;
-    me->enqueued.fetch_add(1, std::memory_order_relaxed);  // our own line: no sharing
     if (id != nullptr) *id = tid;
     return Errc::ok;
   }
 
   // ---- take ----------------------------------------------------------------------
 
+  bool takeable_queue(QueueId q) const noexcept {
+    return attached && q < core->layout.max_queues &&
+           (core->queues[q].flags.load(std::memory_order_relaxed) & 1) == 0;  // not paused
+  }
+
   bool take(QueueId q, Taken& out) noexcept {
-    if (!attached || q >= core->layout.max_queues) return false;
-    if ((core->queues[q].flags.load(std::memory_order_relaxed) & 1) != 0) return false;  // paused
+    if (!takeable_queue(q)) return false;
     for (std::uint32_t level = 0; level < core->levels; ++level) {
+      if (pop_level(q, level, out)) {
+        me->taken.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // Takes up to out.size() tasks, draining each level before looking at the next.
+  std::size_t take_batch(QueueId q, std::span<Taken> out) noexcept {
+    if (!takeable_queue(q)) return 0;
+    std::size_t n = 0;
+    for (std::uint32_t level = 0; level < core->levels && n < out.size(); ++level)
+      while (n < out.size() && pop_level(q, level, out[n])) ++n;
+    if (n != 0) me->taken.fetch_add(n, std::memory_order_relaxed);
+    return n;
+  }
+
+  bool pop_level(QueueId q, std::uint32_t level, Taken& out) noexcept {
+    {
       const std::uint16_t rid = core->ring_id(q, level);
       std::uint64_t w = 0;
       std::uint32_t v = 0;
       auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept { return claim(rid, pos, val, TaskState::running, w); };
-      if (!core->ring(rid).try_pop(c, v)) continue;
+      if (!core->ring(rid).try_pop(c, v)) return false;
       SHMSCHED_FAULT_POINT(take_after_claim);
       auto* b = core->hot(v);
       ++b->attempts;
@@ -451,10 +483,8 @@ struct Client::Impl {
       out.type_name = type_name(b->type_hash);
       out.payload = std::span<const std::byte>(core->payload(v), std::min<std::uint32_t>(b->payload_len, core->layout.payload_bytes));
       out.enqueued_ns = b->enqueued_ns;
-      me->taken.fetch_add(1, std::memory_order_relaxed);
       return true;
     }
-    return false;
   }
 
   bool owns(const Taken& t) const noexcept {
@@ -589,10 +619,12 @@ std::size_t Client::enqueue_batch(std::span<const TaskSpec> tasks, std::span<Tas
   if (ids.size() < tasks.size()) {
     e = Errc::invalid_argument;
   } else {
+    const std::int64_t now = coarse_now_ns();
     for (; n < tasks.size(); ++n) {
-      e = impl_->enqueue(tasks[n].type, tasks[n].payload, tasks[n].options, &ids[n]);
+      e = impl_->enqueue_one(tasks[n].type, tasks[n].payload, tasks[n].options, &ids[n], now);
       if (e != Errc::ok) break;
     }
+    if (n != 0) impl_->me->enqueued.fetch_add(n, std::memory_order_relaxed);
   }
   if (error != nullptr) *error = e;
   return n;
@@ -616,9 +648,7 @@ Errc Client::enqueue_wait(std::string_view type, std::span<const std::byte> payl
 bool Client::try_take(QueueId queue, Taken& out) noexcept { return impl_->take(queue, out); }
 
 std::size_t Client::try_take_batch(QueueId queue, std::span<Taken> out) noexcept {
-  std::size_t n = 0;
-  while (n < out.size() && impl_->take(queue, out[n])) ++n;
-  return n;
+  return impl_->take_batch(queue, out);
 }
 
 Errc Client::complete(const Taken& task) noexcept {
