@@ -13,6 +13,7 @@
 
 #include "shmsched/detail/core.hpp"
 #include "shmsched/detail/fault.hpp"
+#include "shmsched/detail/futex.hpp"
 
 namespace shmsched {
 
@@ -33,6 +34,11 @@ std::int64_t coarse_now_ns() noexcept {
 }
 
 bool is_free(std::uint64_t s) noexcept { return state_of(s) == TaskState::free || state_of(s) == TaskState::virgin; }
+
+// enqueued_ns is read by agers that do not own the record: atomic_ref on both sides.
+std::int64_t load_enqueued(detail::TaskHot* b) noexcept {
+  return std::atomic_ref<std::int64_t>(b->enqueued_ns).load(std::memory_order_relaxed);
+}
 
 std::int64_t load_not_before(detail::TaskHot* b) noexcept {
   // atomic_ref: promoters read it while they do not own the record.
@@ -62,6 +68,46 @@ struct Client::Impl {
   std::atomic<std::uint32_t> cursor{0};
   // The last type this process registered, to skip the registry on repeats.
   std::atomic<std::uint64_t> last_type{0};
+  // When this process last looked at lower levels for aged tasks (coarse ns).
+  std::atomic<std::int64_t> last_aging_check{0};
+  std::atomic<std::int64_t> last_reap{0};
+  std::atomic<std::uint64_t> random{0x9E3779B97F4A7C15ULL};
+
+  detail::LevelCounters& counters(std::uint32_t q, std::uint32_t level) const noexcept {
+    return core->counter(slot, q, level);
+  }
+  static void bump(detail::AtomicU64& c, std::uint64_t n = 1) noexcept {
+    // relaxed RMW on a line only this process writes: exact, never shared on a hot path.
+    c.fetch_add(n, std::memory_order_relaxed);
+  }
+
+  // ---- waking ----------------------------------------------------------------------
+
+  // After a task became takeable in queue q: wake one sleeping home consumer, or else
+  // every sleeper of one helper process. The seq_cst loads pair with the seq_cst
+  // fetch_or in announce_sleep (Dekker): either the sleeper sees the task on its last
+  // look, or we see its bit. No bit, no system call.
+  void notify(QueueId q) noexcept {
+    auto& m = core->sleepers[q];
+    const std::uint32_t words = core->mask_words();
+    for (std::uint32_t w = 0; w < words; ++w) {
+      const std::uint64_t bits = m.home[w].load(std::memory_order_seq_cst);
+      if (bits != 0) return ring(w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits)), 1);
+    }
+    for (std::uint32_t w = 0; w < words; ++w) {
+      const std::uint64_t bits = m.help[w].load(std::memory_order_seq_cst);
+      if (bits != 0) return ring(w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits)), INT32_MAX);
+    }
+  }
+
+  void ring(std::uint32_t slot_index, int n) noexcept {
+    if (slot_index >= core->layout.max_participants) return;
+    auto& p = core->participants[slot_index];
+    // seq_cst: a sleeper that read the old value before sleeping is woken by the
+    // futex (FUTEX_WAIT compares with the new value and returns at once).
+    p.doorbell.fetch_add(1, std::memory_order_seq_cst);
+    detail::futex_wake(p.doorbell, n);
+  }
 
   // ---- records ----------------------------------------------------------------
 
@@ -228,8 +274,12 @@ struct Client::Impl {
     auto* b = core->hot(idx);
     if (b->queue >= core->layout.max_queues || b->level >= core->levels)
       return dead_letter_record(idx, word, "corrupt queue or level");
-    const PushStatus st = push_record(idx, word, core->ring_id(b->queue, b->level), TaskState::queued);
-    if (st == PushStatus::ok) return Errc::ok;
+    const QueueId q = b->queue;
+    const PushStatus st = push_record(idx, word, core->ring_id(q, b->level), TaskState::queued);
+    if (st == PushStatus::ok) {
+      notify(q);
+      return Errc::ok;
+    }
     if (st == PushStatus::aborted) return Errc::fenced;
     return delay_record(idx, word, monotonic_ns() + 10'000'000);
   }
@@ -374,9 +424,7 @@ struct Client::Impl {
   }
 
   Errc enqueue(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o, TaskId* id) noexcept {
-    const Errc e = enqueue_one(type, payload, o, id, coarse_now_ns());
-    if (e == Errc::ok) me->enqueued.fetch_add(1, std::memory_order_relaxed);  // our own line
-    return e;
+    return enqueue_one(type, payload, o, id, coarse_now_ns());
   }
 
   // One task; `now` is the coarse enqueue time (shared by a batch). Counters are the
@@ -393,7 +441,7 @@ struct Client::Impl {
     const TaskId tid = core->make_id(detail::version_of(word), idx);
     b->id = tid;
     b->type_hash = th;
-    b->enqueued_ns = now;
+    std::atomic_ref<std::int64_t>(b->enqueued_ns).store(now, std::memory_order_relaxed);
     store_not_before(b, o.not_before_ns);
     b->expires_ns = o.expires_ns;
     b->payload_len = static_cast<std::uint32_t>(payload.size());
@@ -428,8 +476,10 @@ struct Client::Impl {
         free_record(idx, word);  // not accepted: give the record back
         return Errc::ring_full;
       }
+      notify(o.queue);
     }
     if (result != Errc::ok) return result;
+    bump(counters(o.queue, o.priority).enqueued);
     if (id != nullptr) *id = tid;
     return Errc::ok;
   }
@@ -441,29 +491,54 @@ struct Client::Impl {
            (core->queues[q].flags.load(std::memory_order_relaxed) & 1) == 0;  // not paused
   }
 
-  bool take(QueueId q, Taken& out) noexcept {
+  bool take(QueueId q, Taken& out, bool as_helper) noexcept {
     if (!takeable_queue(q)) return false;
-    for (std::uint32_t level = 0; level < core->levels; ++level) {
-      if (pop_level(q, level, out)) {
-        me->taken.fetch_add(1, std::memory_order_relaxed);
-        return true;
-      }
-    }
+    std::uint32_t aged = 0;
+    if (const std::uint32_t bound = core->queues[q].aging_ms.load(std::memory_order_relaxed); bound != 0)
+      aged = aged_level(q, std::int64_t{bound} * 1000000);
+    if (aged != 0 && pop_level(q, aged, out)) return took(out, as_helper);
+    for (std::uint32_t level = 0; level < core->levels; ++level)
+      if (pop_level(q, level, out)) return took(out, as_helper);
     return false;
+  }
+
+  bool took(Taken& out, bool as_helper) noexcept {
+    out.helped = as_helper;
+    auto& c = counters(out.queue, out.level);
+    bump(c.started);
+    if (as_helper) bump(c.helped);
+    return true;
+  }
+
+  // The most urgent level > 0 whose oldest task has waited longer than `bound_ns`, or
+  // 0. Looks at most once a millisecond per process (between looks, strict priority).
+  std::uint32_t aged_level(QueueId q, std::int64_t bound_ns) noexcept {
+    const std::int64_t now = coarse_now_ns();
+    std::int64_t last = last_aging_check.load(std::memory_order_relaxed);
+    if (now - last < 1000000 || !last_aging_check.compare_exchange_strong(last, now, std::memory_order_relaxed))
+      return 0;
+    for (std::uint32_t level = 1; level < core->levels; ++level) {
+      std::uint32_t v = 0;
+      if (!core->ring(core->ring_id(q, level)).peek_head(v) || v >= core->capacity) continue;
+      if (now - load_enqueued(core->hot(v)) > bound_ns) return level;
+    }
+    return 0;
   }
 
   // Takes up to out.size() tasks, draining each level before looking at the next.
   std::size_t take_batch(QueueId q, std::span<Taken> out) noexcept {
     if (!takeable_queue(q)) return 0;
     std::size_t n = 0;
-    for (std::uint32_t level = 0; level < core->levels && n < out.size(); ++level)
-      while (n < out.size() && pop_level(q, level, out[n])) ++n;
-    if (n != 0) me->taken.fetch_add(n, std::memory_order_relaxed);
+    for (std::uint32_t level = 0; level < core->levels && n < out.size(); ++level) {
+      const std::size_t first = n;
+      while (n < out.size() && pop_level(q, level, out[n])) out[n++].helped = false;
+      if (n != first) bump(counters(q, level).started, n - first);
+    }
     return n;
   }
 
   bool pop_level(QueueId q, std::uint32_t level, Taken& out) noexcept {
-    {
+    for (;;) {
       const std::uint16_t rid = core->ring_id(q, level);
       std::uint64_t w = 0;
       std::uint32_t v = 0;
@@ -482,7 +557,13 @@ struct Client::Impl {
       out.type = b->type_hash;
       out.type_name = type_name(b->type_hash);
       out.payload = std::span<const std::byte>(core->payload(v), std::min<std::uint32_t>(b->payload_len, core->layout.payload_bytes));
-      out.enqueued_ns = b->enqueued_ns;
+      out.enqueued_ns = load_enqueued(b);
+      if (b->expires_ns != 0 && monotonic_ns() > b->expires_ns) {
+        // Expired while queued: dead-lettered on purpose, never run.
+        bump(counters(out.queue, out.level).dead);
+        dead_letter_record(v, w, "expired before it started");
+        continue;
+      }
       return true;
     }
   }
@@ -588,10 +669,10 @@ Result<Client> Client::attach(Segment& segment, Role role) {
       p.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
       p.activity.store(static_cast<std::uint32_t>(Activity::idle), std::memory_order_relaxed);
       p.current_task.store(0, std::memory_order_relaxed);
-      p.enqueued.store(0, std::memory_order_relaxed);
-      p.taken.store(0, std::memory_order_relaxed);
-      p.completed.store(0, std::memory_order_relaxed);
+      p.sleepers.store(0, std::memory_order_relaxed);
+      p.workers.store(0, std::memory_order_relaxed);
       p.reaped.store(0, std::memory_order_relaxed);
+      p.processed.store(0, std::memory_order_relaxed);
       // (P2) release: publishes pid, start time and role; pairs with readers' acquire.
       p.word.store(detail::pword(detail::ParticipantSlot::kActive, epoch, static_cast<std::uint32_t>(self.pid)),
                    std::memory_order_release);
@@ -624,7 +705,7 @@ std::size_t Client::enqueue_batch(std::span<const TaskSpec> tasks, std::span<Tas
       e = impl_->enqueue_one(tasks[n].type, tasks[n].payload, tasks[n].options, &ids[n], now);
       if (e != Errc::ok) break;
     }
-    if (n != 0) impl_->me->enqueued.fetch_add(n, std::memory_order_relaxed);
+
   }
   if (error != nullptr) *error = e;
   return n;
@@ -645,7 +726,9 @@ Errc Client::enqueue_wait(std::string_view type, std::span<const std::byte> payl
   }
 }
 
-bool Client::try_take(QueueId queue, Taken& out) noexcept { return impl_->take(queue, out); }
+bool Client::try_take(QueueId queue, Taken& out, bool as_helper) noexcept {
+  return impl_->take(queue, out, as_helper);
+}
 
 std::size_t Client::try_take_batch(QueueId queue, std::span<Taken> out) noexcept {
   return impl_->take_batch(queue, out);
@@ -655,7 +738,7 @@ Errc Client::complete(const Taken& task) noexcept {
   if (!impl_->owns(task)) return Errc::fenced;
   SHMSCHED_FAULT_POINT(complete_before_free);
   const Errc e = impl_->free_record(task.index, task.word);
-  if (e == Errc::ok) impl_->me->completed.fetch_add(1, std::memory_order_relaxed);
+  if (e == Errc::ok) impl_->bump(impl_->counters(task.queue, task.level).done);
   return e;
 }
 
@@ -677,5 +760,214 @@ TaskOptions& TaskOptions::after(std::chrono::nanoseconds d) {
   not_before_ns = monotonic_ns() + d.count();
   return *this;
 }
+
+}  // namespace shmsched
+
+// ---- failure, retries, dead letters ------------------------------------------------
+
+namespace shmsched {
+
+Errc Client::retry_or_dead_letter(const Taken& task, std::string_view reason, std::chrono::milliseconds delay,
+                                  bool counts_as_failure) noexcept {
+  auto& im = *impl_;
+  if (!im.owns(task)) return Errc::fenced;
+  auto* hot = im.core->hot(task.index);
+  auto* cold = im.core->cold(task.index);
+  auto& c = im.counters(task.queue, task.level);
+  if (counts_as_failure) Impl::bump(c.failed);
+  if (!reason.empty()) {
+    copy_cstr(cold->last_error, sizeof cold->last_error, reason);
+    hot->flags |= detail::kHasError;
+  }
+  if (hot->attempts >= hot->max_attempts) {
+    Impl::bump(c.dead);
+    std::string why = "attempts exhausted (" + std::to_string(hot->attempts) + ")";
+    if (!reason.empty()) why += ": " + std::string(reason);
+    return im.dead_letter_record(task.index, task.word, why);
+  }
+  std::int64_t delay_ms = delay.count();
+  if (delay_ms < 0) {
+    // delay * backoff^(attempt-1), capped, plus jitter.
+    const bool custom = (hot->flags & detail::kHasRetryPolicy) != 0;
+    const RetryPolicy def{};
+    const double backoff = (custom ? cold->retry_backoff_x100 : def.backoff_x100) / 100.0;
+    const double cap = static_cast<double>(custom ? cold->retry_max_delay_ms : def.max_delay.count());
+    const unsigned jitter = custom ? cold->retry_jitter_pct : def.jitter_pct;
+    double d = hot->retry_delay_ms;
+    for (unsigned i = 1; i < hot->attempts && d < cap; ++i) d *= backoff;
+    d = std::min(d, cap);
+    if (jitter != 0) {
+      std::uint64_t r = im.random.fetch_add(0x9E3779B97F4A7C15ULL, std::memory_order_relaxed);
+      r ^= r >> 31;
+      r *= 0xBF58476D1CE4E5B9ULL;
+      d += d * (static_cast<double>(r % 1000) / 1000.0) * jitter / 100.0;
+    }
+    delay_ms = static_cast<std::int64_t>(d);
+  }
+  Impl::bump(c.retried);
+  std::uint64_t word = task.word;
+  return im.delay_record(task.index, word, monotonic_ns() + delay_ms * 1000000);
+}
+
+std::vector<DeadLetter> Client::dead_letters(std::size_t max) const {
+  std::vector<DeadLetter> out;
+  const auto& core = *impl_->core;
+  for (std::uint32_t i = 0; i < core.capacity && out.size() < max; ++i) {
+    const std::uint64_t s = core.ctrl[i].state.load(std::memory_order_acquire);
+    if (state_of(s) != TaskState::dead) continue;
+    // Dead letters are not written by anyone until requeued or purged; re-check the
+    // word after copying so a concurrent requeue is not reported half-read.
+    const auto* hot = core.hot(i);
+    DeadLetter d;
+    d.id = hot->id;
+    d.type = hot->type_hash;
+    d.type_name = std::string(impl_->type_name(hot->type_hash));
+    d.queue = hot->queue;
+    d.level = hot->level;
+    d.attempts = hot->attempts;
+    if (hot->flags & detail::kHasError) {
+      const auto* cold = core.cold(i);
+      d.reason.assign(cold->last_error, ::strnlen(cold->last_error, sizeof cold->last_error));
+    }
+    if (core.ctrl[i].state.load(std::memory_order_acquire) == s) out.push_back(std::move(d));
+  }
+  return out;
+}
+
+Errc Client::requeue_dead(TaskId id) noexcept {
+  auto& im = *impl_;
+  const std::uint32_t idx = im.core->id_index(id);
+  auto& c = im.core->ctrl[idx];
+  std::uint64_t s = c.state.load(std::memory_order_acquire);
+  if (state_of(s) != TaskState::dead || im.core->hot(idx)->id != id) return Errc::invalid_argument;
+  const std::uint64_t mine = next_word(s, TaskState::running, im.token);
+  if (!c.state.compare_exchange_strong(s, mine, std::memory_order_acq_rel)) return Errc::invalid_argument;
+  auto* hot = im.core->hot(idx);
+  hot->attempts = 0;
+  hot->flags = static_cast<std::uint8_t>(hot->flags & ~detail::kHasError);
+  return im.requeue_record(idx, mine);
+}
+
+std::size_t Client::requeue_all_dead() noexcept {
+  std::size_t n = 0;
+  for (std::uint32_t i = 0; i < impl_->core->capacity; ++i) {
+    const std::uint64_t s = impl_->core->ctrl[i].state.load(std::memory_order_acquire);
+    if (state_of(s) == TaskState::dead && requeue_dead(impl_->core->hot(i)->id) == Errc::ok) ++n;
+  }
+  return n;
+}
+
+std::size_t Client::purge_dead() noexcept {
+  std::size_t n = 0;
+  for (std::uint32_t i = 0; i < impl_->core->capacity; ++i) {
+    std::uint64_t s = impl_->core->ctrl[i].state.load(std::memory_order_acquire);
+    if (state_of(s) != TaskState::dead) continue;
+    if (impl_->core->ctrl[i].state.compare_exchange_strong(s, next_word(s, TaskState::free, impl_->token),
+                                                            std::memory_order_acq_rel))
+      ++n;
+  }
+  return n;
+}
+
+// ---- sleeping and waking -------------------------------------------------------------
+
+std::uint32_t Client::doorbell() const noexcept {
+  // seq_cst: read before announce_sleep's seq_cst bit sets and the last look for work.
+  return impl_->me->doorbell.load(std::memory_order_seq_cst);
+}
+
+namespace {
+void set_bits(detail::Core& core, std::uint32_t slot, std::span<const QueueId> qs, bool help, bool on) noexcept {
+  const std::uint64_t bit = std::uint64_t{1} << (slot % 64);
+  for (QueueId q : qs) {
+    if (q >= core.layout.max_queues) continue;
+    auto& word = (help ? core.sleepers[q].help : core.sleepers[q].home)[slot / 64];
+    // seq_cst: the sleeper half of the Dekker pair with notify()'s loads.
+    if (on) {
+      word.fetch_or(bit, std::memory_order_seq_cst);
+    } else {
+      word.fetch_and(~bit, std::memory_order_seq_cst);
+    }
+  }
+}
+}  // namespace
+
+void Client::announce_sleep(std::span<const QueueId> home, std::span<const QueueId> help) noexcept {
+  auto& im = *impl_;
+  im.me->sleepers.fetch_add(1, std::memory_order_seq_cst);
+  set_bits(*im.core, im.slot, home, false, true);
+  set_bits(*im.core, im.slot, help, true, true);
+}
+
+bool Client::sleep(std::uint32_t seen, std::chrono::nanoseconds timeout) noexcept {
+  return detail::futex_wait(impl_->me->doorbell, seen, timeout.count());
+}
+
+void Client::wake_up(std::span<const QueueId> home, std::span<const QueueId> help) noexcept {
+  auto& im = *impl_;
+  if (im.me->sleepers.fetch_sub(1, std::memory_order_seq_cst) != 1) return;
+  // Last sleeper of this process: nobody here needs waking any more.
+  set_bits(*im.core, im.slot, home, false, false);
+  set_bits(*im.core, im.slot, help, true, false);
+  if (im.me->sleepers.load(std::memory_order_seq_cst) != 0) {
+    // Another worker announced meanwhile and our clear may have erased its bits: set
+    // them again and make every sleeper here look once more.
+    set_bits(*im.core, im.slot, home, false, true);
+    set_bits(*im.core, im.slot, help, true, true);
+    ring_own_doorbell();
+  }
+}
+
+void Client::ring_own_doorbell() noexcept { impl_->ring(impl_->slot, INT32_MAX); }
+
+// ---- housekeeping ----------------------------------------------------------------
+
+bool Client::janitor_tick(std::int64_t now_ns) noexcept {
+  auto& im = *impl_;
+  auto* h = im.core->header;
+  std::uint64_t lease = h->janitor_lease.load(std::memory_order_acquire);
+  if (lease != im.token) {
+    const std::int64_t renewed = h->janitor_renewed_ns.load(std::memory_order_relaxed);
+    // A holder that renewed recently is trusted without asking /proc; a silent one is
+    // replaced only when its process is dead (pid + start time), never for silence.
+    if (lease != 0 && (now_ns - renewed < 1'000'000'000 || im.token_alive(static_cast<std::uint16_t>(lease))))
+      return false;
+    // (J1) acq_rel: one janitor at a time (two would still be safe: every duty is CAS).
+    if (!h->janitor_lease.compare_exchange_strong(lease, im.token, std::memory_order_acq_rel)) return false;
+  }
+  h->janitor_renewed_ns.store(now_ns, std::memory_order_relaxed);
+  im.me->heartbeat_ns.store(now_ns, std::memory_order_relaxed);
+  im.promote_due(now_ns);
+  const std::int64_t last = im.last_reap.load(std::memory_order_relaxed);
+  if (now_ns - last > 1'000'000'000) {
+    im.last_reap.store(now_ns, std::memory_order_relaxed);
+    im.reap_dead();
+  }
+  return true;
+}
+
+void Client::set_aging(QueueId queue, std::chrono::milliseconds bound) noexcept {
+  if (queue < impl_->core->layout.max_queues)
+    impl_->core->queues[queue].aging_ms.store(static_cast<std::uint32_t>(bound.count()), std::memory_order_relaxed);
+}
+
+LevelStats Client::level_stats(QueueId queue, std::uint8_t level) const noexcept {
+  LevelStats st;
+  const auto& core = *impl_->core;
+  if (queue >= core.layout.max_queues || level >= core.levels) return st;
+  for (std::uint32_t p = 0; p < core.layout.max_participants; ++p) {
+    const auto& c = core.counter(p, queue, level);
+    st.enqueued += c.enqueued.load(std::memory_order_relaxed);
+    st.started += c.started.load(std::memory_order_relaxed);
+    st.done += c.done.load(std::memory_order_relaxed);
+    st.retried += c.retried.load(std::memory_order_relaxed);
+    st.failed += c.failed.load(std::memory_order_relaxed);
+    st.dead += c.dead.load(std::memory_order_relaxed);
+    st.helped += c.helped.load(std::memory_order_relaxed);
+  }
+  return st;
+}
+
+void Client::count_processed() noexcept { impl_->me->processed.fetch_add(1, std::memory_order_relaxed); }
 
 }  // namespace shmsched

@@ -71,6 +71,8 @@ SegmentMap SegmentMap::compute(const Layout& l) noexcept {
   m.participants = take(std::uint64_t{l.max_participants} * sizeof(ParticipantSlot));
   m.semaphores = take(std::uint64_t{l.max_semaphores} * sizeof(SemaphoreEntry));
   m.delayed_bits = take((cap + 63) / 64 * sizeof(AtomicU64));
+  m.sleepers = take(std::uint64_t{l.max_queues} * sizeof(SleepMasks));
+  m.counters = take(std::uint64_t{l.max_participants} * l.max_queues * l.levels * sizeof(LevelCounters), 4096);
   m.total = up(off, 4096);
   return m;
 }

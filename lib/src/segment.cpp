@@ -39,6 +39,8 @@ void detail::Core::bind(std::byte* b, const Layout& l) noexcept {
   participants = reinterpret_cast<ParticipantSlot*>(b + map.participants);
   semaphores = reinterpret_cast<SemaphoreEntry*>(b + map.semaphores);
   delayed_bits = reinterpret_cast<AtomicU64*>(b + map.delayed_bits);
+  sleepers = reinterpret_cast<SleepMasks*>(b + map.sleepers);
+  counters = reinterpret_cast<LevelCounters*>(b + map.counters);
   capacity = l.task_capacity;
   ring_capacity = l.effective_ring_capacity();
   levels = l.levels;

@@ -16,9 +16,12 @@
 #pragma once
 
 #include <chrono>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 #include <span>
 #include <string_view>
 
@@ -28,6 +31,23 @@
 #include "shmsched/task.hpp"
 
 namespace shmsched {
+
+/// A dead-lettered task, as listed by Client::dead_letters().
+struct DeadLetter {
+  TaskId id = kNoTask;
+  std::uint64_t type = 0;
+  std::string type_name;
+  QueueId queue = 0;
+  std::uint8_t level = 0;
+  std::uint16_t attempts = 0;
+  std::string reason;
+};
+
+/// Summed counters of one (queue, level) over every participant slot. Approximate
+/// while tasks move (each counter is read once, not all at one instant).
+struct LevelStats {
+  std::uint64_t enqueued = 0, started = 0, done = 0, retried = 0, failed = 0, dead = 0, helped = 0;
+};
 
 /// What reap_dead() recovered.
 struct ReapReport {
@@ -73,8 +93,11 @@ class Client {
                     std::chrono::nanoseconds timeout, TaskId* id = nullptr) noexcept;
 
   // ---- consumer primitives -----------------------------------------------------
-  /// Takes the most urgent task of `queue` (level 0 first, FIFO within a level).
-  bool try_take(QueueId queue, Taken& out) noexcept;
+  /// Takes the most urgent task of `queue` (level 0 first, FIFO within a level), except
+  /// that when the queue has an aging bound and the oldest task of a lower level has
+  /// waited longer than it, that task is taken first. `as_helper` counts the take as
+  /// help (a consumer taking from a queue that is not its home).
+  bool try_take(QueueId queue, Taken& out, bool as_helper = false) noexcept;
   /// Takes up to out.size() tasks of `queue` in priority order; returns how many.
   std::size_t try_take_batch(QueueId queue, std::span<Taken> out) noexcept;
   /// Done: the record is freed.
@@ -83,6 +106,43 @@ class Client {
   Errc requeue(const Taken& task) noexcept;
   /// Dead-letters a taken task with `reason`.
   Errc dead_letter(const Taken& task, std::string_view reason) noexcept;
+  /// Failed attempt: if attempts remain, the task waits `delay` (or, when delay < 0,
+  /// the delay its retry policy gives for this attempt) as delayed and runs again;
+  /// otherwise it is dead-lettered with `reason`. `counts_as_failure` says whether the
+  /// attempt failed (a handler error) or asked to be retried.
+  Errc retry_or_dead_letter(const Taken& task, std::string_view reason, std::chrono::milliseconds delay,
+                            bool counts_as_failure) noexcept;
+
+  // ---- dead letters ----------------------------------------------------------------
+  std::vector<DeadLetter> dead_letters(std::size_t max = SIZE_MAX) const;
+  /// Puts a dead-lettered task back in its ring with a fresh attempt count.
+  Errc requeue_dead(TaskId id) noexcept;
+  std::size_t requeue_all_dead() noexcept;
+  std::size_t purge_dead() noexcept;
+
+  // ---- sleeping and waking (the consumer runtime) --------------------------------
+  /// Doorbell value to pass to sleep(); read it before the last look for work.
+  std::uint32_t doorbell() const noexcept;
+  /// Marks this process as sleeping on `home` and `help` queues (producers then wake
+  /// it). Call, look for work once more, then sleep(); always pair with wake_up().
+  void announce_sleep(std::span<const QueueId> home, std::span<const QueueId> help) noexcept;
+  /// Sleeps on the doorbell until rung or `timeout`; false on timeout.
+  bool sleep(std::uint32_t seen, std::chrono::nanoseconds timeout) noexcept;
+  /// Undoes announce_sleep for one worker.
+  void wake_up(std::span<const QueueId> home, std::span<const QueueId> help) noexcept;
+  /// Rings this process's own doorbell, waking all its sleepers (shutdown).
+  void ring_own_doorbell() noexcept;
+
+  // ---- housekeeping --------------------------------------------------------------
+  /// If this process holds (or can take over) the janitor lease: make delayed tasks
+  /// due and, at most once a second, reap dead participants. Returns true when it
+  /// acted as janitor.
+  bool janitor_tick(std::int64_t now_ns) noexcept;
+  /// Sets the aging bound of a queue (0 disables).
+  void set_aging(QueueId queue, std::chrono::milliseconds bound) noexcept;
+  LevelStats level_stats(QueueId queue, std::uint8_t level) const noexcept;
+  /// Records that a handler finished (any outcome); shown per participant.
+  void count_processed() noexcept;
   /// Moves delayed tasks whose time has come into their rings; returns how many.
   std::size_t promote_due(std::int64_t now_ns) noexcept;
 

@@ -104,8 +104,11 @@ class IndexRing {
         if (!prepare(t)) return PushStatus::aborted;
         SHMSCHED_FAULT_POINT(ring_push_before_publish);
         // (R3) release: publishes the record fields and `where` written by prepare (and
-        // everything before); pairs with (R6) in try_pop.
-        if (slot.compare_exchange_strong(w, full_word(lap, value), std::memory_order_release,
+        // everything before); pairs with (R6) in try_pop. seq_cst rather than just
+        // release so that a producer's later seq_cst load of the sleeper masks cannot
+        // be ordered before it (the Dekker pair with a consumer going to sleep; see
+        // docs/consumer.md). On x86-64 both are the same locked instruction.
+        if (slot.compare_exchange_strong(w, full_word(lap, value), std::memory_order_seq_cst,
                                          std::memory_order_relaxed)) {
           SHMSCHED_FAULT_POINT(ring_push_after_publish);
           detail::advance_hint(header_->tail, t + 1);
@@ -169,6 +172,16 @@ class IndexRing {
     return false;
   }
 
+  /// The value at the head if the head slot holds an entry of the head's lap (it may be
+  /// a leftover, and it may be taken the moment this returns). For inspection: aging
+  /// peeks at the oldest entry of a level.
+  bool peek_head(std::uint32_t& out) const noexcept {
+    const std::uint64_t h = header_->head.load(std::memory_order_relaxed);
+    const std::uint64_t w = slots_[h & mask_].load(std::memory_order_acquire);
+    if (!is_full(w) || lap_of_word(w) != lap_of_pos(h)) return false;
+    out = value_of(w);
+    return true;
+  }
   /// Entries between head and tail hints; may be stale by the time it returns.
   std::uint64_t depth_guess() const noexcept {
     const std::uint64_t h = header_->head.load(std::memory_order_relaxed);

@@ -95,6 +95,7 @@ struct Taken {
   std::string_view type_name;
   std::span<const std::byte> payload;
   std::int64_t enqueued_ns = 0;
+  bool helped = false;        ///< taken by a helper (from a queue not its home)
   explicit operator bool() const noexcept { return id != kNoTask; }
 };
 

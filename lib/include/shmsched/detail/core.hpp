@@ -27,6 +27,8 @@ struct Core {
   ParticipantSlot* participants = nullptr;
   SemaphoreEntry* semaphores = nullptr;
   AtomicU64* delayed_bits = nullptr;
+  SleepMasks* sleepers = nullptr;
+  LevelCounters* counters = nullptr;
   std::uint32_t capacity = 0;
   std::uint32_t ring_capacity = 0;
   std::uint32_t levels = 0;
@@ -48,6 +50,11 @@ struct Core {
     return IndexRing<>(ring_hdrs + id, ring_slots + std::uint64_t{id} * ring_capacity, ring_capacity);
   }
   bool valid_ring(std::uint16_t id) const noexcept { return id < ring_count(); }
+  /// Counters of participant slot `p` (0-based) for (queue, level).
+  LevelCounters& counter(std::uint32_t p, std::uint32_t queue, std::uint32_t level) const noexcept {
+    return counters[(std::uint64_t{p} * layout.max_queues + queue) * levels + level];
+  }
+  std::uint32_t mask_words() const noexcept { return (layout.max_participants + 1 + 63) / 64; }
   std::uint64_t make_id(std::uint64_t version, std::uint32_t index) const noexcept {
     return (version << index_bits) | index;
   }

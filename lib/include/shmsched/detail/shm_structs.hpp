@@ -35,6 +35,8 @@ struct SegmentMap {
   std::uint64_t participants = 0;  // ParticipantSlot[max_participants]
   std::uint64_t semaphores = 0;    // SemaphoreEntry[max_semaphores]
   std::uint64_t delayed_bits = 0;  // AtomicU64[task_capacity / 64]
+  std::uint64_t sleepers = 0;      // SleepMasks[max_queues]
+  std::uint64_t counters = 0;      // LevelCounters[max_participants][max_queues][levels]
   std::uint64_t total = 0;
 
   static SegmentMap compute(const Layout& layout) noexcept;
@@ -139,16 +141,31 @@ struct alignas(kCacheLine) ParticipantSlot {
   AtomicU64 start_time;     // process start time, clock ticks since boot
   AtomicU32 pid;
   AtomicU32 role;           // Role bits
-  AtomicI64 heartbeat_ns;   // CLOCK_MONOTONIC of the last beat
-  AtomicU32 doorbell;       // futex word: bumped to wake this participant
+  AtomicI64 heartbeat_ns;   // CLOCK_MONOTONIC of the last beat (informational)
+  AtomicU32 doorbell;       // futex word: bumped to wake this participant's sleepers
   AtomicU32 activity;       // Activity
   AtomicU64 current_task;   // id of the task a worker runs (0 = none); informational
-  alignas(kCacheLine) AtomicU64 enqueued{0};  // counters written by this participant only
-  AtomicU64 taken{0};
-  AtomicU64 completed{0};
-  AtomicU64 reaped{0};
+  AtomicU32 sleepers;       // workers of this process asleep on the doorbell
+  AtomicU32 workers;        // worker threads (consumers)
+  alignas(kCacheLine) AtomicU64 reaped{0};  // participants this one reaped
+  AtomicU64 processed{0};                   // handlers finished (any outcome)
 };
 static_assert(sizeof(ParticipantSlot) == 2 * kCacheLine);
+
+/// Which participants sleep waiting for a queue: bit i = participant index i + 1.
+/// Home sleepers are woken first; helpers only when no home sleeper is left.
+inline constexpr std::uint32_t kMaskWords = (Layout::kMaxParticipants + 1 + 63) / 64;
+struct alignas(kCacheLine) SleepMasks {
+  AtomicU64 home[kMaskWords];
+  AtomicU64 help[kMaskWords];
+};
+
+/// Counters of one participant for one (queue, level); written by that participant
+/// only, summed over participants on read, so no counter is shared on a hot path.
+struct alignas(kCacheLine) LevelCounters {
+  AtomicU64 enqueued, started, done, retried, failed, dead, helped, reserved;
+};
+static_assert(sizeof(LevelCounters) == kCacheLine);
 
 /// A named counting semaphore (the resource-aware dispatch builds on it).
 struct alignas(kCacheLine) SemaphoreEntry {
