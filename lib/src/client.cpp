@@ -749,6 +749,7 @@ Errc Client::requeue(const Taken& task) noexcept {
 
 Errc Client::dead_letter(const Taken& task, std::string_view reason) noexcept {
   if (!impl_->owns(task)) return Errc::fenced;
+  Impl::bump(impl_->counters(task.queue, task.level).dead);
   return impl_->dead_letter_record(task.index, task.word, reason);
 }
 

@@ -1,1 +1,249 @@
-// placeholder
+#include "shmsched/consumer.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <exception>
+#include <thread>
+#include <unordered_map>
+
+#include "shmsched/detail/core.hpp"
+
+namespace shmsched {
+
+namespace {
+inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
+}  // namespace
+
+struct Consumer::Impl {
+  Segment* seg = nullptr;
+  std::unique_ptr<Client> client;
+  ConsumerOptions opts;
+  std::vector<QueueId> home, help;
+  std::unordered_map<std::uint64_t, Handler> handlers;
+  std::unordered_map<std::uint64_t, std::string> handler_names;
+  std::vector<std::thread> threads;
+  std::stop_source stop;
+  std::atomic<unsigned> live_workers{0};
+  std::atomic<std::uint64_t> done{0}, retried{0}, failed{0}, dead{0}, helped{0}, no_handler{0};
+  bool started = false;
+  bool joined = false;
+
+  std::string_view queue_name(QueueId q) const noexcept {
+    for (std::size_t i = 0; i < home.size(); ++i)
+      if (home[i] == q) return opts.home[i];
+    for (std::size_t i = 0; i < help.size(); ++i)
+      if (help[i] == q) return opts.help[i];
+    return {};
+  }
+
+  bool take(Taken& t, bool may_help) noexcept {
+    for (QueueId q : home)
+      if (client->try_take(q, t)) return true;
+    if (may_help)
+      for (QueueId q : help)
+        if (client->try_take(q, t, true)) return true;
+    return false;
+  }
+
+  void run(Taken& t, unsigned w) {
+    auto* me = &seg->core().participants[detail::token_index(client->token()) - 1];
+    if (t.helped) helped.fetch_add(1, std::memory_order_relaxed);
+    auto it = handlers.find(t.type);
+    if (it == handlers.end()) {
+      std::string why = "no handler for type '";
+      why += t.type_name.empty() ? std::to_string(t.type) : std::string(t.type_name);
+      why += "'";
+      client->dead_letter(t, why);
+      no_handler.fetch_add(1, std::memory_order_relaxed);
+      dead.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    me->current_task.store(t.id, std::memory_order_relaxed);
+    TaskContext ctx{t, stop.get_token(), w, queue_name(t.queue)};
+    Outcome o = Outcome::done();
+    try {
+      o = it->second(ctx);
+    } catch (const std::exception& e) {
+      o = Outcome::fail(e.what());
+    } catch (...) {
+      o = Outcome::fail("handler threw a non-standard exception");
+    }
+    const bool last_attempt = t.attempt >= t.max_attempts;
+    switch (o.kind()) {
+      case Outcome::Kind::done:
+        client->complete(t);
+        done.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case Outcome::Kind::retry:
+      case Outcome::Kind::fail: {
+        const bool is_fail = o.kind() == Outcome::Kind::fail;
+        client->retry_or_dead_letter(t, o.reason(), o.delay(), is_fail);
+        (last_attempt ? dead : retried).fetch_add(1, std::memory_order_relaxed);
+        if (is_fail) failed.fetch_add(1, std::memory_order_relaxed);
+        break;
+      }
+    }
+    me->current_task.store(0, std::memory_order_relaxed);
+    client->count_processed();
+  }
+
+  void worker(unsigned w) {
+    const bool may_help = !help.empty() && w >= opts.reserve;
+    const std::span<const QueueId> home_span(home);
+    const std::span<const QueueId> help_span = may_help ? std::span<const QueueId>(help) : std::span<const QueueId>();
+    const std::int64_t tick_ns = std::chrono::nanoseconds(opts.tick).count();
+    std::int64_t next_tick = 0;
+    unsigned idle = 0;
+    Taken t;
+    while (!stop.stop_requested()) {
+      if (w == 0) {
+        const std::int64_t now = monotonic_ns();
+        if (now >= next_tick) {
+          client->janitor_tick(now);
+          next_tick = now + tick_ns;
+        }
+      }
+      if (take(t, may_help)) {
+        run(t, w);
+        idle = 0;
+        continue;
+      }
+      if (++idle < opts.spin) {
+        cpu_relax();
+        continue;
+      }
+      // Sleep: read the doorbell, announce, look once more, then wait. A producer that
+      // publishes after our last look sees our bit and rings (docs/consumer.md).
+      const std::uint32_t seen = client->doorbell();
+      client->announce_sleep(home_span, help_span);
+      if (!stop.stop_requested() && take(t, may_help)) {
+        client->wake_up(home_span, help_span);
+        run(t, w);
+        idle = 0;
+        continue;
+      }
+      if (!stop.stop_requested()) client->sleep(seen, opts.tick);
+      client->wake_up(home_span, help_span);
+      idle = opts.spin / 2;  // a short spin after waking: work often comes in bursts
+    }
+    live_workers.fetch_sub(1, std::memory_order_acq_rel);
+  }
+};
+
+Consumer::Consumer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Consumer::~Consumer() {
+  if (impl_->started && !impl_->joined) {
+    request_stop();
+    join();
+  }
+}
+
+Result<std::unique_ptr<Consumer>> Consumer::create(Segment& segment, ConsumerOptions options) {
+  if (options.workers == 0 || options.workers > 1024)
+    return Error(Errc::invalid_argument, "workers must be 1..1024");
+  if (options.reserve > options.workers) return Error(Errc::invalid_argument, "reserve must not exceed workers");
+  if (options.home.empty() && options.help.empty())
+    return Error(Errc::invalid_argument, "a consumer needs at least one home or help queue");
+  if (options.tick.count() <= 0) return Error(Errc::invalid_argument, "tick must be positive");
+  auto impl = std::make_unique<Impl>();
+  impl->seg = &segment;
+  for (const auto& n : options.home) {
+    auto q = segment.find_queue(n);
+    if (!q) return q.error();
+    impl->home.push_back(*q);
+  }
+  for (const auto& n : options.help) {
+    auto q = segment.find_queue(n);
+    if (!q) return q.error();
+    impl->help.push_back(*q);
+  }
+  auto c = Client::attach(segment, options.role);
+  if (!c) return c.error();
+  impl->client = std::make_unique<Client>(std::move(*c));
+  impl->opts = std::move(options);
+  return std::unique_ptr<Consumer>(new Consumer(std::move(impl)));
+}
+
+void Consumer::on(std::string_view type, Handler handler) {
+  impl_->handlers[type_hash(type)] = std::move(handler);
+  impl_->handler_names[type_hash(type)] = std::string(type);
+}
+
+void Consumer::start() {
+  if (impl_->started) return;
+  impl_->started = true;
+  auto& me = impl_->seg->core().participants[detail::token_index(impl_->client->token()) - 1];
+  me.workers.store(impl_->opts.workers, std::memory_order_relaxed);
+  me.activity.store(static_cast<std::uint32_t>(Activity::busy), std::memory_order_relaxed);
+  impl_->live_workers.store(impl_->opts.workers, std::memory_order_release);
+  for (unsigned w = 0; w < impl_->opts.workers; ++w) impl_->threads.emplace_back([this, w] { impl_->worker(w); });
+}
+
+void Consumer::request_stop() noexcept {
+  impl_->stop.request_stop();
+  auto& me = impl_->seg->core().participants[detail::token_index(impl_->client->token()) - 1];
+  me.activity.store(static_cast<std::uint32_t>(Activity::stopping), std::memory_order_relaxed);
+  impl_->client->ring_own_doorbell();  // sleepers look at the stop flag now
+}
+
+bool Consumer::stopping() const noexcept { return impl_->stop.stop_requested(); }
+
+bool Consumer::join() {
+  if (!impl_->started || impl_->joined) return true;
+  const auto deadline = std::chrono::steady_clock::now() + impl_->opts.grace;
+  while (impl_->live_workers.load(std::memory_order_acquire) != 0) {
+    if (impl_->stop.stop_requested() && std::chrono::steady_clock::now() >= deadline) {
+      // Handlers overran the grace period: leave them to the reaper after exit.
+      for (auto& t : impl_->threads) t.detach();
+      impl_->threads.clear();
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  for (auto& t : impl_->threads) t.join();
+  impl_->threads.clear();
+  impl_->joined = true;
+  impl_->client->detach();  // puts back anything still held (nothing, normally)
+  return true;
+}
+
+int Consumer::run_until_signal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // workers inherit the mask
+  start();
+  siginfo_t info;
+  while (sigwaitinfo(&set, &info) < 0) {
+  }
+  request_stop();
+  const auto deadline = std::chrono::steady_clock::now() + impl_->opts.grace;
+  while (impl_->live_workers.load(std::memory_order_acquire) != 0 && std::chrono::steady_clock::now() < deadline) {
+    const timespec ts{0, 20'000'000};
+    if (sigtimedwait(&set, &info, &ts) > 0) {
+      std::fflush(nullptr);
+      ::_exit(130);  // second signal: stop at once; the reaper recovers
+    }
+  }
+  if (!join()) {
+    std::fflush(nullptr);
+    ::_exit(1);  // handlers overran the grace period; the reaper requeues their tasks
+  }
+  return 0;
+}
+
+ConsumerStats Consumer::stats() const noexcept {
+  const auto& i = *impl_;
+  return ConsumerStats{i.done.load(), i.retried.load(), i.failed.load(), i.dead.load(), i.helped.load(),
+                       i.no_handler.load()};
+}
+
+Client& Consumer::client() noexcept { return *impl_->client; }
+
+}  // namespace shmsched

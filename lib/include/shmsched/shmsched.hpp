@@ -2,6 +2,7 @@
 #pragma once
 
 #include "shmsched/client.hpp"
+#include "shmsched/consumer.hpp"
 #include "shmsched/error.hpp"
 #include "shmsched/layout.hpp"
 #include "shmsched/participant.hpp"

@@ -1,0 +1,135 @@
+// Consumer: a participant that runs W worker threads taking tasks and running handlers.
+//
+// Contract:
+//  * Handlers are registered by task-type name before start(). A handler returns
+//    done, retry(after) or fail(reason); an exception counts as fail with its message.
+//    A task whose type has no handler here is dead-lettered ("no handler for type").
+//  * Home queues are drained first, in the order given, each by strict priority with
+//    its aging bound. Help queues are taken from only when every home queue is empty
+//    at every level, and only by workers beyond the first `reserve` (those stay free
+//    for home work, so a home task never waits behind a long helped task).
+//    A primary consumer lists the shared queues as home; a secondary lists its
+//    dedicated queue as home and the shared ones as help.
+//  * Idle workers spin briefly, then sleep on the process's futex doorbell (with a
+//    timeout for housekeeping); producers wake them only when they are asleep.
+//  * One worker per process does housekeeping ticks; the process holding the segment's
+//    janitor lease makes delayed tasks due and reaps dead participants.
+//  * request_stop(): stop taking, let running handlers finish (they see the stop
+//    token), then deregister. run_until_signal() does this on SIGINT/SIGTERM; a second
+//    signal exits at once (the reaper then requeues what was running).
+//  * Delivery is at least once: handlers must be idempotent.
+//
+// Workers are plain std::threads, not a oneTBB task_arena: a worker spends its idle
+// time blocked in futex_wait, which would stall an arena's scheduler, and each worker
+// needs its own identity (reserved or not) -- see docs/consumer.md.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shmsched/client.hpp"
+#include "shmsched/segment.hpp"
+#include "shmsched/task.hpp"
+
+namespace shmsched {
+
+/// How a handler ended.
+class Outcome {
+ public:
+  enum class Kind : std::uint8_t { done, retry, fail };
+  static Outcome done() { return Outcome(Kind::done, {}, std::chrono::milliseconds(-1)); }
+  /// Run again after `after` (negative: the task's retry policy decides); counts an attempt.
+  static Outcome retry(std::chrono::milliseconds after = std::chrono::milliseconds(-1), std::string why = {}) {
+    return Outcome(Kind::retry, std::move(why), after);
+  }
+  /// Failed; retried per policy while attempts remain, then dead-lettered with `why`.
+  static Outcome fail(std::string why) { return Outcome(Kind::fail, std::move(why), std::chrono::milliseconds(-1)); }
+  Kind kind() const noexcept { return kind_; }
+  const std::string& reason() const noexcept { return reason_; }
+  std::chrono::milliseconds delay() const noexcept { return delay_; }
+
+ private:
+  Outcome(Kind k, std::string r, std::chrono::milliseconds d) : kind_(k), reason_(std::move(r)), delay_(d) {}
+  Kind kind_;
+  std::string reason_;
+  std::chrono::milliseconds delay_;
+};
+
+/// What a handler sees besides the payload.
+struct TaskContext {
+  const Taken& task;
+  std::stop_token stop;
+  unsigned worker = 0;
+  std::string_view queue_name;
+};
+
+using Handler = std::function<Outcome(TaskContext&)>;
+
+struct ConsumerOptions {
+  std::vector<std::string> home;  ///< drained first, in this order
+  std::vector<std::string> help;  ///< only when every home queue is empty
+  unsigned workers = 1;
+  unsigned reserve = 0;           ///< workers that never help (< workers when help is set)
+  /// Empty looks before a worker sleeps.
+  unsigned spin = 256;
+  /// Longest sleep; also the housekeeping tick.
+  std::chrono::milliseconds tick{100};
+  /// How long request_stop() lets running handlers finish before giving up on them.
+  std::chrono::milliseconds grace{10000};
+  Role role = Role::consumer;
+};
+
+/// Per-consumer counters (this process only).
+struct ConsumerStats {
+  std::uint64_t done = 0, retried = 0, failed = 0, dead_lettered = 0, helped = 0, no_handler = 0;
+};
+
+class Consumer {
+ public:
+  /// Attaches to the segment and resolves the queues (an unknown queue is an error).
+  static Result<std::unique_ptr<Consumer>> create(Segment& segment, ConsumerOptions options);
+  ~Consumer();
+  Consumer(const Consumer&) = delete;
+  Consumer& operator=(const Consumer&) = delete;
+
+  /// Registers the handler of a task type (before start()).
+  void on(std::string_view type, Handler handler);
+  /// A handler that receives the payload decoded as T (trivially copyable); a payload
+  /// of another size fails the task.
+  template <class T, class F>
+  void on_value(std::string_view type, F&& fn) {
+    on(type, [f = std::forward<F>(fn)](TaskContext& ctx) -> Outcome {
+      T value;
+      if (!payload_to(ctx.task.payload, value)) return Outcome::fail("payload size does not match the handler's type");
+      return f(value, ctx);
+    });
+  }
+
+  void start();
+  /// Stop taking tasks; running handlers see their stop token.
+  void request_stop() noexcept;
+  /// Waits for the workers (up to the grace period after request_stop), then detaches.
+  /// Returns false when handlers were still running at the end of the grace period.
+  bool join();
+  /// start(); wait for SIGINT or SIGTERM; request_stop(); join(). A second signal
+  /// exits at once with status 130. Returns the process exit status to use.
+  int run_until_signal();
+  bool stopping() const noexcept;
+
+  ConsumerStats stats() const noexcept;
+  Client& client() noexcept;
+
+ private:
+  struct Impl;
+  explicit Consumer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace shmsched
