@@ -40,7 +40,7 @@ install_missing
 case "${1:-}" in
   demo)
     build build -DCMAKE_BUILD_TYPE=Release
-    ./build/examples/priority_demo
+    ./build/examples/scheduler_demo
     ;;
   test)
     build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
