@@ -882,7 +882,8 @@ void set_bits(detail::Core& core, std::uint32_t slot, std::span<const QueueId> q
   const std::uint64_t bit = std::uint64_t{1} << (slot % 64);
   for (QueueId q : qs) {
     if (q >= core.layout.max_queues) continue;
-    auto& word = (help ? core.sleepers[q].help : core.sleepers[q].home)[slot / 64];
+    detail::AtomicU64* words = help ? core.sleepers[q].help : core.sleepers[q].home;
+    auto& word = words[slot / 64];
     // seq_cst: the sleeper half of the Dekker pair with notify()'s loads.
     if (on) {
       word.fetch_or(bit, std::memory_order_seq_cst);
