@@ -66,6 +66,10 @@ struct Client::Impl {
   bool attached = false;
   // Where this process's allocation sweep goes on from (process-local).
   std::atomic<std::uint32_t> cursor{0};
+  // The record this process freed last: reserving it again reuses lines still in this
+  // core's cache (a hint; the record's CAS decides).
+  static constexpr std::uint32_t kNone = UINT32_MAX;
+  std::atomic<std::uint32_t> recent{kNone};
   // The last type this process registered, to skip the registry on repeats.
   std::atomic<std::uint64_t> last_type{0};
   // When this process last looked at lower levels for aged tasks (coarse ns).
@@ -176,6 +180,7 @@ struct Client::Impl {
     if (!core->ctrl[idx].state.compare_exchange_strong(word, next_word(word, TaskState::free, token),
                                                        std::memory_order_release, std::memory_order_relaxed))
       return Errc::fenced;
+    recent.store(idx, std::memory_order_relaxed);
     return Errc::ok;
   }
 
@@ -184,6 +189,19 @@ struct Client::Impl {
   // last one reserved is usually free: one load and one CAS. A full sweep that finds
   // none means the table is full (back-pressure).
   Errc alloc(std::uint32_t& idx, std::uint64_t& word) noexcept {
+    if (const std::uint32_t r = recent.load(std::memory_order_relaxed); r != kNone && r < core->capacity) {
+      recent.store(kNone, std::memory_order_relaxed);
+      auto& c = core->ctrl[r];
+      std::uint64_t s = c.state.load(std::memory_order_relaxed);
+      const std::uint64_t next = next_word(s, TaskState::reserved, token);
+      // (S0) as below.
+      if (is_free(s) && c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) {
+        idx = r;
+        word = next;
+        SHMSCHED_FAULT_POINT(task_alloc_reserved);
+        return Errc::ok;
+      }
+    }
     const std::uint32_t mask = core->capacity - 1;
     std::uint32_t i = cursor.load(std::memory_order_relaxed);
     for (std::uint32_t n = 0; n < core->capacity; ++n, ++i) {

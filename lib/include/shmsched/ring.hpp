@@ -91,7 +91,8 @@ class IndexRing {
   /// Never overwrites: a full ring returns PushStatus::full.
   template <class Prepare, class IsStale>
   PushStatus try_push(std::uint32_t value, Prepare&& prepare, IsStale&& is_stale) noexcept {
-    std::uint64_t t = header_->tail.load(std::memory_order_relaxed);  // (R1) a hint only
+    const std::uint64_t t0 = header_->tail.load(std::memory_order_relaxed);  // (R1) a hint only
+    std::uint64_t t = t0;
     // Bound: each iteration either returns or moves past a slot another process filled
     // or a leftover it cleared; 4 laps of steps means the segment is being corrupted.
     for (std::uint64_t steps = 0; steps < 4 * (mask_ + 1) + 64; ++steps) {
@@ -111,7 +112,7 @@ class IndexRing {
         if (slot.compare_exchange_strong(w, full_word(lap, value), std::memory_order_seq_cst,
                                          std::memory_order_relaxed)) {
           SHMSCHED_FAULT_POINT(ring_push_after_publish);
-          detail::advance_hint(header_->tail, t + 1);
+          if (hint_due(t0, t)) detail::advance_hint(header_->tail, t + 1);
           return PushStatus::ok;
         }
         continue;  // another producer filled slot t: look at it again
@@ -119,7 +120,6 @@ class IndexRing {
       if (wlap == lap || lap_ahead(wlap, lap)) {
         // Position t was filled (or even cleared) already: the tail hint is behind.
         ++t;
-        detail::advance_hint(header_->tail, t);
         continue;
       }
       if (is_full(w) && ((wlap + 1) & kLapMask) == lap) {
@@ -139,7 +139,8 @@ class IndexRing {
   /// stale) are cleared on the way. Returns false when the ring is empty at the head.
   template <class ClaimFn>
   bool try_pop(ClaimFn&& claim, std::uint32_t& out) noexcept {
-    std::uint64_t h = header_->head.load(std::memory_order_relaxed);  // (R5) a hint only
+    const std::uint64_t h0 = header_->head.load(std::memory_order_relaxed);  // (R5) a hint only
+    std::uint64_t h = h0;
     for (std::uint64_t steps = 0; steps < 4 * (mask_ + 1) + 64; ++steps) {
       Atomic& slot = slots_[h & mask_];
       // (R6) acquire: pairs with (R3); the record named by the slot is fully written.
@@ -147,14 +148,17 @@ class IndexRing {
       const std::uint64_t lap = lap_of_pos(h);
       const std::uint64_t wlap = lap_of_word(w);
       if (wlap == lap) {
-        if (!is_full(w)) return false;  // nothing at the head: empty
+        if (!is_full(w)) {  // nothing at the head: empty
+          if (h - h0 >= kHintEvery) detail::advance_hint(header_->head, h);
+          return false;
+        }
         const std::uint32_t v = value_of(w);
         const Claim c = claim(h, v);
         SHMSCHED_FAULT_POINT(ring_pop_before_clear);
         // (R4) release: hands the slot to the producer of lap + 1; pairs with (R2).
         // Failure means a helper cleared it already, which is the same outcome.
         slot.compare_exchange_strong(w, empty_word(lap + 1), std::memory_order_release, std::memory_order_relaxed);
-        detail::advance_hint(header_->head, h + 1);
+        if (hint_due(h0, h)) detail::advance_hint(header_->head, h + 1);
         if (c == Claim::taken) {
           out = v;
           return true;
@@ -164,9 +168,9 @@ class IndexRing {
       }
       if (lap_ahead(wlap, lap)) {  // position h was consumed already: head hint is behind
         ++h;
-        detail::advance_hint(header_->head, h);
         continue;
       }
+      if (h != h0) detail::advance_hint(header_->head, h);
       return false;  // an older lap at the head cannot occur unless corrupted: report empty
     }
     return false;
@@ -182,10 +186,20 @@ class IndexRing {
     out = value_of(w);
     return true;
   }
-  /// Entries between head and tail hints; may be stale by the time it returns.
+  /// Entries between head and tail (leftovers included); may be stale by the time it
+  /// returns. Walks the few positions the hints may lag by.
   std::uint64_t depth_guess() const noexcept {
-    const std::uint64_t h = header_->head.load(std::memory_order_relaxed);
-    const std::uint64_t t = header_->tail.load(std::memory_order_relaxed);
+    std::uint64_t h = header_->head.load(std::memory_order_relaxed);
+    std::uint64_t t = header_->tail.load(std::memory_order_relaxed);
+    for (std::uint64_t i = 0; i < 4 * kHintEvery; ++i, ++t) {  // filled positions past the tail hint
+      const std::uint64_t w = slots_[t & mask_].load(std::memory_order_acquire);
+      const bool filled = lap_of_word(w) == lap_of_pos(t) ? is_full(w) : lap_ahead(lap_of_word(w), lap_of_pos(t));
+      if (!filled) break;
+    }
+    for (std::uint64_t i = 0; i < 4 * kHintEvery && h < t; ++i, ++h) {  // consumed positions past the head hint
+      const std::uint64_t w = slots_[h & mask_].load(std::memory_order_acquire);
+      if (!lap_ahead(lap_of_word(w), lap_of_pos(h))) break;
+    }
     return t > h ? t - h : 0;
   }
   /// Visit every FULL slot (value, position) without changing anything. Not atomic as a
@@ -206,6 +220,13 @@ class IndexRing {
 
  private:
   static constexpr unsigned log2(std::uint32_t x) noexcept { return static_cast<unsigned>(std::countr_zero(x)); }
+  // Hints are advanced on every kHintEvery-th position, or after walking that far past
+  // a stale hint: an RMW on a shared line saved on most operations, for at most a few
+  // extra loads of slots on a line the next caller has in cache anyway.
+  static constexpr std::uint64_t kHintEvery = 4;
+  static constexpr bool hint_due(std::uint64_t start, std::uint64_t pos) noexcept {
+    return ((pos + 1) % kHintEvery) == 0 || pos - start >= kHintEvery;
+  }
   // Whether lap a is after lap b (modulo the 43-bit lap field).
   static constexpr bool lap_ahead(std::uint64_t a, std::uint64_t b) noexcept {
     const std::uint64_t d = (a - b) & kLapMask;
