@@ -1,0 +1,271 @@
+// Entry point of shmsched_bench: Google Benchmark's own flags, plus --tasks=N, and a
+// ratio table printed after the runs from the rates the framework itself measured (a
+// reporter passes every run through to the usual console/JSON/CSV output and keeps the
+// items_per_second of each; with repetitions, the median).
+#include <benchmark/benchmark.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bench_support.hpp"
+#include "shmsched/detail/fault.hpp"
+
+namespace shmsched::bench {
+
+namespace {
+
+std::atomic<std::uint64_t> g_task_count{2'000'000};
+
+struct Ratio {
+  std::string group, label, numerator, denominator;
+};
+std::vector<Ratio>& ratios() {
+  static std::vector<Ratio> r;
+  return r;
+}
+
+}  // namespace
+
+std::uint64_t task_count() noexcept { return g_task_count.load(std::memory_order_relaxed); }
+void set_task_count(std::uint64_t n) noexcept { g_task_count.store(n, std::memory_order_relaxed); }
+
+RatioDecl::RatioDecl(std::string group, std::string label, std::string numerator, std::string denominator) {
+  ratios().push_back({std::move(group), std::move(label), std::move(numerator), std::move(denominator)});
+}
+
+namespace {
+// The first two CPUs of the affinity mask the process started with.
+std::pair<int, int> pinned_cpus() noexcept {
+  static const std::pair<int, int> cpus = [] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof set, &set) != 0) return std::pair{-1, -1};
+    int found[2] = {-1, -1};
+    int k = 0;
+    for (int c = 0; c < CPU_SETSIZE && k < 2; ++c) {
+      if (CPU_ISSET(c, &set)) found[k++] = c;
+    }
+    return k == 2 ? std::pair{found[0], found[1]} : std::pair{-1, -1};
+  }();
+  return cpus;
+}
+}  // namespace
+
+int producer_cpu() noexcept { return pinned_cpus().first; }
+int consumer_cpu() noexcept { return pinned_cpus().second; }
+
+std::string_view to_string(ConsumerError e) noexcept {
+  switch (e) {
+    case kConsumerOk: return "ok";
+    case kAttachFailed: return "consumer could not attach";
+    case kBadItem: return "consumer received a malformed item";
+    case kCompleteFailed: return "consumer could not complete a task";
+    case kParentGone: return "producer process went away";
+    case kConsumerTimeout: return "consumer timed out";
+    case kOpenFailed: return "consumer could not open the queue";
+  }
+  return "unknown consumer error";
+}
+
+bool wait_for_flag(const std::atomic<std::uint32_t>& flag, Child* child, std::chrono::milliseconds timeout) noexcept {
+  const std::int64_t deadline = now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
+  Backoff backoff;
+  for (std::uint64_t i = 0;; ++i) {
+    // acquire: pairs with the consumer's release store of the flag, so its report
+    // fields written before it are visible.
+    if (flag.load(std::memory_order_acquire) != 0) return true;
+    if ((i & 1023) == 0) {
+      if (child != nullptr && child->exited()) return flag.load(std::memory_order_acquire) != 0;
+      if (now_ns() > deadline) return false;
+    }
+    backoff.pause();
+  }
+}
+
+std::string check_report(const ConsumerReport& r, std::uint64_t n) {
+  if (const auto f = r.failed.load(std::memory_order_acquire); f != kConsumerOk)
+    return std::string(to_string(static_cast<ConsumerError>(f)));
+  const std::uint64_t count = r.count.load(std::memory_order_relaxed);
+  if (count != n) return "consumer saw " + std::to_string(count) + " items, expected " + std::to_string(n);
+  if (r.sum.load(std::memory_order_relaxed) != checksum_of(n)) return "checksum mismatch: items were lost or garbled";
+  return {};
+}
+
+namespace {
+
+// The key a ratio refers to: function name plus arguments, without the
+// iterations/repeats/time-type decorations and without the aggregate suffix.
+std::string key_of(const benchmark::BenchmarkReporter::Run& run) {
+  const auto& n = run.run_name;
+  return n.args.empty() ? n.function_name : n.function_name + "/" + n.args;
+}
+
+class CollectingReporter : public benchmark::BenchmarkReporter {
+ public:
+  explicit CollectingReporter(std::unique_ptr<benchmark::BenchmarkReporter> inner) : inner_(std::move(inner)) {}
+
+  bool ReportContext(const Context& context) override { return inner_->ReportContext(context); }
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& run : runs) {
+      if (run.error_occurred) continue;
+      const auto it = run.counters.find("items_per_second");
+      if (it == run.counters.end()) continue;
+      auto& rec = rates_[key_of(run)];
+      if (run.run_type == Run::RT_Aggregate) {
+        if (run.aggregate_name == "median") rec.median = it->second.value;
+      } else {
+        rec.samples.push_back(it->second.value);
+      }
+    }
+    inner_->ReportRuns(runs);
+  }
+  void Finalize() override { inner_->Finalize(); }
+
+  /// The rate of a benchmark: the median aggregate if there was one, else the median of
+  /// the runs seen; 0 when it did not run.
+  double rate(const std::string& key) const {
+    const auto it = rates_.find(key);
+    if (it == rates_.end()) return 0;
+    if (it->second.median > 0) return it->second.median;
+    auto s = it->second.samples;
+    if (s.empty()) return 0;
+    std::sort(s.begin(), s.end());
+    return s[s.size() / 2];
+  }
+
+ private:
+  struct Rates {
+    double median = 0;
+    std::vector<double> samples;
+  };
+  std::unique_ptr<benchmark::BenchmarkReporter> inner_;
+  std::map<std::string, Rates> rates_;
+};
+
+std::string human_rate(double r) {
+  char buf[32];
+  if (r >= 1e9) {
+    std::snprintf(buf, sizeof buf, "%.2fG/s", r / 1e9);
+  } else if (r >= 1e6) {
+    std::snprintf(buf, sizeof buf, "%.2fM/s", r / 1e6);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1fk/s", r / 1e3);
+  }
+  return buf;
+}
+
+void print_ratios(const CollectingReporter& rep, std::FILE* out) {
+  auto list = ratios();
+  std::stable_sort(list.begin(), list.end(), [](const Ratio& a, const Ratio& b) { return a.group < b.group; });
+  std::string group;
+  bool any = false;
+  for (const Ratio& r : list) {
+    const double num = rep.rate(r.numerator);
+    const double den = rep.rate(r.denominator);
+    if (num <= 0 || den <= 0) continue;
+    if (!any) {
+      std::fprintf(out, "\nratios (items/s of the first over the second; > 1 means the first is faster)\n");
+      any = true;
+    }
+    if (r.group != group) {
+      group = r.group;
+      std::fprintf(out, "  %s\n", group.c_str());
+    }
+    std::fprintf(out, "    %-58s %7.2fx   (%s vs %s)\n", r.label.c_str(), num / den, human_rate(num).c_str(),
+                 human_rate(den).c_str());
+  }
+  std::fflush(out);
+}
+
+// Our own flag, taken out of argv before the framework sees it.
+bool take_tasks_flag(int& argc, char** argv) {
+  int w = 1;
+  bool ok = true;
+  for (int i = 1; i < argc; ++i) {
+    constexpr std::string_view kFlag = "--tasks=";
+    const std::string_view a = argv[i];
+    if (a.substr(0, kFlag.size()) == kFlag) {
+      char* end = nullptr;
+      const unsigned long long n = std::strtoull(argv[i] + kFlag.size(), &end, 10);
+      if (end == nullptr || *end != '\0' || n < kBatch) {
+        std::fprintf(stderr, "--tasks wants an integer >= %zu\n", kBatch);
+        ok = false;
+      } else {
+        set_task_count(n);
+      }
+      continue;
+    }
+    argv[w++] = argv[i];
+  }
+  argc = w;
+  argv[argc] = nullptr;
+  return ok;
+}
+
+// The reporter the framework would have picked from --benchmark_format and
+// --benchmark_color (it does not expose that choice, so the two flags are read here).
+std::unique_ptr<benchmark::BenchmarkReporter> display_reporter(int argc, char** argv, bool& console) {
+  std::string format = "console";
+  std::string color = "auto";
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a.rfind("--benchmark_format=", 0) == 0) format = std::string(a.substr(19));
+    if (a.rfind("--benchmark_color=", 0) == 0) color = std::string(a.substr(18));
+  }
+  console = format == "console";
+  if (format == "json") return std::make_unique<benchmark::JSONReporter>();
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  if (format == "csv") return std::make_unique<benchmark::CSVReporter>();
+#pragma GCC diagnostic pop
+  const bool use_color =
+      color == "true" || color == "yes" || color == "1" || (color == "auto" && ::isatty(STDOUT_FILENO) != 0);
+  return std::make_unique<benchmark::ConsoleReporter>(use_color ? benchmark::ConsoleReporter::OO_ColorTabular
+                                                                : benchmark::ConsoleReporter::OO_Tabular);
+}
+
+}  // namespace
+}  // namespace shmsched::bench
+
+int main(int argc, char** argv) {
+  using namespace shmsched::bench;
+  if (!take_tasks_flag(argc, argv)) return 2;
+  // Read before Initialize, which consumes the framework's flags.
+  bool console = true;
+  CollectingReporter reporter(display_reporter(argc, argv, console));
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+
+  benchmark::AddCustomContext("tasks_per_cross_run", std::to_string(task_count()));
+  benchmark::AddCustomContext("item_bytes", std::to_string(sizeof(Item)));
+  benchmark::AddCustomContext("cross_run_cpus", producer_cpu() < 0 ? std::string("not pinned (fewer than 2 CPUs)")
+                                                                   : "producer on " + std::to_string(producer_cpu()) +
+                                                                         ", consumer on " +
+                                                                         std::to_string(consumer_cpu()));
+#ifdef NDEBUG
+  benchmark::AddCustomContext("shmsched_build", "optimised (NDEBUG)");
+#else
+  benchmark::AddCustomContext("shmsched_build", "assertions on: numbers are not representative");
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  benchmark::AddCustomContext("sanitizers", "ON: numbers are not representative");
+#endif
+  // Fault points count every pass through the hot path; a build with them is slower.
+  if (shmsched::fault::enabled())
+    benchmark::AddCustomContext("shmsched_fault_points", "ON: hot paths are instrumented, numbers are pessimistic");
+
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  // Keep machine-readable stdout clean: the table goes to stderr unless on the console.
+  print_ratios(reporter, console ? stdout : stderr);
+  benchmark::Shutdown();
+  return 0;
+}
