@@ -1,0 +1,649 @@
+// Client::Impl: the engine's process-local state and the record protocols (shared by
+// client.cpp and semaphore.cpp). docs/ring-protocol.md walks through the protocols;
+// the labels (S1), (T1), ... name the steps it refers to.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include <time.h>
+
+#include "shmsched/client.hpp"
+#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/fault.hpp"
+#include "shmsched/detail/futex.hpp"
+
+namespace shmsched {
+
+using detail::next_word;
+using detail::owner_of;
+using detail::state_of;
+
+namespace engine {
+
+using detail::kMaxTypeName;
+
+// CLOCK_MONOTONIC_COARSE: a few ns instead of ~20; enqueue times feed ages and aging
+// bounds (milliseconds and up), not latency measurements.
+inline std::int64_t coarse_now_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return std::int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+inline bool is_free(std::uint64_t s) noexcept { return state_of(s) == TaskState::free || state_of(s) == TaskState::virgin; }
+
+// enqueued_ns is read by agers that do not own the record: atomic_ref on both sides.
+inline std::int64_t load_enqueued(detail::TaskHot* b) noexcept {
+  return std::atomic_ref<std::int64_t>(b->enqueued_ns).load(std::memory_order_relaxed);
+}
+
+inline std::int64_t load_not_before(detail::TaskHot* b) noexcept {
+  // atomic_ref: promoters read it while they do not own the record.
+  return std::atomic_ref<std::int64_t>(b->not_before_ns).load(std::memory_order_relaxed);
+}
+inline void store_not_before(detail::TaskHot* b, std::int64_t v) noexcept {
+  std::atomic_ref<std::int64_t>(b->not_before_ns).store(v, std::memory_order_relaxed);
+}
+
+inline void copy_cstr(char* dst, std::size_t cap, std::string_view s) noexcept {
+  const std::size_t n = std::min(s.size(), cap - 1);
+  std::memcpy(dst, s.data(), n);
+  dst[n] = '\0';
+}
+
+}  // namespace engine
+using namespace engine;
+
+struct Client::Impl {
+  Segment* seg = nullptr;
+  detail::Core* core = nullptr;
+  detail::ParticipantSlot* me = nullptr;
+  std::uint32_t slot = 0;  // 0-based
+  std::uint32_t epoch = 0;
+  std::uint16_t token = 0;
+  bool attached = false;
+  // Where this process's allocation sweep goes on from (process-local).
+  std::atomic<std::uint32_t> cursor{0};
+  // The record this process freed last: reserving it again reuses lines still in this
+  // core's cache (a hint; the record's CAS decides).
+  static constexpr std::uint32_t kNone = UINT32_MAX;
+  std::atomic<std::uint32_t> recent{kNone};
+  // The last type this process registered, to skip the registry on repeats.
+  std::atomic<std::uint64_t> last_type{0};
+  // When this process last looked at lower levels for aged tasks (coarse ns).
+  std::atomic<std::int64_t> last_aging_check{0};
+  std::atomic<std::int64_t> last_reap{0};
+  std::atomic<std::uint64_t> random{0x9E3779B97F4A7C15ULL};
+
+  detail::LevelCounters& counters(std::uint32_t q, std::uint32_t level) const noexcept {
+    return core->counter(slot, q, level);
+  }
+  static void bump(detail::AtomicU64& c, std::uint64_t n = 1) noexcept {
+    // relaxed RMW on a line only this process writes: exact, never shared on a hot path.
+    c.fetch_add(n, std::memory_order_relaxed);
+  }
+
+  // ---- waking ----------------------------------------------------------------------
+
+  // After a task became takeable in queue q: wake one sleeping home consumer, or else
+  // every sleeper of one helper process. The seq_cst loads pair with the seq_cst
+  // fetch_or in announce_sleep (Dekker): either the sleeper sees the task on its last
+  // look, or we see its bit. No bit, no system call.
+  void notify(QueueId q) noexcept {
+    auto& m = core->sleepers[q];
+    const std::uint32_t words = core->mask_words();
+    for (std::uint32_t w = 0; w < words; ++w) {
+      const std::uint64_t bits = m.home[w].load(std::memory_order_seq_cst);
+      if (bits != 0) return ring(w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits)), 1);
+    }
+    for (std::uint32_t w = 0; w < words; ++w) {
+      const std::uint64_t bits = m.help[w].load(std::memory_order_seq_cst);
+      if (bits != 0) return ring(w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits)), INT32_MAX);
+    }
+  }
+
+  void ring(std::uint32_t slot_index, int n) noexcept {
+    if (slot_index >= core->layout.max_participants) return;
+    auto& p = core->participants[slot_index];
+    // seq_cst: a sleeper that read the old value before sleeping is woken by the
+    // futex (FUTEX_WAIT compares with the new value and returns at once).
+    p.doorbell.fetch_add(1, std::memory_order_seq_cst);
+    detail::futex_wake(p.doorbell, n);
+  }
+
+  // ---- records ----------------------------------------------------------------
+
+  // Whether the entry for record v at `pos` of ring `rid` is a leftover: the record is
+  // not (any more) takeable there. Loads state first (T1), then where, as claim() does.
+  bool is_stale(std::uint16_t rid, std::uint64_t pos, std::uint32_t v) const noexcept {
+    if (v >= core->capacity) return true;
+    auto& c = core->ctrl[v];
+    const std::uint64_t s = c.state.load(std::memory_order_acquire);  // (T1)
+    return state_of(s) != TaskState::queued ||
+           c.where.load(std::memory_order_relaxed) != detail::make_where(rid, pos);
+  }
+
+  // Claim record v found at `pos` of ring `rid`: one CAS from queued to `to` owned by
+  // us. This CAS is the linearisation point of a pop.
+  Claim claim(std::uint16_t rid, std::uint64_t pos, std::uint32_t v, TaskState to, std::uint64_t& out) noexcept {
+    if (v >= core->capacity) return Claim::stale;  // corrupt entry: clear it
+    auto& c = core->ctrl[v];
+    // (T1) acquire: pairs with (S1) of whoever made the record takeable, so `where`
+    // and the body it wrote are visible.
+    std::uint64_t s = c.state.load(std::memory_order_acquire);
+    for (;;) {
+      if (state_of(s) != TaskState::queued) return Claim::stale;
+      // relaxed: ordered after (T1); a later rewrite of `where` would need a state
+      // change first, which makes the CAS below fail.
+      if (c.where.load(std::memory_order_relaxed) != detail::make_where(rid, pos)) return Claim::stale;
+      const std::uint64_t next = next_word(s, to, token);
+      // (T2) acq_rel: acquires the body from the previous owner and releases our
+      // ownership; on failure reload (acquire) and decide again.
+      if (c.state.compare_exchange_weak(s, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        out = next;
+        return Claim::taken;
+      }
+    }
+  }
+
+  // Put record `idx` (state word `word`, owned by us) into ring `rid`, moving it to
+  // `target` (queued) owned by us on the first attempt. On return `word` is
+  // the record's word as we left it. PushStatus::aborted means the record was not
+  // ours (we were fenced).
+  PushStatus push_record(std::uint32_t idx, std::uint64_t& word, std::uint16_t rid, TaskState target) noexcept {
+    auto& c = core->ctrl[idx];
+    bool moved = false;
+    auto prepare = [&](std::uint64_t pos) noexcept {
+      // (W1) relaxed: published by (S1) on the first attempt and by the ring's
+      // publishing CAS (R3) on every attempt.
+      c.where.store(detail::make_where(rid, pos), std::memory_order_relaxed);
+      if (moved) return true;
+      const std::uint64_t next = next_word(word, target, token);
+      // (S1) acq_rel: releases the body and `where` to the next owner (pairs with T1).
+      if (!c.state.compare_exchange_strong(word, next, std::memory_order_acq_rel, std::memory_order_acquire))
+        return false;
+      word = next;
+      moved = true;
+      return true;
+    };
+    auto stale = [&](std::uint64_t pos, std::uint32_t v) noexcept { return is_stale(rid, pos, v); };
+    const PushStatus st = core->ring(rid).try_push(idx, prepare, stale);
+    return st;
+  }
+
+  // Free a record we own: one CAS. Nothing indexes free records; allocation sweeps.
+  Errc free_record(std::uint32_t idx, std::uint64_t word) noexcept {
+    // (S5) release: our last reads and writes of the body happen-before the next
+    // owner's (S0) acquire.
+    if (!core->ctrl[idx].state.compare_exchange_strong(word, next_word(word, TaskState::free, token),
+                                                       std::memory_order_release, std::memory_order_relaxed))
+      return Errc::fenced;
+    recent.store(idx, std::memory_order_relaxed);
+    return Errc::ok;
+  }
+
+  // Reserve a free record by sweeping the control words from this process's cursor.
+  // Records are freed roughly in the order they were reserved, so the record after the
+  // last one reserved is usually free: one load and one CAS. A full sweep that finds
+  // none means the table is full (back-pressure).
+  Errc alloc(std::uint32_t& idx, std::uint64_t& word) noexcept {
+    if (const std::uint32_t r = recent.load(std::memory_order_relaxed); r != kNone && r < core->capacity) {
+      recent.store(kNone, std::memory_order_relaxed);
+      auto& c = core->ctrl[r];
+      std::uint64_t s = c.state.load(std::memory_order_relaxed);
+      const std::uint64_t next = next_word(s, TaskState::reserved, token);
+      // (S0) as below.
+      if (is_free(s) && c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) {
+        idx = r;
+        word = next;
+        SHMSCHED_FAULT_POINT(task_alloc_reserved);
+        return Errc::ok;
+      }
+    }
+    const std::uint32_t mask = core->capacity - 1;
+    std::uint32_t i = cursor.load(std::memory_order_relaxed);
+    for (std::uint32_t n = 0; n < core->capacity; ++n, ++i) {
+      auto& c = core->ctrl[i & mask];
+      std::uint64_t s = c.state.load(std::memory_order_relaxed);
+      if (!is_free(s)) continue;
+      const std::uint64_t next = next_word(s, TaskState::reserved, token);
+      // (S0) acquire: pairs with (S5) of the record's last owner; we may now write it.
+      if (c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) {
+        cursor.store(i + 1, std::memory_order_relaxed);
+        idx = i & mask;
+        word = next;
+        SHMSCHED_FAULT_POINT(task_alloc_reserved);
+        return Errc::ok;
+      }
+    }
+    cursor.store(i, std::memory_order_relaxed);
+    return Errc::table_full;
+  }
+
+  // ---- type registry -------------------------------------------------------------
+
+  void register_type(std::uint64_t h, std::string_view name) noexcept {
+    if (last_type.load(std::memory_order_relaxed) == h) return;
+    const std::uint64_t key = h >> 2;
+    for (std::uint32_t probe = 0; probe < detail::kMaxTypes; ++probe) {
+      auto& e = core->types[(key + probe) % detail::kMaxTypes];
+      // (Y1) acquire: pairs with (Y2); a ready entry's name is visible.
+      std::uint64_t w = e.word.load(std::memory_order_acquire);
+      if (w == detail::TypeEntry::kFree) {
+        const std::uint64_t claimed = (key << 2) | detail::TypeEntry::kClaimed;
+        if (e.word.compare_exchange_strong(w, claimed, std::memory_order_acquire, std::memory_order_acquire)) {
+          copy_cstr(e.name, sizeof e.name, name);
+          // (Y2) release: publishes the name.
+          e.word.store((key << 2) | detail::TypeEntry::kReady, std::memory_order_release);
+          last_type.store(h, std::memory_order_relaxed);
+          return;
+        }
+      }
+      if ((w >> 2) != key) continue;
+      // Ours, or being written by a racer with the same name (or a hash twin, which
+      // keeps this name unshown: names are for people, the hash is what dispatches).
+      last_type.store(h, std::memory_order_relaxed);
+      return;
+    }
+  }
+
+  std::string_view type_name(std::uint64_t h) const noexcept {
+    const std::uint64_t key = h >> 2;
+    for (std::uint32_t probe = 0; probe < detail::kMaxTypes; ++probe) {
+      const auto& e = core->types[(key + probe) % detail::kMaxTypes];
+      const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (Y1)
+      if (w == detail::TypeEntry::kFree) break;
+      if (w == ((key << 2) | detail::TypeEntry::kReady)) return std::string_view(e.name, ::strnlen(e.name, sizeof e.name));
+    }
+    return {};
+  }
+
+  // ---- delayed index -------------------------------------------------------------
+
+  void mark_delayed(std::uint32_t idx, std::int64_t not_before) noexcept {
+    // seq_cst with the state CAS before it and the re-check in promote_due: a promoter
+    // that clears a stale bit and then reads the state either sees `delayed` or its
+    // clear is ordered before this set (see docs/ring-protocol.md, "delayed index").
+    core->delayed_bits[idx / 64].fetch_or(std::uint64_t{1} << (idx % 64), std::memory_order_seq_cst);
+    auto& due = core->header->delayed_next_due_ns;
+    std::uint64_t cur = due.load(std::memory_order_relaxed);
+    const auto nb = static_cast<std::uint64_t>(not_before);
+    while ((cur == 0 || nb < cur) && !due.compare_exchange_weak(cur, nb, std::memory_order_seq_cst)) {
+    }
+  }
+
+  // Move record idx (word, owned by us) to delayed until `not_before`.
+  Errc delay_record(std::uint32_t idx, std::uint64_t& word, std::int64_t not_before) noexcept {
+    store_not_before(core->hot(idx), not_before);
+    const std::uint64_t next = next_word(word, TaskState::delayed, token);
+    // (S2) seq_cst: releases the body; ordered before the bit set (see mark_delayed).
+    if (!core->ctrl[idx].state.compare_exchange_strong(word, next, std::memory_order_seq_cst)) return Errc::fenced;
+    word = next;
+    SHMSCHED_FAULT_POINT(delayed_after_state);
+    mark_delayed(idx, not_before);
+    return Errc::ok;
+  }
+
+  // Queue a record we own (running/reserved) into its ring; if the ring is full, it
+  // waits as delayed and is retried by promote_due (never dropped, never overwritten).
+  Errc requeue_record(std::uint32_t idx, std::uint64_t word) noexcept {
+    auto* b = core->hot(idx);
+    if (b->queue >= core->layout.max_queues || b->level >= core->levels)
+      return dead_letter_record(idx, word, "corrupt queue or level");
+    const QueueId q = b->queue;
+    const PushStatus st = push_record(idx, word, core->ring_id(q, b->level), TaskState::queued);
+    if (st == PushStatus::ok) {
+      notify(q);
+      return Errc::ok;
+    }
+    if (st == PushStatus::aborted) return Errc::fenced;
+    return delay_record(idx, word, monotonic_ns() + 10'000'000);
+  }
+
+  Errc dead_letter_record(std::uint32_t idx, std::uint64_t word, std::string_view reason) noexcept {
+    copy_cstr(core->cold(idx)->last_error, sizeof(detail::TaskCold::last_error), reason);
+    core->hot(idx)->flags |= detail::kHasError;
+    const std::uint64_t next = next_word(word, TaskState::dead, token);
+    // (S3) acq_rel: releases last_error to whoever lists dead letters.
+    if (!core->ctrl[idx].state.compare_exchange_strong(word, next, std::memory_order_acq_rel)) return Errc::fenced;
+    return Errc::ok;
+  }
+
+  // ---- recovery ------------------------------------------------------------------
+
+  // Finish or undo everything the (dead, or departing) owner `dead` left in records.
+  void recover_records(std::uint16_t dead, ReapReport& rep) noexcept {
+    for (std::uint32_t idx = 0; idx < core->capacity; ++idx) {
+      auto& c = core->ctrl[idx];
+      std::uint64_t s = c.state.load(std::memory_order_acquire);
+      if (s == 0 || owner_of(s) != dead) continue;
+      switch (state_of(s)) {
+        case TaskState::reserved:  // never accepted: give the record back
+          if (free_record(idx, s) == Errc::ok) ++rep.freed;
+          break;
+        case TaskState::free:  // drop the dead owner's name
+          c.state.compare_exchange_strong(s, next_word(s, TaskState::free, 0), std::memory_order_acq_rel);
+          break;
+        case TaskState::queued: {
+          const std::uint64_t wh = c.where.load(std::memory_order_relaxed);
+          const std::uint16_t rid = detail::where_ring(wh);
+          if (core->valid_ring(rid) && core->ring(rid).holds(detail::where_pos(wh), idx)) {
+            // Published: drop the dead owner's name from it (a consumer racing us just
+            // wins; its CAS reloads).
+            c.state.compare_exchange_strong(s, next_word(s, TaskState::queued, 0), std::memory_order_acq_rel);
+            break;
+          }
+          // Accepted but never published (died between S1 and R3): publish it.
+          const std::uint64_t next = next_word(s, TaskState::running, token);
+          if (c.state.compare_exchange_strong(s, next, std::memory_order_acq_rel) &&
+              requeue_record(idx, next) == Errc::ok)
+            ++rep.republished;
+          break;
+        }
+        case TaskState::running: {
+          const std::uint64_t next = next_word(s, TaskState::running, token);
+          if (!c.state.compare_exchange_strong(s, next, std::memory_order_acq_rel)) break;
+          auto* b = core->hot(idx);
+          if (b->attempts >= b->max_attempts) {
+            if (dead_letter_record(idx, next, "consumer died while running it") == Errc::ok) ++rep.dead_lettered;
+          } else if (requeue_record(idx, next) == Errc::ok) {
+            ++rep.requeued;
+          }
+          break;
+        }
+        case TaskState::delayed:
+          mark_delayed(idx, load_not_before(core->hot(idx)));
+          break;
+        default:
+          break;
+      }
+      SHMSCHED_FAULT_POINT(reap_mid_records);
+    }
+  }
+
+  bool slot_process_alive(const detail::ParticipantSlot& p, std::uint64_t w) const noexcept {
+    const auto pid = static_cast<std::int32_t>(p.pid.load(std::memory_order_relaxed));
+    const std::uint64_t start = p.start_time.load(std::memory_order_relaxed);
+    if (detail::pword_state(w) == detail::ParticipantSlot::kRegistering) {
+      const auto rpid = static_cast<std::int32_t>(detail::pword_aux(w));
+      if (start == 0 || pid != rpid) return ProcessIdentity::of(rpid).start_time != 0;
+    }
+    return ProcessIdentity{pid, start}.alive();
+  }
+
+  // The participant holding `token` is alive and active with that token.
+  bool token_alive(std::uint16_t tok) const noexcept {
+    const std::uint32_t i = detail::token_index(tok);
+    if (i == 0 || i > core->layout.max_participants) return false;
+    const auto& p = core->participants[i - 1];
+    const std::uint64_t w = p.word.load(std::memory_order_acquire);
+    if (detail::pword_epoch(w) != detail::token_epoch(tok)) return false;
+    if (detail::pword_state(w) != detail::ParticipantSlot::kActive &&
+        detail::pword_state(w) != detail::ParticipantSlot::kReaping)
+      return false;
+    return slot_process_alive(p, w);
+  }
+
+  ReapReport reap_dead() noexcept {
+    ReapReport rep;
+    for (std::uint32_t i = 0; i < core->layout.max_participants; ++i) {
+      if (i == slot) continue;
+      auto& p = core->participants[i];
+      std::uint64_t w = p.word.load(std::memory_order_acquire);
+      const std::uint64_t st = detail::pword_state(w);
+      if (st == detail::ParticipantSlot::kFree) continue;
+      if (st == detail::ParticipantSlot::kReaping) {
+        // Someone reaps it; take over only if that reaper died too.
+        if (token_alive(static_cast<std::uint16_t>(detail::pword_aux(w)))) continue;
+      } else if (slot_process_alive(p, w)) {
+        continue;
+      }
+      const std::uint32_t epoch = detail::pword_epoch(w);
+      // (P3) acq_rel: we own the slot's recovery now.
+      if (!p.word.compare_exchange_strong(w, detail::pword(detail::ParticipantSlot::kReaping, epoch, token),
+                                          std::memory_order_acq_rel))
+        continue;
+      SHMSCHED_FAULT_POINT(reap_after_claim);
+      recover_records(detail::make_token(i + 1, epoch), rep);
+      me->reaped.fetch_add(1, std::memory_order_relaxed);
+      // (P4) release: the slot is free again with epoch + 1, which fences the old token.
+      p.word.store(detail::pword(detail::ParticipantSlot::kFree, epoch + 1, 0), std::memory_order_release);
+      ++rep.participants;
+    }
+    return rep;
+  }
+
+  void deregister() noexcept {
+    if (!attached) return;
+    ReapReport rep;
+    recover_records(token, rep);
+    SHMSCHED_FAULT_POINT(participant_deregister);
+    me->activity.store(static_cast<std::uint32_t>(Activity::stopping), std::memory_order_relaxed);
+    std::uint64_t w = detail::pword(detail::ParticipantSlot::kActive, epoch, static_cast<std::uint32_t>(me->pid.load(std::memory_order_relaxed)));
+    // (P4') release: as (P4); fails only if we were reaped meanwhile.
+    me->word.compare_exchange_strong(w, detail::pword(detail::ParticipantSlot::kFree, epoch + 1, 0),
+                                     std::memory_order_release);
+    attached = false;
+  }
+
+  // ---- enqueue -------------------------------------------------------------------
+
+  Errc check_spec(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o) const noexcept {
+    if (!attached) return Errc::not_attached;
+    if (type.empty() || type.size() > kMaxTypeName) return Errc::invalid_name;
+    if (payload.size() > core->layout.payload_bytes) return Errc::payload_too_large;
+    if (o.queue >= core->layout.max_queues ||
+        (core->queues[o.queue].word.load(std::memory_order_relaxed) & 3) != detail::QueueEntry::kReady)
+      return Errc::unknown_queue;
+    if (o.priority >= core->levels || o.max_attempts == 0) return Errc::invalid_argument;
+    return Errc::ok;
+  }
+
+  Errc enqueue(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o, TaskId* id) noexcept {
+    return enqueue_one(type, payload, o, id, coarse_now_ns());
+  }
+
+  // One task; `now` is the coarse enqueue time (shared by a batch). Counters are the
+  // caller's, so a batch pays for one.
+  Errc enqueue_one(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o, TaskId* id,
+                   std::int64_t now) noexcept {
+    if (Errc e = check_spec(type, payload, o); e != Errc::ok) return e;
+    std::uint32_t idx = 0;
+    std::uint64_t word = 0;
+    if (Errc e = alloc(idx, word); e != Errc::ok) return e;
+    const std::uint64_t th = type_hash(type);
+    register_type(th, type);
+    auto* b = core->hot(idx);
+    const TaskId tid = core->make_id(detail::version_of(word), idx);
+    b->id = tid;
+    b->type_hash = th;
+    std::atomic_ref<std::int64_t>(b->enqueued_ns).store(now, std::memory_order_relaxed);
+    store_not_before(b, o.not_before_ns);
+    b->expires_ns = o.expires_ns;
+    b->payload_len = static_cast<std::uint32_t>(payload.size());
+    b->queue = o.queue;
+    b->level = o.priority;
+    b->attempts = 0;
+    b->max_attempts = o.max_attempts;
+    b->retry_delay_ms = static_cast<std::uint32_t>(o.retry.delay.count());
+    b->need_sem[0] = b->need_sem[1] = 0;
+    b->need_count[0] = b->need_count[1] = 0;
+    std::uint8_t flags = 0;
+    const RetryPolicy defaults{};
+    if (o.retry.backoff_x100 != defaults.backoff_x100 || o.retry.max_delay != defaults.max_delay ||
+        o.retry.jitter_pct != defaults.jitter_pct || o.group_id != 0) {
+      auto* cold = core->cold(idx);
+      cold->group_id = o.group_id;
+      cold->retry_max_delay_ms = static_cast<std::uint32_t>(o.retry.max_delay.count());
+      cold->retry_backoff_x100 = o.retry.backoff_x100;
+      cold->retry_jitter_pct = o.retry.jitter_pct;
+      flags = detail::kHasRetryPolicy | (o.group_id != 0 ? detail::kHasGroup : 0);
+    }
+    b->flags = flags;
+    if (!payload.empty()) std::memcpy(core->payload(idx), payload.data(), payload.size());
+    SHMSCHED_FAULT_POINT(enqueue_before_queued);
+    Errc result = Errc::ok;
+    if (o.not_before_ns != 0 && o.not_before_ns > monotonic_ns()) {
+      result = delay_record(idx, word, o.not_before_ns);
+    } else {
+      const PushStatus st = push_record(idx, word, core->ring_id(o.queue, o.priority), TaskState::queued);
+      if (st == PushStatus::aborted) return Errc::fenced;
+      if (st == PushStatus::full) {
+        free_record(idx, word);  // not accepted: give the record back
+        return Errc::ring_full;
+      }
+      notify(o.queue);
+    }
+    if (result != Errc::ok) return result;
+    bump(counters(o.queue, o.priority).enqueued);
+    if (id != nullptr) *id = tid;
+    return Errc::ok;
+  }
+
+  // ---- take ----------------------------------------------------------------------
+
+  bool takeable_queue(QueueId q) const noexcept {
+    return attached && q < core->layout.max_queues &&
+           (core->queues[q].flags.load(std::memory_order_relaxed) & 1) == 0;  // not paused
+  }
+
+  bool take(QueueId q, Taken& out, bool as_helper) noexcept {
+    if (!takeable_queue(q)) return false;
+    std::uint32_t aged = 0;
+    if (const std::uint32_t bound = core->queues[q].aging_ms.load(std::memory_order_relaxed); bound != 0)
+      aged = aged_level(q, std::int64_t{bound} * 1000000);
+    if (aged != 0 && pop_level(q, aged, out)) return took(out, as_helper);
+    for (std::uint32_t level = 0; level < core->levels; ++level)
+      if (pop_level(q, level, out)) return took(out, as_helper);
+    return false;
+  }
+
+  bool took(Taken& out, bool as_helper) noexcept {
+    out.helped = as_helper;
+    auto& c = counters(out.queue, out.level);
+    bump(c.started);
+    if (as_helper) bump(c.helped);
+    return true;
+  }
+
+  // The most urgent level > 0 whose oldest task has waited longer than `bound_ns`, or
+  // 0. Looks at most once a millisecond per process (between looks, strict priority).
+  std::uint32_t aged_level(QueueId q, std::int64_t bound_ns) noexcept {
+    const std::int64_t now = coarse_now_ns();
+    std::int64_t last = last_aging_check.load(std::memory_order_relaxed);
+    if (now - last < 1000000 || !last_aging_check.compare_exchange_strong(last, now, std::memory_order_relaxed))
+      return 0;
+    for (std::uint32_t level = 1; level < core->levels; ++level) {
+      std::uint32_t v = 0;
+      if (!core->ring(core->ring_id(q, level)).peek_head(v) || v >= core->capacity) continue;
+      if (now - load_enqueued(core->hot(v)) > bound_ns) return level;
+    }
+    return 0;
+  }
+
+  // Takes up to out.size() tasks, draining each level before looking at the next.
+  std::size_t take_batch(QueueId q, std::span<Taken> out) noexcept {
+    if (!takeable_queue(q)) return 0;
+    std::size_t n = 0;
+    for (std::uint32_t level = 0; level < core->levels && n < out.size(); ++level) {
+      const std::size_t first = n;
+      while (n < out.size() && pop_level(q, level, out[n])) out[n++].helped = false;
+      if (n != first) bump(counters(q, level).started, n - first);
+    }
+    return n;
+  }
+
+  bool pop_level(QueueId q, std::uint32_t level, Taken& out) noexcept {
+    for (;;) {
+      const std::uint16_t rid = core->ring_id(q, level);
+      std::uint64_t w = 0;
+      std::uint32_t v = 0;
+      auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept { return claim(rid, pos, val, TaskState::running, w); };
+      if (!core->ring(rid).try_pop(c, v)) return false;
+      SHMSCHED_FAULT_POINT(take_after_claim);
+      auto* b = core->hot(v);
+      ++b->attempts;
+      out.index = v;
+      out.word = w;
+      out.id = b->id;
+      out.queue = b->queue;
+      out.level = b->level;
+      out.attempt = b->attempts;
+      out.max_attempts = b->max_attempts;
+      out.type = b->type_hash;
+      out.type_name = type_name(b->type_hash);
+      out.payload = std::span<const std::byte>(core->payload(v), std::min<std::uint32_t>(b->payload_len, core->layout.payload_bytes));
+      out.enqueued_ns = load_enqueued(b);
+      if (b->expires_ns != 0 && monotonic_ns() > b->expires_ns) {
+        // Expired while queued: dead-lettered on purpose, never run.
+        bump(counters(out.queue, out.level).dead);
+        dead_letter_record(v, w, "expired before it started");
+        continue;
+      }
+      return true;
+    }
+  }
+
+  bool owns(const Taken& t) const noexcept {
+    return attached && t.index < core->capacity &&
+           core->ctrl[t.index].state.load(std::memory_order_relaxed) == t.word;
+  }
+
+  std::size_t promote_due(std::int64_t now) noexcept {
+    auto& due = core->header->delayed_next_due_ns;
+    const std::uint64_t next_due = due.load(std::memory_order_acquire);
+    if (next_due == 0 || static_cast<std::uint64_t>(now) < next_due) return 0;
+    // Take the hint; whatever is not due yet is merged back with fetch-min below, and
+    // producers merge theirs concurrently, so no due time is forgotten.
+    due.store(0, std::memory_order_seq_cst);
+    std::uint64_t pending = UINT64_MAX;
+    std::size_t promoted = 0;
+    const std::uint32_t words = (core->capacity + 63) / 64;
+    for (std::uint32_t wi = 0; wi < words; ++wi) {
+      std::uint64_t bits = core->delayed_bits[wi].load(std::memory_order_seq_cst);
+      while (bits != 0) {
+        const unsigned bi = static_cast<unsigned>(__builtin_ctzll(bits));
+        bits &= bits - 1;
+        const std::uint32_t idx = wi * 64 + bi;
+        const std::uint64_t bit = std::uint64_t{1} << bi;
+        auto& c = core->ctrl[idx];
+        std::uint64_t s = c.state.load(std::memory_order_seq_cst);
+        if (state_of(s) != TaskState::delayed) {
+          // A leftover bit: clear it, then look again in case the record was delayed
+          // anew in between (its producer's set may have come before our clear).
+          core->delayed_bits[wi].fetch_and(~bit, std::memory_order_seq_cst);
+          if (state_of(c.state.load(std::memory_order_seq_cst)) == TaskState::delayed) {
+            core->delayed_bits[wi].fetch_or(bit, std::memory_order_seq_cst);
+            pending = std::min<std::uint64_t>(pending, static_cast<std::uint64_t>(now));
+          }
+          continue;
+        }
+        const std::int64_t nb = load_not_before(core->hot(idx));
+        if (nb > now) {
+          pending = std::min<std::uint64_t>(pending, static_cast<std::uint64_t>(nb));
+          continue;
+        }
+        const std::uint64_t mine = next_word(s, TaskState::running, token);
+        // (S4) acq_rel: we hold the due record (a reaper requeues it if we die).
+        if (!c.state.compare_exchange_strong(s, mine, std::memory_order_acq_rel)) continue;
+        SHMSCHED_FAULT_POINT(promote_after_claim);
+        core->delayed_bits[wi].fetch_and(~bit, std::memory_order_seq_cst);
+        store_not_before(core->hot(idx), 0);
+        if (requeue_record(idx, mine) == Errc::ok) ++promoted;
+      }
+    }
+    if (pending != UINT64_MAX) {
+      std::uint64_t cur = due.load(std::memory_order_relaxed);
+      while ((cur == 0 || pending < cur) && !due.compare_exchange_weak(cur, pending, std::memory_order_seq_cst)) {
+      }
+    }
+    return promoted;
+  }
+};
+
+}  // namespace shmsched
