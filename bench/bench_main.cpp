@@ -33,13 +33,31 @@ std::vector<Ratio>& ratios() {
   return r;
 }
 
+struct CounterRatio {
+  std::string group, label, numerator, num_counter, denominator, den_counter;
+};
+std::vector<CounterRatio>& counter_ratios() {
+  static std::vector<CounterRatio> r;
+  return r;
+}
+
 }  // namespace
 
-std::uint64_t task_count() noexcept { return g_task_count.load(std::memory_order_relaxed); }
-void set_task_count(std::uint64_t n) noexcept { g_task_count.store(n, std::memory_order_relaxed); }
+std::uint64_t task_count() noexcept {
+  return g_task_count.load(std::memory_order_relaxed);
+}
+void set_task_count(std::uint64_t n) noexcept {
+  g_task_count.store(n, std::memory_order_relaxed);
+}
 
 RatioDecl::RatioDecl(std::string group, std::string label, std::string numerator, std::string denominator) {
   ratios().push_back({std::move(group), std::move(label), std::move(numerator), std::move(denominator)});
+}
+
+CounterRatioDecl::CounterRatioDecl(std::string group, std::string label, std::string numerator, std::string num_counter,
+                                   std::string denominator, std::string den_counter) {
+  counter_ratios().push_back({std::move(group), std::move(label), std::move(numerator), std::move(num_counter),
+                              std::move(denominator), std::move(den_counter)});
 }
 
 namespace {
@@ -60,18 +78,29 @@ std::pair<int, int> pinned_cpus() noexcept {
 }
 }  // namespace
 
-int producer_cpu() noexcept { return pinned_cpus().first; }
-int consumer_cpu() noexcept { return pinned_cpus().second; }
+int producer_cpu() noexcept {
+  return pinned_cpus().first;
+}
+int consumer_cpu() noexcept {
+  return pinned_cpus().second;
+}
 
 std::string_view to_string(ConsumerError e) noexcept {
   switch (e) {
-    case kConsumerOk: return "ok";
-    case kAttachFailed: return "consumer could not attach";
-    case kBadItem: return "consumer received a malformed item";
-    case kCompleteFailed: return "consumer could not complete a task";
-    case kParentGone: return "producer process went away";
-    case kConsumerTimeout: return "consumer timed out";
-    case kOpenFailed: return "consumer could not open the queue";
+    case kConsumerOk:
+      return "ok";
+    case kAttachFailed:
+      return "consumer could not attach";
+    case kBadItem:
+      return "consumer received a malformed item";
+    case kCompleteFailed:
+      return "consumer could not complete a task";
+    case kParentGone:
+      return "producer process went away";
+    case kConsumerTimeout:
+      return "consumer timed out";
+    case kOpenFailed:
+      return "consumer could not open the queue";
   }
   return "unknown consumer error";
 }
@@ -117,13 +146,15 @@ class CollectingReporter : public benchmark::BenchmarkReporter {
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& run : runs) {
       if (run.error_occurred) continue;
-      const auto it = run.counters.find("items_per_second");
-      if (it == run.counters.end()) continue;
-      auto& rec = rates_[key_of(run)];
-      if (run.run_type == Run::RT_Aggregate) {
-        if (run.aggregate_name == "median") rec.median = it->second.value;
-      } else {
-        rec.samples.push_back(it->second.value);
+      const bool median = run.run_type == Run::RT_Aggregate && run.aggregate_name == "median";
+      if (run.run_type == Run::RT_Aggregate && !median) continue;
+      for (const auto& [name, counter] : run.counters) {
+        auto& rec = values_[key_of(run)][name];
+        if (median) {
+          rec.median = counter.value;
+        } else {
+          rec.samples.push_back(counter.value);
+        }
       }
     }
     inner_->ReportRuns(runs);
@@ -132,23 +163,28 @@ class CollectingReporter : public benchmark::BenchmarkReporter {
 
   /// The rate of a benchmark: the median aggregate if there was one, else the median of
   /// the runs seen; 0 when it did not run.
-  double rate(const std::string& key) const {
-    const auto it = rates_.find(key);
-    if (it == rates_.end()) return 0;
-    if (it->second.median > 0) return it->second.median;
-    auto s = it->second.samples;
+  double rate(const std::string& key) const { return value(key, "items_per_second"); }
+
+  /// A counter of a benchmark, chosen as rate() chooses; 0 when it is missing.
+  double value(const std::string& key, const std::string& counter) const {
+    const auto it = values_.find(key);
+    if (it == values_.end()) return 0;
+    const auto c = it->second.find(counter);
+    if (c == it->second.end()) return 0;
+    if (c->second.median > 0) return c->second.median;
+    auto s = c->second.samples;
     if (s.empty()) return 0;
     std::sort(s.begin(), s.end());
     return s[s.size() / 2];
   }
 
  private:
-  struct Rates {
+  struct Values {
     double median = 0;
     std::vector<double> samples;
   };
   std::unique_ptr<benchmark::BenchmarkReporter> inner_;
-  std::map<std::string, Rates> rates_;
+  std::map<std::string, std::map<std::string, Values>> values_;
 };
 
 std::string human_rate(double r) {
@@ -182,6 +218,32 @@ void print_ratios(const CollectingReporter& rep, std::FILE* out) {
     }
     std::fprintf(out, "    %-58s %7.2fx   (%s vs %s)\n", r.label.c_str(), num / den, human_rate(num).c_str(),
                  human_rate(den).c_str());
+  }
+  std::fflush(out);
+}
+
+void print_counter_ratios(const CollectingReporter& rep, std::FILE* out) {
+  auto list = counter_ratios();
+  std::stable_sort(list.begin(), list.end(),
+                   [](const CounterRatio& a, const CounterRatio& b) { return a.group < b.group; });
+  std::string group;
+  bool any = false;
+  for (const CounterRatio& r : list) {
+    const double num = rep.value(r.numerator, r.num_counter);
+    const double den = rep.value(r.denominator, r.den_counter);
+    if (num <= 0 || den <= 0) continue;
+    if (!any) {
+      std::fprintf(out,
+                   "\ncounter ratios (a counter of the first over one of the second; for latencies < 1 means "
+                   "the first is faster)\n");
+      any = true;
+    }
+    if (r.group != group) {
+      group = r.group;
+      std::fprintf(out, "  %s\n", group.c_str());
+    }
+    std::fprintf(out, "    %-58s %7.2fx   (%s %.2f vs %s %.2f)\n", r.label.c_str(), num / den, r.num_counter.c_str(),
+                 num, r.den_counter.c_str(), den);
   }
   std::fflush(out);
 }
@@ -247,10 +309,10 @@ int main(int argc, char** argv) {
 
   benchmark::AddCustomContext("tasks_per_cross_run", std::to_string(task_count()));
   benchmark::AddCustomContext("item_bytes", std::to_string(sizeof(Item)));
-  benchmark::AddCustomContext("cross_run_cpus", producer_cpu() < 0 ? std::string("not pinned (fewer than 2 CPUs)")
-                                                                   : "producer on " + std::to_string(producer_cpu()) +
-                                                                         ", consumer on " +
-                                                                         std::to_string(consumer_cpu()));
+  benchmark::AddCustomContext("cross_run_cpus", producer_cpu() < 0
+                                                    ? std::string("not pinned (fewer than 2 CPUs)")
+                                                    : "producer on " + std::to_string(producer_cpu()) +
+                                                          ", consumer on " + std::to_string(consumer_cpu()));
 #ifdef NDEBUG
   benchmark::AddCustomContext("shmsched_build", "optimised (NDEBUG)");
 #else
@@ -266,6 +328,7 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks(&reporter);
   // Keep machine-readable stdout clean: the table goes to stderr unless on the console.
   print_ratios(reporter, console ? stdout : stderr);
+  print_counter_ratios(reporter, console ? stdout : stderr);
   benchmark::Shutdown();
   return 0;
 }

@@ -53,7 +53,9 @@ std::uint64_t task_count() noexcept;
 void set_task_count(std::uint64_t n) noexcept;
 
 /// The expected checksum of items 0..n-1.
-constexpr std::uint64_t checksum_of(std::uint64_t n) noexcept { return n * (n - 1) / 2; }
+constexpr std::uint64_t checksum_of(std::uint64_t n) noexcept {
+  return n * (n - 1) / 2;
+}
 
 /// A priority level 0..7 for item `seq`: a fixed pseudo-random spread (Fibonacci hash),
 /// the same for every system that has priorities, and cheap enough not to show.
@@ -260,6 +262,15 @@ std::string check_report(const ConsumerReport& r, std::uint64_t n);
 /// "BM_pair_shmsched_client/0"). A ratio whose benchmarks did not run is skipped.
 struct RatioDecl {
   RatioDecl(std::string group, std::string label, std::string numerator, std::string denominator);
+};
+
+/// Declares "counter `num_counter` of `numerator` / counter `den_counter` of
+/// `denominator`" as a ratio for a second table, for results that are not rates
+/// (latency percentiles: < 1 means the first is faster). Names as for RatioDecl; a ratio
+/// whose benchmarks or counters are missing is skipped.
+struct CounterRatioDecl {
+  CounterRatioDecl(std::string group, std::string label, std::string numerator, std::string num_counter,
+                   std::string denominator, std::string den_counter);
 };
 
 }  // namespace shmsched::bench

@@ -52,7 +52,9 @@ constexpr std::string_view kType = "bench";
 constexpr std::string_view kQueue = "bench";
 constexpr auto kStartTimeout = std::chrono::milliseconds(10000);
 
-bool backpressure(Errc e) noexcept { return e == Errc::table_full || e == Errc::ring_full; }
+bool backpressure(Errc e) noexcept {
+  return e == Errc::table_full || e == Errc::ring_full;
+}
 
 // ---- watching the other side ----------------------------------------------------
 
@@ -501,7 +503,9 @@ boost::posix_time::ptime soon() {
 }
 
 // Boost delivers the highest priority number first; shmsched takes level 0 first.
-unsigned boost_priority(std::uint64_t seq) noexcept { return 7u - priority_of(seq); }
+unsigned boost_priority(std::uint64_t seq) noexcept {
+  return 7u - priority_of(seq);
+}
 
 RunResult run_boost_mq_processes(std::uint64_t n, std::uint32_t depth, bool polling) {
   const CpuPin pin(producer_cpu());

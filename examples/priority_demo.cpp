@@ -114,12 +114,14 @@ int wait_all(const std::vector<pid_t>& pids) {
 int main(int argc, char** argv) {
   std::uint32_t producers = 2, per_producer = 20000;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--producers") == 0) producers = static_cast<std::uint32_t>(std::atoi(argv[i + 1]));
+    if (std::strcmp(argv[i], "--producers") == 0)
+      producers = static_cast<std::uint32_t>(std::atoi(argv[i + 1]));
     else if (std::strcmp(argv[i], "--tasks-per-producer") == 0)
       per_producer = static_cast<std::uint32_t>(std::atoi(argv[i + 1]));
   }
   if (producers == 0 || producers > 16 || per_producer == 0 || producers * per_producer > 65536) {
-    std::fprintf(stderr, "usage: priority_demo [--producers 1..16] [--tasks-per-producer M], at most 65536 tasks in all\n");
+    std::fprintf(stderr,
+                 "usage: priority_demo [--producers 1..16] [--tasks-per-producer M], at most 65536 tasks in all\n");
     return 2;
   }
   const std::string name = "demo-" + std::to_string(getpid());

@@ -101,12 +101,13 @@ int main() {
     std::fprintf(stderr, "scheduler_demo: %s\n", seg.error().message().c_str());
     return 1;
   }
-  auto* board = static_cast<Board*>(
-      ::mmap(nullptr, sizeof(Board), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  auto* board =
+      static_cast<Board*>(::mmap(nullptr, sizeof(Board), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   new (board) Board();
-  std::printf("segment /dev/shm/%s; primary: 4 workers, home general; "
-              "secondary: 2 workers, home selenium, help general, reserve 1\n",
-              Segment::object_name(name).c_str());
+  std::printf(
+      "segment /dev/shm/%s; primary: 4 workers, home general; "
+      "secondary: 2 workers, home selenium, help general, reserve 1\n",
+      Segment::object_name(name).c_str());
   std::fflush(nullptr);
   const pid_t p1 = spawn_consumer(name, board, primary);
   const pid_t p2 = spawn_consumer(name, board, secondary);
@@ -133,8 +134,7 @@ int main() {
       producer.enqueue_value("browse", Job{s}, o);
     }
   }
-  while (board->finished.load() < kTotal &&
-         std::chrono::steady_clock::now() - start < 120s)
+  while (board->finished.load() < kTotal && std::chrono::steady_clock::now() - start < 120s)
     std::this_thread::sleep_for(5ms);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ::kill(p1, SIGTERM);
@@ -159,8 +159,7 @@ int main() {
   const bool clean_exit = WIFEXITED(st1) && WEXITSTATUS(st1) == 0 && WIFEXITED(st2) && WEXITSTATUS(st2) == 0;
   std::printf("consumers stopped on SIGTERM: %s\n", clean_exit ? "cleanly" : "NOT cleanly");
   const bool ok = lost == 0 && dup == 0 && sel_by_primary == 0 && clean_exit;
-  std::printf("%s\n", ok ? "OK: every task ran exactly once; selenium stayed on the secondary"
-                         : "FAILED");
+  std::printf("%s\n", ok ? "OK: every task ran exactly once; selenium stayed on the secondary" : "FAILED");
   (void)Segment::destroy(name);
   return ok ? 0 : 1;
 }

@@ -14,13 +14,19 @@ Client& Client::operator=(Client&& o) noexcept {
   }
   return *this;
 }
-Client::~Client() { detach(); }
+Client::~Client() {
+  detach();
+}
 
 void Client::detach() noexcept {
   if (impl_) impl_->deregister();
 }
-Segment& Client::segment() noexcept { return *impl_->seg; }
-std::uint16_t Client::token() const noexcept { return impl_->token; }
+Segment& Client::segment() noexcept {
+  return *impl_->seg;
+}
+std::uint16_t Client::token() const noexcept {
+  return impl_->token;
+}
 
 Result<Client> Client::attach(Segment& segment, Role role) {
   auto impl = std::make_unique<Impl>();
@@ -48,6 +54,7 @@ Result<Client> Client::attach(Segment& segment, Role role) {
       p.activity.store(static_cast<std::uint32_t>(Activity::idle), std::memory_order_relaxed);
       p.current_task.store(0, std::memory_order_relaxed);
       p.sleepers.store(0, std::memory_order_relaxed);
+      p.help_sleepers.store(0, std::memory_order_relaxed);
       p.workers.store(0, std::memory_order_relaxed);
       p.reaped.store(0, std::memory_order_relaxed);
       p.processed.store(0, std::memory_order_relaxed);
@@ -62,9 +69,8 @@ Result<Client> Client::attach(Segment& segment, Role role) {
       return Client(std::move(impl));
     }
   }
-  return Error(Errc::participant_table_full,
-               "all " + std::to_string(core->layout.max_participants) +
-                   " participant slots are taken (reap dead ones with 'shmctl recover')");
+  return Error(Errc::participant_table_full, "all " + std::to_string(core->layout.max_participants) +
+                                                 " participant slots are taken (reap dead ones with 'shmctl recover')");
 }
 
 Errc Client::enqueue(std::string_view type, std::span<const std::byte> payload, const TaskOptions& options,
@@ -83,7 +89,6 @@ std::size_t Client::enqueue_batch(std::span<const TaskSpec> tasks, std::span<Tas
       e = impl_->enqueue_one(tasks[n].type, tasks[n].payload, tasks[n].options, &ids[n], now);
       if (e != Errc::ok) break;
     }
-
   }
   if (error != nullptr) *error = e;
   return n;
@@ -131,9 +136,17 @@ Errc Client::dead_letter(const Taken& task, std::string_view reason) noexcept {
   return impl_->dead_letter_record(task.index, task.word, reason);
 }
 
-std::size_t Client::promote_due(std::int64_t now_ns) noexcept { return impl_->promote_due(now_ns); }
+std::size_t Client::promote_due(std::int64_t now_ns) noexcept {
+  return impl_->promote_due(now_ns);
+}
 
-ReapReport Client::reap_dead() noexcept { return impl_->reap_dead(); }
+std::int64_t Client::next_due_ns() const noexcept {
+  return static_cast<std::int64_t>(impl_->core->header->delayed_next_due_ns.load(std::memory_order_acquire));
+}
+
+ReapReport Client::reap_dead() noexcept {
+  return impl_->reap_dead();
+}
 
 TaskOptions& TaskOptions::after(std::chrono::nanoseconds d) {
   not_before_ns = monotonic_ns() + d.count();
@@ -242,7 +255,7 @@ std::size_t Client::purge_dead() noexcept {
     std::uint64_t s = impl_->core->ctrl[i].state.load(std::memory_order_acquire);
     if (state_of(s) != TaskState::dead) continue;
     if (impl_->core->ctrl[i].state.compare_exchange_strong(s, next_word(s, TaskState::free, impl_->token),
-                                                            std::memory_order_acq_rel))
+                                                           std::memory_order_acq_rel))
       ++n;
   }
   return n;
@@ -272,12 +285,31 @@ void set_bits(detail::Core& core, std::uint32_t slot, std::span<const QueueId> q
 }
 }  // namespace
 
+// A participant's home bits are set while any of its workers sleeps, its help bits
+// while a worker that may help sleeps (reserved workers never count there), so a help
+// wake only goes to a process with a sleeper able to take the task.
 void Client::announce_sleep(std::span<const QueueId> home, std::span<const QueueId> help) noexcept {
   auto& im = *impl_;
   im.me->sleepers.fetch_add(1, std::memory_order_seq_cst);
   set_bits(*im.core, im.slot, home, false, true);
-  set_bits(*im.core, im.slot, help, true, true);
+  if (!help.empty()) {
+    im.me->help_sleepers.fetch_add(1, std::memory_order_seq_cst);
+    set_bits(*im.core, im.slot, help, true, true);
+  }
 }
+
+namespace {
+// Counts one sleeper of a class out; the last one clears that class's bits. If another
+// worker announced meanwhile, our clear may have erased its bits: set them again and
+// make every sleeper here look once more (at worst a task waits for a tick, never lost).
+bool leave(detail::AtomicU32& count, detail::Core& core, std::uint32_t slot, std::span<const QueueId> qs, bool help) {
+  if (count.fetch_sub(1, std::memory_order_seq_cst) != 1) return false;
+  set_bits(core, slot, qs, help, false);
+  if (count.load(std::memory_order_seq_cst) == 0) return false;
+  set_bits(core, slot, qs, help, true);
+  return true;
+}
+}  // namespace
 
 bool Client::sleep(std::uint32_t seen, std::chrono::nanoseconds timeout) noexcept {
   return detail::futex_wait(impl_->me->doorbell, seen, timeout.count());
@@ -285,20 +317,14 @@ bool Client::sleep(std::uint32_t seen, std::chrono::nanoseconds timeout) noexcep
 
 void Client::wake_up(std::span<const QueueId> home, std::span<const QueueId> help) noexcept {
   auto& im = *impl_;
-  if (im.me->sleepers.fetch_sub(1, std::memory_order_seq_cst) != 1) return;
-  // Last sleeper of this process: nobody here needs waking any more.
-  set_bits(*im.core, im.slot, home, false, false);
-  set_bits(*im.core, im.slot, help, true, false);
-  if (im.me->sleepers.load(std::memory_order_seq_cst) != 0) {
-    // Another worker announced meanwhile and our clear may have erased its bits: set
-    // them again and make every sleeper here look once more.
-    set_bits(*im.core, im.slot, home, false, true);
-    set_bits(*im.core, im.slot, help, true, true);
-    ring_own_doorbell();
-  }
+  bool ring = leave(im.me->sleepers, *im.core, im.slot, home, false);
+  if (!help.empty()) ring |= leave(im.me->help_sleepers, *im.core, im.slot, help, true);
+  if (ring) ring_own_doorbell();
 }
 
-void Client::ring_own_doorbell() noexcept { impl_->ring(impl_->slot, INT32_MAX); }
+void Client::ring_own_doorbell() noexcept {
+  impl_->ring(impl_->slot, INT32_MAX);
+}
 
 // ---- housekeeping ----------------------------------------------------------------
 
@@ -318,6 +344,10 @@ bool Client::janitor_tick(std::int64_t now_ns) noexcept {
   h->janitor_renewed_ns.store(now_ns, std::memory_order_relaxed);
   im.me->heartbeat_ns.store(now_ns, std::memory_order_relaxed);
   im.promote_due(now_ns);
+  // Parked tasks whose semaphore has free permits (a releaser that died before its
+  // hand-over, or a capacity raised elsewhere) go back to their queues.
+  for (std::uint32_t sem = 0; sem < im.core->layout.max_semaphores; ++sem)
+    if (im.sem_entry(sem) != nullptr) im.unpark_to_queues(sem);
   const std::int64_t last = im.last_reap.load(std::memory_order_relaxed);
   if (now_ns - last > 1'000'000'000) {
     im.last_reap.store(now_ns, std::memory_order_relaxed);
@@ -348,6 +378,8 @@ LevelStats Client::level_stats(QueueId queue, std::uint8_t level) const noexcept
   return st;
 }
 
-void Client::count_processed() noexcept { impl_->me->processed.fetch_add(1, std::memory_order_relaxed); }
+void Client::count_processed() noexcept {
+  impl_->me->processed.fetch_add(1, std::memory_order_relaxed);
+}
 
 }  // namespace shmsched

@@ -35,7 +35,9 @@ inline std::int64_t coarse_now_ns() noexcept {
   return std::int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
 }
 
-inline bool is_free(std::uint64_t s) noexcept { return state_of(s) == TaskState::free || state_of(s) == TaskState::virgin; }
+inline bool is_free(std::uint64_t s) noexcept {
+  return state_of(s) == TaskState::free || state_of(s) == TaskState::virgin;
+}
 
 // enqueued_ns is read by agers that do not own the record: atomic_ref on both sides.
 inline std::int64_t load_enqueued(detail::TaskHot* b) noexcept {
@@ -107,6 +109,15 @@ struct Client::Impl {
     }
   }
 
+  // Drops participant slot `p` from every queue's sleeper masks (it left, or died).
+  void clear_sleep_bits(std::uint32_t p) noexcept {
+    const std::uint64_t bit = std::uint64_t{1} << (p % 64);
+    for (std::uint32_t q = 0; q < core->layout.max_queues; ++q) {
+      core->sleepers[q].home[p / 64].fetch_and(~bit, std::memory_order_seq_cst);
+      core->sleepers[q].help[p / 64].fetch_and(~bit, std::memory_order_seq_cst);
+    }
+  }
+
   void ring(std::uint32_t slot_index, int n) noexcept {
     if (slot_index >= core->layout.max_participants) return;
     auto& p = core->participants[slot_index];
@@ -118,14 +129,19 @@ struct Client::Impl {
 
   // ---- records ----------------------------------------------------------------
 
+  // What a record must be to be taken from ring `rid`: queued in a queue ring, parked
+  // in a semaphore's park ring.
+  TaskState takeable(std::uint16_t rid) const noexcept {
+    return core->is_park_ring(rid) ? TaskState::parked : TaskState::queued;
+  }
+
   // Whether the entry for record v at `pos` of ring `rid` is a leftover: the record is
   // not (any more) takeable there. Loads state first (T1), then where, as claim() does.
   bool is_stale(std::uint16_t rid, std::uint64_t pos, std::uint32_t v) const noexcept {
     if (v >= core->capacity) return true;
     auto& c = core->ctrl[v];
     const std::uint64_t s = c.state.load(std::memory_order_acquire);  // (T1)
-    return state_of(s) != TaskState::queued ||
-           c.where.load(std::memory_order_relaxed) != detail::make_where(rid, pos);
+    return state_of(s) != takeable(rid) || c.where.load(std::memory_order_relaxed) != detail::make_where(rid, pos);
   }
 
   // Claim record v found at `pos` of ring `rid`: one CAS from queued to `to` owned by
@@ -137,7 +153,7 @@ struct Client::Impl {
     // and the body it wrote are visible.
     std::uint64_t s = c.state.load(std::memory_order_acquire);
     for (;;) {
-      if (state_of(s) != TaskState::queued) return Claim::stale;
+      if (state_of(s) != takeable(rid)) return Claim::stale;
       // relaxed: ordered after (T1); a later rewrite of `where` would need a state
       // change first, which makes the CAS below fail.
       if (c.where.load(std::memory_order_relaxed) != detail::make_where(rid, pos)) return Claim::stale;
@@ -198,7 +214,8 @@ struct Client::Impl {
       std::uint64_t s = c.state.load(std::memory_order_relaxed);
       const std::uint64_t next = next_word(s, TaskState::reserved, token);
       // (S0) as below.
-      if (is_free(s) && c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) {
+      if (is_free(s) &&
+          c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) {
         idx = r;
         word = next;
         SHMSCHED_FAULT_POINT(task_alloc_reserved);
@@ -258,7 +275,8 @@ struct Client::Impl {
       const auto& e = core->types[(key + probe) % detail::kMaxTypes];
       const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (Y1)
       if (w == detail::TypeEntry::kFree) break;
-      if (w == ((key << 2) | detail::TypeEntry::kReady)) return std::string_view(e.name, ::strnlen(e.name, sizeof e.name));
+      if (w == ((key << 2) | detail::TypeEntry::kReady))
+        return std::string_view(e.name, ::strnlen(e.name, sizeof e.name));
     }
     return {};
   }
@@ -277,6 +295,13 @@ struct Client::Impl {
     }
   }
 
+  // After a delayed task was added: if it is now the earliest, a sleeping consumer of
+  // its queue is woken to shorten its sleep to that time (only when one sleeps).
+  void notify_due(std::uint32_t idx, std::int64_t not_before) noexcept {
+    if (core->header->delayed_next_due_ns.load(std::memory_order_relaxed) == static_cast<std::uint64_t>(not_before))
+      notify(core->hot(idx)->queue);
+  }
+
   // Move record idx (word, owned by us) to delayed until `not_before`.
   Errc delay_record(std::uint32_t idx, std::uint64_t& word, std::int64_t not_before) noexcept {
     store_not_before(core->hot(idx), not_before);
@@ -286,6 +311,7 @@ struct Client::Impl {
     word = next;
     SHMSCHED_FAULT_POINT(delayed_after_state);
     mark_delayed(idx, not_before);
+    notify_due(idx, not_before);
     return Errc::ok;
   }
 
@@ -329,13 +355,14 @@ struct Client::Impl {
         case TaskState::free:  // drop the dead owner's name
           c.state.compare_exchange_strong(s, next_word(s, TaskState::free, 0), std::memory_order_acq_rel);
           break;
-        case TaskState::queued: {
+        case TaskState::queued:
+        case TaskState::parked: {
           const std::uint64_t wh = c.where.load(std::memory_order_relaxed);
           const std::uint16_t rid = detail::where_ring(wh);
           if (core->valid_ring(rid) && core->ring(rid).holds(detail::where_pos(wh), idx)) {
             // Published: drop the dead owner's name from it (a consumer racing us just
             // wins; its CAS reloads).
-            c.state.compare_exchange_strong(s, next_word(s, TaskState::queued, 0), std::memory_order_acq_rel);
+            c.state.compare_exchange_strong(s, next_word(s, state_of(s), 0), std::memory_order_acq_rel);
             break;
           }
           // Accepted but never published (died between S1 and R3): publish it.
@@ -365,6 +392,15 @@ struct Client::Impl {
       SHMSCHED_FAULT_POINT(reap_mid_records);
     }
   }
+
+  // ---- semaphores (semaphore.cpp) ---------------------------------------------------
+  detail::SemaphoreEntry* sem_entry(std::uint32_t sem) const noexcept;
+  bool sem_try_acquire(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept;
+  std::uint32_t sem_release(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept;
+  void sem_after_release(std::uint32_t sem) noexcept;
+  std::uint32_t sweep_ledgers(std::uint16_t dead) noexcept;
+  bool holder_valid(std::uint64_t holder, std::uint16_t dead) const noexcept;
+  std::size_t unpark_to_queues(std::uint32_t sem) noexcept;
 
   bool slot_process_alive(const detail::ParticipantSlot& p, std::uint64_t w) const noexcept {
     const auto pid = static_cast<std::int32_t>(p.pid.load(std::memory_order_relaxed));
@@ -409,7 +445,9 @@ struct Client::Impl {
                                           std::memory_order_acq_rel))
         continue;
       SHMSCHED_FAULT_POINT(reap_after_claim);
+      clear_sleep_bits(i);
       recover_records(detail::make_token(i + 1, epoch), rep);
+      rep.permits_returned += sweep_ledgers(detail::make_token(i + 1, epoch));
       me->reaped.fetch_add(1, std::memory_order_relaxed);
       // (P4) release: the slot is free again with epoch + 1, which fences the old token.
       p.word.store(detail::pword(detail::ParticipantSlot::kFree, epoch + 1, 0), std::memory_order_release);
@@ -422,9 +460,12 @@ struct Client::Impl {
     if (!attached) return;
     ReapReport rep;
     recover_records(token, rep);
+    sweep_ledgers(token);
+    clear_sleep_bits(slot);
     SHMSCHED_FAULT_POINT(participant_deregister);
     me->activity.store(static_cast<std::uint32_t>(Activity::stopping), std::memory_order_relaxed);
-    std::uint64_t w = detail::pword(detail::ParticipantSlot::kActive, epoch, static_cast<std::uint32_t>(me->pid.load(std::memory_order_relaxed)));
+    std::uint64_t w = detail::pword(detail::ParticipantSlot::kActive, epoch,
+                                    static_cast<std::uint32_t>(me->pid.load(std::memory_order_relaxed)));
     // (P4') release: as (P4); fails only if we were reaped meanwhile.
     me->word.compare_exchange_strong(w, detail::pword(detail::ParticipantSlot::kFree, epoch + 1, 0),
                                      std::memory_order_release);
@@ -441,6 +482,13 @@ struct Client::Impl {
         (core->queues[o.queue].word.load(std::memory_order_relaxed) & 3) != detail::QueueEntry::kReady)
       return Errc::unknown_queue;
     if (o.priority >= core->levels || o.max_attempts == 0) return Errc::invalid_argument;
+    for (const Need& n : o.needs) {
+      if (n.count == 0) continue;
+      const detail::SemaphoreEntry* e = sem_entry(n.sem);
+      if (e == nullptr) return Errc::unknown_semaphore;
+      if (n.count > (e->permits.load(std::memory_order_relaxed) >> detail::SemaphoreEntry::kSlots))
+        return Errc::need_exceeds_capacity;
+    }
     return Errc::ok;
   }
 
@@ -460,7 +508,7 @@ struct Client::Impl {
     register_type(th, type);
     auto* b = core->hot(idx);
     const TaskId tid = core->make_id(detail::version_of(word), idx);
-    b->id = tid;
+    std::atomic_ref<std::uint64_t>(b->id).store(tid, std::memory_order_relaxed);  // ledger checks read it
     b->type_hash = th;
     std::atomic_ref<std::int64_t>(b->enqueued_ns).store(now, std::memory_order_relaxed);
     store_not_before(b, o.not_before_ns);
@@ -471,8 +519,10 @@ struct Client::Impl {
     b->attempts = 0;
     b->max_attempts = o.max_attempts;
     b->retry_delay_ms = static_cast<std::uint32_t>(o.retry.delay.count());
-    b->need_sem[0] = b->need_sem[1] = 0;
-    b->need_count[0] = b->need_count[1] = 0;
+    for (int k = 0; k < 2; ++k) {
+      b->need_sem[k] = o.needs[k].count != 0 ? o.needs[k].sem : 0;
+      b->need_count[k] = o.needs[k].count;
+    }
     std::uint8_t flags = 0;
     const RetryPolicy defaults{};
     if (o.retry.backoff_x100 != defaults.backoff_x100 || o.retry.max_delay != defaults.max_delay ||
@@ -563,9 +613,26 @@ struct Client::Impl {
       const std::uint16_t rid = core->ring_id(q, level);
       std::uint64_t w = 0;
       std::uint32_t v = 0;
-      auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept { return claim(rid, pos, val, TaskState::running, w); };
+      auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept {
+        return claim(rid, pos, val, TaskState::running, w);
+      };
       if (!core->ring(rid).try_pop(c, v)) return false;
       SHMSCHED_FAULT_POINT(take_after_claim);
+      fill_taken(v, w, out);
+      auto* b = core->hot(v);
+      if (b->expires_ns != 0 && monotonic_ns() > b->expires_ns) {
+        // Expired while queued: dead-lettered on purpose, never run.
+        bump(counters(out.queue, out.level).dead);
+        dead_letter_record(v, w, "expired before it started");
+        continue;
+      }
+      return true;
+    }
+  }
+
+  // Fills `out` for record v, which we own with state word w, and counts the attempt.
+  void fill_taken(std::uint32_t v, std::uint64_t w, Taken& out) noexcept {
+    {
       auto* b = core->hot(v);
       ++b->attempts;
       out.index = v;
@@ -577,21 +644,16 @@ struct Client::Impl {
       out.max_attempts = b->max_attempts;
       out.type = b->type_hash;
       out.type_name = type_name(b->type_hash);
-      out.payload = std::span<const std::byte>(core->payload(v), std::min<std::uint32_t>(b->payload_len, core->layout.payload_bytes));
+      out.payload = std::span<const std::byte>(core->payload(v),
+                                               std::min<std::uint32_t>(b->payload_len, core->layout.payload_bytes));
       out.enqueued_ns = load_enqueued(b);
-      if (b->expires_ns != 0 && monotonic_ns() > b->expires_ns) {
-        // Expired while queued: dead-lettered on purpose, never run.
-        bump(counters(out.queue, out.level).dead);
-        dead_letter_record(v, w, "expired before it started");
-        continue;
-      }
-      return true;
+      out.helped = false;
+      for (int k = 0; k < 2; ++k) out.needs[k] = Need{b->need_sem[k], b->need_count[k]};
     }
   }
 
   bool owns(const Taken& t) const noexcept {
-    return attached && t.index < core->capacity &&
-           core->ctrl[t.index].state.load(std::memory_order_relaxed) == t.word;
+    return attached && t.index < core->capacity && core->ctrl[t.index].state.load(std::memory_order_relaxed) == t.word;
   }
 
   std::size_t promote_due(std::int64_t now) noexcept {

@@ -5,6 +5,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdio>
 #include <exception>
 #include <thread>
@@ -15,7 +17,9 @@
 namespace shmsched {
 
 namespace {
-inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
+inline void cpu_relax() noexcept {
+  __builtin_ia32_pause();
+}
 }  // namespace
 
 struct Consumer::Impl {
@@ -25,6 +29,8 @@ struct Consumer::Impl {
   std::vector<QueueId> home, help;
   std::unordered_map<std::uint64_t, Handler> handlers;
   std::unordered_map<std::uint64_t, std::string> handler_names;
+  std::unordered_map<std::uint64_t, std::array<Need, 2>> type_needs;
+  std::atomic<std::uint64_t> parked{0}, handed{0};
   std::vector<std::thread> threads;
   std::stop_source stop;
   std::atomic<unsigned> live_workers{0};
@@ -49,7 +55,25 @@ struct Consumer::Impl {
     return false;
   }
 
+  // Runs `t` and any parked tasks handed over to this worker by the permits it frees.
   void run(Taken& t, unsigned w) {
+    Taken next;
+    for (int hops = 0; hops < 64; ++hops) {
+      if (!run_one(t, w, next)) return;
+      t = next;
+      handed.fetch_add(1, std::memory_order_relaxed);
+    }
+    client->requeue(t);  // bound the chain: let another take it
+  }
+
+  std::array<Need, 2> needs_of(const Taken& t) const {
+    if (t.needs[0].count != 0 || t.needs[1].count != 0) return {t.needs[0], t.needs[1]};
+    auto it = type_needs.find(t.type);
+    return it == type_needs.end() ? std::array<Need, 2>{} : it->second;
+  }
+
+  // Returns true with `next` set when a parked task was handed over.
+  bool run_one(Taken& t, unsigned w, Taken& next) {
     auto* me = &seg->core().participants[detail::token_index(client->token()) - 1];
     if (t.helped) helped.fetch_add(1, std::memory_order_relaxed);
     auto it = handlers.find(t.type);
@@ -60,7 +84,14 @@ struct Consumer::Impl {
       client->dead_letter(t, why);
       no_handler.fetch_add(1, std::memory_order_relaxed);
       dead.fetch_add(1, std::memory_order_relaxed);
-      return;
+      return false;
+    }
+    const std::array<Need, 2> need = needs_of(t);
+    const bool has_needs = need[0].count != 0 || need[1].count != 0;
+    if (has_needs) {
+      const Client::Grant g = client->acquire_for(t, need);
+      if (g == Client::Grant::parked) parked.fetch_add(1, std::memory_order_relaxed);
+      if (g != Client::Grant::granted) return false;  // parked (or gone): take other work
     }
     me->current_task.store(t.id, std::memory_order_relaxed);
     TaskContext ctx{t, stop.get_token(), w, queue_name(t.queue)};
@@ -73,6 +104,10 @@ struct Consumer::Impl {
       o = Outcome::fail("handler threw a non-standard exception");
     }
     const bool last_attempt = t.attempt >= t.max_attempts;
+    // Permits go back before the record moves on, whatever the outcome; a parked task
+    // they free may be handed to us to run next.
+    bool handed_over = false;
+    if (has_needs) handed_over = client->release_for(t, need, &next);
     switch (o.kind()) {
       case Outcome::Kind::done:
         client->complete(t);
@@ -89,6 +124,11 @@ struct Consumer::Impl {
     }
     me->current_task.store(0, std::memory_order_relaxed);
     client->count_processed();
+    if (handed_over && handlers.find(next.type) == handlers.end()) {
+      client->requeue(next);  // not ours to run: back to its queue
+      return false;
+    }
+    return handed_over;
   }
 
   void worker(unsigned w) {
@@ -126,7 +166,17 @@ struct Consumer::Impl {
         idle = 0;
         continue;
       }
-      if (!stop.stop_requested()) client->sleep(seen, opts.tick);
+      if (!stop.stop_requested()) {
+        // Idle workers make delayed tasks due themselves (cheap when none is), and sleep
+        // no longer than until the next one is due: retries and ETAs do not wait for a
+        // janitor that may be busy.
+        const std::int64_t now = monotonic_ns();
+        client->promote_due(now);
+        std::int64_t sleep_ns = tick_ns;
+        if (const std::int64_t due = client->next_due_ns(); due != 0)
+          sleep_ns = std::clamp<std::int64_t>(due - now, 0, tick_ns);
+        if (sleep_ns > 0) client->sleep(seen, std::chrono::nanoseconds(sleep_ns));
+      }
       client->wake_up(home_span, help_span);
       idle = opts.spin / 2;  // a short spin after waking: work often comes in bursts
     }
@@ -144,8 +194,7 @@ Consumer::~Consumer() {
 }
 
 Result<std::unique_ptr<Consumer>> Consumer::create(Segment& segment, ConsumerOptions options) {
-  if (options.workers == 0 || options.workers > 1024)
-    return Error(Errc::invalid_argument, "workers must be 1..1024");
+  if (options.workers == 0 || options.workers > 1024) return Error(Errc::invalid_argument, "workers must be 1..1024");
   if (options.reserve > options.workers) return Error(Errc::invalid_argument, "reserve must not exceed workers");
   if (options.home.empty() && options.help.empty())
     return Error(Errc::invalid_argument, "a consumer needs at least one home or help queue");
@@ -174,6 +223,24 @@ void Consumer::on(std::string_view type, Handler handler) {
   impl_->handler_names[type_hash(type)] = std::string(type);
 }
 
+Result<void> Consumer::needs(std::string_view type, const std::vector<std::pair<std::string, std::uint16_t>>& list) {
+  if (list.size() > 2) return Result<void>(Errc::invalid_argument, "a task type may need at most two semaphores");
+  std::array<Need, 2> need{};
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    auto id = impl_->seg->find_semaphore(list[i].first);
+    if (!id) return Result<void>(id.error());
+    const auto infos = impl_->seg->semaphores();
+    for (const auto& info : infos)
+      if (info.id == *id && list[i].second > info.capacity)
+        return Result<void>(Errc::need_exceeds_capacity, "type '" + std::string(type) + "' needs " +
+                                                             std::to_string(list[i].second) + " of '" + list[i].first +
+                                                             "', capacity " + std::to_string(info.capacity));
+    need[i] = Need{*id, list[i].second};
+  }
+  impl_->type_needs[type_hash(type)] = need;
+  return {};
+}
+
 void Consumer::start() {
   if (impl_->started) return;
   impl_->started = true;
@@ -191,7 +258,9 @@ void Consumer::request_stop() noexcept {
   impl_->client->ring_own_doorbell();  // sleepers look at the stop flag now
 }
 
-bool Consumer::stopping() const noexcept { return impl_->stop.stop_requested(); }
+bool Consumer::stopping() const noexcept {
+  return impl_->stop.stop_requested();
+}
 
 bool Consumer::join() {
   if (!impl_->started || impl_->joined) return true;
@@ -240,10 +309,12 @@ int Consumer::run_until_signal() {
 
 ConsumerStats Consumer::stats() const noexcept {
   const auto& i = *impl_;
-  return ConsumerStats{i.done.load(), i.retried.load(), i.failed.load(), i.dead.load(), i.helped.load(),
-                       i.no_handler.load()};
+  return ConsumerStats{i.done.load(),   i.retried.load(),    i.failed.load(), i.dead.load(),
+                       i.helped.load(), i.no_handler.load(), i.parked.load(), i.handed.load()};
 }
 
-Client& Consumer::client() noexcept { return *impl_->client; }
+Client& Consumer::client() noexcept {
+  return *impl_->client;
+}
 
 }  // namespace shmsched

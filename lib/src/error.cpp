@@ -4,30 +4,62 @@ namespace shmsched {
 
 std::string_view to_string(Errc code) noexcept {
   switch (code) {
-    case Errc::ok: return "ok";
-    case Errc::invalid_name: return "invalid name";
-    case Errc::invalid_layout: return "invalid layout";
-    case Errc::invalid_argument: return "invalid argument";
-    case Errc::exists: return "segment already exists";
-    case Errc::not_found: return "no such segment";
-    case Errc::foreign_segment: return "not a shmsched segment";
-    case Errc::version_mismatch: return "segment ABI version mismatch";
-    case Errc::layout_mismatch: return "segment layout mismatch";
-    case Errc::truncated: return "segment is truncated";
-    case Errc::corrupt: return "segment header is corrupt";
-    case Errc::init_timeout: return "segment initialisation did not finish in time";
-    case Errc::creator_died: return "segment creator died during initialisation";
-    case Errc::permission_denied: return "permission denied";
-    case Errc::system_error: return "system error";
-    case Errc::payload_too_large: return "payload too large";
-    case Errc::unknown_queue: return "unknown queue";
-    case Errc::queue_table_full: return "queue table full";
-    case Errc::participant_table_full: return "participant table full";
-    case Errc::table_full: return "task table full";
-    case Errc::ring_full: return "priority ring full";
-    case Errc::timeout: return "timed out";
-    case Errc::fenced: return "participant was reaped (fenced)";
-    case Errc::not_attached: return "not attached";
+    case Errc::ok:
+      return "ok";
+    case Errc::invalid_name:
+      return "invalid name";
+    case Errc::invalid_layout:
+      return "invalid layout";
+    case Errc::invalid_argument:
+      return "invalid argument";
+    case Errc::exists:
+      return "segment already exists";
+    case Errc::not_found:
+      return "no such segment";
+    case Errc::foreign_segment:
+      return "not a shmsched segment";
+    case Errc::version_mismatch:
+      return "segment ABI version mismatch";
+    case Errc::layout_mismatch:
+      return "segment layout mismatch";
+    case Errc::truncated:
+      return "segment is truncated";
+    case Errc::corrupt:
+      return "segment header is corrupt";
+    case Errc::init_timeout:
+      return "segment initialisation did not finish in time";
+    case Errc::creator_died:
+      return "segment creator died during initialisation";
+    case Errc::permission_denied:
+      return "permission denied";
+    case Errc::system_error:
+      return "system error";
+    case Errc::payload_too_large:
+      return "payload too large";
+    case Errc::unknown_queue:
+      return "unknown queue";
+    case Errc::queue_table_full:
+      return "queue table full";
+    case Errc::participant_table_full:
+      return "participant table full";
+    case Errc::table_full:
+      return "task table full";
+    case Errc::ring_full:
+      return "priority ring full";
+    case Errc::timeout:
+      return "timed out";
+    case Errc::fenced:
+      return "participant was reaped (fenced)";
+    case Errc::not_attached:
+      return "not attached";
+    case Errc::unknown_semaphore:
+      return "unknown semaphore";
+    case Errc::semaphore_table_full:
+      return "semaphore table full";
+    case Errc::need_exceeds_capacity:
+      return "task needs more permits than the semaphore's capacity";
+    case Errc::unavailable:
+      return "no permit available";
   }
   return "unknown error";
 }

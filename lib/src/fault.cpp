@@ -66,9 +66,13 @@ void arm(Point p, std::uint64_t nth, Action action) noexcept {
   g_armed.store(static_cast<int>(p), std::memory_order_relaxed);
 }
 
-void disarm() noexcept { g_armed.store(-1, std::memory_order_relaxed); }
+void disarm() noexcept {
+  g_armed.store(-1, std::memory_order_relaxed);
+}
 
-std::uint64_t passes(Point p) noexcept { return g_passes[static_cast<std::size_t>(p)].load(std::memory_order_relaxed); }
+std::uint64_t passes(Point p) noexcept {
+  return g_passes[static_cast<std::size_t>(p)].load(std::memory_order_relaxed);
+}
 
 bool enabled() noexcept {
 #ifdef SHMSCHED_FAULT_POINTS

@@ -36,6 +36,8 @@ void futex_wake(AtomicU32& word, int n) noexcept {
   sys_futex(static_cast<void*>(&word), FUTEX_WAKE, static_cast<std::uint32_t>(n), nullptr);
 }
 
-std::uint64_t futex_wake_calls() noexcept { return g_wake_calls.load(std::memory_order_relaxed); }
+std::uint64_t futex_wake_calls() noexcept {
+  return g_wake_calls.load(std::memory_order_relaxed);
+}
 
 }  // namespace shmsched::detail

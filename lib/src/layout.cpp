@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <bit>
 #include <string>
 
@@ -7,7 +8,9 @@
 namespace shmsched {
 
 namespace {
-Result<void> bad(std::string what) { return Result<void>(Errc::invalid_layout, std::move(what)); }
+Result<void> bad(std::string what) {
+  return Result<void>(Errc::invalid_layout, std::move(what));
+}
 }  // namespace
 
 Result<void> Layout::validate() const {
@@ -35,8 +38,8 @@ Result<void> Layout::validate() const {
 
 std::uint64_t Layout::hash() const noexcept {
   std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (std::uint32_t v : {levels, task_capacity, payload_bytes, effective_ring_capacity(), max_queues,
-                          max_participants, max_semaphores}) {
+  for (std::uint32_t v : {levels, task_capacity, payload_bytes, effective_ring_capacity(), max_queues, max_participants,
+                          max_semaphores}) {
     for (int i = 0; i < 4; ++i) {
       h ^= (v >> (8 * i)) & 0xFF;
       h *= 0x100000001b3ULL;
@@ -70,6 +73,12 @@ SegmentMap SegmentMap::compute(const Layout& l) noexcept {
   m.rings = take(rings * l.effective_ring_capacity() * sizeof(AtomicU64), 4096);
   m.participants = take(std::uint64_t{l.max_participants} * sizeof(ParticipantSlot));
   m.semaphores = take(std::uint64_t{l.max_semaphores} * sizeof(SemaphoreEntry));
+  // Tasks parked on a semaphore wait in per-level rings of their own; a full park ring
+  // sends the task back as delayed (it is retried), so they need not be table-sized.
+  m.park_capacity = std::min<std::uint32_t>(l.task_capacity, 8192);
+  const std::uint64_t parks = std::uint64_t{l.max_semaphores} * l.levels;
+  m.park_hdrs = take(parks * sizeof(RingHeader));
+  m.park_rings = take(parks * m.park_capacity * sizeof(AtomicU64), 4096);
   m.delayed_bits = take((cap + 63) / 64 * sizeof(AtomicU64));
   m.sleepers = take(std::uint64_t{l.max_queues} * sizeof(SleepMasks));
   m.counters = take(std::uint64_t{l.max_participants} * l.max_queues * l.levels * sizeof(LevelCounters), 4096);

@@ -5,9 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
-#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -38,6 +38,8 @@ void detail::Core::bind(std::byte* b, const Layout& l) noexcept {
   ring_slots = reinterpret_cast<AtomicU64*>(b + map.rings);
   participants = reinterpret_cast<ParticipantSlot*>(b + map.participants);
   semaphores = reinterpret_cast<SemaphoreEntry*>(b + map.semaphores);
+  park_hdrs = reinterpret_cast<RingHeader*>(b + map.park_hdrs);
+  park_slots = reinterpret_cast<AtomicU64*>(b + map.park_rings);
   delayed_bits = reinterpret_cast<AtomicU64*>(b + map.delayed_bits);
   sleepers = reinterpret_cast<SleepMasks*>(b + map.sleepers);
   counters = reinterpret_cast<LevelCounters*>(b + map.counters);
@@ -59,8 +61,8 @@ Result<void> validate_short_name(std::string_view name, std::size_t max, std::st
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
                     c == '-' || c == '.' || c == ':';
     if (!ok)
-      return Result<void>(Errc::invalid_name, std::string(what) + " name '" + std::string(name) +
-                                                  "' may hold only [A-Za-z0-9_.:-]");
+      return Result<void>(Errc::invalid_name,
+                          std::string(what) + " name '" + std::string(name) + "' may hold only [A-Za-z0-9_.:-]");
   }
   return {};
 }
@@ -82,7 +84,9 @@ Result<void> Segment::validate_name(std::string_view name) {
   return {};
 }
 
-std::string Segment::object_name(std::string_view name) { return "shmsched." + std::string(name); }
+std::string Segment::object_name(std::string_view name) {
+  return "shmsched." + std::string(name);
+}
 
 // ---------------------------------------------------------------------------------
 // Header checks (shared by open() and check_image(); they trust nothing)
@@ -144,7 +148,7 @@ void init_header(detail::Core& core, std::string_view name) {
   SHMSCHED_FAULT_POINT(segment_init_after_create);
   const Layout& l = core.layout;
   h->abi_version = detail::kAbiVersion;
-  h->layout = detail::LayoutPod{l.levels, l.task_capacity, l.payload_bytes, l.effective_ring_capacity(),
+  h->layout = detail::LayoutPod{l.levels,     l.task_capacity,    l.payload_bytes,  l.effective_ring_capacity(),
                                 l.max_queues, l.max_participants, l.max_semaphores, 0};
   h->layout_hash = l.hash();
   h->total_size = core.map.total;
@@ -176,7 +180,8 @@ Result<Layout> Segment::check_image(const void* data, std::size_t size) noexcept
   std::uint32_t state;
   std::memcpy(&state, static_cast<const std::byte*>(data) + offsetof(detail::SegmentHeader, init_state), 4);
   if (state != static_cast<std::uint32_t>(detail::InitState::ready))
-    return Result<Layout>(Errc::creator_died, "segment was never marked ready (its creator died or is still initialising)");
+    return Result<Layout>(Errc::creator_died,
+                          "segment was never marked ready (its creator died or is still initialising)");
   try {
     return layout_from_header(h, size);
   } catch (...) {
@@ -205,12 +210,24 @@ Segment::Segment(Segment&&) noexcept = default;
 Segment& Segment::operator=(Segment&&) noexcept = default;
 Segment::~Segment() = default;
 
-const Layout& Segment::layout() const noexcept { return impl_->core.layout; }
-const std::string& Segment::name() const noexcept { return impl_->name; }
-bool Segment::is_private() const noexcept { return impl_->priv; }
-std::size_t Segment::size_bytes() const noexcept { return impl_->size; }
-detail::Core& Segment::core() noexcept { return impl_->core; }
-const detail::Core& Segment::core() const noexcept { return impl_->core; }
+const Layout& Segment::layout() const noexcept {
+  return impl_->core.layout;
+}
+const std::string& Segment::name() const noexcept {
+  return impl_->name;
+}
+bool Segment::is_private() const noexcept {
+  return impl_->priv;
+}
+std::size_t Segment::size_bytes() const noexcept {
+  return impl_->size;
+}
+detail::Core& Segment::core() noexcept {
+  return impl_->core;
+}
+const detail::Core& Segment::core() const noexcept {
+  return impl_->core;
+}
 ProcessIdentity Segment::creator() const noexcept {
   return ProcessIdentity{impl_->core.header->creator_pid, impl_->core.header->creator_start_time};
 }
@@ -218,10 +235,14 @@ ProcessIdentity Segment::creator() const noexcept {
 namespace {
 Error from_interprocess(const bip::interprocess_exception& e, const std::string& name) {
   switch (e.get_error_code()) {
-    case bip::already_exists_error: return Error(Errc::exists, "segment '" + name + "' already exists");
-    case bip::not_found_error: return Error(Errc::not_found, "no segment named '" + name + "'");
-    case bip::security_error: return Error(Errc::permission_denied, "segment '" + name + "': " + e.what());
-    default: return Error(Errc::system_error, "segment '" + name + "': " + e.what());
+    case bip::already_exists_error:
+      return Error(Errc::exists, "segment '" + name + "' already exists");
+    case bip::not_found_error:
+      return Error(Errc::not_found, "no segment named '" + name + "'");
+    case bip::security_error:
+      return Error(Errc::permission_denied, "segment '" + name + "': " + e.what());
+    default:
+      return Error(Errc::system_error, "segment '" + name + "': " + e.what());
   }
 }
 
@@ -320,7 +341,8 @@ Result<Segment> Segment::open(std::string_view name, const OpenOptions& options)
           const ProcessIdentity creator{h.creator_pid, h.creator_start_time};
           if (creator.pid != 0 && creator.start_time != 0 && !creator.alive())
             return Error(Errc::creator_died, "creator pid " + std::to_string(h.creator_pid) + " of segment '" +
-                                                 impl->name + "' died during initialisation; destroy it and create again");
+                                                 impl->name +
+                                                 "' died during initialisation; destroy it and create again");
           waiting = true;  // sized, header not yet written
           why = "segment '" + impl->name + "' was sized but its header never written";
         } else if (h.magic != detail::kMagic) {
@@ -329,7 +351,8 @@ Result<Segment> Segment::open(std::string_view name, const OpenOptions& options)
           const ProcessIdentity creator{h.creator_pid, h.creator_start_time};
           if (!creator.alive())
             return Error(Errc::creator_died, "creator pid " + std::to_string(h.creator_pid) + " of segment '" +
-                                                 impl->name + "' died during initialisation; destroy it and create again");
+                                                 impl->name +
+                                                 "' died during initialisation; destroy it and create again");
           waiting = true;
           why = "creator pid " + std::to_string(h.creator_pid) + " is still initialising segment '" + impl->name + "'";
         } else {
@@ -414,8 +437,8 @@ Result<QueueId> Segment::create_queue(std::string_view name) noexcept {
       }
       if (read_name(e.name) == name) return static_cast<QueueId>(i);
     }
-    return Error(Errc::queue_table_full, "no room for queue '" + std::string(name) + "' (max_queues " +
-                                             std::to_string(n) + ")");
+    return Error(Errc::queue_table_full,
+                 "no room for queue '" + std::string(name) + "' (max_queues " + std::to_string(n) + ")");
   } catch (...) {
     return Error(Errc::system_error, "out of memory");
   }
@@ -448,8 +471,8 @@ std::vector<QueueInfo> Segment::queues() const {
     const auto& e = core.queues[i];
     const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (Q1)
     if ((w & 3) != detail::QueueEntry::kReady) continue;
-    out.push_back(QueueInfo{static_cast<QueueId>(i), read_name(e.name),
-                            (e.flags.load(std::memory_order_relaxed) & 1) != 0});
+    out.push_back(
+        QueueInfo{static_cast<QueueId>(i), read_name(e.name), (e.flags.load(std::memory_order_relaxed) & 1) != 0});
   }
   return out;
 }

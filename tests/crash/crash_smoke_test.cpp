@@ -60,7 +60,8 @@ struct World {
   explicit World(const Layout& l)
       : seg(Segment::create_private(l, CreateOptions{0600, {"work"}}).value()),
         q(seg.find_queue("work").value()),
-        log(static_cast<Log*>(::mmap(nullptr, sizeof(Log), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0))) {
+        log(static_cast<Log*>(
+            ::mmap(nullptr, sizeof(Log), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0))) {
     new (log) Log();
   }
   ~World() { ::munmap(log, sizeof(Log)); }
@@ -166,7 +167,9 @@ struct PointCase {
   Point point;
   std::uint64_t nth;
 };
-void PrintTo(const PointCase& c, std::ostream* os) { *os << fault::name(c.point) << " #" << c.nth; }
+void PrintTo(const PointCase& c, std::ostream* os) {
+  *os << fault::name(c.point) << " #" << c.nth;
+}
 std::string case_name(const ::testing::TestParamInfo<PointCase>& info) {
   return std::string(fault::name(info.param.point)) + "_" + std::to_string(info.param.nth);
 }

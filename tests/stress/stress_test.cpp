@@ -55,9 +55,7 @@ struct Plan {
   std::uint32_t levels = 1;
 
   std::uint64_t ids() const noexcept { return std::uint64_t{producers} * per_producer; }
-  std::uint64_t id(std::uint32_t p, std::uint32_t seq) const noexcept {
-    return std::uint64_t{p} * per_producer + seq;
-  }
+  std::uint64_t id(std::uint32_t p, std::uint32_t seq) const noexcept { return std::uint64_t{p} * per_producer + seq; }
   std::uint8_t level(std::uint32_t p, std::uint32_t seq) const noexcept {
     return static_cast<std::uint8_t>(splitmix64(seed ^ (id(p, seq) * 0x9E37)) % levels);
   }
@@ -95,8 +93,8 @@ struct Tally {
     const auto s = detail::state_of(core.ctrl[i].state.load(std::memory_order_acquire));
     ++by_state[static_cast<std::size_t>(s) & 7];
   }
-  const std::uint64_t idle = by_state[static_cast<std::size_t>(TaskState::virgin)] +
-                             by_state[static_cast<std::size_t>(TaskState::free)];
+  const std::uint64_t idle =
+      by_state[static_cast<std::size_t>(TaskState::virgin)] + by_state[static_cast<std::size_t>(TaskState::free)];
   if (idle == core.capacity) return ::testing::AssertionSuccess();
   auto f = ::testing::AssertionFailure() << "records not free:";
   for (std::size_t s = 2; s < by_state.size(); ++s)
@@ -150,8 +148,8 @@ Errc produce(Client& cli, QueueId q, const Plan& plan, std::uint32_t p) {
     std::uint32_t done = 0;
     for (unsigned spins = 0; done < n; ++spins) {
       Errc e = Errc::ok;
-      done += static_cast<std::uint32_t>(cli.enqueue_batch(std::span(specs).subspan(done, n - done),
-                                                           std::span(ids).subspan(done, n - done), &e));
+      done += static_cast<std::uint32_t>(
+          cli.enqueue_batch(std::span(specs).subspan(done, n - done), std::span(ids).subspan(done, n - done), &e));
       if (done == n) break;
       if (e != Errc::table_full && e != Errc::ring_full) return e;
       if (std::chrono::steady_clock::now() > deadline) return Errc::timeout;
@@ -254,8 +252,8 @@ void check_outcome(const Plan& plan, const std::atomic<std::uint32_t>* seen, con
     total.sum += t.sum;
     total.xr ^= t.xr;
     EXPECT_EQ(t.fifo_violations, 0u) << "consumer " << c << " took seq " << t.first_bad_seq << " after "
-                                     << t.first_bad_prev << " from producer " << t.first_bad_producer
-                                     << " at level " << t.first_bad_level;
+                                     << t.first_bad_prev << " from producer " << t.first_bad_producer << " at level "
+                                     << t.first_bad_level;
     EXPECT_EQ(t.bad_payloads, 0u) << "consumer " << c;
     EXPECT_EQ(t.complete_errors, 0u) << "consumer " << c;
     EXPECT_EQ(t.error, 0) << "consumer " << c << ": " << to_string(static_cast<Errc>(t.error));
@@ -332,7 +330,8 @@ void run_threads(Clients mode) {
   std::vector<std::thread> threads;
   for (std::uint32_t c = 0; c < kConsumers; ++c)
     threads.emplace_back([&, c] {
-      with_client(Role::consumer, [&](Client& cli) { consume(cli, q, plan, c, seen.get(), producers_done, tallies[c]); });
+      with_client(Role::consumer,
+                  [&](Client& cli) { consume(cli, q, plan, c, seen.get(), producers_done, tallies[c]); });
     });
   for (std::uint32_t p = 0; p < plan.producers; ++p)
     threads.emplace_back([&, p] {
@@ -351,9 +350,13 @@ void run_threads(Clients mode) {
   EXPECT_TRUE(every_record_free(*seg));
 }
 
-TEST(StressThreads, OneSharedClientEveryIdOnceInOrder) { run_threads(Clients::one_shared); }
+TEST(StressThreads, OneSharedClientEveryIdOnceInOrder) {
+  run_threads(Clients::one_shared);
+}
 
-TEST(StressThreads, ClientPerThreadEveryIdOnceInOrder) { run_threads(Clients::one_per_thread); }
+TEST(StressThreads, ClientPerThreadEveryIdOnceInOrder) {
+  run_threads(Clients::one_per_thread);
+}
 
 // ---------------------------------------------------------------------------------
 // Processes
@@ -417,8 +420,8 @@ TEST(StressProcesses, ForkedProducersAndConsumersEveryIdOnceInOrder) {
   for (std::size_t i = 0; i < pids.size(); ++i) {
     const bool consumer = i < kConsumers;
     const Tally& t = consumer ? consumer_tally[i] : producer_tally[i - kConsumers];
-    EXPECT_TRUE(status[i].ok()) << (consumer ? "consumer " : "producer ") << (consumer ? i : i - kConsumers)
-                                << ": " << describe(status[i]) << " "
+    EXPECT_TRUE(status[i].ok()) << (consumer ? "consumer " : "producer ") << (consumer ? i : i - kConsumers) << ": "
+                                << describe(status[i]) << " "
                                 << (t.error != 0 ? to_string(static_cast<Errc>(t.error)) : "");
   }
   std::vector<Tally> tallies(consumer_tally.data(), consumer_tally.data() + kConsumers);
@@ -445,8 +448,8 @@ void drain_and_check(Client& cli, QueueId q, const Plan& plan) {
   Taken t;
   while (cli.try_take(q, t)) {
     Msg m{};
-    if (!payload_to(t.payload, m) || m.producer >= plan.producers || m.seq >= plan.per_producer ||
-        m.level != t.level || m.check != plan.check(m.producer, m.seq)) {
+    if (!payload_to(t.payload, m) || m.producer >= plan.producers || m.seq >= plan.per_producer || m.level != t.level ||
+        m.check != plan.check(m.producer, m.seq)) {
       ++bad;
     } else {
       ++seen[plan.id(m.producer, m.seq)];
@@ -521,7 +524,8 @@ TEST(StressPriority, FilledLevelsDrainMostUrgentFirstProcesses) {
   }
   gate.open();
   const auto status = wait_children(pids, 60s);
-  for (std::size_t i = 0; i < pids.size(); ++i) ASSERT_TRUE(status[i].ok()) << "producer " << i << ": " << describe(status[i]);
+  for (std::size_t i = 0; i < pids.size(); ++i)
+    ASSERT_TRUE(status[i].ok()) << "producer " << i << ": " << describe(status[i]);
 
   auto cli = Client::attach(*seg, Role::consumer);
   ASSERT_TRUE(cli.ok()) << why(cli);

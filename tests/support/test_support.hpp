@@ -46,7 +46,9 @@
 
 namespace shmsched {
 /// Lets GoogleTest print an Errc by name in failure messages.
-inline void PrintTo(Errc code, std::ostream* os) { *os << to_string(code); }
+inline void PrintTo(Errc code, std::ostream* os) {
+  *os << to_string(code);
+}
 }  // namespace shmsched
 
 namespace shmsched::test {
@@ -66,14 +68,16 @@ std::string why(const R& result) {
 inline std::string unique_name(std::string_view tag = "t") {
   static std::atomic<unsigned> counter{0};
   char buf[Segment::kMaxNameLength + 1];
-  std::snprintf(buf, sizeof buf, "%.*s-%d-%u-%llx", static_cast<int>(std::min<std::size_t>(tag.size(), 16)),
-                tag.data(), static_cast<int>(::getpid()), counter.fetch_add(1, std::memory_order_relaxed),
+  std::snprintf(buf, sizeof buf, "%.*s-%d-%u-%llx", static_cast<int>(std::min<std::size_t>(tag.size(), 16)), tag.data(),
+                static_cast<int>(::getpid()), counter.fetch_add(1, std::memory_order_relaxed),
                 static_cast<unsigned long long>(monotonic_ns() & 0xFFFFFF));
   return buf;
 }
 
 /// Where the POSIX shm object of a segment name lives on Linux.
-inline std::string shm_path(std::string_view name) { return "/dev/shm/" + Segment::object_name(name); }
+inline std::string shm_path(std::string_view name) {
+  return "/dev/shm/" + Segment::object_name(name);
+}
 
 /// Removes the named segment when it goes out of scope, also when an ASSERT returns
 /// early, so a failing test leaves nothing in /dev/shm.
@@ -231,7 +235,8 @@ inline std::vector<ExitStatus> wait_children(const std::vector<pid_t>& pids,
   std::vector<ExitStatus> out;
   out.reserve(pids.size());
   for (pid_t pid : pids) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     out.push_back(wait_child(pid, std::max(left, std::chrono::milliseconds(1))));
   }
   return out;

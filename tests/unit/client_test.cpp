@@ -33,9 +33,7 @@ struct Fixture : ::testing::Test {
     o.priority = prio;
     return o;
   }
-  TaskState state_of_index(std::uint32_t i) {
-    return detail::state_of(seg.core().ctrl[i].state.load());
-  }
+  TaskState state_of_index(std::uint32_t i) { return detail::state_of(seg.core().ctrl[i].state.load()); }
 };
 
 }  // namespace
@@ -181,7 +179,7 @@ TEST_F(Fixture, BadInputIsRefusedAndChangesNothing) {
   QueueId unused = 0;
   while (unused == general || unused == selenium) ++unused;
   EXPECT_EQ(cli.enqueue_text("t", "x", opts(unused)), Errc::unknown_queue);  // slot not created
-  EXPECT_EQ(cli.enqueue_text("t", "x", opts(99)), Errc::unknown_queue);  // out of range
+  EXPECT_EQ(cli.enqueue_text("t", "x", opts(99)), Errc::unknown_queue);      // out of range
   EXPECT_EQ(cli.enqueue_text("", "x", opts(general)), Errc::invalid_name);
   EXPECT_EQ(cli.enqueue_text(std::string(48, 'a'), "x", opts(general)), Errc::invalid_name);
   EXPECT_EQ(cli.enqueue_text("t", "x", opts(general, 4)), Errc::invalid_argument);  // 4 levels

@@ -54,8 +54,8 @@ TEST(Layout, MapRegionsAreOrderedAlignedAndDisjoint) {
   l.task_capacity = 1024;
   l.payload_bytes = 64;
   const auto m = shmsched::detail::SegmentMap::compute(l);
-  const std::uint64_t offs[] = {m.header, m.task_ctrl, m.task_body, m.types, m.queues,
-                                m.ring_hdrs, m.rings, m.participants, m.semaphores, m.delayed_bits, m.total};
+  const std::uint64_t offs[] = {m.header, m.task_ctrl,    m.task_body,  m.types,        m.queues, m.ring_hdrs,
+                                m.rings,  m.participants, m.semaphores, m.delayed_bits, m.total};
   for (std::size_t i = 1; i < std::size(offs); ++i) EXPECT_LT(offs[i - 1], offs[i]) << i;
   for (auto o : offs) EXPECT_EQ(o % 64, 0u);
   EXPECT_EQ(m.total % 4096, 0u);

@@ -28,7 +28,7 @@ template <std::uint32_t N>
 struct Harness {
   static constexpr std::uint32_t kCap = N;
   RingHeader header;
-  std::unique_ptr<std::atomic<std::uint64_t>[]> slots{new std::atomic<std::uint64_t>[N]()};
+  std::unique_ptr<std::atomic<std::uint64_t>[]> slots { new std::atomic<std::uint64_t>[ N ]() };
   std::vector<Rec> recs = std::vector<Rec>(4 * N + 8);
   IndexRing<> ring{&header, slots.get(), N};
 
@@ -157,7 +157,9 @@ TYPED_TEST(RingTyped, StaleTailHintIsCaughtUp) {
 TYPED_TEST(RingTyped, AbortedPrepareLeavesRingUnchanged) {
   TypeParam h;
   auto stale = [](std::uint64_t, std::uint32_t) { return false; };
-  EXPECT_EQ(h.ring.try_push(3, [](std::uint64_t) { return false; }, stale), PushStatus::aborted);
+  EXPECT_EQ(h.ring.try_push(
+                3, [](std::uint64_t) { return false; }, stale),
+            PushStatus::aborted);
   std::uint32_t v;
   EXPECT_FALSE(h.pop(v));
   EXPECT_EQ(h.slots[0].load(), 0u);

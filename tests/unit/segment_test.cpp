@@ -61,8 +61,8 @@ Layout other_layout() {
   auto show = [](const Layout& l) {
     return "{levels " + std::to_string(l.levels) + ", tasks " + std::to_string(l.task_capacity) + ", payload " +
            std::to_string(l.payload_bytes) + ", ring " + std::to_string(l.ring_capacity) + ", queues " +
-           std::to_string(l.max_queues) + ", participants " + std::to_string(l.max_participants) +
-           ", semaphores " + std::to_string(l.max_semaphores) + "}";
+           std::to_string(l.max_queues) + ", participants " + std::to_string(l.max_participants) + ", semaphores " +
+           std::to_string(l.max_semaphores) + "}";
   };
   return ::testing::AssertionFailure() << show(a) << " != " << show(b);
 }

@@ -20,10 +20,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <string>
-#include <vector>
 #include <span>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "shmsched/error.hpp"
 #include "shmsched/participant.hpp"
@@ -51,11 +51,12 @@ struct LevelStats {
 
 /// What reap_dead() recovered.
 struct ReapReport {
-  std::uint32_t participants = 0;  ///< dead participants reaped
-  std::uint32_t requeued = 0;      ///< tasks they were running, put back in their ring
-  std::uint32_t republished = 0;   ///< accepted tasks they had not finished publishing
-  std::uint32_t freed = 0;         ///< records they had reserved but not enqueued
-  std::uint32_t dead_lettered = 0; ///< tasks that ran out of attempts by dying
+  std::uint32_t participants = 0;      ///< dead participants reaped
+  std::uint32_t requeued = 0;          ///< tasks they were running, put back in their ring
+  std::uint32_t republished = 0;       ///< accepted tasks they had not finished publishing
+  std::uint32_t freed = 0;             ///< records they had reserved but not enqueued
+  std::uint32_t dead_lettered = 0;     ///< tasks that ran out of attempts by dying
+  std::uint32_t permits_returned = 0;  ///< semaphore permits they held
 };
 
 class Client {
@@ -113,6 +114,29 @@ class Client {
   Errc retry_or_dead_letter(const Taken& task, std::string_view reason, std::chrono::milliseconds delay,
                             bool counts_as_failure) noexcept;
 
+  // ---- semaphores -------------------------------------------------------------------
+  /// Changes a semaphore's capacity (0..56); growing hands permits to parked tasks.
+  Errc set_capacity(SemId sem, std::uint32_t capacity) noexcept;
+  /// Takes n permits for the calling thread if they are free now (no system call).
+  Errc try_acquire(SemId sem, std::uint32_t n = 1) noexcept;
+  /// Takes n permits, sleeping on a futex while none is free, up to `timeout`.
+  Errc acquire(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept;
+  /// Returns n permits the calling thread holds (permits belong to the thread that took
+  /// them; the reaper returns them all if the process dies).
+  Errc release(SemId sem, std::uint32_t n = 1) noexcept;
+  /// What a worker gets when it tries to take a task's permits.
+  enum class Grant : std::uint8_t { granted, parked, error };
+  /// Acquires every need of `task` (all or none). When one is not free, the task is
+  /// parked on that semaphore (no longer ours) and Grant::parked is returned.
+  Grant acquire_for(const Taken& task, std::span<const Need> needs) noexcept;
+  /// Returns the permits `task` holds. When a task parked on one of those semaphores
+  /// can now have all its permits, it is handed over: taken by this process, permits
+  /// granted, returned in `*next` (run it, then release_for it). Else returns false.
+  bool release_for(const Taken& task, std::span<const Need> needs, Taken* next = nullptr) noexcept;
+  /// Checks "in use == permits held by live holders" for every semaphore; the error
+  /// names each mismatch.
+  Result<void> verify_permits() const;
+
   // ---- dead letters ----------------------------------------------------------------
   std::vector<DeadLetter> dead_letters(std::size_t max = SIZE_MAX) const;
   /// Puts a dead-lettered task back in its ring with a fresh attempt count.
@@ -143,8 +167,12 @@ class Client {
   LevelStats level_stats(QueueId queue, std::uint8_t level) const noexcept;
   /// Records that a handler finished (any outcome); shown per participant.
   void count_processed() noexcept;
-  /// Moves delayed tasks whose time has come into their rings; returns how many.
+  /// Moves delayed tasks whose time has come into their rings; returns how many. Any
+  /// process may call it at any time (idle consumers do); it is one load when nothing
+  /// is due.
   std::size_t promote_due(std::int64_t now_ns) noexcept;
+  /// When the earliest delayed task is due (CLOCK_MONOTONIC ns), or 0 if none.
+  std::int64_t next_due_ns() const noexcept;
 
   // ---- recovery ------------------------------------------------------------------
   /// Reaps every participant whose process is dead (by pid and start time): its

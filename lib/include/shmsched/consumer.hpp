@@ -76,7 +76,7 @@ struct ConsumerOptions {
   std::vector<std::string> home;  ///< drained first, in this order
   std::vector<std::string> help;  ///< only when every home queue is empty
   unsigned workers = 1;
-  unsigned reserve = 0;           ///< workers that never help (< workers when help is set)
+  unsigned reserve = 0;  ///< workers that never help (< workers when help is set)
   /// Empty looks before a worker sleeps.
   unsigned spin = 256;
   /// Longest sleep; also the housekeeping tick.
@@ -89,6 +89,8 @@ struct ConsumerOptions {
 /// Per-consumer counters (this process only).
 struct ConsumerStats {
   std::uint64_t done = 0, retried = 0, failed = 0, dead_lettered = 0, helped = 0, no_handler = 0;
+  std::uint64_t parked = 0;  ///< times a task was parked for want of a permit
+  std::uint64_t handed = 0;  ///< parked tasks this consumer ran on a permit it freed
 };
 
 class Consumer {
@@ -111,6 +113,11 @@ class Consumer {
       return f(value, ctx);
     });
   }
+
+  /// Declares the semaphores every task of `type` needs while it runs (used when the
+  /// task itself declares none). An unknown semaphore or a need above its capacity is
+  /// an error here, not a hang later.
+  Result<void> needs(std::string_view type, const std::vector<std::pair<std::string, std::uint16_t>>& needs);
 
   void start();
   /// Stop taking tasks; running handlers see their stop token.

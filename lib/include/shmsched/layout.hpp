@@ -37,9 +37,7 @@ struct Layout {
   static constexpr std::uint32_t kMaxSemaphores = 1024;
 
   /// The ring capacity actually used (resolves 0).
-  std::uint32_t effective_ring_capacity() const noexcept {
-    return ring_capacity == 0 ? task_capacity : ring_capacity;
-  }
+  std::uint32_t effective_ring_capacity() const noexcept { return ring_capacity == 0 ? task_capacity : ring_capacity; }
   Result<void> validate() const;
   /// FNV-1a over the fields in declaration order; equal layouts hash equal.
   std::uint64_t hash() const noexcept;

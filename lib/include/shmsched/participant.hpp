@@ -35,16 +35,26 @@ inline constexpr std::uint16_t kTokenEpochMask = 0x3F;
 constexpr std::uint16_t make_token(std::uint32_t index, std::uint32_t epoch) noexcept {
   return static_cast<std::uint16_t>(((epoch & kTokenEpochMask) << kTokenIndexBits) | (index & kTokenIndexMask));
 }
-constexpr std::uint32_t token_index(std::uint16_t token) noexcept { return token & kTokenIndexMask; }
-constexpr std::uint32_t token_epoch(std::uint16_t token) noexcept { return (token >> kTokenIndexBits) & kTokenEpochMask; }
+constexpr std::uint32_t token_index(std::uint16_t token) noexcept {
+  return token & kTokenIndexMask;
+}
+constexpr std::uint32_t token_epoch(std::uint16_t token) noexcept {
+  return (token >> kTokenIndexBits) & kTokenEpochMask;
+}
 
 // Participant slot word: [aux : 32][epoch : 6][state : 4]
 constexpr std::uint64_t pword(std::uint64_t state, std::uint32_t epoch, std::uint32_t aux) noexcept {
   return (std::uint64_t{aux} << 32) | (std::uint64_t{epoch & kTokenEpochMask} << 4) | state;
 }
-constexpr std::uint64_t pword_state(std::uint64_t w) noexcept { return w & 0xF; }
-constexpr std::uint32_t pword_epoch(std::uint64_t w) noexcept { return static_cast<std::uint32_t>((w >> 4) & kTokenEpochMask); }
-constexpr std::uint32_t pword_aux(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w >> 32); }
+constexpr std::uint64_t pword_state(std::uint64_t w) noexcept {
+  return w & 0xF;
+}
+constexpr std::uint32_t pword_epoch(std::uint64_t w) noexcept {
+  return static_cast<std::uint32_t>((w >> 4) & kTokenEpochMask);
+}
+constexpr std::uint32_t pword_aux(std::uint64_t w) noexcept {
+  return static_cast<std::uint32_t>(w >> 32);
+}
 }  // namespace detail
 
 }  // namespace shmsched

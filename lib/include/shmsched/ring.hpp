@@ -80,7 +80,9 @@ class IndexRing {
     return ((lap & kLapMask) << kLapShift) | kFullBit | v;
   }
   static constexpr bool is_full(std::uint64_t w) noexcept { return (w & kFullBit) != 0; }
-  static constexpr std::uint32_t value_of(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w & kValueMask); }
+  static constexpr std::uint32_t value_of(std::uint64_t w) noexcept {
+    return static_cast<std::uint32_t>(w & kValueMask);
+  }
   static constexpr std::uint64_t lap_of_word(std::uint64_t w) noexcept { return w >> kLapShift; }
   std::uint64_t lap_of_pos(std::uint64_t pos) const noexcept { return (pos >> shift_) & kLapMask; }
 

@@ -32,6 +32,7 @@
 #include "shmsched/layout.hpp"
 #include "shmsched/process.hpp"
 #include "shmsched/queue.hpp"
+#include "shmsched/semaphore.hpp"
 
 namespace shmsched {
 
@@ -90,6 +91,13 @@ class Segment {
   Result<QueueId> find_queue(std::string_view name) const noexcept;
   /// The ready queues, in id order.
   std::vector<QueueInfo> queues() const;
+
+  /// Creates the semaphore with `capacity` permits, or returns the existing one of that
+  /// name unchanged (race-safe). Capacity 0..56.
+  Result<SemId> create_semaphore(std::string_view name, std::uint32_t capacity) noexcept;
+  Result<SemId> find_semaphore(std::string_view name) const noexcept;
+  /// The ready semaphores, in id order.
+  std::vector<SemaphoreInfo> semaphores() const;
 
   detail::Core& core() noexcept;
   const detail::Core& core() const noexcept;

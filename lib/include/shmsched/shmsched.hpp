@@ -10,4 +10,5 @@
 #include "shmsched/queue.hpp"
 #include "shmsched/ring.hpp"
 #include "shmsched/segment.hpp"
+#include "shmsched/semaphore.hpp"
 #include "shmsched/task.hpp"

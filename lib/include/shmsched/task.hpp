@@ -18,6 +18,7 @@
 
 #include "shmsched/detail/state_word.hpp"
 #include "shmsched/queue.hpp"
+#include "shmsched/semaphore.hpp"
 
 namespace shmsched {
 
@@ -36,12 +37,14 @@ struct RetryPolicy {
 /// Everything about a task except its type and payload.
 struct TaskOptions {
   QueueId queue = 0;
-  std::uint8_t priority = 0;        ///< level, 0 = most urgent; < Layout::levels
-  std::uint16_t max_attempts = 3;   ///< >= 1
+  std::uint8_t priority = 0;       ///< level, 0 = most urgent; < Layout::levels
+  std::uint16_t max_attempts = 3;  ///< >= 1
   RetryPolicy retry{};
-  std::int64_t not_before_ns = 0;   ///< CLOCK_MONOTONIC; 0 = runnable now (see after())
-  std::int64_t expires_ns = 0;      ///< CLOCK_MONOTONIC; 0 = never
+  std::int64_t not_before_ns = 0;  ///< CLOCK_MONOTONIC; 0 = runnable now (see after())
+  std::int64_t expires_ns = 0;     ///< CLOCK_MONOTONIC; 0 = never
   std::uint64_t group_id = 0;
+  /// Semaphores the task needs while it runs (up to two; count 0 = unused).
+  Need needs[2] = {};
 
   /// Sets not_before to now + d.
   TaskOptions& after(std::chrono::nanoseconds d);
@@ -95,7 +98,8 @@ struct Taken {
   std::string_view type_name;
   std::span<const std::byte> payload;
   std::int64_t enqueued_ns = 0;
-  bool helped = false;        ///< taken by a helper (from a queue not its home)
+  bool helped = false;  ///< taken by a helper (from a queue not its home)
+  Need needs[2] = {};   ///< the task's own needs (count 0 = unused)
   explicit operator bool() const noexcept { return id != kNoTask; }
 };
 

@@ -26,6 +26,8 @@ struct Core {
   AtomicU64* ring_slots = nullptr;
   ParticipantSlot* participants = nullptr;
   SemaphoreEntry* semaphores = nullptr;
+  RingHeader* park_hdrs = nullptr;
+  AtomicU64* park_slots = nullptr;
   AtomicU64* delayed_bits = nullptr;
   SleepMasks* sleepers = nullptr;
   LevelCounters* counters = nullptr;
@@ -45,11 +47,19 @@ struct Core {
     return static_cast<std::uint16_t>(queue * levels + level);
   }
   std::uint32_t ring_count() const noexcept { return layout.max_queues * levels; }
-  /// The ring with this id (queue * levels + level); valid ids only.
+  /// Ring ids: queue rings are queue * levels + level; park rings follow them,
+  /// ring_count() + semaphore * levels + level. Valid ids only.
   IndexRing<> ring(std::uint16_t id) const noexcept {
-    return IndexRing<>(ring_hdrs + id, ring_slots + std::uint64_t{id} * ring_capacity, ring_capacity);
+    if (id < ring_count())
+      return IndexRing<>(ring_hdrs + id, ring_slots + std::uint64_t{id} * ring_capacity, ring_capacity);
+    const std::uint32_t p = id - ring_count();
+    return IndexRing<>(park_hdrs + p, park_slots + std::uint64_t{p} * map.park_capacity, map.park_capacity);
   }
-  bool valid_ring(std::uint16_t id) const noexcept { return id < ring_count(); }
+  bool valid_ring(std::uint16_t id) const noexcept { return id < ring_count() + layout.max_semaphores * levels; }
+  bool is_park_ring(std::uint16_t id) const noexcept { return id >= ring_count(); }
+  std::uint16_t park_ring_id(std::uint32_t sem, std::uint32_t level) const noexcept {
+    return static_cast<std::uint16_t>(ring_count() + sem * levels + level);
+  }
   /// Counters of participant slot `p` (0-based) for (queue, level).
   LevelCounters& counter(std::uint32_t p, std::uint32_t queue, std::uint32_t level) const noexcept {
     return counters[(std::uint64_t{p} * layout.max_queues + queue) * levels + level];

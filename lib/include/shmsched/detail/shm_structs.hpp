@@ -24,19 +24,22 @@ enum class InitState : std::uint32_t { initializing = 0x494E4954u /* "INIT" */, 
 /// Offsets (from the segment base) and sizes of every region, computed from a Layout.
 struct SegmentMap {
   std::uint64_t header = 0;
-  std::uint64_t task_ctrl = 0;     // TaskCtrl[task_capacity]
-  std::uint64_t task_body = 0;     // task_capacity records of body_stride bytes
-  std::uint64_t body_stride = 0;   // TaskHot + payload + TaskCold, in whole lines
-  std::uint64_t cold_offset = 0;   // of TaskCold within a record
-  std::uint64_t types = 0;         // TypeEntry[kMaxTypes]
-  std::uint64_t queues = 0;        // QueueEntry[max_queues]
-  std::uint64_t ring_hdrs = 0;     // RingHeader[max_queues * levels]
-  std::uint64_t rings = 0;         // AtomicU64[max_queues * levels * ring_capacity]
-  std::uint64_t participants = 0;  // ParticipantSlot[max_participants]
-  std::uint64_t semaphores = 0;    // SemaphoreEntry[max_semaphores]
-  std::uint64_t delayed_bits = 0;  // AtomicU64[task_capacity / 64]
-  std::uint64_t sleepers = 0;      // SleepMasks[max_queues]
-  std::uint64_t counters = 0;      // LevelCounters[max_participants][max_queues][levels]
+  std::uint64_t task_ctrl = 0;      // TaskCtrl[task_capacity]
+  std::uint64_t task_body = 0;      // task_capacity records of body_stride bytes
+  std::uint64_t body_stride = 0;    // TaskHot + payload + TaskCold, in whole lines
+  std::uint64_t cold_offset = 0;    // of TaskCold within a record
+  std::uint64_t types = 0;          // TypeEntry[kMaxTypes]
+  std::uint64_t queues = 0;         // QueueEntry[max_queues]
+  std::uint64_t ring_hdrs = 0;      // RingHeader[max_queues * levels]
+  std::uint64_t rings = 0;          // AtomicU64[max_queues * levels * ring_capacity]
+  std::uint64_t participants = 0;   // ParticipantSlot[max_participants]
+  std::uint64_t semaphores = 0;     // SemaphoreEntry[max_semaphores]
+  std::uint64_t park_hdrs = 0;      // RingHeader[max_semaphores * levels]
+  std::uint64_t park_rings = 0;     // AtomicU64[max_semaphores * levels * park_capacity]
+  std::uint32_t park_capacity = 0;  // slots per park ring
+  std::uint64_t delayed_bits = 0;   // AtomicU64[task_capacity / 64]
+  std::uint64_t sleepers = 0;       // SleepMasks[max_queues]
+  std::uint64_t counters = 0;       // LevelCounters[max_participants][max_queues][levels]
   std::uint64_t total = 0;
 
   static SegmentMap compute(const Layout& layout) noexcept;
@@ -44,8 +47,8 @@ struct SegmentMap {
 
 /// Layout fields as stored in the header (fixed width, no padding surprises).
 struct LayoutPod {
-  std::uint32_t levels, task_capacity, payload_bytes, ring_capacity, max_queues, max_participants,
-      max_semaphores, reserved;
+  std::uint32_t levels, task_capacity, payload_bytes, ring_capacity, max_queues, max_participants, max_semaphores,
+      reserved;
 };
 static_assert(sizeof(LayoutPod) == 32);
 
@@ -89,7 +92,7 @@ struct alignas(kCacheLine) TaskHot {
   std::uint32_t payload_len;
   std::uint16_t queue;
   std::uint8_t level;
-  std::uint8_t flags;          // TaskFlags: which TaskCold fields are meaningful
+  std::uint8_t flags;  // TaskFlags: which TaskCold fields are meaningful
   std::uint16_t attempts;
   std::uint16_t max_attempts;
   std::uint32_t retry_delay_ms;
@@ -138,15 +141,16 @@ static_assert(sizeof(QueueEntry) == kCacheLine);
 struct alignas(kCacheLine) ParticipantSlot {
   static constexpr std::uint64_t kFree = 0, kRegistering = 1, kActive = 2, kReaping = 3;
   AtomicU64 word;
-  AtomicU64 start_time;     // process start time, clock ticks since boot
+  AtomicU64 start_time;  // process start time, clock ticks since boot
   AtomicU32 pid;
-  AtomicU32 role;           // Role bits
-  AtomicI64 heartbeat_ns;   // CLOCK_MONOTONIC of the last beat (informational)
-  AtomicU32 doorbell;       // futex word: bumped to wake this participant's sleepers
-  AtomicU32 activity;       // Activity
-  AtomicU64 current_task;   // id of the task a worker runs (0 = none); informational
-  AtomicU32 sleepers;       // workers of this process asleep on the doorbell
-  AtomicU32 workers;        // worker threads (consumers)
+  AtomicU32 role;                           // Role bits
+  AtomicI64 heartbeat_ns;                   // CLOCK_MONOTONIC of the last beat (informational)
+  AtomicU32 doorbell;                       // futex word: bumped to wake this participant's sleepers
+  AtomicU32 activity;                       // Activity
+  AtomicU64 current_task;                   // id of the task a worker runs (0 = none); informational
+  AtomicU32 sleepers;                       // workers of this process asleep on the doorbell
+  AtomicU32 workers;                        // worker threads (consumers)
+  AtomicU32 help_sleepers;                  // of those, the ones that may help (not reserved)
   alignas(kCacheLine) AtomicU64 reaped{0};  // participants this one reaped
   AtomicU64 processed{0};                   // handlers finished (any outcome)
 };
@@ -167,13 +171,30 @@ struct alignas(kCacheLine) LevelCounters {
 };
 static_assert(sizeof(LevelCounters) == kCacheLine);
 
-/// A named counting semaphore (the resource-aware dispatch builds on it).
+/// A named counting semaphore (resource-aware dispatch builds on it).
+///
+/// `permits` packs [capacity : 8][grant bitmap : 56]: bit i set means permit slot i is
+/// granted. A grant is one CAS on that word, so the count check against the capacity
+/// and the grant are atomic, and a resize is one CAS too. `holders[i]` is the ledger:
+/// who holds (or is claiming) slot i. A holder claims its ledger slot (CAS 0 -> holder)
+/// before the grant sets the bit, and a release clears the bit before the ledger slot,
+/// so "bit set" implies "holder known": the reaper returns exactly what the dead held.
 struct alignas(kCacheLine) SemaphoreEntry {
-  AtomicU64 word;
+  static constexpr std::uint64_t kFree = 0, kCreating = 1, kReady = 2;
+  static constexpr unsigned kSlots = 56;
+  static constexpr std::uint64_t kBitmapMask = (std::uint64_t{1} << kSlots) - 1;
+  AtomicU64 word;  // [name hash : 62][state : 2], as for queues
   AtomicU64 name[4];
-  AtomicU32 capacity;
-  AtomicU32 in_use;
+  AtomicU64 permits;   // [capacity : 8][bitmap : 56]
+  AtomicU32 waiters;   // direct acquirers asleep on wake_seq
+  AtomicU32 wake_seq;  // futex word for direct acquirers
+  AtomicU64 holders[kSlots];
 };
-static_assert(sizeof(SemaphoreEntry) == kCacheLine);
+static_assert(sizeof(SemaphoreEntry) == 8 * kCacheLine);
+
+/// Ledger holder encodings.
+inline constexpr std::uint64_t kHolderTask = std::uint64_t{1} << 62;         // | task id (62 bits)
+inline constexpr std::uint64_t kHolderParticipant = std::uint64_t{2} << 62;  // | thread << 16 | token
+inline constexpr std::uint64_t kHolderKindMask = std::uint64_t{3} << 62;
 
 }  // namespace shmsched::detail

@@ -14,14 +14,14 @@ namespace shmsched {
 
 /// Where a task record is in its life. Only the state word says so.
 enum class TaskState : std::uint8_t {
-  virgin = 0,   ///< never used since the segment was created (implicitly free)
-  free = 1,     ///< unused; any producer may reserve it
-  reserved = 2, ///< allocated and being filled by its owner; not yet accepted
-  queued = 3,   ///< accepted; in the priority ring named by `where`, or being put there
-  running = 4,  ///< accepted; held by its owner (a handler runs it, or it is moving)
-  delayed = 5,  ///< accepted; waits for its not-before time in the delayed index
-  parked = 6,   ///< accepted; waits for a semaphore permit
-  dead = 7,     ///< dead-lettered, with its reason in last_error
+  virgin = 0,    ///< never used since the segment was created (implicitly free)
+  free = 1,      ///< unused; any producer may reserve it
+  reserved = 2,  ///< allocated and being filled by its owner; not yet accepted
+  queued = 3,    ///< accepted; in the priority ring named by `where`, or being put there
+  running = 4,   ///< accepted; held by its owner (a handler runs it, or it is moving)
+  delayed = 5,   ///< accepted; waits for its not-before time in the delayed index
+  parked = 6,    ///< accepted; waits for a semaphore permit
+  dead = 7,      ///< dead-lettered, with its reason in last_error
 };
 
 namespace detail {
@@ -31,15 +31,18 @@ inline constexpr unsigned kOwnerShift = 4;
 inline constexpr std::uint64_t kOwnerMask = 0xFFFF;
 inline constexpr unsigned kVersionShift = 20;
 
-constexpr TaskState state_of(std::uint64_t w) noexcept { return static_cast<TaskState>(w & kStateMask); }
+constexpr TaskState state_of(std::uint64_t w) noexcept {
+  return static_cast<TaskState>(w & kStateMask);
+}
 constexpr std::uint16_t owner_of(std::uint64_t w) noexcept {
   return static_cast<std::uint16_t>((w >> kOwnerShift) & kOwnerMask);
 }
-constexpr std::uint64_t version_of(std::uint64_t w) noexcept { return w >> kVersionShift; }
+constexpr std::uint64_t version_of(std::uint64_t w) noexcept {
+  return w >> kVersionShift;
+}
 /// The word that follows `w` with a new state and owner (version + 1).
 constexpr std::uint64_t next_word(std::uint64_t w, TaskState s, std::uint16_t owner) noexcept {
-  return ((version_of(w) + 1) << kVersionShift) | (std::uint64_t{owner} << kOwnerShift) |
-         static_cast<std::uint64_t>(s);
+  return ((version_of(w) + 1) << kVersionShift) | (std::uint64_t{owner} << kOwnerShift) | static_cast<std::uint64_t>(s);
 }
 
 // `where` word of a record: which ring and which 48-bit position it was last put at.
@@ -51,8 +54,12 @@ inline constexpr std::uint16_t kNoRing = 0xFFFF;
 constexpr std::uint64_t make_where(std::uint16_t ring, std::uint64_t pos) noexcept {
   return (std::uint64_t{ring} << kWherePosBits) | (pos & kWherePosMask);
 }
-constexpr std::uint16_t where_ring(std::uint64_t w) noexcept { return static_cast<std::uint16_t>(w >> kWherePosBits); }
-constexpr std::uint64_t where_pos(std::uint64_t w) noexcept { return w & kWherePosMask; }
+constexpr std::uint16_t where_ring(std::uint64_t w) noexcept {
+  return static_cast<std::uint16_t>(w >> kWherePosBits);
+}
+constexpr std::uint64_t where_pos(std::uint64_t w) noexcept {
+  return w & kWherePosMask;
+}
 
 }  // namespace detail
 }  // namespace shmsched

@@ -1,0 +1,45 @@
+// Semaphores: named counting semaphores in the segment, shared by every process.
+//
+// Contract:
+//  * Created or opened by name (race-safe; 1..31 bytes), with a capacity of 0..56
+//    permits, changeable at run time: shrinking stops new grants until in-use falls
+//    below the new capacity; nothing running is stopped.
+//  * A grant is one CAS on the semaphore's permit word (capacity and grant bitmap in one
+//    64-bit word), so the capacity is never exceeded, and it is recorded in the ledger
+//    against its holder -- a task (while it runs) or a participant (direct use) -- so the
+//    reaper returns exactly the permits a dead process held. No lock, no system call on
+//    try_acquire/release; acquire() sleeps on a futex only while none is free.
+//  * Resource-aware dispatch: a task may need up to two semaphores (TaskOptions::needs,
+//    or a handler's declared needs). A worker acquires all of them or none (ascending
+//    order, never blocking, so no deadlock); when they are not free the task is parked
+//    on that semaphore and the worker moves on; a release hands the freed permit to the
+//    oldest parked task of the most urgent level.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace shmsched {
+
+using SemId = std::uint16_t;
+
+/// A task's need of one semaphore (count 0 = no need).
+struct Need {
+  SemId sem = 0;
+  std::uint16_t count = 0;
+};
+
+struct SemaphoreInfo {
+  SemId id = 0;
+  std::string name;
+  std::uint32_t capacity = 0;
+  std::uint32_t in_use = 0;   ///< permits granted now
+  std::uint64_t parked = 0;   ///< tasks parked on it (approximate)
+  std::uint32_t waiters = 0;  ///< direct acquirers asleep
+};
+
+inline constexpr std::uint32_t kMaxSemaphoreCapacity = 56;
+inline constexpr std::size_t kMaxSemaphoreName = 31;
+
+}  // namespace shmsched

@@ -1,0 +1,435 @@
+// Semaphores: table, grants and the holder ledger, parking and hand-over.
+// See semaphore.hpp for the contract and docs/resources.md for the protocol.
+#include <bit>
+
+#include "client_impl.hpp"
+
+namespace shmsched {
+
+namespace {
+using detail::SemaphoreEntry;
+constexpr unsigned kSlots = SemaphoreEntry::kSlots;
+constexpr std::uint64_t kBits = SemaphoreEntry::kBitmapMask;
+constexpr std::uint64_t kTaskIdMask = ~detail::kHolderKindMask;
+
+std::uint32_t capacity_of(std::uint64_t permits) noexcept {
+  return static_cast<std::uint32_t>(permits >> kSlots);
+}
+std::uint32_t in_use_of(std::uint64_t permits) noexcept {
+  return static_cast<std::uint32_t>(std::popcount(permits & kBits));
+}
+std::uint64_t task_holder(TaskId id) noexcept {
+  return detail::kHolderTask | (id & kTaskIdMask);
+}
+// A direct holder is this thread of this participant: threads of one process never
+// release each other's permits, so a release's CAS only ever clears bits its own caller
+// holds (no ABA through another thread's release and re-grant of the same slot).
+std::uint64_t participant_holder(std::uint16_t token) noexcept {
+  static std::atomic<std::uint32_t> next_thread{1};
+  thread_local const std::uint32_t thread = next_thread.fetch_add(1, std::memory_order_relaxed) & 0x3FFFFFFF;
+  return detail::kHolderParticipant | (std::uint64_t{thread} << 16) | token;
+}
+
+void write_name(detail::AtomicU64 (&dst)[4], std::string_view name) noexcept {
+  char buf[32] = {};
+  std::memcpy(buf, name.data(), std::min<std::size_t>(name.size(), 31));
+  for (int i = 0; i < 4; ++i) {
+    std::uint64_t w;
+    std::memcpy(&w, buf + 8 * i, 8);
+    dst[i].store(w, std::memory_order_relaxed);  // published by the entry word's release
+  }
+}
+std::string read_name(const detail::AtomicU64 (&src)[4]) {
+  char buf[33] = {};
+  for (int i = 0; i < 4; ++i) {
+    const std::uint64_t w = src[i].load(std::memory_order_relaxed);
+    std::memcpy(buf + 8 * i, &w, 8);
+  }
+  return std::string(buf, ::strnlen(buf, 31));
+}
+}  // namespace
+
+// ---- table -----------------------------------------------------------------------------
+
+Result<SemId> Segment::create_semaphore(std::string_view name, std::uint32_t capacity) noexcept {
+  try {
+    if (auto v = validate_short_name(name, kMaxSemaphoreName, "semaphore"); !v) return v.error();
+    if (capacity > kMaxSemaphoreCapacity)
+      return Error(Errc::invalid_argument, "semaphore capacity must be 0.." + std::to_string(kMaxSemaphoreCapacity));
+    auto& core = this->core();
+    const std::uint32_t n = core.layout.max_semaphores;
+    const std::uint64_t h = type_hash(name) >> 2;
+    for (std::uint32_t probe = 0; probe < n; ++probe) {
+      const std::uint32_t i = static_cast<std::uint32_t>((h + probe) % n);
+      auto& e = core.semaphores[i];
+      // (M1) acquire: pairs with (M2); a ready entry's name and permits are visible.
+      std::uint64_t w = e.word.load(std::memory_order_acquire);
+      if (w == SemaphoreEntry::kFree) {
+        const std::uint64_t claim = (h << 2) | SemaphoreEntry::kCreating;
+        if (e.word.compare_exchange_strong(w, claim, std::memory_order_acq_rel, std::memory_order_acquire)) w = claim;
+      }
+      if ((w >> 2) != h) continue;
+      if ((w & 3) == SemaphoreEntry::kCreating) {
+        // Whoever claimed it (maybe dead) writes what we write: finish it. The first
+        // capacity set wins.
+        write_name(e.name, name);
+        std::uint64_t zero = 0;
+        e.permits.compare_exchange_strong(zero, std::uint64_t{capacity} << kSlots, std::memory_order_relaxed);
+        std::uint64_t expect = w;
+        // (M2) release: publishes name and permits.
+        e.word.compare_exchange_strong(expect, (h << 2) | SemaphoreEntry::kReady, std::memory_order_release,
+                                       std::memory_order_relaxed);
+      }
+      if (read_name(e.name) == name) return static_cast<SemId>(i);
+    }
+    return Error(Errc::semaphore_table_full,
+                 "no room for semaphore '" + std::string(name) + "' (max_semaphores " + std::to_string(n) + ")");
+  } catch (...) {
+    return Error(Errc::system_error, "out of memory");
+  }
+}
+
+Result<SemId> Segment::find_semaphore(std::string_view name) const noexcept {
+  try {
+    if (auto v = validate_short_name(name, kMaxSemaphoreName, "semaphore"); !v) return v.error();
+    const auto& core = this->core();
+    const std::uint32_t n = core.layout.max_semaphores;
+    const std::uint64_t h = type_hash(name) >> 2;
+    for (std::uint32_t probe = 0; probe < n; ++probe) {
+      const std::uint32_t i = static_cast<std::uint32_t>((h + probe) % n);
+      const auto& e = core.semaphores[i];
+      const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (M1)
+      if (w == SemaphoreEntry::kFree) break;
+      if ((w >> 2) == h && (w & 3) == SemaphoreEntry::kReady && read_name(e.name) == name) return static_cast<SemId>(i);
+    }
+    return Error(Errc::unknown_semaphore, "no semaphore named '" + std::string(name) + "'");
+  } catch (...) {
+    return Error(Errc::system_error, "out of memory");
+  }
+}
+
+std::vector<SemaphoreInfo> Segment::semaphores() const {
+  std::vector<SemaphoreInfo> out;
+  const auto& core = this->core();
+  for (std::uint32_t i = 0; i < core.layout.max_semaphores; ++i) {
+    const auto& e = core.semaphores[i];
+    if ((e.word.load(std::memory_order_acquire) & 3) != SemaphoreEntry::kReady) continue;
+    const std::uint64_t p = e.permits.load(std::memory_order_acquire);
+    SemaphoreInfo info{static_cast<SemId>(i),
+                       read_name(e.name),
+                       capacity_of(p),
+                       in_use_of(p),
+                       0,
+                       e.waiters.load(std::memory_order_relaxed)};
+    for (std::uint32_t l = 0; l < core.levels; ++l) info.parked += core.ring(core.park_ring_id(i, l)).depth_guess();
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+// ---- grants and the ledger ---------------------------------------------------------------
+
+detail::SemaphoreEntry* Client::Impl::sem_entry(std::uint32_t sem) const noexcept {
+  if (sem >= core->layout.max_semaphores) return nullptr;
+  auto* e = &core->semaphores[sem];
+  return (e->word.load(std::memory_order_acquire) & 3) == SemaphoreEntry::kReady ? e : nullptr;
+}
+
+// Grant n permits of `sem` to `holder`, or nothing. (G1) claims n free ledger slots,
+// (G2) sets their bits in the permit word if the capacity allows -- one CAS, the grant.
+bool Client::Impl::sem_try_acquire(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept {
+  auto* e = sem_entry(sem);
+  if (e == nullptr || n > kSlots) return false;
+  if (n == 0) return true;
+  // Cheap look first: no ledger writes when the capacity is used up.
+  std::uint64_t w = e->permits.load(std::memory_order_acquire);
+  if (in_use_of(w) + n > capacity_of(w)) return false;
+  std::uint64_t claimed = 0;
+  std::uint32_t count = 0;
+  for (unsigned i = 0; i < kSlots && count < n; ++i) {
+    std::uint64_t free = 0;
+    // (G1) acq_rel: the ledger slot is ours; a slot with holder 0 never has its bit set.
+    if (e->holders[i].load(std::memory_order_relaxed) == 0 &&
+        e->holders[i].compare_exchange_strong(free, holder, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+      claimed |= std::uint64_t{1} << i;
+      ++count;
+    }
+  }
+  auto undo = [&] {
+    for (std::uint64_t m = claimed; m != 0; m &= m - 1)
+      e->holders[std::countr_zero(m)].store(0, std::memory_order_release);
+    return false;
+  };
+  if (count < n) return undo();
+  SHMSCHED_FAULT_POINT(sem_acquire_ledger);
+  w = e->permits.load(std::memory_order_acquire);
+  for (;;) {
+    if (in_use_of(w) + n > capacity_of(w) || (w & claimed) != 0) return undo();
+    // (G2) seq_cst: the grant. seq_cst also orders it before a parker's later look at
+    // the park rings (the Dekker pair with release + unpark, see docs/resources.md).
+    if (e->permits.compare_exchange_weak(w, w | claimed, std::memory_order_seq_cst, std::memory_order_acquire)) break;
+  }
+  SHMSCHED_FAULT_POINT(sem_acquire_granted);
+  return true;
+}
+
+// Return up to n permits of `sem` held by `holder` (n = UINT32_MAX: all). (G3) clears the
+// bits, then (G4) the ledger slots.
+std::uint32_t Client::Impl::sem_release(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept {
+  auto* e = sem_entry(sem);
+  if (e == nullptr || n == 0) return 0;
+  std::uint64_t w = e->permits.load(std::memory_order_acquire);
+  std::uint64_t mask = 0;
+  std::uint32_t count = 0;
+  for (;;) {
+    mask = 0;
+    count = 0;
+    for (unsigned i = 0; i < kSlots && count < n; ++i) {
+      const std::uint64_t bit = std::uint64_t{1} << i;
+      if ((w & bit) != 0 && e->holders[i].load(std::memory_order_acquire) == holder) {
+        mask |= bit;
+        ++count;
+      }
+    }
+    if (mask == 0 || (n != UINT32_MAX && count < n)) return 0;  // not held: change nothing
+    // (G3) seq_cst: the permits are free from here; pairs with a parker's (G2)/(K1).
+    // A CAS, not fetch_and: two threads of one holder releasing at once must not both
+    // pick the same slot.
+    if (e->permits.compare_exchange_weak(w, w & ~mask, std::memory_order_seq_cst, std::memory_order_acquire)) break;
+  }
+  SHMSCHED_FAULT_POINT(sem_release_bits_cleared);
+  // (G4) release: the ledger slots are free for the next claim.
+  for (std::uint64_t m = mask; m != 0; m &= m - 1) e->holders[std::countr_zero(m)].store(0, std::memory_order_release);
+  return count;
+}
+
+void Client::Impl::sem_after_release(std::uint32_t sem) noexcept {
+  auto* e = sem_entry(sem);
+  if (e == nullptr) return;
+  if (e->waiters.load(std::memory_order_seq_cst) != 0) {
+    e->wake_seq.fetch_add(1, std::memory_order_seq_cst);
+    detail::futex_wake(e->wake_seq, INT32_MAX);
+  }
+}
+
+// A ledger holder is stale when it is the dead participant, or a task that is not
+// running any more (or runs under the dead one).
+bool Client::Impl::holder_valid(std::uint64_t holder, std::uint16_t dead) const noexcept {
+  const std::uint64_t kind = holder & detail::kHolderKindMask;
+  if (kind == detail::kHolderParticipant) {
+    const auto tok = static_cast<std::uint16_t>(holder & 0xFFFF);
+    return dead != 0 ? tok != dead : token_alive(tok);
+  }
+  if (kind != detail::kHolderTask) return false;
+  const std::uint32_t idx = core->id_index(holder & kTaskIdMask);
+  const std::uint64_t s = core->ctrl[idx].state.load(std::memory_order_acquire);
+  const std::uint64_t id = std::atomic_ref<std::uint64_t>(core->hot(idx)->id).load(std::memory_order_relaxed);
+  if (state_of(s) != TaskState::running || (id & kTaskIdMask) != (holder & kTaskIdMask)) return false;
+  return dead != 0 ? owner_of(s) != dead : token_alive(owner_of(s));
+}
+
+// Returns every permit whose ledger holder is stale for `dead` (the reaper's step).
+std::uint32_t Client::Impl::sweep_ledgers(std::uint16_t dead) noexcept {
+  std::uint32_t returned = 0;
+  for (std::uint32_t sem = 0; sem < core->layout.max_semaphores; ++sem) {
+    auto* e = sem_entry(sem);
+    if (e == nullptr) continue;
+    bool freed = false;
+    for (unsigned i = 0; i < kSlots; ++i) {
+      std::uint64_t h = e->holders[i].load(std::memory_order_acquire);
+      if (h == 0 || holder_valid(h, dead)) continue;
+      // A live claimer's slot is valid; this one's holder is gone: bit first (G3),
+      // then the ledger slot (G4), as a release does. Idempotent if repeated.
+      const std::uint64_t bit = std::uint64_t{1} << i;
+      if ((e->permits.fetch_and(~bit, std::memory_order_seq_cst) & bit) != 0) {
+        ++returned;
+        freed = true;
+      }
+      e->holders[i].compare_exchange_strong(h, 0, std::memory_order_acq_rel);
+    }
+    if (freed) {
+      sem_after_release(sem);
+      unpark_to_queues(sem);
+    }
+  }
+  return returned;
+}
+
+// Moves parked tasks of `sem` back to their queues while permits are free (they acquire
+// when taken). For releasers that cannot run tasks, and for the janitor, which so
+// also covers a releaser that died between its release and its hand-over.
+std::size_t Client::Impl::unpark_to_queues(std::uint32_t sem) noexcept {
+  auto* e = sem_entry(sem);
+  if (e == nullptr) return 0;
+  std::size_t moved = 0;
+  for (std::uint32_t level = 0; level < core->levels; ++level) {
+    const std::uint16_t rid = core->park_ring_id(sem, level);
+    for (;;) {
+      const std::uint64_t p = e->permits.load(std::memory_order_seq_cst);  // (K2)
+      // As many as there are free permits: more would only park again.
+      if (in_use_of(p) + moved >= capacity_of(p)) return moved;
+      std::uint64_t w = 0;
+      std::uint32_t v = 0;
+      auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept {
+        return claim(rid, pos, val, TaskState::running, w);
+      };
+      if (!core->ring(rid).try_pop(c, v)) break;
+      SHMSCHED_FAULT_POINT(unpark_after_claim);
+      if (requeue_record(v, w) == Errc::ok) ++moved;
+    }
+  }
+  return moved;
+}
+
+// ---- Client --------------------------------------------------------------------------------
+
+Errc Client::set_capacity(SemId sem, std::uint32_t capacity) noexcept {
+  auto* e = impl_->sem_entry(sem);
+  if (e == nullptr) return Errc::unknown_semaphore;
+  if (capacity > kMaxSemaphoreCapacity) return Errc::invalid_argument;
+  std::uint64_t w = e->permits.load(std::memory_order_acquire);
+  // seq_cst: a growth is a release of permits (pairs like G3).
+  while (!e->permits.compare_exchange_weak(w, (w & kBits) | (std::uint64_t{capacity} << kSlots),
+                                           std::memory_order_seq_cst, std::memory_order_acquire)) {
+  }
+  impl_->sem_after_release(sem);
+  impl_->unpark_to_queues(sem);
+  return Errc::ok;
+}
+
+Errc Client::try_acquire(SemId sem, std::uint32_t n) noexcept {
+  if (impl_->sem_entry(sem) == nullptr) return Errc::unknown_semaphore;
+  if (n > kMaxSemaphoreCapacity) return Errc::need_exceeds_capacity;
+  return impl_->sem_try_acquire(sem, n, participant_holder(impl_->token)) ? Errc::ok : Errc::unavailable;
+}
+
+Errc Client::acquire(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept {
+  auto* e = impl_->sem_entry(sem);
+  if (e == nullptr) return Errc::unknown_semaphore;
+  if (n > kMaxSemaphoreCapacity) return Errc::need_exceeds_capacity;
+  const std::uint64_t holder = participant_holder(impl_->token);
+  const std::int64_t deadline = monotonic_ns() + timeout.count();
+  for (;;) {
+    if (impl_->sem_try_acquire(sem, n, holder)) return Errc::ok;
+    // Sleep: read the sequence, count ourselves, look again, wait (as consumers do on
+    // their doorbell; a release bumps the sequence when it sees a waiter).
+    const std::uint32_t seen = e->wake_seq.load(std::memory_order_seq_cst);
+    e->waiters.fetch_add(1, std::memory_order_seq_cst);
+    const bool got = impl_->sem_try_acquire(sem, n, holder);
+    const std::int64_t left = deadline - monotonic_ns();
+    if (!got && left > 0) detail::futex_wait(e->wake_seq, seen, std::min<std::int64_t>(left, 100'000'000));
+    e->waiters.fetch_sub(1, std::memory_order_seq_cst);
+    if (got) return Errc::ok;
+    if (monotonic_ns() >= deadline) return impl_->sem_try_acquire(sem, n, holder) ? Errc::ok : Errc::timeout;
+  }
+}
+
+Errc Client::release(SemId sem, std::uint32_t n) noexcept {
+  if (impl_->sem_entry(sem) == nullptr) return Errc::unknown_semaphore;
+  const std::uint32_t done = impl_->sem_release(sem, n, participant_holder(impl_->token));
+  impl_->sem_after_release(sem);
+  impl_->unpark_to_queues(sem);
+  return done == n ? Errc::ok : Errc::invalid_argument;  // released fewer than asked: not held
+}
+
+Client::Grant Client::acquire_for(const Taken& task, std::span<const Need> needs) noexcept {
+  auto& im = *impl_;
+  if (!im.owns(task)) return Grant::error;
+  // Ascending semaphore order, never blocking: no deadlock between tasks with
+  // overlapping needs, whatever order they list them in.
+  Need sorted[2] = {};
+  std::size_t k = 0;
+  for (const Need& n : needs)
+    if (n.count != 0 && k < 2) sorted[k++] = n;
+  if (k == 2 && sorted[1].sem < sorted[0].sem) std::swap(sorted[0], sorted[1]);
+  const std::uint64_t holder = task_holder(task.id);
+  for (std::size_t i = 0; i < k; ++i) {
+    if (im.sem_try_acquire(sorted[i].sem, sorted[i].count, holder)) continue;
+    for (std::size_t j = 0; j < i; ++j) im.sem_release(sorted[j].sem, UINT32_MAX, holder);
+    for (std::size_t j = 0; j < i; ++j) im.sem_after_release(sorted[j].sem);
+    if (im.sem_entry(sorted[i].sem) == nullptr) {
+      im.dead_letter_record(task.index, task.word, "needs an unknown semaphore");
+      return Grant::error;
+    }
+    // Park on the semaphore that was not free. Waiting is not an attempt: the take
+    // that counted one is undone, and the run that follows the unpark counts it.
+    --im.core->hot(task.index)->attempts;
+    std::uint64_t word = task.word;
+    const std::uint16_t rid = im.core->park_ring_id(sorted[i].sem, task.level);
+    const PushStatus st = im.push_record(task.index, word, rid, TaskState::parked);
+    if (st == PushStatus::aborted) return Grant::error;
+    if (st == PushStatus::full) {
+      im.delay_record(task.index, word, monotonic_ns() + 10'000'000);  // no room to park: retry soon
+      return Grant::parked;
+    }
+    SHMSCHED_FAULT_POINT(park_after_push);
+    // (K1) A release may have come between our failed try and the park: look again
+    // (seq_cst, after the seq_cst publishing CAS of the park ring).
+    im.unpark_to_queues(sorted[i].sem);
+    return Grant::parked;
+  }
+  return Grant::granted;
+}
+
+bool Client::release_for(const Taken& task, std::span<const Need> needs, Taken* next) noexcept {
+  auto& im = *impl_;
+  const std::uint64_t holder = task_holder(task.id);
+  std::uint32_t sems[2];
+  std::size_t k = 0;
+  for (const Need& n : needs)
+    if (n.count != 0 && k < 2 && im.sem_release(n.sem, UINT32_MAX, holder) != 0) sems[k++] = n.sem;
+  for (std::size_t i = 0; i < k; ++i) im.sem_after_release(sems[i]);
+  // Hand-over: the oldest parked task of the most urgent level on a semaphore we just
+  // freed gets its permits now and runs in our place.
+  for (std::size_t i = 0; i < k; ++i) {
+    const std::uint32_t sem = sems[i];
+    for (std::uint32_t level = 0; level < im.core->levels; ++level) {
+      const std::uint16_t rid = im.core->park_ring_id(sem, level);
+      std::uint64_t w = 0;
+      std::uint32_t v = 0;
+      auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept {
+        return im.claim(rid, pos, val, TaskState::running, w);
+      };
+      if (!im.core->ring(rid).try_pop(c, v)) continue;
+      SHMSCHED_FAULT_POINT(unpark_after_claim);
+      Taken t;
+      im.fill_taken(v, w, t);  // counts the attempt this run is
+      if (next != nullptr) {
+        *next = t;
+        return true;  // the caller acquires for it (acquire_for) and runs it
+      }
+      --im.core->hot(v)->attempts;  // not run here after all
+      im.requeue_record(v, w);
+      return false;
+    }
+  }
+  return false;
+}
+
+Result<void> Client::verify_permits() const {
+  std::string problems;
+  const auto& core = *impl_->core;
+  for (std::uint32_t sem = 0; sem < core.layout.max_semaphores; ++sem) {
+    const auto* e = impl_->sem_entry(sem);
+    if (e == nullptr) continue;
+    const std::uint64_t p = e->permits.load(std::memory_order_acquire);
+    std::uint32_t live = 0;
+    for (unsigned i = 0; i < kSlots; ++i) {
+      if ((p & (std::uint64_t{1} << i)) == 0) continue;
+      const std::uint64_t h = e->holders[i].load(std::memory_order_acquire);
+      if (h != 0 && impl_->holder_valid(h, 0)) {
+        ++live;
+      } else {
+        problems += "semaphore '" + read_name(e->name) + "' slot " + std::to_string(i) + " is granted to " +
+                    (h == 0 ? std::string("nobody") : "a holder that is gone") + "; ";
+      }
+    }
+    if (live != in_use_of(p))
+      problems += "semaphore '" + read_name(e->name) + "': in use " + std::to_string(in_use_of(p)) + ", live holders " +
+                  std::to_string(live) + "; ";
+  }
+  if (!problems.empty()) return Result<void>(Errc::corrupt, problems);
+  return {};
+}
+
+}  // namespace shmsched

@@ -1,0 +1,178 @@
+// Regression tests for wake routing and delayed-task promotion: each once failed.
+//  * a stopped secondary must leave no sleeper bit behind (else producers make futex
+//    calls for nobody);
+//  * a help wake must go to a process with a sleeper that may help (not to one whose
+//    only sleeper is reserved);
+//  * delayed tasks must not wait for a busy janitor: idle consumers promote them.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/futex.hpp"
+#include "shmsched/shmsched.hpp"
+
+using namespace shmsched;
+using namespace std::chrono_literals;
+
+static Layout lay() {
+  Layout l;
+  l.task_capacity = 1024;
+  l.levels = 4;
+  l.payload_bytes = 64;
+  l.max_queues = 4;
+  l.max_participants = 16;
+  return l;
+}
+
+// A secondary consumer (home selenium, help general, 2 workers, reserve 1) stops; then
+// an enqueue to general makes a futex wake call although nobody sleeps any more.
+TEST(WakeRouting, StaleHelpSleepBitAfterSecondaryStops) {
+  int stale = 0;
+  for (int round = 0; round < 20; ++round) {
+    Segment seg = Segment::create_private(lay(), CreateOptions{0600, {"general", "selenium"}}).value();
+    Client producer = Client::attach(seg).value();
+    QueueId general = seg.find_queue("general").value();
+    ConsumerOptions co;
+    co.home = {"selenium"};
+    co.help = {"general"};
+    co.workers = 2;
+    co.reserve = 1;
+    co.spin = 1;
+    co.tick = 5ms;
+    {
+      auto c = Consumer::create(seg, co).value();
+      c->start();
+      std::this_thread::sleep_for(30ms);
+      c->request_stop();
+      ASSERT_TRUE(c->join());
+    }
+    const auto before = detail::futex_wake_calls();
+    TaskOptions o;
+    o.queue = general;
+    ASSERT_EQ(producer.enqueue_text("x", "", o), Errc::ok);
+    stale += detail::futex_wake_calls() != before;
+  }
+  EXPECT_EQ(stale, 0) << "rounds (of 20) in which an enqueue rang a consumer that had already left";
+}
+
+// The janitor lease holder's worker 0 is busy in a long handler: a delayed task (ETA
+// 50 ms) for another, idle consumer waits until that handler ends.
+TEST(WakeRouting, BusyLeaseHolderStallsDelayedTasks) {
+  Segment seg = Segment::create_private(lay(), CreateOptions{0600, {"general", "selenium"}}).value();
+  Client producer = Client::attach(seg).value();
+  QueueId general = seg.find_queue("general").value();
+  QueueId selenium = seg.find_queue("selenium").value();
+  ConsumerOptions ca;
+  ca.home = {"selenium"};
+  ca.workers = 1;
+  ca.tick = 10ms;
+  auto a = Consumer::create(seg, ca).value();
+  std::atomic<int> a_running{0}, release{0};
+  a->on("long", [&](TaskContext&) {
+    a_running = 1;
+    while (!release) std::this_thread::sleep_for(1ms);
+    return Outcome::done();
+  });
+  a->start();  // takes the janitor lease on its first tick
+  std::this_thread::sleep_for(50ms);
+  TaskOptions so;
+  so.queue = selenium;
+  ASSERT_EQ(producer.enqueue_text("long", "", so), Errc::ok);
+  while (!a_running) std::this_thread::sleep_for(1ms);
+  ConsumerOptions cb;
+  cb.home = {"general"};
+  cb.workers = 1;
+  cb.tick = 10ms;
+  auto b = Consumer::create(seg, cb).value();
+  std::atomic<std::int64_t> ran_at{0};
+  b->on("eta", [&](TaskContext&) {
+    ran_at = monotonic_ns();
+    return Outcome::done();
+  });
+  b->start();
+  TaskOptions go;
+  go.queue = general;
+  go.after(50ms);
+  const std::int64_t t0 = monotonic_ns();
+  ASSERT_EQ(producer.enqueue_text("eta", "", go), Errc::ok);
+  std::this_thread::sleep_for(500ms);
+  const bool ran_in_time = ran_at.load() != 0;
+  release = 1;
+  while (ran_at.load() == 0 && monotonic_ns() - t0 < 10'000'000'000) std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(ran_in_time) << "ETA 50 ms task had not run after 500 ms; it ran " << (ran_at.load() - t0) / 1000000
+                           << " ms after enqueue, once the lease holder's handler ended";
+  a->request_stop();
+  b->request_stop();
+  a->join();
+  b->join();
+}
+
+// Two secondaries help "general": S (home selenium, 2 workers, reserve 1) and H (home
+// other, 1 worker). S's helping worker is busy with a long home task while its reserved
+// worker sleeps; H sleeps. A general task should wake H; it wakes S (its help bit is
+// per process and was set by the now-busy worker), whose reserved worker cannot take
+// it, and H sleeps on until its tick.
+TEST(WakeRouting, HelpWakeGoesToAProcessWhoseOnlySleeperCannotHelp) {
+  Segment seg = Segment::create_private(lay(), CreateOptions{0600, {"general", "selenium", "other"}}).value();
+  Client producer = Client::attach(seg).value();
+  QueueId general = seg.find_queue("general").value();
+  QueueId selenium = seg.find_queue("selenium").value();
+  ConsumerOptions cs;
+  cs.home = {"selenium"};
+  cs.help = {"general"};
+  cs.workers = 2;
+  cs.reserve = 1;
+  cs.spin = 1;
+  cs.tick = 10s;
+  auto s = Consumer::create(seg, cs).value();
+  std::atomic<int> w1_blocked{0}, release{0}, sel_done{0};
+  s->on("long", [&](TaskContext& ctx) {
+    if (ctx.worker == 1) {
+      w1_blocked = 1;
+      while (!release) std::this_thread::sleep_for(1ms);
+    }
+    sel_done.fetch_add(1);
+    return Outcome::done();
+  });
+  ConsumerOptions ch;
+  ch.home = {"other"};
+  ch.help = {"general"};
+  ch.workers = 1;
+  ch.spin = 1;
+  ch.tick = 10s;
+  auto h = Consumer::create(seg, ch).value();
+  std::atomic<std::int64_t> gen_ran{0};
+  auto gen = [&](TaskContext&) {
+    gen_ran = monotonic_ns();
+    return Outcome::done();
+  };
+  s->on("gen", gen);
+  h->on("gen", gen);
+  s->start();
+  h->start();
+  auto& sp = seg.core().participants[detail::token_index(s->client().token()) - 1];
+  auto& hp = seg.core().participants[detail::token_index(h->client().token()) - 1];
+  TaskOptions so;
+  so.queue = selenium;
+  for (int i = 0; i < 50 && !w1_blocked; ++i) {
+    while (sp.sleepers.load() != 2) std::this_thread::sleep_for(1ms);
+    const int before = sel_done.load();
+    ASSERT_EQ(producer.enqueue_text("long", "", so), Errc::ok);
+    while (!w1_blocked && sel_done.load() == before) std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_TRUE(w1_blocked.load());
+  while (sp.sleepers.load() != 1 || hp.sleepers.load() != 1) std::this_thread::sleep_for(1ms);
+  TaskOptions go;
+  go.queue = general;
+  const std::int64_t t0 = monotonic_ns();
+  ASSERT_EQ(producer.enqueue_text("gen", "", go), Errc::ok);
+  while (gen_ran.load() == 0 && monotonic_ns() - t0 < 3'000'000'000) std::this_thread::sleep_for(1ms);
+  EXPECT_NE(gen_ran.load(), 0) << "the idle helper H was not woken within 3 s (its tick is 10 s)";
+  release = 1;
+  s->request_stop();
+  h->request_stop();
+  s->join();
+  h->join();
+}

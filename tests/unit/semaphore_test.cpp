@@ -1,0 +1,205 @@
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "shmsched/detail/core.hpp"
+#include "shmsched/shmsched.hpp"
+
+using namespace shmsched;
+using namespace std::chrono_literals;
+
+namespace {
+
+Layout layout() {
+  Layout l;
+  l.task_capacity = 1024;
+  l.levels = 4;
+  l.payload_bytes = 32;
+  l.max_queues = 4;
+  l.max_participants = 16;
+  l.max_semaphores = 8;
+  return l;
+}
+
+template <class Pred>
+bool eventually(Pred p, std::chrono::milliseconds limit = 10s) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!p()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+struct SemFixture : ::testing::Test {
+  Segment seg = Segment::create_private(layout(), CreateOptions{0600, {"general", "selenium"}}).value();
+  Client cli = Client::attach(seg, Role::producer | Role::consumer).value();
+  QueueId general = seg.find_queue("general").value();
+  SemId sel = seg.create_semaphore("selenium", 5).value();
+  std::uint32_t in_use(SemId s) {
+    for (auto& i : seg.semaphores())
+      if (i.id == s) return i.in_use;
+    return 999;
+  }
+};
+
+}  // namespace
+
+TEST_F(SemFixture, CreateIsIdempotentAndNamesAreChecked) {
+  EXPECT_EQ(seg.create_semaphore("selenium", 9).value(), sel);  // existing: unchanged
+  EXPECT_EQ(seg.semaphores().at(0).capacity, 5u);
+  EXPECT_EQ(seg.find_semaphore("selenium").value(), sel);
+  EXPECT_EQ(seg.find_semaphore("nope").code(), Errc::unknown_semaphore);
+  EXPECT_EQ(seg.create_semaphore("bad/name", 1).code(), Errc::invalid_name);
+  EXPECT_EQ(seg.create_semaphore("big", 57).code(), Errc::invalid_argument);
+}
+
+TEST_F(SemFixture, TryAcquireNeverExceedsCapacityAndReleaseReturns) {
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(cli.try_acquire(sel), Errc::ok);
+  EXPECT_EQ(cli.try_acquire(sel), Errc::unavailable);
+  EXPECT_EQ(in_use(sel), 5u);
+  EXPECT_TRUE(cli.verify_permits().ok());
+  EXPECT_EQ(cli.release(sel, 2), Errc::ok);
+  EXPECT_EQ(in_use(sel), 3u);
+  EXPECT_EQ(cli.try_acquire(sel, 3), Errc::unavailable);  // all or nothing
+  EXPECT_EQ(in_use(sel), 3u);
+  EXPECT_EQ(cli.try_acquire(sel, 2), Errc::ok);
+  EXPECT_EQ(cli.release(sel, 5), Errc::ok);
+  EXPECT_EQ(in_use(sel), 0u);
+  EXPECT_EQ(cli.release(sel, 1), Errc::invalid_argument);  // not held
+}
+
+TEST_F(SemFixture, ShrinkStopsNewGrantsUntilBelowAndGrowReleases) {
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(cli.try_acquire(sel), Errc::ok);
+  ASSERT_EQ(cli.set_capacity(sel, 2), Errc::ok);
+  EXPECT_EQ(in_use(sel), 4u);  // nothing running is taken away
+  EXPECT_EQ(cli.try_acquire(sel), Errc::unavailable);
+  ASSERT_EQ(cli.release(sel, 3), Errc::ok);  // in use 1 < 2
+  EXPECT_EQ(cli.try_acquire(sel), Errc::ok);
+  EXPECT_EQ(cli.try_acquire(sel), Errc::unavailable);
+  ASSERT_EQ(cli.set_capacity(sel, 3), Errc::ok);
+  EXPECT_EQ(cli.try_acquire(sel), Errc::ok);
+  EXPECT_EQ(cli.set_capacity(sel, 57), Errc::invalid_argument);
+  EXPECT_EQ(cli.set_capacity(77, 1), Errc::unknown_semaphore);
+}
+
+TEST_F(SemFixture, ThreadsNeverExceedCapacity) {
+  std::atomic<int> inside{0}, max_inside{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&] {
+      for (int i = 0; i < 5000; ++i) {
+        if (cli.acquire(sel, 1, 5s) != Errc::ok) {
+          ADD_FAILURE() << "acquire timed out";
+          return;
+        }
+        const int now = inside.fetch_add(1) + 1;
+        int m = max_inside.load();
+        while (now > m && !max_inside.compare_exchange_weak(m, now)) {
+        }
+        EXPECT_LE(now, 5);
+        inside.fetch_sub(1);
+        ASSERT_EQ(cli.release(sel, 1), Errc::ok);
+      }
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_LE(max_inside.load(), 5);
+  EXPECT_EQ(in_use(sel), 0u);
+}
+
+TEST_F(SemFixture, AcquireTimesOutAndWakesOnRelease) {
+  ASSERT_EQ(cli.try_acquire(sel, 4), Errc::ok);
+  std::atomic<bool> holding{false};
+  std::thread releaser([&] {  // permits belong to the thread that took them
+    ASSERT_EQ(cli.try_acquire(sel, 1), Errc::ok);
+    holding = true;
+    std::this_thread::sleep_for(50ms);
+    EXPECT_EQ(cli.release(sel, 1), Errc::ok);
+  });
+  while (!holding) std::this_thread::yield();
+  EXPECT_EQ(cli.acquire(sel, 1, 20ms), Errc::timeout);
+  EXPECT_EQ(cli.release(sel, 5), Errc::invalid_argument);  // this thread holds only 4
+  EXPECT_EQ(cli.acquire(sel, 1, 10s), Errc::ok);
+  releaser.join();
+  EXPECT_EQ(in_use(sel), 5u);  // the refused release changed nothing
+  EXPECT_EQ(cli.release(sel, 5), Errc::ok);
+  EXPECT_EQ(in_use(sel), 0u);
+}
+
+TEST_F(SemFixture, EnqueueRejectsUnknownSemaphoreAndNeedAboveCapacity) {
+  TaskOptions o;
+  o.queue = general;
+  o.needs[0] = Need{7, 1};  // no such semaphore
+  EXPECT_EQ(cli.enqueue_text("t", "", o), Errc::unknown_semaphore);
+  o.needs[0] = Need{sel, 6};
+  EXPECT_EQ(cli.enqueue_text("t", "", o), Errc::need_exceeds_capacity);
+  o.needs[0] = Need{sel, 5};
+  EXPECT_EQ(cli.enqueue_text("t", "", o), Errc::ok);
+}
+
+TEST_F(SemFixture, ParkedTasksRunAsPermitsFreeAndCapacityHolds) {
+  // 40 tasks, capacity 5, 4 workers: at most 5 run at once, all complete, none waits
+  // for a timer (the tick is far longer than the whole run may take).
+  ConsumerOptions co;
+  co.home = {"general"};
+  co.workers = 4;
+  co.tick = 60s;
+  auto c = Consumer::create(seg, co).value();
+  ASSERT_TRUE(c->needs("browse", {{"selenium", 1}}).ok());
+  EXPECT_EQ(c->needs("browse", {{"selenium", 6}}).code(), Errc::need_exceeds_capacity);
+  EXPECT_EQ(c->needs("browse", {{"nope", 1}}).code(), Errc::unknown_semaphore);
+  ASSERT_TRUE(cli.set_capacity(sel, 2) == Errc::ok);  // fewer permits than workers: parking happens
+  std::atomic<int> inside{0}, max_inside{0}, ran{0};
+  c->on("browse", [&](TaskContext&) {
+    const int now = inside.fetch_add(1) + 1;
+    int m = max_inside.load();
+    while (now > m && !max_inside.compare_exchange_weak(m, now)) {
+    }
+    std::this_thread::sleep_for(2ms);
+    inside.fetch_sub(1);
+    ran.fetch_add(1);
+    return Outcome::done();
+  });
+  TaskOptions o;
+  o.queue = general;
+  for (int i = 0; i < 40; ++i) ASSERT_EQ(cli.enqueue_text("browse", "", o), Errc::ok);
+  c->start();
+  ASSERT_TRUE(eventually([&] { return ran.load() == 40; }, 20s)) << "ran " << ran.load();
+  EXPECT_LE(max_inside.load(), 2);
+  EXPECT_GT(c->stats().parked, 0u) << "with 4 workers and 2 permits some task must have parked";
+  c->request_stop();
+  EXPECT_TRUE(c->join());
+  EXPECT_EQ(in_use(sel), 0u);
+  EXPECT_TRUE(cli.verify_permits().ok()) << cli.verify_permits().error().message();
+}
+
+TEST_F(SemFixture, MultiSemaphoreNeedsAllOrNothingNoDeadlock) {
+  SemId gpu = seg.create_semaphore("gpu", 1).value();
+  ConsumerOptions co;
+  co.home = {"general"};
+  co.workers = 3;
+  co.tick = 20ms;
+  auto c = Consumer::create(seg, co).value();
+  std::atomic<int> ran{0};
+  c->on("both", [&](TaskContext&) {
+    std::this_thread::sleep_for(1ms);
+    ran.fetch_add(1);
+    return Outcome::done();
+  });
+  c->start();
+  TaskOptions a, b;
+  a.queue = b.queue = general;
+  a.needs[0] = Need{sel, 1};
+  a.needs[1] = Need{gpu, 1};
+  b.needs[0] = Need{gpu, 1};  // the other order
+  b.needs[1] = Need{sel, 1};
+  for (int i = 0; i < 30; ++i) ASSERT_EQ(cli.enqueue_text("both", "", i % 2 ? a : b), Errc::ok);
+  ASSERT_TRUE(eventually([&] { return ran.load() == 30; }, 20s)) << "ran " << ran.load();
+  c->request_stop();
+  c->join();
+  EXPECT_EQ(in_use(sel), 0u);
+  EXPECT_EQ(in_use(gpu), 0u);
+}
