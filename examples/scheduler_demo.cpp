@@ -6,8 +6,12 @@
 //   secondary  consumer process, 2 workers, home `selenium`, help `general`, reserve 1:
 //              it drains its own queue first and helps with `general` only while idle
 //
-// It prints who ran what, how often the secondary helped, and checks that every task
-// ran exactly once.
+// Every `browse` task and every fourth `general` task (a `screenshot`) needs a permit of
+// the `selenium` semaphore (capacity 5), shared by both processes: at most 5 run at once,
+// the rest park and are handed a permit as one frees.
+//
+// It prints who ran what, how often the secondary helped, the most permits ever held at
+// once, and checks that every task ran exactly once and no permit is left in use.
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -42,6 +46,8 @@ struct Board {
   std::atomic<std::uint32_t> ran_by[3][2];  // [runner][0 = selenium, 1 = general]
   std::atomic<std::uint32_t> helped{0};
   std::atomic<std::uint32_t> ready{0};
+  std::atomic<std::int32_t> holding{0};  // tasks inside a selenium session now
+  std::atomic<std::int32_t> max_holding{0};
 };
 
 struct Job {
@@ -64,8 +70,15 @@ int run_consumer(Segment& seg, Board* board, Runner who) {
     std::fprintf(stderr, "scheduler_demo: consumer: %s\n", c.error().message().c_str());
     return 1;
   }
-  auto record = [board, who](const Job& job, TaskContext& ctx, int kind) {
+  auto record = [board, who](const Job& job, TaskContext& ctx, int kind, bool session) {
+    if (session) {
+      const std::int32_t now = board->holding.fetch_add(1) + 1;
+      std::int32_t m = board->max_holding.load();
+      while (now > m && !board->max_holding.compare_exchange_weak(m, now)) {
+      }
+    }
     std::this_thread::sleep_for(kind == 0 ? 3ms : 1ms);  // the work
+    if (session) board->holding.fetch_sub(1);
     board->runs[job.n].fetch_add(1);
     board->runner[job.n].store(who);
     board->ran_by[who][kind].fetch_add(1);
@@ -73,8 +86,16 @@ int run_consumer(Segment& seg, Board* board, Runner who) {
     board->finished.fetch_add(1);
     return Outcome::done();
   };
-  (*c)->on_value<Job>("browse", [&](const Job& j, TaskContext& ctx) { return record(j, ctx, 0); });
-  (*c)->on_value<Job>("report", [&](const Job& j, TaskContext& ctx) { return record(j, ctx, 1); });
+  (*c)->on_value<Job>("browse", [&](const Job& j, TaskContext& ctx) { return record(j, ctx, 0, true); });
+  (*c)->on_value<Job>("report", [&](const Job& j, TaskContext& ctx) { return record(j, ctx, 1, false); });
+  (*c)->on_value<Job>("screenshot", [&](const Job& j, TaskContext& ctx) { return record(j, ctx, 1, true); });
+  // Both task types that drive a browser need a selenium permit while they run.
+  for (const char* type : {"browse", "screenshot"}) {
+    if (auto r = (*c)->needs(type, {{"selenium", 1}}); !r) {
+      std::fprintf(stderr, "scheduler_demo: needs: %s\n", r.error().message().c_str());
+      return 1;
+    }
+  }
   board->ready.fetch_add(1);
   return (*c)->run_until_signal();
 }
@@ -101,6 +122,10 @@ int main() {
     std::fprintf(stderr, "scheduler_demo: %s\n", seg.error().message().c_str());
     return 1;
   }
+  if (auto sem = seg->create_semaphore("selenium", 5); !sem) {
+    std::fprintf(stderr, "scheduler_demo: %s\n", sem.error().message().c_str());
+    return 1;
+  }
   auto* board =
       static_cast<Board*>(::mmap(nullptr, sizeof(Board), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   new (board) Board();
@@ -124,7 +149,7 @@ int main() {
       TaskOptions o;
       o.queue = general;
       o.priority = static_cast<std::uint8_t>(2 + g % 6);
-      producer.enqueue_value("report", Job{kSelenium + g}, o);
+      producer.enqueue_value(g % 4 == 0 ? "screenshot" : "report", Job{kSelenium + g}, o);
     }
     std::this_thread::sleep_for(30ms);
     for (std::uint32_t i = 0; i < kSelenium / 10; ++i, ++s) {
@@ -156,10 +181,18 @@ int main() {
   std::printf("  secondary ran %5u general, %4u selenium; it helped with general %u times\n",
               board->ran_by[secondary][1].load(), board->ran_by[secondary][0].load(), board->helped.load());
   std::printf("tasks lost: %u, run twice: %u, selenium tasks run by the primary: %u\n", lost, dup, sel_by_primary);
+  std::uint32_t in_use = 99;
+  for (const auto& info : seg->semaphores())
+    if (info.name == "selenium") in_use = info.in_use;
+  const auto verified = producer.verify_permits();
+  std::printf("selenium semaphore (capacity 5): at most %d sessions at once; in use at the end: %u; ledger %s\n",
+              board->max_holding.load(), in_use, verified ? "consistent" : verified.error().message().c_str());
   const bool clean_exit = WIFEXITED(st1) && WEXITSTATUS(st1) == 0 && WIFEXITED(st2) && WEXITSTATUS(st2) == 0;
   std::printf("consumers stopped on SIGTERM: %s\n", clean_exit ? "cleanly" : "NOT cleanly");
-  const bool ok = lost == 0 && dup == 0 && sel_by_primary == 0 && clean_exit;
-  std::printf("%s\n", ok ? "OK: every task ran exactly once; selenium stayed on the secondary" : "FAILED");
+  const bool ok = lost == 0 && dup == 0 && sel_by_primary == 0 && clean_exit && board->max_holding.load() <= 5 &&
+                  in_use == 0 && verified.ok();
+  std::printf("%s\n",
+              ok ? "OK: every task ran exactly once; selenium stayed on the secondary; permits held" : "FAILED");
   (void)Segment::destroy(name);
   return ok ? 0 : 1;
 }
