@@ -66,10 +66,25 @@ struct Consumer::Impl {
     client->requeue(t);  // bound the chain: let another take it
   }
 
+  // The task's own needs, else its type's; plus the queue's concurrency limit if the
+  // queue has one and a need is still free.
   std::array<Need, 2> needs_of(const Taken& t) const {
-    if (t.needs[0].count != 0 || t.needs[1].count != 0) return {t.needs[0], t.needs[1]};
-    auto it = type_needs.find(t.type);
-    return it == type_needs.end() ? std::array<Need, 2>{} : it->second;
+    std::array<Need, 2> need{};
+    if (t.needs[0].count != 0 || t.needs[1].count != 0) {
+      need = {t.needs[0], t.needs[1]};
+    } else if (auto it = type_needs.find(t.type); it != type_needs.end()) {
+      need = it->second;
+    }
+    const std::uint32_t limit = seg->core().queues[t.queue].limit_sem.load(std::memory_order_acquire);
+    if (limit != 0) {
+      for (Need& n : need) {
+        if (n.count == 0) {
+          n = Need{static_cast<SemId>(limit - 1), 1};
+          break;
+        }
+      }
+    }
+    return need;
   }
 
   // Returns true with `next` set when a parked task was handed over.

@@ -297,6 +297,24 @@ Errc Client::set_capacity(SemId sem, std::uint32_t capacity) noexcept {
   return Errc::ok;
 }
 
+Errc Client::set_queue_limit(QueueId queue, std::uint32_t n) noexcept {
+  auto& core = *impl_->core;
+  if (queue >= core.layout.max_queues ||
+      (core.queues[queue].word.load(std::memory_order_acquire) & 3) != detail::QueueEntry::kReady)
+    return Errc::unknown_queue;
+  if (n > kMaxSemaphoreCapacity) return Errc::invalid_argument;
+  if (n == 0) {
+    core.queues[queue].limit_sem.store(0, std::memory_order_release);
+    return Errc::ok;
+  }
+  auto sem = impl_->seg->create_semaphore("queue:" + std::to_string(queue), n);
+  if (!sem) return sem.code();
+  if (const Errc e = set_capacity(*sem, n); e != Errc::ok) return e;
+  // release: consumers that see the limit see the semaphore ready.
+  core.queues[queue].limit_sem.store(std::uint32_t{*sem} + 1, std::memory_order_release);
+  return Errc::ok;
+}
+
 Errc Client::try_acquire(SemId sem, std::uint32_t n) noexcept {
   if (impl_->sem_entry(sem) == nullptr) return Errc::unknown_semaphore;
   if (n > kMaxSemaphoreCapacity) return Errc::need_exceeds_capacity;

@@ -203,3 +203,35 @@ TEST_F(SemFixture, MultiSemaphoreNeedsAllOrNothingNoDeadlock) {
   EXPECT_EQ(in_use(sel), 0u);
   EXPECT_EQ(in_use(gpu), 0u);
 }
+
+TEST_F(SemFixture, QueueLimitBoundsRunningTasksAcrossWorkers) {
+  ASSERT_EQ(cli.set_queue_limit(general, 3), Errc::ok);
+  EXPECT_EQ(cli.set_queue_limit(99, 3), Errc::unknown_queue);
+  EXPECT_EQ(cli.set_queue_limit(general, 57), Errc::invalid_argument);
+  ConsumerOptions co;
+  co.home = {"general"};
+  co.workers = 6;
+  co.tick = 60s;
+  auto c = Consumer::create(seg, co).value();
+  std::atomic<int> inside{0}, max_inside{0}, ran{0};
+  c->on("job", [&](TaskContext&) {
+    const int now = inside.fetch_add(1) + 1;
+    int m = max_inside.load();
+    while (now > m && !max_inside.compare_exchange_weak(m, now)) {
+    }
+    std::this_thread::sleep_for(2ms);
+    inside.fetch_sub(1);
+    ran.fetch_add(1);
+    return Outcome::done();
+  });
+  TaskOptions o;
+  o.queue = general;
+  for (int i = 0; i < 60; ++i) ASSERT_EQ(cli.enqueue_text("job", "", o), Errc::ok);
+  c->start();
+  ASSERT_TRUE(eventually([&] { return ran.load() == 60; }, 20s)) << "ran " << ran.load();
+  EXPECT_LE(max_inside.load(), 3);
+  EXPECT_GE(max_inside.load(), 2) << "six workers should have run more than one at a time";
+  c->request_stop();
+  c->join();
+  EXPECT_EQ(cli.set_queue_limit(general, 0), Errc::ok);
+}

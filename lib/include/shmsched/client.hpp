@@ -133,6 +133,11 @@ class Client {
   /// can now have all its permits, it is handed over: taken by this process, permits
   /// granted, returned in `*next` (run it, then release_for it). Else returns false.
   bool release_for(const Taken& task, std::span<const Need> needs, Taken* next = nullptr) noexcept;
+  /// At most `n` tasks of `queue` run at once across all consumers (0 removes the
+  /// limit). Built on a semaphore named "queue:<id>" that every consumer adds as a need
+  /// of the queue's tasks (when a task declares two needs already, the limit does not
+  /// apply to it). n <= 56.
+  Errc set_queue_limit(QueueId queue, std::uint32_t n) noexcept;
   /// Checks "in use == permits held by live holders" for every semaphore; the error
   /// names each mismatch.
   Result<void> verify_permits() const;

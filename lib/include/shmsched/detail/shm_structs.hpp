@@ -134,6 +134,7 @@ struct alignas(kCacheLine) QueueEntry {
   AtomicU64 name[4];  // up to 31 bytes, zero padded
   AtomicU32 flags;    // bit 0: paused
   AtomicU32 aging_ms;
+  AtomicU32 limit_sem;  // semaphore id + 1 bounding the queue's running tasks; 0 = none
 };
 static_assert(sizeof(QueueEntry) == kCacheLine);
 
