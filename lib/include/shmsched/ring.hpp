@@ -182,11 +182,15 @@ class IndexRing {
   /// a leftover, and it may be taken the moment this returns). For inspection: aging
   /// peeks at the oldest entry of a level.
   bool peek_head(std::uint32_t& out) const noexcept {
-    const std::uint64_t h = header_->head.load(std::memory_order_relaxed);
-    const std::uint64_t w = slots_[h & mask_].load(std::memory_order_acquire);
-    if (!is_full(w) || lap_of_word(w) != lap_of_pos(h)) return false;
-    out = value_of(w);
-    return true;
+    std::uint64_t h = header_->head.load(std::memory_order_relaxed);
+    for (std::uint64_t i = 0; i < 4 * kHintEvery; ++i, ++h) {  // past positions the hint lags by
+      const std::uint64_t w = slots_[h & mask_].load(std::memory_order_acquire);
+      if (lap_ahead(lap_of_word(w), lap_of_pos(h))) continue;
+      if (!is_full(w) || lap_of_word(w) != lap_of_pos(h)) return false;
+      out = value_of(w);
+      return true;
+    }
+    return false;
   }
   /// Entries between head and tail (leftovers included); may be stale by the time it
   /// returns. Walks the few positions the hints may lag by.

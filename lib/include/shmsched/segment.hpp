@@ -91,6 +91,8 @@ class Segment {
   Result<QueueId> find_queue(std::string_view name) const noexcept;
   /// The ready queues, in id order.
   std::vector<QueueInfo> queues() const;
+  /// A paused queue is not taken from; enqueue still works.
+  Result<void> set_paused(QueueId queue, bool paused) noexcept;
 
   /// Creates the semaphore with `capacity` permits, or returns the existing one of that
   /// name unchanged (race-safe). Capacity 0..56.

@@ -4,6 +4,7 @@
 #include "shmsched/client.hpp"
 #include "shmsched/consumer.hpp"
 #include "shmsched/error.hpp"
+#include "shmsched/inspect.hpp"
 #include "shmsched/layout.hpp"
 #include "shmsched/participant.hpp"
 #include "shmsched/process.hpp"

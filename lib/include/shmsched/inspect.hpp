@@ -1,0 +1,68 @@
+// Inspect: a read-only snapshot of a segment for operators and tools (shmctl).
+//
+// Contract: inspect() only loads; it never writes to the segment, so it is safe on a
+// segment whose processes are live (figures are approximate: each is read once, not all
+// at one instant) and on one whose processes are dead. Any process may call it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "shmsched/client.hpp"
+#include "shmsched/participant.hpp"
+#include "shmsched/segment.hpp"
+#include "shmsched/semaphore.hpp"
+
+namespace shmsched {
+
+struct LevelSnapshot {
+  std::uint64_t depth = 0;          ///< entries in the ring (approximate)
+  std::int64_t oldest_age_ns = -1;  ///< age of the entry at the head, -1 when empty
+  LevelStats counters;
+};
+
+struct QueueSnapshot {
+  QueueId id = 0;
+  std::string name;
+  bool paused = false;
+  std::uint32_t aging_ms = 0;
+  std::int32_t limit = -1;  ///< concurrency limit, -1 = none
+  std::vector<LevelSnapshot> levels;
+  std::uint64_t depth() const noexcept;
+};
+
+struct ParticipantSnapshot {
+  std::uint32_t slot = 0;
+  std::uint16_t token = 0;
+  std::int32_t pid = 0;
+  std::uint64_t start_time = 0;
+  Role role = Role::producer;
+  std::string state;   ///< "active", "registering" or "reaping"
+  bool alive = false;  ///< by pid and start time
+  Activity activity = Activity::idle;
+  std::uint64_t current_task = 0;
+  std::uint64_t processed = 0;
+  std::int64_t heartbeat_age_ns = -1;
+  std::uint32_t workers = 0;
+  std::uint32_t sleepers = 0;
+};
+
+struct Snapshot {
+  std::string name;
+  Layout layout;
+  std::size_t size_bytes = 0;
+  ProcessIdentity creator;
+  std::vector<QueueSnapshot> queues;
+  std::vector<ParticipantSnapshot> participants;
+  std::vector<SemaphoreInfo> semaphores;
+  /// Records by state.
+  std::uint64_t free = 0, reserved = 0, queued = 0, running = 0, delayed = 0, parked = 0, dead = 0;
+  std::uint16_t janitor_token = 0;
+  std::int32_t janitor_pid = 0;
+};
+
+/// Reads the whole segment once. Never writes to it.
+Snapshot inspect(const Segment& segment);
+
+}  // namespace shmsched

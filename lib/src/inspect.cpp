@@ -1,0 +1,130 @@
+#include "shmsched/inspect.hpp"
+
+#include "client_impl.hpp"
+
+namespace shmsched {
+
+std::uint64_t QueueSnapshot::depth() const noexcept {
+  std::uint64_t d = 0;
+  for (const auto& l : levels) d += l.depth;
+  return d;
+}
+
+Snapshot inspect(const Segment& segment) {
+  const detail::Core& core = segment.core();
+  Snapshot s;
+  s.name = segment.name();
+  s.layout = segment.layout();
+  s.size_bytes = segment.size_bytes();
+  s.creator = segment.creator();
+  const std::int64_t now = coarse_now_ns();
+  const std::int64_t mono = monotonic_ns();
+
+  for (std::uint32_t i = 0; i < core.capacity; ++i) {
+    switch (state_of(core.ctrl[i].state.load(std::memory_order_acquire))) {
+      case TaskState::virgin:
+      case TaskState::free:
+        ++s.free;
+        break;
+      case TaskState::reserved:
+        ++s.reserved;
+        break;
+      case TaskState::queued:
+        ++s.queued;
+        break;
+      case TaskState::running:
+        ++s.running;
+        break;
+      case TaskState::delayed:
+        ++s.delayed;
+        break;
+      case TaskState::parked:
+        ++s.parked;
+        break;
+      case TaskState::dead:
+        ++s.dead;
+        break;
+    }
+  }
+
+  for (const QueueInfo& qi : segment.queues()) {
+    QueueSnapshot q;
+    q.id = qi.id;
+    q.name = qi.name;
+    q.paused = qi.paused;
+    const auto& e = core.queues[qi.id];
+    q.aging_ms = e.aging_ms.load(std::memory_order_relaxed);
+    const std::uint32_t limit = e.limit_sem.load(std::memory_order_acquire);
+    if (limit != 0 && limit - 1 < core.layout.max_semaphores)
+      q.limit = static_cast<std::int32_t>(core.semaphores[limit - 1].permits.load(std::memory_order_relaxed) >>
+                                          detail::SemaphoreEntry::kSlots);
+    for (std::uint32_t level = 0; level < core.levels; ++level) {
+      LevelSnapshot l;
+      const IndexRing<> ring = core.ring(core.ring_id(qi.id, level));
+      l.depth = ring.depth_guess();
+      std::uint32_t v = 0;
+      if (ring.peek_head(v) && v < core.capacity && l.depth != 0)
+        l.oldest_age_ns = std::max<std::int64_t>(0, now - load_enqueued(core.hot(v)));
+      for (std::uint32_t p = 0; p < core.layout.max_participants; ++p) {
+        const auto& c = core.counter(p, qi.id, level);
+        l.counters.enqueued += c.enqueued.load(std::memory_order_relaxed);
+        l.counters.started += c.started.load(std::memory_order_relaxed);
+        l.counters.done += c.done.load(std::memory_order_relaxed);
+        l.counters.retried += c.retried.load(std::memory_order_relaxed);
+        l.counters.failed += c.failed.load(std::memory_order_relaxed);
+        l.counters.dead += c.dead.load(std::memory_order_relaxed);
+        l.counters.helped += c.helped.load(std::memory_order_relaxed);
+      }
+      q.levels.push_back(l);
+    }
+    s.queues.push_back(std::move(q));
+  }
+
+  for (std::uint32_t i = 0; i < core.layout.max_participants; ++i) {
+    const auto& p = core.participants[i];
+    const std::uint64_t w = p.word.load(std::memory_order_acquire);
+    const std::uint64_t st = detail::pword_state(w);
+    if (st == detail::ParticipantSlot::kFree) continue;
+    ParticipantSnapshot ps;
+    ps.slot = i;
+    ps.token = detail::make_token(i + 1, detail::pword_epoch(w));
+    ps.pid = static_cast<std::int32_t>(p.pid.load(std::memory_order_relaxed));
+    ps.start_time = p.start_time.load(std::memory_order_relaxed);
+    ps.role = static_cast<Role>(p.role.load(std::memory_order_relaxed));
+    ps.state = st == detail::ParticipantSlot::kActive        ? "active"
+               : st == detail::ParticipantSlot::kRegistering ? "registering"
+                                                             : "reaping";
+    ps.alive = ProcessIdentity{ps.pid, ps.start_time}.alive();
+    ps.activity = static_cast<Activity>(p.activity.load(std::memory_order_relaxed));
+    ps.current_task = p.current_task.load(std::memory_order_relaxed);
+    ps.processed = p.processed.load(std::memory_order_relaxed);
+    const std::int64_t hb = p.heartbeat_ns.load(std::memory_order_relaxed);
+    ps.heartbeat_age_ns = hb > 0 ? std::max<std::int64_t>(0, mono - hb) : -1;
+    ps.workers = p.workers.load(std::memory_order_relaxed);
+    ps.sleepers = p.sleepers.load(std::memory_order_relaxed);
+    s.participants.push_back(std::move(ps));
+  }
+
+  s.semaphores = segment.semaphores();
+  s.janitor_token = static_cast<std::uint16_t>(core.header->janitor_lease.load(std::memory_order_acquire));
+  if (const std::uint32_t ji = detail::token_index(s.janitor_token); ji != 0 && ji <= core.layout.max_participants)
+    s.janitor_pid = static_cast<std::int32_t>(core.participants[ji - 1].pid.load(std::memory_order_relaxed));
+  return s;
+}
+
+Result<void> Segment::set_paused(QueueId queue, bool paused) noexcept {
+  auto& core = this->core();
+  if (queue >= core.layout.max_queues ||
+      (core.queues[queue].word.load(std::memory_order_acquire) & 3) != detail::QueueEntry::kReady)
+    return Result<void>(Errc::unknown_queue, "no queue with id " + std::to_string(queue));
+  // relaxed: a taker that misses the flag for a moment takes one more task; pausing
+  // promises "no new takes from now on", not a fence with takes in flight.
+  if (paused) {
+    core.queues[queue].flags.fetch_or(1, std::memory_order_relaxed);
+  } else {
+    core.queues[queue].flags.fetch_and(~1u, std::memory_order_relaxed);
+  }
+  return {};
+}
+
+}  // namespace shmsched

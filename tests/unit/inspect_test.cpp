@@ -1,0 +1,83 @@
+#include <gtest/gtest.h>
+
+#include "shmsched/shmsched.hpp"
+
+using namespace shmsched;
+
+namespace {
+Layout layout() {
+  Layout l;
+  l.task_capacity = 256;
+  l.levels = 3;
+  l.payload_bytes = 16;
+  l.max_queues = 4;
+  l.max_participants = 8;
+  l.max_semaphores = 4;
+  return l;
+}
+}  // namespace
+
+TEST(Inspect, SnapshotMatchesWhatWasDone) {
+  auto seg = Segment::create_private(layout(), CreateOptions{0600, {"a", "b"}}).value();
+  auto cli = Client::attach(seg, Role::producer | Role::consumer).value();
+  const QueueId a = seg.find_queue("a").value();
+  const QueueId b = seg.find_queue("b").value();
+  ASSERT_TRUE(seg.create_semaphore("gpu", 2).ok());
+  TaskOptions o;
+  o.queue = a;
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(cli.enqueue_text("t", "", o), Errc::ok);
+  o.priority = 2;
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(cli.enqueue_text("t", "", o), Errc::ok);
+  o.queue = b;
+  o.priority = 0;
+  o.not_before_ns = monotonic_ns() + 3'600'000'000'000;
+  ASSERT_EQ(cli.enqueue_text("later", "", o), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(a, t));  // running
+  Taken d;
+  ASSERT_TRUE(cli.try_take(a, d));
+  ASSERT_EQ(cli.dead_letter(d, "bad"), Errc::ok);
+
+  const Snapshot s = inspect(seg);
+  EXPECT_EQ(s.queued, 6u);
+  EXPECT_EQ(s.running, 1u);
+  EXPECT_EQ(s.delayed, 1u);
+  EXPECT_EQ(s.dead, 1u);
+  EXPECT_EQ(s.free, 256u - 9u);
+  ASSERT_EQ(s.queues.size(), 2u);
+  const QueueSnapshot& qa = s.queues[0].id == a ? s.queues[0] : s.queues[1];
+  EXPECT_EQ(qa.name, "a");
+  ASSERT_EQ(qa.levels.size(), 3u);
+  EXPECT_EQ(qa.levels[0].depth, 3u);
+  EXPECT_EQ(qa.levels[2].depth, 3u);
+  EXPECT_EQ(qa.levels[0].counters.enqueued, 5u);
+  EXPECT_EQ(qa.levels[0].counters.started, 2u);
+  EXPECT_EQ(qa.levels[0].counters.dead, 1u);
+  EXPECT_GE(qa.levels[0].oldest_age_ns, 0);
+  EXPECT_EQ(qa.levels[1].oldest_age_ns, -1);
+  EXPECT_EQ(qa.depth(), 6u);
+  ASSERT_EQ(s.participants.size(), 1u);
+  EXPECT_TRUE(s.participants[0].alive);
+  EXPECT_EQ(s.participants[0].pid, ProcessIdentity::self().pid);
+  ASSERT_EQ(s.semaphores.size(), 1u);
+  EXPECT_EQ(s.semaphores[0].name, "gpu");
+  EXPECT_EQ(s.semaphores[0].capacity, 2u);
+  EXPECT_EQ(cli.complete(t), Errc::ok);
+}
+
+TEST(Inspect, PausedQueueIsNotTakenFromButAcceptsWork) {
+  auto seg = Segment::create_private(layout(), CreateOptions{0600, {"a"}}).value();
+  auto cli = Client::attach(seg).value();
+  const QueueId a = seg.find_queue("a").value();
+  ASSERT_TRUE(seg.set_paused(a, true).ok());
+  TaskOptions o;
+  o.queue = a;
+  ASSERT_EQ(cli.enqueue_text("t", "", o), Errc::ok);
+  Taken t;
+  EXPECT_FALSE(cli.try_take(a, t));
+  EXPECT_TRUE(inspect(seg).queues[0].paused);
+  ASSERT_TRUE(seg.set_paused(a, false).ok());
+  EXPECT_TRUE(cli.try_take(a, t));
+  EXPECT_EQ(seg.set_paused(static_cast<QueueId>(a == 0 ? 1 : 0), true).code(), Errc::unknown_queue);
+  EXPECT_EQ(seg.set_paused(99, true).code(), Errc::unknown_queue);
+}
