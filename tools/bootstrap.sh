@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(g++ cmake ninja-build pkg-config libboost-dev libtbb-dev libconcurrentqueue-dev
-          libbenchmark-dev libgtest-dev libcli11-dev nlohmann-json3-dev spin tmux)
+          libbenchmark-dev libgtest-dev libcli11-dev nlohmann-json3-dev spin tmux clang libclang-rt-14-dev)
 JOBS=$(nproc)
 
 install_missing() {

@@ -381,6 +381,17 @@ Result<Segment> Segment::open(std::string_view name, const OpenOptions& options)
   return Segment(std::move(impl));
 }
 
+Result<Segment> Segment::from_image(void* mem, std::size_t size) {
+  auto layout = check_image(mem, size);
+  if (!layout) return layout.error();
+  auto impl = std::make_unique<Impl>();
+  impl->name = "(image)";
+  impl->priv = true;
+  impl->size = size;
+  impl->core.bind(static_cast<std::byte*>(mem), *layout);
+  return Segment(std::move(impl));
+}
+
 Result<Segment> Segment::create_or_open(std::string_view name, const Layout& layout, const CreateOptions& options) {
   for (int attempt = 0; attempt < 8; ++attempt) {
     auto c = create(name, layout, options);

@@ -73,6 +73,11 @@ class Segment {
   /// Checks a byte image of a segment (as open() does) without trusting any of it.
   /// Returns its layout when the image is a complete, ready segment.
   static Result<Layout> check_image(const void* data, std::size_t size) noexcept;
+  /// A handle on a segment image already in memory (a copy, a core file, a fuzz input):
+  /// checked as open() checks a segment, then used in place, never owned or unmapped.
+  /// `mem` must stay valid and at least `size` bytes. For inspection: do not attach
+  /// clients to an image other processes do not share.
+  static Result<Segment> from_image(void* mem, std::size_t size);
 
   Segment(Segment&&) noexcept;
   Segment& operator=(Segment&&) noexcept;
