@@ -99,14 +99,27 @@ struct Client::Impl {
   void notify(QueueId q) noexcept {
     auto& m = core->sleepers[q];
     const std::uint32_t words = core->mask_words();
-    for (std::uint32_t w = 0; w < words; ++w) {
-      const std::uint64_t bits = m.home[w].load(std::memory_order_seq_cst);
-      if (bits != 0) return ring(w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits)), 1);
+    // Rotate where the search starts, so a burst of tasks wakes sleepers in every
+    // sleeping process rather than only the lowest-numbered one (a process keeps its
+    // bit while any of its workers sleeps). Thread-local: no shared counter.
+    thread_local std::uint32_t rotor = 0;
+    const std::uint32_t start = rotor++;
+    if (const std::uint32_t p = pick(m.home, words, start); p != kNone) return ring(p, 1);
+    if (const std::uint32_t p = pick(m.help, words, start); p != kNone) return ring(p, INT32_MAX);
+  }
+
+  // A set bit of the mask, searching from bit `start` (mod the mask size) onwards.
+  static std::uint32_t pick(const detail::AtomicU64* mask, std::uint32_t words, std::uint32_t start) noexcept {
+    const std::uint32_t bits = words * 64;
+    const std::uint32_t from = start % bits;
+    for (std::uint32_t k = 0; k <= words; ++k) {
+      const std::uint32_t w = (from / 64 + k) % words;
+      std::uint64_t v = mask[w].load(std::memory_order_seq_cst);
+      if (k == 0) v &= ~std::uint64_t{0} << (from % 64);  // first word: from `from` on
+      if (k == words) v = mask[w].load(std::memory_order_seq_cst) & ((std::uint64_t{1} << (from % 64)) - 1);
+      if (v != 0) return w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(v));
     }
-    for (std::uint32_t w = 0; w < words; ++w) {
-      const std::uint64_t bits = m.help[w].load(std::memory_order_seq_cst);
-      if (bits != 0) return ring(w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits)), INT32_MAX);
-    }
+    return kNone;
   }
 
   // Drops participant slot `p` from every queue's sleeper masks (it left, or died).
@@ -446,8 +459,10 @@ struct Client::Impl {
         continue;
       SHMSCHED_FAULT_POINT(reap_after_claim);
       clear_sleep_bits(i);
-      recover_records(detail::make_token(i + 1, epoch), rep);
+      // Permits first: once a task is requeued another consumer may take it, and its
+      // new run must not find the dead run's permit still granted.
       rep.permits_returned += sweep_ledgers(detail::make_token(i + 1, epoch));
+      recover_records(detail::make_token(i + 1, epoch), rep);
       me->reaped.fetch_add(1, std::memory_order_relaxed);
       // (P4) release: the slot is free again with epoch + 1, which fences the old token.
       p.word.store(detail::pword(detail::ParticipantSlot::kFree, epoch + 1, 0), std::memory_order_release);
@@ -459,8 +474,8 @@ struct Client::Impl {
   void deregister() noexcept {
     if (!attached) return;
     ReapReport rep;
-    recover_records(token, rep);
     sweep_ledgers(token);
+    recover_records(token, rep);
     clear_sleep_bits(slot);
     SHMSCHED_FAULT_POINT(participant_deregister);
     me->activity.store(static_cast<std::uint32_t>(Activity::stopping), std::memory_order_relaxed);

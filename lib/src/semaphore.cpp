@@ -10,7 +10,6 @@ namespace {
 using detail::SemaphoreEntry;
 constexpr unsigned kSlots = SemaphoreEntry::kSlots;
 constexpr std::uint64_t kBits = SemaphoreEntry::kBitmapMask;
-constexpr std::uint64_t kTaskIdMask = ~detail::kHolderKindMask;
 
 std::uint32_t capacity_of(std::uint64_t permits) noexcept {
   return static_cast<std::uint32_t>(permits >> kSlots);
@@ -18,8 +17,12 @@ std::uint32_t capacity_of(std::uint64_t permits) noexcept {
 std::uint32_t in_use_of(std::uint64_t permits) noexcept {
   return static_cast<std::uint32_t>(std::popcount(permits & kBits));
 }
-std::uint64_t task_holder(TaskId id) noexcept {
-  return detail::kHolderTask | (id & kTaskIdMask);
+// A task holder names one run of a record: its index and the version of the state word
+// the running worker holds. A requeued task's next run has another version, so a permit
+// of a dead (or abandoned) run can never pass for the new run's.
+constexpr std::uint64_t kRunVersionMask = (std::uint64_t{1} << 42) - 1;
+std::uint64_t task_holder(const Taken& t) noexcept {
+  return detail::kHolderTask | ((detail::version_of(t.word) & kRunVersionMask) << 20) | t.index;
 }
 // A direct holder is this thread of this participant: threads of one process never
 // release each other's permits, so a release's CAS only ever clears bits its own caller
@@ -221,10 +224,12 @@ bool Client::Impl::holder_valid(std::uint64_t holder, std::uint16_t dead) const 
     return dead != 0 ? tok != dead : token_alive(tok);
   }
   if (kind != detail::kHolderTask) return false;
-  const std::uint32_t idx = core->id_index(holder & kTaskIdMask);
+  const std::uint32_t idx = static_cast<std::uint32_t>(holder & 0xFFFFF);
+  if (idx >= core->capacity) return false;
   const std::uint64_t s = core->ctrl[idx].state.load(std::memory_order_acquire);
-  const std::uint64_t id = std::atomic_ref<std::uint64_t>(core->hot(idx)->id).load(std::memory_order_relaxed);
-  if (state_of(s) != TaskState::running || (id & kTaskIdMask) != (holder & kTaskIdMask)) return false;
+  if (state_of(s) != TaskState::running ||
+      (detail::version_of(s) & kRunVersionMask) != ((holder >> 20) & kRunVersionMask))
+    return false;
   return dead != 0 ? owner_of(s) != dead : token_alive(owner_of(s));
 }
 
@@ -360,7 +365,7 @@ Client::Grant Client::acquire_for(const Taken& task, std::span<const Need> needs
   for (const Need& n : needs)
     if (n.count != 0 && k < 2) sorted[k++] = n;
   if (k == 2 && sorted[1].sem < sorted[0].sem) std::swap(sorted[0], sorted[1]);
-  const std::uint64_t holder = task_holder(task.id);
+  const std::uint64_t holder = task_holder(task);
   for (std::size_t i = 0; i < k; ++i) {
     if (im.sem_try_acquire(sorted[i].sem, sorted[i].count, holder)) continue;
     for (std::size_t j = 0; j < i; ++j) im.sem_release(sorted[j].sem, UINT32_MAX, holder);
@@ -391,7 +396,7 @@ Client::Grant Client::acquire_for(const Taken& task, std::span<const Need> needs
 
 bool Client::release_for(const Taken& task, std::span<const Need> needs, Taken* next) noexcept {
   auto& im = *impl_;
-  const std::uint64_t holder = task_holder(task.id);
+  const std::uint64_t holder = task_holder(task);
   std::uint32_t sems[2];
   std::size_t k = 0;
   for (const Need& n : needs)

@@ -10,12 +10,14 @@
 // use GoogleTest assertions; they report through the Board and their exit status.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,6 +26,13 @@
 #include "shmsched/detail/fault.hpp"
 #include "shmsched/shmsched.hpp"
 #include "test_support.hpp"
+
+namespace shmsched {
+/// Lets GoogleTest print a Grant by name in failure messages.
+inline void PrintTo(Client::Grant g, std::ostream* os) {
+  *os << (g == Client::Grant::granted ? "granted" : g == Client::Grant::parked ? "parked" : "error");
+}
+}  // namespace shmsched
 
 using namespace shmsched;
 using namespace std::chrono_literals;
@@ -44,7 +53,7 @@ struct Board {
   std::atomic<int> stop{0};  // parent -> children: wind down
   std::atomic<int> release_now{0};
   std::atomic<int> ready{0};
-  std::atomic<std::uint64_t> done{0};     // handler runs finished
+  std::atomic<std::uint64_t> done{0};        // handler runs finished
   std::atomic<std::int64_t> all_done_ns{0};  // when the last expected run finished
   std::atomic<std::uint64_t> parked{0}, handed{0};
   // Direct-acquire workload bookkeeping (see direct_workload).
@@ -119,10 +128,34 @@ bool killed_by_sigkill(const ExitStatus& s) {
   return s.signaled && s.signal == SIGKILL;
 }
 
-// Parks the calling thread for good (a process killed later never wakes it).
+// Blocks the calling thread for good (the process is killed while it waits).
 [[noreturn]] void block_forever() {
   for (;;) ::pause();
 }
+
+// Kills and collects, at scope exit, every listed child that is still running, so an
+// ASSERT that ends a test early leaves no child blocked behind it. A child already
+// collected by wait_child is not ours any more: waitpid fails and it is left alone.
+class ChildGuard {
+ public:
+  ChildGuard() = default;
+  ChildGuard(const ChildGuard&) = delete;
+  ChildGuard& operator=(const ChildGuard&) = delete;
+  ~ChildGuard() {
+    for (pid_t pid : pids_) {
+      if (pid <= 0 || ::waitpid(pid, nullptr, WNOHANG) != 0) continue;
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+  pid_t operator()(pid_t pid) {
+    pids_.push_back(pid);
+    return pid;
+  }
+
+ private:
+  std::vector<pid_t> pids_;
+};
 
 void wait_flag(const std::atomic<int>& flag, std::chrono::milliseconds limit = 30s) {
   (void)eventually([&] { return flag.load() != 0; }, limit);
@@ -153,13 +186,14 @@ struct World {
 
 TEST(SemaphoreProcesses, CapacityNeverExceededAcrossProcesses) {
   World w;
+  ChildGuard guard;
   const SemId sem = w.make_sem(3);
   Board& b = w.board;
   constexpr int kProcs = 3, kThreads = 2, kRounds = 3000;
   test::StartGate gate;
   std::vector<pid_t> pids;
   for (int p = 0; p < kProcs; ++p)
-    pids.push_back(test::spawn([&] {
+    pids.push_back(guard(test::spawn([&] {
       gate.wait();
       auto c = Client::attach(w.seg).value();
       std::vector<std::thread> ts;
@@ -180,7 +214,7 @@ TEST(SemaphoreProcesses, CapacityNeverExceededAcrossProcesses) {
         });
       for (auto& t : ts) t.join();
       return 0;
-    }));
+    })));
   gate.open();
   for (const ExitStatus& s : test::wait_children(pids, 30s)) EXPECT_TRUE(s.ok()) << test::describe(s);
   EXPECT_EQ(b.failures.load(), 0) << "acquire timed out or release was refused";
@@ -197,6 +231,7 @@ TEST(SemaphoreProcesses, CapacityNeverExceededAcrossProcesses) {
 
 TEST(SemaphoreProcesses, ScarceResourceIsKeptBusyAcrossConsumerProcesses) {
   World w;
+  ChildGuard guard;
   constexpr int kTasks = 200, kCapacity = 5, kHoldMs = 10;
   const SemId sem = w.make_sem(kCapacity);
   Board& b = w.board;
@@ -207,7 +242,7 @@ TEST(SemaphoreProcesses, ScarceResourceIsKeptBusyAcrossConsumerProcesses) {
   test::StartGate gate;
   std::vector<pid_t> pids;
   for (int p = 0; p < 2; ++p)
-    pids.push_back(test::spawn([&] {
+    pids.push_back(guard(test::spawn([&] {
       ConsumerOptions co;
       co.home = {"work"};
       co.workers = 4;
@@ -234,7 +269,7 @@ TEST(SemaphoreProcesses, ScarceResourceIsKeptBusyAcrossConsumerProcesses) {
       b.parked.fetch_add(st.parked);
       b.handed.fetch_add(st.handed);
       return joined ? 0 : 3;
-    }));
+    })));
   const std::int64_t t0 = monotonic_ns();
   gate.open();
   const bool finished = eventually([&] { return b.done.load() >= kTasks; }, 15s);
@@ -245,10 +280,11 @@ TEST(SemaphoreProcesses, ScarceResourceIsKeptBusyAcrossConsumerProcesses) {
   const double wall_ms = static_cast<double>(b.all_done_ns.load() - t0) / 1e6;
   const double ideal_ms = double(kTasks) / kCapacity * kHoldMs;
   const double ratio = wall_ms / ideal_ms;
-  std::printf("[  RATIO   ] %d tasks, capacity %d, %d ms each, 8 workers in 2 processes: %.1f ms, ideal %.0f ms, "
-              "ratio %.3f (parked %llu, handed over %llu)\n",
-              kTasks, kCapacity, kHoldMs, wall_ms, ideal_ms, ratio, static_cast<unsigned long long>(b.parked.load()),
-              static_cast<unsigned long long>(b.handed.load()));
+  std::printf(
+      "[  RATIO   ] %d tasks, capacity %d, %d ms each, 8 workers in 2 processes: %.1f ms, ideal %.0f ms, "
+      "ratio %.3f (parked %llu, handed over %llu)\n",
+      kTasks, kCapacity, kHoldMs, wall_ms, ideal_ms, ratio, static_cast<unsigned long long>(b.parked.load()),
+      static_cast<unsigned long long>(b.handed.load()));
   std::fflush(stdout);
   RecordProperty("wall_ms", std::to_string(wall_ms));
   RecordProperty("ratio_to_ideal", std::to_string(ratio));
@@ -272,6 +308,7 @@ TEST(SemaphoreProcesses, ScarceResourceIsKeptBusyAcrossConsumerProcesses) {
 // the parked tasks then all run in another consumer.
 TEST(SemaphoreProcesses, KilledHandlerPermitsAreReturnedAndParkedTasksProceed) {
   World w;
+  ChildGuard guard;
   constexpr int kTasks = 8;
   const SemId sem = w.make_sem(3);
   Board& b = w.board;
@@ -279,18 +316,18 @@ TEST(SemaphoreProcesses, KilledHandlerPermitsAreReturnedAndParkedTasksProceed) {
   w.enqueue(parent, "hold", kTasks, sem, 1);
 
   // A live direct holder of one permit, in its own process.
-  const pid_t live = test::spawn([&] {
+  const pid_t live = guard(test::spawn([&] {
     auto c = Client::attach(w.seg).value();
     if (c.acquire(sem, 1, 5s) != Errc::ok) return 2;
     b.ready.store(1);
     wait_flag(b.release_now);
     return c.release(sem, 1) == Errc::ok ? 0 : 3;
-  });
+  }));
   ASSERT_TRUE(eventually([&] { return b.ready.load() == 1; })) << "live holder did not acquire";
 
   // The victim: 3 workers, 2 free permits: two handlers hold them forever, the third
   // worker parks every other task.
-  const pid_t victim = test::spawn([&]() -> int {
+  const pid_t victim = guard(test::spawn([&]() -> int {
     ConsumerOptions co;
     co.home = {"work"};
     co.workers = 3;
@@ -302,7 +339,7 @@ TEST(SemaphoreProcesses, KilledHandlerPermitsAreReturnedAndParkedTasksProceed) {
     });
     c->start();
     block_forever();
-  });
+  }));
   ASSERT_TRUE(eventually([&] { return b.holding.load() == 2 && sem_info(w.seg, sem).parked == kTasks - 2; }))
       << "holding " << b.holding.load() << ", parked " << sem_info(w.seg, sem).parked;
   EXPECT_EQ(in_use(w.seg, sem), 3u);
@@ -328,7 +365,7 @@ TEST(SemaphoreProcesses, KilledHandlerPermitsAreReturnedAndParkedTasksProceed) {
 
   // Another consumer process runs every task: the two the victim was running and the
   // six that were parked (long tick: no janitor help, hand-over only).
-  const pid_t drainer = test::spawn([&] {
+  const pid_t drainer = guard(test::spawn([&] {
     ConsumerOptions co;
     co.home = {"work"};
     co.workers = 2;
@@ -345,7 +382,7 @@ TEST(SemaphoreProcesses, KilledHandlerPermitsAreReturnedAndParkedTasksProceed) {
     c->request_stop();
     c->join();
     return all ? 0 : 4;
-  });
+  }));
   const ExitStatus ds = test::wait_child(drainer, 20s);
   EXPECT_TRUE(ds.ok()) << "drainer: " << test::describe(ds) << ", ran " << b.done.load();
   for (int i = 0; i < kTasks; ++i) EXPECT_EQ(b.runs[i].load(), 1u) << "task " << i;
@@ -359,22 +396,23 @@ TEST(SemaphoreProcesses, KilledHandlerPermitsAreReturnedAndParkedTasksProceed) {
 // process gets its permit once the reaper returns them, not before.
 TEST(SemaphoreProcesses, KilledDirectHolderPermitsReachABlockedWaiter) {
   World w;
+  ChildGuard guard;
   const SemId sem = w.make_sem(2);
   Board& b = w.board;
-  const pid_t victim = test::spawn([&] {
+  const pid_t victim = guard(test::spawn([&] {
     auto c = Client::attach(w.seg).value();
     if (c.acquire(sem, 2, 5s) != Errc::ok) return 2;
     b.holding.store(2);
     block_forever();
-  });
+  }));
   ASSERT_TRUE(eventually([&] { return b.holding.load() == 2; })) << "victim did not acquire";
-  const pid_t waiter = test::spawn([&] {
+  const pid_t waiter = guard(test::spawn([&] {
     auto c = Client::attach(w.seg).value();
     if (c.acquire(sem, 1, 20s) != Errc::ok) return 2;
     b.waiter_granted.store(1);
     wait_flag(b.release_now);
     return c.release(sem, 1) == Errc::ok ? 0 : 3;
-  });
+  }));
   ASSERT_TRUE(eventually([&] { return sem_info(w.seg, sem).waiters >= 1; })) << "waiter never went to sleep";
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(b.waiter_granted.load(), 0) << "granted while both permits were held";
@@ -398,6 +436,59 @@ TEST(SemaphoreProcesses, KilledDirectHolderPermitsReachABlockedWaiter) {
   EXPECT_EQ(in_use(w.seg, sem), 0u);
   EXPECT_EQ(ledger_entries(w.seg, sem), 0u);
   EXPECT_TRUE(parent.verify_permits().ok()) << test::why(parent.verify_permits());
+}
+
+// (c) The reaper puts a dead holder's task back in its queue before it sweeps the
+// ledger; a live consumer may take the task in between. The task's old grant must
+// still be returned: the new run holds nothing yet, and the one permit must go to it.
+// Made deterministic by killing the first reaper between its record pass and its
+// sweep; a live consumer spinning on the queue hits the same window with one reaper.
+TEST(SemaphoreProcesses, KilledTaskHoldersPermitIsReturnedWhenTheTaskIsRetakenBeforeTheSweep) {
+  ASSERT_TRUE(fault::enabled()) << "this test needs a build with SHMSCHED_FAULT_POINTS";
+  World w;
+  ChildGuard guard;
+  const SemId sem = w.make_sem(1);
+  Board& b = w.board;
+  {
+    auto producer = Client::attach(w.seg).value();
+    w.enqueue(producer, "job", 1, sem, 1);
+  }
+  const pid_t holder = guard(test::spawn([&] {
+    auto c = Client::attach(w.seg, Role::consumer).value();
+    Taken t;
+    if (!c.try_take(w.q, t) || c.acquire_for(t, t.needs) != Client::Grant::granted) return 2;
+    b.holding.store(1);
+    block_forever();
+  }));
+  ASSERT_TRUE(eventually([&] { return b.holding.load() == 1; })) << "holder was not granted";
+  ::kill(holder, SIGKILL);
+  ASSERT_TRUE(killed_by_sigkill(test::wait_child(holder, 10s)));
+
+  // The first reaper requeues the task (the dead one's only record), then dies.
+  const pid_t reaper = guard(test::spawn([&] {
+    fault::arm(Point::reap_mid_records, 1);
+    auto c = Client::attach(w.seg, Role::consumer).value();
+    c.reap_dead();
+    return 0;
+  }));
+  ASSERT_TRUE(killed_by_sigkill(test::wait_child(reaper, 10s))) << "reaper never reached reap_mid_records";
+
+  auto c = Client::attach(w.seg, Role::consumer).value();
+  Taken t;
+  ASSERT_TRUE(c.try_take(w.q, t)) << "the task was not requeued";
+  const ReapReport rep = c.reap_dead();  // takes the reaping over
+  EXPECT_EQ(rep.participants, 2u);
+  // Whichever reaper returned it (the first may have swept before it died), the
+  // permit is free once the reaping is done.
+  EXPECT_EQ(in_use(w.seg, sem), 0u) << "the dead holder's permit was not returned";
+  EXPECT_TRUE(c.verify_permits().ok()) << test::why(c.verify_permits());
+  EXPECT_EQ(c.acquire_for(t, t.needs), Client::Grant::granted) << "the only permit is still held for the dead run";
+  EXPECT_EQ(in_use(w.seg, sem), 1u);
+  EXPECT_TRUE(c.verify_permits().ok()) << test::why(c.verify_permits());
+  c.release_for(t, t.needs);
+  EXPECT_EQ(in_use(w.seg, sem), 0u);
+  EXPECT_EQ(ledger_entries(w.seg, sem), 0u);
+  EXPECT_TRUE(c.verify_permits().ok()) << test::why(c.verify_permits());
 }
 
 // ---- 4: kills at the fault points of the semaphore protocol -------------------------------
@@ -445,15 +536,16 @@ TEST_P(DirectKill, ReaperReturnsExactlyWhatTheDeadHeld) {
   ASSERT_TRUE(fault::enabled()) << "this test needs a build with SHMSCHED_FAULT_POINTS";
   const auto [point, nth] = GetParam();
   World w;
+  ChildGuard guard;
   const SemId sem = w.make_sem(4);
   Board& b = w.board;
   auto parent = Client::attach(w.seg).value();
   ASSERT_EQ(parent.try_acquire(sem, 1), Errc::ok);  // a live holder the reaper must not touch
 
-  const pid_t pid = test::spawn([&] {
+  const pid_t pid = guard(test::spawn([&] {
     fault::arm(point, nth);
     return direct_workload(w, sem);
-  });
+  }));
   const ExitStatus s = test::wait_child(pid, 15s);
   ASSERT_TRUE(killed_by_sigkill(s)) << "child never reached " << fault::name(point) << " #" << nth << ": "
                                     << test::describe(s);
@@ -478,15 +570,13 @@ TEST_P(DirectKill, ReaperReturnsExactlyWhatTheDeadHeld) {
   EXPECT_TRUE(parent.verify_permits().ok()) << test::why(parent.verify_permits());
 }
 
-INSTANTIATE_TEST_SUITE_P(GrantAndReleasePoints, DirectKill,
-                         ::testing::Values(PointCase{Point::sem_acquire_ledger, 1},
-                                           PointCase{Point::sem_acquire_ledger, 8},
-                                           PointCase{Point::sem_acquire_granted, 1},
-                                           PointCase{Point::sem_acquire_granted, 7},
-                                           PointCase{Point::sem_acquire_granted, 8},
-                                           PointCase{Point::sem_release_bits_cleared, 1},
-                                           PointCase{Point::sem_release_bits_cleared, 6}),
-                         case_name);
+INSTANTIATE_TEST_SUITE_P(
+    GrantAndReleasePoints, DirectKill,
+    ::testing::Values(PointCase{Point::sem_acquire_ledger, 1}, PointCase{Point::sem_acquire_ledger, 8},
+                      PointCase{Point::sem_acquire_granted, 1}, PointCase{Point::sem_acquire_granted, 7},
+                      PointCase{Point::sem_acquire_granted, 8}, PointCase{Point::sem_release_bits_cleared, 1},
+                      PointCase{Point::sem_release_bits_cleared, 6}),
+    case_name);
 
 namespace {
 class ConsumerKill : public ::testing::TestWithParam<PointCase> {};
@@ -500,6 +590,7 @@ TEST_P(ConsumerKill, NothingLostNothingWedged) {
   const auto [point, nth] = GetParam();
   constexpr int kTasks = 12;
   World w;
+  ChildGuard guard;
   const SemId sem = w.make_sem(1);
   Board& b = w.board;
   {
@@ -512,7 +603,7 @@ TEST_P(ConsumerKill, NothingLostNothingWedged) {
     b.done.fetch_add(1);
     return Outcome::done();
   };
-  const pid_t pid = test::spawn([&] {
+  const pid_t pid = guard(test::spawn([&] {
     fault::arm(point, nth);  // before any worker thread exists
     ConsumerOptions co;
     co.home = {"work"};
@@ -525,7 +616,7 @@ TEST_P(ConsumerKill, NothingLostNothingWedged) {
     c->request_stop();
     c->join();
     return 0;  // the point was never reached
-  });
+  }));
   const ExitStatus s = test::wait_child(pid, 20s);
   ASSERT_TRUE(killed_by_sigkill(s)) << "consumer never reached " << fault::name(point) << " #" << nth << ": "
                                     << test::describe(s);
@@ -583,12 +674,13 @@ INSTANTIATE_TEST_SUITE_P(ParkAndHandOverPoints, ConsumerKill,
 // entering entered after the parent saw in_use <= 1 under capacity 1 again.
 TEST(SemaphoreProcesses, CapacityChangedAtRunTimeIsObeyedByAnotherProcess) {
   World w;
+  ChildGuard guard;
   constexpr int kTasks = 400;
   const SemId sem = w.make_sem(1);
   Board& b = w.board;
   auto parent = Client::attach(w.seg).value();
   w.enqueue(parent, "job", kTasks, sem, 1);
-  const pid_t pid = test::spawn([&] {
+  const pid_t pid = guard(test::spawn([&] {
     ConsumerOptions co;
     co.home = {"work"};
     co.workers = 4;
@@ -612,7 +704,7 @@ TEST(SemaphoreProcesses, CapacityChangedAtRunTimeIsObeyedByAnotherProcess) {
     wait_flag(b.stop);
     c->request_stop();
     return c->join() ? 0 : 3;
-  });
+  }));
 
   // Phase 0: capacity 1.
   ASSERT_TRUE(eventually([&] { return b.done.load() >= 10; })) << "nothing ran";

@@ -194,7 +194,7 @@ struct alignas(kCacheLine) SemaphoreEntry {
 static_assert(sizeof(SemaphoreEntry) == 8 * kCacheLine);
 
 /// Ledger holder encodings.
-inline constexpr std::uint64_t kHolderTask = std::uint64_t{1} << 62;         // | task id (62 bits)
+inline constexpr std::uint64_t kHolderTask = std::uint64_t{1} << 62;         // | run version << 20 | index
 inline constexpr std::uint64_t kHolderParticipant = std::uint64_t{2} << 62;  // | thread << 16 | token
 inline constexpr std::uint64_t kHolderKindMask = std::uint64_t{3} << 62;
 
