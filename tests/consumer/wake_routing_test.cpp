@@ -12,6 +12,7 @@
 #include "shmsched/detail/core.hpp"
 #include "shmsched/detail/futex.hpp"
 #include "shmsched/shmsched.hpp"
+#include "test_support.hpp"
 
 using namespace shmsched;
 using namespace std::chrono_literals;
@@ -175,4 +176,57 @@ TEST(WakeRouting, HelpWakeGoesToAProcessWhoseOnlySleeperCannotHelp) {
   h->request_stop();
   s->join();
   h->join();
+}
+
+struct BurstBoard {
+  std::atomic<int> ready{0}, stop{0};
+  std::atomic<int> done_by[2]{};
+};
+// A burst of tasks for two sleeping consumer processes must wake workers in both.
+TEST(WakeRouting, BurstWakesEverySleepingProcess) {
+  Layout l;
+  l.task_capacity = 1024;
+  l.levels = 2;
+  l.payload_bytes = 16;
+  l.max_queues = 2;
+  l.max_participants = 16;
+  auto seg = Segment::create_private(l, CreateOptions{0600, {"work"}}).value();
+  QueueId q = seg.find_queue("work").value();
+  test::SharedArray<BurstBoard> sh(1);
+  BurstBoard& b = sh[0];
+  std::vector<pid_t> pids;
+  for (int p = 0; p < 2; ++p)
+    pids.push_back(test::spawn([&, p] {
+      ConsumerOptions co;
+      co.home = {"work"};
+      co.workers = 4;
+      co.tick = 10s;
+      auto c = Consumer::create(seg, co).value();
+      c->on("job", [&, p](TaskContext&) {
+        std::this_thread::sleep_for(10ms);
+        b.done_by[p].fetch_add(1);
+        return Outcome::done();
+      });
+      c->start();
+      b.ready.fetch_add(1);
+      while (!b.stop.load()) std::this_thread::sleep_for(1ms);
+      c->request_stop();
+      c->join();
+      return 0;
+    }));
+  while (b.ready.load() < 2) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(50ms);  // let every worker fall asleep
+  auto cli = Client::attach(seg).value();
+  TaskOptions o;
+  o.queue = q;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 80; ++i) ASSERT_EQ(cli.enqueue_text("job", "", o), Errc::ok);
+  while (b.done_by[0].load() + b.done_by[1].load() < 80) std::this_thread::sleep_for(1ms);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  b.stop.store(1);
+  test::wait_children(pids);
+  std::printf("done by first %d, by second %d, %lld ms (ideal with 8 workers 100 ms)\n", b.done_by[0].load(),
+              b.done_by[1].load(), (long long)ms);
+  EXPECT_GT(b.done_by[0].load(), 0);
+  EXPECT_GT(b.done_by[1].load(), 0);
 }
