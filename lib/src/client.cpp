@@ -378,8 +378,6 @@ LevelStats Client::level_stats(QueueId queue, std::uint8_t level) const noexcept
   return st;
 }
 
-void Client::count_processed() noexcept {
-  impl_->me->processed.fetch_add(1, std::memory_order_relaxed);
-}
+void Client::count_processed(std::uint64_t n) noexcept { impl_->me->processed.fetch_add(n, std::memory_order_relaxed); }
 
 }  // namespace shmsched

@@ -75,6 +75,8 @@ struct Client::Impl {
   // core's cache (a hint; the record's CAS decides).
   static constexpr std::uint32_t kNone = UINT32_MAX;
   std::atomic<std::uint32_t> recent{kNone};
+  // When this process last swept the whole table and found it full (0 = not lately).
+  std::atomic<std::int64_t> last_full_ns{0};
   // The last type this process registered, to skip the registry on repeats.
   std::atomic<std::uint64_t> last_type{0};
   // When this process last looked at lower levels for aged tasks (coarse ns).
@@ -237,7 +239,14 @@ struct Client::Impl {
     }
     const std::uint32_t mask = core->capacity - 1;
     std::uint32_t i = cursor.load(std::memory_order_relaxed);
-    for (std::uint32_t n = 0; n < core->capacity; ++n, ++i) {
+    // Within 20 us of a sweep that found the table full, look only at the next 64
+    // records (the oldest reservations, so the likeliest to be free again): a producer
+    // spinning on back-pressure then costs a few lines, not a sweep of the whole table
+    // through lines the consumers are writing.
+    std::uint32_t limit = core->capacity;
+    const std::int64_t full_at = last_full_ns.load(std::memory_order_relaxed);
+    if (full_at != 0 && monotonic_ns() - full_at < 20'000) limit = std::min<std::uint32_t>(limit, 64);
+    for (std::uint32_t n = 0; n < limit; ++n, ++i) {
       auto& c = core->ctrl[i & mask];
       std::uint64_t s = c.state.load(std::memory_order_relaxed);
       if (!is_free(s)) continue;
@@ -251,7 +260,10 @@ struct Client::Impl {
         return Errc::ok;
       }
     }
-    cursor.store(i, std::memory_order_relaxed);
+    if (limit == core->capacity) {
+      last_full_ns.store(monotonic_ns(), std::memory_order_relaxed);
+      cursor.store(i, std::memory_order_relaxed);
+    }
     return Errc::table_full;
   }
 

@@ -34,6 +34,22 @@ struct Consumer::Impl {
   std::vector<std::thread> threads;
   std::stop_source stop;
   std::atomic<unsigned> live_workers{0};
+  // One stop token per worker, made once: copying a token per task would bump a
+  // reference count shared by all workers.
+  std::vector<std::stop_token> tokens;
+  // Handler runs not yet added to the participant's shared `processed` counter, per
+  // worker (flushed every kFlushEvery runs and when the worker idles).
+  static constexpr unsigned kFlushEvery = 32;
+  struct alignas(64) WorkerLocal {
+    unsigned unflushed = 0;
+  };
+  std::vector<WorkerLocal> local;
+
+  void flush_processed(unsigned w) noexcept {
+    if (local[w].unflushed == 0) return;
+    client->count_processed(local[w].unflushed);
+    local[w].unflushed = 0;
+  }
   std::atomic<std::uint64_t> done{0}, retried{0}, failed{0}, dead{0}, helped{0}, no_handler{0};
   bool started = false;
   bool joined = false;
@@ -109,7 +125,7 @@ struct Consumer::Impl {
       if (g != Client::Grant::granted) return false;  // parked (or gone): take other work
     }
     me->current_task.store(t.id, std::memory_order_relaxed);
-    TaskContext ctx{t, stop.get_token(), w, queue_name(t.queue)};
+    TaskContext ctx{t, tokens[w], w, queue_name(t.queue)};
     Outcome o = Outcome::done();
     try {
       o = it->second(ctx);
@@ -138,7 +154,7 @@ struct Consumer::Impl {
       }
     }
     me->current_task.store(0, std::memory_order_relaxed);
-    client->count_processed();
+    if (++local[w].unflushed >= kFlushEvery) flush_processed(w);
     if (handed_over && handlers.find(next.type) == handlers.end()) {
       client->requeue(next);  // not ours to run: back to its queue
       return false;
@@ -154,8 +170,13 @@ struct Consumer::Impl {
     std::int64_t next_tick = 0;
     unsigned idle = 0;
     Taken t;
+    unsigned since_clock = 0;
     while (!stop.stop_requested()) {
-      if (w == 0) {
+      // Worker 0's housekeeping tick; the clock is read every 64 loops while busy (a
+      // task takes at least a few hundred ns, so the tick stays within a few tens of
+      // microseconds of its time) and on every idle look.
+      if (w == 0 && (idle != 0 || ++since_clock >= 64)) {
+        since_clock = 0;
         const std::int64_t now = monotonic_ns();
         if (now >= next_tick) {
           client->janitor_tick(now);
@@ -171,6 +192,7 @@ struct Consumer::Impl {
         cpu_relax();
         continue;
       }
+      flush_processed(w);
       // Sleep: read the doorbell, announce, look once more, then wait. A producer that
       // publishes after our last look sees our bit and rings (docs/consumer.md).
       const std::uint32_t seen = client->doorbell();
@@ -188,13 +210,16 @@ struct Consumer::Impl {
         const std::int64_t now = monotonic_ns();
         client->promote_due(now);
         std::int64_t sleep_ns = tick_ns;
+        // At least 100 us: a due time that stays in the past (a delayed task whose
+        // ring is full is retried later) must not turn the sleep into a spin.
         if (const std::int64_t due = client->next_due_ns(); due != 0)
-          sleep_ns = std::clamp<std::int64_t>(due - now, 0, tick_ns);
-        if (sleep_ns > 0) client->sleep(seen, std::chrono::nanoseconds(sleep_ns));
+          sleep_ns = std::clamp<std::int64_t>(due - now, std::min<std::int64_t>(100'000, tick_ns), tick_ns);
+        client->sleep(seen, std::chrono::nanoseconds(sleep_ns));
       }
       client->wake_up(home_span, help_span);
       idle = opts.spin / 2;  // a short spin after waking: work often comes in bursts
     }
+    flush_processed(w);
     live_workers.fetch_sub(1, std::memory_order_acq_rel);
   }
 };
@@ -263,6 +288,8 @@ void Consumer::start() {
   me.workers.store(impl_->opts.workers, std::memory_order_relaxed);
   me.activity.store(static_cast<std::uint32_t>(Activity::busy), std::memory_order_relaxed);
   impl_->live_workers.store(impl_->opts.workers, std::memory_order_release);
+  impl_->tokens.assign(impl_->opts.workers, impl_->stop.get_token());
+  impl_->local.assign(impl_->opts.workers, Impl::WorkerLocal{});
   for (unsigned w = 0; w < impl_->opts.workers; ++w) impl_->threads.emplace_back([this, w] { impl_->worker(w); });
 }
 

@@ -170,8 +170,8 @@ class Client {
   /// Sets the aging bound of a queue (0 disables).
   void set_aging(QueueId queue, std::chrono::milliseconds bound) noexcept;
   LevelStats level_stats(QueueId queue, std::uint8_t level) const noexcept;
-  /// Records that a handler finished (any outcome); shown per participant.
-  void count_processed() noexcept;
+  /// Records that `n` handlers finished (any outcome); shown per participant.
+  void count_processed(std::uint64_t n = 1) noexcept;
   /// Moves delayed tasks whose time has come into their rings; returns how many. Any
   /// process may call it at any time (idle consumers do); it is one load when nothing
   /// is due.

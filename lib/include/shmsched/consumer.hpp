@@ -65,7 +65,7 @@ class Outcome {
 /// What a handler sees besides the payload.
 struct TaskContext {
   const Taken& task;
-  std::stop_token stop;
+  const std::stop_token& stop;
   unsigned worker = 0;
   std::string_view queue_name;
 };
