@@ -582,13 +582,13 @@ namespace {
 class ConsumerKill : public ::testing::TestWithParam<PointCase> {};
 }  // namespace
 
-// Capacity 1, three workers, twelve needing tasks: grants, parks and hand-overs all
-// happen. The consumer dies at the point; afterwards nothing accepted is lost, no
-// permit is held by the dead, and a fresh consumer runs every task.
+// Capacity 1, four workers, forty needing tasks: grants, parks and hand-overs all
+// happen, often enough that slow (sanitizer) builds reach every armed pass too. The consumer dies at the point;
+// afterwards nothing accepted is lost, no permit is held by the dead, and a fresh consumer runs every task.
 TEST_P(ConsumerKill, NothingLostNothingWedged) {
   ASSERT_TRUE(fault::enabled()) << "this test needs a build with SHMSCHED_FAULT_POINTS";
   const auto [point, nth] = GetParam();
-  constexpr int kTasks = 12;
+  constexpr int kTasks = 40;
   World w;
   ChildGuard guard;
   const SemId sem = w.make_sem(1);
@@ -607,7 +607,7 @@ TEST_P(ConsumerKill, NothingLostNothingWedged) {
     fault::arm(point, nth);  // before any worker thread exists
     ConsumerOptions co;
     co.home = {"work"};
-    co.workers = 3;
+    co.workers = 4;
     co.tick = 10s;
     auto c = Consumer::create(w.seg, co).value();
     c->on_value<int>("job", run_job);
