@@ -1,37 +1,41 @@
 // The consumer runtime (shmsched::Consumer) end to end: how many tasks it runs, and how
 // soon a task reaches a handler.
 //
-//   BM_consumer_shmsched_full_path      parent Client::enqueue -> forked child running a
-//                                       Consumer with 1 worker and a no-op handler; N tasks
-//                                       (--tasks), wall clock from the first enqueue to the
-//                                       handler of the last task
-//   BM_consumer_boost_mq_process        the peer: boost::interprocess::message_queue of
-//                                       depth 1024, blocking send / receive between the
-//                                       same two processes, N messages
-//   BM_consumer_shmsched_wake_sleeping  one task at a time to a Consumer whose only worker
-//                                       is asleep on its doorbell (spin 1, tick 1 s); one
-//                                       way, from just before enqueue to the handler's
-//                                       first instruction
-//   BM_consumer_futex_pingpong          the peer: a bare FUTEX_WAIT / FUTEX_WAKE ping-pong
-//                                       on words in MAP_SHARED memory between two
-//                                       processes; half the round trip, and the one-way
-//                                       time measured the way the shmsched run measures it
-//   BM_consumer_shmsched_wake_busy      one task at a time to a Consumer whose worker
-//                                       spins and never sleeps
-//   BM_consumer_spin_word               the peer: a process spinning on a shared word; the
-//                                       floor any shared-memory hand-off can reach
+//   BM_consumer_shmsched_full_path   parent Client::enqueue -> forked child running a
+//                                    Consumer with 1 worker and a no-op handler; N tasks
+//                                    (--tasks), wall clock from the first enqueue to the
+//                                    handler of the last task. `rings` counts the times
+//                                    the producer found the worker asleep (queue ran dry)
+//   BM_consumer_boost_mq_process     the peer: boost::interprocess::message_queue of depth
+//                                    1024, blocking send / receive between the same two
+//                                    processes, N messages
+//   BM_consumer_wake_sleeping        one task at a time to a Consumer whose only worker is
+//                                    asleep on its doorbell (spin 1, tick 1 s), one way
+//                                    from just before enqueue to the handler's first
+//                                    instruction; interleaved sample by sample with its
+//                                    peer, a bare FUTEX_WAIT / FUTEX_WAKE ping-pong on
+//                                    words in MAP_SHARED memory between two processes
+//                                    (futex_half_rtt_*: half the round trip; futex_one_way_*:
+//                                    one way, stamped the way the shmsched sample is)
+//   BM_consumer_shmsched_wake_busy   one task at a time to a Consumer whose worker spins
+//                                    and never sleeps
+//   BM_consumer_spin_word            its peer: a process spinning on a shared word, the
+//                                    floor any shared-memory hand-off can reach
 //
 // Tasks and messages are 64 bytes with priorities 0..7 from priority_of, as in
 // cross_process_bench.cpp; the segment has the same layout (65536 records, 8 levels) and
 // is warmed up the same way. Producer and consumer are pinned to two different CPUs.
 //
 // Latencies are counters in microseconds (p50_us, p99_us, p999_us, max_us) over the
-// samples after a short warm-up; the table after the run divides them (lower is better).
-// A sleeping sample is sent only after a gap of 2 to 2.5 ms and only once the consumer's
-// participant slot counts one sleeper, so every sample is a real wake-up from the futex;
-// the gap is jittered so that samples do not lock onto the timer tick. late_samples
-// counts samples that took longer than a quarter of the tick: a lost ring that only the
-// tick timeout recovered would show there.
+// samples after a short warm-up; the second table after the run divides them (lower is
+// better). A sleeping sample is sent only after a gap of 2 to 2.5 ms and only once the
+// consumer's participant slot counts one sleeper, so every sample is a real wake-up from
+// the futex (not_asleep counts samples that had to wait for that); the gap is jittered so
+// that samples do not lock onto the timer tick. late_samples counts samples slower than a
+// quarter of the tick: a lost ring that only the tick timeout recovered would show there.
+//
+// On a machine shared with other work the throughput pair moves by 2x from one run to
+// the next; --benchmark_enable_random_interleaving=true spreads that over both systems.
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -391,7 +395,7 @@ void run_timed(benchmark::State& state, Run&& run) {
 // Manual time: the clock runs from the first enqueue to the last handler, without the
 // fork, the warm-up and the consumer's start-up.
 void throughput_config(benchmark::internal::Benchmark* b) {
-  b->UseManualTime()->Iterations(1)->Repetitions(3)->DisplayAggregatesOnly(true)->Unit(benchmark::kMillisecond);
+  b->UseManualTime()->Iterations(1)->Repetitions(5)->DisplayAggregatesOnly(true)->Unit(benchmark::kMillisecond);
 }
 
 void BM_consumer_shmsched_full_path(benchmark::State& state) {
@@ -409,7 +413,7 @@ BENCHMARK(BM_consumer_boost_mq_process)->Apply(throughput_config);
 
 constexpr std::uint32_t kWarmSamples = 50;  // first touches of the child's page tables
 constexpr std::uint32_t kSleepSamples = 2000;
-constexpr std::uint32_t kBusySamples = 20000;
+constexpr std::uint32_t kBusySamples = 10000;
 constexpr std::uint32_t kMaxSamples = kWarmSamples + kBusySamples;
 constexpr auto kSleepTick = std::chrono::milliseconds(1000);
 constexpr std::int64_t kLateNs = std::chrono::nanoseconds(kSleepTick).count() / 4;
@@ -479,11 +483,11 @@ Percentiles percentiles_us(const std::int64_t* samples, std::uint32_t total, dou
   return {at(0.50), at(0.99), at(0.999), static_cast<double>(v.back()) * scale / 1e3};
 }
 
-void set_counters(benchmark::State& state, const std::string& prefix, const Percentiles& p, bool with_max = true) {
+void set_counters(benchmark::State& state, const std::string& prefix, const Percentiles& p) {
   state.counters[prefix + "p50_us"] = p.p50;
   state.counters[prefix + "p99_us"] = p.p99;
   state.counters[prefix + "p999_us"] = p.p999;
-  if (with_max) state.counters[prefix + "max_us"] = p.max;
+  state.counters[prefix + "max_us"] = p.max;
 }
 
 // Waits until `ok()`, polling every `poll` (0: spinning); false if the child exits, it
@@ -708,8 +712,8 @@ void BM_consumer_wake_sleeping(benchmark::State& state) {
     report_shmsched(state, *shm, total);
     state.counters["rings_per_task"] = static_cast<double>(rings) / total;
     state.counters["not_asleep"] = rig.not_asleep;
-    set_counters(state, "futex_half_rtt_", percentiles_us(peer->round_trip_ns, total, 0.5), false);
-    set_counters(state, "futex_one_way_", percentiles_us(peer->one_way_ns, total), false);
+    set_counters(state, "futex_half_rtt_", percentiles_us(peer->round_trip_ns, total, 0.5));
+    set_counters(state, "futex_one_way_", percentiles_us(peer->one_way_ns, total));
   }
 }
 
