@@ -104,6 +104,11 @@ struct Client::Impl {
     // Rotate where the search starts, so a burst of tasks wakes sleepers in every
     // sleeping process rather than only the lowest-numbered one (a process keeps its
     // bit while any of its workers sleeps). Thread-local: no shared counter.
+    // The common case -- nobody asleep -- is a load per mask word and no more.
+    std::uint64_t any = 0;
+    for (std::uint32_t w = 0; w < words; ++w)
+      any |= m.home[w].load(std::memory_order_seq_cst) | m.help[w].load(std::memory_order_seq_cst);
+    if (any == 0) return;
     thread_local std::uint32_t rotor = 0;
     const std::uint32_t start = rotor++;
     if (const std::uint32_t p = pick(m.home, words, start); p != kNone) return ring(p, 1);
