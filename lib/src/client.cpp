@@ -346,8 +346,19 @@ bool Client::janitor_tick(std::int64_t now_ns) noexcept {
   im.promote_due(now_ns);
   // Parked tasks whose semaphore has free permits (a releaser that died before its
   // hand-over, or a capacity raised elsewhere) go back to their queues.
-  for (std::uint32_t sem = 0; sem < im.core->layout.max_semaphores; ++sem)
-    if (im.sem_entry(sem) != nullptr) im.unpark_to_queues(sem);
+  for (std::uint32_t sem = 0; sem < im.core->layout.max_semaphores; ++sem) {
+    auto* e = im.sem_entry(sem);
+    if (e == nullptr) continue;
+    // The hint drifts when a parker dies between its park and its increment, or a
+    // parked task is recovered by the reaper: recount it from the park rings (a slow
+    // path, once a tick). A parker racing this store re-checks the permits itself (K1);
+    // at worst its task waits for the next tick.
+    std::uint64_t parked = 0;
+    for (std::uint32_t l = 0; l < im.core->levels; ++l)
+      parked += im.core->ring(im.core->park_ring_id(sem, l)).depth_guess();
+    e->parked_hint.store(static_cast<std::uint32_t>(parked), std::memory_order_seq_cst);
+    im.unpark_to_queues(sem);
+  }
   const std::int64_t last = im.last_reap.load(std::memory_order_relaxed);
   if (now_ns - last > 1'000'000'000) {
     im.last_reap.store(now_ns, std::memory_order_relaxed);

@@ -1,5 +1,6 @@
 // Semaphores: table, grants and the holder ledger, parking and hand-over.
 // See semaphore.hpp for the contract and docs/resources.md for the protocol.
+
 #include <bit>
 
 #include "client_impl.hpp"
@@ -14,8 +15,14 @@ constexpr std::uint64_t kBits = SemaphoreEntry::kBitmapMask;
 std::uint32_t capacity_of(std::uint64_t permits) noexcept {
   return static_cast<std::uint32_t>(permits >> kSlots);
 }
+// Bit count without a libgcc call (the library is built for baseline x86-64, which has
+// no POPCNT instruction); a handful of ALU operations.
 std::uint32_t in_use_of(std::uint64_t permits) noexcept {
-  return static_cast<std::uint32_t>(std::popcount(permits & kBits));
+  std::uint64_t x = permits & kBits;
+  x = x - ((x >> 1) & 0x5555555555555555ULL);
+  x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+  x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+  return static_cast<std::uint32_t>((x * 0x0101010101010101ULL) >> 56);
 }
 // A task holder names one run of a record: its index and the version of the state word
 // the running worker holds. A requeued task's next run has another version, so a permit
@@ -266,6 +273,9 @@ std::uint32_t Client::Impl::sweep_ledgers(std::uint16_t dead) noexcept {
 std::size_t Client::Impl::unpark_to_queues(std::uint32_t sem) noexcept {
   auto* e = sem_entry(sem);
   if (e == nullptr) return 0;
+  // (K3) seq_cst: a parker increments the hint after its publishing CAS and before its
+  // own look at the permits (K1), so either we see the hint or it sees our release.
+  if (static_cast<std::int32_t>(e->parked_hint.load(std::memory_order_seq_cst)) <= 0) return 0;
   std::size_t moved = 0;
   for (std::uint32_t level = 0; level < core->levels; ++level) {
     const std::uint16_t rid = core->park_ring_id(sem, level);
@@ -280,6 +290,7 @@ std::size_t Client::Impl::unpark_to_queues(std::uint32_t sem) noexcept {
       };
       if (!core->ring(rid).try_pop(c, v)) break;
       SHMSCHED_FAULT_POINT(unpark_after_claim);
+      e->parked_hint.fetch_sub(1, std::memory_order_relaxed);
       if (requeue_record(v, w) == Errc::ok) ++moved;
     }
   }
@@ -331,6 +342,12 @@ Errc Client::acquire(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeou
   if (e == nullptr) return Errc::unknown_semaphore;
   if (n > kMaxSemaphoreCapacity) return Errc::need_exceeds_capacity;
   const std::uint64_t holder = participant_holder(impl_->token);
+  if (impl_->sem_try_acquire(sem, n, holder)) return Errc::ok;  // fast path: no clock, no sleep
+  // A short spin first: a holder often releases within a microsecond or two.
+  for (int spin = 0; spin < 64; ++spin) {
+    __builtin_ia32_pause();
+    if (impl_->sem_try_acquire(sem, n, holder)) return Errc::ok;
+  }
   const std::int64_t deadline = monotonic_ns() + timeout.count();
   for (;;) {
     if (impl_->sem_try_acquire(sem, n, holder)) return Errc::ok;
@@ -386,6 +403,7 @@ Client::Grant Client::acquire_for(const Taken& task, std::span<const Need> needs
       return Grant::parked;
     }
     SHMSCHED_FAULT_POINT(park_after_push);
+    im.sem_entry(sorted[i].sem)->parked_hint.fetch_add(1, std::memory_order_seq_cst);  // before (K1)
     // (K1) A release may have come between our failed try and the park: look again
     // (seq_cst, after the seq_cst publishing CAS of the park ring).
     im.unpark_to_queues(sorted[i].sem);
@@ -406,6 +424,9 @@ bool Client::release_for(const Taken& task, std::span<const Need> needs, Taken* 
   // freed gets its permits now and runs in our place.
   for (std::size_t i = 0; i < k; ++i) {
     const std::uint32_t sem = sems[i];
+    auto* e = im.sem_entry(sem);
+    // (K3) as in unpark_to_queues: nothing parked, nothing to hand over.
+    if (e == nullptr || static_cast<std::int32_t>(e->parked_hint.load(std::memory_order_seq_cst)) <= 0) continue;
     for (std::uint32_t level = 0; level < im.core->levels; ++level) {
       const std::uint16_t rid = im.core->park_ring_id(sem, level);
       std::uint64_t w = 0;
@@ -415,6 +436,7 @@ bool Client::release_for(const Taken& task, std::span<const Need> needs, Taken* 
       };
       if (!im.core->ring(rid).try_pop(c, v)) continue;
       SHMSCHED_FAULT_POINT(unpark_after_claim);
+      e->parked_hint.fetch_sub(1, std::memory_order_relaxed);
       Taken t;
       im.fill_taken(v, w, t);  // counts the attempt this run is
       if (next != nullptr) {

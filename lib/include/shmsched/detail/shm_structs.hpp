@@ -190,6 +190,7 @@ struct alignas(kCacheLine) SemaphoreEntry {
   AtomicU32 waiters;   // direct acquirers asleep on wake_seq
   AtomicU32 wake_seq;  // futex word for direct acquirers
   AtomicU64 holders[kSlots];
+  AtomicU32 parked_hint;  // tasks parked on it (approximate; lets a release skip the park rings)
 };
 static_assert(sizeof(SemaphoreEntry) == 8 * kCacheLine);
 
