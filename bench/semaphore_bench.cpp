@@ -1,0 +1,559 @@
+// Semaphores: what a permit costs, what it costs under contention between processes, and
+// how busy a scarce resource is kept when tasks need it.
+//
+//   BM_sem_pair_shmsched_try        one thread, uncontended: Client::try_acquire(sem, 1) +
+//                                   release(sem, 1) on a private segment
+//   BM_sem_pair_boost_try           its peer: boost::interprocess::interprocess_semaphore
+//                                   (an unnamed process-shared POSIX semaphore on Linux)
+//                                   in MAP_SHARED anonymous memory, try_wait() + post()
+//   BM_sem_pair_boost_wait          the same, wait() + post()
+//   BM_sem_contended_shmsched       two forked processes, each its own Client, each doing N
+//                                   Client::acquire(sem, 1, 10 s) + release(sem, 1) on a
+//                                   capacity-1 semaphore; items = pairs of both processes.
+//                                   Counters: overlap (share of the run both loops were
+//                                   running; near 0 would mean the pairs ran one process
+//                                   after the other, uncontended), wakes (releases that
+//                                   found a sleeper and made a futex_wake call)
+//   BM_sem_contended_boost          the same with interprocess_semaphore(1) wait() + post()
+//                                   (counter: overlap). Nothing runs between the pairs, so
+//                                   both measure the hand-off of one cache line and the
+//                                   sleep/wake path, not a realistic critical section
+//   BM_sem_scarce_shmsched          200 tasks queued up front, each needing one permit of a
+//                                   capacity-5 semaphore and holding it 10 ms (a sleep), run
+//                                   by two Consumer processes of 4 workers each (the
+//                                   Consumer::needs declaration: parking and hand-over).
+//                                   Counters: wall_ms (first start to last handler end),
+//                                   ratio_to_ideal (wall / (200 / 5 * 10 ms)), parked,
+//                                   handed, max_inside (must be 5: capacity used, never
+//                                   exceeded)
+//   BM_sem_scarce_emulated_incr_retry  an EMULATION of the broker-style workaround with
+//                                   the same workload, consumers and options: a shared
+//                                   counter in MAP_SHARED memory stands in for INCR/DECR
+//                                   (n = ++count; if n > 5 { --count; retry in 10 ms }).
+//                                   The counter is a local atomic, not a broker round trip,
+//                                   so this is the pattern's best case; what it shows is
+//                                   the cost of guessing a retry delay instead of being
+//                                   handed a permit. Extra counter: retries
+//
+// Every process is pinned to its own CPU in the pair and contended runs; the consumer
+// processes of the scarce runs are not pinned (their handlers sleep). Segments are
+// private (anonymous shared memory) and the boost semaphores live in anonymous mappings,
+// so nothing is left in /dev/shm even after a crash; children die with the parent and
+// are always reaped.
+#include <benchmark/benchmark.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/interprocess/sync/interprocess_semaphore.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <new>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "bench_support.hpp"
+#include "shmsched/detail/futex.hpp"
+#include "shmsched/shmsched.hpp"
+
+namespace shmsched::bench {
+namespace {
+
+namespace bip = boost::interprocess;
+
+constexpr auto kStartTimeout = std::chrono::milliseconds(10000);
+constexpr auto kAcquireTimeout = std::chrono::seconds(10);
+
+Layout sem_layout() {
+  Layout l;
+  l.levels = 2;
+  l.task_capacity = 1024;
+  l.payload_bytes = 16;
+  l.max_queues = 2;
+  l.max_participants = 16;
+  l.max_semaphores = 4;
+  return l;
+}
+
+// A boost semaphore in anonymous MAP_SHARED memory, so children forked later share it
+// (placement new: interprocess_semaphore has no default constructor, so SharedBox does
+// not fit).
+class SharedBoostSem {
+ public:
+  explicit SharedBoostSem(unsigned initial) {
+    void* p =
+        ::mmap(nullptr, sizeof(bip::interprocess_semaphore), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    sem_ = new (p) bip::interprocess_semaphore(initial);
+  }
+  SharedBoostSem(const SharedBoostSem&) = delete;
+  SharedBoostSem& operator=(const SharedBoostSem&) = delete;
+  ~SharedBoostSem() {
+    sem_->~interprocess_semaphore();
+    ::munmap(sem_, sizeof(bip::interprocess_semaphore));
+  }
+  bip::interprocess_semaphore& operator*() const noexcept { return *sem_; }
+
+ private:
+  bip::interprocess_semaphore* sem_ = nullptr;
+};
+
+// A one-shot signal from the parent to every child: children block in read() until all
+// write ends are closed. Blocking rather than polling, so waiting children take no CPU
+// from the two the run has; and the parent dying opens it too.
+class Gate {
+ public:
+  Gate() noexcept {
+    if (::pipe2(fds_, O_CLOEXEC) != 0) fds_[0] = fds_[1] = -1;
+  }
+  Gate(const Gate&) = delete;
+  Gate& operator=(const Gate&) = delete;
+  ~Gate() {
+    close_end(0);
+    close_end(1);
+  }
+  bool ok() const noexcept { return fds_[0] >= 0; }
+  /// In a child, first thing: its inherited copy of the write end would keep the gate
+  /// shut for every child, itself included.
+  void child_drop_write_end() noexcept { close_end(1); }
+  void wait() noexcept {
+    char c;
+    while (::read(fds_[0], &c, 1) < 0 && errno == EINTR) {
+    }
+  }
+  /// In the parent.
+  void open() noexcept { close_end(1); }
+
+ private:
+  void close_end(int i) noexcept {
+    if (fds_[i] >= 0) ::close(fds_[i]);
+    fds_[i] = -1;
+  }
+  int fds_[2] = {-1, -1};
+};
+
+// Waits until `ok()`, polling every 200 us; false once a child has failed, every child
+// has exited, or the timeout passes (a failed child must not leave the parent waiting for
+// good; a child that finished its share and left is no failure).
+template <class Ok>
+bool wait_until(Ok&& ok, std::vector<Child>& children, std::chrono::milliseconds timeout) {
+  const std::int64_t deadline = now_ns() + std::chrono::nanoseconds(timeout).count();
+  for (;;) {
+    if (ok()) return true;
+    std::size_t gone = 0;
+    for (Child& c : children) {
+      // After exited() has reaped it, wait() only returns the status it kept.
+      if (c.exited() && (++gone, c.wait() != 0)) return ok();
+    }
+    if (gone == children.size() || now_ns() > deadline) return ok();
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+// Reaps every child; the first non-zero exit becomes the run's error if it has none.
+void reap(std::vector<Child>& children, std::string& error) {
+  for (Child& c : children) {
+    const int rc = c.wait();
+    if (rc != 0 && error.empty()) error = "child exited with status " + std::to_string(rc);
+  }
+}
+
+// ---- 1. uncontended pair ------------------------------------------------------------------
+
+void BM_sem_pair_shmsched_try(benchmark::State& state) {
+  const CpuPin pin(producer_cpu());
+  auto seg = Segment::create_private(sem_layout());
+  if (!seg) return state.SkipWithError(seg.error().message().c_str());
+  auto sem = seg->create_semaphore("bench", 1);
+  if (!sem) return state.SkipWithError(sem.error().message().c_str());
+  auto client = Client::attach(*seg);
+  if (!client) return state.SkipWithError(client.error().message().c_str());
+  Client& c = *client;
+  const SemId s = *sem;
+  for (auto _ : state) {
+    if (c.try_acquire(s, 1) != Errc::ok) return state.SkipWithError("try_acquire on a free semaphore failed");
+    if (c.release(s, 1) != Errc::ok) return state.SkipWithError("release of a held permit failed");
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_sem_pair_shmsched_try)->MinTime(0.3)->Repetitions(3)->DisplayAggregatesOnly(true);
+
+void BM_sem_pair_boost_try(benchmark::State& state) {
+  const CpuPin pin(producer_cpu());
+  SharedBoostSem sem(1);
+  for (auto _ : state) {
+    if (!(*sem).try_wait()) return state.SkipWithError("try_wait on a free semaphore failed");
+    (*sem).post();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_sem_pair_boost_try)->MinTime(0.3)->Repetitions(3)->DisplayAggregatesOnly(true);
+
+void BM_sem_pair_boost_wait(benchmark::State& state) {
+  const CpuPin pin(producer_cpu());
+  SharedBoostSem sem(1);
+  for (auto _ : state) {
+    (*sem).wait();
+    (*sem).post();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_sem_pair_boost_wait)->MinTime(0.3)->Repetitions(3)->DisplayAggregatesOnly(true);
+
+// ---- 2. contended: two processes, capacity 1 -----------------------------------------------
+
+constexpr std::uint64_t kContendedPairs = 1'000'000;  // per process
+
+// What the two children report, in memory shared with the parent.
+struct ContendedBoard {
+  std::atomic<std::uint32_t> ready{0};
+  std::atomic<std::uint32_t> failed{0};
+  std::atomic<std::uint32_t> finished{0};
+  std::atomic<std::int64_t> start_ns[2]{};
+  std::atomic<std::int64_t> end_ns[2]{};
+  std::atomic<std::uint64_t> pairs[2]{};
+  std::atomic<std::uint64_t> wakes{0};  // shmsched futex_wake calls: releases that found a sleeper
+};
+
+struct ContendedResult {
+  RunResult run;
+  // Share of the run both processes were inside their loops: near 0 means one ran its
+  // pairs while the other had not started or had finished, i.e. no contention to speak of.
+  double overlap = 0;
+  std::uint64_t wakes = 0;
+};
+
+// Forks two children pinned to two CPUs; each runs the loop `set_up(child_index)` returns
+// (it counts its pairs, false on a failure). The time runs from the earlier start to the
+// later end, so fork and attach are not in it.
+template <class SetUp>
+ContendedResult run_contended(SetUp&& set_up) {
+  SharedBox<ContendedBoard> board;
+  Gate gate;
+  if (!gate.ok()) return {{0, "pipe failed"}};
+  std::vector<Child> children;
+  for (int i = 0; i < 2; ++i) {
+    children.push_back(Child::spawn([&, i]() -> int {
+      gate.child_drop_write_end();
+      const CpuPin pin(i == 0 ? producer_cpu() : consumer_cpu());
+      // The child's own handle (a Client names its process), made before the gate so
+      // the clock never includes attaching.
+      auto body = set_up(i);
+      if (!body) {
+        board->failed.fetch_add(1);
+        return 3;
+      }
+      board->ready.fetch_add(1);
+      gate.wait();
+      board->start_ns[i].store(now_ns());
+      const std::uint64_t wakes0 = detail::futex_wake_calls();
+      std::uint64_t done = 0;
+      const bool ok = (*body)(done);
+      board->end_ns[i].store(now_ns());
+      board->wakes.fetch_add(detail::futex_wake_calls() - wakes0);
+      board->pairs[i].store(done);
+      if (!ok) board->failed.fetch_add(1);
+      board->finished.fetch_add(1);
+      return ok ? 0 : 4;
+    }));
+    if (!children.back().started()) return {{0, "fork failed"}};
+  }
+  ContendedResult res;
+  RunResult& r = res.run;
+  if (!wait_until([&] { return board->ready.load() == 2; }, children, kStartTimeout)) {
+    r.error = "children did not start";
+  } else {
+    gate.open();
+    if (!wait_until([&] { return board->finished.load() == 2; }, children, kRunTimeout))
+      r.error = "children did not finish";
+  }
+  if (!r.error.empty()) return res;  // the Child destructors kill and reap
+  reap(children, r.error);
+  if (board->failed.load() != 0 && r.error.empty()) r.error = "a child's acquire or release failed";
+  for (int i = 0; i < 2; ++i)
+    if (board->pairs[i].load() != kContendedPairs && r.error.empty()) r.error = "a child did not finish its pairs";
+  const std::int64_t t0 = std::min(board->start_ns[0].load(), board->start_ns[1].load());
+  const std::int64_t t1 = std::max(board->end_ns[0].load(), board->end_ns[1].load());
+  const std::int64_t both0 = std::max(board->start_ns[0].load(), board->start_ns[1].load());
+  const std::int64_t both1 = std::min(board->end_ns[0].load(), board->end_ns[1].load());
+  r.seconds = static_cast<double>(t1 - t0) * 1e-9;
+  res.overlap =
+      t1 > t0 ? static_cast<double>(std::max<std::int64_t>(0, both1 - both0)) / static_cast<double>(t1 - t0) : 0;
+  res.wakes = board->wakes.load();
+  return res;
+}
+
+template <class Run>
+void run_timed_pairs(benchmark::State& state, Run&& run, bool report_wakes) {
+  ContendedResult last;
+  for (auto _ : state) {
+    last = run();
+    if (!last.run.error.empty()) return state.SkipWithError(last.run.error.c_str());
+    state.SetIterationTime(last.run.seconds);
+  }
+  state.counters["overlap"] = last.overlap;
+  if (report_wakes) state.counters["wakes"] = static_cast<double>(last.wakes);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * 2 * kContendedPairs));
+}
+
+// The body a child runs: N pairs, counting them in `done`; false on the first failure.
+using PairLoop = std::function<bool(std::uint64_t&)>;
+
+ContendedResult run_contended_shmsched() {
+  auto seg = Segment::create_private(sem_layout());
+  if (!seg) return {{0, seg.error().message()}};
+  auto sem = seg->create_semaphore("bench", 1);
+  if (!sem) return {{0, sem.error().message()}};
+  const SemId s = *sem;
+  // Holds each child's Client for the life of its loop (the child's copy of this frame).
+  std::optional<Client> client;
+  ContendedResult res = run_contended([&](int) -> std::optional<PairLoop> {
+    auto c = Client::attach(*seg);
+    if (!c) return std::nullopt;
+    client.emplace(std::move(c.value()));
+    return PairLoop([&, s](std::uint64_t& done) {
+      Client& cl = *client;
+      for (; done < kContendedPairs; ++done) {
+        if (cl.acquire(s, 1, kAcquireTimeout) != Errc::ok) return false;
+        if (cl.release(s, 1) != Errc::ok) return false;
+      }
+      cl.detach();
+      return true;
+    });
+  });
+  // Both children detached cleanly; nothing may still be granted.
+  if (res.run.error.empty()) {
+    for (const SemaphoreInfo& i : seg->semaphores())
+      if (i.id == s && i.in_use != 0) res.run.error = "permits still in use after the run";
+  }
+  return res;
+}
+
+ContendedResult run_contended_boost() {
+  SharedBoostSem sem(1);
+  return run_contended([&](int) -> std::optional<PairLoop> {
+    return PairLoop([&](std::uint64_t& done) {
+      for (; done < kContendedPairs; ++done) {
+        (*sem).wait();
+        (*sem).post();
+      }
+      return true;
+    });
+  });
+}
+
+// Manual time: the clock runs from the first pair to the last, without fork and attach.
+void contended_config(benchmark::internal::Benchmark* b) {
+  b->UseManualTime()->Iterations(1)->Repetitions(3)->DisplayAggregatesOnly(true)->Unit(benchmark::kMillisecond);
+}
+
+void BM_sem_contended_shmsched(benchmark::State& state) {
+  run_timed_pairs(state, run_contended_shmsched, true);
+}
+void BM_sem_contended_boost(benchmark::State& state) {
+  run_timed_pairs(state, run_contended_boost, false);
+}
+BENCHMARK(BM_sem_contended_shmsched)->Apply(contended_config);
+BENCHMARK(BM_sem_contended_boost)->Apply(contended_config);
+
+// ---- 3. the scarce resource: 200 tasks, 5 permits, 10 ms each, 8 workers in 2 processes -------
+
+constexpr int kScarceTasks = 200;
+constexpr std::uint32_t kScarceCapacity = 5;
+constexpr auto kHold = std::chrono::milliseconds(10);
+constexpr double kIdealMs = double(kScarceTasks) / kScarceCapacity * 10.0;
+// The broker workaround's guessed delay; 10 ms is generous (the usual guess is seconds).
+constexpr auto kRetryAfter = std::chrono::milliseconds(10);
+
+struct ScarceBoard {
+  std::atomic<std::uint32_t> ready{0};
+  std::atomic<std::uint32_t> failed{0};
+  std::atomic<int> inside{0};
+  std::atomic<int> max_inside{0};
+  std::atomic<int> emulated_count{0};  // the emulation's INCR/DECR counter
+  std::atomic<std::uint64_t> done{0};
+  std::atomic<std::uint64_t> retries{0};
+  std::atomic<std::int64_t> all_done_ns{0};
+  std::atomic<std::uint64_t> parked{0}, handed{0};
+  std::atomic<std::uint32_t> runs[kScarceTasks]{};
+};
+
+void note_max(std::atomic<int>& m, int v) noexcept {
+  int cur = m.load();
+  while (v > cur && !m.compare_exchange_weak(cur, v)) {
+  }
+}
+
+struct ScarceResult {
+  RunResult run;
+  std::uint64_t parked = 0, handed = 0, retries = 0;
+  int max_inside = 0;
+};
+
+// The handler body both variants share: counts the run, holds the resource for 10 ms.
+void hold_resource(ScarceBoard& b, int i) {
+  if (i >= 0 && i < kScarceTasks) b.runs[i].fetch_add(1);
+  note_max(b.max_inside, b.inside.fetch_add(1) + 1);
+  std::this_thread::sleep_for(kHold);
+  b.inside.fetch_sub(1);
+  if (b.done.fetch_add(1) + 1 == kScarceTasks) b.all_done_ns.store(now_ns());
+}
+
+ScarceResult run_scarce(bool emulated) {
+  ScarceResult res;
+  RunResult& r = res.run;
+  CreateOptions co;
+  co.queues = {"work"};
+  auto seg = Segment::create_private(sem_layout(), co);
+  if (!seg) return {{0, seg.error().message()}};
+  auto q = seg->find_queue("work");
+  if (!q) return {{0, q.error().message()}};
+  auto sem = seg->create_semaphore("sem", kScarceCapacity);
+  if (!sem) return {{0, sem.error().message()}};
+  SharedBox<ScarceBoard> board;
+  ScarceBoard& b = *board;
+  {
+    // All tasks are queued before either consumer starts, so both processes find work
+    // at once and the run measures dispatch, not how sleeping workers are woken.
+    auto producer = Client::attach(*seg);
+    if (!producer) return {{0, producer.error().message()}};
+    TaskOptions o;
+    o.queue = *q;
+    // The emulation burns an attempt per refusal; it must never dead-letter.
+    o.max_attempts = emulated ? 65535 : 3;
+    for (int i = 0; i < kScarceTasks; ++i)
+      if (const Errc e = producer->enqueue_value("job", i, o); e != Errc::ok)
+        return {{0, "enqueue: " + std::string(to_string(e))}};
+  }
+  Gate gate, stop;
+  if (!gate.ok() || !stop.ok()) return {{0, "pipe failed"}};
+  std::vector<Child> children;
+  for (int p = 0; p < 2; ++p) {
+    children.push_back(Child::spawn([&]() -> int {
+      gate.child_drop_write_end();
+      stop.child_drop_write_end();
+      ConsumerOptions opts;
+      opts.home = {"work"};
+      opts.workers = 4;
+      // Far longer than a run: a parked task that waited for the janitor's timer would
+      // show as a wall time far above the ideal, so a ratio near 1 is the hand-over's.
+      // Idle workers still make the emulation's delayed retries due themselves.
+      opts.tick = std::chrono::seconds(10);
+      auto c = Consumer::create(*seg, opts);
+      if (!c) {
+        b.failed.fetch_add(1);
+        return 3;
+      }
+      Consumer& consumer = **c;
+      if (emulated) {
+        consumer.on_value<int>("job", [&](int i, TaskContext&) {
+          // n = INCR; if n > limit: DECR and retry after the guessed delay.
+          if (b.emulated_count.fetch_add(1) + 1 > static_cast<int>(kScarceCapacity)) {
+            b.emulated_count.fetch_sub(1);
+            b.retries.fetch_add(1);
+            return Outcome::retry(kRetryAfter);
+          }
+          hold_resource(b, i);
+          b.emulated_count.fetch_sub(1);
+          return Outcome::done();
+        });
+      } else {
+        if (!consumer.needs("job", {{"sem", 1}})) {
+          b.failed.fetch_add(1);
+          return 4;
+        }
+        consumer.on_value<int>("job", [&](int i, TaskContext&) {
+          hold_resource(b, i);
+          return Outcome::done();
+        });
+      }
+      b.ready.fetch_add(1);
+      gate.wait();
+      consumer.start();
+      stop.wait();
+      consumer.request_stop();
+      const bool joined = consumer.join();
+      const ConsumerStats st = consumer.stats();
+      b.parked.fetch_add(st.parked);
+      b.handed.fetch_add(st.handed);
+      return joined ? 0 : 5;
+    }));
+    if (!children.back().started()) return {{0, "fork failed"}};
+  }
+  if (!wait_until([&] { return b.ready.load() == 2; }, children, kStartTimeout))
+    return {{0, "consumers did not start"}};
+  const std::int64_t t0 = now_ns();
+  gate.open();
+  const bool finished = wait_until([&] { return b.done.load() >= kScarceTasks; }, children, kRunTimeout);
+  stop.open();
+  reap(children, r.error);
+  if (!finished && r.error.empty())
+    r.error = "only " + std::to_string(b.done.load()) + " of " + std::to_string(kScarceTasks) + " tasks ran";
+  if (b.failed.load() != 0 && r.error.empty()) r.error = "a consumer failed to set up";
+  if (b.max_inside.load() > static_cast<int>(kScarceCapacity) && r.error.empty())
+    r.error = "more holders at once than the capacity";
+  for (int i = 0; i < kScarceTasks && r.error.empty(); ++i)
+    if (b.runs[i].load() != 1)
+      r.error = "task " + std::to_string(i) + " ran " + std::to_string(b.runs[i].load()) + " times";
+  r.seconds = static_cast<double>(b.all_done_ns.load() - t0) * 1e-9;
+  res.parked = b.parked.load();
+  res.handed = b.handed.load();
+  res.retries = b.retries.load();
+  res.max_inside = b.max_inside.load();
+  return res;
+}
+
+void run_scarce_bench(benchmark::State& state, bool emulated) {
+  ScarceResult last;
+  for (auto _ : state) {
+    last = run_scarce(emulated);
+    if (!last.run.error.empty()) return state.SkipWithError(last.run.error.c_str());
+    state.SetIterationTime(last.run.seconds);
+  }
+  const double wall_ms = last.run.seconds * 1e3;
+  state.counters["wall_ms"] = wall_ms;
+  state.counters["ratio_to_ideal"] = wall_ms / kIdealMs;
+  state.counters["max_inside"] = last.max_inside;
+  if (emulated) {
+    state.counters["retries"] = static_cast<double>(last.retries);
+  } else {
+    state.counters["parked"] = static_cast<double>(last.parked);
+    state.counters["handed"] = static_cast<double>(last.handed);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kScarceTasks));
+}
+
+void BM_sem_scarce_shmsched(benchmark::State& state) {
+  run_scarce_bench(state, false);
+}
+void BM_sem_scarce_emulated_incr_retry(benchmark::State& state) {
+  run_scarce_bench(state, true);
+}
+// Iterations(1): one run is the whole scenario; repetitions show its spread.
+void scarce_config(benchmark::internal::Benchmark* b) {
+  b->UseManualTime()->Iterations(1)->Repetitions(3)->DisplayAggregatesOnly(true)->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(BM_sem_scarce_shmsched)->Apply(scarce_config);
+BENCHMARK(BM_sem_scarce_emulated_incr_retry)->Apply(scarce_config);
+
+// ---- ratios -------------------------------------------------------------------------------
+
+const RatioDecl r1("6. semaphores", "uncontended pair: shmsched try_acquire / boost try_wait",
+                   "BM_sem_pair_shmsched_try", "BM_sem_pair_boost_try");
+const RatioDecl r2("6. semaphores", "uncontended pair: shmsched try_acquire / boost wait", "BM_sem_pair_shmsched_try",
+                   "BM_sem_pair_boost_wait");
+const RatioDecl r3("6. semaphores", "2 processes, capacity 1: shmsched acquire / boost wait",
+                   "BM_sem_contended_shmsched", "BM_sem_contended_boost");
+const CounterRatioDecl c1("6. semaphores", "scarce resource: emulated INCR/DECR+retry wall / shmsched wall",
+                          "BM_sem_scarce_emulated_incr_retry", "wall_ms", "BM_sem_scarce_shmsched", "wall_ms");
+
+}  // namespace
+}  // namespace shmsched::bench
