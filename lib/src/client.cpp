@@ -235,6 +235,7 @@ Errc Client::requeue_dead(TaskId id) noexcept {
   const std::uint64_t mine = next_word(s, TaskState::running, im.token);
   if (!c.state.compare_exchange_strong(s, mine, std::memory_order_acq_rel)) return Errc::invalid_argument;
   auto* hot = im.core->hot(idx);
+  Impl::bump(im.counters(hot->queue, hot->level).enqueued);  // back in flight: counts as enqueued again
   hot->attempts = 0;
   hot->flags = static_cast<std::uint8_t>(hot->flags & ~detail::kHasError);
   return im.requeue_record(idx, mine);
@@ -331,6 +332,7 @@ void Client::ring_own_doorbell() noexcept {
 bool Client::janitor_tick(std::int64_t now_ns) noexcept {
   auto& im = *impl_;
   auto* h = im.core->header;
+  im.me->heartbeat_ns.store(now_ns, std::memory_order_relaxed);  // every consumer beats, lease or not
   std::uint64_t lease = h->janitor_lease.load(std::memory_order_acquire);
   if (lease != im.token) {
     const std::int64_t renewed = h->janitor_renewed_ns.load(std::memory_order_relaxed);
@@ -389,6 +391,8 @@ LevelStats Client::level_stats(QueueId queue, std::uint8_t level) const noexcept
   return st;
 }
 
-void Client::count_processed(std::uint64_t n) noexcept { impl_->me->processed.fetch_add(n, std::memory_order_relaxed); }
+void Client::count_processed(std::uint64_t n) noexcept {
+  impl_->me->processed.fetch_add(n, std::memory_order_relaxed);
+}
 
 }  // namespace shmsched

@@ -407,7 +407,10 @@ struct Client::Impl {
           if (!c.state.compare_exchange_strong(s, next, std::memory_order_acq_rel)) break;
           auto* b = core->hot(idx);
           if (b->attempts >= b->max_attempts) {
-            if (dead_letter_record(idx, next, "consumer died while running it") == Errc::ok) ++rep.dead_lettered;
+            if (dead_letter_record(idx, next, "consumer died while running it") == Errc::ok) {
+              ++rep.dead_lettered;
+              bump(counters(b->queue, b->level).dead);
+            }
           } else if (requeue_record(idx, next) == Errc::ok) {
             ++rep.requeued;
           }

@@ -1,2 +1,949 @@
+// End-to-end tests of shmctl: every verb runs as a subprocess (the binary the build made,
+// SHMCTL_BIN) against real named segments, which each test creates under a unique name
+// and always destroys. Workers are background shmctl processes that are stopped with
+// SIGTERM (graceful) or SIGKILL (crash) and never outlive the test.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
-TEST(Shmctl, Placeholder) {}
+
+#include <algorithm>
+#include <cstddef>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "shmsched/detail/shm_structs.hpp"
+#include "shmsched/shmsched.hpp"
+#include "test_support.hpp"
+
+#ifndef SHMCTL_BIN
+#error "SHMCTL_BIN must name the shmctl binary under test"
+#endif
+
+namespace shmsched::test {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+// ---------------------------------------------------------------------------------
+// Running shmctl
+
+struct Ran {
+  ExitStatus status;
+  std::string out;
+  std::string err;
+  int code() const { return status.exited && !status.timed_out ? status.code : -1; }
+};
+
+std::ostream& operator<<(std::ostream& os, const Ran& r) {
+  return os << describe(r.status) << "\n--- stdout ---\n" << r.out << "--- stderr ---\n" << r.err;
+}
+
+std::vector<char*> c_argv(std::vector<std::string>& args) {
+  std::vector<char*> v;
+  for (auto& a : args) v.push_back(a.data());
+  v.push_back(nullptr);
+  return v;
+}
+
+/// Runs `shmctl args...` to completion (killed after `limit`), feeding it `input`.
+Ran shmctl(std::vector<std::string> args, const std::string& input = {}, std::chrono::milliseconds limit = 30s) {
+  args.insert(args.begin(), SHMCTL_BIN);
+  int in[2], out[2], err[2];
+  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "pipe: " << std::strerror(errno);
+    return {};
+  }
+  auto argv = c_argv(args);
+  const pid_t pid = spawn([&] {
+    ::dup2(in[0], 0);
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    ::execv(argv[0], argv.data());
+    return 127;
+  });
+  ::close(in[0]);
+  ::close(out[1]);
+  ::close(err[1]);
+  Ran r;
+  std::size_t written = 0;
+  int in_fd = in[1];
+  if (input.empty()) {
+    ::close(in_fd);
+    in_fd = -1;
+  } else {
+    ::fcntl(in_fd, F_SETFL, O_NONBLOCK);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  int open_outputs = 2;
+  bool timed_out = false;
+  while (open_outputs > 0 || in_fd >= 0) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd p[3] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}, {in_fd, POLLOUT, 0}};
+    if (::poll(p, 3, static_cast<int>(std::min<long long>(left.count(), 100))) < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (p[i].fd < 0 || (p[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+      char buf[65536];
+      const ssize_t n = ::read(p[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        (i == 0 ? r.out : r.err).append(buf, static_cast<std::size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        ::close(p[i].fd);
+        (i == 0 ? out[0] : err[0]) = -1;
+        --open_outputs;
+      }
+    }
+    if (in_fd >= 0 && (p[2].revents & (POLLOUT | POLLERR | POLLHUP)) != 0) {
+      const ssize_t n = ::write(in_fd, input.data() + written, input.size() - written);
+      if (n > 0) written += static_cast<std::size_t>(n);
+      if (n < 0 && errno != EAGAIN && errno != EINTR) written = input.size();
+      if (written == input.size()) {
+        ::close(in_fd);
+        in_fd = -1;
+      }
+    }
+  }
+  for (int fd : {out[0], err[0], in_fd})
+    if (fd >= 0) ::close(fd);
+  if (timed_out) ::kill(pid, SIGKILL);
+  r.status = wait_child(pid, timed_out ? 5s : limit);
+  r.status.timed_out |= timed_out;
+  return r;
+}
+
+json parse_json(const Ran& r) {
+  try {
+    return json::parse(r.out);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "not JSON (" << e.what() << "):\n" << r;
+    return json::object();
+  }
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+std::vector<std::string> lines_of(const std::string& path) {
+  std::vector<std::string> out;
+  std::ifstream in(path);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+/// Polls `pred` every 20 ms until it holds or `limit` passes.
+template <class F>
+bool eventually(F pred, std::chrono::milliseconds limit = 10s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    if (pred()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+bool process_gone(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  if (!in) return true;
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = all.rfind(')');
+  return close != std::string::npos && close + 2 < all.size() && all[close + 2] == 'Z';  // a zombie is gone too
+}
+
+// ---------------------------------------------------------------------------------
+// Fixture: a unique segment name, a scratch directory, background processes
+
+class Shmctl : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/shmctl-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    for (pid_t pid : background_) {
+      ::kill(pid, SIGKILL);
+      (void)wait_child(pid, 5s);
+    }
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  const std::string& name() const { return seg_.name(); }
+  std::string path(const std::string& file) const { return dir_ + "/" + file; }
+
+  /// Creates the segment with shmctl itself.
+  void create(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"create",   name(), "--capacity", "2048",
+                                     "--levels", "4",    "--queues",   "general,urgent"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const Ran r = shmctl(args);
+    ASSERT_EQ(r.code(), 0) << r;
+  }
+
+  /// Starts `shmctl args...` in the background, output to a log file in the scratch dir.
+  pid_t start(std::vector<std::string> args, const std::string& log = "worker.log") {
+    args.insert(args.begin(), SHMCTL_BIN);
+    const std::string log_path = path(log);
+    auto argv = c_argv(args);
+    const pid_t pid = spawn([&] {
+      const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+      const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || null < 0) return 126;
+      ::dup2(null, 0);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      ::execv(argv[0], argv.data());
+      return 127;
+    });
+    background_.push_back(pid);
+    return pid;
+  }
+  pid_t start_worker(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"worker", name(), "--home", "general"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const pid_t pid = start(args);
+    // Attached once stat shows a live consumer with this pid.
+    EXPECT_TRUE(eventually([&] {
+      const json s = stat();
+      for (const auto& p : s.value("participants", json::array()))
+        if (p["pid"] == pid && p["alive"] == true) return true;
+      return false;
+    })) << "worker did not attach; log:\n"
+        << log();
+    return pid;
+  }
+  /// Sends `sig` and waits for the process to end.
+  ExitStatus stop(pid_t pid, int sig = SIGTERM, std::chrono::milliseconds limit = 15s) {
+    ::kill(pid, sig);
+    const ExitStatus s = wait_child(pid, limit);
+    background_.erase(std::remove(background_.begin(), background_.end(), pid), background_.end());
+    return s;
+  }
+  std::string log(const std::string& file = "worker.log") const {
+    std::ifstream in(path(file));
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+
+  json stat() {
+    const Ran r = shmctl({"stat", name(), "--json"});
+    if (r.code() != 0) return json::object();
+    return parse_json(r);
+  }
+  const json* queue(const json& s, const std::string& q) {
+    for (const auto& x : s.at("queues"))
+      if (x.at("name") == q) return &x;
+    ADD_FAILURE() << "no queue " << q << " in " << s.dump();
+    return nullptr;
+  }
+  /// Sum of a level counter (or "depth") over a queue's levels.
+  std::uint64_t total(const json& s, const std::string& q, const std::string& key) {
+    std::uint64_t n = 0;
+    if (const json* j = queue(s, q))
+      for (const auto& l : j->at("levels")) n += l.at(key).get<std::uint64_t>();
+    return n;
+  }
+  Ran submit(const std::vector<std::string>& command, std::vector<std::string> opts = {}) {
+    std::vector<std::string> args = {"submit", name(), "--queue", "general"};
+    args.insert(args.end(), opts.begin(), opts.end());
+    args.push_back("--");
+    args.insert(args.end(), command.begin(), command.end());
+    return shmctl(args);
+  }
+  Ran wait_drained(std::vector<std::string> extra = {"--timeout", "30s"}) {
+    std::vector<std::string> args = {"wait", name()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return shmctl(args, {}, 60s);
+  }
+
+  NameGuard seg_{unique_name("shmctl")};
+  std::string dir_;
+  std::vector<pid_t> background_;
+};
+
+// ---------------------------------------------------------------------------------
+// Command line
+
+TEST_F(Shmctl, EveryVerbHasHelpAndBadUsageExitsTwo) {
+  for (const char* verb : {"create", "destroy", "ls", "stat", "metrics", "top", "queue", "sem", "dlq", "recover",
+                           "wait", "submit", "worker"}) {
+    SCOPED_TRACE(verb);
+    const Ran r = shmctl({verb, "--help"});
+    EXPECT_EQ(r.code(), 0) << r;
+    EXPECT_TRUE(contains(r.out, "Usage")) << r;
+  }
+  const Ran top = shmctl({"--help"});
+  EXPECT_EQ(top.code(), 0) << top;
+  EXPECT_TRUE(contains(top.out, "worker")) << top;
+
+  create();
+  const std::vector<std::vector<std::string>> bad = {
+      {},
+      {"no-such-verb"},
+      {"stat"},
+      {"stat", name(), "--no-such-option"},
+      {"wait", name(), "--timeout", "soon"},
+      {"submit", name(), "--queue", "general"},                           // no command
+      {"submit", name(), "--queue", "general", "--stdin", "--", "true"},  // both
+      {"sem", name(), "set", "gpu", "57"},
+      {"sem", name(), "set", "gpu"},
+      {"queue", name(), "shuffle", "general"},
+      {"queue", name(), "pause"},
+      {"dlq", name(), "requeue"},
+      {"dlq", name(), "requeue", "12", "--all"},
+      {"dlq", name(), "requeue", "not-a-number"},
+      {"create", "x", "--mode", "999"},
+      {"worker", name()},  // no queues
+  };
+  for (const auto& args : bad) {
+    std::string line;
+    for (const auto& a : args) line += a + " ";
+    SCOPED_TRACE(line);
+    const Ran r = shmctl(args);
+    EXPECT_EQ(r.code(), 2) << r;
+    EXPECT_FALSE(r.err.empty()) << r;
+  }
+  // The worker's "--help" also names help queues; alone it prints help.
+  const Ran wh = shmctl({"worker", name(), "--help"});
+  EXPECT_EQ(wh.code(), 0) << wh;
+  EXPECT_TRUE(contains(wh.out, "--home")) << wh;
+}
+
+// ---------------------------------------------------------------------------------
+// create, stat, metrics, ls, destroy
+
+TEST_F(Shmctl, CreateThenStatJsonMatchesWhatWasEnqueued) {
+  create({"--semaphores", "gpu:3", "--mode", "0640"});
+  struct stat st {};
+  ASSERT_EQ(::stat(seg_.path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+  const Ran again = shmctl({"create", name()});
+  EXPECT_EQ(again.code(), 1) << again;
+  EXPECT_TRUE(contains(again.err, "exists")) << again;
+
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(submit({"true"}).code(), 0);
+  for (int i = 0; i < 2; ++i) {
+    const Ran r = shmctl({"submit", name(), "--queue", "urgent", "--priority", "2", "--", "true"});
+    ASSERT_EQ(r.code(), 0) << r;
+  }
+  ASSERT_EQ(submit({"true"}, {"--delay", "1h"}).code(), 0);
+
+  const json s = stat();
+  ASSERT_TRUE(s.contains("queues")) << s.dump();
+  EXPECT_EQ(s["name"], name());
+  EXPECT_EQ(s["layout"]["levels"], 4);
+  EXPECT_EQ(s["layout"]["task_capacity"], 2048);
+  std::set<std::string> names;
+  for (const auto& q : s["queues"]) names.insert(q["name"].get<std::string>());
+  EXPECT_EQ(names, (std::set<std::string>{"general", "urgent"}));
+  const json* general = queue(s, "general");
+  const json* urgent = queue(s, "urgent");
+  ASSERT_TRUE(general && urgent);
+  ASSERT_EQ((*general)["levels"].size(), 4u);
+  EXPECT_EQ((*general)["levels"][0]["depth"], 3);
+  EXPECT_EQ((*general)["levels"][0]["enqueued"], 4);  // three queued, one delayed
+  EXPECT_EQ((*urgent)["levels"][2]["depth"], 2);
+  EXPECT_EQ((*urgent)["levels"][0]["depth"], 0);
+  EXPECT_EQ((*urgent)["depth"], 2);
+  EXPECT_EQ((*general)["levels"][0]["done"], 0);
+  EXPECT_GE((*general)["levels"][0]["oldest_age_ns"].get<std::int64_t>(), 0);
+  EXPECT_EQ((*urgent)["levels"][0]["oldest_age_ns"], -1);
+  EXPECT_EQ(s["queued"], 5);
+  EXPECT_EQ(s["delayed"], 1);
+  EXPECT_EQ(s["running"], 0);
+  EXPECT_EQ(s["dead_letters"], 0);
+  EXPECT_TRUE(s["participants"].empty()) << "submitters detach when they exit";
+  ASSERT_EQ(s["semaphores"].size(), 1u);
+  EXPECT_EQ(s["semaphores"][0]["name"], "gpu");
+  EXPECT_EQ(s["semaphores"][0]["capacity"], 3);
+  EXPECT_EQ(s["semaphores"][0]["in_use"], 0);
+  EXPECT_EQ(s["creator"]["alive"], false);
+
+  const Ran text = shmctl({"stat", name()});
+  ASSERT_EQ(text.code(), 0) << text;
+  for (const char* want : {"general", "urgent", "gpu", "queued 5", "delayed 1"})
+    EXPECT_TRUE(contains(text.out, want)) << want << "\n" << text;
+}
+
+TEST_F(Shmctl, MetricsAreValidPrometheusText) {
+  create({"--semaphores", "gpu:3"});
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(submit({"true"}).code(), 0);
+  const Ran r = shmctl({"metrics", name()});
+  ASSERT_EQ(r.code(), 0) << r;
+  for (const char* want :
+       {"shmsched_queue_depth{queue=\"general\",level=\"0\"} 3\n",
+        "shmsched_queue_depth{queue=\"urgent\",level=\"0\"} 0\n",
+        "shmsched_tasks_total{queue=\"general\",level=\"0\",outcome=\"enqueued\"} 3\n",
+        "shmsched_tasks_total{queue=\"general\",level=\"0\",outcome=\"done\"} 0\n",
+        "# TYPE shmsched_tasks_total counter\n", "# TYPE shmsched_queue_depth gauge\n",
+        "shmsched_semaphore_capacity{semaphore=\"gpu\"} 3\n", "shmsched_semaphore_in_use{semaphore=\"gpu\"} 0\n",
+        "shmsched_participants{alive=\"true\"} 0\n", "shmsched_delayed 0\n", "shmsched_dead_letters 0\n",
+        "shmsched_running 0\n"})
+    EXPECT_TRUE(contains(r.out, want)) << want << "\n" << r;
+  // Every sample is NAME{labels} VALUE, and its family was announced with HELP and TYPE.
+  const std::regex sample(R"(^([a-z_]+)(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+]+$)");
+  std::set<std::string> helped, typed;
+  std::istringstream in(r.out);
+  int samples = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("# HELP ", 0) == 0) {
+      helped.insert(line.substr(7, line.find(' ', 7) - 7));
+    } else if (line.rfind("# TYPE ", 0) == 0) {
+      typed.insert(line.substr(7, line.find(' ', 7) - 7));
+    } else {
+      std::smatch m;
+      ASSERT_TRUE(std::regex_match(line, m, sample)) << "bad line: " << line;
+      EXPECT_TRUE(helped.count(m[1]) && typed.count(m[1])) << "no HELP/TYPE before " << line;
+      ++samples;
+    }
+  }
+  EXPECT_GT(samples, 20);
+  const Ran labelled = shmctl({"metrics", name(), "--segment-label"});
+  EXPECT_TRUE(contains(labelled.out, "shmsched_running{segment=\"" + name() + "\"} 0\n")) << labelled;
+}
+
+TEST_F(Shmctl, LsListsSegmentsAndTheOnesThatDoNotOpen) {
+  create();
+  ASSERT_EQ(submit({"true"}).code(), 0);
+  NameGuard foreign(unique_name("shmctl-junk"));
+  const std::vector<char> junk(8192, 'x');
+  ASSERT_TRUE(write_new_file(foreign.path(), junk.data(), junk.size()));
+
+  const Ran r = shmctl({"ls"});
+  ASSERT_EQ(r.code(), 0) << r;
+  EXPECT_TRUE(contains(r.out, name())) << r;
+  EXPECT_TRUE(contains(r.out, foreign.name())) << r;
+  const Ran j = shmctl({"ls", "--json"});
+  ASSERT_EQ(j.code(), 0) << j;
+  bool saw_ours = false, saw_junk = false;
+  for (const auto& e : parse_json(j)) {
+    if (e["name"] == name()) {
+      saw_ours = true;
+      EXPECT_EQ(e["ok"], true);
+      EXPECT_EQ(e["depth"], 1);
+      EXPECT_EQ(e["queues"], 2);
+    } else if (e["name"] == foreign.name()) {
+      saw_junk = true;
+      EXPECT_EQ(e["ok"], false);
+      EXPECT_TRUE(contains(e["error"].get<std::string>(), "not a shmsched segment")) << e.dump();
+    }
+  }
+  EXPECT_TRUE(saw_ours && saw_junk) << j;
+}
+
+TEST_F(Shmctl, DestroyRefusesWhileConsumersLiveUnlessForced) {
+  create();
+  const pid_t worker = start_worker();
+  const Ran refused = shmctl({"destroy", name()});
+  EXPECT_EQ(refused.code(), 1) << refused;
+  EXPECT_TRUE(contains(refused.err, std::to_string(worker))) << refused;
+  EXPECT_TRUE(file_exists(seg_.path()));
+
+  const Ran forced = shmctl({"destroy", name(), "--force"});
+  EXPECT_EQ(forced.code(), 0) << forced;
+  EXPECT_FALSE(file_exists(seg_.path()));
+  EXPECT_TRUE(stop(worker).ok()) << log();  // it keeps its mapping and stops cleanly
+
+  const Ran gone = shmctl({"destroy", name()});
+  EXPECT_EQ(gone.code(), 1) << gone;
+  EXPECT_TRUE(contains(gone.err, "no segment")) << gone;
+
+  // Without consumers it just goes.
+  create();
+  const Ran plain = shmctl({"destroy", name()});
+  EXPECT_EQ(plain.code(), 0) << plain;
+  EXPECT_FALSE(file_exists(seg_.path()));
+}
+
+// ---------------------------------------------------------------------------------
+// Damaged and foreign objects: an error and exit 1 from every verb, never a crash or a
+// hang, and the file is left as it was.
+
+TEST_F(Shmctl, CorruptForeignAndUnfinishedSegmentsAreErrorsNotCrashes) {
+  Layout small;
+  small.levels = 2;
+  small.task_capacity = 64;
+  small.payload_bytes = 64;
+  small.max_queues = 4;
+  small.max_participants = 8;
+  small.max_semaphores = 4;
+  auto real = [&](const NameGuard& g) {
+    CreateOptions co;
+    co.queues = {"q"};
+    auto s = Segment::create(g.name(), small, co);
+    EXPECT_TRUE(s.ok()) << why(s);
+    return s.ok() ? s->size_bytes() : 0;
+  };
+  using detail::SegmentHeader;
+  struct Case {
+    const char* what;
+    std::function<void(const NameGuard&)> make;
+  };
+  const pid_t gone = dead_pid();
+  const std::vector<Case> cases = {
+      {"foreign bytes",
+       [](const NameGuard& g) {
+         std::vector<char> junk(8192);
+         for (std::size_t i = 0; i < junk.size(); ++i) junk[i] = static_cast<char>(splitmix64(i));
+         ASSERT_TRUE(write_new_file(g.path(), junk.data(), junk.size()));
+       }},
+      {"tiny foreign file", [](const NameGuard& g) { ASSERT_TRUE(write_new_file(g.path(), "hello", 5)); }},
+      {"empty object", [](const NameGuard& g) { ASSERT_TRUE(write_new_file(g.path(), "", 0)); }},
+      {"truncated",
+       [&](const NameGuard& g) {
+         const std::size_t full = real(g);
+         ASSERT_EQ(::truncate(g.path().c_str(), static_cast<off_t>(full / 2)), 0);
+       }},
+      {"other ABI version",
+       [&](const NameGuard& g) {
+         real(g);
+         ASSERT_TRUE(patch_value(g.path(), offsetof(SegmentHeader, abi_version), detail::kAbiVersion + 1));
+       }},
+      {"corrupt header",
+       [&](const NameGuard& g) {
+         real(g);
+         ASSERT_TRUE(patch_value(g.path(), offsetof(SegmentHeader, layout_hash), std::uint64_t{0x1234}));
+       }},
+      {"creator died half-way",
+       [&](const NameGuard& g) {
+         real(g);
+         ASSERT_TRUE(patch_value(g.path(), offsetof(SegmentHeader, init_state),
+                                 static_cast<std::uint32_t>(detail::InitState::initializing)));
+         ASSERT_TRUE(patch_value(g.path(), offsetof(SegmentHeader, creator_pid), std::int32_t{gone}));
+       }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    NameGuard g(unique_name("shmctl-bad"));
+    c.make(g);
+    const FileSnapshot before = snapshot(g.path());
+    ASSERT_TRUE(before.exists);
+    const std::string n = g.name();
+    const std::vector<std::vector<std::string>> verbs = {
+        {"stat", n},
+        {"stat", n, "--json"},
+        {"metrics", n},
+        {"top", n, "--iterations", "1"},
+        {"queue", n, "list"},
+        {"queue", n, "add", "extra"},
+        {"queue", n, "pause", "q"},
+        {"sem", n, "list"},
+        {"sem", n, "set", "s", "1"},
+        {"dlq", n, "list"},
+        {"dlq", n, "purge"},
+        {"recover", n},
+        {"wait", n, "--timeout", "100ms"},
+        {"submit", n, "--queue", "q", "--", "true"},
+        {"worker", n, "--home", "q"},
+        {"destroy", n},
+    };
+    for (auto args : verbs) {
+      SCOPED_TRACE(args[0]);
+      args.insert(args.begin(), {"--open-timeout", "100ms"});
+      const Ran r = shmctl(args, {}, 10s);
+      EXPECT_EQ(r.code(), 1) << r;
+      EXPECT_TRUE(contains(r.err, "shmctl: ")) << r;
+      EXPECT_FALSE(r.status.signaled) << r;
+    }
+    EXPECT_TRUE(snapshot(g.path()) == before) << "a refused verb changed the file";
+
+    const Ran ls = shmctl({"ls", "--json", "--timeout", "100ms"});
+    ASSERT_EQ(ls.code(), 0) << ls;
+    bool listed = false;
+    for (const auto& e : parse_json(ls))
+      if (e["name"] == n) listed = e["ok"] == false && !e["error"].get<std::string>().empty();
+    EXPECT_TRUE(listed) << ls;
+
+    const Ran forced = shmctl({"--open-timeout", "100ms", "destroy", n, "--force"});
+    EXPECT_EQ(forced.code(), 0) << forced;
+    EXPECT_FALSE(file_exists(g.path()));
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// submit + worker
+
+TEST_F(Shmctl, SubmitAndWorkerRunAThousandCommandsExactlyOnce) {
+  create();
+  // One task first, to check the printed id is the one the command sees.
+  const std::string one = path("one");
+  const Ran single = submit({"sh", "-c", "echo $SHMSCHED_TASK_ID > " + one});
+  ASSERT_EQ(single.code(), 0) << single;
+  const std::string id = single.out.substr(0, single.out.find('\n'));
+  ASSERT_FALSE(id.empty());
+
+  constexpr int kTasks = 1000;
+  const std::string out = path("ran");
+  std::string input;
+  for (int i = 0; i < kTasks; ++i) input += "echo \"$SHMSCHED_TASK_ID " + std::to_string(i) + "\" >> " + out + "\n";
+  input += "\n   \n";  // blank lines are skipped
+  const Ran bulk = shmctl({"submit", name(), "--queue", "general", "--stdin"}, input);
+  ASSERT_EQ(bulk.code(), 0) << bulk;
+  EXPECT_EQ(bulk.out, std::to_string(kTasks) + "\n");
+
+  const pid_t worker = start_worker({"--workers", "4"});
+  const Ran w = wait_drained({"--timeout", "45s", "--progress"});
+  ASSERT_EQ(w.code(), 0) << w << log();
+  EXPECT_TRUE(contains(w.out, "drained")) << w;
+  const ExitStatus st = stop(worker);
+  EXPECT_TRUE(st.ok()) << describe(st) << "\n" << log();
+  EXPECT_TRUE(contains(log(), "stopped: done " + std::to_string(kTasks + 1))) << log();
+
+  ASSERT_EQ(lines_of(one), std::vector<std::string>{id});
+  std::map<int, int> runs;
+  std::set<std::string> ids;
+  for (const auto& line : lines_of(out)) {
+    std::istringstream in(line);
+    std::string task;
+    int i = -1;
+    in >> task >> i;
+    ASSERT_TRUE(i >= 0 && i < kTasks) << line;
+    ++runs[i];
+    ids.insert(task);
+  }
+  EXPECT_EQ(runs.size(), static_cast<std::size_t>(kTasks));
+  for (const auto& [i, n] : runs) EXPECT_EQ(n, 1) << "command " << i << " ran " << n << " times";
+  EXPECT_EQ(ids.size(), static_cast<std::size_t>(kTasks)) << "every task has its own id";
+
+  const json s = stat();
+  EXPECT_EQ(total(s, "general", "enqueued"), kTasks + 1u);
+  EXPECT_EQ(total(s, "general", "done"), kTasks + 1u);
+  EXPECT_EQ(total(s, "general", "failed"), 0u);
+  EXPECT_EQ(s["running"], 0);
+  EXPECT_EQ(s["queued"], 0);
+}
+
+TEST_F(Shmctl, ExitSeventyFiveRetriesWithTheNextAttempt) {
+  create();
+  const std::string out = path("attempts");
+  const Ran r = submit({"sh", "-c", "echo $SHMSCHED_ATTEMPT >> " + out + "; [ $SHMSCHED_ATTEMPT -ge 3 ] || exit 75"},
+                       {"--retries", "4", "--retry-delay", "20ms"});
+  ASSERT_EQ(r.code(), 0) << r;
+  const pid_t worker = start_worker();
+  ASSERT_EQ(wait_drained().code(), 0) << log();
+  EXPECT_TRUE(stop(worker).ok()) << log();
+  EXPECT_EQ(lines_of(out), (std::vector<std::string>{"1", "2", "3"}));
+  const json s = stat();
+  EXPECT_EQ(total(s, "general", "retried"), 2u);
+  EXPECT_EQ(total(s, "general", "failed"), 0u) << "a retry request is not a failure";
+  EXPECT_EQ(total(s, "general", "done"), 1u);
+  EXPECT_EQ(s["dead_letters"], 0);
+}
+
+TEST_F(Shmctl, TooLongCommandIsAClearError) {
+  create({"--payload", "64"});
+  const Ran r = submit({"echo", std::string(100, 'x')});
+  EXPECT_EQ(r.code(), 1) << r;
+  EXPECT_TRUE(contains(r.err, "64 bytes")) << r;
+  const Ran fits = submit({"echo", std::string(40, 'x')});
+  EXPECT_EQ(fits.code(), 0) << fits;
+  const Ran unknown = shmctl({"submit", name(), "--queue", "nope", "--", "true"});
+  EXPECT_EQ(unknown.code(), 1) << unknown;
+  EXPECT_TRUE(contains(unknown.err, "nope")) << unknown;
+}
+
+TEST_F(Shmctl, SemaphoreNeedsLimitHowManyCommandsRunAtOnce) {
+  create();
+  ASSERT_EQ(shmctl({"sem", name(), "set", "lock", "1"}).code(), 0);
+  const Ran missing = submit({"true"}, {"--needs", "nosuch"});
+  EXPECT_EQ(missing.code(), 1) << missing;
+  const Ran too_many = submit({"true"}, {"--needs", "lock:2"});
+  EXPECT_EQ(too_many.code(), 1) << too_many;
+  // Each command holds a directory as a mutex: if two ran at once, mkdir would fail.
+  const std::string lock = path("lockdir");
+  for (int i = 0; i < 6; ++i) {
+    const Ran r = submit({"sh", "-c", "mkdir " + lock + " || exit 3; sleep 0.05; rmdir " + lock},
+                         {"--retries", "0", "--needs", "lock"});  // a list option right before "--"
+    ASSERT_EQ(r.code(), 0) << r;
+  }
+  const pid_t worker = start_worker({"--workers", "3"});
+  ASSERT_EQ(wait_drained().code(), 0) << log();
+  EXPECT_TRUE(stop(worker).ok()) << log();
+  const json s = stat();
+  EXPECT_EQ(total(s, "general", "done"), 6u) << log();
+  EXPECT_EQ(total(s, "general", "failed"), 0u) << log();
+  EXPECT_EQ(s["semaphores"][0]["in_use"], 0);
+
+  // Resize: the existing semaphore gets the new capacity.
+  const Ran grow = shmctl({"sem", name(), "set", "lock", "4"});
+  EXPECT_EQ(grow.code(), 0) << grow;
+  EXPECT_TRUE(contains(grow.out, "1 -> 4")) << grow;
+  EXPECT_EQ(stat()["semaphores"][0]["capacity"], 4);
+  const Ran list = shmctl({"sem", name(), "list"});
+  EXPECT_EQ(list.code(), 0) << list;
+  EXPECT_TRUE(contains(list.out, "lock")) << list;
+}
+
+TEST_F(Shmctl, WorkerHelpsWithHelpQueuesOnlyWhenIdle) {
+  create();
+  const std::string out = path("helped");
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(submit({"sh", "-c", "echo $SHMSCHED_QUEUE >> " + out}).code(), 0);
+  const pid_t worker = start({"worker", name(), "--home", "urgent", "--help", "general", "--workers", "2"});
+  ASSERT_EQ(wait_drained({"--timeout", "10s"}).code(), 0) << log();
+  EXPECT_TRUE(stop(worker).ok()) << log();
+  EXPECT_EQ(lines_of(out), (std::vector<std::string>{"general", "general", "general"}));
+  const json s = stat();
+  EXPECT_EQ(total(s, "general", "helped"), 3u);
+  EXPECT_EQ(total(s, "general", "done"), 3u);
+}
+
+TEST_F(Shmctl, StoppedWorkerLetsCommandsFinishWithinTheGrace) {
+  create();
+  const std::string done = path("finished");
+  ASSERT_EQ(submit({"sh", "-c", "sleep 0.5; touch " + done}).code(), 0);
+  pid_t worker = start_worker({"--grace", "5s"});
+  ASSERT_TRUE(eventually([&] { return stat().value("running", 0) == 1; })) << log();
+  ExitStatus st = stop(worker);
+  EXPECT_TRUE(st.ok()) << describe(st) << "\n" << log();
+  EXPECT_TRUE(file_exists(done)) << "the running command was cut short\n" << log();
+  EXPECT_EQ(total(stat(), "general", "done"), 1u);
+
+  // One that would overrun the grace is stopped and handed back, not lost.
+  ASSERT_EQ(submit({"sleep", "30"}).code(), 0);
+  worker = start_worker({"--grace", "1s"});
+  ASSERT_TRUE(eventually([&] { return stat().value("running", 0) == 1; })) << log();
+  const auto t0 = std::chrono::steady_clock::now();
+  st = stop(worker);
+  EXPECT_TRUE(st.ok()) << describe(st) << "\n" << log();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  const json s = stat();
+  EXPECT_EQ(s["running"], 0);
+  EXPECT_EQ(s["queued"].get<int>() + s["delayed"].get<int>(), 1) << s.dump();
+}
+
+// ---------------------------------------------------------------------------------
+// dlq, recover, wait, queue
+
+TEST_F(Shmctl, DeadLettersCanBeListedRequeuedAndPurged) {
+  create();
+  const std::string marker = path("marker");
+  const Ran a = submit({"test", "-e", marker}, {"--retries", "0"});
+  const Ran b = submit({"false"}, {"--retries", "0"});
+  ASSERT_EQ(a.code(), 0) << a;
+  ASSERT_EQ(b.code(), 0) << b;
+  const std::string id_a = a.out.substr(0, a.out.find('\n'));
+  const std::string id_b = b.out.substr(0, b.out.find('\n'));
+  const pid_t worker = start_worker();
+  ASSERT_EQ(wait_drained().code(), 0) << log();
+
+  const Ran list = shmctl({"dlq", name(), "list"});
+  ASSERT_EQ(list.code(), 0) << list;
+  EXPECT_TRUE(contains(list.out, id_a) && contains(list.out, id_b)) << list;
+  EXPECT_TRUE(contains(list.out, "exit status 1")) << list;
+  const json dead = parse_json(shmctl({"dlq", name(), "list", "--json"}));
+  ASSERT_EQ(dead.size(), 2u) << dead.dump();
+  for (const auto& d : dead) {
+    EXPECT_EQ(d["type"], "shell");
+    EXPECT_EQ(d["queue"], "general");
+    EXPECT_EQ(d["attempts"], 1);
+  }
+  EXPECT_EQ(stat()["dead_letters"], 2);
+
+  // Fix the cause, requeue that one: it runs and succeeds.
+  { std::ofstream(marker) << "x"; }
+  const Ran rq = shmctl({"dlq", name(), "requeue", id_a});
+  EXPECT_EQ(rq.code(), 0) << rq;
+  ASSERT_EQ(wait_drained().code(), 0) << log();
+  const json left = parse_json(shmctl({"dlq", name(), "list", "--json"}));
+  ASSERT_EQ(left.size(), 1u) << left.dump();
+  EXPECT_EQ(std::to_string(left[0]["id"].get<std::uint64_t>()), id_b);
+  EXPECT_EQ(total(stat(), "general", "done"), 1u);
+
+  const Ran not_dead = shmctl({"dlq", name(), "requeue", id_a});
+  EXPECT_EQ(not_dead.code(), 1) << not_dead;
+  EXPECT_TRUE(contains(not_dead.err, "not a dead letter")) << not_dead;
+
+  const Ran all = shmctl({"dlq", name(), "requeue", "--all"});
+  EXPECT_EQ(all.code(), 0) << all;
+  EXPECT_TRUE(contains(all.out, "requeued 1")) << all;
+  ASSERT_EQ(wait_drained().code(), 0) << log();  // `false` fails again and is dead again
+  EXPECT_TRUE(stop(worker).ok()) << log();
+
+  const Ran purge = shmctl({"dlq", name(), "purge"});
+  EXPECT_EQ(purge.code(), 0) << purge;
+  EXPECT_TRUE(contains(purge.out, "purged 1")) << purge;
+  const Ran empty = shmctl({"dlq", name(), "list"});
+  EXPECT_TRUE(contains(empty.out, "no dead letters")) << empty;
+  EXPECT_EQ(stat()["dead_letters"], 0);
+}
+
+TEST_F(Shmctl, RecoverRequeuesTheTasksOfAKilledWorker) {
+  create();
+  const std::string pidfile = path("child.pid");
+  ASSERT_EQ(submit({"sh", "-c", "echo $$ > " + pidfile + "; exec sleep 30"}).code(), 0);
+  const pid_t worker = start_worker();
+  ASSERT_TRUE(eventually([&] { return lines_of(pidfile).size() == 1; })) << log();
+  const pid_t child = std::stoi(lines_of(pidfile)[0]);
+  ASSERT_EQ(stat()["running"], 1);
+
+  const ExitStatus st = stop(worker, SIGKILL);
+  EXPECT_TRUE(st.signaled);
+  // The command dies with its worker (PR_SET_PDEATHSIG), so nothing runs twice at once.
+  EXPECT_TRUE(eventually([&] { return process_gone(child); }, 5s)) << "command " << child << " outlived its worker";
+
+  json s = stat();
+  ASSERT_EQ(s["participants"].size(), 1u);
+  EXPECT_EQ(s["participants"][0]["alive"], false);
+  const Ran r = shmctl({"recover", name()});
+  ASSERT_EQ(r.code(), 0) << r;
+  EXPECT_TRUE(contains(r.out, "reaped 1 dead participant")) << r;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(requeued \(were running\)\s+1)"))) << r;
+  s = stat();
+  EXPECT_EQ(s["running"], 0);
+  EXPECT_EQ(s["queued"], 1);
+  EXPECT_TRUE(s["participants"].empty());
+  const Ran again = shmctl({"recover", name()});
+  EXPECT_EQ(again.code(), 0) << again;
+  EXPECT_TRUE(contains(again.out, "reaped 0")) << again;
+}
+
+TEST_F(Shmctl, WaitReturnsWhenDrainedAndFailsOnTimeout) {
+  create();
+  const Ran idle = wait_drained({"--timeout", "5s"});
+  EXPECT_EQ(idle.code(), 0) << idle;
+
+  ASSERT_EQ(submit({"true"}).code(), 0);
+  auto t0 = std::chrono::steady_clock::now();
+  const Ran timeout = wait_drained({"--timeout", "300ms"});
+  EXPECT_EQ(timeout.code(), 1) << timeout;
+  EXPECT_TRUE(contains(timeout.err, "timed out")) << timeout;
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 300ms);
+  // Per queue: the other queue is drained, this one is not.
+  EXPECT_EQ(wait_drained({"--queue", "urgent", "--timeout", "2s"}).code(), 0);
+  EXPECT_EQ(wait_drained({"--queue", "general", "--timeout", "200ms"}).code(), 1);
+  EXPECT_EQ(wait_drained({"--queue", "nosuch", "--timeout", "200ms"}).code(), 1);
+
+  const pid_t worker = start_worker();
+  const Ran drained = wait_drained({"--queue", "general", "--timeout", "10s"});
+  EXPECT_EQ(drained.code(), 0) << drained << log();
+  EXPECT_EQ(wait_drained({"--timeout", "10s"}).code(), 0);
+  EXPECT_TRUE(stop(worker).ok()) << log();
+
+  // A delayed task is not drained.
+  ASSERT_EQ(submit({"true"}, {"--delay", "1h"}).code(), 0);
+  t0 = std::chrono::steady_clock::now();
+  const Ran delayed = wait_drained({"--timeout", "200ms", "--progress"});
+  EXPECT_EQ(delayed.code(), 1) << delayed;
+  EXPECT_TRUE(contains(delayed.err, "delayed 1")) << delayed;
+  EXPECT_TRUE(contains(delayed.err, "left")) << "progress lines on a non-terminal\n" << delayed;
+  EXPECT_EQ(wait_drained({"--queue", "general", "--timeout", "200ms"}).code(), 1);
+}
+
+TEST_F(Shmctl, QueuesCanBeAddedPausedAndResumed) {
+  create();
+  const Ran add = shmctl({"queue", name(), "add", "bulk"});
+  EXPECT_EQ(add.code(), 0) << add;
+  EXPECT_TRUE(contains(add.out, "created")) << add;
+  const Ran again = shmctl({"queue", name(), "add", "bulk"});
+  EXPECT_EQ(again.code(), 0) << again;
+  EXPECT_TRUE(contains(again.out, "already exists")) << again;
+  EXPECT_EQ(shmctl({"queue", name(), "pause", "nosuch"}).code(), 1);
+  EXPECT_EQ(shmctl({"queue", name(), "add", "bad/name"}).code(), 1);
+
+  ASSERT_EQ(shmctl({"queue", name(), "pause", "bulk"}).code(), 0);
+  EXPECT_EQ((*queue(stat(), "bulk"))["paused"], true);
+  const std::string out = path("bulk-ran");
+  ASSERT_EQ(shmctl({"submit", name(), "--queue", "bulk", "--", "touch", out}).code(), 0);
+  const pid_t worker = start({"worker", name(), "--home", "bulk"});
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(wait_drained({"--queue", "bulk", "--timeout", "200ms"}).code(), 1);
+  EXPECT_FALSE(file_exists(out)) << "a paused queue was taken from";
+
+  ASSERT_EQ(shmctl({"queue", name(), "resume", "bulk"}).code(), 0);
+  EXPECT_EQ(wait_drained({"--queue", "bulk", "--timeout", "10s"}).code(), 0) << log();
+  EXPECT_TRUE(file_exists(out));
+  EXPECT_TRUE(stop(worker).ok()) << log();
+  const Ran list = shmctl({"queue", name(), "list"});
+  EXPECT_EQ(list.code(), 0) << list;
+  EXPECT_TRUE(contains(list.out, "bulk") && contains(list.out, "active")) << list;
+}
+
+// ---------------------------------------------------------------------------------
+// top
+
+TEST_F(Shmctl, TopPrintsPlainSnapshotsWhenNotOnATerminal) {
+  create({"--semaphores", "gpu:2"});
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(submit({"true"}).code(), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  const Ran r = shmctl({"top", name(), "--iterations", "3", "--interval", "100ms"}, {}, 10s);
+  ASSERT_EQ(r.code(), 0) << r;
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 200ms);
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << "escape codes on a non-terminal";
+  std::size_t frames = 0;
+  for (std::size_t pos = 0; (pos = r.out.find("shmctl top", pos)) != std::string::npos; ++pos) ++frames;
+  EXPECT_EQ(frames, 3u) << r;
+  EXPECT_TRUE(contains(r.out, "general")) << r;
+  EXPECT_TRUE(contains(r.out, "gpu")) << r;
+  EXPECT_TRUE(contains(r.out, "queued 3")) << r;
+}
+
+TEST_F(Shmctl, TopRendersFullScreenUnderTmuxAndQuitsOnQ) {
+  if (std::system("command -v tmux >/dev/null 2>&1") != 0) {
+    // Without tmux there is no terminal to test on: check the plain fallback instead
+    // (CI lists tmux in tools/bootstrap.sh for this test).
+    create();
+    const Ran r = shmctl({"top", name(), "--iterations", "1"}, {}, 10s);
+    EXPECT_EQ(r.code(), 0) << r;
+    EXPECT_TRUE(contains(r.out, "shmctl top")) << r;
+    return;
+  }
+  create({"--semaphores", "gpu:2"});
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(submit({"true"}).code(), 0);
+  const std::string sock = "shmctl-test-" + std::to_string(::getpid()) + "-" + name();
+  const std::string status_file = path("top.status");
+  const std::string tmux = "tmux -L '" + sock + "' ";
+  struct Server {
+    std::string cmd;
+    ~Server() { (void)std::system((cmd + "kill-server >/dev/null 2>&1").c_str()); }
+  } server{tmux};
+  const std::string inner = std::string(SHMCTL_BIN) + " top " + name() + "; echo \\$? > " + status_file;
+  ASSERT_EQ(std::system((tmux + "new-session -d -s top -x 120 -y 40 \"" + inner + "\"").c_str()), 0);
+  auto capture = [&] {
+    std::string screen;
+    if (FILE* p = ::popen((tmux + "capture-pane -p -t top 2>/dev/null").c_str(), "r")) {
+      char buf[4096];
+      for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) screen.append(buf, n);
+      ::pclose(p);
+    }
+    return screen;
+  };
+  std::string screen;
+  // Two frames: the second shows rates.
+  EXPECT_TRUE(eventually(
+      [&] {
+        screen = capture();
+        return contains(screen, "(q quits)") && contains(screen, "0.0");
+      },
+      8s))
+      << screen;
+  EXPECT_TRUE(contains(screen, "segment " + name())) << screen;
+  EXPECT_TRUE(contains(screen, "general")) << screen;
+  EXPECT_TRUE(contains(screen, "#####")) << "depth bar\n" << screen;
+  EXPECT_TRUE(contains(screen, "gpu")) << screen;
+  EXPECT_TRUE(contains(screen, "queued 5")) << screen;
+
+  ASSERT_EQ(std::system((tmux + "send-keys -t top q").c_str()), 0);
+  EXPECT_TRUE(eventually([&] { return lines_of(status_file) == std::vector<std::string>{"0"}; }, 5s))
+      << "top did not quit on q\n"
+      << capture();
+}
+
+}  // namespace
+}  // namespace shmsched::test

@@ -1,0 +1,151 @@
+// submit: enqueue shell commands as "shell" tasks, one from the command line or many
+// from stdin (one command line each, run with /bin/sh -c).
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <memory>
+
+#include "common.hpp"
+#include "shell_task.hpp"
+
+namespace shmctl {
+namespace {
+
+using namespace shmsched;
+
+struct SubmitArgs {
+  std::string name;
+  std::string queue;
+  unsigned priority = 0;
+  std::vector<std::string> needs;
+  unsigned retries = 2;
+  std::string retry_delay = "1s";
+  std::string delay;
+  std::string block = "10s";
+  bool from_stdin = false;
+  std::vector<std::string> command;
+};
+
+// "gpu" or "gpu:2"
+Need parse_need(Segment& seg, const std::string& spec) {
+  std::string name = spec;
+  unsigned long count = 1;
+  if (const auto colon = spec.rfind(':'); colon != std::string::npos && colon + 1 < spec.size() &&
+                                          spec.find_first_not_of("0123456789", colon + 1) == std::string::npos) {
+    name = spec.substr(0, colon);
+    count = std::strtoul(spec.c_str() + colon + 1, nullptr, 10);
+  }
+  if (count == 0 || count > kMaxSemaphoreCapacity)
+    throw Usage("--needs " + spec + ": the count must be 1.." + std::to_string(kMaxSemaphoreCapacity));
+  auto id = seg.find_semaphore(name);
+  if (!id)
+    throw Failure("--needs " + spec + ": " + id.error().message() + " (create it with 'shmctl sem " + seg.name() +
+                  " set " + name + " CAPACITY')");
+  for (const auto& m : seg.semaphores())
+    if (m.id == *id && count > m.capacity) {
+      std::string why = "--needs " + spec + ": semaphore '" + name + "' has capacity ";
+      why += std::to_string(m.capacity) + "; the task could never run";
+      throw Failure(why);
+    }
+  return Need{*id, static_cast<std::uint16_t>(count)};
+}
+
+std::string explain(Errc e, const Segment& seg, std::size_t payload_size) {
+  switch (e) {
+    case Errc::payload_too_large:
+      return "the command is " + std::to_string(payload_size) + " bytes encoded, but segment '" + seg.name() +
+             "' holds at most " + std::to_string(seg.layout().payload_bytes) + " bytes per task";
+    case Errc::table_full:
+    case Errc::ring_full:
+    case Errc::timeout:
+      return std::string(to_string(e)) + ": the segment is full (back-pressure); start workers, or raise --block";
+    default:
+      return std::string(to_string(e));
+  }
+}
+
+int run_submit(const SubmitArgs& a) {
+  if (a.from_stdin == !a.command.empty())
+    throw Usage(a.from_stdin ? "--stdin reads the commands from stdin; give no COMMAND"
+                             : "missing COMMAND (shmctl submit NAME --queue Q -- COMMAND [ARGS...])");
+  if (a.retries + 1 > 0xFFFF) throw Usage("--retries is too large");
+  const auto retry_delay = parse_duration(a.retry_delay, "--retry-delay");
+  const auto block = parse_duration(a.block, "--block");
+  std::chrono::nanoseconds delay{0};
+  if (!a.delay.empty()) delay = parse_duration(a.delay, "--delay");
+  Segment seg = open_segment(a.name);
+
+  TaskOptions opts;
+  auto q = seg.find_queue(a.queue);
+  check(q, "submit");
+  opts.queue = *q;
+  if (a.priority >= seg.layout().levels)
+    throw Usage("--priority must be 0.." + std::to_string(seg.layout().levels - 1) + " (the segment has " +
+                std::to_string(seg.layout().levels) + " levels)");
+  opts.priority = static_cast<std::uint8_t>(a.priority);
+  opts.max_attempts = static_cast<std::uint16_t>(a.retries + 1);
+  opts.retry.delay = std::chrono::duration_cast<std::chrono::milliseconds>(retry_delay);
+  const auto needs = split_list(a.needs);
+  if (needs.size() > 2) throw Usage("--needs: a task may need at most two semaphores");
+  for (std::size_t i = 0; i < needs.size(); ++i) opts.needs[i] = parse_need(seg, needs[i]);
+
+  auto client = Client::attach(seg, Role::producer);
+  check(client, "attach");
+  auto submit_one = [&](const std::vector<std::string>& argv, TaskId* id) {
+    const std::string payload = encode_argv(argv);
+    // Checked here too so the message can say how long it is and what fits.
+    if (payload.size() > seg.layout().payload_bytes)
+      throw Failure(explain(Errc::payload_too_large, seg, payload.size()));
+    TaskOptions o = opts;
+    if (delay.count() > 0) o.after(delay);
+    const Errc e = client->enqueue_wait(kShellType, as_payload(std::string_view(payload)), o, block, id);
+    if (e != Errc::ok) throw Failure(explain(e, seg, payload.size()));
+  };
+
+  if (!a.from_stdin) {
+    TaskId id = kNoTask;
+    submit_one(a.command, &id);
+    std::cout << id << "\n";
+    return kExitOk;
+  }
+  std::size_t count = 0, line_no = 0;
+  for (std::string line; std::getline(std::cin, line);) {
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines are not commands
+    try {
+      TaskId id = kNoTask;
+      submit_one({"/bin/sh", "-c", line}, &id);
+    } catch (const Failure& e) {
+      throw Failure("line " + std::to_string(line_no) + ": " + e.what() + " (" + std::to_string(count) +
+                    " command(s) before it were enqueued)");
+    }
+    ++count;
+  }
+  std::cout << count << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_submit_verb(CLI::App& app, Verbs& verbs) {
+  auto a = std::make_shared<SubmitArgs>();
+  auto* c = app.add_subcommand("submit", "Enqueue a shell command (or one per stdin line) as a \"shell\" task");
+  c->add_option("NAME", a->name, "Segment name")->required();
+  c->add_option("--queue", a->queue, "Queue to enqueue into")->required();
+  c->add_option("--priority", a->priority, "Level, 0 = most urgent")->capture_default_str();
+  list_option(
+      c->add_option("--needs", a->needs, "Semaphore permits the task holds while it runs: SEM[:N] (at most two)"));
+  c->add_option("--retries", a->retries, "Retries after a failed attempt (attempts = retries + 1)")
+      ->capture_default_str();
+  c->add_option("--retry-delay", a->retry_delay, "Delay before the first retry (doubles each retry, max 60s)")
+      ->capture_default_str();
+  c->add_option("--delay", a->delay, "Run no sooner than this from now (500ms, 10s, 2m)");
+  c->add_option("--block", a->block, "How long to wait while the segment is full")->capture_default_str();
+  c->add_flag("--stdin", a->from_stdin,
+              "Read one command per line from stdin (run as /bin/sh -c LINE); prints the count");
+  c->add_option("COMMAND", a->command, "The command and its arguments, after --");
+  c->footer("Example: shmctl submit jobs --queue general -- convert in.png out.jpg\nPrints the task id.");
+  verbs.push_back({c, [a] { return run_submit(*a); }});
+}
+
+}  // namespace shmctl
