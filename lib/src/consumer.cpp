@@ -42,6 +42,12 @@ struct Consumer::Impl {
   static constexpr unsigned kFlushEvery = 32;
   struct alignas(64) WorkerLocal {
     unsigned unflushed = 0;
+    // Tasks this worker completed; summed by stats(). Only its worker writes it, and
+    // stats() may read it from another thread, hence an atomic (relaxed, no RMW).
+    std::atomic<std::uint64_t> done{0};
+    WorkerLocal() = default;
+    WorkerLocal(const WorkerLocal&) {}
+    WorkerLocal& operator=(const WorkerLocal&) { return *this; }
   };
   std::vector<WorkerLocal> local;
 
@@ -88,7 +94,7 @@ struct Consumer::Impl {
     std::array<Need, 2> need{};
     if (t.needs[0].count != 0 || t.needs[1].count != 0) {
       need = {t.needs[0], t.needs[1]};
-    } else if (auto it = type_needs.find(t.type); it != type_needs.end()) {
+    } else if (auto it = type_needs.empty() ? type_needs.end() : type_needs.find(t.type); it != type_needs.end()) {
       need = it->second;
     }
     const std::uint32_t limit = seg->core().queues[t.queue].limit_sem.load(std::memory_order_acquire);
@@ -142,7 +148,7 @@ struct Consumer::Impl {
     switch (o.kind()) {
       case Outcome::Kind::done:
         client->complete(t);
-        done.fetch_add(1, std::memory_order_relaxed);
+        local[w].done.store(local[w].done.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         break;
       case Outcome::Kind::retry:
       case Outcome::Kind::fail: {
@@ -351,8 +357,16 @@ int Consumer::run_until_signal() {
 
 ConsumerStats Consumer::stats() const noexcept {
   const auto& i = *impl_;
-  return ConsumerStats{i.done.load(),   i.retried.load(),    i.failed.load(), i.dead.load(),
-                       i.helped.load(), i.no_handler.load(), i.parked.load(), i.handed.load()};
+  std::uint64_t done = i.done.load();
+  for (const auto& l : i.local) done += l.done.load(std::memory_order_relaxed);
+  return ConsumerStats{done,
+                       i.retried.load(),
+                       i.failed.load(),
+                       i.dead.load(),
+                       i.helped.load(),
+                       i.no_handler.load(),
+                       i.parked.load(),
+                       i.handed.load()};
 }
 
 Client& Consumer::client() noexcept {
