@@ -14,6 +14,7 @@
 
 #include "shmsched/detail/core.hpp"
 #include "shmsched/detail/fault.hpp"
+#include "shmsched/detail/name_table.hpp"
 #include "shmsched/task.hpp"
 
 namespace bip = boost::interprocess;
@@ -115,26 +116,6 @@ Result<Layout> layout_from_header(const detail::SegmentHeader& h, std::uint64_t 
     return Result<Layout>(Errc::truncated, "object holds " + std::to_string(object_size) + " bytes, layout needs " +
                                                std::to_string(map.total));
   return l;
-}
-
-void write_name(detail::AtomicU64 (&dst)[4], std::string_view name) noexcept {
-  char buf[32] = {};
-  std::memcpy(buf, name.data(), std::min<std::size_t>(name.size(), 31));
-  for (int i = 0; i < 4; ++i) {
-    std::uint64_t w;
-    std::memcpy(&w, buf + 8 * i, 8);
-    // relaxed: published by the release store of the entry's word (Q2).
-    dst[i].store(w, std::memory_order_relaxed);
-  }
-}
-
-std::string read_name(const detail::AtomicU64 (&src)[4]) {
-  char buf[33] = {};
-  for (int i = 0; i < 4; ++i) {
-    const std::uint64_t w = src[i].load(std::memory_order_relaxed);
-    std::memcpy(buf + 8 * i, &w, 8);
-  }
-  return std::string(buf, ::strnlen(buf, 31));
 }
 
 void init_header(detail::Core& core, std::string_view name) {
@@ -425,31 +406,11 @@ Result<QueueId> Segment::create_queue(std::string_view name) noexcept {
   try {
     if (auto v = validate_short_name(name, kMaxQueueName, "queue"); !v) return v.error();
     auto& core = impl_->core;
-    const std::uint64_t h = type_hash(name) >> 2;
-    const std::uint32_t n = core.layout.max_queues;
-    for (std::uint32_t probe = 0; probe < n; ++probe) {
-      const std::uint32_t i = static_cast<std::uint32_t>((h + probe) % n);
-      auto& e = core.queues[i];
-      // (Q1) acquire: pairs with (Q2); a ready entry's name is visible.
-      std::uint64_t w = e.word.load(std::memory_order_acquire);
-      if (w == detail::QueueEntry::kFree) {
-        const std::uint64_t claim = (h << 2) | detail::QueueEntry::kCreating;
-        // relaxed on failure: we look at the entry again through (Q1) semantics below.
-        if (e.word.compare_exchange_strong(w, claim, std::memory_order_acq_rel, std::memory_order_acquire)) w = claim;
-      }
-      if ((w >> 2) != h) continue;  // another name lives here
-      if ((w & 3) == detail::QueueEntry::kCreating) {
-        // Whoever claimed it (maybe dead) writes the same bytes we do: finish it.
-        write_name(e.name, name);
-        std::uint64_t expect = w;
-        // (Q2) release: publishes the name; pairs with (Q1).
-        e.word.compare_exchange_strong(expect, (h << 2) | detail::QueueEntry::kReady, std::memory_order_release,
-                                       std::memory_order_relaxed);
-      }
-      if (read_name(e.name) == name) return static_cast<QueueId>(i);
-    }
-    return Error(Errc::queue_table_full,
-                 "no room for queue '" + std::string(name) + "' (max_queues " + std::to_string(n) + ")");
+    const std::int64_t i = detail::claim_named(core.queues, core.layout.max_queues, name, [](detail::QueueEntry&) {});
+    if (i < 0)
+      return Error(Errc::queue_table_full, "no room for queue '" + std::string(name) + "' (max_queues " +
+                                               std::to_string(core.layout.max_queues) + ")");
+    return static_cast<QueueId>(i);
   } catch (...) {
     return Error(Errc::system_error, "out of memory");
   }
@@ -459,17 +420,9 @@ Result<QueueId> Segment::find_queue(std::string_view name) const noexcept {
   try {
     if (auto v = validate_short_name(name, kMaxQueueName, "queue"); !v) return v.error();
     const auto& core = impl_->core;
-    const std::uint64_t h = type_hash(name) >> 2;
-    const std::uint32_t n = core.layout.max_queues;
-    for (std::uint32_t probe = 0; probe < n; ++probe) {
-      const std::uint32_t i = static_cast<std::uint32_t>((h + probe) % n);
-      const auto& e = core.queues[i];
-      const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (Q1)
-      if (w == detail::QueueEntry::kFree) break;
-      if ((w >> 2) == h && (w & 3) == detail::QueueEntry::kReady && read_name(e.name) == name)
-        return static_cast<QueueId>(i);
-    }
-    return Error(Errc::unknown_queue, "no queue named '" + std::string(name) + "'");
+    const std::int64_t i = detail::find_named(core.queues, core.layout.max_queues, name);
+    if (i < 0) return Error(Errc::unknown_queue, "no queue named '" + std::string(name) + "'");
+    return static_cast<QueueId>(i);
   } catch (...) {
     return Error(Errc::system_error, "out of memory");
   }
@@ -480,10 +433,10 @@ std::vector<QueueInfo> Segment::queues() const {
   const auto& core = impl_->core;
   for (std::uint32_t i = 0; i < core.layout.max_queues; ++i) {
     const auto& e = core.queues[i];
-    const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (Q1)
+    const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (N1) in name_table.hpp
     if ((w & 3) != detail::QueueEntry::kReady) continue;
-    out.push_back(
-        QueueInfo{static_cast<QueueId>(i), read_name(e.name), (e.flags.load(std::memory_order_relaxed) & 1) != 0});
+    out.push_back(QueueInfo{static_cast<QueueId>(i), detail::read_name(e.name),
+                            (e.flags.load(std::memory_order_relaxed) & 1) != 0});
   }
   return out;
 }

@@ -4,6 +4,7 @@
 #include <bit>
 
 #include "client_impl.hpp"
+#include "shmsched/detail/name_table.hpp"
 
 namespace shmsched {
 
@@ -40,23 +41,6 @@ std::uint64_t participant_holder(std::uint16_t token) noexcept {
   return detail::kHolderParticipant | (std::uint64_t{thread} << 16) | token;
 }
 
-void write_name(detail::AtomicU64 (&dst)[4], std::string_view name) noexcept {
-  char buf[32] = {};
-  std::memcpy(buf, name.data(), std::min<std::size_t>(name.size(), 31));
-  for (int i = 0; i < 4; ++i) {
-    std::uint64_t w;
-    std::memcpy(&w, buf + 8 * i, 8);
-    dst[i].store(w, std::memory_order_relaxed);  // published by the entry word's release
-  }
-}
-std::string read_name(const detail::AtomicU64 (&src)[4]) {
-  char buf[33] = {};
-  for (int i = 0; i < 4; ++i) {
-    const std::uint64_t w = src[i].load(std::memory_order_relaxed);
-    std::memcpy(buf + 8 * i, &w, 8);
-  }
-  return std::string(buf, ::strnlen(buf, 31));
-}
 }  // namespace
 
 // ---- table -----------------------------------------------------------------------------
@@ -67,33 +51,16 @@ Result<SemId> Segment::create_semaphore(std::string_view name, std::uint32_t cap
     if (capacity > kMaxSemaphoreCapacity)
       return Error(Errc::invalid_argument, "semaphore capacity must be 0.." + std::to_string(kMaxSemaphoreCapacity));
     auto& core = this->core();
-    const std::uint32_t n = core.layout.max_semaphores;
-    const std::uint64_t h = type_hash(name) >> 2;
-    for (std::uint32_t probe = 0; probe < n; ++probe) {
-      const std::uint32_t i = static_cast<std::uint32_t>((h + probe) % n);
-      auto& e = core.semaphores[i];
-      // (M1) acquire: pairs with (M2); a ready entry's name and permits are visible.
-      std::uint64_t w = e.word.load(std::memory_order_acquire);
-      if (w == SemaphoreEntry::kFree) {
-        const std::uint64_t claim = (h << 2) | SemaphoreEntry::kCreating;
-        if (e.word.compare_exchange_strong(w, claim, std::memory_order_acq_rel, std::memory_order_acquire)) w = claim;
-      }
-      if ((w >> 2) != h) continue;
-      if ((w & 3) == SemaphoreEntry::kCreating) {
-        // Whoever claimed it (maybe dead) writes what we write: finish it. The first
-        // capacity set wins.
-        write_name(e.name, name);
-        std::uint64_t zero = 0;
-        e.permits.compare_exchange_strong(zero, std::uint64_t{capacity} << kSlots, std::memory_order_relaxed);
-        std::uint64_t expect = w;
-        // (M2) release: publishes name and permits.
-        e.word.compare_exchange_strong(expect, (h << 2) | SemaphoreEntry::kReady, std::memory_order_release,
-                                       std::memory_order_relaxed);
-      }
-      if (read_name(e.name) == name) return static_cast<SemId>(i);
-    }
-    return Error(Errc::semaphore_table_full,
-                 "no room for semaphore '" + std::string(name) + "' (max_semaphores " + std::to_string(n) + ")");
+    // The first capacity set wins; an existing semaphore keeps its capacity.
+    const std::int64_t i =
+        detail::claim_named(core.semaphores, core.layout.max_semaphores, name, [&](SemaphoreEntry& e) {
+          std::uint64_t zero = 0;
+          e.permits.compare_exchange_strong(zero, std::uint64_t{capacity} << kSlots, std::memory_order_relaxed);
+        });
+    if (i < 0)
+      return Error(Errc::semaphore_table_full, "no room for semaphore '" + std::string(name) + "' (max_semaphores " +
+                                                   std::to_string(core.layout.max_semaphores) + ")");
+    return static_cast<SemId>(i);
   } catch (...) {
     return Error(Errc::system_error, "out of memory");
   }
@@ -103,16 +70,9 @@ Result<SemId> Segment::find_semaphore(std::string_view name) const noexcept {
   try {
     if (auto v = validate_short_name(name, kMaxSemaphoreName, "semaphore"); !v) return v.error();
     const auto& core = this->core();
-    const std::uint32_t n = core.layout.max_semaphores;
-    const std::uint64_t h = type_hash(name) >> 2;
-    for (std::uint32_t probe = 0; probe < n; ++probe) {
-      const std::uint32_t i = static_cast<std::uint32_t>((h + probe) % n);
-      const auto& e = core.semaphores[i];
-      const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (M1)
-      if (w == SemaphoreEntry::kFree) break;
-      if ((w >> 2) == h && (w & 3) == SemaphoreEntry::kReady && read_name(e.name) == name) return static_cast<SemId>(i);
-    }
-    return Error(Errc::unknown_semaphore, "no semaphore named '" + std::string(name) + "'");
+    const std::int64_t i = detail::find_named(core.semaphores, core.layout.max_semaphores, name);
+    if (i < 0) return Error(Errc::unknown_semaphore, "no semaphore named '" + std::string(name) + "'");
+    return static_cast<SemId>(i);
   } catch (...) {
     return Error(Errc::system_error, "out of memory");
   }
@@ -126,7 +86,7 @@ std::vector<SemaphoreInfo> Segment::semaphores() const {
     if ((e.word.load(std::memory_order_acquire) & 3) != SemaphoreEntry::kReady) continue;
     const std::uint64_t p = e.permits.load(std::memory_order_acquire);
     SemaphoreInfo info{static_cast<SemId>(i),
-                       read_name(e.name),
+                       detail::read_name(e.name),
                        capacity_of(p),
                        in_use_of(p),
                        0,
@@ -465,13 +425,13 @@ Result<void> Client::verify_permits() const {
       if (h != 0 && impl_->holder_valid(h, 0)) {
         ++live;
       } else {
-        problems += "semaphore '" + read_name(e->name) + "' slot " + std::to_string(i) + " is granted to " +
+        problems += "semaphore '" + detail::read_name(e->name) + "' slot " + std::to_string(i) + " is granted to " +
                     (h == 0 ? std::string("nobody") : "a holder that is gone") + "; ";
       }
     }
     if (live != in_use_of(p))
-      problems += "semaphore '" + read_name(e->name) + "': in use " + std::to_string(in_use_of(p)) + ", live holders " +
-                  std::to_string(live) + "; ";
+      problems += "semaphore '" + detail::read_name(e->name) + "': in use " + std::to_string(in_use_of(p)) +
+                  ", live holders " + std::to_string(live) + "; ";
   }
   if (!problems.empty()) return Result<void>(Errc::corrupt, problems);
   return {};
