@@ -235,3 +235,25 @@ TEST_F(SemFixture, QueueLimitBoundsRunningTasksAcrossWorkers) {
   c->join();
   EXPECT_EQ(cli.set_queue_limit(general, 0), Errc::ok);
 }
+
+TEST_F(SemFixture, RaiiPermitReleasesOnScopeExitAndMove) {
+  {
+    auto p = Permit::acquire(cli, sel, 3, 1s);
+    ASSERT_TRUE(p.ok());
+    EXPECT_TRUE(p->held());
+    EXPECT_EQ(in_use(sel), 3u);
+    Permit moved = std::move(*p);
+    EXPECT_FALSE(p->held());
+    EXPECT_EQ(in_use(sel), 3u);
+    auto q = Permit::try_acquire(cli, sel, 3);
+    EXPECT_EQ(q.code(), Errc::unavailable);  // only 2 left
+    EXPECT_EQ(in_use(sel), 3u);
+  }
+  EXPECT_EQ(in_use(sel), 0u);
+  auto r = Permit::try_acquire(cli, sel, 5);
+  ASSERT_TRUE(r.ok());
+  r->release();
+  r->release();  // idempotent
+  EXPECT_EQ(in_use(sel), 0u);
+  EXPECT_EQ(Permit::acquire(cli, 77, 1, 1ms).code(), Errc::unknown_semaphore);
+}

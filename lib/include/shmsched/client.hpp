@@ -190,4 +190,52 @@ class Client {
   std::unique_ptr<Impl> impl_;
 };
 
+/// RAII permits of a semaphore for code that uses it directly: acquired by the
+/// factory, released by the destructor (or release()). Permits belong to the thread that
+/// took them, so a Permit is released on the thread that acquired it; it may be moved
+/// within that thread only.
+class [[nodiscard]] Permit {
+ public:
+  Permit() = default;
+  /// Takes n permits, waiting up to `timeout` (futex sleep, no polling).
+  static Result<Permit> acquire(Client& client, SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) {
+    const Errc e = client.acquire(sem, n, timeout);
+    if (e != Errc::ok) return Result<Permit>(e, "semaphore " + std::to_string(sem));
+    return Permit(client, sem, n);
+  }
+  /// Takes n permits if they are free now.
+  static Result<Permit> try_acquire(Client& client, SemId sem, std::uint32_t n = 1) {
+    const Errc e = client.try_acquire(sem, n);
+    if (e != Errc::ok) return Result<Permit>(e, "semaphore " + std::to_string(sem));
+    return Permit(client, sem, n);
+  }
+  Permit(Permit&& o) noexcept : client_(o.client_), sem_(o.sem_), n_(o.n_) { o.client_ = nullptr; }
+  Permit& operator=(Permit&& o) noexcept {
+    if (this != &o) {
+      release();
+      client_ = o.client_;
+      sem_ = o.sem_;
+      n_ = o.n_;
+      o.client_ = nullptr;
+    }
+    return *this;
+  }
+  Permit(const Permit&) = delete;
+  Permit& operator=(const Permit&) = delete;
+  ~Permit() { release(); }
+  /// Returns the permits now (idempotent).
+  void release() noexcept {
+    if (client_ != nullptr) client_->release(sem_, n_);
+    client_ = nullptr;
+  }
+  bool held() const noexcept { return client_ != nullptr; }
+  std::uint32_t count() const noexcept { return n_; }
+
+ private:
+  Permit(Client& c, SemId s, std::uint32_t n) : client_(&c), sem_(s), n_(n) {}
+  Client* client_ = nullptr;
+  SemId sem_ = 0;
+  std::uint32_t n_ = 0;
+};
+
 }  // namespace shmsched
