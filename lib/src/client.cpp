@@ -375,20 +375,9 @@ void Client::set_aging(QueueId queue, std::chrono::milliseconds bound) noexcept 
 }
 
 LevelStats Client::level_stats(QueueId queue, std::uint8_t level) const noexcept {
-  LevelStats st;
   const auto& core = *impl_->core;
-  if (queue >= core.layout.max_queues || level >= core.levels) return st;
-  for (std::uint32_t p = 0; p < core.layout.max_participants; ++p) {
-    const auto& c = core.counter(p, queue, level);
-    st.enqueued += c.enqueued.load(std::memory_order_relaxed);
-    st.started += c.started.load(std::memory_order_relaxed);
-    st.done += c.done.load(std::memory_order_relaxed);
-    st.retried += c.retried.load(std::memory_order_relaxed);
-    st.failed += c.failed.load(std::memory_order_relaxed);
-    st.dead += c.dead.load(std::memory_order_relaxed);
-    st.helped += c.helped.load(std::memory_order_relaxed);
-  }
-  return st;
+  if (queue >= core.layout.max_queues || level >= core.levels) return {};
+  return sum_level(core, queue, level);
 }
 
 void Client::count_processed(std::uint64_t n) noexcept {

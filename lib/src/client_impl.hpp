@@ -52,6 +52,23 @@ inline void store_not_before(detail::TaskHot* b, std::int64_t v) noexcept {
   std::atomic_ref<std::int64_t>(b->not_before_ns).store(v, std::memory_order_relaxed);
 }
 
+// Counters of (queue, level) summed over every participant slot (Client::level_stats
+// and inspect()).
+inline LevelStats sum_level(const detail::Core& core, std::uint32_t queue, std::uint32_t level) noexcept {
+  LevelStats st;
+  for (std::uint32_t p = 0; p < core.layout.max_participants; ++p) {
+    const auto& c = core.counter(p, queue, level);
+    st.enqueued += c.enqueued.load(std::memory_order_relaxed);
+    st.started += c.started.load(std::memory_order_relaxed);
+    st.done += c.done.load(std::memory_order_relaxed);
+    st.retried += c.retried.load(std::memory_order_relaxed);
+    st.failed += c.failed.load(std::memory_order_relaxed);
+    st.dead += c.dead.load(std::memory_order_relaxed);
+    st.helped += c.helped.load(std::memory_order_relaxed);
+  }
+  return st;
+}
+
 inline void copy_cstr(char* dst, std::size_t cap, std::string_view s) noexcept {
   const std::size_t n = std::min(s.size(), cap - 1);
   std::memcpy(dst, s.data(), n);

@@ -65,16 +65,7 @@ Snapshot inspect(const Segment& segment) {
       std::uint32_t v = 0;
       if (ring.peek_head(v) && v < core.capacity && l.depth != 0)
         l.oldest_age_ns = std::max<std::int64_t>(0, now - load_enqueued(core.hot(v)));
-      for (std::uint32_t p = 0; p < core.layout.max_participants; ++p) {
-        const auto& c = core.counter(p, qi.id, level);
-        l.counters.enqueued += c.enqueued.load(std::memory_order_relaxed);
-        l.counters.started += c.started.load(std::memory_order_relaxed);
-        l.counters.done += c.done.load(std::memory_order_relaxed);
-        l.counters.retried += c.retried.load(std::memory_order_relaxed);
-        l.counters.failed += c.failed.load(std::memory_order_relaxed);
-        l.counters.dead += c.dead.load(std::memory_order_relaxed);
-        l.counters.helped += c.helped.load(std::memory_order_relaxed);
-      }
+      l.counters = sum_level(core, qi.id, level);
       q.levels.push_back(l);
     }
     s.queues.push_back(std::move(q));
