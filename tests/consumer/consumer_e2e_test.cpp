@@ -60,15 +60,7 @@ TaskOptions on_queue(QueueId q, std::uint8_t level = 0) {
   return o;
 }
 
-template <class Pred>
-bool eventually(Pred p, std::chrono::milliseconds limit = 10s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (!p()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
+using shmsched::test::eventually;
 
 // Blocks a handler until `flag` is set, but never longer than `limit`, so a test that
 // fails early cannot leave a worker (or a child) stuck forever.

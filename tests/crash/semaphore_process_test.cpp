@@ -82,15 +82,7 @@ void note_max(std::atomic<int>& m, int v) {
   }
 }
 
-template <class Pred>
-bool eventually(Pred p, std::chrono::milliseconds limit = 10s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (!p()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
+using shmsched::test::eventually;
 
 SemaphoreInfo sem_info(const Segment& seg, SemId sem) {
   for (auto& i : seg.semaphores())

@@ -284,6 +284,19 @@ class StartGate {
   int fds_[2];
 };
 
+/// Polls `pred` every `step` until it holds (true) or `limit` passes (false). Tests
+/// wait for behaviour with a generous bound; they never assert a time.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(10),
+                std::chrono::milliseconds step = std::chrono::milliseconds(1)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(step);
+  }
+  return true;
+}
+
 /// `n` value-initialised Ts in MAP_SHARED anonymous memory: children forked after it
 /// was made write to the same pages the parent reads. T must be usable across
 /// processes (trivially copyable data, lock-free atomics).

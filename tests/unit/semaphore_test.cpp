@@ -7,6 +7,7 @@
 
 #include "shmsched/detail/core.hpp"
 #include "shmsched/shmsched.hpp"
+#include "test_support.hpp"
 
 using namespace shmsched;
 using namespace std::chrono_literals;
@@ -24,15 +25,7 @@ Layout layout() {
   return l;
 }
 
-template <class Pred>
-bool eventually(Pred p, std::chrono::milliseconds limit = 10s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (!p()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
+using shmsched::test::eventually;
 
 struct SemFixture : ::testing::Test {
   Segment seg = Segment::create_private(layout(), CreateOptions{0600, {"general", "selenium"}}).value();
