@@ -100,6 +100,12 @@ struct Client::Impl {
   std::atomic<std::int64_t> last_aging_check{0};
   std::atomic<std::int64_t> last_reap{0};
   std::atomic<std::uint64_t> random{0x9E3779B97F4A7C15ULL};
+  // Per queue ring, this process's own head cursor (IndexRing::try_pop): a level that
+  // was empty when this process last looked costs one load to look at again. Shared by
+  // the process's threads; any value ever stored is valid.
+  std::unique_ptr<detail::AtomicU64[]> pop_cursor;
+  // The queue rings' views, made once (Core::ring computes them on every call).
+  std::unique_ptr<IndexRing<>[]> queue_rings;
 
   detail::LevelCounters& counters(std::uint32_t q, std::uint32_t level) const noexcept {
     return core->counter(slot, q, level);
@@ -620,8 +626,13 @@ struct Client::Impl {
     if (const std::uint32_t bound = core->queues[q].aging_ms.load(std::memory_order_relaxed); bound != 0)
       aged = aged_level(q, std::int64_t{bound} * 1000000);
     if (aged != 0 && pop_level(q, aged, out)) return took(out, as_helper);
-    for (std::uint32_t level = 0; level < core->levels; ++level)
+    const std::uint16_t base = core->ring_id(q, 0);
+    for (std::uint32_t level = 0; level < core->levels; ++level) {
+      const auto rid = static_cast<std::uint16_t>(base + level);
+      // The cheap look first: most levels are empty most of the time.
+      if (queue_rings[rid].empty_at(pop_cursor[rid].load(std::memory_order_relaxed))) continue;
       if (pop_level(q, level, out)) return took(out, as_helper);
+    }
     return false;
   }
 
@@ -668,7 +679,7 @@ struct Client::Impl {
       auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept {
         return claim(rid, pos, val, TaskState::running, w);
       };
-      if (!core->ring(rid).try_pop(c, v)) return false;
+      if (!queue_rings[rid].try_pop(c, v, &pop_cursor[rid])) return false;
       SHMSCHED_FAULT_POINT(take_after_claim);
       fill_taken(v, w, out);
       auto* b = core->hot(v);

@@ -77,11 +77,28 @@ struct Consumer::Impl {
     return false;
   }
 
+  // This process's participant slot (current_task is shown by inspect and shmctl).
+  detail::ParticipantSlot* me = nullptr;
+
+  // The handler of a type; each worker remembers the last one it looked up, since a
+  // worker usually runs many tasks of one type in a row (the map is not touched then).
+  struct HandlerCache {
+    std::uint64_t type = 0;
+    Handler* handler = nullptr;
+  };
+  Handler* handler_of(std::uint64_t type, HandlerCache& cache) {
+    if (cache.handler != nullptr && cache.type == type) return cache.handler;
+    const auto it = handlers.find(type);
+    if (it == handlers.end()) return nullptr;
+    cache = {type, &it->second};
+    return cache.handler;
+  }
+
   // Runs `t` and any parked tasks handed over to this worker by the permits it frees.
-  void run(Taken& t, unsigned w) {
-    Taken next;
+  // `next` is the worker's scratch record for a handed-over task.
+  void run(Taken& t, unsigned w, Taken& next, HandlerCache& cache) {
     for (int hops = 0; hops < 64; ++hops) {
-      if (!run_one(t, w, next)) return;
+      if (!run_one(t, w, next, cache)) return;
       t = next;
       handed.fetch_add(1, std::memory_order_relaxed);
     }
@@ -109,12 +126,22 @@ struct Consumer::Impl {
     return need;
   }
 
+  // Calls the handler; an exception counts as a failure with its message.
+  static Outcome invoke(Handler& handler, TaskContext& ctx) {
+    try {
+      return handler(ctx);
+    } catch (const std::exception& e) {
+      return Outcome::fail(e.what());
+    } catch (...) {
+      return Outcome::fail("handler threw a non-standard exception");
+    }
+  }
+
   // Returns true with `next` set when a parked task was handed over.
-  bool run_one(Taken& t, unsigned w, Taken& next) {
-    auto* me = &seg->core().participants[detail::token_index(client->token()) - 1];
+  bool run_one(Taken& t, unsigned w, Taken& next, HandlerCache& cache) {
     if (t.helped) helped.fetch_add(1, std::memory_order_relaxed);
-    auto it = handlers.find(t.type);
-    if (it == handlers.end()) {
+    Handler* handler = handler_of(t.type, cache);
+    if (handler == nullptr) {
       std::string why = "no handler for type '";
       why += t.type_name.empty() ? std::to_string(t.type) : std::string(t.type_name);
       why += "'";
@@ -132,14 +159,7 @@ struct Consumer::Impl {
     }
     me->current_task.store(t.id, std::memory_order_relaxed);
     TaskContext ctx{t, tokens[w], w, queue_name(t.queue)};
-    Outcome o = Outcome::done();
-    try {
-      o = it->second(ctx);
-    } catch (const std::exception& e) {
-      o = Outcome::fail(e.what());
-    } catch (...) {
-      o = Outcome::fail("handler threw a non-standard exception");
-    }
+    const Outcome o = invoke(*handler, ctx);
     const bool last_attempt = t.attempt >= t.max_attempts;
     // Permits go back before the record moves on, whatever the outcome; a parked task
     // they free may be handed to us to run next.
@@ -161,7 +181,7 @@ struct Consumer::Impl {
     }
     me->current_task.store(0, std::memory_order_relaxed);
     if (++local[w].unflushed >= kFlushEvery) flush_processed(w);
-    if (handed_over && handlers.find(next.type) == handlers.end()) {
+    if (handed_over && handler_of(next.type, cache) == nullptr) {
       client->requeue(next);  // not ours to run: back to its queue
       return false;
     }
@@ -175,7 +195,8 @@ struct Consumer::Impl {
     const std::int64_t tick_ns = std::chrono::nanoseconds(opts.tick).count();
     std::int64_t next_tick = 0;
     unsigned idle = 0;
-    Taken t;
+    Taken t, next;
+    HandlerCache cache;
     unsigned since_clock = 0;
     while (!stop.stop_requested()) {
       // Worker 0's housekeeping tick; the clock is read every 64 loops while busy (a
@@ -190,7 +211,7 @@ struct Consumer::Impl {
         }
       }
       if (take(t, may_help)) {
-        run(t, w);
+        run(t, w, next, cache);
         idle = 0;
         continue;
       }
@@ -205,7 +226,7 @@ struct Consumer::Impl {
       client->announce_sleep(home_span, help_span);
       if (!stop.stop_requested() && take(t, may_help)) {
         client->wake_up(home_span, help_span);
-        run(t, w);
+        run(t, w, next, cache);
         idle = 0;
         continue;
       }
@@ -291,6 +312,7 @@ void Consumer::start() {
   if (impl_->started) return;
   impl_->started = true;
   auto& me = impl_->seg->core().participants[detail::token_index(impl_->client->token()) - 1];
+  impl_->me = &me;
   me.workers.store(impl_->opts.workers, std::memory_order_relaxed);
   me.activity.store(static_cast<std::uint32_t>(Activity::busy), std::memory_order_relaxed);
   impl_->live_workers.store(impl_->opts.workers, std::memory_order_release);

@@ -49,8 +49,13 @@ struct Harness {
     if (s != kQueued || recs[v].where.load() != pos) return Claim::stale;
     return recs[v].state.compare_exchange_strong(s, kTaken) ? Claim::taken : Claim::stale;
   }
-  bool pop(std::uint32_t& out) {
-    return ring.try_pop([&](std::uint64_t pos, std::uint32_t v) { return claim(pos, v); }, out);
+  bool pop(std::uint32_t& out, std::atomic<std::uint64_t>* cursor = nullptr) {
+    return ring.try_pop([&](std::uint64_t pos, std::uint32_t v) { return claim(pos, v); }, out, cursor);
+  }
+  // As a consumer process takes: the one-load look at its cursor first, then the pop.
+  bool look_then_pop(std::uint32_t& out, std::atomic<std::uint64_t>& cursor) {
+    if (ring.empty_at(cursor.load())) return false;
+    return pop(out, &cursor);
   }
 };
 
@@ -186,8 +191,48 @@ TYPED_TEST(RingTyped, GarbageLapsNeverOverwriteOrHang) {
   EXPECT_EQ(h.slots[0].load(), before);
 }
 
-TYPED_TEST(RingTyped, MpmcThreadsDeliverEveryValueOnce) {
+TYPED_TEST(RingTyped, CursorPopsInOrderAndEmptyAtIsExact) {
   TypeParam h;
+  std::atomic<std::uint64_t> cursor{0};
+  std::uint32_t v = 0;
+  for (int lap = 0; lap < 5; ++lap) {
+    EXPECT_TRUE(h.ring.empty_at(cursor.load()));
+    EXPECT_FALSE(h.look_then_pop(v, cursor));
+    for (std::uint32_t i = 0; i < TypeParam::kCap; ++i) ASSERT_EQ(h.push(i), PushStatus::ok);
+    EXPECT_FALSE(h.ring.empty_at(cursor.load())) << "a filled ring must not look empty";
+    for (std::uint32_t i = 0; i < TypeParam::kCap; ++i) {
+      ASSERT_TRUE(h.look_then_pop(v, cursor));
+      EXPECT_EQ(v, i);
+      h.recs[v].state.store(kIdle);
+    }
+    EXPECT_EQ(cursor.load(), std::uint64_t{TypeParam::kCap} * (lap + 1));
+  }
+}
+
+TYPED_TEST(RingTyped, LaggingCursorStillFindsTheOldestEntry) {
+  TypeParam h;
+  std::atomic<std::uint64_t> mine{0}, other{0};
+  std::uint32_t v = 0;
+  // Another consumer takes three laps' worth while ours looks away; our cursor is then
+  // far behind and its slot holds entries of later laps.
+  for (std::uint32_t k = 0; k < 3 * TypeParam::kCap + 1; ++k) {
+    const std::uint32_t x = k % TypeParam::kCap;
+    ASSERT_EQ(h.push(x), PushStatus::ok);
+    ASSERT_TRUE(h.pop(v, &other));
+    ASSERT_EQ(v, x);
+    h.recs[v].state.store(kIdle);
+  }
+  ASSERT_EQ(h.push(7 % TypeParam::kCap), PushStatus::ok);
+  EXPECT_FALSE(h.ring.empty_at(mine.load())) << "a stale cursor must not make the ring look empty";
+  ASSERT_TRUE(h.look_then_pop(v, mine));
+  EXPECT_EQ(v, 7 % TypeParam::kCap);
+  EXPECT_GT(mine.load(), 3u * TypeParam::kCap);
+  EXPECT_TRUE(h.ring.empty_at(mine.load()));
+  EXPECT_FALSE(h.pop(v, &other));
+}
+
+template <class H>
+void run_mpmc(H& h, bool cursors) {
   constexpr int kThreads = 2;
   const std::uint32_t n = static_cast<std::uint32_t>(h.recs.size());
   std::vector<std::atomic<int>> got(n);
@@ -209,9 +254,10 @@ TYPED_TEST(RingTyped, MpmcThreadsDeliverEveryValueOnce) {
   for (int c = 0; c < kThreads; ++c)
     ts.emplace_back([&] {
       std::uint32_t v;
+      std::atomic<std::uint64_t> cursor{0};
       for (;;) {
         const bool finished = producers_done.load() == kThreads;  // read before the pop
-        if (h.pop(v)) {
+        if (cursors ? h.look_then_pop(v, cursor) : h.pop(v)) {
           got[v].fetch_add(1);
           delivered.fetch_add(1);
           h.recs[v].state.store(kIdle, std::memory_order_release);
@@ -230,4 +276,14 @@ TYPED_TEST(RingTyped, MpmcThreadsDeliverEveryValueOnce) {
   }
   EXPECT_EQ(delivered.load(), static_cast<std::uint64_t>(kRounds) * n);
   for (std::uint32_t i = 0; i < n; ++i) EXPECT_EQ(got[i].load(), kRounds) << "value " << i;
+}
+
+TYPED_TEST(RingTyped, MpmcThreadsDeliverEveryValueOnce) {
+  TypeParam h;
+  run_mpmc(h, false);
+}
+
+TYPED_TEST(RingTyped, MpmcThreadsWithOwnCursorsDeliverEveryValueOnce) {
+  TypeParam h;
+  run_mpmc(h, true);
 }

@@ -35,6 +35,7 @@
 // the producer's acquire load (R2) of the same slot.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -139,9 +140,19 @@ class IndexRing {
 
   /// Pop the oldest entry that `claim(pos, value)` takes. Leftover entries (claim says
   /// stale) are cleared on the way. Returns false when the ring is empty at the head.
+  ///
+  /// `cursor`, when given, is the caller's own head hint: a position every position
+  /// before which was consumed when the caller last looked (true forever after, since
+  /// positions only move on). The walk starts at the later of it and the shared hint,
+  /// and the cursor is left at the position the walk ended on, so a caller that is the
+  /// only consumer of the ring never walks over positions it consumed itself.
   template <class ClaimFn>
-  bool try_pop(ClaimFn&& claim, std::uint32_t& out) noexcept {
-    const std::uint64_t h0 = header_->head.load(std::memory_order_relaxed);  // (R5) a hint only
+  bool try_pop(ClaimFn&& claim, std::uint32_t& out, detail::AtomicU64* cursor = nullptr) noexcept {
+    std::uint64_t h0 = header_->head.load(std::memory_order_relaxed);  // (R5) a hint only
+    // relaxed: the cursor is a hint private to the process; its invariant holds for any
+    // value ever stored in it.
+    const std::uint64_t mine = cursor != nullptr ? cursor->load(std::memory_order_relaxed) : 0;
+    h0 = std::max(h0, mine);
     std::uint64_t h = h0;
     for (std::uint64_t steps = 0; steps < 4 * (mask_ + 1) + 64; ++steps) {
       Atomic& slot = slots_[h & mask_];
@@ -152,6 +163,7 @@ class IndexRing {
       if (wlap == lap) {
         if (!is_full(w)) {  // nothing at the head: empty
           if (h - h0 >= kHintEvery) detail::advance_hint(header_->head, h);
+          if (cursor != nullptr && h != mine) cursor->store(h, std::memory_order_relaxed);
           return false;
         }
         const std::uint32_t v = value_of(w);
@@ -162,6 +174,7 @@ class IndexRing {
         slot.compare_exchange_strong(w, empty_word(lap + 1), std::memory_order_release, std::memory_order_relaxed);
         if (hint_due(h0, h)) detail::advance_hint(header_->head, h + 1);
         if (c == Claim::taken) {
+          if (cursor != nullptr) cursor->store(h + 1, std::memory_order_relaxed);
           out = v;
           return true;
         }
@@ -176,6 +189,17 @@ class IndexRing {
       return false;  // an older lap at the head cannot occur unless corrupted: report empty
     }
     return false;
+  }
+
+  /// Whether the ring is certainly empty at `pos`, a position all before which were
+  /// consumed (a cursor of try_pop): its slot holds no entry of its lap. Entries are
+  /// filled in position order with no gaps, so nothing after it is filled either. One
+  /// load: the cheap look a consumer takes at a level before trying to pop from it.
+  /// False means "maybe not empty" (or the cursor is behind): try_pop decides.
+  bool empty_at(std::uint64_t pos) const noexcept {
+    // (R6') acquire, as (R6): the same look try_pop takes first.
+    const std::uint64_t w = slots_[pos & mask_].load(std::memory_order_acquire);
+    return lap_of_word(w) == lap_of_pos(pos) && !is_full(w);
   }
 
   /// The value at the head if the head slot holds an entry of the head's lap (it may be
