@@ -38,43 +38,74 @@ Result<Client> Client::attach(Segment& segment, Role role) {
   for (std::uint32_t r = 0; r < core->ring_count(); ++r)
     impl->queue_rings[r] = core->ring(static_cast<std::uint16_t>(r));
   const auto self = ProcessIdentity::self();
-  {
-    for (std::uint32_t i = 0; i < core->layout.max_participants; ++i) {
-      auto& p = core->participants[i];
-      std::uint64_t w = p.word.load(std::memory_order_acquire);
-      if (detail::pword_state(w) != detail::ParticipantSlot::kFree) continue;
-      const std::uint32_t epoch = detail::pword_epoch(w);
-      // (P1) acq_rel: claims the slot; the pid in the word lets a reaper judge a
-      // registrant that dies before writing its start time.
-      if (!p.word.compare_exchange_strong(
-              w, detail::pword(detail::ParticipantSlot::kRegistering, epoch, static_cast<std::uint32_t>(self.pid)),
-              std::memory_order_acq_rel))
-        continue;
-      SHMSCHED_FAULT_POINT(participant_register_claimed);
-      p.pid.store(static_cast<std::uint32_t>(self.pid), std::memory_order_relaxed);
-      p.start_time.store(self.start_time, std::memory_order_relaxed);
-      p.role.store(static_cast<std::uint32_t>(role), std::memory_order_relaxed);
-      p.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
-      p.activity.store(static_cast<std::uint32_t>(Activity::idle), std::memory_order_relaxed);
-      p.current_task.store(0, std::memory_order_relaxed);
-      p.sleepers.store(0, std::memory_order_relaxed);
-      p.help_sleepers.store(0, std::memory_order_relaxed);
-      p.workers.store(0, std::memory_order_relaxed);
-      p.reaped.store(0, std::memory_order_relaxed);
-      p.processed.store(0, std::memory_order_relaxed);
-      // (P2) release: publishes pid, start time and role; pairs with readers' acquire.
-      p.word.store(detail::pword(detail::ParticipantSlot::kActive, epoch, static_cast<std::uint32_t>(self.pid)),
-                   std::memory_order_release);
-      impl->me = &p;
-      impl->slot = i;
-      impl->epoch = epoch;
-      impl->token = detail::make_token(i + 1, epoch);
-      impl->attached = true;
+  // Claims slot i, whose word is `w`, as epoch `epoch` and fills it in; false when the
+  // word changed under us.
+  auto claim_slot = [&](std::uint32_t i, std::uint64_t w, std::uint32_t epoch) {
+    auto& p = core->participants[i];
+    // (P1) acq_rel: claims the slot; the pid in the word lets a reaper judge a
+    // registrant that dies before writing its start time.
+    if (!p.word.compare_exchange_strong(
+            w, detail::pword(detail::ParticipantSlot::kRegistering, epoch, static_cast<std::uint32_t>(self.pid)),
+            std::memory_order_acq_rel))
+      return false;
+    SHMSCHED_FAULT_POINT(participant_register_claimed);
+    p.pid.store(static_cast<std::uint32_t>(self.pid), std::memory_order_relaxed);
+    p.start_time.store(self.start_time, std::memory_order_relaxed);
+    p.role.store(static_cast<std::uint32_t>(role), std::memory_order_relaxed);
+    p.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
+    p.activity.store(static_cast<std::uint32_t>(Activity::idle), std::memory_order_relaxed);
+    p.current_task.store(0, std::memory_order_relaxed);
+    p.sleepers.store(0, std::memory_order_relaxed);
+    p.help_sleepers.store(0, std::memory_order_relaxed);
+    p.workers.store(0, std::memory_order_relaxed);
+    p.reaped.store(0, std::memory_order_relaxed);
+    p.processed.store(0, std::memory_order_relaxed);
+    impl->me = &p;
+    impl->slot = i;
+    impl->epoch = epoch;
+    impl->token = detail::make_token(i + 1, epoch);
+    impl->attached = true;
+    return true;
+  };
+  auto activate = [&] {
+    // (P2) release: publishes pid, start time and role; pairs with readers' acquire.
+    impl->me->word.store(
+        detail::pword(detail::ParticipantSlot::kActive, impl->epoch, static_cast<std::uint32_t>(self.pid)),
+        std::memory_order_release);
+  };
+  for (std::uint32_t i = 0; i < core->layout.max_participants; ++i) {
+    const std::uint64_t w = core->participants[i].word.load(std::memory_order_acquire);
+    if (detail::pword_state(w) == detail::ParticipantSlot::kFree && claim_slot(i, w, detail::pword_epoch(w))) {
+      activate();
       return Client(std::move(impl));
     }
   }
+  // No free slot. A slot whose process is dead (or whose reaper died) is taken over
+  // rather than refused: with epoch + 1, which fences the dead token; the new token goes
+  // active and then recovers the dead one's records and permits. Without this a table
+  // full of dead participants would wedge the segment until some live consumer's janitor
+  // reaped it. A takeover that dies part-way leaves a dead active participant; whoever
+  // reaps or takes over the slot next recovers every older epoch of it too (DeadSlot).
+  for (std::uint32_t i = 0; i < core->layout.max_participants; ++i) {
+    auto& p = core->participants[i];
+    const std::uint64_t w = p.word.load(std::memory_order_acquire);
+    const std::uint64_t st = detail::pword_state(w);
+    const bool dead = st == detail::ParticipantSlot::kReaping
+                          ? !impl->token_alive(static_cast<std::uint16_t>(detail::pword_aux(w)))
+                          : st != detail::ParticipantSlot::kFree && !impl->slot_process_alive(p, w);
+    if (!dead || !claim_slot(i, w, detail::pword_epoch(w) + 1)) continue;
+    activate();
+    SHMSCHED_FAULT_POINT(participant_takeover_claimed);
+    impl->clear_sleep_bits(i);
+    ReapReport rep;
+    const Impl::DeadSlot old{i + 1, impl->token};
+    impl->sweep_ledgers(old);
+    impl->recover_records(old, rep);
+    p.reaped.fetch_add(1, std::memory_order_relaxed);
+    return Client(std::move(impl));
+  }
   return Error(Errc::participant_table_full, "all " + std::to_string(core->layout.max_participants) +
-                                                 " participant slots are taken (reap dead ones with 'shmctl recover')");
+                                                 " participant slots are taken by live processes");
 }
 
 Errc Client::enqueue(std::string_view type, std::span<const std::byte> payload, const TaskOptions& options,

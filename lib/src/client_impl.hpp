@@ -110,6 +110,18 @@ struct Client::Impl {
   detail::LevelCounters& counters(std::uint32_t q, std::uint32_t level) const noexcept {
     return core->counter(slot, q, level);
   }
+  // Whose records and permits a recovery takes back: every token of participant slot
+  // `index` (1-based, as in tokens) except `keep` (0: none). Older epochs of a slot are
+  // dead by construction (the epoch moves on only at reaping, deregistering or takeover),
+  // so this also finishes a recovery whose reaper died part-way.
+  struct DeadSlot {
+    std::uint32_t index = 0;
+    std::uint16_t keep = 0;
+    bool matches(std::uint16_t tok) const noexcept {
+      return tok != 0 && detail::token_index(tok) == index && tok != keep;
+    }
+  };
+
   static void bump(detail::AtomicU64& c, std::uint64_t n = 1) noexcept {
     // relaxed RMW on a line only this process writes: exact, never shared on a hot path.
     c.fetch_add(n, std::memory_order_relaxed);
@@ -396,11 +408,11 @@ struct Client::Impl {
   // ---- recovery ------------------------------------------------------------------
 
   // Finish or undo everything the (dead, or departing) owner `dead` left in records.
-  void recover_records(std::uint16_t dead, ReapReport& rep) noexcept {
+  void recover_records(DeadSlot dead, ReapReport& rep) noexcept {
     for (std::uint32_t idx = 0; idx < core->capacity; ++idx) {
       auto& c = core->ctrl[idx];
       std::uint64_t s = c.state.load(std::memory_order_acquire);
-      if (s == 0 || owner_of(s) != dead) continue;
+      if (s == 0 || !dead.matches(owner_of(s))) continue;
       switch (state_of(s)) {
         case TaskState::reserved:  // never accepted: give the record back
           if (free_record(idx, s) == Errc::ok) ++rep.freed;
@@ -454,8 +466,10 @@ struct Client::Impl {
   bool sem_try_acquire(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept;
   std::uint32_t sem_release(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept;
   void sem_after_release(std::uint32_t sem) noexcept;
-  std::uint32_t sweep_ledgers(std::uint16_t dead) noexcept;
-  bool holder_valid(std::uint64_t holder, std::uint16_t dead) const noexcept;
+  std::uint32_t sweep_ledgers(DeadSlot dead) noexcept;
+  /// Whether a ledger holder still holds: judged by liveness, or with `dead` given, by
+  /// not being one of its tokens.
+  bool holder_valid(std::uint64_t holder, const DeadSlot* dead) const noexcept;
   std::size_t unpark_to_queues(std::uint32_t sem) noexcept;
 
   bool slot_process_alive(const detail::ParticipantSlot& p, std::uint64_t w) const noexcept {
@@ -504,8 +518,8 @@ struct Client::Impl {
       clear_sleep_bits(i);
       // Permits first: once a task is requeued another consumer may take it, and its
       // new run must not find the dead run's permit still granted.
-      rep.permits_returned += sweep_ledgers(detail::make_token(i + 1, epoch));
-      recover_records(detail::make_token(i + 1, epoch), rep);
+      rep.permits_returned += sweep_ledgers(DeadSlot{i + 1, 0});
+      recover_records(DeadSlot{i + 1, 0}, rep);
       me->reaped.fetch_add(1, std::memory_order_relaxed);
       // (P4) release: the slot is free again with epoch + 1, which fences the old token.
       p.word.store(detail::pword(detail::ParticipantSlot::kFree, epoch + 1, 0), std::memory_order_release);
@@ -517,8 +531,8 @@ struct Client::Impl {
   void deregister() noexcept {
     if (!attached) return;
     ReapReport rep;
-    sweep_ledgers(token);
-    recover_records(token, rep);
+    sweep_ledgers(DeadSlot{slot + 1, 0});
+    recover_records(DeadSlot{slot + 1, 0}, rep);
     clear_sleep_bits(slot);
     SHMSCHED_FAULT_POINT(participant_deregister);
     me->activity.store(static_cast<std::uint32_t>(Activity::stopping), std::memory_order_relaxed);

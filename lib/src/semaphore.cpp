@@ -184,11 +184,11 @@ void Client::Impl::sem_after_release(std::uint32_t sem) noexcept {
 
 // A ledger holder is stale when it is the dead participant, or a task that is not
 // running any more (or runs under the dead one).
-bool Client::Impl::holder_valid(std::uint64_t holder, std::uint16_t dead) const noexcept {
+bool Client::Impl::holder_valid(std::uint64_t holder, const DeadSlot* dead) const noexcept {
   const std::uint64_t kind = holder & detail::kHolderKindMask;
   if (kind == detail::kHolderParticipant) {
     const auto tok = static_cast<std::uint16_t>(holder & 0xFFFF);
-    return dead != 0 ? tok != dead : token_alive(tok);
+    return dead != nullptr ? !dead->matches(tok) : token_alive(tok);
   }
   if (kind != detail::kHolderTask) return false;
   const std::uint32_t idx = static_cast<std::uint32_t>(holder & 0xFFFFF);
@@ -197,11 +197,11 @@ bool Client::Impl::holder_valid(std::uint64_t holder, std::uint16_t dead) const 
   if (state_of(s) != TaskState::running ||
       (detail::version_of(s) & kRunVersionMask) != ((holder >> 20) & kRunVersionMask))
     return false;
-  return dead != 0 ? owner_of(s) != dead : token_alive(owner_of(s));
+  return dead != nullptr ? !dead->matches(owner_of(s)) : token_alive(owner_of(s));
 }
 
 // Returns every permit whose ledger holder is stale for `dead` (the reaper's step).
-std::uint32_t Client::Impl::sweep_ledgers(std::uint16_t dead) noexcept {
+std::uint32_t Client::Impl::sweep_ledgers(DeadSlot dead) noexcept {
   std::uint32_t returned = 0;
   for (std::uint32_t sem = 0; sem < core->layout.max_semaphores; ++sem) {
     auto* e = sem_entry(sem);
@@ -209,7 +209,7 @@ std::uint32_t Client::Impl::sweep_ledgers(std::uint16_t dead) noexcept {
     bool freed = false;
     for (unsigned i = 0; i < kSlots; ++i) {
       std::uint64_t h = e->holders[i].load(std::memory_order_acquire);
-      if (h == 0 || holder_valid(h, dead)) continue;
+      if (h == 0 || holder_valid(h, &dead)) continue;
       // A live claimer's slot is valid; this one's holder is gone: bit first (G3),
       // then the ledger slot (G4), as a release does. Idempotent if repeated.
       const std::uint64_t bit = std::uint64_t{1} << i;
@@ -422,7 +422,7 @@ Result<void> Client::verify_permits() const {
     for (unsigned i = 0; i < kSlots; ++i) {
       if ((p & (std::uint64_t{1} << i)) == 0) continue;
       const std::uint64_t h = e->holders[i].load(std::memory_order_acquire);
-      if (h != 0 && impl_->holder_valid(h, 0)) {
+      if (h != 0 && impl_->holder_valid(h, nullptr)) {
         ++live;
       } else {
         problems += "semaphore '" + detail::read_name(e->name) + "' slot " + std::to_string(i) + " is granted to " +

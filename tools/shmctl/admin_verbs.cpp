@@ -201,15 +201,15 @@ int run_recover(const std::string& name) {
   auto c = Client::attach(seg, Role::observer);
   if (!c) {
     if (c.code() == Errc::participant_table_full)
-      throw Failure("all " + std::to_string(seg.layout().max_participants) + " participant slots are taken (" +
-                    std::to_string(dead_before) +
-                    " by dead processes) and recover needs a free one to act from; a live consumer's janitor "
-                    "reaps dead slots within about a second, so start or keep one consumer running");
+      throw Failure("all " + std::to_string(seg.layout().max_participants) +
+                    " participant slots are held by live processes; nothing is dead, so there is nothing to recover");
     throw Failure("attach: " + c.error().message());
   }
   const ReapReport r = c->reap_dead();
   std::cout << "reaped " << r.participants << " dead participant(s)";
-  if (dead_before != r.participants) std::cout << " (" << dead_before << " seen dead before)";
+  if (dead_before != r.participants)
+    std::cout << " (" << dead_before << " seen dead before; with the table full, attaching took over a dead slot and "
+              << "recovered it, and a janitor may have reaped others meanwhile)";
   std::cout << "\n";
   Table t({"RECOVERED", "COUNT"}, {false, true});
   t.add({"requeued (were running)", std::to_string(r.requeued)});

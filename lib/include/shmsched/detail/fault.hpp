@@ -17,6 +17,7 @@
   X(segment_init_before_ready)    /* creator: header written, state not ready */             \
   X(participant_register_claimed) /* slot claimed, pid/start time not yet written */         \
   X(participant_deregister)       /* records released, slot not yet free */                  \
+  X(participant_takeover_claimed) /* dead slot taken over, its records not yet recovered */  \
   X(task_alloc_reserved)          /* record reserved by its producer, not yet filled */      \
   X(enqueue_before_queued)        /* record filled, state still reserved */                  \
   X(ring_push_before_publish)     /* record queued with `where` set, slot not yet full */    \
