@@ -586,7 +586,7 @@ struct Client::Impl {
     store_not_before(b, o.not_before_ns);
     b->expires_ns = o.expires_ns;
     b->payload_len = static_cast<std::uint32_t>(payload.size());
-    b->queue = o.queue;
+    std::atomic_ref<std::uint16_t>(b->queue).store(o.queue, std::memory_order_relaxed);  // inspect reads it
     b->level = o.priority;
     b->attempts = 0;
     b->max_attempts = o.max_attempts;

@@ -1,5 +1,8 @@
 #include "shmsched/inspect.hpp"
 
+#include <array>
+#include <atomic>
+
 #include "client_impl.hpp"
 
 namespace shmsched {
@@ -20,8 +23,17 @@ Snapshot inspect(const Segment& segment) {
   const std::int64_t now = coarse_now_ns();
   const std::int64_t mono = monotonic_ns();
 
+  // Per queue id: queued, running, delayed, parked.
+  std::vector<std::array<std::uint64_t, 4>> per_queue(core.layout.max_queues);
   for (std::uint32_t i = 0; i < core.capacity; ++i) {
-    switch (state_of(core.ctrl[i].state.load(std::memory_order_acquire))) {
+    const TaskState st = state_of(core.ctrl[i].state.load(std::memory_order_acquire));
+    if (st == TaskState::queued || st == TaskState::running || st == TaskState::delayed || st == TaskState::parked) {
+      // relaxed: the owner may move the record on meanwhile; a figure read once.
+      const std::uint16_t qid = std::atomic_ref<std::uint16_t>(core.hot(i)->queue).load(std::memory_order_relaxed);
+      const int k = st == TaskState::queued ? 0 : st == TaskState::running ? 1 : st == TaskState::delayed ? 2 : 3;
+      if (qid < per_queue.size()) ++per_queue[qid][static_cast<std::size_t>(k)];
+    }
+    switch (st) {
       case TaskState::virgin:
       case TaskState::free:
         ++s.free;
@@ -52,6 +64,12 @@ Snapshot inspect(const Segment& segment) {
     q.id = qi.id;
     q.name = qi.name;
     q.paused = qi.paused;
+    if (qi.id < per_queue.size()) {
+      q.queued = per_queue[qi.id][0];
+      q.running = per_queue[qi.id][1];
+      q.delayed = per_queue[qi.id][2];
+      q.parked = per_queue[qi.id][3];
+    }
     const auto& e = core.queues[qi.id];
     q.aging_ms = e.aging_ms.load(std::memory_order_relaxed);
     const std::uint32_t limit = e.limit_sem.load(std::memory_order_acquire);

@@ -56,6 +56,16 @@ TEST(Inspect, SnapshotMatchesWhatWasDone) {
   EXPECT_GE(qa.levels[0].oldest_age_ns, 0);
   EXPECT_EQ(qa.levels[1].oldest_age_ns, -1);
   EXPECT_EQ(qa.depth(), 6u);
+  // Records by state per queue: a's six queued and one running, b's one delayed.
+  EXPECT_EQ(qa.queued, 6u);
+  EXPECT_EQ(qa.running, 1u);
+  EXPECT_EQ(qa.delayed, 0u);
+  EXPECT_EQ(qa.outstanding(), 7u);
+  const QueueSnapshot& qb = s.queues[0].id == b ? s.queues[0] : s.queues[1];
+  EXPECT_EQ(qb.queued, 0u);
+  EXPECT_EQ(qb.running, 0u);
+  EXPECT_EQ(qb.delayed, 1u);
+  EXPECT_EQ(qb.outstanding(), 1u);
   ASSERT_EQ(s.participants.size(), 1u);
   EXPECT_TRUE(s.participants[0].alive);
   EXPECT_EQ(s.participants[0].pid, ProcessIdentity::self().pid);
@@ -80,4 +90,28 @@ TEST(Inspect, PausedQueueIsNotTakenFromButAcceptsWork) {
   EXPECT_TRUE(cli.try_take(a, t));
   EXPECT_EQ(seg.set_paused(static_cast<QueueId>(a == 0 ? 1 : 0), true).code(), Errc::unknown_queue);
   EXPECT_EQ(seg.set_paused(99, true).code(), Errc::unknown_queue);
+}
+
+TEST(Inspect, ParkedTaskCountsForItsQueue) {
+  auto seg = Segment::create_private(layout(), CreateOptions{0600, {"a", "b"}}).value();
+  auto cli = Client::attach(seg, Role::producer | Role::consumer).value();
+  const QueueId b = seg.find_queue("b").value();
+  const SemId gpu = seg.create_semaphore("gpu", 1).value();
+  TaskOptions o;
+  o.queue = b;
+  o.needs[0] = Need{gpu, 1};
+  ASSERT_EQ(cli.enqueue_text("t", "", o), Errc::ok);
+  ASSERT_EQ(cli.try_acquire(gpu, 1), Errc::ok);  // the only permit is taken
+  Taken t;
+  ASSERT_TRUE(cli.try_take(b, t));
+  const Need need[1] = {Need{gpu, 1}};
+  ASSERT_EQ(cli.acquire_for(t, need), Client::Grant::parked);
+  const Snapshot s = inspect(seg);
+  const QueueSnapshot& qb = s.queues[0].id == b ? s.queues[0] : s.queues[1];
+  EXPECT_EQ(qb.parked, 1u);
+  EXPECT_EQ(qb.running, 0u);
+  EXPECT_EQ(qb.outstanding(), 1u);
+  EXPECT_EQ(s.parked, 1u);
+  ASSERT_EQ(cli.release(gpu, 1), Errc::ok);  // hands the permit on: the task is takeable again
+  EXPECT_TRUE(cli.try_take(b, t));
 }

@@ -56,8 +56,9 @@ json snapshot_json(const Snapshot& s) {
   j["janitor"] = {{"token", s.janitor_token}, {"pid", s.janitor_pid}};
   j["queues"] = json::array();
   for (const auto& q : s.queues) {
-    json jq{{"id", q.id},       {"name", q.name},     {"paused", q.paused},     {"aging_ms", q.aging_ms},
-            {"limit", q.limit}, {"depth", q.depth()}, {"levels", json::array()}};
+    json jq{{"id", q.id},           {"name", q.name},       {"paused", q.paused},   {"aging_ms", q.aging_ms},
+            {"limit", q.limit},     {"depth", q.depth()},   {"queued", q.queued},   {"running", q.running},
+            {"delayed", q.delayed}, {"parked", q.parked},   {"levels", json::array()}};
     for (std::size_t l = 0; l < q.levels.size(); ++l) {
       const LevelSnapshot& lv = q.levels[l];
       jq["levels"].push_back({{"level", l},
@@ -128,6 +129,9 @@ std::string print_stat(const Snapshot& s, bool all_levels) {
       std::string qname = q.name;
       if (q.paused) qname += " (paused)";
       if (q.limit >= 0) qname += " (limit " + std::to_string(q.limit) + ")";
+      if (q.running + q.delayed + q.parked != 0)
+        qname += " (running " + std::to_string(q.running) + ", delayed " + std::to_string(q.delayed) + ", parked " +
+                 std::to_string(q.parked) + ")";
       auto quiet = [](const LevelSnapshot& x) {
         const LevelStats& c = x.counters;
         return x.depth == 0 && c.enqueued == 0 && c.started == 0 && c.done == 0 && c.dead == 0;
@@ -234,6 +238,12 @@ std::string print_metrics(const Snapshot& s, bool segment_label) {
     for (std::size_t l = 0; l < q.levels.size(); ++l)
       e.sample("shmsched_queue_oldest_age_seconds", {{"queue", q.name}, {"level", std::to_string(l)}},
                q.levels[l].oldest_age_ns < 0 ? 0.0 : static_cast<double>(q.levels[l].oldest_age_ns) / 1e9);
+  e.family("shmsched_queue_tasks", "gauge", "Tasks of a queue by state (records read once each).");
+  for (const auto& q : s.queues) {
+    const std::pair<const char*, std::uint64_t> states[] = {
+        {"queued", q.queued}, {"running", q.running}, {"delayed", q.delayed}, {"parked", q.parked}};
+    for (const auto& [state, n] : states) e.sample("shmsched_queue_tasks", {{"queue", q.name}, {"state", state}}, n);
+  }
   e.family("shmsched_queue_paused", "gauge", "1 when the queue is paused (not taken from).");
   for (const auto& q : s.queues) e.sample("shmsched_queue_paused", {{"queue", q.name}}, q.paused ? 1 : 0);
   e.family("shmsched_tasks_total", "counter",

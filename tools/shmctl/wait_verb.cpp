@@ -38,10 +38,8 @@ struct Progress {
 // Segment-wide: the record states are exact for each record (one scan of the table),
 // so "all zero" means nothing was live at any moment of the scan.
 //
-// One queue: the snapshot has no per-queue record states, so this uses the queue's
-// ring depths and its counters: every accepted task counts once as enqueued and ends
-// once as done or dead, so enqueued - done - dead is what is still queued, delayed,
-// parked or running. When the whole segment is idle, the queue is too.
+// One queue: its records by state (queued, running, delayed or parked), from the
+// snapshot's scan of the task table.
 Progress measure(const Snapshot& s, std::optional<QueueId> queue) {
   Progress p;
   p.queued = s.queued;
@@ -56,29 +54,23 @@ Progress measure(const Snapshot& s, std::optional<QueueId> queue) {
     p.drained = all == 0;
     return p;
   }
-  std::uint64_t depth = 0, enqueued = 0, finished = 0;
   for (const auto& q : s.queues) {
     if (q.id != *queue) continue;
-    for (const auto& l : q.levels) {
-      depth += l.depth;
-      enqueued += l.counters.enqueued;
-      finished += l.counters.done + l.counters.dead;
-    }
+    for (const auto& l : q.levels) p.completed += l.counters.done + l.counters.dead;
+    p.queued = q.queued;
+    p.running = q.running;
+    p.delayed = q.delayed;
+    p.parked = q.parked;
+    p.left = q.outstanding();
   }
-  p.completed = finished;
-  const std::uint64_t unfinished = enqueued > finished ? enqueued - finished : 0;
-  p.left = std::max(depth, unfinished);
-  p.drained = all == 0 || (depth == 0 && unfinished == 0);
-  if (p.drained) p.left = 0;
+  p.drained = p.left == 0;
   return p;
 }
 
-std::string describe(const Progress& p, bool per_queue) {
-  std::string out = std::to_string(p.left) + " task(s) left";
-  if (!per_queue)
-    out += " (queued " + std::to_string(p.queued) + ", running " + std::to_string(p.running) + ", delayed " +
-           std::to_string(p.delayed) + ", parked " + std::to_string(p.parked) + ")";
-  return out;
+std::string describe(const Progress& p) {
+  return std::to_string(p.left) + " task(s) left (queued " + std::to_string(p.queued) + ", running " +
+         std::to_string(p.running) + ", delayed " + std::to_string(p.delayed) + ", parked " +
+         std::to_string(p.parked) + ")";
 }
 
 // Rate over the last few seconds of samples, for the ETA.
@@ -161,12 +153,12 @@ int run_wait(const WaitArgs& a) {
     }
     if (stop_requested().load()) {
       if (draw) std::fprintf(stderr, "\n");
-      throw Failure("interrupted while waiting for " + what + ": " + describe(p, queue.has_value()));
+      throw Failure("interrupted while waiting for " + what + ": " + describe(p));
     }
     if (timeout && std::chrono::steady_clock::now() - start >= *timeout) {
       if (draw) std::fprintf(stderr, "\n");
       throw Failure("timed out after " + a.timeout + " waiting for " + what +
-                    " to drain: " + describe(p, queue.has_value()));
+                    " to drain: " + describe(p));
     }
     auto nap = std::chrono::duration_cast<std::chrono::milliseconds>(poll_every);
     if (timeout) {

@@ -29,7 +29,12 @@ struct QueueSnapshot {
   std::uint32_t aging_ms = 0;
   std::int32_t limit = -1;  ///< concurrency limit, -1 = none
   std::vector<LevelSnapshot> levels;
+  /// Records of this queue by state (read once each, like Snapshot's totals). Parked
+  /// tasks wait on a semaphore but still belong to the queue they will run from.
+  std::uint64_t queued = 0, running = 0, delayed = 0, parked = 0;
   std::uint64_t depth() const noexcept;
+  /// Accepted and not yet finished: queued, running, delayed or parked.
+  std::uint64_t outstanding() const noexcept { return queued + running + delayed + parked; }
 };
 
 struct ParticipantSnapshot {

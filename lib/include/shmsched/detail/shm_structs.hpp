@@ -82,7 +82,7 @@ static_assert(sizeof(TaskCtrl) == 16);
 /// consumer reads on every take. Written by the record's owner only (the process its
 /// state word names); read by the next owner after the CAS that hands it over
 /// (acq_rel), so plain fields suffice -- except not_before_ns, which promoters read
-/// without owning the record (std::atomic_ref).
+/// without owning the record, and queue, which inspect() reads (std::atomic_ref).
 struct alignas(kCacheLine) TaskHot {
   std::uint64_t id;
   std::uint64_t type_hash;
