@@ -3,7 +3,7 @@
 //
 //   BM_cross_shmsched_process_single  parent process Client::enqueue -> forked child
 //                                     process Client::try_take + complete
-//   BM_cross_shmsched_process_batch   the same with enqueue_batch / try_take_batch of 64
+//   BM_cross_shmsched_process_batch   the same with enqueue_batch / try_take_batch / complete_batch of 64
 //   BM_cross_shmsched_thread_single   the same engine between two threads of one process:
 //                                     separates the cost of the engine from the cost of
 //                                     the process boundary
@@ -165,10 +165,14 @@ ConsumerError drain_shmsched(Client& c, QueueId q, std::uint64_t n, bool batch, 
   Backoff backoff;
   Item item;
   std::uint64_t idle = 0;
-  auto consume = [&](const Taken& t) {
-    if (!payload_to(t.payload, item)) return kBadItem;
+  auto read = [&](const Taken& t) {
+    if (!payload_to(t.payload, item)) return false;
     sum += item.seq;
     ++count;
+    return true;
+  };
+  auto consume = [&](const Taken& t) {
+    if (!read(t)) return kBadItem;
     return c.complete(t) == Errc::ok ? kConsumerOk : kCompleteFailed;
   };
   if (!batch) {
@@ -192,7 +196,9 @@ ConsumerError drain_shmsched(Client& c, QueueId q, std::uint64_t n, bool batch, 
         continue;
       }
       backoff.reset();
-      for (std::size_t i = 0; i < m && err == kConsumerOk; ++i) err = consume(ts[i]);
+      for (std::size_t i = 0; i < m && err == kConsumerOk; ++i)
+        if (!read(ts[i])) err = kBadItem;
+      if (err == kConsumerOk && c.complete_batch(std::span<const Taken>(ts.data(), m)) != m) err = kCompleteFailed;
     }
   }
   publish(rep, count, sum, err);

@@ -120,10 +120,12 @@ std::size_t Client::enqueue_batch(std::span<const TaskSpec> tasks, std::span<Tas
     e = Errc::invalid_argument;
   } else {
     const std::int64_t now = coarse_now_ns();
+    Impl::BatchDebts debts;
     for (; n < tasks.size(); ++n) {
-      e = impl_->enqueue_one(tasks[n].type, tasks[n].payload, tasks[n].options, &ids[n], now);
+      e = impl_->enqueue_one(tasks[n].type, tasks[n].payload, tasks[n].options, &ids[n], now, &debts);
       if (e != Errc::ok) break;
     }
+    impl_->settle(debts);
   }
   if (error != nullptr) *error = e;
   return n;
@@ -158,6 +160,30 @@ Errc Client::complete(const Taken& task) noexcept {
   const Errc e = impl_->free_record(task.index, task.word);
   if (e == Errc::ok) impl_->bump(impl_->counters(task.queue, task.level).done);
   return e;
+}
+
+std::size_t Client::complete_batch(std::span<const Taken> tasks, Errc* error) noexcept {
+  // Counted once per run of equal (queue, level), as try_take_batch hands them out.
+  std::size_t n = 0;
+  Errc e = Errc::ok;
+  std::size_t run = 0;
+  for (; n < tasks.size(); ++n) {
+    const Taken& t = tasks[n];
+    if (!impl_->owns(t)) {
+      e = Errc::fenced;
+      break;
+    }
+    SHMSCHED_FAULT_POINT(complete_before_free);
+    if (e = impl_->free_record(t.index, t.word); e != Errc::ok) break;
+    ++run;
+    if (n + 1 == tasks.size() || tasks[n + 1].queue != t.queue || tasks[n + 1].level != t.level) {
+      Impl::bump(impl_->counters(t.queue, t.level).done, run);
+      run = 0;
+    }
+  }
+  if (run != 0) Impl::bump(impl_->counters(tasks[n - 1].queue, tasks[n - 1].level).done, run);
+  if (error != nullptr) *error = e;
+  return n;
 }
 
 Errc Client::requeue(const Taken& task) noexcept {

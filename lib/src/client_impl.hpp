@@ -565,13 +565,47 @@ struct Client::Impl {
   }
 
   Errc enqueue(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o, TaskId* id) noexcept {
-    return enqueue_one(type, payload, o, id, coarse_now_ns());
+    return enqueue_one(type, payload, o, id, coarse_now_ns(), nullptr);
   }
 
-  // One task; `now` is the coarse enqueue time (shared by a batch). Counters are the
-  // caller's, so a batch pays for one.
+  // What a batch owes once it is published: counter bumps per (queue, level) and a
+  // look at each queue's sleepers. A look after the last publication covers every
+  // earlier one (each publishing CAS is seq_cst and precedes it), so a batch wakes as
+  // surely as single calls do, with one look per queue instead of one per task.
+  struct BatchDebts {
+    static constexpr std::size_t kMax = 4;  // more distinct pairs settle early, still exactly
+    struct Debt {
+      QueueId queue;
+      std::uint8_t level;
+      std::uint32_t count;
+    };
+    Debt debts[kMax];
+    std::size_t n = 0;
+  };
+  void owe(BatchDebts& b, QueueId q, std::uint8_t level) noexcept {
+    for (std::size_t i = 0; i < b.n; ++i) {
+      if (b.debts[i].queue == q && b.debts[i].level == level) {
+        ++b.debts[i].count;
+        return;
+      }
+    }
+    if (b.n == BatchDebts::kMax) settle(b);
+    b.debts[b.n++] = {q, level, 1};
+  }
+  void settle(BatchDebts& b) noexcept {
+    for (std::size_t i = 0; i < b.n; ++i) {
+      bump(counters(b.debts[i].queue, b.debts[i].level).enqueued, b.debts[i].count);
+      bool seen = false;  // one look per queue
+      for (std::size_t j = 0; j < i; ++j) seen |= b.debts[j].queue == b.debts[i].queue;
+      if (!seen) notify(b.debts[i].queue);
+    }
+    b.n = 0;
+  }
+
+  // One task; `now` is the coarse enqueue time (shared by a batch). With `batch`, the
+  // counter bump and the wake-up look are left to the batch (settle).
   Errc enqueue_one(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o, TaskId* id,
-                   std::int64_t now) noexcept {
+                   std::int64_t now, BatchDebts* batch) noexcept {
     if (Errc e = check_spec(type, payload, o); e != Errc::ok) return e;
     std::uint32_t idx = 0;
     std::uint64_t word = 0;
@@ -618,6 +652,11 @@ struct Client::Impl {
       if (st == PushStatus::full) {
         free_record(idx, word);  // not accepted: give the record back
         return Errc::ring_full;
+      }
+      if (batch != nullptr) {
+        owe(*batch, o.queue, o.priority);
+        if (id != nullptr) *id = tid;
+        return Errc::ok;
       }
       notify(o.queue);
     }

@@ -230,3 +230,36 @@ TEST(WakeRouting, BurstWakesEverySleepingProcess) {
   EXPECT_GT(b.done_by[0].load(), 0);
   EXPECT_GT(b.done_by[1].load(), 0);
 }
+
+// A batch looks at the sleepers once, after its last task is published, and that one
+// look wakes a sleeping consumer (whose tick is far away, so only the wake can start it).
+TEST(WakeRouting, BatchWakesASleeperWithOneLook) {
+  Segment seg = Segment::create_private(lay(), CreateOptions{0600, {"work"}}).value();
+  const QueueId q = seg.find_queue("work").value();
+  ConsumerOptions co;
+  co.home = {"work"};
+  co.spin = 1;
+  co.tick = 10s;
+  auto c = Consumer::create(seg, co).value();
+  std::atomic<int> ran{0};
+  c->on("job", [&](TaskContext&) {
+    ran.fetch_add(1);
+    return Outcome::done();
+  });
+  c->start();
+  ASSERT_TRUE(test::eventually([&] { return seg.core().participants[0].sleepers.load() != 0; }, 5s))
+      << "the worker never went to sleep";
+  Client producer = Client::attach(seg).value();
+  std::vector<TaskSpec> specs(6);
+  for (auto& s : specs) {
+    s.type = "job";
+    s.options.queue = q;
+  }
+  std::vector<TaskId> ids(specs.size());
+  const auto before = detail::futex_wake_calls();
+  ASSERT_EQ(producer.enqueue_batch(specs, ids), specs.size());
+  EXPECT_EQ(detail::futex_wake_calls() - before, 1u) << "a batch should ring once";
+  EXPECT_TRUE(test::eventually([&] { return ran.load() == 6; }, 5s)) << "ran " << ran.load() << " of 6";
+  c->request_stop();
+  EXPECT_TRUE(c->join());
+}

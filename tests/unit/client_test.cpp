@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <set>
 #include <string>
 #include <thread>
@@ -210,6 +212,45 @@ TEST_F(Fixture, BatchEnqueueStopsAtFirstFailure) {
     EXPECT_EQ(got[i].id, ids[i]);
     EXPECT_EQ(cli.complete(got[i]), Errc::ok);
   }
+}
+
+TEST_F(Fixture, BatchesCountPerQueueAndLevelAndCompleteInOneCall) {
+  // Eight distinct (queue, level) pairs: more than a batch keeps before settling early.
+  std::vector<TaskSpec> specs(20);
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    specs[i].type = "b";
+    specs[i].options = opts(i % 2 == 0 ? general : selenium, static_cast<std::uint8_t>((i / 2) % 4));
+  }
+  std::vector<TaskId> ids(specs.size());
+  ASSERT_EQ(cli.enqueue_batch(specs, ids), specs.size());
+  // Every (queue, level) counted exactly, though a batch settles its counts at the end.
+  std::uint64_t enqueued = 0;
+  for (QueueId q : {general, selenium})
+    for (std::uint8_t l = 0; l < 4; ++l) {
+      const std::uint64_t want =
+          static_cast<std::uint64_t>(std::count_if(specs.begin(), specs.end(), [&](const TaskSpec& s) {
+            return s.options.queue == q && s.options.priority == l;
+          }));
+      EXPECT_EQ(cli.level_stats(q, l).enqueued, want) << "queue " << q << " level " << int(l);
+      enqueued += cli.level_stats(q, l).enqueued;
+    }
+  EXPECT_EQ(enqueued, specs.size());
+  std::vector<Taken> got(16);
+  const std::size_t n = cli.try_take_batch(general, got);
+  ASSERT_EQ(n, 10u);
+  // A task that is not ours any more stops the batch there; the ones before it count.
+  ASSERT_EQ(cli.requeue(got[6]), Errc::ok);
+  Errc err = Errc::ok;
+  EXPECT_EQ(cli.complete_batch(std::span<const Taken>(got.data(), n), &err), 6u);
+  EXPECT_EQ(err, Errc::fenced);
+  EXPECT_EQ(cli.complete_batch(std::span<const Taken>(got.data() + 7, n - 7)), 3u);
+  std::uint64_t done = 0;
+  for (std::uint8_t l = 0; l < 4; ++l) done += cli.level_stats(general, l).done;
+  EXPECT_EQ(done, 9u);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));  // the requeued one
+  EXPECT_EQ(t.id, got[6].id);
+  EXPECT_EQ(cli.complete(t), Errc::ok);
 }
 
 TEST_F(Fixture, RequeueKeepsAttemptAndGoesToTail) {

@@ -103,6 +103,10 @@ class Client {
   std::size_t try_take_batch(QueueId queue, std::span<Taken> out) noexcept;
   /// Done: the record is freed.
   Errc complete(const Taken& task) noexcept;
+  /// complete() for each task in order; stops at the first that fails (its code in
+  /// *error) and returns how many were completed. Counters are bumped once per run of
+  /// equal (queue, level), as try_take_batch returns them.
+  std::size_t complete_batch(std::span<const Taken> tasks, Errc* error = nullptr) noexcept;
   /// Puts a taken task back at the tail of its ring now, attempt count kept.
   Errc requeue(const Taken& task) noexcept;
   /// Dead-letters a taken task with `reason`.
