@@ -301,11 +301,18 @@ Result<Segment> Segment::open(std::string_view name, const OpenOptions& options)
       struct stat st {};
       if (::fstat(fd, &st) != 0) return Error(Errc::system_error, std::string("fstat: ") + std::strerror(errno));
       const auto size = static_cast<std::uint64_t>(st.st_size);
+      // How long ago the object was made or sized (ctime: creation and ftruncate set it).
+      const std::int64_t age_ns = unix_ns() - (std::int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec);
+      const bool abandoned = age_ns > std::chrono::nanoseconds(options.abandoned_after).count();
       detail::SegmentHeader h;
       std::memset(static_cast<void*>(&h), 0, sizeof h);
       bool waiting = false;
       std::string why;
       if (size == 0) {
+        if (abandoned)
+          return Error(Errc::creator_died, "segment '" + impl->name + "' has been empty for " +
+                                               std::to_string(age_ns / 1'000'000) +
+                                               " ms: its creator died before sizing it; destroy it and create again");
         waiting = true;  // the creator has not sized it yet
         why = "segment '" + impl->name + "' is empty: its creator died before initialising it, or is slow";
       } else if (size < sizeof h) {
@@ -324,6 +331,11 @@ Result<Segment> Segment::open(std::string_view name, const OpenOptions& options)
             return Error(Errc::creator_died, "creator pid " + std::to_string(h.creator_pid) + " of segment '" +
                                                  impl->name +
                                                  "' died during initialisation; destroy it and create again");
+          if (creator.pid == 0 && abandoned)
+            return Error(Errc::creator_died, "segment '" + impl->name + "' was sized " +
+                                                 std::to_string(age_ns / 1'000'000) +
+                                                 " ms ago and no creator ever stamped it: its creator died; destroy "
+                                                 "it and create again");
           waiting = true;  // sized, header not yet written
           why = "segment '" + impl->name + "' was sized but its header never written";
         } else if (h.magic != detail::kMagic) {

@@ -505,6 +505,25 @@ TEST(SegmentOpen, EmptyObjectTimesOutAfterTheBound) {
   }
 }
 
+TEST(SegmentOpen, LongEmptyObjectIsReportedAbandonedWithoutWaiting) {
+  for (const std::size_t size : {std::size_t{0}, std::size_t{8192}}) {
+    SCOPED_TRACE(size);
+    NameGuard g;
+    const std::vector<char> zeros(size, 0);
+    ASSERT_TRUE(write_new_file(g.path(), zeros.data(), zeros.size()));
+    const FileSnapshot before = snapshot(g.path());
+    std::this_thread::sleep_for(60ms);
+    OpenOptions oo;
+    oo.timeout = 10s;  // not waited for: the object is older than abandoned_after
+    oo.abandoned_after = 30ms;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = Segment::open(g.name(), oo);
+    EXPECT_EQ(r.code(), Errc::creator_died) << why(r);
+    EXPECT_LT(since(t0), 2000ms);
+    EXPECT_TRUE(snapshot(g.path()) == before);
+  }
+}
+
 TEST(SegmentOpen, ExpectedLayoutMustMatch) {
   NameGuard g;
   ASSERT_GT(make_real_segment(g), 0u);

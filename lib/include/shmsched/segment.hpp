@@ -52,6 +52,11 @@ struct OpenOptions {
   std::optional<Layout> expect;
   /// How long to wait for a creator that is still initialising.
   std::chrono::milliseconds timeout{2000};
+  /// An object that is still empty, or sized with no header, this long after it was
+  /// made (its change time) was left by a creator that died before it could say who it
+  /// was: reported as creator_died at once instead of waiting out `timeout`. A creator
+  /// sizes and stamps the object within microseconds of making it.
+  std::chrono::milliseconds abandoned_after{1000};
 };
 
 class Segment {
