@@ -10,19 +10,35 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(g++ cmake ninja-build pkg-config libboost-dev libtbb-dev libconcurrentqueue-dev
           libbenchmark-dev libgtest-dev libcli11-dev nlohmann-json3-dev spin tmux clang libclang-rt-14-dev)
+# The benchmark peers and tools (bench/run): Redis through hiredis, plots, callgrind.
+# The build and the tests work without them (the bench smoke test then checks fewer
+# rows), so a failure to install them is a warning, not an error.
+OPTIONAL_PACKAGES=(redis-server libhiredis-dev gnuplot-nox valgrind)
 JOBS=$(nproc)
 
-install_missing() {
-  local missing=()
-  for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+missing_of() {  # missing_of PKG... : prints the ones not installed
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
   done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "== installing: ${missing[*]}"
+}
+
+install_missing() {
+  local missing optional
+  mapfile -t missing < <(missing_of "${PACKAGES[@]}")
+  mapfile -t optional < <(missing_of "${OPTIONAL_PACKAGES[@]}")
+  [ ${#missing[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ] && return 0
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ ${#missing[@]} -ne 0 ]; then
+    echo "== installing: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  if [ ${#optional[@]} -ne 0 ]; then
+    echo "== installing benchmark peers: ${optional[*]}"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${optional[@]}" >/dev/null ||
+      echo "== warning: could not install ${optional[*]}; the benchmark rows that need them will be absent"
+  fi
 }
 
 build() {  # build DIR [cmake args...]

@@ -1,0 +1,981 @@
+#!/usr/bin/env python3
+"""bench/report.py: turns benchmark output into bench/results/latest.{json,md} and plot inputs.
+
+Python 3 standard library only. bench/run and bench/plot call it; by hand:
+
+  report.py micro MICRO.json [--out F]            Google Benchmark JSON -> JSON Lines records
+  report.py callgrind N1:OUT[,OUT..] N2:OUT[,..]  callgrind outputs -> one record (instructions/task)
+  report.py collect --out latest.json NAME=FILE.jsonl ...   merge JSON Lines into latest.json
+  report.py markdown latest.json [--out latest.md] [--print-floors]
+  report.py plot latest.json --data-dir D --png-dir P [--terminal pngcairo|png]
+                                                   gnuplot data + scripts; prints one script per line
+  report.py validate latest.json                   required keys present, or exit 1
+
+Every record has the keys in REQUIRED (numbers or null), optional "extra" (an object; latency
+records carry extra.cdf = [[us, cumulative fraction], ...]) and optional "error". collect adds
+"source": the driver the record came from.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+
+REQUIRED = ("scenario", "system", "payload_bytes", "producers", "consumers", "tasks_per_s",
+            "p50_us", "p99_us", "p999_us", "cores", "cpu_model")
+
+# Peers in the order the tables and plots show them; systems not listed follow alphabetically.
+SYSTEM_ORDER = ("shmsched", "shmsched_reserve0", "shmsched_reserve1", "index_ring", "boost_mq",
+                "redis", "redis_pipelined", "moodycamel", "tbb", "boost_semaphore",
+                "emulated_incr_decr", "spin_word")
+
+# An error of this form means a peer is not installed: its rows are absent, the run is not failed.
+ABSENT_RE = re.compile(r"\bnot available\b", re.IGNORECASE)
+
+# Floors the issues set (checked in the "floors" table of latest.md).
+FLOOR_FULL_PATH_VS_BOOST = 2.0
+FLOOR_FULL_PATH_VS_REDIS = 100.0
+FLOOR_SCARCE_WALL_OVER_IDEAL = 1.2
+
+
+def die(msg, code=1):
+    print(f"report.py: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+# ----------------------------------------------------------------------------- machine
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 0
+
+
+def machine_block(command, extra_fields):
+    m = {
+        "cores": cores(),
+        "cpu_model": cpu_model(),
+        "kernel": platform.release(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+    }
+    m.update(extra_fields)
+    return m
+
+
+def base_record(scenario, system):
+    return {"scenario": scenario, "system": system, "payload_bytes": 64, "producers": 1, "consumers": 1,
+            "tasks_per_s": None, "p50_us": None, "p99_us": None, "p999_us": None,
+            "cores": cores(), "cpu_model": cpu_model()}
+
+
+def write_jsonl(records, path):
+    out = open(path, "w", encoding="utf-8") if path and path != "-" else sys.stdout
+    try:
+        for r in records:
+            out.write(json.dumps(r, sort_keys=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
+# ----------------------------------------------------------------------------- micro
+
+# Google Benchmark decorations of a run name that are not part of what was measured.
+_DECORATION = re.compile(r"^(iterations|repeats|min_time|min_warmup_time|threads):|^(manual_time|real_time|process_time)$")
+
+# Which system a shmsched_bench benchmark measures, first match wins.
+_MICRO_SYSTEMS = (
+    ("index_ring", "index_ring"),
+    ("shmsched", "shmsched"),
+    ("wake_sleeping", "shmsched"),      # shmsched's sleeping wake-up; futex references are counters
+    ("moodycamel", "moodycamel"),
+    ("tbb", "tbb"),
+    ("boost_mq", "boost_mq"),
+    ("boost", "boost_semaphore"),
+    ("emulated_incr", "emulated_incr_decr"),
+    ("spin_word", "spin_word"),
+)
+
+_GBENCH_FIELDS = {"name", "run_name", "run_type", "repetitions", "repetition_index", "threads", "iterations",
+                  "real_time", "cpu_time", "time_unit", "family_index", "per_family_instance_index",
+                  "aggregate_name", "aggregate_unit", "error_occurred", "error_message", "label"}
+
+
+def micro_key(run_name):
+    parts = run_name.split("/")
+    return "/".join([parts[0]] + [p for p in parts[1:] if not _DECORATION.search(p)])
+
+
+def micro_system(key):
+    low = key.lower()
+    for pat, system in _MICRO_SYSTEMS:
+        if pat in low:
+            return system
+    return "other"
+
+
+def cmd_micro(args):
+    with open(args.input, encoding="utf-8") as f:
+        doc = json.load(f)
+    ctx = doc.get("context", {})
+    try:
+        payload = int(ctx.get("item_bytes", 64))
+    except (TypeError, ValueError):
+        payload = 64
+    groups = {}  # run_name -> {"iter": [...], "median": b or None, "cv": b or None, "error": msg}
+    order = []
+    for b in doc.get("benchmarks", []):
+        rn = b.get("run_name", b.get("name", "?"))
+        if rn not in groups:
+            groups[rn] = {"iter": [], "median": None, "cv": None, "error": None}
+            order.append(rn)
+        g = groups[rn]
+        if b.get("error_occurred"):
+            g["error"] = b.get("error_message") or "benchmark reported an error"
+            continue
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                g["median"] = b
+            elif b.get("aggregate_name") == "cv":
+                g["cv"] = b
+        else:
+            g["iter"].append(b)
+    records = []
+    for rn in order:
+        g = groups[rn]
+        key = micro_key(rn)
+        r = base_record("micro/" + key, micro_system(key))
+        r["payload_bytes"] = payload
+        extra = {"benchmark": rn}
+        if g["error"] and not g["iter"] and not g["median"]:
+            r["error"] = g["error"]
+            r["extra"] = extra
+            records.append(r)
+            continue
+        counters = {}
+        if g["median"] is not None:
+            src = g["median"]
+            extra["value_of"] = f"median of {len(g['iter']) or src.get('repetitions', '?')} repetitions"
+            counters = {k: v for k, v in src.items() if k not in _GBENCH_FIELDS and isinstance(v, (int, float))}
+        elif g["iter"]:
+            names = set()
+            for b in g["iter"]:
+                names.update(k for k, v in b.items() if k not in _GBENCH_FIELDS and isinstance(v, (int, float)))
+            for k in sorted(names):
+                vals = [b[k] for b in g["iter"] if isinstance(b.get(k), (int, float))]
+                counters[k] = statistics.median(vals)
+            extra["value_of"] = "single run" if len(g["iter"]) == 1 else f"median of {len(g['iter'])} runs"
+        if g["cv"] is not None and isinstance(g["cv"].get("items_per_second"), (int, float)):
+            extra["items_per_second_cv"] = g["cv"]["items_per_second"]
+        if g["error"]:
+            extra["partial_error"] = g["error"]
+        r["tasks_per_s"] = counters.pop("items_per_second", None)
+        for field in ("p50_us", "p99_us", "p999_us"):
+            if field in counters:
+                r[field] = counters[field]
+        extra.update(counters)
+        r["extra"] = extra
+        records.append(r)
+    write_jsonl(records, args.out)
+    return 0
+
+
+# ----------------------------------------------------------------------------- callgrind
+
+def callgrind_ir(path):
+    """Total Ir of one callgrind output file, from its summary: (or totals:) line."""
+    events = ["Ir"]
+    summary = totals = None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("events:"):
+                events = line.split(":", 1)[1].split()
+            elif line.startswith("summary:"):
+                summary = line.split(":", 1)[1].split()
+            elif line.startswith("totals:"):
+                totals = line.split(":", 1)[1].split()
+    vals = summary or totals
+    if not vals:
+        raise ValueError(f"{path}: no summary: or totals: line")
+    idx = events.index("Ir") if "Ir" in events else 0
+    return int(vals[idx])
+
+
+def cmd_callgrind(args):
+    points = []
+    for spec in args.points:
+        n, _, files = spec.partition(":")
+        if not files:
+            die(f"callgrind: expected N:FILE[,FILE...], got {spec!r}", 2)
+        try:
+            ir = sum(callgrind_ir(p) for p in files.split(",") if p)
+        except (OSError, ValueError) as e:
+            die(f"callgrind: {e}")
+        points.append((int(n), ir))
+    points.sort()
+    if len(points) < 2 or points[-1][0] == points[0][0]:
+        die("callgrind: need two runs with different task counts", 2)
+    (n1, ir1), (n2, ir2) = points[0], points[-1]
+    if ir2 <= ir1:
+        die(f"callgrind: {n2} tasks took no more instructions than {n1} ({ir2} <= {ir1}): "
+            "is the task count honoured?")
+    r = base_record("callgrind_full_path", "shmsched")
+    r["extra"] = {"instructions_per_task": (ir2 - ir1) / (n2 - n1),
+                  "tasks": [n1, n2], "ir": [ir1, ir2],
+                  "note": "valgrind --tool=callgrind on shmsched_scenarios --callgrind-workload; "
+                          "(Ir2 - Ir1) / (N2 - N1) cancels start-up and tear-down"}
+    write_jsonl([r], args.out)
+    return 0
+
+
+# ----------------------------------------------------------------------------- collect
+
+def missing_keys(r):
+    return [k for k in REQUIRED if k not in r]
+
+
+def is_absent(r):
+    return bool(r.get("error")) and bool(ABSENT_RE.search(str(r["error"])))
+
+
+def real_errors(records):
+    return [r for r in records if r.get("error") and not is_absent(r)]
+
+
+def read_steps(path):
+    steps = []
+    if not path or not os.path.exists(path):
+        return steps
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 5:
+                continue
+            name, status, rc, secs, log = parts[:5]
+            note = parts[5] if len(parts) > 5 else ""
+            step = {"name": name, "status": status, "seconds": float(secs or 0), "log": log}
+            if rc not in ("", "-"):
+                step["exit_code"] = int(rc)
+            if note:
+                step["note"] = note
+            steps.append(step)
+    return steps
+
+
+def cmd_collect(args):
+    records, problems = [], []
+    for spec in args.inputs:
+        source, sep, path = spec.partition("=")
+        if not sep:
+            die(f"collect: expected NAME=FILE, got {spec!r}", 2)
+        if not os.path.exists(path):
+            problems.append(f"{source}: {path} does not exist")
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for lineno, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError as e:
+                    problems.append(f"{source}: {path}:{lineno}: not JSON ({e})")
+                    continue
+                if not isinstance(r, dict):
+                    problems.append(f"{source}: {path}:{lineno}: not a JSON object")
+                    continue
+                miss = missing_keys(r)
+                if miss:
+                    problems.append(f"{source}: {path}:{lineno}: missing keys {', '.join(miss)}")
+                r["source"] = source
+                records.append(r)
+    fields = {}
+    for kv in args.field or []:
+        k, _, v = kv.partition("=")
+        fields[k] = v
+    doc = {"machine": machine_block(args.command, fields), "records": records}
+    steps = read_steps(args.steps)
+    if steps:
+        doc["steps"] = steps
+    if problems:
+        doc["problems"] = problems
+    tmp = args.out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, args.out)
+    for p in problems:
+        print(f"report.py: {p}", file=sys.stderr)
+    errs = real_errors(records)
+    for r in errs:
+        print(f"report.py: error record: {r['scenario']} / {r['system']}: {r['error']}", file=sys.stderr)
+    by_source = {}
+    for r in records:
+        by_source[r["source"]] = by_source.get(r["source"], 0) + 1
+    print("collected " + ", ".join(f"{n} from {s}" for s, n in by_source.items()) + f" -> {args.out}")
+    return 1 if problems or errs else 0
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def load(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        die(f"cannot read {path}: {e}")
+    if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
+        die(f"{path}: not a results document (want an object with a 'records' list)")
+    return doc
+
+
+def num(v):
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def system_key(s):
+    return (SYSTEM_ORDER.index(s), s) if s in SYSTEM_ORDER else (len(SYSTEM_ORDER), s)
+
+
+def good(records, scenario):
+    return [r for r in records if r.get("scenario") == scenario and not r.get("error")]
+
+
+def median_of(rows, field):
+    vals = [num(r.get(field)) for r in rows]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def rate(v):
+    if v is None:
+        return "—"
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:#.3g}".rstrip(".") + f" {unit}"
+    return f"{v:#.3g}".rstrip(".")
+
+
+def us(v):
+    if v is None:
+        return "—"
+    if v >= 1e6:
+        return f"{v / 1e6:.3g} s"
+    if v >= 1000:
+        return f"{v / 1000:.3g} ms"
+    return f"{v:.3g} µs"
+
+
+def g(v, digits=4):
+    """A number for a table: at most `digits` significant digits, no exponent below 1e9."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int) or (abs(v) >= 10 ** digits and v == int(v)):
+        return str(int(v))
+    if abs(v) >= 10 ** digits:
+        return f"{v:.0f}"
+    return f"{v:.{digits}g}"
+
+
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def fmt_ratio(x):
+    if x is None:
+        return "—"
+    return f"{x:.3g}x" if x < 100 else f"{x:,.0f}x"
+
+
+def layout(r):
+    return f"{r.get('producers')}P/{r.get('consumers')}C"
+
+
+def extra(r, key):
+    e = r.get("extra")
+    return e.get(key) if isinstance(e, dict) else None
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def absent_note(records, scenario, system):
+    for r in records:
+        if r.get("scenario") == scenario and r.get("system") == system and r.get("error"):
+            return r["error"]
+    return None
+
+
+# ----------------------------------------------------------------------------- markdown
+
+def full_path_groups(records):
+    """{(payload, producers, consumers): {system: median tasks/s}} over full_path records."""
+    groups = {}
+    for r in good(records, "full_path"):
+        k = (r.get("payload_bytes"), r.get("producers"), r.get("consumers"))
+        groups.setdefault(k, {}).setdefault(r["system"], []).append(r)
+    return {k: {s: median_of(rows, "tasks_per_s") for s, rows in v.items()} for k, v in groups.items()}
+
+
+def sort_layout_key(k):
+    payload, p, c = k
+    return (p or 0, c or 0, payload or 0)
+
+
+def floors(records):
+    """(what, measured, met) rows."""
+    rows = []
+    fp = full_path_groups(records).get((64, 1, 1), {})
+    shm = fp.get("shmsched")
+    for peer, floor, label in (("boost_mq", FLOOR_FULL_PATH_VS_BOOST, "Boost message_queue"),
+                               ("redis", FLOOR_FULL_PATH_VS_REDIS, "Redis (unpipelined)")):
+        what = f"full path 1P/1C 64 B: shmsched ≥ {floor:g}x {label}"
+        x = ratio(shm, fp.get(peer))
+        if x is None:
+            why = absent_note(records, "full_path", peer) if shm is not None else "no shmsched full_path row"
+            rows.append((what, "—", f"n/a ({why or 'no ' + peer + ' row'})"))
+        else:
+            rows.append((what, f"{fmt_ratio(x)} ({rate(shm)}/s vs {rate(fp.get(peer))}/s)",
+                         "yes" if x >= floor else "no"))
+    what = f"scarce resource: wall / ideal ≤ {FLOOR_SCARCE_WALL_OVER_IDEAL:g} (shmsched)"
+    sc = [r for r in good(records, "scarce_resource") if r.get("system") == "shmsched"]
+    vals = [num(extra(r, "wall_over_ideal")) for r in sc]
+    vals = [v for v in vals if v is not None]
+    if vals:
+        v = max(vals)
+        rows.append((what, f"{v:.3f}" + (f" (worst of {len(vals)} runs)" if len(vals) > 1 else ""),
+                     "yes" if v <= FLOOR_SCARCE_WALL_OVER_IDEAL else "no"))
+    else:
+        rows.append((what, "—", "n/a (no scarce_resource row)"))
+    what = "starvation: longest level-7 wait within the aging bound (shmsched, aging on)"
+    st = [r for r in good(records, "starvation") if r.get("system") == "shmsched"]
+    if st and all(isinstance(extra(r, "within_bound"), bool) for r in st):
+        ok = all(extra(r, "within_bound") for r in st)
+        worst = max(st, key=lambda r: num(extra(r, "max_wait_ms")) or 0)
+        tol = num(extra(worst, "tolerance_ms"))
+        rows.append((what, f"max wait {g(num(extra(worst, 'max_wait_ms')))} ms, bound "
+                           f"{g(num(extra(worst, 'aging_bound_ms')))} ms"
+                           + (f" + tolerance {g(tol)} ms" if tol is not None else ""), "yes" if ok else "no"))
+    else:
+        rows.append((what, "—", "n/a (no starvation row with extra.within_bound)"))
+    what = "priority: inversions = 0 (shmsched)"
+    pr = [r for r in good(records, "priority")
+          if r.get("system") == "shmsched" and num(extra(r, "inversions")) is not None]
+    if pr:
+        inv = sum(num(extra(r, "inversions")) for r in pr)
+        rows.append((what, f"{inv:g} inversions", "yes" if inv == 0 else "no"))
+    else:
+        rows.append((what, "—", "n/a (no priority row with extra.inversions)"))
+    cg = [r for r in good(records, "callgrind_full_path") if num(extra(r, "instructions_per_task")) is not None]
+    if cg:
+        rows.append(("callgrind: instructions per task, full path (no floor)",
+                     f"{num(extra(cg[0], 'instructions_per_task')):.0f}", "—"))
+    else:
+        rows.append(("callgrind: instructions per task, full path (no floor)", "—", "n/a (not measured)"))
+    return rows
+
+
+# Ratios of shmsched_bench rows, as in its own table (numerator, denominator, label).
+MICRO_RATIOS = (
+    ("BM_consumer_shmsched_full_path", "BM_consumer_boost_mq_process",
+     "Consumer full path / Boost mq process"),
+    ("BM_cross_shmsched_process_single", "BM_cross_boost_mq_process/1024/0",
+     "process single / Boost mq (1024, blocking)"),
+    ("BM_cross_shmsched_process_batch", "BM_cross_boost_mq_process/1024/0",
+     "process batch 64 / Boost mq (1024, blocking)"),
+    ("BM_cross_shmsched_process_single", "BM_cross_moodycamel_thread_single",
+     "process single / moodycamel thread single"),
+    ("BM_pair_shmsched_client/0", "BM_pair_moodycamel", "one thread pair, level 0 / moodycamel"),
+    ("BM_pair_index_ring", "BM_pair_moodycamel", "bare IndexRing pair / moodycamel"),
+    ("BM_sem_pair_shmsched_try", "BM_sem_pair_boost_try", "uncontended semaphore pair / Boost try_wait"),
+    ("BM_sem_scarce_shmsched", "BM_sem_scarce_emulated_incr_retry",
+     "scarce resource tasks/s / emulated INCR/DECR + retry"),
+)
+
+
+def cmd_markdown(args):
+    doc = load(args.input)
+    recs = doc["records"]
+    m = doc.get("machine", {})
+    L = ["# shmsched benchmark results", ""]
+    L += [f"* machine: {m.get('cores', '?')} cores, {m.get('cpu_model', '?')}, Linux {m.get('kernel', '?')}"
+          + (f", load average at start {m['load_at_start']}" if m.get("load_at_start") else ""),
+          f"* date: {m.get('date', '?')}",
+          f"* command: `{m.get('command', '?')}`"]
+    for k in ("mode", "build", "git"):
+        if m.get(k):
+            L.append(f"* {k}: {m[k]}")
+    L += ["", "Ratios are shmsched over the peer, taken within this one run. For throughput > 1 means "
+          "shmsched is faster; for latency < 1 means shmsched is faster.", ""]
+
+    steps = doc.get("steps", [])
+    bad = [s for s in steps if s.get("status") not in ("ok",)]
+    if bad:
+        L += ["## Steps that did not complete", ""]
+        L += table(["step", "status", "exit code", "note", "log"],
+                   [(s["name"], s["status"], s.get("exit_code", "—"), s.get("note", ""), f"`{s.get('log', '')}`")
+                    for s in bad])
+        L.append("")
+
+    L += ["## Floors", ""]
+    L += table(["floor", "measured", "met?"], floors(recs))
+    L.append("")
+
+    fp = full_path_groups(recs)
+    if fp:
+        peers = sorted({s for v in fp.values() for s in v if s != "shmsched"}, key=system_key)
+        L += ["## Full path: enqueue → no-op handler → ack (tasks/s)", ""]
+        head = ["payload", "layout", "shmsched"]
+        for p in peers:
+            head += [p, f"shmsched / {p}"]
+        rows = []
+        for k in sorted(fp, key=sort_layout_key):
+            v = fp[k]
+            row = [f"{k[0]} B", f"{k[1]}P/{k[2]}C", rate(v.get("shmsched"))]
+            for p in peers:
+                row += [rate(v.get(p)), fmt_ratio(ratio(v.get("shmsched"), v.get(p)))]
+            rows.append(row)
+        L += table(head, rows)
+        L.append("")
+
+    lat_rows = []
+    for sc in ("latency_busy", "latency_sleeping"):
+        by = {}
+        for r in good(recs, sc):
+            by.setdefault(r["system"], []).append(r)
+        base = by.get("shmsched")
+        if not by:
+            continue
+        for s in sorted(by, key=system_key):
+            q = {f: median_of(by[s], f) for f in ("p50_us", "p99_us", "p999_us")}
+            b = {f: median_of(base, f) for f in ("p50_us", "p99_us")} if base else {}
+            lat_rows.append((sc, s, us(q["p50_us"]), us(q["p99_us"]), us(q["p999_us"]),
+                             "—" if s == "shmsched" else fmt_ratio(ratio(b.get("p50_us"), q["p50_us"])),
+                             "—" if s == "shmsched" else fmt_ratio(ratio(b.get("p99_us"), q["p99_us"]))))
+    if lat_rows:
+        L += ["## Latency, enqueue → handler start", "",
+              "`latency_busy`: the consumer is running; `latency_sleeping`: it is asleep and must be woken.", ""]
+        L += table(["scenario", "system", "p50", "p99", "p99.9", "shmsched / it, p50", "shmsched / it, p99"],
+                   lat_rows)
+        L.append("")
+
+    sc_by = {}
+    for r in good(recs, "scaling"):
+        sc_by.setdefault(r.get("producers"), {}).setdefault(r["system"], []).append(r)
+    if sc_by:
+        systems = sorted({s for v in sc_by.values() for s in v}, key=system_key)
+        peers = [s for s in systems if s != "shmsched"]
+        L += ["## Scaling: N producers + N consumers (tasks/s)", ""]
+        head = ["N"] + systems + [f"shmsched / {p}" for p in peers]
+        rows = []
+        for n in sorted(sc_by, key=lambda x: x or 0):
+            v = {s: median_of(rows_, "tasks_per_s") for s, rows_ in sc_by[n].items()}
+            rows.append([n] + [rate(v.get(s)) for s in systems]
+                        + [fmt_ratio(ratio(v.get("shmsched"), v.get(p))) for p in peers])
+        L += table(head, rows)
+        L.append("")
+
+    beh = []
+    def opt(r, key, label, suffix=""):
+        v = extra(r, key)
+        return f", {label} {g(v)}{suffix}" if v is not None else ""
+
+    for r in sorted(good(recs, "priority"), key=lambda r: system_key(r["system"])):
+        beh.append(("priority", r["system"], f"inversions {g(extra(r, 'inversions'))}"
+                    + opt(r, "inverted_runs", "inverted runs") + opt(r, "fifo_violations", "FIFO violations")
+                    + (f", {rate(num(r.get('tasks_per_s')))} tasks/s" if num(r.get("tasks_per_s")) else "")))
+    for r in sorted(good(recs, "starvation"), key=lambda r: system_key(r["system"])):
+        beh.append(("starvation", r["system"], f"max wait {g(extra(r, 'max_wait_ms'))} ms, aging bound "
+                    f"{g(extra(r, 'aging_bound_ms'))} ms" + opt(r, "tolerance_ms", "tolerance", " ms")
+                    + f", within bound: {'yes' if extra(r, 'within_bound') else 'no'}"
+                    + (f"; p50 {us(num(r.get('p50_us')))}, p99 {us(num(r.get('p99_us')))}"
+                       if num(r.get("p50_us")) is not None else "")))
+    for r in sorted(good(recs, "primary_secondary"), key=lambda r: system_key(r["system"])):
+        beh.append(("primary_secondary", r["system"],
+                    f"p50 {us(num(r.get('p50_us')))}, p99 {us(num(r.get('p99_us')))}, "
+                    f"p99.9 {us(num(r.get('p999_us')))}" + opt(r, "helped", "helped")))
+    for r in sorted(good(recs, "scarce_resource"), key=lambda r: system_key(r["system"])):
+        beh.append(("scarce_resource", r["system"],
+                    f"wall / ideal {g(extra(r, 'wall_over_ideal'))}" + opt(r, "wall_ms", "wall", " ms")
+                    + opt(r, "max_concurrent", "max concurrent") + opt(r, "in_use_after", "in use after")
+                    + opt(r, "retries", "retries")))
+    if beh:
+        L += ["## Scheduling behaviour", ""]
+        L += table(["scenario", "system", "result"], beh)
+        L.append("")
+
+    micro = [r for r in recs if str(r.get("scenario", "")).startswith("micro/")]
+    if micro:
+        by_key = {r["scenario"][len("micro/"):]: r for r in micro if not r.get("error")}
+        mr = []
+        for a, b, label in MICRO_RATIOS:
+            x = ratio(num(by_key.get(a, {}).get("tasks_per_s")), num(by_key.get(b, {}).get("tasks_per_s")))
+            if x is not None:
+                mr.append((label, fmt_ratio(x), f"{rate(by_key[a]['tasks_per_s'])}/s vs "
+                                                f"{rate(by_key[b]['tasks_per_s'])}/s"))
+        L += ["## Micro-benchmarks (shmsched_bench)", ""]
+        if mr:
+            L += table(["ratio", "value", "rates"], mr)
+            L.append("")
+        L += table(["benchmark", "system", "tasks/s", "p50", "p99", "note"],
+                   [(r["scenario"][len("micro/"):], r["system"], rate(num(r.get("tasks_per_s"))),
+                     us(num(r.get("p50_us"))), us(num(r.get("p99_us"))),
+                     r.get("error") or extra(r, "value_of") or "") for r in micro])
+        L.append("")
+
+    known = {"full_path", "latency_busy", "latency_sleeping", "scaling", "priority", "starvation",
+             "primary_secondary", "scarce_resource", "callgrind_full_path"}
+    other = [r for r in recs if not r.get("error") and r.get("scenario") not in known
+             and not str(r.get("scenario", "")).startswith("micro/")]
+    if other:
+        L += ["## Other records", ""]
+        L += table(["scenario", "system", "payload", "layout", "tasks/s", "p50", "p99"],
+                   [(r.get("scenario"), r.get("system"), f"{r.get('payload_bytes')} B", layout(r),
+                     rate(num(r.get("tasks_per_s"))), us(num(r.get("p50_us"))), us(num(r.get("p99_us"))))
+                    for r in other])
+        L.append("")
+
+    absent = [r for r in recs if is_absent(r)]
+    errors = real_errors(recs)
+    if absent or errors or doc.get("problems"):
+        L += ["## Absent rows and errors", ""]
+        seen = set()
+        for r in absent:
+            k = (r["system"], r["error"])
+            if k not in seen:
+                seen.add(k)
+                L.append(f"* absent: {r['system']}: {r['error']}")
+        for r in errors:
+            L.append(f"* **error**: {r['scenario']} / {r['system']}: {r['error']}")
+        for p in doc.get("problems", []):
+            L.append(f"* **problem**: {p}")
+        L.append("")
+
+    text = "\n".join(L)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    if args.print_floors:
+        print("floors:")
+        for what, measured, met in floors(recs):
+            print(f"  [{met}] {what}: {measured}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- plots
+
+def gp_str(s):
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def terminal_line(term, width, height):
+    if term == "pngcairo":
+        return f'set terminal pngcairo size {width},{height} font "sans,10" noenhanced'
+    return f"set terminal png size {width},{height} noenhanced"
+
+
+def machine_subtitle(doc):
+    m = doc.get("machine", {})
+    return f"{m.get('cores', '?')} cores, {m.get('cpu_model', '?')}, {m.get('date', '')[:10]}"
+
+
+def plot_full_path(doc, data_dir, png_dir, term):
+    fp = full_path_groups(doc["records"])
+    if not fp:
+        return None, "no full_path records"
+    systems = sorted({s for v in fp.values() for s in v if v[s] is not None}, key=system_key)
+    if not systems:
+        return None, "no full_path rates"
+    keys = sorted(fp, key=lambda k: (k != (64, 1, 1),) + sort_layout_key(k))
+    dat = os.path.join(data_dir, "full_path.dat")
+    lab = os.path.join(data_dir, "full_path_labels.dat")
+    n = len(systems)
+    gap = 1
+    with open(dat, "w", encoding="utf-8") as f, open(lab, "w", encoding="utf-8") as g:
+        f.write("# group " + " ".join(systems) + "\n")
+        for i, k in enumerate(keys):
+            vals = [fp[k].get(s) for s in systems]
+            tic = f"{k[0]} B {k[1]}P/{k[2]}C"
+            shm = fp[k].get("shmsched")
+            for s in systems:
+                x = ratio(shm, fp[k].get(s)) if s != "shmsched" else None
+                if x is not None:
+                    tic += f"\nshmsched = {fmt_ratio(x)} {s}"
+            f.write(gp_str(tic) + " "
+                    + " ".join("?" if v is None else repr(float(v)) for v in vals) + "\n")
+            for j, v in enumerate(vals):
+                if v is not None:
+                    x = i + (j - (n - 1) / 2.0) / (n + gap)
+                    g.write(f"{x:.4f} {float(v)!r} {gp_str(rate(v).replace(' ', ''))}\n")
+    vals = [v for k in keys for v in fp[k].values() if v]
+    lo = 10 ** math.floor(math.log10(min(vals)))
+    hi = 10 ** math.ceil(math.log10(max(vals) * 3))
+    png = os.path.join(png_dir, "full_path_throughput.png")
+    plots = [f"{gp_str(dat)} using {j + 2}:xtic(1) title {gp_str(s)}" for j, s in enumerate(systems)]
+    plots.append(f"{gp_str(lab)} using 1:2:3 with labels offset 0,0.7 font \",8\" notitle")
+    gp = [terminal_line(term, 1100, 620),
+          f"set output {gp_str(png)}",
+          f"set title {gp_str('full path: enqueue -> no-op handler -> ack, tasks/s (log scale)  —  ' + machine_subtitle(doc))}",
+          'set datafile missing "?"',
+          "set style data histograms",
+          f"set style histogram clustered gap {gap}",
+          "set style fill solid 0.85 border -1",
+          "set boxwidth 1",
+          "set logscale y",
+          f"set yrange [{lo}:{hi}]",
+          f"set xrange [-0.6:{len(keys) - 0.4}]",
+          f"set bmargin {4 + len(systems)}",
+          'set format y "%.0s%c"',
+          'set ylabel "tasks/s"',
+          f'set xlabel "payload and layout (P producer / C consumer processes); ratios: shmsched over the peer" '
+          f'offset 0,-{len(systems) - 1}',
+          "set grid ytics mytics",
+          "set key top right",
+          "set xtics nomirror",
+          "plot " + ", \\\n     ".join(plots)]
+    return write_gp(data_dir, "full_path", gp), png
+
+
+def cdf_points(r):
+    cdf = extra(r, "cdf")
+    if isinstance(cdf, list) and cdf:
+        pts = [(num(p[0]), num(p[1])) for p in cdf if isinstance(p, (list, tuple)) and len(p) >= 2]
+        pts = [(x, y) for x, y in pts if x is not None and y is not None and x > 0]
+        if pts:
+            return pts, True
+    pts = [(num(r.get(f)), q) for f, q in (("p50_us", 0.5), ("p99_us", 0.99), ("p999_us", 0.999))]
+    return [(x, y) for x, y in pts if x is not None and x > 0], False
+
+
+def plot_latency(doc, scenario, title, data_dir, png_dir, term, unit):
+    rows = sorted(good(doc["records"], scenario), key=lambda r: (system_key(r["system"]), layout(r)))
+    p50s = [num(r.get("p50_us")) for r in rows if num(r.get("p50_us"))]
+    scale = 1.0
+    if p50s and min(p50s) >= 20000:  # waits of tens of ms and more: plot in ms
+        scale, unit = 1000.0, "ms"
+    series = []
+    min_tail = 1.0
+    xs_all = []
+    for i, r in enumerate(rows):
+        pts, full = cdf_points(r)
+        if not pts:
+            continue
+        pts = [(x / scale, y) for x, y in pts]
+        min_tail = min([min_tail] + [1.0 - y for _, y in pts if 1.0 - y > 1e-9])
+        xs_all.extend(x for x, _ in pts)
+        if full and pts[0][1] > 0:
+            # The CDF starts at 0 just below its first bucket (buckets are 2^(1/16) wide).
+            pts.insert(0, (pts[0][0] / 2 ** (1 / 16), 0.0))
+        name = r["system"] + ("" if (r.get("producers"), r.get("consumers")) == (1, 1) else f" {layout(r)}")
+        dat = os.path.join(data_dir, f"{scenario}_{i}.dat")
+        with open(dat, "w", encoding="utf-8") as f:
+            f.write("# us cumulative_fraction tail(1-fraction)\n")
+            for x, y in pts:
+                tail = 1.0 - y
+                f.write(f"{x!r} {y!r} {repr(tail) if tail > 1e-9 else '?'}\n")
+        p50, p99 = num(r.get("p50_us")), num(r.get("p99_us"))
+        label = name + (f"  (p50 {us(p50)}, p99 {us(p99)})" if p50 and p99 else "")
+        if unit != "µs":
+            label = label.replace("µs", unit)
+        series.append((dat, label, full))
+    if not series:
+        return None, f"no {scenario} records with a CDF or percentiles"
+    png = os.path.join(png_dir, f"{scenario}_cdf.png")
+    # The aging bound, where a scenario has one (starvation).
+    bounds = sorted({num(extra(r, "aging_bound_ms")) for r in rows} - {None, 0})
+    marks = []
+    for b in bounds:
+        x = b * 1000.0 / scale
+        marks.append(f"set arrow from {x!r}, graph 0 to {x!r}, graph 1 nohead dt 2 lc rgb 'gray40'")
+        marks.append(f"set label {gp_str(f'aging bound {g(b)} ms')} at {x!r}, graph 0.5 right offset -0.5,0 "
+                     "tc rgb 'gray40'")
+
+    def plot_cmd(col):
+        parts = []
+        for k, (dat, label, full) in enumerate(series):
+            style = "steps" if full else "linespoints"
+            parts.append(f"{gp_str(dat)} using 1:{col} with {style} lw 2 lc {k + 1} title {gp_str(label)}")
+        return "plot " + ", \\\n     ".join(parts)
+
+    gp = [terminal_line(term, 1200, 580),
+          f"set output {gp_str(png)}",
+          'set datafile missing "?"',
+          "set multiplot layout 1,2 title " + gp_str(f"{title}  —  {machine_subtitle(doc)}"),
+          "set logscale x",
+          f"set xrange [{10 ** math.floor(math.log10(min(xs_all))):g}:{10 ** math.ceil(math.log10(max(xs_all))):g}]",
+          'set format x "%g"',
+          f'set xlabel "latency ({unit}, log scale)"',
+          "set grid xtics mxtics ytics",
+          "set bmargin 7",
+          "set key at screen 0.5, screen 0.015 center bottom horizontal maxcols 3 width 2",
+          'set ylabel "cumulative fraction"',
+          "set yrange [0:1]",
+          'set title "CDF"',
+          *marks,
+          plot_cmd(2),
+          "set logscale y",
+          f"set yrange [{max(1e-7, 10 ** math.floor(math.log10(min_tail))):g}:1]",
+          'set format y "%g"',
+          'set ylabel "fraction slower (1 - CDF, log scale)"',
+          'set title "tail (colours as on the left)"',
+          "unset key",
+          plot_cmd(3),
+          "unset multiplot"]
+    return write_gp(data_dir, scenario, gp), png
+
+
+def plot_scaling(doc, data_dir, png_dir, term):
+    by = {}
+    for r in good(doc["records"], "scaling"):
+        v = num(r.get("tasks_per_s"))
+        if v is not None:
+            by.setdefault(r["system"], {}).setdefault(r.get("producers") or 0, []).append(v)
+    if not by:
+        return None, "no scaling records"
+    series = []
+    allv = []
+    for i, s in enumerate(sorted(by, key=system_key)):
+        dat = os.path.join(data_dir, f"scaling_{i}.dat")
+        with open(dat, "w", encoding="utf-8") as f:
+            f.write("# N tasks_per_s\n")
+            for n in sorted(by[s]):
+                v = statistics.median(by[s][n])
+                allv.append(v)
+                f.write(f"{n} {v!r}\n")
+        series.append((dat, s))
+    ns = sorted({n for s in by.values() for n in s})
+    png = os.path.join(png_dir, "scaling.png")
+    log = max(allv) / max(min(allv), 1e-9) > 20
+    c = doc.get("machine", {}).get("cores")
+    gp = [terminal_line(term, 1000, 600),
+          f"set output {gp_str(png)}",
+          f"set title {gp_str('scaling: N producer + N consumer processes, total tasks/s  —  ' + machine_subtitle(doc))}",
+          'set xlabel "N (producers = consumers = N processes)"',
+          'set ylabel "tasks/s' + (' (log scale)"' if log else '"'),
+          f"set xrange [{max(0, ns[0] - 0.5)}:{ns[-1] + 0.5}]",
+          "set xtics 1",
+          ("set logscale y" if log else f"set yrange [0:{max(allv) * 1.12!r}]"),
+          'set format y "%.1s%c"',
+          "set grid",
+          "set key top right"]
+    if isinstance(c, int) and c > 0:
+        gp.append(f"set arrow from {c / 2.0}, graph 0 to {c / 2.0}, graph 1 nohead dt 2 lc rgb 'gray40'")
+        gp.append(f"set label {gp_str(f'2N = {c} cores')} at {c / 2.0}, graph 0.95 offset 0.5,0 tc rgb 'gray40'")
+    gp.append("plot " + ", \\\n     ".join(f"{gp_str(d)} using 1:2 with linespoints lw 2 pt 7 title {gp_str(s)}"
+                                           for d, s in series))
+    return write_gp(data_dir, "scaling", gp), png
+
+
+def write_gp(data_dir, name, lines):
+    path = os.path.join(data_dir, f"{name}.gp")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("# generated by bench/report.py plot\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def cmd_plot(args):
+    doc = load(args.input)
+    os.makedirs(args.data_dir, exist_ok=True)
+    os.makedirs(args.png_dir, exist_ok=True)
+    data_dir = os.path.abspath(args.data_dir)
+    png_dir = os.path.abspath(args.png_dir)
+    unit = "µs" if args.terminal == "pngcairo" else "us"
+    jobs = [
+        plot_full_path(doc, data_dir, png_dir, args.terminal),
+        plot_latency(doc, "latency_busy", "latency, consumer busy: enqueue -> handler start",
+                     data_dir, png_dir, args.terminal, unit),
+        plot_latency(doc, "latency_sleeping", "latency, consumer asleep: enqueue -> handler start",
+                     data_dir, png_dir, args.terminal, unit),
+        plot_latency(doc, "primary_secondary", "primary / secondary: enqueue -> handler start",
+                     data_dir, png_dir, args.terminal, unit),
+        plot_latency(doc, "starvation", "starvation: level-7 wait, enqueue -> handler start, under a level-0 flood",
+                     data_dir, png_dir, args.terminal, unit),
+        plot_scaling(doc, data_dir, png_dir, args.terminal),
+    ]
+    for script, png_or_reason in jobs:
+        if script:
+            print(f"{script}\t{png_or_reason}")
+        else:
+            print(f"report.py: no plot: {png_or_reason}", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- validate
+
+def cmd_validate(args):
+    doc = load(args.input)
+    bad = 0
+    for i, r in enumerate(doc["records"]):
+        miss = missing_keys(r) if isinstance(r, dict) else list(REQUIRED)
+        if miss:
+            bad += 1
+            print(f"record {i} ({r.get('scenario') if isinstance(r, dict) else r!r}): missing {', '.join(miss)}",
+                  file=sys.stderr)
+    for k in ("cores", "cpu_model", "kernel", "date", "command"):
+        if k not in doc.get("machine", {}):
+            bad += 1
+            print(f"machine: missing {k}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("micro", help="Google Benchmark JSON -> JSON Lines records")
+    p.add_argument("input")
+    p.add_argument("--out", default="-")
+    p.set_defaults(fn=cmd_micro)
+    p = sub.add_parser("callgrind", help="callgrind outputs of two task counts -> one record")
+    p.add_argument("points", nargs="+", metavar="N:FILE[,FILE...]")
+    p.add_argument("--out", default="-")
+    p.set_defaults(fn=cmd_callgrind)
+    p = sub.add_parser("collect", help="merge JSON Lines files into latest.json")
+    p.add_argument("inputs", nargs="*", metavar="NAME=FILE")
+    p.add_argument("--out", required=True)
+    p.add_argument("--command", default="")
+    p.add_argument("--steps", help="TSV: name, status, exit code, seconds, log, note")
+    p.add_argument("--field", action="append", metavar="KEY=VALUE", help="extra machine field")
+    p.set_defaults(fn=cmd_collect)
+    p = sub.add_parser("markdown", help="latest.json -> latest.md")
+    p.add_argument("input")
+    p.add_argument("--out")
+    p.add_argument("--print-floors", action="store_true")
+    p.set_defaults(fn=cmd_markdown)
+    p = sub.add_parser("plot", help="latest.json -> gnuplot data and scripts")
+    p.add_argument("input")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--png-dir", required=True)
+    p.add_argument("--terminal", choices=("pngcairo", "png"), default="pngcairo")
+    p.set_defaults(fn=cmd_plot)
+    p = sub.add_parser("validate", help="check required keys")
+    p.add_argument("input")
+    p.set_defaults(fn=cmd_validate)
+    args = ap.parse_args()
+    sys.exit(args.fn(args))
+
+
+if __name__ == "__main__":
+    main()
