@@ -487,12 +487,55 @@ def floors(records):
         rows.append((what, f"{inv:g} inversions", "yes" if inv == 0 else "no"))
     else:
         rows.append((what, "—", "n/a (no priority row with extra.inversions)"))
+    rows += micro_floors(records)
     cg = [r for r in good(records, "callgrind_full_path") if num(extra(r, "instructions_per_task")) is not None]
     if cg:
         rows.append(("callgrind: instructions per task, full path (no floor)",
                      f"{num(extra(cg[0], 'instructions_per_task')):.0f}", "—"))
     else:
         rows.append(("callgrind: instructions per task, full path (no floor)", "—", "n/a (not measured)"))
+    return rows
+
+
+# Floors on shmsched_bench rows (numerator, denominator, floor, label): the engine's
+# single and batch calls between processes, the consumer runtime's full path, the
+# semaphore's uncontended pair. A floor > 1 is "at least"; the ratio is rate over rate.
+MICRO_FLOORS = (
+    ("BM_cross_shmsched_process_single", "BM_cross_boost_mq_process/1024/0", 5.0,
+     "engine: process → process single calls ≥ 5x Boost message_queue"),
+    ("BM_cross_shmsched_process_batch", "BM_cross_boost_mq_process/1024/0", 5.0,
+     "engine: process → process batch calls ≥ 5x Boost message_queue"),
+    ("BM_cross_shmsched_process_single", "BM_cross_moodycamel_thread_single", 1.0,
+     "engine: process single calls ≥ 1x moodycamel thread single"),
+    ("BM_cross_shmsched_process_batch", "BM_cross_moodycamel_thread_bulk", 0.5,
+     "engine: process batch calls ≥ 0.5x moodycamel thread bulk"),
+    ("BM_consumer_shmsched_full_path", "BM_consumer_boost_mq_process", 2.0,
+     "consumer runtime: full path ≥ 2x Boost message_queue"),
+    ("BM_sem_pair_shmsched_try", "BM_sem_pair_boost_try", 2.0,
+     "semaphore: uncontended acquire+release ≥ 2x Boost interprocess_semaphore"),
+)
+
+
+def micro_floors(records):
+    by_key = {r["scenario"][len("micro/"):]: r for r in records
+              if str(r.get("scenario", "")).startswith("micro/") and not r.get("error")}
+    rows = []
+    for a, b, floor, label in MICRO_FLOORS:
+        x = ratio(num(by_key.get(a, {}).get("tasks_per_s")), num(by_key.get(b, {}).get("tasks_per_s")))
+        if x is None:
+            rows.append((label, "—", "n/a (not run in this mode)"))
+        else:
+            rows.append((label, f"{fmt_ratio(x)} ({rate(by_key[a]['tasks_per_s'])}/s vs "
+                                f"{rate(by_key[b]['tasks_per_s'])}/s)", "yes" if x >= floor else "no"))
+    # Wake-up of a sleeping consumer, p50 within 2x half a futex round trip (same run).
+    wake = by_key.get("BM_consumer_wake_sleeping")
+    label = "consumer runtime: sleeping wake-up p50 ≤ 2x half a futex ping-pong round trip"
+    half = num(extra(wake, "futex_half_rtt_p50_us")) if wake else None
+    p50 = num(wake.get("p50_us")) if wake else None
+    if half and p50:
+        rows.append((label, f"{p50 / half:.2f}x ({us(p50)} vs {us(half)})", "yes" if p50 <= 2 * half else "no"))
+    else:
+        rows.append((label, "—", "n/a (not run in this mode)"))
     return rows
 
 
