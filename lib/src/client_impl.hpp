@@ -462,10 +462,27 @@ struct Client::Impl {
   }
 
   // ---- semaphores (semaphore.cpp) ---------------------------------------------------
-  detail::SemaphoreEntry* sem_entry(std::uint32_t sem) const noexcept;
-  bool sem_try_acquire(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept;
-  std::uint32_t sem_release(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept;
+  /// The entry of a ready semaphore, or null. Inline: every grant and release starts here.
+  detail::SemaphoreEntry* sem_entry(std::uint32_t sem) const noexcept {
+    if (sem >= core->layout.max_semaphores) return nullptr;
+    auto* e = &core->semaphores[sem];
+    // acquire: pairs with the release that made the entry ready (name and capacity set).
+    return (e->word.load(std::memory_order_acquire) & 3) == detail::SemaphoreEntry::kReady ? e : nullptr;
+  }
+  bool sem_try_acquire(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept {
+    auto* e = sem_entry(sem);
+    return e != nullptr && sem_try_acquire(e, n, holder);
+  }
+  bool sem_try_acquire(detail::SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder) noexcept;
+  std::uint32_t sem_release(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept {
+    auto* e = sem_entry(sem);
+    return e != nullptr ? sem_release(e, n, holder) : 0;
+  }
+  std::uint32_t sem_release(detail::SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder) noexcept;
   void sem_after_release(std::uint32_t sem) noexcept;
+  /// After permits of `sem` (entry `e`) were freed: wake sleeping acquirers and move
+  /// parked tasks to their queues, each only when someone is there (two loads otherwise).
+  void sem_freed(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
   std::uint32_t sweep_ledgers(DeadSlot dead) noexcept;
   /// Whether a ledger holder still holds: judged by liveness, or with `dead` given, by
   /// not being one of its tokens.

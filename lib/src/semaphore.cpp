@@ -99,17 +99,10 @@ std::vector<SemaphoreInfo> Segment::semaphores() const {
 
 // ---- grants and the ledger ---------------------------------------------------------------
 
-detail::SemaphoreEntry* Client::Impl::sem_entry(std::uint32_t sem) const noexcept {
-  if (sem >= core->layout.max_semaphores) return nullptr;
-  auto* e = &core->semaphores[sem];
-  return (e->word.load(std::memory_order_acquire) & 3) == SemaphoreEntry::kReady ? e : nullptr;
-}
-
 // Grant n permits of `sem` to `holder`, or nothing. (G1) claims n free ledger slots,
 // (G2) sets their bits in the permit word if the capacity allows -- one CAS, the grant.
-bool Client::Impl::sem_try_acquire(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept {
-  auto* e = sem_entry(sem);
-  if (e == nullptr || n > kSlots) return false;
+bool Client::Impl::sem_try_acquire(SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder) noexcept {
+  if (n > kSlots) return false;
   if (n == 0) return true;
   // Cheap look first: no ledger writes when the capacity is used up.
   std::uint64_t w = e->permits.load(std::memory_order_acquire);
@@ -145,9 +138,8 @@ bool Client::Impl::sem_try_acquire(std::uint32_t sem, std::uint32_t n, std::uint
 
 // Return up to n permits of `sem` held by `holder` (n = UINT32_MAX: all). (G3) clears the
 // bits, then (G4) the ledger slots.
-std::uint32_t Client::Impl::sem_release(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept {
-  auto* e = sem_entry(sem);
-  if (e == nullptr || n == 0) return 0;
+std::uint32_t Client::Impl::sem_release(SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder) noexcept {
+  if (n == 0) return 0;
   std::uint64_t w = e->permits.load(std::memory_order_acquire);
   std::uint64_t mask = 0;
   std::uint32_t count = 0;
@@ -171,6 +163,12 @@ std::uint32_t Client::Impl::sem_release(std::uint32_t sem, std::uint32_t n, std:
   // (G4) release: the ledger slots are free for the next claim.
   for (std::uint64_t m = mask; m != 0; m &= m - 1) e->holders[std::countr_zero(m)].store(0, std::memory_order_release);
   return count;
+}
+
+void Client::Impl::sem_freed(SemaphoreEntry* e, std::uint32_t sem) noexcept {
+  // seq_cst loads: the Dekker pairs of sem_after_release (waiters) and unpark (K3).
+  if (e->waiters.load(std::memory_order_seq_cst) != 0) sem_after_release(sem);
+  if (static_cast<std::int32_t>(e->parked_hint.load(std::memory_order_seq_cst)) > 0) unpark_to_queues(sem);
 }
 
 void Client::Impl::sem_after_release(std::uint32_t sem) noexcept {
@@ -292,9 +290,10 @@ Errc Client::set_queue_limit(QueueId queue, std::uint32_t n) noexcept {
 }
 
 Errc Client::try_acquire(SemId sem, std::uint32_t n) noexcept {
-  if (impl_->sem_entry(sem) == nullptr) return Errc::unknown_semaphore;
+  auto* e = impl_->sem_entry(sem);
+  if (e == nullptr) return Errc::unknown_semaphore;
   if (n > kMaxSemaphoreCapacity) return Errc::need_exceeds_capacity;
-  return impl_->sem_try_acquire(sem, n, participant_holder(impl_->token)) ? Errc::ok : Errc::unavailable;
+  return impl_->sem_try_acquire(e, n, participant_holder(impl_->token)) ? Errc::ok : Errc::unavailable;
 }
 
 Errc Client::acquire(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept {
@@ -325,10 +324,10 @@ Errc Client::acquire(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeou
 }
 
 Errc Client::release(SemId sem, std::uint32_t n) noexcept {
-  if (impl_->sem_entry(sem) == nullptr) return Errc::unknown_semaphore;
-  const std::uint32_t done = impl_->sem_release(sem, n, participant_holder(impl_->token));
-  impl_->sem_after_release(sem);
-  impl_->unpark_to_queues(sem);
+  auto* e = impl_->sem_entry(sem);
+  if (e == nullptr) return Errc::unknown_semaphore;
+  const std::uint32_t done = impl_->sem_release(e, n, participant_holder(impl_->token));
+  impl_->sem_freed(e, sem);
   return done == n ? Errc::ok : Errc::invalid_argument;  // released fewer than asked: not held
 }
 
