@@ -34,6 +34,7 @@ Result<Client> Client::attach(Segment& segment, Role role) {
   impl->core = &segment.core();
   auto* core = impl->core;
   impl->pop_cursor = std::make_unique<detail::AtomicU64[]>(core->ring_count());  // value-initialised: 0
+  impl->push_cursor = std::make_unique<detail::AtomicU64[]>(core->ring_count());
   impl->queue_rings = std::make_unique<IndexRing<>[]>(core->ring_count());
   for (std::uint32_t r = 0; r < core->ring_count(); ++r)
     impl->queue_rings[r] = core->ring(static_cast<std::uint16_t>(r));

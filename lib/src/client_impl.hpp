@@ -104,6 +104,8 @@ struct Client::Impl {
   // was empty when this process last looked costs one load to look at again. Shared by
   // the process's threads; any value ever stored is valid.
   std::unique_ptr<detail::AtomicU64[]> pop_cursor;
+  // And its tail cursor per queue ring, for pushes (the same idea for producers).
+  std::unique_ptr<detail::AtomicU64[]> push_cursor;
   // The queue rings' views, made once (Core::ring computes them on every call).
   std::unique_ptr<IndexRing<>[]> queue_rings;
 
@@ -243,8 +245,8 @@ struct Client::Impl {
       return true;
     };
     auto stale = [&](std::uint64_t pos, std::uint32_t v) noexcept { return is_stale(rid, pos, v); };
-    const PushStatus st = core->ring(rid).try_push(idx, prepare, stale);
-    return st;
+    if (rid < core->ring_count()) return queue_rings[rid].try_push(idx, prepare, stale, &push_cursor[rid]);
+    return core->ring(rid).try_push(idx, prepare, stale);  // a park ring
   }
 
   // Free a record we own: one CAS. Nothing indexes free records; allocation sweeps.

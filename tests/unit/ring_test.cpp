@@ -32,7 +32,7 @@ struct Harness {
   std::vector<Rec> recs = std::vector<Rec>(4 * N + 8);
   IndexRing<> ring{&header, slots.get(), N};
 
-  PushStatus push(std::uint32_t v) {
+  PushStatus push(std::uint32_t v, std::atomic<std::uint64_t>* cursor = nullptr) {
     auto prepare = [&](std::uint64_t pos) {
       recs[v].where.store(pos, std::memory_order_relaxed);
       recs[v].state.store(kQueued, std::memory_order_release);
@@ -41,7 +41,7 @@ struct Harness {
     auto stale = [&](std::uint64_t pos, std::uint32_t x) {
       return x >= recs.size() || recs[x].state.load() != kQueued || recs[x].where.load() != pos;
     };
-    return ring.try_push(v, prepare, stale);
+    return ring.try_push(v, prepare, stale, cursor);
   }
   Claim claim(std::uint64_t pos, std::uint32_t v) {
     if (v >= recs.size()) return Claim::stale;
@@ -209,6 +209,23 @@ TYPED_TEST(RingTyped, CursorPopsInOrderAndEmptyAtIsExact) {
   }
 }
 
+TYPED_TEST(RingTyped, PushCursorsOfTwoProducersKeepFifoAndNeverOverwrite) {
+  TypeParam h;
+  std::atomic<std::uint64_t> a{0}, b{0};
+  std::uint32_t v = 0;
+  for (int lap = 0; lap < 4; ++lap) {
+    // Two producers alternate, each with its own cursor that lags behind the other's pushes.
+    for (std::uint32_t i = 0; i < TypeParam::kCap; ++i) ASSERT_EQ(h.push(i, i % 2 == 0 ? &a : &b), PushStatus::ok);
+    EXPECT_EQ(h.push(TypeParam::kCap, &a), PushStatus::full) << "a full ring must refuse, whatever the cursor";
+    EXPECT_EQ(h.push(TypeParam::kCap + 1, &b), PushStatus::full);
+    for (std::uint32_t i = 0; i < TypeParam::kCap; ++i) {
+      ASSERT_TRUE(h.pop(v));
+      EXPECT_EQ(v, i);
+      h.recs[v].state.store(kIdle);
+    }
+  }
+}
+
 TYPED_TEST(RingTyped, LaggingCursorStillFindsTheOldestEntry) {
   TypeParam h;
   std::atomic<std::uint64_t> mine{0}, other{0};
@@ -244,10 +261,11 @@ void run_mpmc(H& h, bool cursors) {
   std::vector<std::thread> ts;
   for (int p = 0; p < kThreads; ++p)
     ts.emplace_back([&, p] {
+      std::atomic<std::uint64_t> cursor{0};
       for (int r = 0; r < kRounds; ++r)
         for (std::uint32_t v = static_cast<std::uint32_t>(p); v < n; v += kThreads) {
           while (h.recs[v].state.load(std::memory_order_acquire) != kIdle) std::this_thread::yield();
-          while (h.push(v) != PushStatus::ok) std::this_thread::yield();
+          while (h.push(v, cursors ? &cursor : nullptr) != PushStatus::ok) std::this_thread::yield();
         }
       producers_done.fetch_add(1);
     });

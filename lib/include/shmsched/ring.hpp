@@ -92,9 +92,16 @@ class IndexRing {
   /// push (the ring is left unchanged). `is_stale(pos, v)` says whether a FULL entry of
   /// an older lap is a leftover that may be cleared (else the ring is full).
   /// Never overwrites: a full ring returns PushStatus::full.
+  ///
+  /// `cursor`, when given, is the caller's own tail hint: every position before it was
+  /// filled when the caller last looked (true forever after). The walk starts at the
+  /// later of it and the shared hint; a push leaves it just past the position it filled.
   template <class Prepare, class IsStale>
-  PushStatus try_push(std::uint32_t value, Prepare&& prepare, IsStale&& is_stale) noexcept {
-    const std::uint64_t t0 = header_->tail.load(std::memory_order_relaxed);  // (R1) a hint only
+  PushStatus try_push(std::uint32_t value, Prepare&& prepare, IsStale&& is_stale,
+                      detail::AtomicU64* cursor = nullptr) noexcept {
+    std::uint64_t t0 = header_->tail.load(std::memory_order_relaxed);  // (R1) a hint only
+    // relaxed: a process-private hint whose invariant holds for any value ever stored.
+    if (cursor != nullptr) t0 = std::max(t0, cursor->load(std::memory_order_relaxed));
     std::uint64_t t = t0;
     // Bound: each iteration either returns or moves past a slot another process filled
     // or a leftover it cleared; 4 laps of steps means the segment is being corrupted.
@@ -116,6 +123,7 @@ class IndexRing {
                                          std::memory_order_relaxed)) {
           SHMSCHED_FAULT_POINT(ring_push_after_publish);
           if (hint_due(t0, t)) detail::advance_hint(header_->tail, t + 1);
+          if (cursor != nullptr) cursor->store(t + 1, std::memory_order_relaxed);
           return PushStatus::ok;
         }
         continue;  // another producer filled slot t: look at it again
