@@ -105,6 +105,7 @@ _DECORATION = re.compile(r"^(iterations|repeats|min_time|min_warmup_time|threads
 _MICRO_SYSTEMS = (
     ("index_ring", "index_ring"),
     ("shmsched", "shmsched"),
+    ("alloc_fill_free", "shmsched"),
     ("wake_sleeping", "shmsched"),      # shmsched's sleeping wake-up; futex references are counters
     ("moodycamel", "moodycamel"),
     ("tbb", "tbb"),
@@ -551,6 +552,8 @@ MICRO_RATIOS = (
      "process single / moodycamel thread single"),
     ("BM_pair_shmsched_client/0", "BM_pair_moodycamel", "one thread pair, level 0 / moodycamel"),
     ("BM_pair_index_ring", "BM_pair_moodycamel", "bare IndexRing pair / moodycamel"),
+    ("BM_mpmc_shmsched/4", "BM_mpmc_moodycamel/4", "4 threads, enqueue+take pairs on one queue / moodycamel"),
+    ("BM_mpmc_shmsched/4", "BM_mpmc_tbb/4", "4 threads, enqueue+take pairs on one queue / tbb"),
     ("BM_sem_pair_shmsched_try", "BM_sem_pair_boost_try", "uncontended semaphore pair / Boost try_wait"),
     ("BM_sem_scarce_shmsched", "BM_sem_scarce_emulated_incr_retry",
      "scarce resource tasks/s / emulated INCR/DECR + retry"),

@@ -1,0 +1,224 @@
+// Micro-benchmarks the suite asks for besides the one-item round trips of ring_bench.cpp:
+//
+//   BM_ring_batch_index_ring     the bare IndexRing, 64 pushes then 64 pops per step (one
+//                                thread): the ring's cost when a batch is in flight
+//   BM_task_alloc_fill_free      task-table alloc and free: an enqueue whose ring is full
+//                                reserves a record, fills it (64 B), finds no room and gives
+//                                the record back -- exactly the table's reserve and free
+//   BM_mpmc_shmsched/N           N threads (each its own Client, as N producer-consumers
+//                                would be) each enqueue a task and take one back, on one
+//                                queue of a private segment, priorities 0..7
+//   BM_mpmc_moodycamel/N         the same with ConcurrentQueue (a token per thread)
+//   BM_mpmc_tbb/N                the same with tbb::concurrent_bounded_queue
+//
+// The threaded ones time one run of kPairsPerThread round trips per thread with the wall
+// clock, from a common start to the last thread's end (manual time), so contention shows.
+#include <benchmark/benchmark.h>
+#include <concurrentqueue/concurrentqueue.h>
+#include <tbb/concurrent_queue.h>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_support.hpp"
+#include "shmsched/shmsched.hpp"
+
+namespace shmsched::bench {
+namespace {
+
+constexpr std::string_view kType = "bench";
+constexpr std::uint64_t kPairsPerThread = 200'000;
+
+void BM_ring_batch_index_ring(benchmark::State& state) {
+  constexpr std::uint32_t kCap = 1024;
+  RingHeader header;
+  std::unique_ptr<detail::AtomicU64[]> slots(new detail::AtomicU64[kCap]());
+  IndexRing<> ring(&header, slots.get(), kCap);
+  auto prepare = [](std::uint64_t) noexcept { return true; };
+  auto stale = [](std::uint64_t, std::uint32_t) noexcept { return false; };
+  auto claim = [](std::uint64_t, std::uint32_t) noexcept { return Claim::taken; };
+  std::uint64_t sum = 0;
+  for (auto _ : state) {
+    for (std::uint32_t v = 0; v < kBatch; ++v) {
+      if (ring.try_push(v, prepare, stale) != PushStatus::ok) {
+        state.SkipWithError("ring push failed");
+        return;
+      }
+    }
+    for (std::uint32_t i = 0; i < kBatch; ++i) {
+      std::uint32_t out = 0;
+      if (!ring.try_pop(claim, out)) {
+        state.SkipWithError("ring pop failed");
+        return;
+      }
+      sum += out;
+    }
+  }
+  benchmark::DoNotOptimize(sum);
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(kBatch));
+}
+BENCHMARK(BM_ring_batch_index_ring);
+
+void BM_task_alloc_fill_free(benchmark::State& state) {
+  Layout layout;
+  layout.task_capacity = 1024;
+  layout.ring_capacity = 64;  // the ring fills long before the table does
+  layout.payload_bytes = sizeof(Item);
+  CreateOptions co;
+  co.queues = {"bench"};
+  auto seg = Segment::create_private(layout, co);
+  if (!seg) {
+    state.SkipWithError(seg.error().message().c_str());
+    return;
+  }
+  auto client = Client::attach(*seg, Role::producer);
+  if (!client) {
+    state.SkipWithError(client.error().message().c_str());
+    return;
+  }
+  TaskOptions opts;
+  opts.queue = seg->find_queue("bench").value();
+  const Item item{};
+  while (client->enqueue(kType, as_payload(item), opts) == Errc::ok) {
+  }
+  for (auto _ : state) {
+    if (client->enqueue(kType, as_payload(item), opts) != Errc::ring_full) {
+      state.SkipWithError("expected the full ring to refuse the task");
+      return;
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_task_alloc_fill_free);
+
+// Runs `body(thread_index)` on `n` threads from a common start; returns the wall seconds
+// from the start to the last thread's end.
+template <class Body>
+double timed_threads(unsigned n, Body&& body) {
+  std::atomic<unsigned> ready{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  threads.reserve(n);
+  for (unsigned i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      ready.fetch_add(1, std::memory_order_acq_rel);
+      while (!go.load(std::memory_order_acquire)) cpu_relax();
+      body(i);
+    });
+  }
+  while (ready.load(std::memory_order_acquire) != n) cpu_relax();
+  const std::int64_t t0 = now_ns();
+  go.store(true, std::memory_order_release);
+  for (auto& t : threads) t.join();
+  return static_cast<double>(now_ns() - t0) / 1e9;
+}
+
+void threaded_config(benchmark::internal::Benchmark* b) {
+  b->Arg(1)->Arg(2)->Arg(4)->UseManualTime()->Iterations(1)->Repetitions(3)->DisplayAggregatesOnly(true);
+}
+
+void BM_mpmc_shmsched(benchmark::State& state) {
+  const auto n = static_cast<unsigned>(state.range(0));
+  Layout layout;
+  layout.payload_bytes = sizeof(Item);
+  CreateOptions co;
+  co.queues = {"bench"};
+  auto seg = Segment::create_private(layout, co);
+  if (!seg) {
+    state.SkipWithError(seg.error().message().c_str());
+    return;
+  }
+  const QueueId q = seg->find_queue("bench").value();
+  std::vector<std::optional<Client>> clients(n);
+  for (auto& c : clients) {
+    auto r = Client::attach(*seg, Role::producer | Role::consumer);
+    if (!r) {
+      state.SkipWithError(r.error().message().c_str());
+      return;
+    }
+    c.emplace(std::move(*r));
+  }
+  std::atomic<std::uint64_t> failures{0};
+  for (auto _ : state) {
+    const double s = timed_threads(n, [&](unsigned i) {
+      Client& c = *clients[i];
+      TaskOptions o;
+      o.queue = q;
+      Item item{};
+      Taken t;
+      std::uint64_t failed = 0;
+      for (std::uint64_t k = 0; k < kPairsPerThread; ++k) {
+        item.seq = k;
+        o.priority = priority_of(k + i);
+        if (c.enqueue(kType, as_payload(item), o) != Errc::ok) ++failed;
+        // Another thread may have taken ours; the queue is never empty for long.
+        while (!c.try_take(q, t)) cpu_relax();
+        if (c.complete(t) != Errc::ok) ++failed;
+      }
+      failures.fetch_add(failed, std::memory_order_relaxed);
+    });
+    state.SetIterationTime(s);
+  }
+  if (failures.load() != 0) state.SkipWithError("an enqueue or complete failed");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n * kPairsPerThread));
+}
+BENCHMARK(BM_mpmc_shmsched)->Apply(threaded_config);
+
+void BM_mpmc_moodycamel(benchmark::State& state) {
+  const auto n = static_cast<unsigned>(state.range(0));
+  moodycamel::ConcurrentQueue<Item> queue(kDepth);
+  std::atomic<std::uint64_t> failures{0};
+  for (auto _ : state) {
+    const double s = timed_threads(n, [&](unsigned) {
+      moodycamel::ProducerToken ptok(queue);
+      moodycamel::ConsumerToken ctok(queue);
+      Item item{};
+      Item out{};
+      std::uint64_t failed = 0;
+      for (std::uint64_t k = 0; k < kPairsPerThread; ++k) {
+        item.seq = k;
+        if (!queue.enqueue(ptok, item)) ++failed;
+        while (!queue.try_dequeue(ctok, out)) cpu_relax();
+      }
+      failures.fetch_add(failed, std::memory_order_relaxed);
+    });
+    state.SetIterationTime(s);
+  }
+  if (failures.load() != 0) state.SkipWithError("an enqueue failed");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n * kPairsPerThread));
+}
+BENCHMARK(BM_mpmc_moodycamel)->Apply(threaded_config);
+
+void BM_mpmc_tbb(benchmark::State& state) {
+  const auto n = static_cast<unsigned>(state.range(0));
+  tbb::concurrent_bounded_queue<Item> queue;
+  queue.set_capacity(kDepth);
+  for (auto _ : state) {
+    const double s = timed_threads(n, [&](unsigned) {
+      Item item{};
+      Item out{};
+      for (std::uint64_t k = 0; k < kPairsPerThread; ++k) {
+        item.seq = k;
+        queue.push(item);
+        while (!queue.try_pop(out)) cpu_relax();
+      }
+    });
+    state.SetIterationTime(s);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n * kPairsPerThread));
+}
+BENCHMARK(BM_mpmc_tbb)->Apply(threaded_config);
+
+const RatioDecl r1("7. threads, enqueue+take pairs on one queue", "4 threads: shmsched / moodycamel",
+                   "BM_mpmc_shmsched/4", "BM_mpmc_moodycamel/4");
+const RatioDecl r2("7. threads, enqueue+take pairs on one queue", "4 threads: shmsched / tbb", "BM_mpmc_shmsched/4",
+                   "BM_mpmc_tbb/4");
+const RatioDecl r3("7. threads, enqueue+take pairs on one queue", "shmsched 4 threads / 1 thread (scaling)",
+                   "BM_mpmc_shmsched/4", "BM_mpmc_shmsched/1");
+
+}  // namespace
+}  // namespace shmsched::bench
