@@ -61,6 +61,8 @@ Result<Client> Client::attach(Segment& segment, Role role) {
     p.workers.store(0, std::memory_order_relaxed);
     p.reaped.store(0, std::memory_order_relaxed);
     p.processed.store(0, std::memory_order_relaxed);
+    p.lease.store(0, std::memory_order_relaxed);
+    p.lease_revoke.store(0, std::memory_order_relaxed);
     impl->me = &p;
     impl->slot = i;
     impl->epoch = epoch;

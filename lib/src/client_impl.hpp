@@ -475,7 +475,9 @@ struct Client::Impl {
     auto* e = sem_entry(sem);
     return e != nullptr && sem_try_acquire(e, n, holder);
   }
-  bool sem_try_acquire(detail::SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder) noexcept;
+  /// With `slot`, the ledger slot of a one-permit grant is stored there.
+  bool sem_try_acquire(detail::SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder,
+                       std::uint32_t* slot = nullptr) noexcept;
   std::uint32_t sem_release(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept {
     auto* e = sem_entry(sem);
     return e != nullptr ? sem_release(e, n, holder) : 0;
@@ -485,6 +487,39 @@ struct Client::Impl {
   /// After permits of `sem` (entry `e`) were freed: wake sleeping acquirers and move
   /// parked tasks to their queues, each only when someone is there (two loads otherwise).
   void sem_freed(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
+
+  // ---- permit leases (semaphore.cpp) -------------------------------------------------
+  // One thread per process (the first to use a semaphore directly) may keep the permit
+  // it releases as a lease, and take it again with plain stores; anyone who needs it
+  // takes it back with an asymmetric fence. See docs/resources.md.
+  struct Lease {
+    bool active = false;  // a ledger slot is ours as a lease
+    bool busy = false;    // ... and in use by the caller right now
+    std::uint32_t sem = 0;
+    std::uint32_t slot = 0;
+    std::uint64_t gen = 0;
+    std::uint32_t cool = 0;  // grants to make without a lease after one was taken back
+  };
+  Lease lease;                                // touched only by the lease thread
+  // Process-unique, never reused (an Impl's address may be): names this Impl in the
+  // lease thread's thread-local cache.
+  const std::uint64_t lease_id = [] {
+    static std::atomic<std::uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }();
+  std::atomic<std::uint32_t> lease_thread{0};  // its thread number; 0 = none yet
+  // Cleared by deregister before it sweeps our ledger slots: no lease is used after.
+  std::atomic<bool> leases_on{true};
+  std::uint64_t lease_gens = 0;               // generations handed out (lease thread only)
+  bool is_lease_thread() noexcept;
+  bool lease_try_acquire(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
+  bool lease_fast_take(std::uint32_t sem) noexcept;
+  bool lease_release(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
+  bool lease_grant(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
+  void lease_give_back(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
+  bool free_ledger_slot(detail::SemaphoreEntry* e, unsigned slot, std::uint64_t holder) noexcept;
+  bool revoke_idle_leases(detail::SemaphoreEntry* e) noexcept;
+  bool direct_acquire(detail::SemaphoreEntry* e, std::uint32_t sem, std::uint32_t n) noexcept;
   std::uint32_t sweep_ledgers(DeadSlot dead) noexcept;
   /// Whether a ledger holder still holds: judged by liveness, or with `dead` given, by
   /// not being one of its tokens.
@@ -549,6 +584,7 @@ struct Client::Impl {
 
   void deregister() noexcept {
     if (!attached) return;
+    leases_on.store(false, std::memory_order_relaxed);  // the lease thread is this one, or idle (detach's contract)
     ReapReport rep;
     sweep_ledgers(DeadSlot{slot + 1, 0});
     recover_records(DeadSlot{slot + 1, 0}, rep);

@@ -1,6 +1,10 @@
 // Semaphores: table, grants and the holder ledger, parking and hand-over.
 // See semaphore.hpp for the contract and docs/resources.md for the protocol.
 
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <bit>
 
 #include "client_impl.hpp"
@@ -35,11 +39,70 @@ std::uint64_t task_holder(const Taken& t) noexcept {
 // A direct holder is this thread of this participant: threads of one process never
 // release each other's permits, so a release's CAS only ever clears bits its own caller
 // holds (no ABA through another thread's release and re-grant of the same slot).
-std::uint64_t participant_holder(std::uint16_t token) noexcept {
+std::uint32_t thread_number() noexcept {
   static std::atomic<std::uint32_t> next_thread{1};
-  thread_local const std::uint32_t thread = next_thread.fetch_add(1, std::memory_order_relaxed) & 0x3FFFFFFF;
-  return detail::kHolderParticipant | (std::uint64_t{thread} << 16) | token;
+  // Constant-initialised (no TLS init call on every use); numbered on first use.
+  thread_local std::uint32_t thread = 0;
+  while (thread == 0) thread = next_thread.fetch_add(1, std::memory_order_relaxed) & 0x3FFFFFFF;  // 0: not yet
+  return thread;
 }
+// The Client::Impl (by its process-unique id, never reused) whose lease thread this
+// thread is: a one-entry cache of is_lease_thread.
+thread_local std::uint64_t tls_lease_of = 0;
+std::uint64_t participant_holder(std::uint16_t token) noexcept {
+  return detail::kHolderParticipant | (std::uint64_t{thread_number()} << 16) | token;
+}
+
+// ---- lease encodings ----
+// Ledger holder of a lease: kind 3, generation, owner token. Of a revocation in flight:
+// kind 3 with bit 61, the revoker's token.
+constexpr std::uint64_t kGenMask = 0xFFFFFFFFULL;
+std::uint64_t lease_holder(std::uint64_t gen, std::uint16_t token) noexcept {
+  return detail::kHolderLease | ((gen & kGenMask) << 16) | token;
+}
+bool is_lease_holder(std::uint64_t h) noexcept {
+  return (h & (detail::kHolderKindMask | (std::uint64_t{1} << 61))) == detail::kHolderLease;
+}
+bool is_revoking_holder(std::uint64_t h) noexcept {
+  return (h & (detail::kHolderKindMask | (std::uint64_t{1} << 61))) == detail::kHolderRevoking;
+}
+// The owner's lease word: [gen:32][sem:16][slot:8][state:8].
+constexpr std::uint64_t kLeaseNone = 0, kLeaseIdle = 1, kLeaseBusy = 2;
+std::uint64_t lease_word(std::uint64_t gen, std::uint32_t sem, std::uint32_t slot, std::uint64_t state) noexcept {
+  return ((gen & kGenMask) << 32) | (std::uint64_t{sem & 0xFFFF} << 16) | (std::uint64_t{slot & 0xFF} << 8) | state;
+}
+
+// Whether this process may keep leases: revokers reach a lease owner's CPU through
+// membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which reaches only processes that
+// registered for it. Decided once per process.
+bool leases_supported() noexcept {
+  static const bool ok = [] {
+    if (std::getenv("SHMSCHED_NO_LEASES") != nullptr) return false;
+    const long cmds = ::syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (cmds < 0 || (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0) return false;
+    return ::syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
+  }();
+  return ok;
+}
+
+// The heavy side of the asymmetric fence: when it returns, every thread of every
+// registered process that was running has passed a full memory barrier, so a lease
+// owner's plain store before it is visible, or the owner's load after it sees ours.
+bool heavy_fence() noexcept {
+  return ::syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0;
+}
+
+}  // namespace
+
+bool permit_leases_available() noexcept {
+  return leases_supported();
+}
+
+namespace {
+
+// After a lease was taken back, this many grants go without one: a contended semaphore
+// is not worth leasing (every hand-over would cost a fence).
+constexpr std::uint32_t kLeaseCooling = 1024;
 
 }  // namespace
 
@@ -85,10 +148,21 @@ std::vector<SemaphoreInfo> Segment::semaphores() const {
     const auto& e = core.semaphores[i];
     if ((e.word.load(std::memory_order_acquire) & 3) != SemaphoreEntry::kReady) continue;
     const std::uint64_t p = e.permits.load(std::memory_order_acquire);
+    // Idle leases are free for anyone who asks: not "in use".
+    std::uint32_t leased = 0;
+    for (std::uint64_t m = p & kBits; m != 0; m &= m - 1) {
+      const std::uint64_t h = e.holders[std::countr_zero(m)].load(std::memory_order_acquire);
+      if (!is_lease_holder(h)) continue;
+      const std::uint32_t idx = detail::token_index(static_cast<std::uint16_t>(h & 0xFFFF));
+      if (idx == 0 || idx > core.layout.max_participants) continue;
+      const std::uint64_t lw = core.participants[idx - 1].lease.load(std::memory_order_relaxed);
+      if ((lw >> 32) == ((h >> 16) & kGenMask) && (lw & 0xFF) != kLeaseBusy) ++leased;
+    }
     SemaphoreInfo info{static_cast<SemId>(i),
                        detail::read_name(e.name),
                        capacity_of(p),
-                       in_use_of(p),
+                       in_use_of(p) - leased,
+                       leased,
                        0,
                        e.waiters.load(std::memory_order_relaxed)};
     for (std::uint32_t l = 0; l < core.levels; ++l) info.parked += core.ring(core.park_ring_id(i, l)).depth_guess();
@@ -99,9 +173,10 @@ std::vector<SemaphoreInfo> Segment::semaphores() const {
 
 // ---- grants and the ledger ---------------------------------------------------------------
 
-// Grant n permits of `sem` to `holder`, or nothing. (G1) claims n free ledger slots,
+namespace {
+// Grant n permits of `e` to `holder`, or nothing. (G1) claims n free ledger slots,
 // (G2) sets their bits in the permit word if the capacity allows -- one CAS, the grant.
-bool Client::Impl::sem_try_acquire(SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder) noexcept {
+bool grant(SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder, std::uint32_t* slot) noexcept {
   if (n > kSlots) return false;
   if (n == 0) return true;
   // Cheap look first: no ledger writes when the capacity is used up.
@@ -133,7 +208,162 @@ bool Client::Impl::sem_try_acquire(SemaphoreEntry* e, std::uint32_t n, std::uint
     if (e->permits.compare_exchange_weak(w, w | claimed, std::memory_order_seq_cst, std::memory_order_acquire)) break;
   }
   SHMSCHED_FAULT_POINT(sem_acquire_granted);
+  if (slot != nullptr) *slot = static_cast<std::uint32_t>(std::countr_zero(claimed));
   return true;
+}
+}  // namespace
+
+// A grant; when the permits are all taken and some are idle leases, those are taken
+// back first (the slow path: a fence of about a microsecond).
+bool Client::Impl::sem_try_acquire(SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder,
+                                   std::uint32_t* slot) noexcept {
+  if (grant(e, n, holder, slot)) return true;
+  return revoke_idle_leases(e) && grant(e, n, holder, slot);
+}
+
+// ---- leases ------------------------------------------------------------------------------
+//
+// The lease thread of a process keeps the one permit it releases, marked idle in its
+// participant slot's `lease` word, and takes it again by marking it busy: plain stores,
+// no locked instruction. The ledger names the lease (kHolderLease, generation, token),
+// so the permit stays accounted to a live holder and the reaper returns it if the
+// process dies. Another acquirer that finds no free permit takes idle leases back:
+//
+//   owner, take:    lease = busy(gen);   compiler fence;  load lease_revoke: == gen? give back
+//   owner, release: lease = idle(gen);   compiler fence;  load waiters, parked, lease_revoke
+//   revoker:        lease_revoke = gen;  membarrier;      load lease: busy(gen)? leave it
+//
+// membarrier (the heavy side) makes every running thread of the registered processes
+// pass a full barrier, so the owner's store before it is seen by the revoker's load, or
+// the revoker's store is seen by the owner's load after it (Dekker without a fence on the
+// owner's side). Whoever frees a lease's ledger slot does it by CAS from the lease's exact
+// holder value, so an owner giving back and a revoker taking back cannot both free it.
+// A release that sees a waiter, a parked task or a revocation gives the permit back for
+// real and wakes them, as a plain release does.
+
+bool Client::Impl::is_lease_thread() noexcept {
+  if (!leases_on.load(std::memory_order_relaxed)) return false;  // detached
+  if (tls_lease_of == lease_id) return true;
+  if (!leases_supported()) return false;
+  const std::uint32_t me_thread = thread_number();
+  std::uint32_t cur = lease_thread.load(std::memory_order_relaxed);  // relaxed: claimed once, read by its owner
+  if (cur != me_thread && !(cur == 0 && lease_thread.compare_exchange_strong(cur, me_thread, std::memory_order_relaxed)))
+    return false;
+  tls_lease_of = lease_id;
+  return true;
+}
+
+bool Client::Impl::lease_try_acquire(SemaphoreEntry* e, std::uint32_t sem) noexcept {
+  if (!lease.active || lease.busy || lease.sem != sem) return false;
+  // relaxed + a compiler fence: the order against a revoker comes from its membarrier.
+  me->lease.store(lease_word(lease.gen, sem, lease.slot, kLeaseBusy), std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  // Everyone who takes a lease back, and set_capacity when it shrinks, marks it revoked
+  // before anything else, so this one load is the whole check.
+  if (me->lease_revoke.load(std::memory_order_relaxed) == lease.gen) {
+    lease_give_back(e, sem);
+    return false;
+  }
+  lease.busy = true;
+  return true;
+}
+
+bool Client::Impl::lease_release(SemaphoreEntry* e, std::uint32_t sem) noexcept {
+  if (!lease.active || !lease.busy || lease.sem != sem) return false;
+  lease.busy = false;
+  me->lease.store(lease_word(lease.gen, sem, lease.slot, kLeaseIdle), std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  // relaxed loads: a waiter, parker or revoker that our loads miss does its membarrier
+  // after its own store and then sees the idle lease and takes it back itself.
+  if (e->waiters.load(std::memory_order_relaxed) != 0 ||
+      static_cast<std::int32_t>(e->parked_hint.load(std::memory_order_relaxed)) > 0 ||
+      me->lease_revoke.load(std::memory_order_relaxed) == lease.gen)
+    lease_give_back(e, sem);
+  return true;
+}
+
+// A new lease: a one-permit grant held by the lease holder value of a new generation.
+bool Client::Impl::lease_grant(SemaphoreEntry* e, std::uint32_t sem) noexcept {
+  if (lease.active || lease.cool != 0) {
+    if (lease.cool != 0) --lease.cool;
+    return false;
+  }
+  const std::uint64_t gen = (++lease_gens) & kGenMask;
+  // Counted before the grant (relaxed: a hint that only ever errs high while the lease
+  // lives), so a revoker never skips a live lease.
+  e->leases.fetch_add(1, std::memory_order_relaxed);
+  std::uint32_t slot = 0;
+  if (!sem_try_acquire(e, 1, lease_holder(gen, token), &slot)) {
+    e->leases.fetch_sub(1, std::memory_order_relaxed);
+    lease.cool = kLeaseCooling;  // contended: plain grants for a while
+    return false;
+  }
+  me->lease.store(lease_word(gen, sem, slot, kLeaseBusy), std::memory_order_relaxed);
+  lease = Lease{true, true, sem, slot, gen, 0};
+  return true;
+}
+
+void Client::Impl::lease_give_back(SemaphoreEntry* e, std::uint32_t sem) noexcept {
+  const bool freed = free_ledger_slot(e, lease.slot, lease_holder(lease.gen, token));
+  const bool revoked = me->lease_revoke.load(std::memory_order_relaxed) == lease.gen || !freed;
+  me->lease.store(kLeaseNone, std::memory_order_relaxed);
+  lease.active = lease.busy = false;
+  if (revoked) lease.cool = kLeaseCooling;
+  if (freed) sem_freed(e, sem);
+}
+
+// Frees ledger slot `slot` if it still holds exactly `holder`: the bit (G3), then the
+// slot (G4), as a release does, with the slot marked as being revoked in between so
+// that nobody else claims or frees it. True when this call freed it.
+bool Client::Impl::free_ledger_slot(SemaphoreEntry* e, unsigned slot, std::uint64_t holder) noexcept {
+  std::uint64_t expect = holder;
+  // acq_rel: the slot is ours to free; no other freer can match the holder value now.
+  if (!e->holders[slot].compare_exchange_strong(expect, detail::kHolderRevoking | token, std::memory_order_acq_rel,
+                                                std::memory_order_relaxed))
+    return false;
+  SHMSCHED_FAULT_POINT(sem_lease_revoking);
+  e->permits.fetch_and(~(std::uint64_t{1} << slot), std::memory_order_seq_cst);  // (G3)
+  e->holders[slot].store(0, std::memory_order_release);                          // (G4)
+  e->leases.fetch_sub(1, std::memory_order_relaxed);
+  return true;
+}
+
+// Takes back every idle lease of `e`. True when at least one permit was freed.
+bool Client::Impl::revoke_idle_leases(SemaphoreEntry* e) noexcept {
+  // relaxed: the count errs high while a lease lives (see lease_grant).
+  if (e->leases.load(std::memory_order_relaxed) == 0) return false;
+  struct Candidate {
+    unsigned slot;
+    std::uint64_t holder;
+    detail::ParticipantSlot* owner;
+  };
+  Candidate found[kSlots];
+  unsigned n = 0;
+  const std::uint64_t bits = e->permits.load(std::memory_order_acquire) & kBits;
+  for (std::uint64_t m = bits; m != 0; m &= m - 1) {
+    const auto i = static_cast<unsigned>(std::countr_zero(m));
+    const std::uint64_t h = e->holders[i].load(std::memory_order_acquire);
+    if (!is_lease_holder(h)) continue;
+    const std::uint32_t idx = detail::token_index(static_cast<std::uint16_t>(h & 0xFFFF));
+    if (idx == 0 || idx > core->layout.max_participants) continue;
+    auto* owner = &core->participants[idx - 1];
+    const std::uint64_t gen = (h >> 16) & kGenMask;
+    // The request: the owner's next take or release sees it. relaxed + membarrier below.
+    std::uint64_t cur = owner->lease_revoke.load(std::memory_order_relaxed);
+    while (cur != gen &&
+           !owner->lease_revoke.compare_exchange_weak(cur, gen, std::memory_order_relaxed, std::memory_order_relaxed)) {
+    }
+    found[n++] = {i, h, owner};
+  }
+  if (n == 0 || !heavy_fence()) return false;
+  bool freed = false;
+  for (unsigned k = 0; k < n; ++k) {
+    const std::uint64_t lw = found[k].owner->lease.load(std::memory_order_relaxed);
+    const std::uint64_t gen = (found[k].holder >> 16) & kGenMask;
+    if ((lw >> 32) == gen && (lw & 0xFF) == kLeaseBusy) continue;  // in use: its release gives it back
+    freed |= free_ledger_slot(e, found[k].slot, found[k].holder);
+  }
+  return freed;
 }
 
 // Return up to n permits of `sem` held by `holder` (n = UINT32_MAX: all). (G3) clears the
@@ -184,7 +414,8 @@ void Client::Impl::sem_after_release(std::uint32_t sem) noexcept {
 // running any more (or runs under the dead one).
 bool Client::Impl::holder_valid(std::uint64_t holder, const DeadSlot* dead) const noexcept {
   const std::uint64_t kind = holder & detail::kHolderKindMask;
-  if (kind == detail::kHolderParticipant) {
+  if (kind == detail::kHolderParticipant || kind == detail::kHolderLease) {
+    // A direct holder, a lease or a revocation in flight: valid while its process is.
     const auto tok = static_cast<std::uint16_t>(holder & 0xFFFF);
     return dead != nullptr ? !dead->matches(tok) : token_alive(tok);
   }
@@ -215,7 +446,9 @@ std::uint32_t Client::Impl::sweep_ledgers(DeadSlot dead) noexcept {
         ++returned;
         freed = true;
       }
-      e->holders[i].compare_exchange_strong(h, 0, std::memory_order_acq_rel);
+      const bool leased = is_lease_holder(h) || is_revoking_holder(h);
+      if (e->holders[i].compare_exchange_strong(h, 0, std::memory_order_acq_rel) && leased)
+        e->leases.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a hint (see lease_grant)
     }
     if (freed) {
       sem_after_release(sem);
@@ -235,12 +468,17 @@ std::size_t Client::Impl::unpark_to_queues(std::uint32_t sem) noexcept {
   // own look at the permits (K1), so either we see the hint or it sees our release.
   if (static_cast<std::int32_t>(e->parked_hint.load(std::memory_order_seq_cst)) <= 0) return 0;
   std::size_t moved = 0;
+  bool revoked = false;
   for (std::uint32_t level = 0; level < core->levels; ++level) {
     const std::uint16_t rid = core->park_ring_id(sem, level);
     for (;;) {
       const std::uint64_t p = e->permits.load(std::memory_order_seq_cst);  // (K2)
-      // As many as there are free permits: more would only park again.
-      if (in_use_of(p) + moved >= capacity_of(p)) return moved;
+      // As many as there are free permits: more would only park again. Idle leases are
+      // taken back once first: a parked task must not wait for a lease owner's next call.
+      if (in_use_of(p) + moved >= capacity_of(p)) {
+        if (revoked || !(revoked = true, revoke_idle_leases(e))) return moved;
+        continue;
+      }
       std::uint64_t w = 0;
       std::uint32_t v = 0;
       auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept {
@@ -266,6 +504,9 @@ Errc Client::set_capacity(SemId sem, std::uint32_t capacity) noexcept {
   while (!e->permits.compare_exchange_weak(w, (w & kBits) | (std::uint64_t{capacity} << kSlots),
                                            std::memory_order_seq_cst, std::memory_order_acquire)) {
   }
+  // Leases are taken back (idle ones now, busy ones at their release): a lease must not
+  // outlive a shrink, and its owner's fast path does not look at the capacity.
+  impl_->revoke_idle_leases(e);
   impl_->sem_after_release(sem);
   impl_->unpark_to_queues(sem);
   return Errc::ok;
@@ -289,43 +530,77 @@ Errc Client::set_queue_limit(QueueId queue, std::uint32_t n) noexcept {
   return Errc::ok;
 }
 
+// A direct grant: the lease thread's one permit by lease when it can, else by the ledger.
+bool Client::Impl::direct_acquire(SemaphoreEntry* e, std::uint32_t sem, std::uint32_t n) noexcept {
+  if (n == 1 && is_lease_thread() && (lease_try_acquire(e, sem) || lease_grant(e, sem))) return true;
+  return sem_try_acquire(e, n, participant_holder(token));
+}
+
+// The lease thread's take of its idle lease: a plain store and a load (no entry lookup:
+// a lease exists only for a semaphore that does).
+bool Client::Impl::lease_fast_take(std::uint32_t sem) noexcept {
+  if (tls_lease_of != lease_id || !lease.active || lease.busy || lease.sem != sem ||
+      !leases_on.load(std::memory_order_relaxed))
+    return false;
+  me->lease.store(lease_word(lease.gen, sem, lease.slot, kLeaseBusy), std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);  // see lease_try_acquire
+  if (me->lease_revoke.load(std::memory_order_relaxed) == lease.gen) return false;  // the slow path gives it back
+  lease.busy = true;
+  return true;
+}
+
 Errc Client::try_acquire(SemId sem, std::uint32_t n) noexcept {
+  if (n == 1 && impl_->lease_fast_take(sem)) return Errc::ok;
   auto* e = impl_->sem_entry(sem);
   if (e == nullptr) return Errc::unknown_semaphore;
   if (n > kMaxSemaphoreCapacity) return Errc::need_exceeds_capacity;
-  return impl_->sem_try_acquire(e, n, participant_holder(impl_->token)) ? Errc::ok : Errc::unavailable;
+  return impl_->direct_acquire(e, sem, n) ? Errc::ok : Errc::unavailable;
 }
 
 Errc Client::acquire(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept {
   auto* e = impl_->sem_entry(sem);
   if (e == nullptr) return Errc::unknown_semaphore;
   if (n > kMaxSemaphoreCapacity) return Errc::need_exceeds_capacity;
-  const std::uint64_t holder = participant_holder(impl_->token);
-  if (impl_->sem_try_acquire(sem, n, holder)) return Errc::ok;  // fast path: no clock, no sleep
+  if (impl_->direct_acquire(e, sem, n)) return Errc::ok;  // fast path: no clock, no sleep
   // A short spin first: a holder often releases within a microsecond or two.
   for (int spin = 0; spin < 64; ++spin) {
     __builtin_ia32_pause();
-    if (impl_->sem_try_acquire(sem, n, holder)) return Errc::ok;
+    if (impl_->direct_acquire(e, sem, n)) return Errc::ok;
   }
   const std::int64_t deadline = monotonic_ns() + timeout.count();
   for (;;) {
-    if (impl_->sem_try_acquire(sem, n, holder)) return Errc::ok;
+    if (impl_->direct_acquire(e, sem, n)) return Errc::ok;
     // Sleep: read the sequence, count ourselves, look again, wait (as consumers do on
     // their doorbell; a release bumps the sequence when it sees a waiter).
     const std::uint32_t seen = e->wake_seq.load(std::memory_order_seq_cst);
     e->waiters.fetch_add(1, std::memory_order_seq_cst);
-    const bool got = impl_->sem_try_acquire(sem, n, holder);
+    const bool got = impl_->direct_acquire(e, sem, n);
     const std::int64_t left = deadline - monotonic_ns();
     if (!got && left > 0) detail::futex_wait(e->wake_seq, seen, std::min<std::int64_t>(left, 100'000'000));
     e->waiters.fetch_sub(1, std::memory_order_seq_cst);
     if (got) return Errc::ok;
-    if (monotonic_ns() >= deadline) return impl_->sem_try_acquire(sem, n, holder) ? Errc::ok : Errc::timeout;
+    if (monotonic_ns() >= deadline) return impl_->direct_acquire(e, sem, n) ? Errc::ok : Errc::timeout;
   }
 }
 
 Errc Client::release(SemId sem, std::uint32_t n) noexcept {
+  auto& im = *impl_;
+  // The lease thread's release of its lease: a plain store and three loads (no entry
+  // lookup: a lease exists only for a semaphore that does).
+  if (n == 1 && tls_lease_of == im.lease_id && im.lease.active && im.lease.sem == sem &&
+      im.leases_on.load(std::memory_order_relaxed) && im.lease_release(&im.core->semaphores[sem], sem))
+    return Errc::ok;
   auto* e = impl_->sem_entry(sem);
   if (e == nullptr) return Errc::unknown_semaphore;
+  // The lease thread's leased permit goes back to its lease (only it may touch `lease`);
+  // the rest of n through the ledger, all or nothing as ever.
+  if (n >= 1 && impl_->is_lease_thread() && impl_->lease.active && impl_->lease.busy && impl_->lease.sem == sem) {
+    if (n > 1 && impl_->sem_release(e, n - 1, participant_holder(impl_->token)) != n - 1)
+      return Errc::invalid_argument;  // not held: nothing changed
+    impl_->lease_release(e, sem);
+    if (n > 1) impl_->sem_freed(e, sem);
+    return Errc::ok;
+  }
   const std::uint32_t done = impl_->sem_release(e, n, participant_holder(impl_->token));
   impl_->sem_freed(e, sem);
   return done == n ? Errc::ok : Errc::invalid_argument;  // released fewer than asked: not held
