@@ -725,7 +725,8 @@ struct ReapBoard {
   std::atomic<int> started{0};
   std::atomic<int> started_value[kMax]{};
   std::atomic<int> started_attempt[kMax]{};
-  std::atomic<int> never{0};  // never set: the victim's handlers block until SIGKILL
+  std::atomic<int> published{0};  // entries of the two arrays above that are written
+  std::atomic<int> never{0};      // never set: the victim's handlers block until SIGKILL
 };
 }  // namespace
 
@@ -748,6 +749,7 @@ TEST_F(E2e, KilledConsumersTasksAreReapedAndRunElsewhere) {
       if (n < ReapBoard::kMax) {
         b.started_value[n].store(v);
         b.started_attempt[n].store(ctx.task.attempt);
+        b.published.fetch_add(1);  // after the stores: the parent reads them once it sees this
       }
       wait_for_flag(b.never, 60s);
       return Outcome::done();
@@ -757,7 +759,8 @@ TEST_F(E2e, KilledConsumersTasksAreReapedAndRunElsewhere) {
   });
   ASSERT_GT(victim, 0);
   ChildGuard guard(victim, [&] { ::kill(victim, SIGKILL); });
-  ASSERT_TRUE(eventually([&] { return b.started.load() == 2; })) << "the victim's two workers did not start";
+  ASSERT_TRUE(eventually([&] { return b.published.load() == 2; })) << "the victim's two workers did not start";
+  EXPECT_EQ(b.started.load(), 2);
   // Both are held (running) by the victim, nothing else is.
   EXPECT_EQ(records_in(seg, TaskState::running), 2u);
   std::set<int> held;
