@@ -500,7 +500,7 @@ struct Client::Impl {
     std::uint64_t gen = 0;
     std::uint32_t cool = 0;  // grants to make without a lease after one was taken back
   };
-  Lease lease;                                // touched only by the lease thread
+  Lease lease;  // touched only by the lease thread
   // Process-unique, never reused (an Impl's address may be): names this Impl in the
   // lease thread's thread-local cache.
   const std::uint64_t lease_id = [] {
@@ -510,7 +510,7 @@ struct Client::Impl {
   std::atomic<std::uint32_t> lease_thread{0};  // its thread number; 0 = none yet
   // Cleared by deregister before it sweeps our ledger slots: no lease is used after.
   std::atomic<bool> leases_on{true};
-  std::uint64_t lease_gens = 0;               // generations handed out (lease thread only)
+  std::uint64_t lease_gens = 0;  // generations handed out (lease thread only)
   bool is_lease_thread() noexcept;
   bool lease_try_acquire(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
   bool lease_fast_take(std::uint32_t sem) noexcept;

@@ -247,7 +247,8 @@ bool Client::Impl::is_lease_thread() noexcept {
   if (!leases_supported()) return false;
   const std::uint32_t me_thread = thread_number();
   std::uint32_t cur = lease_thread.load(std::memory_order_relaxed);  // relaxed: claimed once, read by its owner
-  if (cur != me_thread && !(cur == 0 && lease_thread.compare_exchange_strong(cur, me_thread, std::memory_order_relaxed)))
+  if (cur != me_thread &&
+      !(cur == 0 && lease_thread.compare_exchange_strong(cur, me_thread, std::memory_order_relaxed)))
     return false;
   tls_lease_of = lease_id;
   return true;
@@ -543,7 +544,7 @@ bool Client::Impl::lease_fast_take(std::uint32_t sem) noexcept {
       !leases_on.load(std::memory_order_relaxed))
     return false;
   me->lease.store(lease_word(lease.gen, sem, lease.slot, kLeaseBusy), std::memory_order_relaxed);
-  std::atomic_signal_fence(std::memory_order_seq_cst);  // see lease_try_acquire
+  std::atomic_signal_fence(std::memory_order_seq_cst);                              // see lease_try_acquire
   if (me->lease_revoke.load(std::memory_order_relaxed) == lease.gen) return false;  // the slow path gives it back
   lease.busy = true;
   return true;

@@ -153,8 +153,8 @@ TEST_P(TakeoverKilled, NextAttacherRecoversEverything) {
     return c ? 3 : 4;  // not killed: the point was never reached
   });
   const auto st = test::wait_child(taker);
-  ASSERT_TRUE(st.signaled && st.signal == SIGKILL) << "taker not killed at " << fault::name(point) << ": "
-                                                   << test::describe(st);
+  ASSERT_TRUE(st.signaled && st.signal == SIGKILL)
+      << "taker not killed at " << fault::name(point) << ": " << test::describe(st);
   auto c = Client::attach(w.seg, Role::consumer | Role::observer);
   ASSERT_TRUE(c.ok()) << c.error().message();
   c->reap_dead();

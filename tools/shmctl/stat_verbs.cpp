@@ -56,9 +56,9 @@ json snapshot_json(const Snapshot& s) {
   j["janitor"] = {{"token", s.janitor_token}, {"pid", s.janitor_pid}};
   j["queues"] = json::array();
   for (const auto& q : s.queues) {
-    json jq{{"id", q.id},           {"name", q.name},       {"paused", q.paused},   {"aging_ms", q.aging_ms},
-            {"limit", q.limit},     {"depth", q.depth()},   {"queued", q.queued},   {"running", q.running},
-            {"delayed", q.delayed}, {"parked", q.parked},   {"levels", json::array()}};
+    json jq{{"id", q.id},           {"name", q.name},     {"paused", q.paused},     {"aging_ms", q.aging_ms},
+            {"limit", q.limit},     {"depth", q.depth()}, {"queued", q.queued},     {"running", q.running},
+            {"delayed", q.delayed}, {"parked", q.parked}, {"levels", json::array()}};
     for (std::size_t l = 0; l < q.levels.size(); ++l) {
       const LevelSnapshot& lv = q.levels[l];
       jq["levels"].push_back({{"level", l},

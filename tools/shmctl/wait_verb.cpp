@@ -69,8 +69,8 @@ Progress measure(const Snapshot& s, std::optional<QueueId> queue) {
 
 std::string describe(const Progress& p) {
   return std::to_string(p.left) + " task(s) left (queued " + std::to_string(p.queued) + ", running " +
-         std::to_string(p.running) + ", delayed " + std::to_string(p.delayed) + ", parked " +
-         std::to_string(p.parked) + ")";
+         std::to_string(p.running) + ", delayed " + std::to_string(p.delayed) + ", parked " + std::to_string(p.parked) +
+         ")";
 }
 
 // Rate over the last few seconds of samples, for the ETA.
@@ -157,8 +157,7 @@ int run_wait(const WaitArgs& a) {
     }
     if (timeout && std::chrono::steady_clock::now() - start >= *timeout) {
       if (draw) std::fprintf(stderr, "\n");
-      throw Failure("timed out after " + a.timeout + " waiting for " + what +
-                    " to drain: " + describe(p));
+      throw Failure("timed out after " + a.timeout + " waiting for " + what + " to drain: " + describe(p));
     }
     auto nap = std::chrono::duration_cast<std::chrono::milliseconds>(poll_every);
     if (timeout) {

@@ -204,7 +204,7 @@ static_assert(sizeof(SemaphoreEntry) == 8 * kCacheLine);
 inline constexpr std::uint64_t kHolderTask = std::uint64_t{1} << 62;         // | run version << 20 | index
 inline constexpr std::uint64_t kHolderParticipant = std::uint64_t{2} << 62;  // | thread << 16 | token
 inline constexpr std::uint64_t kHolderKindMask = std::uint64_t{3} << 62;
-inline constexpr std::uint64_t kHolderLease = std::uint64_t{3} << 62;  // | gen << 16 | token
+inline constexpr std::uint64_t kHolderLease = std::uint64_t{3} << 62;                      // | gen << 16 | token
 inline constexpr std::uint64_t kHolderRevoking = kHolderLease | (std::uint64_t{1} << 61);  // | token
 
 }  // namespace shmsched::detail
