@@ -62,7 +62,9 @@ Result<Client> Client::attach(Segment& segment, Role role) {
     p.reaped.store(0, std::memory_order_relaxed);
     p.processed.store(0, std::memory_order_relaxed);
     p.lease.store(0, std::memory_order_relaxed);
-    p.lease_revoke.store(0, std::memory_order_relaxed);
+    // lease_revoke is kept: lease generations continue from it, so they only grow per
+    // slot and a late revoker of a former occupant's lease cannot mark a new one.
+    impl->lease_gens = p.lease_revoke.load(std::memory_order_relaxed) & 0xFFFFFFFFULL;
     impl->me = &p;
     impl->slot = i;
     impl->epoch = epoch;

@@ -306,10 +306,9 @@ bool Client::Impl::lease_grant(SemaphoreEntry* e, std::uint32_t sem) noexcept {
 
 void Client::Impl::lease_give_back(SemaphoreEntry* e, std::uint32_t sem) noexcept {
   const bool freed = free_ledger_slot(e, lease.slot, lease_holder(lease.gen, token));
-  const bool revoked = me->lease_revoke.load(std::memory_order_relaxed) == lease.gen || !freed;
   me->lease.store(kLeaseNone, std::memory_order_relaxed);
   lease.active = lease.busy = false;
-  if (revoked) lease.cool = kLeaseCooling;
+  lease.cool = kLeaseCooling;  // someone else wanted it: plain grants for a while
   if (freed) sem_freed(e, sem);
 }
 
@@ -350,8 +349,10 @@ bool Client::Impl::revoke_idle_leases(SemaphoreEntry* e) noexcept {
     auto* owner = &core->participants[idx - 1];
     const std::uint64_t gen = (h >> 16) & kGenMask;
     // The request: the owner's next take or release sees it. relaxed + membarrier below.
+    // A maximum, not a plain store: generations only grow (across the slot's occupants
+    // too, see attach), and a slow revoker of an older lease must not unmark a newer one.
     std::uint64_t cur = owner->lease_revoke.load(std::memory_order_relaxed);
-    while (cur != gen &&
+    while (cur < gen &&
            !owner->lease_revoke.compare_exchange_weak(cur, gen, std::memory_order_relaxed, std::memory_order_relaxed)) {
     }
     found[n++] = {i, h, owner};
