@@ -1,16 +1,19 @@
 // The engine's public entry points; the protocols live in client_impl.hpp.
+#include <utility>
+
 #include "client_impl.hpp"
 
 namespace shmsched {
 
 // -------------------------------------------------------------------------------------
 
-Client::Client(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
-Client::Client(Client&&) noexcept = default;
+Client::Client(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)), lease_(&impl_->lease) {}
+Client::Client(Client&& o) noexcept : impl_(std::move(o.impl_)), lease_(std::exchange(o.lease_, nullptr)) {}
 Client& Client::operator=(Client&& o) noexcept {
   if (this != &o) {
     detach();
     impl_ = std::move(o.impl_);
+    lease_ = std::exchange(o.lease_, nullptr);
   }
   return *this;
 }
@@ -36,6 +39,8 @@ Result<Client> Client::attach(Segment& segment, Role role) {
   impl->pop_cursor = std::make_unique<detail::AtomicU64[]>(core->ring_count());  // value-initialised: 0
   impl->push_cursor = std::make_unique<detail::AtomicU64[]>(core->ring_count());
   impl->queue_rings = std::make_unique<IndexRing<>[]>(core->ring_count());
+  static std::atomic<std::uint64_t> next_lease_id{1};
+  impl->lease.id = next_lease_id.fetch_add(1, std::memory_order_relaxed);  // relaxed: only uniqueness matters
   for (std::uint32_t r = 0; r < core->ring_count(); ++r)
     impl->queue_rings[r] = core->ring(static_cast<std::uint16_t>(r));
   const auto self = ProcessIdentity::self();
@@ -65,6 +70,8 @@ Result<Client> Client::attach(Segment& segment, Role role) {
     // lease_revoke is kept: lease generations continue from it, so they only grow per
     // slot and a late revoker of a former occupant's lease cannot mark a new one.
     impl->lease_gens = p.lease_revoke.load(std::memory_order_relaxed) & 0xFFFFFFFFULL;
+    impl->lease.word = &p.lease;
+    impl->lease.revoke = &p.lease_revoke;
     impl->me = &p;
     impl->slot = i;
     impl->epoch = epoch;

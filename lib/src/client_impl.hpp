@@ -492,28 +492,11 @@ struct Client::Impl {
   // One thread per process (the first to use a semaphore directly) may keep the permit
   // it releases as a lease, and take it again with plain stores; anyone who needs it
   // takes it back with an asymmetric fence. See docs/resources.md.
-  struct Lease {
-    bool active = false;  // a ledger slot is ours as a lease
-    bool busy = false;    // ... and in use by the caller right now
-    std::uint32_t sem = 0;
-    std::uint32_t slot = 0;
-    std::uint64_t gen = 0;
-    std::uint32_t cool = 0;  // grants to make without a lease after one was taken back
-  };
-  Lease lease;  // touched only by the lease thread
-  // Process-unique, never reused (an Impl's address may be): names this Impl in the
-  // lease thread's thread-local cache.
-  const std::uint64_t lease_id = [] {
-    static std::atomic<std::uint64_t> next{1};
-    return next.fetch_add(1, std::memory_order_relaxed);
-  }();
+  detail::LeaseView lease;                     // the lease thread's state (detail/lease.hpp)
   std::atomic<std::uint32_t> lease_thread{0};  // its thread number; 0 = none yet
-  // Cleared by deregister before it sweeps our ledger slots: no lease is used after.
-  std::atomic<bool> leases_on{true};
-  std::uint64_t lease_gens = 0;  // generations handed out (lease thread only)
+  std::uint64_t lease_gens = 0;                // generations handed out (lease thread only)
   bool is_lease_thread() noexcept;
   bool lease_try_acquire(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
-  bool lease_fast_take(std::uint32_t sem) noexcept;
   bool lease_release(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
   bool lease_grant(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
   void lease_give_back(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
@@ -584,7 +567,7 @@ struct Client::Impl {
 
   void deregister() noexcept {
     if (!attached) return;
-    leases_on.store(false, std::memory_order_relaxed);  // the lease thread is this one, or idle (detach's contract)
+    lease.on.store(false, std::memory_order_relaxed);  // the lease thread is this one, or idle (detach's contract)
     ReapReport rep;
     sweep_ledgers(DeadSlot{slot + 1, 0});
     recover_records(DeadSlot{slot + 1, 0}, rep);

@@ -12,6 +12,10 @@
 
 namespace shmsched {
 
+namespace detail {
+thread_local constinit std::uint64_t tls_lease_of = 0;
+}  // namespace detail
+
 namespace {
 using detail::SemaphoreEntry;
 constexpr unsigned kSlots = SemaphoreEntry::kSlots;
@@ -46,9 +50,7 @@ std::uint32_t thread_number() noexcept {
   while (thread == 0) thread = next_thread.fetch_add(1, std::memory_order_relaxed) & 0x3FFFFFFF;  // 0: not yet
   return thread;
 }
-// The Client::Impl (by its process-unique id, never reused) whose lease thread this
-// thread is: a one-entry cache of is_lease_thread.
-thread_local std::uint64_t tls_lease_of = 0;
+
 std::uint64_t participant_holder(std::uint16_t token) noexcept {
   return detail::kHolderParticipant | (std::uint64_t{thread_number()} << 16) | token;
 }
@@ -242,20 +244,20 @@ bool Client::Impl::sem_try_acquire(SemaphoreEntry* e, std::uint32_t n, std::uint
 // real and wakes them, as a plain release does.
 
 bool Client::Impl::is_lease_thread() noexcept {
-  if (!leases_on.load(std::memory_order_relaxed)) return false;  // detached
-  if (tls_lease_of == lease_id) return true;
+  if (!lease.on.load(std::memory_order_relaxed)) return false;  // detached
+  if (detail::tls_lease_of == lease.id) return true;
   if (!leases_supported()) return false;
   const std::uint32_t me_thread = thread_number();
   std::uint32_t cur = lease_thread.load(std::memory_order_relaxed);  // relaxed: claimed once, read by its owner
   if (cur != me_thread &&
       !(cur == 0 && lease_thread.compare_exchange_strong(cur, me_thread, std::memory_order_relaxed)))
     return false;
-  tls_lease_of = lease_id;
+  detail::tls_lease_of = lease.id;
   return true;
 }
 
 bool Client::Impl::lease_try_acquire(SemaphoreEntry* e, std::uint32_t sem) noexcept {
-  if (!lease.active || lease.busy || lease.sem != sem) return false;
+  if (lease.take_sem != sem) return false;
   // relaxed + a compiler fence: the order against a revoker comes from its membarrier.
   me->lease.store(lease_word(lease.gen, sem, lease.slot, kLeaseBusy), std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -265,13 +267,13 @@ bool Client::Impl::lease_try_acquire(SemaphoreEntry* e, std::uint32_t sem) noexc
     lease_give_back(e, sem);
     return false;
   }
-  lease.busy = true;
+  lease.mark_busy();
   return true;
 }
 
 bool Client::Impl::lease_release(SemaphoreEntry* e, std::uint32_t sem) noexcept {
-  if (!lease.active || !lease.busy || lease.sem != sem) return false;
-  lease.busy = false;
+  if (lease.put_sem != sem) return false;
+  lease.mark_idle();
   me->lease.store(lease_word(lease.gen, sem, lease.slot, kLeaseIdle), std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   // relaxed loads: a waiter, parker or revoker that our loads miss does its membarrier
@@ -285,7 +287,7 @@ bool Client::Impl::lease_release(SemaphoreEntry* e, std::uint32_t sem) noexcept 
 
 // A new lease: a one-permit grant held by the lease holder value of a new generation.
 bool Client::Impl::lease_grant(SemaphoreEntry* e, std::uint32_t sem) noexcept {
-  if (lease.active || lease.cool != 0) {
+  if (lease.active() || lease.cool != 0) {
     if (lease.cool != 0) --lease.cool;
     return false;
   }
@@ -299,15 +301,23 @@ bool Client::Impl::lease_grant(SemaphoreEntry* e, std::uint32_t sem) noexcept {
     lease.cool = kLeaseCooling;  // contended: plain grants for a while
     return false;
   }
-  me->lease.store(lease_word(gen, sem, slot, kLeaseBusy), std::memory_order_relaxed);
-  lease = Lease{true, true, sem, slot, gen, 0};
+  lease.sem = sem;
+  lease.mark_busy();
+  lease.slot = slot;
+  lease.gen = gen;
+  lease.cool = 0;
+  lease.busy_word = lease_word(gen, sem, slot, kLeaseBusy);
+  lease.idle_word = lease_word(gen, sem, slot, kLeaseIdle);
+  lease.waiters = &e->waiters;
+  lease.parked = &e->parked_hint;
+  me->lease.store(lease.busy_word, std::memory_order_relaxed);
   return true;
 }
 
 void Client::Impl::lease_give_back(SemaphoreEntry* e, std::uint32_t sem) noexcept {
   const bool freed = free_ledger_slot(e, lease.slot, lease_holder(lease.gen, token));
   me->lease.store(kLeaseNone, std::memory_order_relaxed);
-  lease.active = lease.busy = false;
+  lease.mark_none();
   lease.cool = kLeaseCooling;  // someone else wanted it: plain grants for a while
   if (freed) sem_freed(e, sem);
 }
@@ -538,28 +548,14 @@ bool Client::Impl::direct_acquire(SemaphoreEntry* e, std::uint32_t sem, std::uin
   return sem_try_acquire(e, n, participant_holder(token));
 }
 
-// The lease thread's take of its idle lease: a plain store and a load (no entry lookup:
-// a lease exists only for a semaphore that does).
-bool Client::Impl::lease_fast_take(std::uint32_t sem) noexcept {
-  if (tls_lease_of != lease_id || !lease.active || lease.busy || lease.sem != sem ||
-      !leases_on.load(std::memory_order_relaxed))
-    return false;
-  me->lease.store(lease_word(lease.gen, sem, lease.slot, kLeaseBusy), std::memory_order_relaxed);
-  std::atomic_signal_fence(std::memory_order_seq_cst);                              // see lease_try_acquire
-  if (me->lease_revoke.load(std::memory_order_relaxed) == lease.gen) return false;  // the slow path gives it back
-  lease.busy = true;
-  return true;
-}
-
-Errc Client::try_acquire(SemId sem, std::uint32_t n) noexcept {
-  if (n == 1 && impl_->lease_fast_take(sem)) return Errc::ok;
+Errc Client::try_acquire_slow(SemId sem, std::uint32_t n) noexcept {
   auto* e = impl_->sem_entry(sem);
   if (e == nullptr) return Errc::unknown_semaphore;
   if (n > kMaxSemaphoreCapacity) return Errc::need_exceeds_capacity;
   return impl_->direct_acquire(e, sem, n) ? Errc::ok : Errc::unavailable;
 }
 
-Errc Client::acquire(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept {
+Errc Client::acquire_slow(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept {
   auto* e = impl_->sem_entry(sem);
   if (e == nullptr) return Errc::unknown_semaphore;
   if (n > kMaxSemaphoreCapacity) return Errc::need_exceeds_capacity;
@@ -585,18 +581,18 @@ Errc Client::acquire(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeou
   }
 }
 
-Errc Client::release(SemId sem, std::uint32_t n) noexcept {
-  auto& im = *impl_;
-  // The lease thread's release of its lease: a plain store and three loads (no entry
-  // lookup: a lease exists only for a semaphore that does).
-  if (n == 1 && tls_lease_of == im.lease_id && im.lease.active && im.lease.sem == sem &&
-      im.leases_on.load(std::memory_order_relaxed) && im.lease_release(&im.core->semaphores[sem], sem))
-    return Errc::ok;
+// The inline release (client.hpp) found that someone wants the lease's permit.
+Errc Client::give_back_lease(SemId sem) noexcept {
+  impl_->lease_give_back(&impl_->core->semaphores[sem], sem);
+  return Errc::ok;
+}
+
+Errc Client::release_slow(SemId sem, std::uint32_t n) noexcept {
   auto* e = impl_->sem_entry(sem);
   if (e == nullptr) return Errc::unknown_semaphore;
   // The lease thread's leased permit goes back to its lease (only it may touch `lease`);
   // the rest of n through the ledger, all or nothing as ever.
-  if (n >= 1 && impl_->is_lease_thread() && impl_->lease.active && impl_->lease.busy && impl_->lease.sem == sem) {
+  if (n >= 1 && impl_->is_lease_thread() && impl_->lease.put_sem == sem) {
     if (n > 1 && impl_->sem_release(e, n - 1, participant_holder(impl_->token)) != n - 1)
       return Errc::invalid_argument;  // not held: nothing changed
     impl_->lease_release(e, sem);

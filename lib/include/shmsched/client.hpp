@@ -25,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "shmsched/detail/lease.hpp"
 #include "shmsched/error.hpp"
 #include "shmsched/participant.hpp"
 #include "shmsched/segment.hpp"
@@ -122,12 +123,27 @@ class Client {
   /// Changes a semaphore's capacity (0..56); growing hands permits to parked tasks.
   Errc set_capacity(SemId sem, std::uint32_t capacity) noexcept;
   /// Takes n permits for the calling thread if they are free now (no system call).
-  Errc try_acquire(SemId sem, std::uint32_t n = 1) noexcept;
+  /// The first thread to use semaphores through this Client keeps the one permit it
+  /// releases as a lease and takes it again inline (docs/resources.md).
+  Errc try_acquire(SemId sem, std::uint32_t n = 1) noexcept {
+    if (n == 1 && lease_ != nullptr && detail::lease_take(*lease_, sem)) return Errc::ok;
+    return try_acquire_slow(sem, n);
+  }
   /// Takes n permits, sleeping on a futex while none is free, up to `timeout`.
-  Errc acquire(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept;
+  Errc acquire(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept {
+    if (n == 1 && lease_ != nullptr && detail::lease_take(*lease_, sem)) return Errc::ok;
+    return acquire_slow(sem, n, timeout);
+  }
   /// Returns n permits the calling thread holds (permits belong to the thread that took
   /// them; the reaper returns them all if the process dies).
-  Errc release(SemId sem, std::uint32_t n = 1) noexcept;
+  Errc release(SemId sem, std::uint32_t n = 1) noexcept {
+    if (n == 1 && lease_ != nullptr) {
+      const detail::LeasePut put = detail::lease_put(*lease_, sem);
+      if (put == detail::LeasePut::done) return Errc::ok;
+      if (put == detail::LeasePut::give_back) return give_back_lease(sem);
+    }
+    return release_slow(sem, n);
+  }
   /// What a worker gets when it tries to take a task's permits.
   enum class Grant : std::uint8_t { granted, parked, error };
   /// Acquires every need of `task` (all or none). When one is not free, the task is
@@ -191,7 +207,12 @@ class Client {
  private:
   struct Impl;
   explicit Client(std::unique_ptr<Impl> impl) noexcept;
+  Errc try_acquire_slow(SemId sem, std::uint32_t n) noexcept;
+  Errc acquire_slow(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept;
+  Errc release_slow(SemId sem, std::uint32_t n) noexcept;
+  Errc give_back_lease(SemId sem) noexcept;
   std::unique_ptr<Impl> impl_;
+  detail::LeaseView* lease_ = nullptr;  // in *impl_; the inline fast paths read it
 };
 
 /// RAII permits of a semaphore for code that uses it directly: acquired by the

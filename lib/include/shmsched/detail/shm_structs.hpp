@@ -191,13 +191,15 @@ struct alignas(kCacheLine) SemaphoreEntry {
   static constexpr std::uint64_t kBitmapMask = (std::uint64_t{1} << kSlots) - 1;
   AtomicU64 word;  // [name hash : 62][state : 2], as for queues
   AtomicU64 name[4];
-  AtomicU64 permits;   // [capacity : 8][bitmap : 56]
-  AtomicU32 waiters;   // direct acquirers asleep on wake_seq
-  AtomicU32 wake_seq;  // futex word for direct acquirers
-  AtomicU64 holders[kSlots];
+  AtomicU64 permits;      // [capacity : 8][bitmap : 56]
+  AtomicU32 waiters;      // direct acquirers asleep on wake_seq
+  AtomicU32 wake_seq;     // futex word for direct acquirers
   AtomicU32 parked_hint;  // tasks parked on it (approximate; lets a release skip the park rings)
   AtomicU32 leases;       // ledger slots held as leases, counted high (see semaphore.cpp)
+  // First line: everything a release looks at. Then the ledger, seven lines.
+  AtomicU64 holders[kSlots];
 };
+static_assert(offsetof(SemaphoreEntry, holders) == kCacheLine);
 static_assert(sizeof(SemaphoreEntry) == 8 * kCacheLine);
 
 /// Ledger holder encodings.
