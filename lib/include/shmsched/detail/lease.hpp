@@ -52,7 +52,8 @@ extern thread_local constinit std::uint64_t tls_lease_of;
 /// The lease thread takes its idle lease: true when the permit is the caller's now.
 /// False sends the caller to the slow path (which gives back a revoked lease).
 inline bool lease_take(LeaseView& v, std::uint32_t sem) noexcept {
-  if (v.take_sem != sem || tls_lease_of != v.id || !v.on.load(std::memory_order_relaxed)) return false;
+  // The thread check first: the plain fields are the lease thread's alone to read.
+  if (tls_lease_of != v.id || v.take_sem != sem || !v.on.load(std::memory_order_relaxed)) return false;
   // relaxed + a compiler fence: the order against a revoker comes from its membarrier.
   v.word->store(v.busy_word, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -66,7 +67,7 @@ enum class LeasePut : std::uint8_t { not_a_lease, done, give_back };
 /// The lease thread releases its lease: done, or give_back when a waiter, a parked task
 /// or a revocation wants the permit (the caller then frees it for real).
 inline LeasePut lease_put(LeaseView& v, std::uint32_t sem) noexcept {
-  if (v.put_sem != sem || tls_lease_of != v.id || !v.on.load(std::memory_order_relaxed)) return LeasePut::not_a_lease;
+  if (tls_lease_of != v.id || v.put_sem != sem || !v.on.load(std::memory_order_relaxed)) return LeasePut::not_a_lease;
   v.mark_idle();
   v.word->store(v.idle_word, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
