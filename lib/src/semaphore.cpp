@@ -256,32 +256,25 @@ bool Client::Impl::is_lease_thread() noexcept {
   return true;
 }
 
+// The slow paths' use of the inline owner side (detail/lease.hpp), for a caller that is
+// the lease thread: a take that finds its lease revoked gives it back here.
 bool Client::Impl::lease_try_acquire(SemaphoreEntry* e, std::uint32_t sem) noexcept {
   if (lease.take_sem != sem) return false;
-  // relaxed + a compiler fence: the order against a revoker comes from its membarrier.
-  me->lease.store(lease_word(lease.gen, sem, lease.slot, kLeaseBusy), std::memory_order_relaxed);
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  // Everyone who takes a lease back, and set_capacity when it shrinks, marks it revoked
-  // before anything else, so this one load is the whole check.
-  if (me->lease_revoke.load(std::memory_order_relaxed) == lease.gen) {
-    lease_give_back(e, sem);
-    return false;
-  }
-  lease.mark_busy();
-  return true;
+  if (detail::lease_take(lease, sem)) return true;
+  lease_give_back(e, sem);  // taken back, or the capacity shrank (set_capacity revokes)
+  return false;
 }
 
 bool Client::Impl::lease_release(SemaphoreEntry* e, std::uint32_t sem) noexcept {
-  if (lease.put_sem != sem) return false;
-  lease.mark_idle();
-  me->lease.store(lease_word(lease.gen, sem, lease.slot, kLeaseIdle), std::memory_order_relaxed);
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  // relaxed loads: a waiter, parker or revoker that our loads miss does its membarrier
-  // after its own store and then sees the idle lease and takes it back itself.
-  if (e->waiters.load(std::memory_order_relaxed) != 0 ||
-      static_cast<std::int32_t>(e->parked_hint.load(std::memory_order_relaxed)) > 0 ||
-      me->lease_revoke.load(std::memory_order_relaxed) == lease.gen)
-    lease_give_back(e, sem);
+  switch (detail::lease_put(lease, sem)) {
+    case detail::LeasePut::not_a_lease:
+      return false;
+    case detail::LeasePut::give_back:
+      lease_give_back(e, sem);
+      return true;
+    case detail::LeasePut::done:
+      return true;
+  }
   return true;
 }
 
@@ -462,10 +455,7 @@ std::uint32_t Client::Impl::sweep_ledgers(DeadSlot dead) noexcept {
       if (e->holders[i].compare_exchange_strong(h, 0, std::memory_order_acq_rel) && leased)
         e->leases.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a hint (see lease_grant)
     }
-    if (freed) {
-      sem_after_release(sem);
-      unpark_to_queues(sem);
-    }
+    if (freed) sem_freed(e, sem);
   }
   return returned;
 }
@@ -519,8 +509,7 @@ Errc Client::set_capacity(SemId sem, std::uint32_t capacity) noexcept {
   // Leases are taken back (idle ones now, busy ones at their release): a lease must not
   // outlive a shrink, and its owner's fast path does not look at the capacity.
   impl_->revoke_idle_leases(e);
-  impl_->sem_after_release(sem);
-  impl_->unpark_to_queues(sem);
+  impl_->sem_freed(e, sem);
   return Errc::ok;
 }
 
