@@ -8,12 +8,12 @@ namespace shmsched {
 // -------------------------------------------------------------------------------------
 
 Client::Client(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)), lease_(&impl_->lease) {}
-Client::Client(Client&& o) noexcept : impl_(std::move(o.impl_)), lease_(std::exchange(o.lease_, nullptr)) {}
+Client::Client(Client&& o) noexcept : impl_(std::move(o.impl_)), lease_(std::exchange(o.lease_, &detail::g_no_lease)) {}
 Client& Client::operator=(Client&& o) noexcept {
   if (this != &o) {
     detach();
     impl_ = std::move(o.impl_);
-    lease_ = std::exchange(o.lease_, nullptr);
+    lease_ = std::exchange(o.lease_, &detail::g_no_lease);
   }
   return *this;
 }
@@ -66,12 +66,11 @@ Result<Client> Client::attach(Segment& segment, Role role) {
     p.workers.store(0, std::memory_order_relaxed);
     p.reaped.store(0, std::memory_order_relaxed);
     p.processed.store(0, std::memory_order_relaxed);
-    p.lease.store(0, std::memory_order_relaxed);
-    // lease_revoke is kept: lease generations continue from it, so they only grow per
+    p.leasing.lease.store(0, std::memory_order_relaxed);
+    // leasing.revoke is kept: lease generations continue from it, so they only grow per
     // slot and a late revoker of a former occupant's lease cannot mark a new one.
-    impl->lease_gens = p.lease_revoke.load(std::memory_order_relaxed) & 0xFFFFFFFFULL;
-    impl->lease.word = &p.lease;
-    impl->lease.revoke = &p.lease_revoke;
+    impl->lease_gens = p.leasing.revoke.load(std::memory_order_relaxed) & 0xFFFFFFFFULL;
+    impl->lease.words = &p.leasing;
     impl->me = &p;
     impl->slot = i;
     impl->epoch = epoch;

@@ -567,7 +567,9 @@ struct Client::Impl {
 
   void deregister() noexcept {
     if (!attached) return;
-    lease.on.store(false, std::memory_order_relaxed);  // the lease thread is this one, or idle (detach's contract)
+    // The lease thread is this one, or not inside the Client (detach's contract): from
+    // here no thread's tls_lease_of matches, so no lease is used after the sweep below.
+    lease.id.store(detail::LeaseView::kDetached, std::memory_order_relaxed);
     ReapReport rep;
     sweep_ledgers(DeadSlot{slot + 1, 0});
     recover_records(DeadSlot{slot + 1, 0}, rep);

@@ -14,6 +14,7 @@ namespace shmsched {
 
 namespace detail {
 thread_local constinit std::uint64_t tls_lease_of = 0;
+constinit LeaseView g_no_lease{LeaseView::kDetached};
 }  // namespace detail
 
 namespace {
@@ -68,11 +69,10 @@ bool is_lease_holder(std::uint64_t h) noexcept {
 bool is_revoking_holder(std::uint64_t h) noexcept {
   return (h & (detail::kHolderKindMask | (std::uint64_t{1} << 61))) == detail::kHolderRevoking;
 }
-// The owner's lease word: [gen:32][sem:16][slot:8][state:8].
-constexpr std::uint64_t kLeaseNone = 0, kLeaseIdle = 1, kLeaseBusy = 2;
-std::uint64_t lease_word(std::uint64_t gen, std::uint32_t sem, std::uint32_t slot, std::uint64_t state) noexcept {
-  return ((gen & kGenMask) << 32) | (std::uint64_t{sem & 0xFFFF} << 16) | (std::uint64_t{slot & 0xFF} << 8) | state;
-}
+// The owner's lease word: detail::lease_word (detail/lease.hpp).
+using detail::kLeaseBusy;
+using detail::kLeaseIdle;
+using detail::kLeaseNone;
 
 // Whether this process may keep leases: revokers reach a lease owner's CPU through
 // membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which reaches only processes that
@@ -157,7 +157,7 @@ std::vector<SemaphoreInfo> Segment::semaphores() const {
       if (!is_lease_holder(h)) continue;
       const std::uint32_t idx = detail::token_index(static_cast<std::uint16_t>(h & 0xFFFF));
       if (idx == 0 || idx > core.layout.max_participants) continue;
-      const std::uint64_t lw = core.participants[idx - 1].lease.load(std::memory_order_relaxed);
+      const std::uint64_t lw = core.participants[idx - 1].leasing.lease.load(std::memory_order_relaxed);
       if ((lw >> 32) == ((h >> 16) & kGenMask) && (lw & 0xFF) != kLeaseBusy) ++leased;
     }
     SemaphoreInfo info{static_cast<SemId>(i),
@@ -226,40 +226,45 @@ bool Client::Impl::sem_try_acquire(SemaphoreEntry* e, std::uint32_t n, std::uint
 // ---- leases ------------------------------------------------------------------------------
 //
 // The lease thread of a process keeps the one permit it releases, marked idle in its
-// participant slot's `lease` word, and takes it again by marking it busy: plain stores,
+// participant slot's lease word (`leasing.lease`), and takes it again by marking it busy: plain stores,
 // no locked instruction. The ledger names the lease (kHolderLease, generation, token),
 // so the permit stays accounted to a live holder and the reaper returns it if the
 // process dies. Another acquirer that finds no free permit takes idle leases back:
 //
-//   owner, take:    lease = busy(gen);   compiler fence;  load lease_revoke: == gen? give back
-//   owner, release: lease = idle(gen);   compiler fence;  load waiters, parked, lease_revoke
-//   revoker:        lease_revoke = gen;  membarrier;      load lease: busy(gen)? leave it
+//   owner, take:    lease = busy(gen);  compiler fence;  load revoke: == gen? give back
+//   owner, release: lease = idle(gen);  compiler fence;  load revoke: == gen? give back
+//   revoker:        revoke = gen;       membarrier;      load lease: busy(gen)? leave it
 //
 // membarrier (the heavy side) makes every running thread of the registered processes
 // pass a full barrier, so the owner's store before it is seen by the revoker's load, or
 // the revoker's store is seen by the owner's load after it (Dekker without a fence on the
 // owner's side). Whoever frees a lease's ledger slot does it by CAS from the lease's exact
 // holder value, so an owner giving back and a revoker taking back cannot both free it.
-// A release that sees a waiter, a parked task or a revocation gives the permit back for
-// real and wakes them, as a plain release does.
+// The revoker marks every lease it finds, busy ones too, and frees the idle ones; a busy
+// one is given back by its owner's next release, which sees the mark and frees the
+// permit for real and wakes the waiters, as a plain release does. A direct acquirer
+// about to sleep and a parker about to park have both failed a grant, and a failed
+// grant revokes (sem_try_acquire; unpark_to_queues after a park): so the release needs
+// to look at the mark only, not at the waiters or parked tasks themselves.
 
 bool Client::Impl::is_lease_thread() noexcept {
-  if (!lease.on.load(std::memory_order_relaxed)) return false;  // detached
-  if (detail::tls_lease_of == lease.id) return true;
+  const std::uint64_t id = lease.id.load(std::memory_order_relaxed);
+  if (id == detail::LeaseView::kDetached) return false;
+  if (detail::tls_lease_of == id) return true;
   if (!leases_supported()) return false;
   const std::uint32_t me_thread = thread_number();
   std::uint32_t cur = lease_thread.load(std::memory_order_relaxed);  // relaxed: claimed once, read by its owner
   if (cur != me_thread &&
       !(cur == 0 && lease_thread.compare_exchange_strong(cur, me_thread, std::memory_order_relaxed)))
     return false;
-  detail::tls_lease_of = lease.id;
+  detail::tls_lease_of = id;
   return true;
 }
 
 // The slow paths' use of the inline owner side (detail/lease.hpp), for a caller that is
 // the lease thread: a take that finds its lease revoked gives it back here.
 bool Client::Impl::lease_try_acquire(SemaphoreEntry* e, std::uint32_t sem) noexcept {
-  if (lease.take_sem != sem) return false;
+  if (!lease.is(sem, kLeaseIdle)) return false;
   if (detail::lease_take(lease, sem)) return true;
   lease_give_back(e, sem);  // taken back, or the capacity shrank (set_capacity revokes)
   return false;
@@ -294,23 +299,16 @@ bool Client::Impl::lease_grant(SemaphoreEntry* e, std::uint32_t sem) noexcept {
     lease.cool = kLeaseCooling;  // contended: plain grants for a while
     return false;
   }
-  lease.sem = sem;
-  lease.mark_busy();
   lease.slot = slot;
   lease.gen = gen;
   lease.cool = 0;
-  lease.busy_word = lease_word(gen, sem, slot, kLeaseBusy);
-  lease.idle_word = lease_word(gen, sem, slot, kLeaseIdle);
-  lease.waiters = &e->waiters;
-  lease.parked = &e->parked_hint;
-  me->lease.store(lease.busy_word, std::memory_order_relaxed);
+  me->leasing.lease.store(detail::lease_word(gen, sem, slot, kLeaseBusy), std::memory_order_relaxed);
   return true;
 }
 
 void Client::Impl::lease_give_back(SemaphoreEntry* e, std::uint32_t sem) noexcept {
   const bool freed = free_ledger_slot(e, lease.slot, lease_holder(lease.gen, token));
-  me->lease.store(kLeaseNone, std::memory_order_relaxed);
-  lease.mark_none();
+  me->leasing.lease.store(kLeaseNone, std::memory_order_relaxed);
   lease.cool = kLeaseCooling;  // someone else wanted it: plain grants for a while
   if (freed) sem_freed(e, sem);
 }
@@ -354,16 +352,16 @@ bool Client::Impl::revoke_idle_leases(SemaphoreEntry* e) noexcept {
     // The request: the owner's next take or release sees it. relaxed + membarrier below.
     // A maximum, not a plain store: generations only grow (across the slot's occupants
     // too, see attach), and a slow revoker of an older lease must not unmark a newer one.
-    std::uint64_t cur = owner->lease_revoke.load(std::memory_order_relaxed);
-    while (cur < gen &&
-           !owner->lease_revoke.compare_exchange_weak(cur, gen, std::memory_order_relaxed, std::memory_order_relaxed)) {
+    std::uint64_t cur = owner->leasing.revoke.load(std::memory_order_relaxed);
+    while (cur < gen && !owner->leasing.revoke.compare_exchange_weak(cur, gen, std::memory_order_relaxed,
+                                                                     std::memory_order_relaxed)) {
     }
     found[n++] = {i, h, owner};
   }
   if (n == 0 || !heavy_fence()) return false;
   bool freed = false;
   for (unsigned k = 0; k < n; ++k) {
-    const std::uint64_t lw = found[k].owner->lease.load(std::memory_order_relaxed);
+    const std::uint64_t lw = found[k].owner->leasing.lease.load(std::memory_order_relaxed);
     const std::uint64_t gen = (found[k].holder >> 16) & kGenMask;
     if ((lw >> 32) == gen && (lw & 0xFF) == kLeaseBusy) continue;  // in use: its release gives it back
     freed |= free_ledger_slot(e, found[k].slot, found[k].holder);
@@ -581,7 +579,7 @@ Errc Client::release_slow(SemId sem, std::uint32_t n) noexcept {
   if (e == nullptr) return Errc::unknown_semaphore;
   // The lease thread's leased permit goes back to its lease (only it may touch `lease`);
   // the rest of n through the ledger, all or nothing as ever.
-  if (n >= 1 && impl_->is_lease_thread() && impl_->lease.put_sem == sem) {
+  if (n >= 1 && impl_->is_lease_thread() && impl_->lease.is(sem, kLeaseBusy)) {
     if (n > 1 && impl_->sem_release(e, n - 1, participant_holder(impl_->token)) != n - 1)
       return Errc::invalid_argument;  // not held: nothing changed
     impl_->lease_release(e, sem);

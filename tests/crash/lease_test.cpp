@@ -192,6 +192,61 @@ TEST(Lease, ParkedTaskIsNotLeftBehindAnIdleLease) {
   EXPECT_TRUE(producer.verify_permits().ok());
 }
 
+// A busy lease's release looks only at its revocation mark, not at the semaphore's
+// sleepers: these two prove that whoever waits for the permit has marked the lease by
+// the time it waits, so the owner's release gives it back for real instead of keeping
+// it idle. (Without the mark it would stay idle until the waiter's capped sleep ends.)
+// Without leases (no membarrier) the same behaviour holds through plain releases.
+TEST(Lease, WaiterBehindABusyLeaseGetsItAtTheOwnersRelease) {
+  World w;
+  auto c = Client::attach(w.seg).value();
+  ASSERT_EQ(c.try_acquire(w.sem), Errc::ok);
+  ASSERT_EQ(c.release(w.sem), Errc::ok);
+  ASSERT_EQ(w.info().leased, permit_leases_available() ? 1u : 0u);
+  ASSERT_EQ(c.try_acquire(w.sem), Errc::ok);  // busy lease: in use by this thread
+  std::atomic<int> got{0};
+  std::thread waiter([&] {
+    auto other = Client::attach(w.seg).value();
+    if (other.acquire(w.sem, 1, 20s) == Errc::ok) {
+      got.store(1);
+      EXPECT_EQ(other.release(w.sem), Errc::ok);
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return w.info().waiters == 1; }, 10s)) << "the waiter never went to sleep";
+  ASSERT_EQ(c.release(w.sem), Errc::ok);
+  // Given back at once: not kept as an idle lease for the waiter to revoke later.
+  EXPECT_EQ(w.info().leased, 0u) << "the owner kept a permit someone is waiting for";
+  waiter.join();
+  EXPECT_EQ(got.load(), 1);
+  EXPECT_TRUE(c.verify_permits().ok());
+  EXPECT_EQ(w.info().in_use, 0u);
+}
+
+TEST(Lease, TaskParkedBehindABusyLeaseIsUnparkedAtTheOwnersRelease) {
+  World w;
+  auto owner = Client::attach(w.seg).value();
+  ASSERT_EQ(owner.try_acquire(w.sem), Errc::ok);
+  ASSERT_EQ(owner.release(w.sem), Errc::ok);
+  ASSERT_EQ(owner.try_acquire(w.sem), Errc::ok);  // busy lease
+  TaskOptions o;
+  o.queue = w.q;
+  o.needs[0] = Need{w.sem, 1};
+  ASSERT_EQ(owner.enqueue_text("job", "x", o), Errc::ok);
+  auto worker = Client::attach(w.seg).value();
+  Taken t;
+  ASSERT_TRUE(worker.try_take(w.q, t));
+  ASSERT_EQ(worker.acquire_for(t, t.needs), Client::Grant::parked);
+  EXPECT_FALSE(worker.try_take(w.q, t)) << "parked, so not in the queue";
+  ASSERT_EQ(owner.release(w.sem), Errc::ok);
+  EXPECT_EQ(w.info().leased, 0u) << "the owner kept a permit a parked task waits for";
+  // The release handed the permit over: the task is back in its queue and runs.
+  ASSERT_TRUE(worker.try_take(w.q, t)) << "the parked task was left behind the lease";
+  ASSERT_EQ(worker.acquire_for(t, t.needs), Client::Grant::granted);
+  (void)worker.release_for(t, t.needs);  // nothing else is parked: no hand-over
+  ASSERT_EQ(worker.complete(t), Errc::ok);
+  EXPECT_TRUE(owner.verify_permits().ok());
+}
+
 TEST(Lease, KilledOwnerOfAnIdleLeaseLeaksNothing) {
   World w;
   const pid_t holder = w.spawn_idle_lease_holder();

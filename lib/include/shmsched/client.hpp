@@ -126,20 +126,20 @@ class Client {
   /// The first thread to use semaphores through this Client keeps the one permit it
   /// releases as a lease and takes it again inline (docs/resources.md).
   Errc try_acquire(SemId sem, std::uint32_t n = 1) noexcept {
-    if (n == 1 && lease_ != nullptr && detail::lease_take(*lease_, sem)) return Errc::ok;
+    if (__builtin_expect(n == 1 && detail::lease_take(*lease_, sem), 1)) return Errc::ok;
     return try_acquire_slow(sem, n);
   }
   /// Takes n permits, sleeping on a futex while none is free, up to `timeout`.
   Errc acquire(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept {
-    if (n == 1 && lease_ != nullptr && detail::lease_take(*lease_, sem)) return Errc::ok;
+    if (__builtin_expect(n == 1 && detail::lease_take(*lease_, sem), 1)) return Errc::ok;
     return acquire_slow(sem, n, timeout);
   }
   /// Returns n permits the calling thread holds (permits belong to the thread that took
   /// them; the reaper returns them all if the process dies).
   Errc release(SemId sem, std::uint32_t n = 1) noexcept {
-    if (n == 1 && lease_ != nullptr) {
+    if (__builtin_expect(n == 1, 1)) {
       const detail::LeasePut put = detail::lease_put(*lease_, sem);
-      if (put == detail::LeasePut::done) return Errc::ok;
+      if (__builtin_expect(put == detail::LeasePut::done, 1)) return Errc::ok;
       if (put == detail::LeasePut::give_back) return give_back_lease(sem);
     }
     return release_slow(sem, n);
@@ -212,7 +212,7 @@ class Client {
   Errc release_slow(SemId sem, std::uint32_t n) noexcept;
   Errc give_back_lease(SemId sem) noexcept;
   std::unique_ptr<Impl> impl_;
-  detail::LeaseView* lease_ = nullptr;  // in *impl_; the inline fast paths read it
+  detail::LeaseView* lease_ = &detail::g_no_lease;  // in *impl_ (or g_no_lease); the inline fast paths read it
 };
 
 /// RAII permits of a semaphore for code that uses it directly: acquired by the

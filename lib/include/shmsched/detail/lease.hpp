@@ -1,8 +1,7 @@
 // The permit lease fast path, inline in Client::try_acquire / acquire / release so that
-// the lease thread's uncontended take and release cost a plain store and a load or
-// three, with no call into the library. The protocol, the revocation and why it is safe
-// are in lib/src/semaphore.cpp and docs/resources.md; this header is only the owner's
-// side of it.
+// the lease thread's uncontended take and release cost a plain store and a load, with
+// no call into the library. The protocol, the revocation and why it is safe are in
+// lib/src/semaphore.cpp and docs/resources.md; this header is only the owner's side.
 #pragma once
 
 #include <atomic>
@@ -13,70 +12,92 @@
 
 namespace shmsched::detail {
 
+/// The lease words of a participant slot, on their own line: `lease` is written only by
+/// the slot's lease thread ([gen:32][sem:16][slot:8][state:8]), `revoke` by revokers
+/// (the highest generation taken back).
+struct LeaseWords {
+  AtomicU64 lease{0};
+  AtomicU64 revoke{0};
+};
+
+/// The lease word: [gen:32][sem:16][slot:8][state:8]; state none, idle or busy.
+inline constexpr std::uint64_t kLeaseNone = 0, kLeaseIdle = 1, kLeaseBusy = 2;
+/// The bits a fast path compares: the semaphore and the state.
+inline constexpr std::uint64_t kLeaseMatch = 0xFFFF00FFULL;
+constexpr std::uint64_t lease_word(std::uint64_t gen, std::uint32_t sem, std::uint32_t slot,
+                                   std::uint64_t state) noexcept {
+  return (gen << 32) | (std::uint64_t{sem & 0xFFFF} << 16) | (std::uint64_t{slot & 0xFF} << 8) | state;
+}
+
 /// A Client's lease state, in its Impl. The plain fields are written only by the
 /// Client's lease thread (the thread whose tls_lease_of is `id`), and read only by it.
 struct LeaseView {
-  static constexpr std::uint32_t kNone = UINT32_MAX;  ///< no SemId is this
-  std::uint64_t id = 0;                               ///< process-unique, never reused (the Impl's address may be)
-  std::atomic<bool> on{true};                         ///< false from detach on: no lease is used after it
-  // The lease's semaphore while it is idle (take_sem) or in use (put_sem), else kNone:
-  // the fast paths decide with one compare each.
-  std::uint32_t take_sem = kNone;
-  std::uint32_t put_sem = kNone;
-  bool active() const noexcept { return take_sem != kNone || put_sem != kNone; }
-  bool busy() const noexcept { return put_sem != kNone; }
-  void mark_busy() noexcept {
-    put_sem = sem;
-    take_sem = kNone;
+  static constexpr std::uint32_t kNone = UINT32_MAX;      ///< no SemId is this
+  static constexpr std::uint64_t kDetached = UINT64_MAX;  ///< `id` from detach on: no thread's tls_lease_of
+  /// Process-unique, never reused (the Impl's address may be). Atomic only because
+  /// detach stores kDetached into it; relaxed everywhere (detach's contract: the lease
+  /// thread is the detaching thread, or not inside the Client).
+  std::atomic<std::uint64_t> id{0};
+  constexpr LeaseView() noexcept = default;
+  constexpr explicit LeaseView(std::uint64_t i) noexcept : id(i) {}
+  std::uint64_t gen = 0;        ///< of the current lease (the lease word says whether there is one)
+  LeaseWords* words = nullptr;  ///< the participant slot's lease line (set at attach)
+  std::uint32_t slot = 0;       ///< the current lease's ledger slot
+  std::uint32_t cool = 0;       ///< grants to make without a lease after one was given back
+  /// The lease word, for the lease thread's slow paths (relaxed: its own last store).
+  std::uint64_t word() const noexcept { return words->lease.load(std::memory_order_relaxed); }
+  bool active() const noexcept { return (word() & 0xFF) != 0; }
+  /// Whether the lease is on `sem` and in `state` (kLeaseIdle or kLeaseBusy).
+  bool is(std::uint32_t sem, std::uint64_t state) const noexcept {
+    return (word() & kLeaseMatch) == ((std::uint64_t{sem} << 16) | state);
   }
-  void mark_idle() noexcept {
-    take_sem = sem;
-    put_sem = kNone;
-  }
-  void mark_none() noexcept { take_sem = put_sem = kNone; }
-  std::uint32_t sem = 0;
-  std::uint32_t slot = 0;
-  std::uint64_t gen = 0;
-  std::uint32_t cool = 0;        ///< grants to make without a lease after one was given back
-  std::uint64_t busy_word = 0;   ///< the participant's lease word while in use ...
-  std::uint64_t idle_word = 0;   ///< ... and while idle
-  AtomicU64* word = nullptr;     ///< the participant slot's `lease` (written by the owner only)
-  AtomicU64* revoke = nullptr;   ///< its `lease_revoke` (written by revokers)
-  AtomicU32* waiters = nullptr;  ///< the leased semaphore's sleeping acquirers
-  AtomicU32* parked = nullptr;   ///< and its parked-task hint
 };
 
 /// The LeaseView id of the Client whose lease thread the calling thread is (0: none).
 extern thread_local constinit std::uint64_t tls_lease_of;
 
+/// The lease view of a Client that has none (moved from): its id is kDetached, so the
+/// fast paths need no null check.
+extern constinit LeaseView g_no_lease;
+
 /// The lease thread takes its idle lease: true when the permit is the caller's now.
 /// False sends the caller to the slow path (which gives back a revoked lease).
 inline bool lease_take(LeaseView& v, std::uint32_t sem) noexcept {
-  // The thread check first: the plain fields are the lease thread's alone to read.
-  if (tls_lease_of != v.id || v.take_sem != sem || !v.on.load(std::memory_order_relaxed)) return false;
+  // The thread check first: the lease word is the lease thread's alone to write.
+  if (__builtin_expect(tls_lease_of != v.id.load(std::memory_order_relaxed), 0)) return false;
+  LeaseWords* const w = v.words;
+  // relaxed: our own last store (nobody else writes it).
+  const std::uint64_t lw = w->lease.load(std::memory_order_relaxed);
+  if (__builtin_expect((lw & kLeaseMatch) != ((std::uint64_t{sem} << 16) | kLeaseIdle), 0)) return false;
   // relaxed + a compiler fence: the order against a revoker comes from its membarrier.
-  v.word->store(v.busy_word, std::memory_order_relaxed);
+  w->lease.store(lw + (kLeaseBusy - kLeaseIdle), std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (v.revoke->load(std::memory_order_relaxed) == v.gen) return false;
-  v.mark_busy();
-  return true;
+  if (__builtin_expect(w->revoke.load(std::memory_order_relaxed) != (lw >> 32), 1)) return true;
+  // Revoked: back to idle (as a revoker may find it anyway), for the slow path to give back.
+  w->lease.store(lw, std::memory_order_relaxed);
+  return false;
 }
 
 enum class LeasePut : std::uint8_t { not_a_lease, done, give_back };
 
-/// The lease thread releases its lease: done, or give_back when a waiter, a parked task
-/// or a revocation wants the permit (the caller then frees it for real).
+/// The lease thread releases its lease: done, or give_back when it was revoked (the
+/// caller then frees the permit for real and wakes whoever waits for it).
+///
+/// Only the revocation is looked at: a direct acquirer about to sleep and a parker about
+/// to park both failed a grant first, and a failed grant revokes every lease of the
+/// semaphore, busy ones included (revoke_idle_leases), so whoever waits for this permit
+/// has marked it.
 inline LeasePut lease_put(LeaseView& v, std::uint32_t sem) noexcept {
-  if (tls_lease_of != v.id || v.put_sem != sem || !v.on.load(std::memory_order_relaxed)) return LeasePut::not_a_lease;
-  v.mark_idle();
-  v.word->store(v.idle_word, std::memory_order_relaxed);
+  if (__builtin_expect(tls_lease_of != v.id.load(std::memory_order_relaxed), 0)) return LeasePut::not_a_lease;
+  LeaseWords* const w = v.words;
+  const std::uint64_t lw = w->lease.load(std::memory_order_relaxed);  // relaxed: our own last store
+  if (__builtin_expect((lw & kLeaseMatch) != ((std::uint64_t{sem} << 16) | kLeaseBusy), 0))
+    return LeasePut::not_a_lease;
+  w->lease.store(lw - (kLeaseBusy - kLeaseIdle), std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  // relaxed loads: a waiter, parker or revoker that these miss has fenced after its own
-  // store and will see the idle lease and take it back itself.
-  if (v.waiters->load(std::memory_order_relaxed) != 0 ||
-      static_cast<std::int32_t>(v.parked->load(std::memory_order_relaxed)) > 0 ||
-      v.revoke->load(std::memory_order_relaxed) == v.gen)
-    return LeasePut::give_back;
+  // relaxed: a revoker that this misses has fenced after its own store and will see the
+  // idle lease and take it back itself.
+  if (__builtin_expect(w->revoke.load(std::memory_order_relaxed) == (lw >> 32), 0)) return LeasePut::give_back;
   return LeasePut::done;
 }
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "shmsched/detail/atomic.hpp"
+#include "shmsched/detail/lease.hpp"
 #include "shmsched/layout.hpp"
 #include "shmsched/ring.hpp"
 
@@ -154,11 +155,10 @@ struct alignas(kCacheLine) ParticipantSlot {
   AtomicU32 help_sleepers;                  // of those, the ones that may help (not reserved)
   alignas(kCacheLine) AtomicU64 reaped{0};  // participants this one reaped
   AtomicU64 processed{0};                   // handlers finished (any outcome)
-  // The permit lease of this process's lease thread (semaphore.cpp): `lease` is written
-  // only by that thread ([gen:32][sem:16][slot:8][state:8]), `lease_revoke` by others
-  // (the generation they take back). Own line: the owner writes it on every grant.
-  alignas(kCacheLine) AtomicU64 lease{0};
-  AtomicU64 lease_revoke{0};
+  // The permit lease of this process's lease thread (semaphore.cpp, detail/lease.hpp):
+  // `leasing.lease` is written only by that thread, `leasing.revoke` by others. Own
+  // line: the owner writes it on every take and release.
+  alignas(kCacheLine) LeaseWords leasing;
 };
 static_assert(sizeof(ParticipantSlot) == 3 * kCacheLine);
 
