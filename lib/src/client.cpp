@@ -39,8 +39,9 @@ Result<Client> Client::attach(Segment& segment, Role role) {
   impl->pop_cursor = std::make_unique<detail::AtomicU64[]>(core->ring_count());  // value-initialised: 0
   impl->push_cursor = std::make_unique<detail::AtomicU64[]>(core->ring_count());
   impl->queue_rings = std::make_unique<IndexRing<>[]>(core->ring_count());
-  static std::atomic<std::uint64_t> next_lease_id{1};
-  impl->lease.id = next_lease_id.fetch_add(1, std::memory_order_relaxed);  // relaxed: only uniqueness matters
+  static std::atomic<std::uint64_t> next_client_id{1};
+  impl->client_id = next_client_id.fetch_add(1, std::memory_order_relaxed);  // relaxed: only uniqueness matters
+  impl->lease.id.store(impl->client_id, std::memory_order_relaxed);
   for (std::uint32_t r = 0; r < core->ring_count(); ++r)
     impl->queue_rings[r] = core->ring(static_cast<std::uint16_t>(r));
   const auto self = ProcessIdentity::self();

@@ -336,6 +336,23 @@ struct Client::Impl {
     }
   }
 
+  // type_name for the take path: the calling thread remembers the last name it looked up
+  // for this Client. A ready type entry never changes (types are never unregistered), so
+  // the view stays valid while the segment is mapped, which outlives the Client; the
+  // Client's id (never reused) keys the memory, not the Impl's address.
+  std::string_view type_name_cached(std::uint64_t h) const noexcept {
+    struct Last {
+      std::uint64_t client = 0, hash = 0;
+      std::string_view name;
+    };
+    thread_local Last last;
+    const std::uint64_t me = client_id;
+    if (last.client == me && last.hash == h) return last.name;
+    const std::string_view n = type_name(h);
+    if (!n.empty()) last = {me, h, n};
+    return n;
+  }
+
   std::string_view type_name(std::uint64_t h) const noexcept {
     const std::uint64_t key = h >> 2;
     for (std::uint32_t probe = 0; probe < detail::kMaxTypes; ++probe) {
@@ -494,6 +511,7 @@ struct Client::Impl {
   // takes it back with an asymmetric fence. See docs/resources.md.
   detail::LeaseView lease;                     // the lease thread's state (detail/lease.hpp)
   std::atomic<std::uint32_t> lease_thread{0};  // its thread number; 0 = none yet
+  std::uint64_t client_id = 0;                 // process-unique, never reused; set at attach
   std::uint64_t lease_gens = 0;                // generations handed out (lease thread only)
   bool is_lease_thread() noexcept;
   bool lease_try_acquire(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
@@ -613,7 +631,7 @@ struct Client::Impl {
   // earlier one (each publishing CAS is seq_cst and precedes it), so a batch wakes as
   // surely as single calls do, with one look per queue instead of one per task.
   struct BatchDebts {
-    static constexpr std::size_t kMax = 4;  // more distinct pairs settle early, still exactly
+    static constexpr std::size_t kMax = 16;  // more distinct pairs settle early, still exactly
     struct Debt {
       QueueId queue;
       std::uint8_t level;
@@ -623,6 +641,10 @@ struct Client::Impl {
     std::size_t n = 0;
   };
   void owe(BatchDebts& b, QueueId q, std::uint8_t level) noexcept {
+    if (b.n != 0 && b.debts[b.n - 1].queue == q && b.debts[b.n - 1].level == level) {  // a run: the usual case
+      ++b.debts[b.n - 1].count;
+      return;
+    }
     for (std::size_t i = 0; i < b.n; ++i) {
       if (b.debts[i].queue == q && b.debts[i].level == level) {
         ++b.debts[i].count;
@@ -799,7 +821,7 @@ struct Client::Impl {
       out.attempt = b->attempts;
       out.max_attempts = b->max_attempts;
       out.type = b->type_hash;
-      out.type_name = type_name(b->type_hash);
+      out.type_name = type_name_cached(b->type_hash);
       out.payload = std::span<const std::byte>(core->payload(v),
                                                std::min<std::uint32_t>(b->payload_len, core->layout.payload_bytes));
       out.enqueued_ns = load_enqueued(b);

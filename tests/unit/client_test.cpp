@@ -40,6 +40,28 @@ struct Fixture : ::testing::Test {
 
 }  // namespace
 
+// The take path remembers the last type name per thread and Client: alternating types,
+// and two Clients of two segments whose types hash alike in neither, each get their own.
+TEST_F(Fixture, TakenTypeNamesFollowEachTaskAcrossTypesAndClients) {
+  const char* types[] = {"alpha", "beta", "alpha", "alpha", "gamma", "beta"};
+  for (const char* ty : types) ASSERT_EQ(cli.enqueue_text(ty, "", opts(general)), Errc::ok);
+  Segment other_seg = Segment::create_private(small_layout(), CreateOptions{0600, {"general"}}).value();
+  Client other = Client::attach(other_seg).value();
+  const QueueId og = other_seg.find_queue("general").value();
+  ASSERT_EQ(other.enqueue_text("delta", "", opts(og)), Errc::ok);
+  for (const char* ty : types) {
+    Taken t;
+    ASSERT_TRUE(cli.try_take(general, t));
+    EXPECT_EQ(t.type_name, ty);
+    EXPECT_EQ(cli.complete(t), Errc::ok);
+    Taken u;  // the other Client in between: its name, never this one's
+    if (other.try_take(og, u)) {
+      EXPECT_EQ(u.type_name, "delta");
+      ASSERT_EQ(other.requeue(u), Errc::ok);
+    }
+  }
+}
+
 TEST_F(Fixture, EnqueueThenTakeReturnsSamePayloadAndId) {
   TaskId id = 0;
   ASSERT_EQ(cli.enqueue_text("echo", "hello", opts(general), &id), Errc::ok);
