@@ -277,7 +277,7 @@ Errc Client::retry_or_dead_letter(const Taken& task, std::string_view reason, st
 std::vector<DeadLetter> Client::dead_letters(std::size_t max) const {
   std::vector<DeadLetter> out;
   const auto& core = *impl_->core;
-  for (std::uint32_t i = 0; i < core.capacity && out.size() < max; ++i) {
+  for (std::uint32_t i = 0, end = core.scan_end(); i < end && out.size() < max; ++i) {
     const std::uint64_t s = core.ctrl[i].state.load(std::memory_order_acquire);
     if (state_of(s) != TaskState::dead) continue;
     // Dead letters are not written by anyone until requeued or purged; re-check the
@@ -316,7 +316,7 @@ Errc Client::requeue_dead(TaskId id) noexcept {
 
 std::size_t Client::requeue_all_dead() noexcept {
   std::size_t n = 0;
-  for (std::uint32_t i = 0; i < impl_->core->capacity; ++i) {
+  for (std::uint32_t i = 0, end = impl_->core->scan_end(); i < end; ++i) {
     const std::uint64_t s = impl_->core->ctrl[i].state.load(std::memory_order_acquire);
     if (state_of(s) == TaskState::dead && requeue_dead(impl_->core->hot(i)->id) == Errc::ok) ++n;
   }
@@ -325,7 +325,7 @@ std::size_t Client::requeue_all_dead() noexcept {
 
 std::size_t Client::purge_dead() noexcept {
   std::size_t n = 0;
-  for (std::uint32_t i = 0; i < impl_->core->capacity; ++i) {
+  for (std::uint32_t i = 0, end = impl_->core->scan_end(); i < end; ++i) {
     std::uint64_t s = impl_->core->ctrl[i].state.load(std::memory_order_acquire);
     if (state_of(s) != TaskState::dead) continue;
     if (impl_->core->ctrl[i].state.compare_exchange_strong(s, next_word(s, TaskState::free, impl_->token),

@@ -57,6 +57,10 @@ inline void store_not_before(detail::TaskHot* b, std::int64_t v) noexcept {
 inline LevelStats sum_level(const detail::Core& core, std::uint32_t queue, std::uint32_t level) noexcept {
   LevelStats st;
   for (std::uint32_t p = 0; p < core.layout.max_participants; ++p) {
+    // A slot never registered (word 0: free, epoch 0) has counted nothing: skip its lines,
+    // so a snapshot of a fresh segment does not make tmpfs allocate them. relaxed: a
+    // participant registering meanwhile counts from after this snapshot.
+    if (core.participants[p].word.load(std::memory_order_relaxed) == 0) continue;
     const auto& c = core.counter(p, queue, level);
     st.enqueued += c.enqueued.load(std::memory_order_relaxed);
     st.started += c.started.load(std::memory_order_relaxed);
@@ -260,6 +264,18 @@ struct Client::Impl {
     return Errc::ok;
   }
 
+  // Raises the records_used mark past record `idx` before it is reserved (SegmentHeader).
+  // Past the first pass over the table this is one load and a compare.
+  void note_used(std::uint32_t idx) noexcept {
+    auto& mark = core->header->records_used;
+    std::uint32_t cur = mark.load(std::memory_order_relaxed);  // relaxed: the RMW below decides
+    // seq_cst RMW: a locked instruction, ordered before our reserve CAS, and paired with
+    // scan_end's load.
+    while (cur <= idx &&
+           !mark.compare_exchange_weak(cur, idx + 1, std::memory_order_seq_cst, std::memory_order_relaxed)) {
+    }
+  }
+
   // Reserve a free record by sweeping the control words from this process's cursor.
   // Records are freed roughly in the order they were reserved, so the record after the
   // last one reserved is usually free: one load and one CAS. A full sweep that finds
@@ -293,6 +309,7 @@ struct Client::Impl {
       std::uint64_t s = c.state.load(std::memory_order_relaxed);
       if (!is_free(s)) continue;
       const std::uint64_t next = next_word(s, TaskState::reserved, token);
+      note_used(i & mask);
       // (S0) acquire: pairs with (S5) of the record's last owner; we may now write it.
       if (c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) {
         cursor.store(i + 1, std::memory_order_relaxed);
@@ -428,7 +445,7 @@ struct Client::Impl {
 
   // Finish or undo everything the (dead, or departing) owner `dead` left in records.
   void recover_records(DeadSlot dead, ReapReport& rep) noexcept {
-    for (std::uint32_t idx = 0; idx < core->capacity; ++idx) {
+    for (std::uint32_t idx = 0, end = core->scan_end(); idx < end; ++idx) {
       auto& c = core->ctrl[idx];
       std::uint64_t s = c.state.load(std::memory_order_acquire);
       if (s == 0 || !dead.matches(owner_of(s))) continue;

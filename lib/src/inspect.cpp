@@ -25,7 +25,9 @@ Snapshot inspect(const Segment& segment) {
 
   // Per queue id: queued, running, delayed, parked.
   std::vector<std::array<std::uint64_t, 4>> per_queue(core.layout.max_queues);
-  for (std::uint32_t i = 0; i < core.capacity; ++i) {
+  const std::uint32_t end = core.scan_end();
+  s.free += core.capacity - end;  // never used: virgin, so free
+  for (std::uint32_t i = 0; i < end; ++i) {
     const TaskState st = state_of(core.ctrl[i].state.load(std::memory_order_acquire));
     if (st == TaskState::queued || st == TaskState::running || st == TaskState::delayed || st == TaskState::parked) {
       // relaxed: the owner may move the record on meanwhile; a figure read once.

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "shmsched/detail/core.hpp"
 #include "shmsched/shmsched.hpp"
 
 using namespace shmsched;
@@ -114,4 +115,39 @@ TEST(Inspect, ParkedTaskCountsForItsQueue) {
   EXPECT_EQ(s.parked, 1u);
   ASSERT_EQ(cli.release(gpu, 1), Errc::ok);  // hands the permit on: the task is takeable again
   EXPECT_TRUE(cli.try_take(b, t));
+}
+
+// Whole-table scans stop at records_used, one past the highest record ever reserved:
+// everything below it is still seen, and what lies past it counts as free.
+TEST(Inspect, ScansStopAtTheHighestRecordEverUsedAndMissNothingBelowIt) {
+  auto seg = Segment::create_private(layout(), CreateOptions{0600, {"a"}}).value();
+  const auto& mark = seg.core().header->records_used;
+  EXPECT_EQ(mark.load(), 0u) << "a fresh segment has used no record";
+  EXPECT_EQ(inspect(seg).free, 256u);
+  auto cli = Client::attach(seg, Role::producer | Role::consumer).value();
+  const QueueId a = seg.find_queue("a").value();
+  TaskOptions o;
+  o.queue = a;
+  Taken t;
+  // Walk the sweep forward, so that the next records used lie well past the first ones.
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_EQ(cli.enqueue_text("t", "", o), Errc::ok);
+    ASSERT_TRUE(cli.try_take(a, t));
+    ASSERT_EQ(cli.complete(t), Errc::ok);
+  }
+  ASSERT_EQ(cli.enqueue_text("t", "", o), Errc::ok);
+  ASSERT_TRUE(cli.try_take(a, t));
+  EXPECT_GT(mark.load(), t.index) << "the mark must be past every record in use";
+  EXPECT_LT(mark.load(), 256u) << "this test needs records past the mark";
+  ASSERT_EQ(cli.dead_letter(t, "bad"), Errc::ok);
+  ASSERT_EQ(cli.enqueue_text("t", "", o), Errc::ok);
+  const Snapshot s = inspect(seg);
+  EXPECT_EQ(s.dead, 1u);
+  EXPECT_EQ(s.queued, 1u);
+  EXPECT_EQ(s.free, 254u);
+  const auto dl = cli.dead_letters();
+  ASSERT_EQ(dl.size(), 1u);
+  EXPECT_EQ(dl[0].id, t.id);
+  EXPECT_EQ(cli.requeue_all_dead(), 1u);
+  EXPECT_EQ(inspect(seg).queued, 2u);
 }

@@ -935,3 +935,23 @@ TEST(SegmentParticipants, FullTableThenSlotFreedByDetach) {
     clients.push_back(std::move(c.value()));
   }
 }
+
+// Inspecting a fresh default segment (what `shmctl stat` does) reads only the records
+// ever used: tmpfs allocates a page for every page read, and the control words of 65,536
+// records alone are 1 MiB. Allocated blocks before and after must stay close.
+TEST(SegmentNamed, InspectingAFreshSegmentDoesNotAllocateItsTaskTable) {
+  NameGuard g;
+  Layout l;  // defaults: 65,536 records
+  auto s = Segment::create(g.name(), l, with_queues({"general"}));
+  ASSERT_TRUE(s.ok()) << why(s);
+  auto blocks = [&] {
+    struct stat st {};
+    return ::stat(g.path().c_str(), &st) == 0 ? static_cast<std::int64_t>(st.st_blocks) * 512 : -1;
+  };
+  const std::int64_t before = blocks();
+  ASSERT_GE(before, 0);
+  const Snapshot snap = inspect(*s);
+  EXPECT_EQ(snap.free, l.task_capacity);
+  const std::int64_t grown = blocks() - before;
+  EXPECT_LT(grown, 256 * 1024) << "inspect made tmpfs allocate " << grown << " bytes";
+}

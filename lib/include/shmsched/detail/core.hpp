@@ -2,6 +2,7 @@
 // the base address and the SegmentMap; none of them is stored in the segment).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -37,6 +38,12 @@ struct Core {
   unsigned index_bits = 0;  // log2(capacity)
 
   void bind(std::byte* b, const Layout& l) noexcept;
+
+  /// Where a scan of the task records may stop: no record at or past it was ever used.
+  std::uint32_t scan_end() const noexcept {
+    // seq_cst: pairs with the raise in alloc (see SegmentHeader::records_used).
+    return std::min(capacity, header->records_used.load(std::memory_order_seq_cst));
+  }
 
   TaskHot* hot(std::uint32_t i) const noexcept { return reinterpret_cast<TaskHot*>(bodies + stride * i); }
   std::byte* payload(std::uint32_t i) const noexcept { return bodies + stride * i + sizeof(TaskHot); }

@@ -18,7 +18,7 @@
 namespace shmsched::detail {
 
 inline constexpr std::uint64_t kMagic = 0x3144484353'4d4853ULL;  // "SHMSCHD1" little-endian
-inline constexpr std::uint32_t kAbiVersion = 2;
+inline constexpr std::uint32_t kAbiVersion = 3;
 
 enum class InitState : std::uint32_t { initializing = 0x494E4954u /* "INIT" */, ready = 0x52454459u /* "REDY" */ };
 
@@ -69,6 +69,12 @@ struct alignas(kCacheLine) SegmentHeader {
   alignas(kCacheLine) AtomicU64 janitor_lease{0};
   AtomicI64 janitor_renewed_ns{0};
   alignas(kCacheLine) AtomicU64 delayed_next_due_ns{0};
+  // One past the highest task record ever reserved: records from here on are virgin, so
+  // whole-table scans (recovery, inspection, dead letters) stop here. Raised (a locked
+  // RMW) before the reserve CAS of a record at or above it, so whoever finds a reserver
+  // dead finds the mark raised; only ever grows. Read on every reservation, written only
+  // while the first pass over the table is under way: its own line.
+  alignas(kCacheLine) AtomicU32 records_used{0};
 };
 static_assert(sizeof(SegmentHeader) <= 4096);
 
