@@ -1197,6 +1197,73 @@ int callgrind_workload(std::uint64_t n) {
   return 0;
 }
 
+// The engine alone, as the cross-process micro-benchmarks drive it but in one thread:
+// one Client enqueues N tasks (64-byte payloads, priorities priority_of(seq)), then takes
+// and completes them all; single calls, or batches of 64 (enqueue_batch, try_take_batch,
+// complete_batch). No threads and no idle looks, so two runs of one N count the same.
+int engine_workload(std::uint64_t n, bool batch) {
+  if (n > kCallgrindCapacity) return workload_failed("the engine workloads take at most the table's capacity");
+  auto seg = Segment::create_private(scenario_layout(kCallgrindCapacity, 0), CreateOptions{0600, {"work"}});
+  if (!seg) return workload_failed(seg.error().message());
+  const QueueId q = seg->find_queue("work").value();
+  auto client = Client::attach(*seg);
+  if (!client) return workload_failed(client.error().message());
+  Client& c = *client;
+  std::uint64_t sum = 0;
+  if (!batch) {
+    TaskOptions o;
+    o.queue = q;
+    for (std::uint64_t i = 0; i < n; ++i) {
+      o.priority = priority_of(i);
+      Item it;
+      it.seq = i;
+      if (const Errc e = c.enqueue_value("engine", it, o); e != Errc::ok)
+        return workload_failed("enqueue: " + std::string(to_string(e)));
+    }
+    Taken t;
+    for (std::uint64_t i = 0; i < n; ++i) {
+      if (!c.try_take(q, t)) return workload_failed("a task is missing");
+      Item item;
+      std::memcpy(&item, t.payload.data(), std::min(sizeof item, t.payload.size()));
+      sum += item.seq;
+      if (c.complete(t) != Errc::ok) return workload_failed("complete failed");
+    }
+  } else {
+    std::array<Item, kBatch> items{};
+    std::array<TaskSpec, kBatch> specs;
+    std::array<TaskId, kBatch> ids{};
+    for (std::size_t k = 0; k < kBatch; ++k) {
+      specs[k].type = "engine";
+      specs[k].payload = as_payload(items[k]);
+      specs[k].options.queue = q;
+    }
+    for (std::uint64_t base = 0; base < n; base += kBatch) {
+      const std::size_t m = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, n - base));
+      for (std::size_t k = 0; k < m; ++k) {
+        items[k].seq = base + k;
+        specs[k].options.priority = priority_of(base + k);
+      }
+      Errc e = Errc::ok;
+      if (c.enqueue_batch(std::span<const TaskSpec>(specs.data(), m), ids, &e) != m)
+        return workload_failed("enqueue_batch: " + std::string(to_string(e)));
+    }
+    std::array<Taken, kBatch> ts;
+    for (std::uint64_t got = 0; got < n;) {
+      const std::size_t m = c.try_take_batch(q, ts);
+      if (m == 0) return workload_failed("tasks are missing");
+      for (std::size_t k = 0; k < m; ++k) {
+        Item item;
+        std::memcpy(&item, ts[k].payload.data(), std::min(sizeof item, ts[k].payload.size()));
+        sum += item.seq;
+      }
+      if (c.complete_batch(std::span<const Taken>(ts.data(), m)) != m) return workload_failed("complete_batch failed");
+      got += m;
+    }
+  }
+  if (sum != (n == 0 ? 0 : n * (n - 1) / 2)) return workload_failed("checksum mismatch");
+  return 0;
+}
+
 // =====================================================================================
 // driver
 // =====================================================================================
@@ -1217,13 +1284,14 @@ struct Args {
   std::string only;
   bool quick = false;
   bool callgrind = false;
+  std::string workload = "full_path";
   std::optional<std::uint64_t> tasks;
 };
 
 void usage() {
   std::fprintf(stderr,
                "usage: shmsched_scenarios [--json=PATH] [--quick] [--only=SUBSTRING]\n"
-               "       shmsched_scenarios --callgrind-workload --tasks=N\n");
+               "       shmsched_scenarios --callgrind-workload[=full_path|engine_single|engine_batch] --tasks=N\n");
 }
 
 std::optional<Args> parse_args(int argc, char** argv) {
@@ -1238,6 +1306,10 @@ std::optional<Args> parse_args(int argc, char** argv) {
       a.quick = true;
     } else if (s == "--callgrind-workload") {
       a.callgrind = true;
+    } else if (auto w = value("--callgrind-workload="); w) {
+      if (*w != "full_path" && *w != "engine_single" && *w != "engine_batch") return std::nullopt;
+      a.callgrind = true;
+      a.workload = std::string(*w);
     } else if (auto v = value("--json="); v) {
       a.json = std::string(*v);
     } else if (auto v2 = value("--only="); v2) {
@@ -1265,7 +1337,10 @@ int main(int argc, char** argv) {
     usage();
     return 2;
   }
-  if (args->callgrind) return callgrind_workload(*args->tasks);
+  if (args->callgrind) {
+    if (args->workload == "full_path") return callgrind_workload(*args->tasks);
+    return engine_workload(*args->tasks, args->workload == "engine_batch");
+  }
   install_cleanup_handlers();
   try {
     RecordSink sink(args->json);

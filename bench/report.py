@@ -201,6 +201,14 @@ def cmd_micro(args):
 
 # ----------------------------------------------------------------------------- callgrind
 
+# shmsched_scenarios --callgrind-workload=W: W -> what its row says it counts.
+CALLGRIND_WORKLOADS = {
+    "full_path": "full path",
+    "engine_single": "engine single calls (enqueue, take, complete)",
+    "engine_batch": "engine batch calls of 64",
+}
+
+
 def callgrind_ir(path):
     """Total Ir of one callgrind output file, from its summary: (or totals:) line."""
     events = ["Ir"]
@@ -238,10 +246,10 @@ def cmd_callgrind(args):
     if ir2 <= ir1:
         die(f"callgrind: {n2} tasks took no more instructions than {n1} ({ir2} <= {ir1}): "
             "is the task count honoured?")
-    r = base_record("callgrind_full_path", "shmsched")
+    r = base_record("callgrind_" + args.workload, "shmsched")
     r["extra"] = {"instructions_per_task": (ir2 - ir1) / (n2 - n1),
                   "tasks": [n1, n2], "ir": [ir1, ir2],
-                  "note": "valgrind --tool=callgrind on shmsched_scenarios --callgrind-workload; "
+                  "note": f"valgrind --tool=callgrind on shmsched_scenarios --callgrind-workload={args.workload}; "
                           "(Ir2 - Ir1) / (N2 - N1) cancels start-up and tear-down"}
     write_jsonl([r], args.out)
     return 0
@@ -489,12 +497,13 @@ def floors(records):
     else:
         rows.append((what, "—", "n/a (no priority row with extra.inversions)"))
     rows += micro_floors(records)
-    cg = [r for r in good(records, "callgrind_full_path") if num(extra(r, "instructions_per_task")) is not None]
-    if cg:
-        rows.append(("callgrind: instructions per task, full path (no floor)",
-                     f"{num(extra(cg[0], 'instructions_per_task')):.0f}", "—"))
-    else:
-        rows.append(("callgrind: instructions per task, full path (no floor)", "—", "n/a (not measured)"))
+    for workload, what in CALLGRIND_WORKLOADS.items():
+        label = f"callgrind: instructions per task, {what} (no floor)"
+        cg = [r for r in good(records, "callgrind_" + workload) if num(extra(r, "instructions_per_task")) is not None]
+        if cg:
+            rows.append((label, f"{num(extra(cg[0], 'instructions_per_task')):.0f}", "—"))
+        else:
+            rows.append((label, "—", "n/a (not measured)"))
     return rows
 
 
@@ -691,7 +700,7 @@ def cmd_markdown(args):
         L.append("")
 
     known = {"full_path", "latency_busy", "latency_sleeping", "scaling", "priority", "starvation",
-             "primary_secondary", "scarce_resource", "callgrind_full_path"}
+             "primary_secondary", "scarce_resource"} | {"callgrind_" + w for w in CALLGRIND_WORKLOADS}
     other = [r for r in recs if not r.get("error") and r.get("scenario") not in known
              and not str(r.get("scenario", "")).startswith("micro/")]
     if other:
@@ -996,6 +1005,7 @@ def main():
     p.set_defaults(fn=cmd_micro)
     p = sub.add_parser("callgrind", help="callgrind outputs of two task counts -> one record")
     p.add_argument("points", nargs="+", metavar="N:FILE[,FILE...]")
+    p.add_argument("--workload", default="full_path", choices=list(CALLGRIND_WORKLOADS))
     p.add_argument("--out", default="-")
     p.set_defaults(fn=cmd_callgrind)
     p = sub.add_parser("collect", help="merge JSON Lines files into latest.json")

@@ -127,8 +127,9 @@ for i, r in enumerate(records):
                 fail(f"{label}: extra.cdf is not a CDF (increasing latencies and fractions ending at 1)")
 
 expected = ["shmsched_bench", "shmsched_throughput", "shmsched_scenarios"]
+CALLGRIND = ["callgrind_full_path", "callgrind_engine_single", "callgrind_engine_batch"]
 if shutil.which("valgrind"):
-    expected.append("callgrind")
+    expected += CALLGRIND
 for src in expected:
     rows = by_source.get(src, [])
     good = [r for r in rows if not r.get("error")]
@@ -143,7 +144,7 @@ for r in by_source.get("shmsched_bench", []):
 if records and not any(r.get("scenario") == "full_path" and r.get("system") == "shmsched"
                        and is_num(r.get("tasks_per_s")) and r["tasks_per_s"] > 0 for r in records):
     fail("no full_path record of shmsched with tasks_per_s > 0")
-cg = [r for r in by_source.get("callgrind", []) if not r.get("error")]
+cg = [r for src in CALLGRIND for r in by_source.get(src, []) if not r.get("error")]
 for r in cg:
     ipt = r.get("extra", {}).get("instructions_per_task")
     if not is_num(ipt) or ipt <= 0:
