@@ -267,8 +267,12 @@ struct Client::Impl {
   // Raises the records_used mark past record `idx` before it is reserved (SegmentHeader).
   // Past the first pass over the table this is one load and a compare.
   void note_used(std::uint32_t idx) noexcept {
+    // relaxed: a hint whether to raise; raise_mark's RMW decides.
+    if (__builtin_expect(idx >= core->header->records_used.load(std::memory_order_relaxed), 0)) raise_mark(idx);
+  }
+  [[gnu::noinline, gnu::cold]] void raise_mark(std::uint32_t idx) noexcept {
     auto& mark = core->header->records_used;
-    std::uint32_t cur = mark.load(std::memory_order_relaxed);  // relaxed: the RMW below decides
+    std::uint32_t cur = mark.load(std::memory_order_relaxed);
     // seq_cst RMW: a locked instruction, ordered before our reserve CAS, and paired with
     // scan_end's load.
     while (cur <= idx &&
