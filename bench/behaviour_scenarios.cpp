@@ -1254,22 +1254,11 @@ int engine_workload(std::uint64_t n, bool batch) {
       if (c.complete(t) != Errc::ok) return workload_failed("complete failed");
     }
   } else {
-    std::array<Item, kBatch> items{};
-    std::array<TaskSpec, kBatch> specs;
-    std::array<TaskId, kBatch> ids{};
-    for (std::size_t k = 0; k < kBatch; ++k) {
-      specs[k].type = "engine";
-      specs[k].payload = as_payload(items[k]);
-      specs[k].options.queue = q;
-    }
+    TaskBatch batch("engine", q);
     for (std::uint64_t base = 0; base < n; base += kBatch) {
-      const std::size_t m = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, n - base));
-      for (std::size_t k = 0; k < m; ++k) {
-        items[k].seq = base + k;
-        specs[k].options.priority = priority_of(base + k);
-      }
+      const std::span<const TaskSpec> specs = batch.window(base, n);
       Errc e = Errc::ok;
-      if (c.enqueue_batch(std::span<const TaskSpec>(specs.data(), m), ids, &e) != m)
+      if (c.enqueue_batch(specs, batch.ids, &e) != specs.size())
         return workload_failed("enqueue_batch: " + std::string(to_string(e)));
     }
     std::array<Taken, kBatch> ts;

@@ -21,16 +21,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <utility>
+
+#include "shmsched/shmsched.hpp"
 
 namespace shmsched::bench {
 
@@ -62,6 +67,35 @@ constexpr std::uint64_t checksum_of(std::uint64_t n) noexcept {
 constexpr std::uint8_t priority_of(std::uint64_t seq) noexcept {
   return static_cast<std::uint8_t>((seq * 0x9E3779B97F4A7C15ULL) >> 61);
 }
+
+/// A batch of kBatch tasks as the engine benchmarks send them: Items by value, with seq
+/// and priority_of(seq) set for each window of the stream. The specs point into `items`,
+/// so a batch stays where it was made.
+struct TaskBatch {
+  std::array<Item, kBatch> items{};
+  std::array<TaskSpec, kBatch> specs;
+  std::array<TaskId, kBatch> ids{};
+
+  TaskBatch(std::string_view type, QueueId queue) noexcept {
+    for (std::size_t i = 0; i < kBatch; ++i) {
+      specs[i].type = type;
+      specs[i].payload = as_payload(items[i]);
+      specs[i].options.queue = queue;
+    }
+  }
+  TaskBatch(const TaskBatch&) = delete;
+  TaskBatch& operator=(const TaskBatch&) = delete;
+
+  /// The specs of tasks base .. base + k - 1 of a stream of n, k = min(kBatch, n - base).
+  std::span<const TaskSpec> window(std::uint64_t base, std::uint64_t n) noexcept {
+    const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, n - base));
+    for (std::size_t i = 0; i < k; ++i) {
+      items[i].seq = base + i;
+      specs[i].options.priority = priority_of(base + i);
+    }
+    return std::span<const TaskSpec>(specs.data(), k);
+  }
+};
 
 inline std::int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())

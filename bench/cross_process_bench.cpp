@@ -225,25 +225,15 @@ std::string produce_shmsched_single(Client& c, QueueId q, std::uint64_t n, const
 }
 
 std::string produce_shmsched_batch(Client& c, QueueId q, std::uint64_t n, const Watch& watch) {
-  std::array<Item, kBatch> items{};
-  std::array<TaskSpec, kBatch> specs;
-  std::array<TaskId, kBatch> ids{};
-  for (std::size_t i = 0; i < kBatch; ++i) {
-    specs[i].type = kType;
-    specs[i].payload = as_payload(items[i]);
-    specs[i].options.queue = q;
-  }
+  TaskBatch batch(kType, q);
   for (std::uint64_t base = 0; base < n; base += kBatch) {
-    const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, n - base));
-    for (std::size_t i = 0; i < k; ++i) {
-      items[i].seq = base + i;
-      specs[i].options.priority = priority_of(base + i);
-    }
+    const std::span<const TaskSpec> specs = batch.window(base, n);
+    const std::size_t k = specs.size();
     std::size_t done = 0;
     Backoff backoff;
     for (std::uint64_t waits = 1;; ++waits) {
       Errc e = Errc::ok;
-      done += c.enqueue_batch(std::span<const TaskSpec>(specs).subspan(done, k - done), ids, &e);
+      done += c.enqueue_batch(specs.subspan(done, k - done), batch.ids, &e);
       if (done == k) break;
       if (!backpressure(e)) return "enqueue_batch: " + std::string(to_string(e));
       backoff.pause();
