@@ -299,15 +299,15 @@ bool Client::Impl::lease_grant(SemaphoreEntry* e, std::uint32_t sem) noexcept {
     lease.cool = kLeaseCooling;  // contended: plain grants for a while
     return false;
   }
-  lease.slot = slot;
-  lease.gen = gen;
   lease.cool = 0;
   me->leasing.lease.store(detail::lease_word(gen, sem, slot, kLeaseBusy), std::memory_order_relaxed);
   return true;
 }
 
 void Client::Impl::lease_give_back(SemaphoreEntry* e, std::uint32_t sem) noexcept {
-  const bool freed = free_ledger_slot(e, lease.slot, lease_holder(lease.gen, token));
+  // The lease word names the lease: its generation and ledger slot.
+  const std::uint64_t lw = lease.word();
+  const bool freed = free_ledger_slot(e, static_cast<unsigned>((lw >> 8) & 0xFF), lease_holder(lw >> 32, token));
   me->leasing.lease.store(kLeaseNone, std::memory_order_relaxed);
   lease.cool = kLeaseCooling;  // someone else wanted it: plain grants for a while
   if (freed) sem_freed(e, sem);

@@ -32,7 +32,6 @@ constexpr std::uint64_t lease_word(std::uint64_t gen, std::uint32_t sem, std::ui
 /// A Client's lease state, in its Impl. The plain fields are written only by the
 /// Client's lease thread (the thread whose tls_lease_of is `id`), and read only by it.
 struct LeaseView {
-  static constexpr std::uint32_t kNone = UINT32_MAX;      ///< no SemId is this
   static constexpr std::uint64_t kDetached = UINT64_MAX;  ///< `id` from detach on: no thread's tls_lease_of
   /// Process-unique, never reused (the Impl's address may be). Atomic only because
   /// detach stores kDetached into it; relaxed everywhere (detach's contract: the lease
@@ -40,9 +39,7 @@ struct LeaseView {
   std::atomic<std::uint64_t> id{0};
   constexpr LeaseView() noexcept = default;
   constexpr explicit LeaseView(std::uint64_t i) noexcept : id(i) {}
-  std::uint64_t gen = 0;        ///< of the current lease (the lease word says whether there is one)
   LeaseWords* words = nullptr;  ///< the participant slot's lease line (set at attach)
-  std::uint32_t slot = 0;       ///< the current lease's ledger slot
   std::uint32_t cool = 0;       ///< grants to make without a lease after one was given back
   /// The lease word, for the lease thread's slow paths (relaxed: its own last store).
   std::uint64_t word() const noexcept { return words->lease.load(std::memory_order_relaxed); }
