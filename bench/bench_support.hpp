@@ -29,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -67,6 +68,34 @@ constexpr std::uint64_t checksum_of(std::uint64_t n) noexcept {
 constexpr std::uint8_t priority_of(std::uint64_t seq) noexcept {
   return static_cast<std::uint8_t>((seq * 0x9E3779B97F4A7C15ULL) >> 61);
 }
+
+/// A private segment with the queue "bench" and one Client on it: the set-up of the
+/// one-process micro-benchmarks. When it fails, `error` says why (for SkipWithError).
+struct BenchSegment {
+  std::optional<Segment> seg;
+  std::optional<Client> client;
+  QueueId queue = 0;
+  std::string error;
+
+  BenchSegment(const Layout& layout, Role role) {
+    CreateOptions co;
+    co.queues = {"bench"};
+    auto s = Segment::create_private(layout, co);
+    if (!s) {
+      error = s.error().message();
+      return;
+    }
+    seg.emplace(std::move(*s));
+    queue = seg->find_queue("bench").value();
+    auto c = Client::attach(*seg, role);
+    if (!c) {
+      error = c.error().message();
+      return;
+    }
+    client.emplace(std::move(*c));
+  }
+  bool ok() const noexcept { return error.empty(); }
+};
 
 /// A batch of kBatch tasks as the engine benchmarks send them: Items by value, with seq
 /// and priority_of(seq) set for each window of the stream. The specs point into `items`,

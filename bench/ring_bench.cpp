@@ -37,19 +37,10 @@ constexpr std::string_view kType = "bench";
 void BM_pair_shmsched_client(benchmark::State& state) {
   Layout layout;
   layout.payload_bytes = sizeof(Item);
-  CreateOptions co;
-  co.queues = {"bench"};
-  auto seg = Segment::create_private(layout, co);
-  if (!seg) {
-    state.SkipWithError(seg.error().message().c_str());
-    return;
-  }
-  const QueueId q = seg->find_queue("bench").value();
-  auto client = Client::attach(*seg, Role::producer | Role::consumer);
-  if (!client) {
-    state.SkipWithError(client.error().message().c_str());
-    return;
-  }
+  BenchSegment bench(layout, Role::producer | Role::consumer);
+  if (!bench.ok()) return state.SkipWithError(bench.error.c_str());
+  const QueueId q = bench.queue;
+  auto& client = bench.client;
   TaskOptions opts;
   opts.queue = q;
   opts.priority = static_cast<std::uint8_t>(state.range(0));
@@ -77,20 +68,11 @@ BENCHMARK(BM_pair_shmsched_client)->Arg(0)->Arg(7);
 void BM_full_shmsched_enqueue_refused(benchmark::State& state) {
   Layout layout;
   layout.payload_bytes = sizeof(Item);
-  CreateOptions co;
-  co.queues = {"bench"};
-  auto seg = Segment::create_private(layout, co);
-  if (!seg) {
-    state.SkipWithError(seg.error().message().c_str());
-    return;
-  }
-  auto client = Client::attach(*seg, Role::producer);
-  if (!client) {
-    state.SkipWithError(client.error().message().c_str());
-    return;
-  }
+  BenchSegment bench(layout, Role::producer);
+  if (!bench.ok()) return state.SkipWithError(bench.error.c_str());
+  auto& client = bench.client;
   TaskOptions opts;
-  opts.queue = seg->find_queue("bench").value();
+  opts.queue = bench.queue;
   const Item item{};
   Errc e = Errc::ok;
   while ((e = client->enqueue(kType, as_payload(item), opts)) == Errc::ok) {

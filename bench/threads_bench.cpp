@@ -68,20 +68,11 @@ void BM_task_alloc_fill_free(benchmark::State& state) {
   layout.task_capacity = 1024;
   layout.ring_capacity = 64;  // the ring fills long before the table does
   layout.payload_bytes = sizeof(Item);
-  CreateOptions co;
-  co.queues = {"bench"};
-  auto seg = Segment::create_private(layout, co);
-  if (!seg) {
-    state.SkipWithError(seg.error().message().c_str());
-    return;
-  }
-  auto client = Client::attach(*seg, Role::producer);
-  if (!client) {
-    state.SkipWithError(client.error().message().c_str());
-    return;
-  }
+  BenchSegment bench(layout, Role::producer);
+  if (!bench.ok()) return state.SkipWithError(bench.error.c_str());
+  auto& client = bench.client;
   TaskOptions opts;
-  opts.queue = seg->find_queue("bench").value();
+  opts.queue = bench.queue;
   const Item item{};
   while (client->enqueue(kType, as_payload(item), opts) == Errc::ok) {
   }
@@ -125,17 +116,14 @@ void BM_mpmc_shmsched(benchmark::State& state) {
   const auto n = static_cast<unsigned>(state.range(0));
   Layout layout;
   layout.payload_bytes = sizeof(Item);
-  CreateOptions co;
-  co.queues = {"bench"};
-  auto seg = Segment::create_private(layout, co);
-  if (!seg) {
-    state.SkipWithError(seg.error().message().c_str());
-    return;
-  }
-  const QueueId q = seg->find_queue("bench").value();
+  BenchSegment bench(layout, Role::producer | Role::consumer);
+  if (!bench.ok()) return state.SkipWithError(bench.error.c_str());
+  const QueueId q = bench.queue;
   std::vector<std::optional<Client>> clients(n);
+  clients[0] = std::move(bench.client);  // n >= 1 (threaded_config)
   for (auto& c : clients) {
-    auto r = Client::attach(*seg, Role::producer | Role::consumer);
+    if (c) continue;
+    auto r = Client::attach(*bench.seg, Role::producer | Role::consumer);
     if (!r) {
       state.SkipWithError(r.error().message().c_str());
       return;
