@@ -133,9 +133,18 @@ std::size_t Client::enqueue_batch(std::span<const TaskSpec> tasks, std::span<Tas
   } else {
     const std::int64_t now = coarse_now_ns();
     Impl::BatchDebts debts;
-    for (; n < tasks.size(); ++n) {
-      e = impl_->enqueue_one(tasks[n].type, tasks[n].payload, tasks[n].options, &ids[n], now, &debts);
-      if (e != Errc::ok) break;
+    while (n < tasks.size()) {
+      const TaskSpec& t = tasks[n];
+      if (t.options.not_before_ns != 0) {  // delayed tasks go one by one
+        if (e = impl_->enqueue_one(t.type, t.payload, t.options, &ids[n], now, &debts); e != Errc::ok) break;
+        ++n;
+        continue;
+      }
+      if (e = impl_->check_spec(t.type, t.payload, t.options); e != Errc::ok) break;
+      // Consecutive runnable tasks of one (queue, level) go as a run: one ring entry.
+      const std::size_t k = impl_->enqueue_run(tasks.subspan(n), ids.subspan(n), now, debts, e);
+      if (k == 0) break;
+      n += k;
     }
     impl_->settle(debts);
   }

@@ -228,29 +228,38 @@ struct Client::Impl {
     }
   }
 
-  // Put record `idx` (state word `word`, owned by us) into ring `rid`, moving it to
-  // `target` (queued) owned by us on the first attempt. On return `word` is
-  // the record's word as we left it. PushStatus::aborted means the record was not
-  // ours (we were fenced).
-  PushStatus push_record(std::uint32_t idx, std::uint64_t& word, std::uint16_t rid, TaskState target) noexcept {
-    auto& c = core->ctrl[idx];
+  // Put the run of records first .. first + n - 1 (owned by us, their state words in
+  // `words`) into ring `rid` as one entry, moving each to `target` (queued) owned by us
+  // on the first attempt. On return `words` are the records' words as we left them.
+  // PushStatus::aborted means a record was not ours (we were fenced); records moved
+  // before it stay queued under our (fenced) token and the reaper republishes them.
+  PushStatus push_run(std::uint32_t first, std::uint32_t n, std::uint64_t* words, std::uint16_t rid,
+                      TaskState target) noexcept {
     bool moved = false;
     auto prepare = [&](std::uint64_t pos) noexcept {
+      const std::uint64_t wh = detail::make_where(rid, pos);
       // (W1) relaxed: published by (S1) on the first attempt and by the ring's
       // publishing CAS (R3) on every attempt.
-      c.where.store(detail::make_where(rid, pos), std::memory_order_relaxed);
+      for (std::uint32_t k = 0; k < n; ++k) core->ctrl[first + k].where.store(wh, std::memory_order_relaxed);
       if (moved) return true;
-      const std::uint64_t next = next_word(word, target, token);
-      // (S1) acq_rel: releases the body and `where` to the next owner (pairs with T1).
-      if (!c.state.compare_exchange_strong(word, next, std::memory_order_acq_rel, std::memory_order_acquire))
-        return false;
-      word = next;
+      for (std::uint32_t k = 0; k < n; ++k) {
+        const std::uint64_t next = next_word(words[k], target, token);
+        // (S1) acq_rel: releases the body and `where` to the next owner (pairs with T1).
+        if (!core->ctrl[first + k].state.compare_exchange_strong(words[k], next, std::memory_order_acq_rel,
+                                                                 std::memory_order_acquire))
+          return false;
+        words[k] = next;
+        if (k + 1 < n) SHMSCHED_FAULT_POINT(enqueue_run_mid_publish);
+      }
       moved = true;
       return true;
     };
     auto stale = [&](std::uint64_t pos, std::uint32_t v) noexcept { return is_stale(rid, pos, v); };
-    if (rid < core->ring_count()) return queue_rings[rid].try_push(idx, prepare, stale, &push_cursor[rid]);
-    return core->ring(rid).try_push(idx, prepare, stale);  // a park ring
+    if (rid < core->ring_count()) return queue_rings[rid].try_push(first, prepare, stale, &push_cursor[rid], n);
+    return core->ring(rid).try_push(first, prepare, stale, nullptr, n);  // a park ring
+  }
+  PushStatus push_record(std::uint32_t idx, std::uint64_t& word, std::uint16_t rid, TaskState target) noexcept {
+    return push_run(idx, 1, &word, rid, target);
   }
 
   // Free a record we own: one CAS. Nothing indexes free records; allocation sweeps.
@@ -328,6 +337,21 @@ struct Client::Impl {
       cursor.store(i, std::memory_order_relaxed);
     }
     return Errc::table_full;
+  }
+
+  // Reserve exactly record `idx` if it is free (the next member of a run): one load
+  // and one CAS, no sweep.
+  bool alloc_at(std::uint32_t idx, std::uint64_t& word) noexcept {
+    auto& c = core->ctrl[idx];
+    std::uint64_t s = c.state.load(std::memory_order_relaxed);
+    if (!is_free(s)) return false;
+    note_used(idx);
+    const std::uint64_t next = next_word(s, TaskState::reserved, token);
+    // (S0) as in alloc.
+    if (!c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) return false;
+    word = next;
+    SHMSCHED_FAULT_POINT(task_alloc_reserved);
+    return true;
   }
 
   // ---- type registry -------------------------------------------------------------
@@ -661,19 +685,19 @@ struct Client::Impl {
     Debt debts[kMax];
     std::size_t n = 0;
   };
-  void owe(BatchDebts& b, QueueId q, std::uint8_t level) noexcept {
+  void owe(BatchDebts& b, QueueId q, std::uint8_t level, std::uint32_t count = 1) noexcept {
     if (b.n != 0 && b.debts[b.n - 1].queue == q && b.debts[b.n - 1].level == level) {  // a run: the usual case
-      ++b.debts[b.n - 1].count;
+      b.debts[b.n - 1].count += count;
       return;
     }
     for (std::size_t i = 0; i < b.n; ++i) {
       if (b.debts[i].queue == q && b.debts[i].level == level) {
-        ++b.debts[i].count;
+        b.debts[i].count += count;
         return;
       }
     }
     if (b.n == BatchDebts::kMax) settle(b);
-    b.debts[b.n++] = {q, level, 1};
+    b.debts[b.n++] = {q, level, count};
   }
   void settle(BatchDebts& b) noexcept {
     for (std::size_t i = 0; i < b.n; ++i) {
@@ -685,16 +709,10 @@ struct Client::Impl {
     b.n = 0;
   }
 
-  // One task; `now` is the coarse enqueue time (shared by a batch). With `batch`, the
-  // counter bump and the wake-up look are left to the batch (settle).
-  Errc enqueue_one(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o, TaskId* id,
-                   std::int64_t now, BatchDebts* batch) noexcept {
-    if (Errc e = check_spec(type, payload, o); e != Errc::ok) return e;
-    std::uint32_t idx = 0;
-    std::uint64_t word = 0;
-    if (Errc e = alloc(idx, word); e != Errc::ok) return e;
-    const std::uint64_t th = type_hash(type);
-    register_type(th, type);
+  // Writes the body of record idx (reserved by us, state word `word`) for a task of
+  // type hash `th`; returns its id.
+  TaskId fill_record(std::uint32_t idx, std::uint64_t word, std::uint64_t th, std::span<const std::byte> payload,
+                     const TaskOptions& o, std::int64_t now) noexcept {
     auto* b = core->hot(idx);
     const TaskId tid = core->make_id(detail::version_of(word), idx);
     std::atomic_ref<std::uint64_t>(b->id).store(tid, std::memory_order_relaxed);  // ledger checks read it
@@ -725,6 +743,20 @@ struct Client::Impl {
     }
     b->flags = flags;
     if (!payload.empty()) std::memcpy(core->payload(idx), payload.data(), payload.size());
+    return tid;
+  }
+
+  // One task; `now` is the coarse enqueue time (shared by a batch). With `batch`, the
+  // counter bump and the wake-up look are left to the batch (settle).
+  Errc enqueue_one(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o, TaskId* id,
+                   std::int64_t now, BatchDebts* batch) noexcept {
+    if (Errc e = check_spec(type, payload, o); e != Errc::ok) return e;
+    std::uint32_t idx = 0;
+    std::uint64_t word = 0;
+    if (Errc e = alloc(idx, word); e != Errc::ok) return e;
+    const std::uint64_t th = type_hash(type);
+    register_type(th, type);
+    const TaskId tid = fill_record(idx, word, th, payload, o, now);
     SHMSCHED_FAULT_POINT(enqueue_before_queued);
     Errc result = Errc::ok;
     if (o.not_before_ns != 0 && o.not_before_ns > monotonic_ns()) {
@@ -749,6 +781,52 @@ struct Client::Impl {
     return Errc::ok;
   }
 
+  // Enqueues tasks from tasks[0] on as one run: consecutive tasks of one (queue, level),
+  // valid and runnable now, whose records are reserved side by side and published as
+  // one ring entry (each record still moves by its own CAS). Returns how many were
+  // accepted: the run whole, or 0 with `error` set. The first task must be valid and
+  // runnable now; the run ends at the first task that cannot join it, at kMaxRun, or
+  // where the next record is not free. A run never reorders tasks, so a refusal (full
+  // table or ring) refuses exactly a suffix of the batch, as single calls would.
+  std::size_t enqueue_run(std::span<const TaskSpec> tasks, std::span<TaskId> ids, std::int64_t now, BatchDebts& debts,
+                          Errc& error) noexcept {
+    constexpr std::uint32_t kMaxRun = IndexRing<>::kMaxRun;
+    std::uint64_t words[kMaxRun];
+    std::uint32_t first = 0;
+    if (error = alloc(first, words[0]); error != Errc::ok) return 0;
+    const TaskOptions& head = tasks[0].options;
+    const std::size_t limit = std::min<std::size_t>({tasks.size(), kMaxRun, core->capacity - first});
+    std::uint32_t n = 1;
+    for (; n < limit; ++n) {
+      const TaskSpec& t = tasks[n];
+      const TaskOptions& o = t.options;
+      if (o.queue != head.queue || o.priority != head.priority || o.not_before_ns != 0 ||
+          check_spec(t.type, t.payload, o) != Errc::ok || !alloc_at(first + n, words[n]))
+        break;
+    }
+    if (n > 1) cursor.store(first + n, std::memory_order_relaxed);  // the sweep goes on after the run
+    std::uint64_t last_hash = 0;
+    std::string_view last_type;
+    for (std::uint32_t k = 0; k < n; ++k) {
+      const TaskSpec& t = tasks[k];
+      if (k == 0 || t.type.data() != last_type.data() || t.type.size() != last_type.size()) {
+        last_hash = type_hash(t.type);
+        last_type = t.type;
+        register_type(last_hash, t.type);
+      }
+      ids[k] = fill_record(first + k, words[k], last_hash, t.payload, t.options, now);
+    }
+    SHMSCHED_FAULT_POINT(enqueue_before_queued);
+    const PushStatus st = push_run(first, n, words, core->ring_id(head.queue, head.priority), TaskState::queued);
+    if (st != PushStatus::ok) {
+      for (std::uint32_t k = 0; k < n; ++k) free_record(first + k, words[k]);  // not accepted: give them back
+      error = st == PushStatus::full ? Errc::ring_full : Errc::fenced;
+      return 0;
+    }
+    owe(debts, head.queue, head.priority, n);
+    return n;
+  }
+
   // ---- take ----------------------------------------------------------------------
 
   bool takeable_queue(QueueId q) const noexcept {
@@ -761,13 +839,13 @@ struct Client::Impl {
     std::uint32_t aged = 0;
     if (const std::uint32_t bound = core->queues[q].aging_ms.load(std::memory_order_relaxed); bound != 0)
       aged = aged_level(q, std::int64_t{bound} * 1000000);
-    if (aged != 0 && pop_level(q, aged, out)) return took(out, as_helper);
+    if (aged != 0 && pop_level(q, aged, std::span<Taken>(&out, 1)) != 0) return took(out, as_helper);
     const std::uint16_t base = core->ring_id(q, 0);
     for (std::uint32_t level = 0; level < core->levels; ++level) {
       const auto rid = static_cast<std::uint16_t>(base + level);
       // The cheap look first: most levels are empty most of the time.
       if (queue_rings[rid].empty_at(pop_cursor[rid].load(std::memory_order_relaxed))) continue;
-      if (pop_level(q, level, out)) return took(out, as_helper);
+      if (pop_level(q, level, std::span<Taken>(&out, 1)) != 0) return took(out, as_helper);
     }
     return false;
   }
@@ -800,32 +878,39 @@ struct Client::Impl {
     if (!takeable_queue(q)) return 0;
     std::size_t n = 0;
     for (std::uint32_t level = 0; level < core->levels && n < out.size(); ++level) {
-      const std::size_t first = n;
-      while (n < out.size() && pop_level(q, level, out[n])) out[n++].helped = false;
-      if (n != first) bump(counters(q, level).started, n - first);
+      const std::size_t got = pop_level(q, level, out.subspan(n));
+      if (got != 0) bump(counters(q, level).started, got);
+      n += got;
     }
     return n;
   }
 
-  bool pop_level(QueueId q, std::uint32_t level, Taken& out) noexcept {
-    for (;;) {
-      const std::uint16_t rid = core->ring_id(q, level);
-      std::uint64_t w = 0;
-      std::uint32_t v = 0;
-      auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept {
-        return claim(rid, pos, val, TaskState::running, w);
-      };
-      if (!queue_rings[rid].try_pop(c, v, &pop_cursor[rid])) return false;
+  // Takes up to out.size() tasks of one level in ring order (a run is taken from its
+  // front, several of its tasks at once); returns how many. A task found expired is
+  // dead-lettered on the way and not counted.
+  std::size_t pop_level(QueueId q, std::uint32_t level, std::span<Taken> out) noexcept {
+    const std::uint16_t rid = core->ring_id(q, level);
+    std::size_t n = 0;
+    std::uint64_t w = 0;
+    auto claim_fn = [&](std::uint64_t pos, std::uint32_t v) noexcept {
+      return claim(rid, pos, v, TaskState::running, w);
+    };
+    auto take_fn = [&](std::uint32_t v) noexcept {
       SHMSCHED_FAULT_POINT(take_after_claim);
-      fill_taken(v, w, out);
-      auto* b = core->hot(v);
-      if (b->expires_ns != 0 && monotonic_ns() > b->expires_ns) {
+      fill_taken(v, w, out[n]);
+      const std::int64_t expires = core->hot(v)->expires_ns;
+      if (expires != 0 && monotonic_ns() > expires) {
         // Expired while queued: dead-lettered on purpose, never run.
-        bump(counters(out.queue, out.level).dead);
+        bump(counters(q, static_cast<std::uint8_t>(level)).dead);
         dead_letter_record(v, w, "expired before it started");
-        continue;
+        return;
       }
-      return true;
+      ++n;
+    };
+    for (;;) {
+      const std::size_t want = out.size() - n;
+      if (want == 0) return n;
+      if (queue_rings[rid].try_pop_many(claim_fn, want, take_fn, &pop_cursor[rid]) < want) return n;
     }
   }
 

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <set>
 #include <string>
@@ -163,6 +164,39 @@ void mixed_workload(World& w, int rounds) {
   c.detach();
 }
 
+// The same with batches: runs of tasks published as one ring entry, taken a stretch at
+// a time by try_take_batch and one at a time by try_take.
+void batch_workload(World& w, int rounds) {
+  auto c = Client::attach(w.seg, Role::producer | Role::consumer).value();
+  std::vector<int> values(12);
+  std::vector<TaskSpec> specs(values.size());
+  std::vector<TaskId> ids(values.size());
+  std::array<Taken, 5> got;
+  for (int i = 0; i < rounds; ++i) {
+    for (std::size_t k = 0; k < specs.size(); ++k) {
+      values[k] = 5000 + i * 100 + static_cast<int>(k);
+      specs[k].type = "work";
+      specs[k].payload = as_payload(values[k]);
+      specs[k].options.queue = w.q;
+      // Two runs of 6 per batch, at a level that changes every round.
+      specs[k].options.priority = static_cast<std::uint8_t>((i + (k < 6 ? 0 : 1)) % w.seg.layout().levels);
+    }
+    const std::size_t n = c.enqueue_batch(specs, ids);
+    for (std::size_t k = 0; k < n; ++k) w.log->accept(ids[k]);
+    const std::size_t m = c.try_take_batch(w.q, i % 2 == 0 ? std::span<Taken>(got) : std::span<Taken>(got).first(3));
+    for (std::size_t k = 0; k < m; ++k) {
+      w.log->completing_now(got[k].id);
+      c.complete(got[k]);
+    }
+    Taken t;
+    if (c.try_take(w.q, t)) {
+      w.log->completing_now(t.id);
+      c.complete(t);
+    }
+  }
+  c.detach();
+}
+
 struct PointCase {
   Point point;
   std::uint64_t nth;
@@ -200,6 +234,34 @@ INSTANTIATE_TEST_SUITE_P(
                       PointCase{Point::ring_pop_before_clear, 6}, PointCase{Point::take_after_claim, 2},
                       PointCase{Point::complete_before_free, 5}, PointCase{Point::delayed_after_state, 2},
                       PointCase{Point::promote_after_claim, 1}, PointCase{Point::participant_deregister, 1}),
+    case_name);
+
+class KillBatchesAtPoint : public ::testing::TestWithParam<PointCase> {};
+
+TEST_P(KillBatchesAtPoint, NothingLostNothingWedged) {
+  ASSERT_TRUE(fault::enabled()) << "crash tests need a build with SHMSCHED_FAULT_POINTS";
+  // No preloaded single tasks: the child's first take meets a run, so a consumer killed
+  // part-way through one leaves it in the ring for the recovery below.
+  World w(crash_layout());
+  const auto [point, nth] = GetParam();
+  const pid_t pid = w.spawn([&] {
+    fault::arm(point, nth);
+    batch_workload(w, 40);
+  });
+  ASSERT_TRUE(World::killed(pid)) << "child never reached " << fault::name(point) << " #" << nth;
+  w.recover_and_verify();
+}
+
+// Points inside runs: a producer killed while reserving or publishing the records of a
+// run, a consumer killed after claiming part of a run and before moving the entry on.
+INSTANTIATE_TEST_SUITE_P(
+    RunPoints, KillBatchesAtPoint,
+    ::testing::Values(PointCase{Point::task_alloc_reserved, 4}, PointCase{Point::enqueue_before_queued, 3},
+                      PointCase{Point::enqueue_run_mid_publish, 1}, PointCase{Point::enqueue_run_mid_publish, 9},
+                      PointCase{Point::ring_push_before_publish, 2}, PointCase{Point::ring_push_after_publish, 5},
+                      PointCase{Point::ring_pop_before_clear, 1}, PointCase{Point::ring_pop_before_clear, 4},
+                      PointCase{Point::take_after_claim, 3}, PointCase{Point::take_after_claim, 12},
+                      PointCase{Point::complete_before_free, 7}),
     case_name);
 
 // A leftover entry (consumer killed between its claim and the slot clear) sits at the

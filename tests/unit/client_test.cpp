@@ -370,3 +370,96 @@ TEST(ClientThreads, ManyThreadsEveryIdExactlyOnce) {
   for (auto& t : threads) t.join();
   for (std::size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i].load(), 1) << "id " << i;
 }
+
+// ---- runs: a batch of one (queue, level) is one ring entry ---------------------------
+
+TEST_F(Fixture, ABatchOfOneLevelIsOneRingEntryTakenInOrder) {
+  std::vector<int> values(20);
+  std::vector<TaskSpec> specs(values.size());
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    values[i] = static_cast<int>(i);
+    specs[i] = TaskSpec{"r", as_payload(values[i]), opts(general, 2)};
+  }
+  std::vector<TaskId> ids(specs.size());
+  ASSERT_EQ(cli.enqueue_batch(specs, ids), specs.size());
+  // One entry in level 2's ring holding twenty records side by side.
+  const auto& core = seg.core();
+  const auto ring = core.ring(core.ring_id(general, 2));
+  std::set<std::uint64_t> positions;
+  std::uint64_t values_held = 0;
+  ring.for_each_full([&](std::uint32_t, std::uint64_t pos) {
+    positions.insert(pos);
+    ++values_held;
+  });
+  EXPECT_EQ(positions.size(), 1u);
+  EXPECT_EQ(values_held, 20u);
+  EXPECT_EQ(ring.depth_guess(), 20u);
+  // Taken one by one and a stretch at a time, in enqueue order.
+  std::size_t next = 0;
+  Taken t;
+  for (; next < 3; ++next) {
+    ASSERT_TRUE(cli.try_take(general, t));
+    EXPECT_EQ(t.id, ids[next]);
+    int v = -1;
+    ASSERT_TRUE(payload_to(t.payload, v));
+    EXPECT_EQ(v, static_cast<int>(next));
+    ASSERT_EQ(cli.complete(t), Errc::ok);
+  }
+  std::vector<Taken> got(7);
+  while (next < specs.size()) {
+    const std::size_t n = cli.try_take_batch(general, got);
+    ASSERT_NE(n, 0u);
+    for (std::size_t k = 0; k < n; ++k, ++next) EXPECT_EQ(got[k].id, ids[next]);
+    ASSERT_EQ(cli.complete_batch(std::span<const Taken>(got.data(), n)), n);
+  }
+  EXPECT_FALSE(cli.try_take(general, t));
+  EXPECT_EQ(cli.level_stats(general, 2).started, 20u);
+  EXPECT_EQ(cli.level_stats(general, 2).done, 20u);
+}
+
+TEST_F(Fixture, ABatchAcrossLevelsIsTakenInPriorityOrderAndDelayedTasksWait) {
+  // Runs break at every change of level; a delayed task in the middle goes on its own.
+  std::vector<TaskSpec> specs;
+  const std::uint8_t levels[] = {3, 3, 3, 0, 0, 1, 3, 3};
+  for (std::uint8_t l : levels) specs.push_back(TaskSpec{"r", {}, opts(general, l)});
+  specs[6].options.not_before_ns = monotonic_ns() + 3'600'000'000'000;  // an hour away
+  std::vector<TaskId> ids(specs.size());
+  ASSERT_EQ(cli.enqueue_batch(specs, ids), specs.size());
+  std::set<TaskId> unique(ids.begin(), ids.end());
+  EXPECT_EQ(unique.size(), ids.size());
+  const std::size_t want[] = {3, 4, 5, 0, 1, 2, 7};  // by level, FIFO within one
+  std::vector<Taken> got(16);
+  ASSERT_EQ(cli.try_take_batch(general, got), 7u);
+  for (std::size_t k = 0; k < 7; ++k) {
+    EXPECT_EQ(got[k].id, ids[want[k]]) << k;
+    ASSERT_EQ(cli.complete(got[k]), Errc::ok);
+  }
+  EXPECT_EQ(state_of_index(static_cast<std::uint32_t>(ids[6] & (seg.layout().task_capacity - 1))), TaskState::delayed);
+}
+
+TEST(ClientRuns, AFullRingRefusesAWholeRunAndGivesItsRecordsBack) {
+  Layout l = small_layout(64, 1);
+  l.ring_capacity = 2;
+  Segment seg = Segment::create_private(l, CreateOptions{0600, {"q"}}).value();
+  Client cli = Client::attach(seg).value();
+  const QueueId q = seg.find_queue("q").value();
+  std::vector<TaskSpec> specs(10, TaskSpec{"r", {}, TaskOptions{}});
+  for (auto& s : specs) s.options.queue = q;
+  std::vector<TaskId> ids(specs.size());
+  // Two slots hold two runs of ten: twenty tasks in a ring of two.
+  ASSERT_EQ(cli.enqueue_batch(specs, ids), 10u);
+  ASSERT_EQ(cli.enqueue_batch(specs, ids), 10u);
+  Errc err = Errc::ok;
+  EXPECT_EQ(cli.enqueue_batch(specs, ids, &err), 0u);
+  EXPECT_EQ(err, Errc::ring_full);
+  std::uint32_t reserved = 0, queued = 0;
+  for (std::uint32_t i = 0; i < 64; ++i) {
+    const TaskState st = detail::state_of(seg.core().ctrl[i].state.load());
+    reserved += st == TaskState::reserved;
+    queued += st == TaskState::queued;
+  }
+  EXPECT_EQ(reserved, 0u) << "the refused run's records were not given back";
+  EXPECT_EQ(queued, 20u);
+  std::vector<Taken> got(32);
+  EXPECT_EQ(cli.try_take_batch(q, got), 20u);
+}

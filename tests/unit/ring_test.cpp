@@ -43,6 +43,27 @@ struct Harness {
     };
     return ring.try_push(v, prepare, stale, cursor);
   }
+  // The run v .. v + n - 1 as one entry.
+  PushStatus push_run(std::uint32_t v, std::uint32_t n) {
+    auto prepare = [&](std::uint64_t pos) {
+      for (std::uint32_t k = 0; k < n; ++k) {
+        recs[v + k].where.store(pos, std::memory_order_relaxed);
+        recs[v + k].state.store(kQueued, std::memory_order_release);
+      }
+      return true;
+    };
+    auto stale = [&](std::uint64_t pos, std::uint32_t x) {
+      return x >= recs.size() || recs[x].state.load() != kQueued || recs[x].where.load() != pos;
+    };
+    return ring.try_push(v, prepare, stale, nullptr, n);
+  }
+  std::vector<std::uint32_t> pop_many(std::size_t max) {
+    std::vector<std::uint32_t> got;
+    const std::size_t n = ring.try_pop_many([&](std::uint64_t pos, std::uint32_t v) { return claim(pos, v); }, max,
+                                            [&](std::uint32_t v) { got.push_back(v); });
+    EXPECT_EQ(n, got.size());
+    return got;
+  }
   Claim claim(std::uint64_t pos, std::uint32_t v) {
     if (v >= recs.size()) return Claim::stale;
     std::uint64_t s = recs[v].state.load(std::memory_order_acquire);
@@ -304,4 +325,117 @@ TYPED_TEST(RingTyped, MpmcThreadsDeliverEveryValueOnce) {
 TYPED_TEST(RingTyped, MpmcThreadsWithOwnCursorsDeliverEveryValueOnce) {
   TypeParam h;
   run_mpmc(h, true);
+}
+
+// ---- runs: several consecutive values in one entry ---------------------------------
+
+TYPED_TEST(RingTyped, ARunIsOneEntryTakenFromItsFront) {
+  TypeParam h;
+  ASSERT_EQ(h.push_run(10, 5), PushStatus::ok);  // 10..14 in one slot
+  ASSERT_EQ(h.push(3), PushStatus::ok);          // after it, if the ring has room
+  EXPECT_EQ(h.ring.depth_guess(), 6u) << "depth counts values, not entries";
+  EXPECT_TRUE(h.ring.holds(0, 12));
+  EXPECT_FALSE(h.ring.holds(0, 15));
+  std::uint32_t v = 0;
+  ASSERT_TRUE(h.pop(v));
+  EXPECT_EQ(v, 10u);
+  EXPECT_FALSE(h.ring.holds(0, 10)) << "the entry moved on past the value taken";
+  EXPECT_TRUE(h.ring.holds(0, 11));
+  EXPECT_EQ(h.pop_many(3), (std::vector<std::uint32_t>{11, 12, 13}));
+  // The last value of the run, then the next entry, in one call.
+  EXPECT_EQ(h.pop_many(10), (std::vector<std::uint32_t>{14, 3}));
+  EXPECT_TRUE(h.pop_many(10).empty());
+  EXPECT_EQ(h.ring.depth_guess(), 0u);
+}
+
+TYPED_TEST(RingTyped, RunsKeepFifoOverManyLaps) {
+  TypeParam h;
+  const auto cap = TypeParam::kCap;
+  std::uint32_t next_out = 0;
+  for (int lap = 0; lap < 20; ++lap) {
+    // Fill every slot with a run of 3, then drain with takes of 2: runs split across calls.
+    for (std::uint32_t i = 0; i < cap; ++i) {
+      for (std::uint32_t k = 0; k < 3; ++k) h.recs[3 * i + k].state = kIdle;
+      ASSERT_EQ(h.push_run(3 * i, 3), PushStatus::ok) << i;
+    }
+    EXPECT_EQ(h.push_run(3 * cap, 3), PushStatus::full);
+    for (std::uint32_t taken = 0; taken < 3 * cap;) {
+      const auto got = h.pop_many(2);
+      ASSERT_FALSE(got.empty());
+      for (std::uint32_t v : got) EXPECT_EQ(v, next_out++ % (3 * cap));
+      taken += static_cast<std::uint32_t>(got.size());
+    }
+    EXPECT_TRUE(h.pop_many(1).empty());
+  }
+}
+
+TYPED_TEST(RingTyped, MembersClaimedByADeadPopperAreSkipped) {
+  TypeParam h;
+  ASSERT_EQ(h.push_run(0, 4), PushStatus::ok);
+  // A popper claims values 0 and 1 (their CASes) and dies before moving the entry on.
+  for (std::uint32_t x : {0u, 1u}) {
+    std::uint64_t s = kQueued;
+    ASSERT_TRUE(h.recs[x].state.compare_exchange_strong(s, kTaken));
+  }
+  EXPECT_EQ(h.pop_many(1), (std::vector<std::uint32_t>{2}));
+  EXPECT_EQ(h.pop_many(5), (std::vector<std::uint32_t>{3}));
+  EXPECT_TRUE(h.pop_many(5).empty());
+}
+
+TYPED_TEST(RingTyped, ARunOfLeftoversIsClearedByPushAndNotDelivered) {
+  TypeParam h;
+  const auto cap = TypeParam::kCap;
+  for (std::uint32_t i = 0; i < cap; ++i) ASSERT_EQ(h.push_run(2 * i, 2), PushStatus::ok);
+  // Slot 0's run: one value still takeable, so the ring is really full there.
+  h.recs[0].state = kTaken;
+  EXPECT_EQ(h.push(4 * cap), PushStatus::full);
+  // Both values claimed by poppers that died: the entry is a leftover and gives way.
+  h.recs[1].state = kTaken;
+  ASSERT_EQ(h.push(4 * cap), PushStatus::ok);
+  std::vector<std::uint32_t> all;
+  for (auto got = h.pop_many(3); !got.empty(); got = h.pop_many(3)) all.insert(all.end(), got.begin(), got.end());
+  std::vector<std::uint32_t> want;
+  for (std::uint32_t i = 1; i < cap; ++i) {
+    want.push_back(2 * i);
+    want.push_back(2 * i + 1);
+  }
+  want.push_back(4 * cap);
+  EXPECT_EQ(all, want);
+}
+
+TEST(RingRuns, ConcurrentPoppersShareARunAndTakeEachValueOnce) {
+  // Two threads pop single values and stretches from runs of 64 while a third pushes
+  // them: every value is taken exactly once, and each popper sees its values in order.
+  Harness<64> h;
+  constexpr std::uint32_t kRuns = 2000, kRun = 64;
+  h.recs = std::vector<Rec>(kRun * kRuns);  // run r holds values 64 r .. 64 r + 63
+  std::vector<std::atomic<std::uint32_t>> seen(kRun * kRuns);
+  std::atomic<std::uint32_t> done{0};
+  std::thread producer([&] {
+    for (std::uint32_t r = 0; r < kRuns; ++r)
+      while (h.push_run(r * kRun, kRun) != PushStatus::ok) std::this_thread::yield();
+  });
+  auto popper = [&](std::size_t max) {
+    std::uint32_t last = 0;
+    bool any = false;
+    while (done.load() < kRun * kRuns) {
+      std::vector<std::uint32_t> got;
+      h.ring.try_pop_many([&](std::uint64_t pos, std::uint32_t v) { return h.claim(pos, v); }, max,
+                          [&](std::uint32_t v) { got.push_back(v); });
+      for (std::uint32_t v : got) {
+        if (any) EXPECT_GT(v, last) << "a popper saw values out of ring order";
+        last = v;
+        any = true;
+        seen[v].fetch_add(1);
+        done.fetch_add(1);
+      }
+    }
+  };
+  std::thread a(popper, 1), b(popper, 7);
+  producer.join();
+  a.join();
+  b.join();
+  std::uint32_t wrong = 0;
+  for (std::uint32_t v = 0; v < kRun * kRuns; ++v) wrong += seen[v].load() != 1;
+  EXPECT_EQ(wrong, 0u) << "values taken other than exactly once";
 }

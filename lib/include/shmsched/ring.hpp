@@ -4,11 +4,13 @@
 // (head, tail). Positions are monotonic 64-bit integers; position p lives in slot
 // p & (capacity - 1) at lap p / capacity. A slot word packs
 //
-//     [ lap : 43 ][ full : 1 ][ value : 20 ]
+//     [ lap : 37 ][ full : 1 ][ run - 1 : 6 ][ value : 20 ]
 //
-// EMPTY(L) means "ready to receive the entry of lap L"; FULL(L, v) holds value v for
-// lap L. An all-zero slot is EMPTY(0), so a freshly truncated (zero) segment is a valid
-// empty ring and untouched slots cost no memory.
+// EMPTY(L) means "ready to receive the entry of lap L"; FULL(L, v, n) holds the run of
+// n consecutive values v .. v + n - 1 for lap L (n = 1 for a single value; a batch of
+// records reserved side by side is published as one entry). An all-zero slot is
+// EMPTY(0), so a freshly truncated (zero) segment is a valid empty ring and untouched
+// slots cost no memory.
 //
 // How it differs from Vyukov's bounded queue (docs/ring-protocol.md has the full
 // argument). Vyukov claims a position by moving a shared counter and then publishes the
@@ -23,6 +25,12 @@
 //     pop), then clears the slot. A consumer killed between the two leaves a FULL slot
 //     whose record is no longer takeable: the next process to reach it sees it is
 //     stale and clears it. Nothing waits for a reaper.
+//   * a run is consumed from its front: a popper claims members (each by its record's
+//     CAS) and then moves the slot on past them with one CAS, FULL(L, v, n) ->
+//     FULL(L, v + k, n - k), or EMPTY(L + 1) once none is left. Members before the
+//     front are never takeable again at this position, so a popper that finds some it
+//     cannot claim skips them, and one killed before moving the slot on leaves only
+//     members that the next popper skips.
 //   * so the slot needs no claimer id: the record's state word already records the
 //     owner, and recovery of the record (not of the ring) is the reaper's job.
 //
@@ -65,8 +73,12 @@ class IndexRing {
  public:
   static constexpr unsigned kValueBits = 20;
   static constexpr std::uint64_t kValueMask = (std::uint64_t{1} << kValueBits) - 1;
-  static constexpr std::uint64_t kFullBit = std::uint64_t{1} << kValueBits;
-  static constexpr unsigned kLapShift = kValueBits + 1;
+  static constexpr unsigned kRunBits = 6;
+  /// The longest run one entry holds.
+  static constexpr std::uint32_t kMaxRun = 1u << kRunBits;
+  static constexpr std::uint64_t kRunMask = kMaxRun - 1;
+  static constexpr std::uint64_t kFullBit = std::uint64_t{1} << (kValueBits + kRunBits);
+  static constexpr unsigned kLapShift = kValueBits + kRunBits + 1;
   static constexpr std::uint64_t kLapMask = (std::uint64_t{1} << (64 - kLapShift)) - 1;
 
   IndexRing() = default;
@@ -77,28 +89,36 @@ class IndexRing {
   std::uint32_t capacity() const noexcept { return static_cast<std::uint32_t>(mask_ + 1); }
 
   static constexpr std::uint64_t empty_word(std::uint64_t lap) noexcept { return (lap & kLapMask) << kLapShift; }
-  static constexpr std::uint64_t full_word(std::uint64_t lap, std::uint32_t v) noexcept {
-    return ((lap & kLapMask) << kLapShift) | kFullBit | v;
+  /// FULL(lap, v, run): `run` (1..kMaxRun) values from v on.
+  static constexpr std::uint64_t full_word(std::uint64_t lap, std::uint32_t v, std::uint32_t run = 1) noexcept {
+    return ((lap & kLapMask) << kLapShift) | kFullBit | (std::uint64_t{run - 1} << kValueBits) | v;
   }
   static constexpr bool is_full(std::uint64_t w) noexcept { return (w & kFullBit) != 0; }
+  /// The first value of a FULL entry.
   static constexpr std::uint32_t value_of(std::uint64_t w) noexcept {
     return static_cast<std::uint32_t>(w & kValueMask);
+  }
+  /// How many values a FULL entry holds (1..kMaxRun).
+  static constexpr std::uint32_t run_of(std::uint64_t w) noexcept {
+    return static_cast<std::uint32_t>((w >> kValueBits) & kRunMask) + 1;
   }
   static constexpr std::uint64_t lap_of_word(std::uint64_t w) noexcept { return w >> kLapShift; }
   std::uint64_t lap_of_pos(std::uint64_t pos) const noexcept { return (pos >> shift_) & kLapMask; }
 
-  /// Push `value` (< 2^20). `prepare(pos)` runs once per attempt, after an EMPTY slot
+  /// Push the run of `run` values from `value` on (value + run <= 2^20, run <=
+  /// kMaxRun) as one entry. `prepare(pos)` runs once per attempt, after an EMPTY slot
   /// was found at `pos` and before the publishing CAS; it returns false to abort the
-  /// push (the ring is left unchanged). `is_stale(pos, v)` says whether a FULL entry of
-  /// an older lap is a leftover that may be cleared (else the ring is full).
+  /// push (the ring is left unchanged). `is_stale(pos, v)` says whether value v of a
+  /// FULL entry of an older lap is a leftover; an entry all of whose values are may be
+  /// cleared (else the ring is full).
   /// Never overwrites: a full ring returns PushStatus::full.
   ///
   /// `cursor`, when given, is the caller's own tail hint: every position before it was
   /// filled when the caller last looked (true forever after). The walk starts at the
   /// later of it and the shared hint; a push leaves it just past the position it filled.
   template <class Prepare, class IsStale>
-  PushStatus try_push(std::uint32_t value, Prepare&& prepare, IsStale&& is_stale,
-                      detail::AtomicU64* cursor = nullptr) noexcept {
+  PushStatus try_push(std::uint32_t value, Prepare&& prepare, IsStale&& is_stale, detail::AtomicU64* cursor = nullptr,
+                      std::uint32_t run = 1) noexcept {
     std::uint64_t t0 = header_->tail.load(std::memory_order_relaxed);  // (R1) a hint only
     // relaxed: a process-private hint whose invariant holds for any value ever stored.
     if (cursor != nullptr) t0 = std::max(t0, cursor->load(std::memory_order_relaxed));
@@ -119,7 +139,7 @@ class IndexRing {
         // release so that a producer's later seq_cst load of the sleeper masks cannot
         // be ordered before it (the Dekker pair with a consumer going to sleep; see
         // docs/consumer.md). On x86-64 both are the same locked instruction.
-        if (slot.compare_exchange_strong(w, full_word(lap, value), std::memory_order_seq_cst,
+        if (slot.compare_exchange_strong(w, full_word(lap, value, run), std::memory_order_seq_cst,
                                          std::memory_order_relaxed)) {
           SHMSCHED_FAULT_POINT(ring_push_after_publish);
           if (hint_due(t0, t)) detail::advance_hint(header_->tail, t + 1);
@@ -135,7 +155,7 @@ class IndexRing {
       }
       if (is_full(w) && ((wlap + 1) & kLapMask) == lap) {
         // The entry of the previous lap is still there: full, unless it is a leftover.
-        if (!is_stale(t - (mask_ + 1), value_of(w))) return PushStatus::full;
+        if (!entry_stale(t - (mask_ + 1), w, is_stale)) return PushStatus::full;
         SHMSCHED_FAULT_POINT(ring_clear_leftover);
         // (R4') release: same role as (R4).
         slot.compare_exchange_strong(w, empty_word(lap), std::memory_order_release, std::memory_order_relaxed);
@@ -146,25 +166,39 @@ class IndexRing {
     return PushStatus::full;
   }
 
-  /// Pop the oldest entry that `claim(pos, value)` takes. Leftover entries (claim says
-  /// stale) are cleared on the way. Returns false when the ring is empty at the head.
+  /// Pop the oldest value that `claim(pos, value)` takes. Leftover entries (claim says
+  /// stale for all their values) are cleared on the way. Returns false when the ring is
+  /// empty at the head.
+  template <class ClaimFn>
+  bool try_pop(ClaimFn&& claim, std::uint32_t& out, detail::AtomicU64* cursor = nullptr) noexcept {
+    return try_pop_many(
+               claim, 1, [&](std::uint32_t v) noexcept { out = v; }, cursor) != 0;
+  }
+
+  /// Pops up to `max` values in ring order, calling `take(value)` for each one that
+  /// `claim(pos, value)` takes; returns how many. Values of a run are claimed from its
+  /// front; the entry is then moved on past the values looked at (or cleared when none
+  /// is left), so a run may be shared by several poppers, each taking a stretch of it.
   ///
   /// `cursor`, when given, is the caller's own head hint: a position every position
   /// before which was consumed when the caller last looked (true forever after, since
   /// positions only move on). The walk starts at the later of it and the shared hint,
   /// and the cursor is left at the position the walk ended on, so a caller that is the
   /// only consumer of the ring never walks over positions it consumed itself.
-  template <class ClaimFn>
-  bool try_pop(ClaimFn&& claim, std::uint32_t& out, detail::AtomicU64* cursor = nullptr) noexcept {
+  template <class ClaimFn, class TakeFn>
+  std::size_t try_pop_many(ClaimFn&& claim, std::size_t max, TakeFn&& take,
+                           detail::AtomicU64* cursor = nullptr) noexcept {
     std::uint64_t h0 = header_->head.load(std::memory_order_relaxed);  // (R5) a hint only
     // relaxed: the cursor is a hint private to the process; its invariant holds for any
     // value ever stored in it.
     const std::uint64_t mine = cursor != nullptr ? cursor->load(std::memory_order_relaxed) : 0;
     h0 = std::max(h0, mine);
     std::uint64_t h = h0;
+    std::size_t got = 0;
+    if (max == 0) return 0;
     for (std::uint64_t steps = 0; steps < 4 * (mask_ + 1) + 64; ++steps) {
       Atomic& slot = slots_[h & mask_];
-      // (R6) acquire: pairs with (R3); the record named by the slot is fully written.
+      // (R6) acquire: pairs with (R3); the records named by the slot are fully written.
       std::uint64_t w = slot.load(std::memory_order_acquire);
       const std::uint64_t lap = lap_of_pos(h);
       const std::uint64_t wlap = lap_of_word(w);
@@ -172,21 +206,38 @@ class IndexRing {
         if (!is_full(w)) {  // nothing at the head: empty
           if (h - h0 >= kHintEvery) detail::advance_hint(header_->head, h);
           if (cursor != nullptr && h != mine) cursor->store(h, std::memory_order_relaxed);
-          return false;
+          return got;
         }
         const std::uint32_t v = value_of(w);
-        const Claim c = claim(h, v);
-        SHMSCHED_FAULT_POINT(ring_pop_before_clear);
-        // (R4) release: hands the slot to the producer of lap + 1; pairs with (R2).
-        // Failure means a helper cleared it already, which is the same outcome.
-        slot.compare_exchange_strong(w, empty_word(lap + 1), std::memory_order_release, std::memory_order_relaxed);
-        if (hint_due(h0, h)) detail::advance_hint(header_->head, h + 1);
-        if (c == Claim::taken) {
-          if (cursor != nullptr) cursor->store(h + 1, std::memory_order_relaxed);
-          out = v;
-          return true;
+        const std::uint32_t end = v + run_of(w);
+        std::uint32_t k = v;  // the values from v up to k were looked at
+        while (k < end && got < max) {
+          const std::uint32_t x = k++;
+          if (claim(h, x) == Claim::taken) {
+            take(x);
+            ++got;
+          }
         }
+        SHMSCHED_FAULT_POINT(ring_pop_before_clear);
+        // (R4) release: moves the entry past the values looked at, or hands the slot to
+        // the producer of lap + 1 when none is left; pairs with (R2) and (R6). A failure
+        // means another popper moved the entry on: once it starts past k there is nothing
+        // left for us to do; otherwise the values before k are no longer takeable here,
+        // so we move it on from where it is now.
+        const std::uint64_t next = k == end ? empty_word(lap + 1) : full_word(lap, k, end - k);
+        while (!slot.compare_exchange_strong(w, next, std::memory_order_release, std::memory_order_relaxed)) {
+          if (!is_full(w) || lap_of_word(w) != lap || value_of(w) >= k) break;
+        }
+        if (k != end) {  // got == max with values left in the entry: it stays the head
+          if (cursor != nullptr && h != mine) cursor->store(h, std::memory_order_relaxed);
+          return got;
+        }
+        if (hint_due(h0, h)) detail::advance_hint(header_->head, h + 1);
         ++h;
+        if (got == max) {  // without a look at the next slot, which a producer may be filling
+          if (cursor != nullptr) cursor->store(h, std::memory_order_relaxed);
+          return got;
+        }
         continue;
       }
       if (lap_ahead(wlap, lap)) {  // position h was consumed already: head hint is behind
@@ -194,9 +245,10 @@ class IndexRing {
         continue;
       }
       if (h != h0) detail::advance_hint(header_->head, h);
-      return false;  // an older lap at the head cannot occur unless corrupted: report empty
+      if (cursor != nullptr && h != mine) cursor->store(h, std::memory_order_relaxed);
+      return got;  // an older lap at the head cannot occur unless corrupted: report empty
     }
-    return false;
+    return got;
   }
 
   /// Whether the ring is certainly empty at `pos`, a position all before which were
@@ -224,8 +276,9 @@ class IndexRing {
     }
     return false;
   }
-  /// Entries between head and tail (leftovers included); may be stale by the time it
-  /// returns. Walks the few positions the hints may lag by.
+  /// Values held between head and tail (leftovers included); may be stale by the time
+  /// it returns. Walks the few positions the hints may lag by, then the entries between
+  /// (for inspection, not for hot paths).
   std::uint64_t depth_guess() const noexcept {
     std::uint64_t h = header_->head.load(std::memory_order_relaxed);
     std::uint64_t t = header_->tail.load(std::memory_order_relaxed);
@@ -238,21 +291,32 @@ class IndexRing {
       const std::uint64_t w = slots_[h & mask_].load(std::memory_order_acquire);
       if (!lap_ahead(lap_of_word(w), lap_of_pos(h))) break;
     }
-    return t > h ? t - h : 0;
+    if (t <= h) return 0;
+    if (t - h > mask_ + 1) return t - h;  // hints torn by concurrent moves: positions are the guess
+    // Values, not entries: a run counts for every value it still holds.
+    std::uint64_t n = 0;
+    for (std::uint64_t p = h; p < t; ++p) {
+      const std::uint64_t w = slots_[p & mask_].load(std::memory_order_acquire);
+      if (is_full(w) && lap_of_word(w) == lap_of_pos(p)) n += run_of(w);
+    }
+    return n;
   }
-  /// Visit every FULL slot (value, position) without changing anything. Not atomic as a
+  /// Visit every value of every FULL slot (value, position) without changing anything. Not atomic as a
   /// whole: for inspection and recovery, which re-validate what they find.
   template <class Fn>
   void for_each_full(Fn&& fn) const noexcept {
     const std::uint64_t cap = mask_ + 1;
     for (std::uint64_t i = 0; i < cap; ++i) {
       const std::uint64_t w = slots_[i].load(std::memory_order_acquire);
-      if (is_full(w)) fn(value_of(w), (lap_of_word(w) << shift_) | i);
+      if (!is_full(w)) continue;
+      for (std::uint32_t k = 0; k < run_of(w); ++k) fn(value_of(w) + k, (lap_of_word(w) << shift_) | i);
     }
   }
-  /// Whether slot of `pos` holds exactly FULL(lap(pos), v) now.
+  /// Whether the slot of `pos` holds an entry of lap(pos) that still holds value v
+  /// (v is in the part of its run not yet moved past).
   bool holds(std::uint64_t pos, std::uint32_t v) const noexcept {
-    return slots_[pos & mask_].load(std::memory_order_acquire) == full_word(lap_of_pos(pos), v);
+    const std::uint64_t w = slots_[pos & mask_].load(std::memory_order_acquire);
+    return is_full(w) && lap_of_word(w) == lap_of_pos(pos) && value_of(w) <= v && v < value_of(w) + run_of(w);
   }
   RingHeader* header() const noexcept { return header_; }
 
@@ -265,7 +329,14 @@ class IndexRing {
   static constexpr bool hint_due(std::uint64_t start, std::uint64_t pos) noexcept {
     return ((pos + 1) % kHintEvery) == 0 || pos - start >= kHintEvery;
   }
-  // Whether lap a is after lap b (modulo the 43-bit lap field).
+  // Whether every value of FULL entry `w` at `pos` is a leftover.
+  template <class IsStale>
+  static bool entry_stale(std::uint64_t pos, std::uint64_t w, IsStale& is_stale) noexcept {
+    for (std::uint32_t k = 0; k < run_of(w); ++k)
+      if (!is_stale(pos, value_of(w) + k)) return false;
+    return true;
+  }
+  // Whether lap a is after lap b (modulo the 37-bit lap field).
   static constexpr bool lap_ahead(std::uint64_t a, std::uint64_t b) noexcept {
     const std::uint64_t d = (a - b) & kLapMask;
     return d != 0 && d < (kLapMask >> 1);

@@ -20,6 +20,7 @@
   X(participant_takeover_claimed) /* dead slot taken over, its records not yet recovered */      \
   X(task_alloc_reserved)          /* record reserved by its producer, not yet filled */          \
   X(enqueue_before_queued)        /* record filled, state still reserved */                      \
+  X(enqueue_run_mid_publish)      /* some records of a run queued, the rest still reserved */    \
   X(ring_push_before_publish)     /* record queued with `where` set, slot not yet full */        \
   X(ring_push_after_publish)      /* slot full, tail hint not advanced */                        \
   X(ring_pop_before_clear)        /* record claimed by popper, slot still full */                \
