@@ -190,6 +190,23 @@ struct Client::Impl {
 
   // ---- records ----------------------------------------------------------------
 
+  // Starts fetching the lines of record idx that its next owner writes first (its hot
+  // line and the start of its payload), for writing: issued before the CAS that takes
+  // the record, the fetches overlap that CAS's own miss instead of following it (a
+  // locked instruction waits for every earlier load and store, so a miss after one CAS
+  // stalls the next). A hint: no effect on what is read or written.
+  //
+  // Across processes each side mostly works on lines the other side wrote long before
+  // (the queue between them is deep), so both also fetch kAhead records ahead: the
+  // producer along its allocation sweep, the consumer along the ring it pops. Measured
+  // by alternating builds, 1 producer process -> 1 consumer process, single calls:
+  // about +20% (docs/benchmarks.md); 16 ahead was no better than 8.
+  static constexpr std::uint32_t kAhead = 8;
+  void prefetch_body(std::uint32_t idx) const noexcept {
+    __builtin_prefetch(core->hot(idx), 1, 3);
+    __builtin_prefetch(core->payload(idx), 1, 3);
+  }
+
   // What a record must be to be taken from ring `rid`: queued in a queue ring, parked
   // in a semaphore's park ring.
   TaskState takeable(std::uint16_t rid) const noexcept {
@@ -210,6 +227,10 @@ struct Client::Impl {
   Claim claim(std::uint16_t rid, std::uint64_t pos, std::uint32_t v, TaskState to, std::uint64_t& out) noexcept {
     if (v >= core->capacity) return Claim::stale;  // corrupt entry: clear it
     auto& c = core->ctrl[v];
+    // For writing: the load below would fetch the line shared and the CAS then ask for
+    // it again, exclusive; this asks once.
+    __builtin_prefetch(&c, 1, 3);
+    prefetch_body(v);  // the taker reads both and counts the attempt in the hot line
     // (T1) acquire: pairs with (S1) of whoever made the record takeable, so `where`
     // and the body it wrote are visible.
     std::uint64_t s = c.state.load(std::memory_order_acquire);
@@ -323,6 +344,11 @@ struct Client::Impl {
       if (!is_free(s)) continue;
       const std::uint64_t next = next_word(s, TaskState::reserved, token);
       note_used(i & mask);
+      prefetch_body(i & mask);
+      // The records the sweep reaches a few calls from now, and their control line:
+      // their misses overlap this call's work instead of stalling those calls.
+      prefetch_body((i + kAhead) & mask);
+      __builtin_prefetch(&core->ctrl[(i + 2 * kAhead) & mask], 1, 3);
       // (S0) acquire: pairs with (S5) of the record's last owner; we may now write it.
       if (c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) {
         cursor.store(i + 1, std::memory_order_relaxed);
@@ -907,10 +933,20 @@ struct Client::Impl {
       }
       ++n;
     };
+    // The record of the entry a few positions on: its lines arrive while this one's
+    // claim, reads and the caller's handler run (the next takes then find them near).
+    auto ahead_fn = [&](std::uint64_t pos) noexcept {
+      queue_rings[rid].prefetch(pos + 2 * kAhead);  // the slot looked at kAhead pops from now
+      const std::uint32_t v = queue_rings[rid].value_at(pos + kAhead);
+      if (v < core->capacity) {
+        __builtin_prefetch(&core->ctrl[v], 1, 3);
+        prefetch_body(v);
+      }
+    };
     for (;;) {
       const std::size_t want = out.size() - n;
       if (want == 0) return n;
-      if (queue_rings[rid].try_pop_many(claim_fn, want, take_fn, &pop_cursor[rid]) < want) return n;
+      if (queue_rings[rid].try_pop_many(claim_fn, want, take_fn, &pop_cursor[rid], ahead_fn) < want) return n;
     }
   }
 

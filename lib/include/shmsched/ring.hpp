@@ -127,6 +127,9 @@ class IndexRing {
     // or a leftover it cleared; 4 laps of steps means the segment is being corrupted.
     for (std::uint64_t steps = 0; steps < 4 * (mask_ + 1) + 64; ++steps) {
       Atomic& slot = slots_[t & mask_];
+      // For writing: the publishing CAS follows the load, so fetch the line exclusive
+      // once rather than shared for the load and again for the CAS (a hint only).
+      __builtin_prefetch(&slot, 1, 3);
       // (R2) acquire: pairs with the clearing release (R4), so the slot is really free.
       std::uint64_t w = slot.load(std::memory_order_acquire);
       const std::uint64_t lap = lap_of_pos(t);
@@ -142,6 +145,7 @@ class IndexRing {
         if (slot.compare_exchange_strong(w, full_word(lap, value, run), std::memory_order_seq_cst,
                                          std::memory_order_relaxed)) {
           SHMSCHED_FAULT_POINT(ring_push_after_publish);
+          prefetch(t + kSlotsPerLine);  // the line the pushes after the next few fill
           if (hint_due(t0, t)) detail::advance_hint(header_->tail, t + 1);
           if (cursor != nullptr) cursor->store(t + 1, std::memory_order_relaxed);
           return PushStatus::ok;
@@ -175,6 +179,22 @@ class IndexRing {
                claim, 1, [&](std::uint32_t v) noexcept { out = v; }, cursor) != 0;
   }
 
+  template <class ClaimFn, class TakeFn>
+  std::size_t try_pop_many(ClaimFn&& claim, std::size_t max, TakeFn&& take,
+                           detail::AtomicU64* cursor = nullptr) noexcept {
+    return try_pop_many(claim, max, take, cursor, [](std::uint64_t) noexcept {});
+  }
+
+  /// Starts fetching the slot line of `pos` for writing (a hint).
+  void prefetch(std::uint64_t pos) const noexcept { __builtin_prefetch(&slots_[pos & mask_], 1, 3); }
+
+  /// The first value of the entry at `pos` if it holds one for its lap now, else
+  /// UINT32_MAX: a look ahead (relaxed; no ordering), for prefetching only.
+  std::uint32_t value_at(std::uint64_t pos) const noexcept {
+    const std::uint64_t w = slots_[pos & mask_].load(std::memory_order_relaxed);
+    return is_full(w) && lap_of_word(w) == lap_of_pos(pos) ? value_of(w) : UINT32_MAX;
+  }
+
   /// Pops up to `max` values in ring order, calling `take(value)` for each one that
   /// `claim(pos, value)` takes; returns how many. Values of a run are claimed from its
   /// front; the entry is then moved on past the values looked at (or cleared when none
@@ -185,9 +205,12 @@ class IndexRing {
   /// positions only move on). The walk starts at the later of it and the shared hint,
   /// and the cursor is left at the position the walk ended on, so a caller that is the
   /// only consumer of the ring never walks over positions it consumed itself.
-  template <class ClaimFn, class TakeFn>
-  std::size_t try_pop_many(ClaimFn&& claim, std::size_t max, TakeFn&& take,
-                           detail::AtomicU64* cursor = nullptr) noexcept {
+  ///
+  /// `ahead(pos)` is called once per entry reached, before its first claim: a hook to
+  /// start fetching what later pops will need (see value_at).
+  template <class ClaimFn, class TakeFn, class AheadFn>
+  std::size_t try_pop_many(ClaimFn&& claim, std::size_t max, TakeFn&& take, detail::AtomicU64* cursor,
+                           AheadFn&& ahead) noexcept {
     std::uint64_t h0 = header_->head.load(std::memory_order_relaxed);  // (R5) a hint only
     // relaxed: the cursor is a hint private to the process; its invariant holds for any
     // value ever stored in it.
@@ -198,6 +221,8 @@ class IndexRing {
     if (max == 0) return 0;
     for (std::uint64_t steps = 0; steps < 4 * (mask_ + 1) + 64; ++steps) {
       Atomic& slot = slots_[h & mask_];
+      // For writing, as in try_push: the entry is moved on by a CAS after the claims.
+      __builtin_prefetch(&slot, 1, 3);
       // (R6) acquire: pairs with (R3); the records named by the slot are fully written.
       std::uint64_t w = slot.load(std::memory_order_acquire);
       const std::uint64_t lap = lap_of_pos(h);
@@ -211,6 +236,7 @@ class IndexRing {
         const std::uint32_t v = value_of(w);
         const std::uint32_t end = v + run_of(w);
         std::uint32_t k = v;  // the values from v up to k were looked at
+        ahead(h);
         while (k < end && got < max) {
           const std::uint32_t x = k++;
           if (claim(h, x) == Claim::taken) {
@@ -326,6 +352,7 @@ class IndexRing {
   // a stale hint: an RMW on a shared line saved on most operations, for at most a few
   // extra loads of slots on a line the next caller has in cache anyway.
   static constexpr std::uint64_t kHintEvery = 4;
+  static constexpr std::uint64_t kSlotsPerLine = detail::kCacheLine / sizeof(std::uint64_t);
   static constexpr bool hint_due(std::uint64_t start, std::uint64_t pos) noexcept {
     return ((pos + 1) % kHintEvery) == 0 || pos - start >= kHintEvery;
   }
