@@ -141,10 +141,9 @@ std::size_t Client::enqueue_batch(std::span<const TaskSpec> tasks, std::span<Tas
         continue;
       }
       if (e = impl_->check_spec(t.type, t.payload, t.options); e != Errc::ok) break;
-      // Consecutive runnable tasks of one (queue, level) go as a run: one ring entry.
-      const std::size_t k = impl_->enqueue_run(tasks.subspan(n), ids.subspan(n), now, debts, e);
-      if (k == 0) break;
-      n += k;
+      // Runnable tasks go as runs: one ring entry for up to 64 tasks of a (queue, level).
+      n += impl_->enqueue_runs(tasks.subspan(n), ids.subspan(n), now, debts, e);
+      if (e != Errc::ok) break;
     }
     impl_->settle(debts);
   }

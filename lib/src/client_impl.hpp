@@ -675,12 +675,16 @@ struct Client::Impl {
 
   // ---- enqueue -------------------------------------------------------------------
 
-  Errc check_spec(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o) const noexcept {
+  // `queue_checked`: the caller has just checked this queue for another task (a queue,
+  // once ready, stays ready).
+  Errc check_spec(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o,
+                  bool queue_checked = false) const noexcept {
     if (!attached) return Errc::not_attached;
     if (type.empty() || type.size() > kMaxTypeName) return Errc::invalid_name;
     if (payload.size() > core->layout.payload_bytes) return Errc::payload_too_large;
-    if (o.queue >= core->layout.max_queues ||
-        (core->queues[o.queue].word.load(std::memory_order_relaxed) & 3) != detail::QueueEntry::kReady)
+    if (!queue_checked &&
+        (o.queue >= core->layout.max_queues ||
+         (core->queues[o.queue].word.load(std::memory_order_relaxed) & 3) != detail::QueueEntry::kReady))
       return Errc::unknown_queue;
     if (o.priority >= core->levels || o.max_attempts == 0) return Errc::invalid_argument;
     for (const Need& n : o.needs) {
@@ -807,50 +811,183 @@ struct Client::Impl {
     return Errc::ok;
   }
 
-  // Enqueues tasks from tasks[0] on as one run: consecutive tasks of one (queue, level),
-  // valid and runnable now, whose records are reserved side by side and published as
-  // one ring entry (each record still moves by its own CAS). Returns how many were
-  // accepted: the run whole, or 0 with `error` set. The first task must be valid and
-  // runnable now; the run ends at the first task that cannot join it, at kMaxRun, or
-  // where the next record is not free. A run never reorders tasks, so a refusal (full
-  // table or ring) refuses exactly a suffix of the batch, as single calls would.
-  std::size_t enqueue_run(std::span<const TaskSpec> tasks, std::span<TaskId> ids, std::int64_t now, BatchDebts& debts,
-                          Errc& error) noexcept {
+  // Enqueues tasks from tasks[0] on as runs: records of one (queue, level) reserved side
+  // by side and published as one ring entry each (each record still moves by its own
+  // CAS). Returns how many tasks from tasks[0] on were accepted, with `error` for the
+  // first that was not (ok when the stretch simply ended at a task to go one by one).
+  // tasks[0] must be valid and runnable now.
+  //
+  // The stretch is the tasks from tasks[0] on that are valid and runnable now, at most
+  // kStretch of them over at most kGroups (queue, level) pairs. When every queue ring
+  // has a slot per record (ring_capacity >= task_capacity, the default), the stretch's
+  // tasks are grouped by (queue, level), so a batch of mixed priorities still makes
+  // long runs. That is safe because such a ring is never full: an entry that is not a
+  // leftover holds at least one queued record whose `where` names it, and push clears
+  // leftovers, so entries in use <= queued records < slots. Runs are then published
+  // group by group (FIFO per level holds: a group keeps its tasks' order), and only a
+  // full table can refuse tasks -- before anything is published, so exactly a suffix
+  // is refused, as single calls would. With smaller rings the runs are only of
+  // consecutive tasks and are published in task order, so a full ring refuses exactly
+  // a suffix too.
+  static constexpr std::size_t kStretch = 256;
+  static constexpr std::size_t kGroups = 16;
+  std::size_t enqueue_runs(std::span<const TaskSpec> tasks, std::span<TaskId> ids, std::int64_t now, BatchDebts& debts,
+                           Errc& error) noexcept {
     constexpr std::uint32_t kMaxRun = IndexRing<>::kMaxRun;
-    std::uint64_t words[kMaxRun];
-    std::uint32_t first = 0;
-    if (error = alloc(first, words[0]); error != Errc::ok) return 0;
-    const TaskOptions& head = tasks[0].options;
-    const std::size_t limit = std::min<std::size_t>({tasks.size(), kMaxRun, core->capacity - first});
-    std::uint32_t n = 1;
-    for (; n < limit; ++n) {
-      const TaskSpec& t = tasks[n];
+    const bool grouped = core->ring_capacity >= core->capacity;
+    error = Errc::ok;
+    // The stretch, and each task's group: tasks of one group in task order in `order`.
+    struct Group {
+      std::uint16_t rid, count, start;
+    };
+    Group groups[kGroups];
+    std::uint8_t group_of[kStretch];
+    std::size_t ngroups = 0, len = 0;
+    const std::size_t limit = std::min(tasks.size(), kStretch);
+    for (; len < limit; ++len) {
+      const TaskSpec& t = tasks[len];
       const TaskOptions& o = t.options;
-      if (o.queue != head.queue || o.priority != head.priority || o.not_before_ns != 0 ||
-          check_spec(t.type, t.payload, o) != Errc::ok || !alloc_at(first + n, words[n]))
-        break;
+      if (len != 0) {
+        if (o.not_before_ns != 0) break;  // goes one by one
+        // The queue was checked for the task before when it is the same.
+        error = check_spec(t.type, t.payload, o, o.queue == tasks[len - 1].options.queue);
+        if (error != Errc::ok) break;
+      }
+      const std::uint16_t rid = core->ring_id(o.queue, o.priority);
+      std::size_t g = ngroups;
+      if (len != 0 && groups[group_of[len - 1]].rid == rid) {
+        g = group_of[len - 1];
+      } else if (grouped) {
+        for (std::size_t k = 0; k < ngroups; ++k)
+          if (groups[k].rid == rid) g = k;
+      }
+      if (g == ngroups) {
+        if (ngroups == kGroups) break;  // the next stretch takes it
+        groups[ngroups++] = Group{rid, 0, 0};
+      }
+      ++groups[g].count;
+      group_of[len] = static_cast<std::uint8_t>(g);
     }
-    if (n > 1) cursor.store(first + n, std::memory_order_relaxed);  // the sweep goes on after the run
+    std::uint16_t order[kStretch];
+    for (std::uint16_t g = 0, at = 0; g < ngroups; ++g) {
+      groups[g].start = at;
+      at = static_cast<std::uint16_t>(at + groups[g].count);
+      groups[g].count = 0;
+    }
+    std::uint16_t place[kStretch];  // inverse of order
+    for (std::size_t i = 0; i < len; ++i) {
+      Group& g = groups[group_of[i]];
+      place[i] = static_cast<std::uint16_t>(g.start + g.count++);
+      order[place[i]] = static_cast<std::uint16_t>(i);
+    }
+    // Reserve group by group; a run goes on while the next record is free. A full table
+    // cuts the stretch at the first task left without a record.
+    struct Run {
+      std::uint32_t first;  // first record
+      std::uint16_t at, n;  // its tasks: order[at .. at + n)
+    };
+    Run runs[kStretch];
+    std::size_t nruns = 0, cut = len;
+    std::uint32_t rec[kStretch];
+    std::uint64_t word[kStretch];
+    for (std::size_t g = 0; g < ngroups; ++g) {
+      const std::uint16_t end = static_cast<std::uint16_t>(groups[g].start + groups[g].count);
+      for (std::uint16_t j = groups[g].start; j < end; ++j) {
+        const std::uint16_t i = order[j];
+        if (i >= cut) break;  // so are this group's later tasks
+        Run* r = nruns != 0 ? &runs[nruns - 1] : nullptr;
+        if (r != nullptr && j != groups[g].start && r->n < kMaxRun && r->first + r->n < core->capacity &&
+            alloc_at(r->first + r->n, word[i])) {
+          rec[i] = r->first + r->n++;
+          continue;
+        }
+        if (Errc e = alloc(rec[i], word[i]); e != Errc::ok) {
+          cut = i;
+          error = e;
+          break;
+        }
+        runs[nruns++] = Run{rec[i], j, 1};
+      }
+    }
+    // Drop what lies past the cut: the tail of runs (a group's tasks are in order).
+    std::size_t kept = 0;
+    for (std::size_t k = 0; k < nruns; ++k) {
+      Run r = runs[k];
+      for (; r.n != 0 && order[r.at + r.n - 1] >= cut; --r.n) {
+        const std::uint16_t i = order[r.at + r.n - 1];
+        free_record(rec[i], word[i]);
+      }
+      if (r.n != 0) runs[kept++] = r;
+    }
+    nruns = kept;
+    if (cut < len && grouped) {
+      // The records freed above went to tasks past the cut that an earlier group took
+      // first: give them, in task order, to the tasks from the cut on, so the stretch is
+      // cut where single calls would have found the table full.
+      std::size_t last_run[kGroups];
+      std::fill(last_run, last_run + kGroups, SIZE_MAX);
+      for (std::size_t k = 0; k < nruns; ++k) last_run[group_of[order[runs[k].at]]] = k;
+      const std::size_t from = cut;
+      cut = len;
+      error = Errc::ok;
+      for (std::size_t i = from; i < len; ++i) {
+        const std::size_t g = group_of[i];
+        Run* r = last_run[g] != SIZE_MAX ? &runs[last_run[g]] : nullptr;
+        if (r != nullptr && r->at + r->n == place[i] && r->n < kMaxRun && r->first + r->n < core->capacity &&
+            alloc_at(r->first + r->n, word[i])) {
+          rec[i] = r->first + r->n++;
+          continue;
+        }
+        if (Errc e = alloc(rec[i], word[i]); e != Errc::ok) {
+          cut = i;
+          error = e;
+          break;
+        }
+        last_run[g] = nruns;
+        runs[nruns++] = Run{rec[i], place[i], 1};
+      }
+    }
+    if (nruns != 0) cursor.store(runs[nruns - 1].first + runs[nruns - 1].n, std::memory_order_relaxed);
+    // Fill the records run by run (each run's records lie side by side), then publish.
     std::uint64_t last_hash = 0;
     std::string_view last_type;
-    for (std::uint32_t k = 0; k < n; ++k) {
-      const TaskSpec& t = tasks[k];
-      if (k == 0 || t.type.data() != last_type.data() || t.type.size() != last_type.size()) {
-        last_hash = type_hash(t.type);
-        last_type = t.type;
-        register_type(last_hash, t.type);
+    for (std::size_t k = 0; k < nruns; ++k) {
+      for (std::uint16_t m = 0; m < runs[k].n; ++m) {
+        const std::uint16_t i = order[runs[k].at + m];
+        const TaskSpec& t = tasks[i];
+        if (last_type.data() == nullptr || t.type.data() != last_type.data() || t.type.size() != last_type.size()) {
+          last_hash = type_hash(t.type);
+          last_type = t.type;
+          register_type(last_hash, t.type);
+        }
+        ids[i] = fill_record(rec[i], word[i], last_hash, t.payload, t.options, now);
       }
-      ids[k] = fill_record(first + k, words[k], last_hash, t.payload, t.options, now);
     }
     SHMSCHED_FAULT_POINT(enqueue_before_queued);
-    const PushStatus st = push_run(first, n, words, core->ring_id(head.queue, head.priority), TaskState::queued);
-    if (st != PushStatus::ok) {
-      for (std::uint32_t k = 0; k < n; ++k) free_record(first + k, words[k]);  // not accepted: give them back
+    std::uint64_t words[kMaxRun];
+    for (std::size_t k = 0; k < nruns; ++k) {
+      const Run& r = runs[k];
+      for (std::uint16_t m = 0; m < r.n; ++m) words[m] = word[order[r.at + m]];
+      const TaskOptions& o = tasks[order[r.at]].options;
+      const PushStatus st = push_run(r.first, r.n, words, core->ring_id(o.queue, o.priority), TaskState::queued);
+      if (st == PushStatus::ok) {
+        owe(debts, o.queue, o.priority, r.n);
+        continue;
+      }
+      // Refused (a full ring: with grouping, only a corrupt segment does that; or we
+      // were fenced): this run and every later one are given back. The count returned
+      // is the tasks before the first one given back.
+      std::size_t first_refused = cut;
+      for (std::size_t later = k; later < nruns; ++later)
+        for (std::uint16_t m = 0; m < runs[later].n; ++m) {
+          const std::uint16_t i = order[runs[later].at + m];
+          free_record(rec[i], later == k ? words[m] : word[i]);
+          first_refused = std::min<std::size_t>(first_refused, i);
+        }
       error = st == PushStatus::full ? Errc::ring_full : Errc::fenced;
-      return 0;
+      return first_refused;
     }
-    owe(debts, head.queue, head.priority, n);
-    return n;
+    return cut;
   }
 
   // ---- take ----------------------------------------------------------------------

@@ -463,3 +463,58 @@ TEST(ClientRuns, AFullRingRefusesAWholeRunAndGivesItsRecordsBack) {
   std::vector<Taken> got(32);
   EXPECT_EQ(cli.try_take_batch(q, got), 20u);
 }
+
+TEST_F(Fixture, ABatchOfMixedLevelsMakesOneRunPerLevelKeepingFifoWithinEach) {
+  // Default rings (a slot per record): tasks are grouped by level across the batch.
+  std::vector<int> values(24);
+  std::vector<TaskSpec> specs(values.size());
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    values[i] = static_cast<int>(i);
+    specs[i] = TaskSpec{"m", as_payload(values[i]), opts(general, static_cast<std::uint8_t>(i % 3))};
+  }
+  std::vector<TaskId> ids(specs.size());
+  ASSERT_EQ(cli.enqueue_batch(specs, ids), specs.size());
+  const auto& core = seg.core();
+  for (std::uint8_t level = 0; level < 3; ++level) {
+    std::set<std::uint64_t> positions;
+    std::size_t held = 0;
+    core.ring(core.ring_id(general, level)).for_each_full([&](std::uint32_t, std::uint64_t pos) {
+      positions.insert(pos);
+      ++held;
+    });
+    EXPECT_EQ(positions.size(), 1u) << "level " << int(level) << " is not one run";
+    EXPECT_EQ(held, 8u);
+  }
+  std::vector<Taken> got(32);
+  ASSERT_EQ(cli.try_take_batch(general, got), 24u);
+  for (std::size_t k = 0; k < 24; ++k) {
+    const std::size_t want = (k / 8) + 3 * (k % 8);  // level by level, in enqueue order
+    EXPECT_EQ(got[k].id, ids[want]) << k;
+    int v = -1;
+    ASSERT_TRUE(payload_to(got[k].payload, v));
+    EXPECT_EQ(v, static_cast<int>(want));
+  }
+  ASSERT_EQ(cli.complete_batch(std::span<const Taken>(got.data(), 24)), 24u);
+}
+
+TEST_F(Fixture, AFullTableRefusesASuffixOfAMixedBatchAndNothingElse) {
+  // 64 records; 50 taken by single tasks first, then a batch of 30 over three levels:
+  // exactly the first 14 are accepted, and only they are queued.
+  for (int i = 0; i < 50; ++i) ASSERT_EQ(cli.enqueue_text("fill", "", opts(selenium)), Errc::ok);
+  std::vector<TaskSpec> specs(30);
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    specs[i] = TaskSpec{"m", {}, opts(general, static_cast<std::uint8_t>((i * 7) % 3))};
+  std::vector<TaskId> ids(specs.size());
+  Errc err = Errc::ok;
+  ASSERT_EQ(cli.enqueue_batch(specs, ids, &err), 14u);
+  EXPECT_EQ(err, Errc::table_full);
+  std::vector<Taken> got(64);
+  const std::size_t n = cli.try_take_batch(general, got);
+  ASSERT_EQ(n, 14u);
+  std::set<TaskId> taken;
+  for (std::size_t k = 0; k < n; ++k) taken.insert(got[k].id);
+  for (std::size_t i = 0; i < 14; ++i) EXPECT_EQ(taken.count(ids[i]), 1u) << i;
+  std::uint32_t reserved = 0;
+  for (std::uint32_t i = 0; i < 64; ++i) reserved += state_of_index(i) == TaskState::reserved;
+  EXPECT_EQ(reserved, 0u) << "records of refused tasks were not given back";
+}
