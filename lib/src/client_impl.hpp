@@ -249,31 +249,53 @@ struct Client::Impl {
     }
   }
 
-  // Put the run of records first .. first + n - 1 (owned by us, their state words in
-  // `words`) into ring `rid` as one entry, moving each to `target` (queued) owned by us
-  // on the first attempt. On return `words` are the records' words as we left them.
+  // Moves records first .. first + n - 1 (owned by us, their state words in `words`) to
+  // `target` owned by us, each with `where` = wh first (W1) and then its own CAS (S1).
+  // Returns how many moved; fewer than n means a record was not ours any more (we were
+  // fenced). `words` only ever hold words we wrote: a failed CAS leaves its entry as it
+  // was, so whatever frees them afterwards can only free our own records.
+  std::uint32_t move_run(std::uint32_t first, std::uint32_t n, std::uint64_t* words, TaskState target,
+                         std::uint64_t wh) noexcept {
+    for (std::uint32_t k = 0; k < n; ++k) {
+      auto& c = core->ctrl[first + k];
+      // Still ours? Only the owner may write `where`: a producer fenced while it ran (it
+      // was judged dead and recovery gave its records to others) stops here instead of
+      // overwriting the `where` of someone else's task. relaxed: our own last write,
+      // unless another process has moved the record since.
+      if (c.state.load(std::memory_order_relaxed) != words[k]) return k;
+      // (W1) relaxed: published by (S1) below and by the ring's publishing CAS (R3).
+      c.where.store(wh, std::memory_order_relaxed);
+      std::uint64_t expected = words[k];
+      const std::uint64_t next = next_word(expected, target, token);
+      // (S1) acq_rel: releases the body and `where` to the next owner (pairs with T1).
+      if (!c.state.compare_exchange_strong(expected, next, std::memory_order_acq_rel, std::memory_order_acquire))
+        return k;
+      words[k] = next;
+      if (k + 1 < n) SHMSCHED_FAULT_POINT(enqueue_run_mid_publish);
+    }
+    return n;
+  }
+
+  // Put the run of records first .. first + n - 1 into ring `rid` as one entry, moving
+  // each to `target` owned by us on the first attempt (move_run) unless `moved` says the
+  // caller did. On return `words` are the records' words as we left them.
   // PushStatus::aborted means a record was not ours (we were fenced); records moved
   // before it stay queued under our (fenced) token and the reaper republishes them.
-  PushStatus push_run(std::uint32_t first, std::uint32_t n, std::uint64_t* words, std::uint16_t rid,
-                      TaskState target) noexcept {
-    bool moved = false;
+  PushStatus push_run(std::uint32_t first, std::uint32_t n, std::uint64_t* words, std::uint16_t rid, TaskState target,
+                      bool moved = false) noexcept {
     auto prepare = [&](std::uint64_t pos) noexcept {
       const std::uint64_t wh = detail::make_where(rid, pos);
-      // (W1) relaxed: published by (S1) on the first attempt and by the ring's
-      // publishing CAS (R3) on every attempt.
-      for (std::uint32_t k = 0; k < n; ++k) core->ctrl[first + k].where.store(wh, std::memory_order_relaxed);
-      if (moved) return true;
-      for (std::uint32_t k = 0; k < n; ++k) {
-        const std::uint64_t next = next_word(words[k], target, token);
-        // (S1) acq_rel: releases the body and `where` to the next owner (pairs with T1).
-        if (!core->ctrl[first + k].state.compare_exchange_strong(words[k], next, std::memory_order_acq_rel,
-                                                                 std::memory_order_acquire))
-          return false;
-        words[k] = next;
-        if (k + 1 < n) SHMSCHED_FAULT_POINT(enqueue_run_mid_publish);
+      if (moved) {
+        for (std::uint32_t k = 0; k < n; ++k) {
+          auto& c = core->ctrl[first + k];
+          if (c.state.load(std::memory_order_relaxed) != words[k]) return false;  // fenced, as in move_run
+          // (W1) relaxed, as in move_run: published by the ring's publishing CAS (R3).
+          c.where.store(wh, std::memory_order_relaxed);
+        }
+        return true;
       }
-      moved = true;
-      return true;
+      moved = move_run(first, n, words, target, wh) == n;
+      return moved;
     };
     auto stale = [&](std::uint64_t pos, std::uint32_t v) noexcept { return is_stale(rid, pos, v); };
     if (rid < core->ring_count()) return queue_rings[rid].try_push(first, prepare, stale, &push_cursor[rid], n);
@@ -344,7 +366,6 @@ struct Client::Impl {
       if (!is_free(s)) continue;
       const std::uint64_t next = next_word(s, TaskState::reserved, token);
       note_used(i & mask);
-      prefetch_body(i & mask);
       // The records the sweep reaches a few calls from now, and their control line:
       // their misses overlap this call's work instead of stalling those calls.
       prefetch_body((i + kAhead) & mask);
@@ -910,12 +931,13 @@ struct Client::Impl {
       }
     }
     // Drop what lies past the cut: the tail of runs (a group's tasks are in order).
-    std::size_t kept = 0;
+    std::size_t kept = 0, nspare = 0;
+    std::uint32_t spare[kStretch];  // records given back here, for the second chance below
     for (std::size_t k = 0; k < nruns; ++k) {
       Run r = runs[k];
       for (; r.n != 0 && order[r.at + r.n - 1] >= cut; --r.n) {
         const std::uint16_t i = order[r.at + r.n - 1];
-        free_record(rec[i], word[i]);
+        if (free_record(rec[i], word[i]) == Errc::ok) spare[nspare++] = rec[i];
       }
       if (r.n != 0) runs[kept++] = r;
     }
@@ -938,10 +960,19 @@ struct Client::Impl {
           rec[i] = r->first + r->n++;
           continue;
         }
-        if (Errc e = alloc(rec[i], word[i]); e != Errc::ok) {
-          cut = i;
-          error = e;
-          break;
+        // The records just given back first (a sweep right after finding the table full
+        // looks only a little way ahead), then the sweep.
+        bool got = false;
+        while (!got && nspare != 0) {
+          rec[i] = spare[--nspare];
+          got = alloc_at(rec[i], word[i]);
+        }
+        if (!got) {
+          if (Errc e = alloc(rec[i], word[i]); e != Errc::ok) {
+            cut = i;
+            error = e;
+            break;
+          }
         }
         last_run[g] = nruns;
         runs[nruns++] = Run{rec[i], place[i], 1};
@@ -964,24 +995,51 @@ struct Client::Impl {
       }
     }
     SHMSCHED_FAULT_POINT(enqueue_before_queued);
-    std::uint64_t words[kMaxRun];
+    // Every record queued first, then the runs published: once one is published, no
+    // later step can find us fenced, so a fenced producer has published nothing. Until
+    // its run is published a queued record names no ring, and recovery of a producer
+    // that dies here publishes it (as for one record between S1 and R3).
+    std::uint64_t words[kStretch];
+    std::uint32_t queued = 0;  // runs whose records all moved
+    bool fenced = false;
+    for (std::size_t k = 0; k < nruns && !fenced; ++k) {
+      const Run& r = runs[k];
+      std::uint64_t* w = &words[r.at];
+      for (std::uint16_t m = 0; m < r.n; ++m) w[m] = word[order[r.at + m]];
+      const std::uint32_t moved = move_run(r.first, r.n, w, TaskState::queued, detail::make_where(detail::kNoRing, 0));
+      fenced = moved != r.n;
+      if (!fenced) ++queued;
+    }
+    if (fenced) {
+      // Our records were taken back: give back what is still ours (the exact words
+      // make these CASes fail on records recovery already moved) and accept nothing.
+      for (std::size_t k = 0; k < nruns; ++k)
+        for (std::uint16_t m = 0; m < runs[k].n; ++m) {
+          const std::uint16_t i = order[runs[k].at + m];
+          free_record(rec[i], k <= queued ? words[runs[k].at + m] : word[i]);
+        }
+      error = Errc::fenced;
+      return 0;
+    }
     for (std::size_t k = 0; k < nruns; ++k) {
       const Run& r = runs[k];
-      for (std::uint16_t m = 0; m < r.n; ++m) words[m] = word[order[r.at + m]];
       const TaskOptions& o = tasks[order[r.at]].options;
-      const PushStatus st = push_run(r.first, r.n, words, core->ring_id(o.queue, o.priority), TaskState::queued);
+      const PushStatus st =
+          push_run(r.first, r.n, &words[r.at], core->ring_id(o.queue, o.priority), TaskState::queued, true);
       if (st == PushStatus::ok) {
         owe(debts, o.queue, o.priority, r.n);
         continue;
       }
-      // Refused (a full ring: with grouping, only a corrupt segment does that; or we
-      // were fenced): this run and every later one are given back. The count returned
-      // is the tasks before the first one given back.
+      // A full ring: without grouping, this run and every later one hold exactly the
+      // tasks from the first refused on; they are given back (queued in no ring, so no
+      // taker can have them). With grouping only a corrupt segment gets here, and tasks
+      // published earlier may lie past the count returned. Fenced (aborted): what is
+      // still ours is given back the same way (the exact words fail on the rest).
       std::size_t first_refused = cut;
       for (std::size_t later = k; later < nruns; ++later)
         for (std::uint16_t m = 0; m < runs[later].n; ++m) {
           const std::uint16_t i = order[runs[later].at + m];
-          free_record(rec[i], later == k ? words[m] : word[i]);
+          free_record(rec[i], words[runs[later].at + m]);
           first_refused = std::min<std::size_t>(first_refused, i);
         }
       error = st == PushStatus::full ? Errc::ring_full : Errc::fenced;

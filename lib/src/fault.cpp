@@ -39,6 +39,7 @@ void read_env() noexcept {
     const auto c2 = s.find(':', c1 + 1);
     nth = std::strtoull(s.substr(c1 + 1, c2 - c1 - 1).c_str(), nullptr, 10);
     if (c2 != std::string::npos && s.substr(c2 + 1) == "exit") action = Action::exit;
+    if (c2 != std::string::npos && s.substr(c2 + 1) == "stop") action = Action::stop;
   }
   arm(p, nth == 0 ? 1 : nth, action);
 }
@@ -87,7 +88,12 @@ void hit(Point p) noexcept {
   const auto i = static_cast<std::size_t>(p);
   const std::uint64_t n = g_passes[i].fetch_add(1, std::memory_order_relaxed) + 1;
   if (g_armed.load(std::memory_order_relaxed) == static_cast<int>(i) && n == g_nth.load(std::memory_order_relaxed)) {
-    if (g_action.load(std::memory_order_relaxed) == static_cast<int>(Action::exit)) ::_exit(99);
+    const int action = g_action.load(std::memory_order_relaxed);
+    if (action == static_cast<int>(Action::exit)) ::_exit(99);
+    if (action == static_cast<int>(Action::stop)) {
+      ::kill(::getpid(), SIGSTOP);  // returns once continued
+      return;
+    }
     ::kill(::getpid(), SIGKILL);
     ::_exit(98);  // not reached
   }

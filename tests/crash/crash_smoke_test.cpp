@@ -370,3 +370,64 @@ TEST(Reaping, StoppedProcessIsNotReaped) {
   ASSERT_TRUE(World::killed(victim));
   EXPECT_EQ(c.reap_dead().participants, 1u);
 }
+
+// A producer that is reaped while alive (here: its start time made to look wrong) and
+// then goes on with a batch must not touch the records recovery gave to others: its
+// late CASes fail (fenced), and it gives back only records still its own.
+TEST(Fencing, AProducerReapedMidBatchLeavesOthersRecordsAlone) {
+  ASSERT_TRUE(fault::enabled()) << "crash tests need a build with SHMSCHED_FAULT_POINTS";
+  World w(crash_layout());
+  const pid_t pid = w.spawn([&] {
+    auto c = Client::attach(w.seg).value();
+    w.log->victim_ready.store(c.token());
+    std::vector<TaskSpec> specs(10, TaskSpec{"late", {}, TaskOptions{}});
+    for (auto& s : specs) s.options.queue = w.q;
+    std::vector<TaskId> ids(specs.size());
+    fault::arm(Point::enqueue_before_queued, 1, fault::Action::stop);  // records reserved and filled
+    Errc err = Errc::ok;
+    const std::size_t n = c.enqueue_batch(specs, ids, &err);
+    w.log->n_accepted.store(static_cast<std::uint32_t>(n));
+    w.log->n_completing.store(err == Errc::fenced ? 1 : 0);
+    ::_exit(0);
+  });
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, WUNTRACED), pid);
+  ASSERT_TRUE(WIFSTOPPED(status)) << "the child did not stop at its point";
+  // Recovery takes the stopped producer's records back...
+  auto c = Client::attach(w.seg, Role::producer | Role::consumer).value();
+  auto& slot =
+      w.seg.core().participants[detail::token_index(static_cast<std::uint16_t>(w.log->victim_ready.load())) - 1];
+  slot.start_time.store(slot.start_time.load() + 1);
+  const ReapReport rep = c.reap_dead();
+  ASSERT_EQ(rep.freed, 10u);
+  // ...and this process fills the whole table, those records included.
+  std::set<TaskId> mine;
+  for (;;) {
+    TaskId id;
+    TaskOptions o;
+    o.queue = w.q;
+    const Errc e = c.enqueue_text("mine", "x", o, &id);
+    if (e == Errc::table_full) break;
+    ASSERT_EQ(e, Errc::ok);
+    mine.insert(id);
+  }
+  ASSERT_EQ(mine.size(), w.seg.layout().task_capacity);
+  ::kill(pid, SIGCONT);
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(w.log->n_accepted.load(), 0u) << "a fenced producer reported tasks accepted";
+  EXPECT_EQ(w.log->n_completing.load(), 1u) << "the late batch did not report Errc::fenced";
+  // Every task of this process is still there, once.
+  std::size_t taken = 0;
+  Taken t;
+  while (c.try_take(w.q, t)) {
+    EXPECT_EQ(mine.count(t.id), 1u) << "a task that is not ours";
+    ++taken;
+    ASSERT_EQ(c.complete(t), Errc::ok);
+  }
+  EXPECT_EQ(taken, mine.size()) << "the fenced producer freed records that were not its own";
+  for (std::uint32_t i = 0; i < w.seg.core().capacity; ++i) {
+    const auto st = detail::state_of(w.seg.core().ctrl[i].state.load());
+    EXPECT_TRUE(st == TaskState::free) << "record " << i << " left in state " << static_cast<int>(st);
+  }
+}

@@ -91,7 +91,8 @@ class IndexRing {
   static constexpr std::uint64_t empty_word(std::uint64_t lap) noexcept { return (lap & kLapMask) << kLapShift; }
   /// FULL(lap, v, run): `run` (1..kMaxRun) values from v on.
   static constexpr std::uint64_t full_word(std::uint64_t lap, std::uint32_t v, std::uint32_t run = 1) noexcept {
-    return ((lap & kLapMask) << kLapShift) | kFullBit | (std::uint64_t{run - 1} << kValueBits) | v;
+    return ((lap & kLapMask) << kLapShift) | kFullBit | (std::uint64_t{(run - 1) & kRunMask} << kValueBits) |
+           (v & kValueMask);
   }
   static constexpr bool is_full(std::uint64_t w) noexcept { return (w & kFullBit) != 0; }
   /// The first value of a FULL entry.
@@ -209,8 +210,8 @@ class IndexRing {
   /// `ahead(pos)` is called once per entry reached, before its first claim: a hook to
   /// start fetching what later pops will need (see value_at).
   template <class ClaimFn, class TakeFn, class AheadFn>
-  std::size_t try_pop_many(ClaimFn&& claim, std::size_t max, TakeFn&& take, detail::AtomicU64* cursor,
-                           AheadFn&& ahead) noexcept {
+  [[gnu::always_inline]] std::size_t try_pop_many(ClaimFn&& claim, std::size_t max, TakeFn&& take,
+                                                  detail::AtomicU64* cursor, AheadFn&& ahead) noexcept {
     std::uint64_t h0 = header_->head.load(std::memory_order_relaxed);  // (R5) a hint only
     // relaxed: the cursor is a hint private to the process; its invariant holds for any
     // value ever stored in it.
@@ -234,7 +235,9 @@ class IndexRing {
           return got;
         }
         const std::uint32_t v = value_of(w);
-        const std::uint32_t end = v + run_of(w);
+        // Clamped: on a corrupt word a run may not reach past the largest value.
+        const std::uint32_t end =
+            static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{v} + run_of(w), kValueMask + 1));
         std::uint32_t k = v;  // the values from v up to k were looked at
         ahead(h);
         while (k < end && got < max) {

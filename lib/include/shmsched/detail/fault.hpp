@@ -3,7 +3,7 @@
 // `SHMSCHED_FAULT_POINT(name)` marks a step. With SHMSCHED_FAULT_POINTS defined (test
 // builds), a process armed with `fault::arm(point, n, action)` -- or through the
 // environment variable SHMSCHED_FAULT=name:n[:kill|exit] -- dies at the n-th pass
-// through that point (SIGKILL, or _exit(99)). Every pass is counted so a test can prove
+// through that point (SIGKILL, _exit(99), or SIGSTOP to pause it there). Every pass is counted so a test can prove
 // its workload reached the point. Without the definition the macro compiles to nothing.
 //
 // The list below is the one enumeration of every point; tests/crash iterates it.
@@ -48,7 +48,9 @@ enum class Point : std::uint8_t {
 };
 inline constexpr std::size_t kPointCount = static_cast<std::size_t>(Point::count_);
 
-enum class Action : std::uint8_t { kill, exit };
+/// kill: SIGKILL; exit: _exit(99); stop: SIGSTOP, so a test can act on the segment
+/// while the process sits at the point and then let it go on (SIGCONT).
+enum class Action : std::uint8_t { kill, exit, stop };
 
 std::string_view name(Point p) noexcept;
 /// Looks a point up by name; false when there is none.
