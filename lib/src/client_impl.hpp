@@ -1060,13 +1060,13 @@ struct Client::Impl {
     std::uint32_t aged = 0;
     if (const std::uint32_t bound = core->queues[q].aging_ms.load(std::memory_order_relaxed); bound != 0)
       aged = aged_level(q, std::int64_t{bound} * 1000000);
-    if (aged != 0 && pop_level(q, aged, std::span<Taken>(&out, 1)) != 0) return took(out, as_helper);
+    if (aged != 0 && pop_level<true>(q, aged, std::span<Taken>(&out, 1)) != 0) return took(out, as_helper);
     const std::uint16_t base = core->ring_id(q, 0);
     for (std::uint32_t level = 0; level < core->levels; ++level) {
       const auto rid = static_cast<std::uint16_t>(base + level);
       // The cheap look first: most levels are empty most of the time.
       if (queue_rings[rid].empty_at(pop_cursor[rid].load(std::memory_order_relaxed))) continue;
-      if (pop_level(q, level, std::span<Taken>(&out, 1)) != 0) return took(out, as_helper);
+      if (pop_level<true>(q, level, std::span<Taken>(&out, 1)) != 0) return took(out, as_helper);
     }
     return false;
   }
@@ -1099,7 +1099,7 @@ struct Client::Impl {
     if (!takeable_queue(q)) return 0;
     std::size_t n = 0;
     for (std::uint32_t level = 0; level < core->levels && n < out.size(); ++level) {
-      const std::size_t got = pop_level(q, level, out.subspan(n));
+      const std::size_t got = pop_level<false>(q, level, out.subspan(n));
       if (got != 0) bump(counters(q, level).started, got);
       n += got;
     }
@@ -1109,7 +1109,10 @@ struct Client::Impl {
   // Takes up to out.size() tasks of one level in ring order (a run is taken from its
   // front, several of its tasks at once); returns how many. A task found expired is
   // dead-lettered on the way and not counted.
-  std::size_t pop_level(QueueId q, std::uint32_t level, std::span<Taken> out) noexcept {
+  // kOne: out has one element, known when compiled (single takes: the ring code then
+  // folds away its bookkeeping for several).
+  template <bool kOne>
+  [[gnu::always_inline]] std::size_t pop_level(QueueId q, std::uint32_t level, std::span<Taken> out) noexcept {
     const std::uint16_t rid = core->ring_id(q, level);
     std::size_t n = 0;
     std::uint64_t w = 0;
@@ -1139,7 +1142,7 @@ struct Client::Impl {
       }
     };
     for (;;) {
-      const std::size_t want = out.size() - n;
+      const std::size_t want = kOne ? 1 - n : out.size() - n;
       if (want == 0) return n;
       if (queue_rings[rid].try_pop_many(claim_fn, want, take_fn, &pop_cursor[rid], ahead_fn) < want) return n;
     }

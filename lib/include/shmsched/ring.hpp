@@ -118,8 +118,8 @@ class IndexRing {
   /// filled when the caller last looked (true forever after). The walk starts at the
   /// later of it and the shared hint; a push leaves it just past the position it filled.
   template <class Prepare, class IsStale>
-  PushStatus try_push(std::uint32_t value, Prepare&& prepare, IsStale&& is_stale, detail::AtomicU64* cursor = nullptr,
-                      std::uint32_t run = 1) noexcept {
+  [[gnu::always_inline]] PushStatus try_push(std::uint32_t value, Prepare&& prepare, IsStale&& is_stale,
+                                             detail::AtomicU64* cursor = nullptr, std::uint32_t run = 1) noexcept {
     std::uint64_t t0 = header_->tail.load(std::memory_order_relaxed);  // (R1) a hint only
     // relaxed: a process-private hint whose invariant holds for any value ever stored.
     if (cursor != nullptr) t0 = std::max(t0, cursor->load(std::memory_order_relaxed));
