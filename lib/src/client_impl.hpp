@@ -249,6 +249,18 @@ struct Client::Impl {
     }
   }
 
+  // (W1) Sets `where` of a record whose state word we last left as `word`, if it still
+  // is: only the owner may write `where`, so a producer fenced while it ran (judged dead,
+  // its records given to others by recovery) stops here instead of overwriting the
+  // `where` of someone else's task. The load is relaxed: our own last write, unless
+  // another process has moved the record since. The store is relaxed: published by the
+  // state CAS (S1) that follows, or by the ring's publishing CAS (R3).
+  static bool set_where(detail::TaskCtrl& c, std::uint64_t word, std::uint64_t wh) noexcept {
+    if (c.state.load(std::memory_order_relaxed) != word) return false;
+    c.where.store(wh, std::memory_order_relaxed);
+    return true;
+  }
+
   // Moves records first .. first + n - 1 (owned by us, their state words in `words`) to
   // `target` owned by us, each with `where` = wh first (W1) and then its own CAS (S1).
   // Returns how many moved; fewer than n means a record was not ours any more (we were
@@ -258,13 +270,7 @@ struct Client::Impl {
                          std::uint64_t wh) noexcept {
     for (std::uint32_t k = 0; k < n; ++k) {
       auto& c = core->ctrl[first + k];
-      // Still ours? Only the owner may write `where`: a producer fenced while it ran (it
-      // was judged dead and recovery gave its records to others) stops here instead of
-      // overwriting the `where` of someone else's task. relaxed: our own last write,
-      // unless another process has moved the record since.
-      if (c.state.load(std::memory_order_relaxed) != words[k]) return k;
-      // (W1) relaxed: published by (S1) below and by the ring's publishing CAS (R3).
-      c.where.store(wh, std::memory_order_relaxed);
+      if (!set_where(c, words[k], wh)) return k;
       std::uint64_t expected = words[k];
       const std::uint64_t next = next_word(expected, target, token);
       // (S1) acq_rel: releases the body and `where` to the next owner (pairs with T1).
@@ -286,12 +292,8 @@ struct Client::Impl {
     auto prepare = [&](std::uint64_t pos) noexcept {
       const std::uint64_t wh = detail::make_where(rid, pos);
       if (moved) {
-        for (std::uint32_t k = 0; k < n; ++k) {
-          auto& c = core->ctrl[first + k];
-          if (c.state.load(std::memory_order_relaxed) != words[k]) return false;  // fenced, as in move_run
-          // (W1) relaxed, as in move_run: published by the ring's publishing CAS (R3).
-          c.where.store(wh, std::memory_order_relaxed);
-        }
+        for (std::uint32_t k = 0; k < n; ++k)
+          if (!set_where(core->ctrl[first + k], words[k], wh)) return false;  // fenced
         return true;
       }
       moved = move_run(first, n, words, target, wh) == n;
@@ -842,9 +844,9 @@ struct Client::Impl {
   // kStretch of them over at most kGroups (queue, level) pairs. When every queue ring
   // has a slot per record (ring_capacity >= task_capacity, the default), the stretch's
   // tasks are grouped by (queue, level), so a batch of mixed priorities still makes
-  // long runs. That is safe because such a ring is never full: an entry that is not a
-  // leftover holds at least one queued record whose `where` names it, and push clears
-  // leftovers, so entries in use <= queued records < slots. Runs are then published
+  // long runs. That is safe because such a ring is never full (docs/ring-protocol.md,
+  // "Runs": the entries between the head and a pusher each hold a queued record of
+  // their own, and the pusher holds one more). Runs are then published
   // group by group (FIFO per level holds: a group keeps its tasks' order), and only a
   // full table can refuse tasks -- before anything is published, so exactly a suffix
   // is refused, as single calls would. With smaller rings the runs are only of
@@ -911,17 +913,22 @@ struct Client::Impl {
     std::size_t nruns = 0, cut = len;
     std::uint32_t rec[kStretch];
     std::uint64_t word[kStretch];
+    // Task i (at `place` in order) goes on run r if it follows r's tasks and r's next
+    // record is free.
+    auto extend = [&](Run* r, std::uint16_t place_i, std::uint16_t i) noexcept {
+      if (r == nullptr || r->at + r->n != place_i || r->n >= kMaxRun || r->first + r->n >= core->capacity ||
+          !alloc_at(r->first + r->n, word[i]))
+        return false;
+      rec[i] = r->first + r->n++;
+      return true;
+    };
     for (std::size_t g = 0; g < ngroups; ++g) {
       const std::uint16_t end = static_cast<std::uint16_t>(groups[g].start + groups[g].count);
       for (std::uint16_t j = groups[g].start; j < end; ++j) {
         const std::uint16_t i = order[j];
         if (i >= cut) break;  // so are this group's later tasks
-        Run* r = nruns != 0 ? &runs[nruns - 1] : nullptr;
-        if (r != nullptr && j != groups[g].start && r->n < kMaxRun && r->first + r->n < core->capacity &&
-            alloc_at(r->first + r->n, word[i])) {
-          rec[i] = r->first + r->n++;
-          continue;
-        }
+        // The last run is this group's when j is not the group's first task.
+        if (j != groups[g].start && extend(&runs[nruns - 1], j, i)) continue;
         if (Errc e = alloc(rec[i], word[i]); e != Errc::ok) {
           cut = i;
           error = e;
@@ -954,12 +961,8 @@ struct Client::Impl {
       error = Errc::ok;
       for (std::size_t i = from; i < len; ++i) {
         const std::size_t g = group_of[i];
-        Run* r = last_run[g] != SIZE_MAX ? &runs[last_run[g]] : nullptr;
-        if (r != nullptr && r->at + r->n == place[i] && r->n < kMaxRun && r->first + r->n < core->capacity &&
-            alloc_at(r->first + r->n, word[i])) {
-          rec[i] = r->first + r->n++;
+        if (extend(last_run[g] != SIZE_MAX ? &runs[last_run[g]] : nullptr, place[i], static_cast<std::uint16_t>(i)))
           continue;
-        }
         // The records just given back first (a sweep right after finding the table full
         // looks only a little way ahead), then the sweep.
         bool got = false;

@@ -96,6 +96,18 @@ struct World {
     return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
   }
 
+  // Runs `workload` in a child armed to die at the nth pass through `point`, checks that
+  // it died there, then recovers and checks the invariants.
+  template <class Workload>
+  void kill_at_and_verify(Point point, std::uint64_t nth, Workload&& workload) {
+    const pid_t pid = spawn([&] {
+      fault::arm(point, nth);
+      workload();
+    });
+    ASSERT_TRUE(killed(pid)) << "child never reached " << fault::name(point) << " #" << nth;
+    recover_and_verify();
+  }
+
   // Reap, promote everything delayed, drain; then check the invariants.
   void recover_and_verify() {
     auto c = Client::attach(seg, Role::consumer).value();
@@ -216,13 +228,7 @@ TEST_P(KillAtPoint, NothingLostNothingWedged) {
   ASSERT_TRUE(fault::enabled()) << "crash tests need a build with SHMSCHED_FAULT_POINTS";
   World w(crash_layout());
   w.preload(40);
-  const auto [point, nth] = GetParam();
-  const pid_t pid = w.spawn([&] {
-    fault::arm(point, nth);
-    mixed_workload(w, 120);
-  });
-  ASSERT_TRUE(World::killed(pid)) << "child never reached " << fault::name(point) << " #" << nth;
-  w.recover_and_verify();
+  w.kill_at_and_verify(GetParam().point, GetParam().nth, [&] { mixed_workload(w, 120); });
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -243,13 +249,7 @@ TEST_P(KillBatchesAtPoint, NothingLostNothingWedged) {
   // No preloaded single tasks: the child's first take meets a run, so a consumer killed
   // part-way through one leaves it in the ring for the recovery below.
   World w(crash_layout());
-  const auto [point, nth] = GetParam();
-  const pid_t pid = w.spawn([&] {
-    fault::arm(point, nth);
-    batch_workload(w, 40);
-  });
-  ASSERT_TRUE(World::killed(pid)) << "child never reached " << fault::name(point) << " #" << nth;
-  w.recover_and_verify();
+  w.kill_at_and_verify(GetParam().point, GetParam().nth, [&] { batch_workload(w, 40); });
 }
 
 // Points inside runs: a producer killed while reserving or publishing the records of a
