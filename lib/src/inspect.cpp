@@ -81,7 +81,7 @@ Snapshot inspect(const Segment& segment) {
     for (std::uint32_t level = 0; level < core.levels; ++level) {
       LevelSnapshot l;
       const IndexRing<> ring = core.ring(core.ring_id(qi.id, level));
-      l.depth = ring.depth_guess();
+      l.depth = ring.values_guess();
       std::uint32_t v = 0;
       if (ring.peek_head(v) && v < core.capacity && l.depth != 0)
         l.oldest_age_ns = std::max<std::int64_t>(0, now - load_enqueued(core.hot(v)));

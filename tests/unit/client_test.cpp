@@ -393,7 +393,8 @@ TEST_F(Fixture, ABatchOfOneLevelIsOneRingEntryTakenInOrder) {
   });
   EXPECT_EQ(positions.size(), 1u);
   EXPECT_EQ(values_held, 20u);
-  EXPECT_EQ(ring.depth_guess(), 20u);
+  EXPECT_EQ(ring.values_guess(), 20u);
+  EXPECT_EQ(ring.depth_guess(), 1u);
   // Taken one by one and a stretch at a time, in enqueue order.
   std::size_t next = 0;
   Taken t;

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <vector>
+
 #include "shmsched/detail/core.hpp"
 #include "shmsched/shmsched.hpp"
 
@@ -150,4 +152,27 @@ TEST(Inspect, ScansStopAtTheHighestRecordEverUsedAndMissNothingBelowIt) {
   EXPECT_EQ(dl[0].id, t.id);
   EXPECT_EQ(cli.requeue_all_dead(), 1u);
   EXPECT_EQ(inspect(seg).queued, 2u);
+}
+
+// A batch is published as runs (one ring entry for many tasks): a level's depth counts
+// the tasks still in its entries, also once a run has been taken from its front.
+TEST(Inspect, DepthCountsTheTasksOfRunsNotTheirEntries) {
+  auto seg = Segment::create_private(layout(), CreateOptions{0600, {"a"}}).value();
+  auto cli = Client::attach(seg, Role::producer | Role::consumer).value();
+  const QueueId a = seg.find_queue("a").value();
+  std::vector<TaskSpec> specs(12, TaskSpec{"t", {}, TaskOptions{}});
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    specs[i].options.queue = a;
+    specs[i].options.priority = static_cast<std::uint8_t>(i % 2);  // 6 at level 0, 6 at level 1
+  }
+  std::vector<TaskId> ids(specs.size());
+  ASSERT_EQ(cli.enqueue_batch(specs, ids), specs.size());
+  Taken t;
+  ASSERT_TRUE(cli.try_take(a, t));  // the front of level 0's run
+  const Snapshot s = inspect(seg);
+  ASSERT_EQ(s.queues.size(), 1u);
+  EXPECT_EQ(s.queues[0].levels[0].depth, 5u);
+  EXPECT_EQ(s.queues[0].levels[1].depth, 6u);
+  EXPECT_EQ(s.queues[0].depth(), 11u);
+  EXPECT_EQ(s.queued, 11u);
 }

@@ -305,24 +305,21 @@ class IndexRing {
     }
     return false;
   }
-  /// Values held between head and tail (leftovers included); may be stale by the time
-  /// it returns. Walks the few positions the hints may lag by, then the entries between
-  /// (for inspection, not for hot paths).
+  /// Entries between head and tail (leftovers included); may be stale by the time it
+  /// returns. Walks the few positions the hints may lag by. For a ring of single
+  /// entries (park rings) this is its depth in values too.
   std::uint64_t depth_guess() const noexcept {
-    std::uint64_t h = header_->head.load(std::memory_order_relaxed);
-    std::uint64_t t = header_->tail.load(std::memory_order_relaxed);
-    for (std::uint64_t i = 0; i < 4 * kHintEvery; ++i, ++t) {  // filled positions past the tail hint
-      const std::uint64_t w = slots_[t & mask_].load(std::memory_order_acquire);
-      const bool filled = lap_of_word(w) == lap_of_pos(t) ? is_full(w) : lap_ahead(lap_of_word(w), lap_of_pos(t));
-      if (!filled) break;
-    }
-    for (std::uint64_t i = 0; i < 4 * kHintEvery && h < t; ++i, ++h) {  // consumed positions past the head hint
-      const std::uint64_t w = slots_[h & mask_].load(std::memory_order_acquire);
-      if (!lap_ahead(lap_of_word(w), lap_of_pos(h))) break;
-    }
+    std::uint64_t h = 0, t = 0;
+    span_guess(h, t);
+    return t > h ? t - h : 0;
+  }
+  /// Values held between head and tail: a run counts for every value it still holds.
+  /// Walks the entries between (for inspection, not for hot paths).
+  std::uint64_t values_guess() const noexcept {
+    std::uint64_t h = 0, t = 0;
+    span_guess(h, t);
     if (t <= h) return 0;
     if (t - h > mask_ + 1) return t - h;  // hints torn by concurrent moves: positions are the guess
-    // Values, not entries: a run counts for every value it still holds.
     std::uint64_t n = 0;
     for (std::uint64_t p = h; p < t; ++p) {
       const std::uint64_t w = slots_[p & mask_].load(std::memory_order_acquire);
@@ -358,6 +355,20 @@ class IndexRing {
   static constexpr std::uint64_t kSlotsPerLine = detail::kCacheLine / sizeof(std::uint64_t);
   static constexpr bool hint_due(std::uint64_t start, std::uint64_t pos) noexcept {
     return ((pos + 1) % kHintEvery) == 0 || pos - start >= kHintEvery;
+  }
+  // Head and tail, each moved past the few positions its hint may lag by.
+  void span_guess(std::uint64_t& h, std::uint64_t& t) const noexcept {
+    h = header_->head.load(std::memory_order_relaxed);
+    t = header_->tail.load(std::memory_order_relaxed);
+    for (std::uint64_t i = 0; i < 4 * kHintEvery; ++i, ++t) {  // filled positions past the tail hint
+      const std::uint64_t w = slots_[t & mask_].load(std::memory_order_acquire);
+      const bool filled = lap_of_word(w) == lap_of_pos(t) ? is_full(w) : lap_ahead(lap_of_word(w), lap_of_pos(t));
+      if (!filled) break;
+    }
+    for (std::uint64_t i = 0; i < 4 * kHintEvery && h < t; ++i, ++h) {  // consumed positions past the head hint
+      const std::uint64_t w = slots_[h & mask_].load(std::memory_order_acquire);
+      if (!lap_ahead(lap_of_word(w), lap_of_pos(h))) break;
+    }
   }
   // Whether every value of FULL entry `w` at `pos` is a leftover.
   template <class IsStale>
