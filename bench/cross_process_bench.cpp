@@ -11,6 +11,9 @@
 //                                     try_enqueue / try_dequeue with tokens
 //   BM_cross_moodycamel_thread_bulk   the same with try_enqueue_bulk / try_dequeue_bulk of 64
 //   BM_cross_tbb_thread_single        tbb::concurrent_bounded_queue, try_push / try_pop
+//   BM_cross_record_{bound,states}_thread_{single,bulk}
+//                                     upper bounds of any engine built on a task table
+//                                     (see their section), not peers
 //   BM_cross_boost_mq_process/D/P     boost::interprocess::message_queue of depth D between
 //                                     two processes; P=0 blocking send/receive (its intended
 //                                     use), P=1 try_send/try_receive polled like the others
@@ -429,6 +432,183 @@ void BM_cross_moodycamel_thread_bulk(benchmark::State& state) {
 BENCHMARK(BM_cross_moodycamel_thread_single)->Apply(cross_config);
 BENCHMARK(BM_cross_moodycamel_thread_bulk)->Apply(cross_config);
 
+// ---- the bounds of a record design --------------------------------------------------
+//
+// What any queue built like shmsched's engine can do at best on this host, in two steps.
+//
+//   BM_cross_record_bound_thread_*   each task is a record with a header line and an
+//       inline payload line, and the queue hands over record indices: one producer
+//       thread writes the two lines, one consumer thread reads them, through a
+//       single-producer single-consumer index ring (Lamport's, with cached indices). No
+//       state word, no CAS, no priority, no crash recovery, no free list (records are
+//       reused in ring order).
+//   BM_cross_record_states_thread_*  the same, plus what the issue's task table asks of
+//       every record: a state word changed by one CAS per transition -- reserve and
+//       queue by the producer, claim and free by the consumer -- each word on a line of
+//       its own and fetched ahead, as generously as the engine could ever do it.
+//
+// Both are upper bounds on the engine's throughput, not peers. Their ratios against
+// moodycamel show how much of the gap is the design the engine must have rather than
+// the engine's code: the first moves two lines a task where moodycamel moves one; the
+// second adds a locked read-modify-write per transition, which cannot start before the
+// stores ahead of it have reached their lines, so a consumer that keeps up pays a
+// cross-core round trip per task.
+
+struct alignas(64) BoundRecord {
+  std::uint64_t header[8];  // as many bytes as TaskHot: id, type, times, sizes, level
+  Item payload;
+};
+static_assert(sizeof(BoundRecord) == 128);
+
+// A record's state word. The engine packs four to a line; a line each is faster here
+// (70 against 53 M/s in batches, 9.6 against 8.1 single), so the bound takes that.
+struct alignas(64) BoundCtrl {
+  std::atomic<std::uint64_t> state{0};
+  std::uint64_t where = 0;
+};
+
+// One CAS as the engine makes per transition; the state goes 0 free -> 1 reserved ->
+// 2 queued (producer), 2 -> 3 running -> 0 free (consumer).
+inline void bound_cas(std::atomic<std::uint64_t>& w, std::uint64_t from, std::uint64_t to) {
+  std::uint64_t expected = from;
+  // acq_rel, as the engine's transitions: hands the record's lines over.
+  while (!w.compare_exchange_strong(expected, to, std::memory_order_acq_rel, std::memory_order_acquire)) {
+    expected = from;
+    cpu_relax();
+  }
+}
+
+struct alignas(64) BoundIndex {
+  std::atomic<std::uint64_t> v{0};
+};
+
+RunResult run_record_bound_threads(std::uint64_t n, bool bulk, bool states) {
+  const CpuPin pin(producer_cpu());
+  constexpr std::uint64_t kMask = kDepth - 1;
+  std::vector<BoundRecord> records(kDepth);  // value-initialised: every page touched
+  std::vector<BoundCtrl> ctrl(kDepth);
+  std::vector<std::uint32_t> ring(kDepth, 0);
+  BoundIndex tail;  // written by the producer only
+  BoundIndex head;  // written by the consumer only
+  ConsumerReport rep;
+  ThreadConsumer consumer;
+  consumer.thread = std::thread([&] {
+    const CpuPin pin(consumer_cpu());
+    rep.ready.store(1, std::memory_order_release);
+    const ConsumerWatch watch{0, &consumer.stop, now_ns() + std::chrono::nanoseconds(2 * kRunTimeout).count()};
+    std::uint64_t count = 0;
+    std::uint64_t sum = 0;
+    ConsumerError err = kConsumerOk;
+    Backoff backoff;
+    std::uint64_t idle = 0;
+    std::uint64_t h = 0;
+    std::uint64_t seen = 0;  // the producer's tail as last read
+    while (count < n && err == kConsumerOk) {
+      if (h == seen) {
+        // acquire: pairs with the producer's release of tail; the records and ring
+        // entries below it are written.
+        seen = tail.v.load(std::memory_order_acquire);
+        if (h == seen) {
+          backoff.pause();
+          if ((++idle & 4095) == 0) err = watch.check();
+          continue;
+        }
+      }
+      backoff.reset();
+      const std::uint64_t end = bulk ? std::min(seen, h + kBatch) : h + 1;
+      for (; h < end; ++h) {
+        const std::uint32_t idx = ring[h & kMask];
+        if (states && h + 8 < seen) {
+          // as the engine does: fetch the lines of the entry 8 ahead, the word for writing
+          const std::uint32_t ahead = ring[(h + 8) & kMask];
+          __builtin_prefetch(&ctrl[ahead], 1);
+          __builtin_prefetch(&records[ahead], 0);
+          __builtin_prefetch(&records[ahead].payload, 0);
+        }
+        if (states) bound_cas(ctrl[idx].state, 2, 3);
+        const BoundRecord& r = records[idx];
+        if (r.header[0] != r.payload.seq) err = kBadItem;
+        sum += r.payload.seq;
+        ++count;
+        if (states) bound_cas(ctrl[idx].state, 3, 0);
+      }
+      // release: the records below h are read; the producer may write them again.
+      head.v.store(h, std::memory_order_release);
+    }
+    publish(rep, count, sum, err);
+  });
+
+  RunResult r;
+  if (!wait_for_flag(rep.ready, nullptr, kStartTimeout)) return {0, "consumer did not start"};
+  const std::int64_t t0 = now_ns();
+  const Watch watch{nullptr, &rep, t0 + std::chrono::nanoseconds(kRunTimeout).count()};
+  const std::size_t step = bulk ? kBatch : 1;
+  std::uint64_t t = 0;
+  std::uint64_t freed = 0;  // the consumer's head as last read
+  for (std::uint64_t base = 0; base < n; base += step) {
+    const std::uint64_t k = std::min<std::uint64_t>(step, n - base);
+    Backoff backoff;
+    for (std::uint64_t waits = 1; t + k - freed > kDepth; ++waits) {
+      // acquire: pairs with the consumer's release of head; it is done with those records.
+      freed = head.v.load(std::memory_order_acquire);
+      if (t + k - freed <= kDepth) break;
+      backoff.pause();
+      if ((waits & 4095) == 0 && watch.consumer_gone()) return {0, "consumer stopped while the producer waited"};
+    }
+    for (std::uint64_t i = 0; i < k; ++i) {
+      const std::uint64_t seq = base + i;
+      const auto idx = static_cast<std::uint32_t>((t + i) & kMask);
+      if (states) {
+        __builtin_prefetch(&ctrl[(idx + 8) & kMask], 1);
+        __builtin_prefetch(&records[(idx + 8) & kMask], 1);
+        __builtin_prefetch(&records[(idx + 8) & kMask].payload, 1);
+        bound_cas(ctrl[idx].state, 0, 1);
+      }
+      BoundRecord& rec = records[idx];
+      rec.header[0] = seq;
+      rec.header[1] = 0x62656e6368ULL;  // the type's hash
+      rec.header[2] = static_cast<std::uint64_t>(t0);
+      rec.header[3] = 0;
+      rec.header[4] = 0;
+      rec.header[5] = sizeof(Item) | (std::uint64_t{priority_of(seq)} << 48);
+      rec.header[6] = 1;
+      rec.header[7] = 0;
+      rec.payload = Item{};
+      rec.payload.seq = seq;
+      if (states) {
+        bound_cas(ctrl[idx].state, 1, 2);
+        ctrl[idx].where = t + i;
+      }
+      ring[(t + i) & kMask] = idx;
+    }
+    t += k;
+    // release: the records and ring entries below t are written before the consumer
+    // can see t.
+    tail.v.store(t, std::memory_order_release);
+  }
+  if (!wait_for_flag(rep.done, nullptr, kRunTimeout)) return {0, "consumer did not finish"};
+  r.seconds = static_cast<double>(rep.end_ns.load(std::memory_order_relaxed) - t0) * 1e-9;
+  r.error = check_report(rep, n);
+  return r;
+}
+
+void BM_cross_record_bound_thread_single(benchmark::State& state) {
+  run_timed(state, [](std::uint64_t n) { return run_record_bound_threads(n, false, false); });
+}
+void BM_cross_record_bound_thread_bulk(benchmark::State& state) {
+  run_timed(state, [](std::uint64_t n) { return run_record_bound_threads(n, true, false); });
+}
+void BM_cross_record_states_thread_single(benchmark::State& state) {
+  run_timed(state, [](std::uint64_t n) { return run_record_bound_threads(n, false, true); });
+}
+void BM_cross_record_states_thread_bulk(benchmark::State& state) {
+  run_timed(state, [](std::uint64_t n) { return run_record_bound_threads(n, true, true); });
+}
+BENCHMARK(BM_cross_record_bound_thread_single)->Apply(cross_config);
+BENCHMARK(BM_cross_record_bound_thread_bulk)->Apply(cross_config);
+BENCHMARK(BM_cross_record_states_thread_single)->Apply(cross_config);
+BENCHMARK(BM_cross_record_states_thread_bulk)->Apply(cross_config);
+
 // ---- tbb --------------------------------------------------------------------------------
 
 RunResult run_tbb_threads(std::uint64_t n) {
@@ -632,6 +812,21 @@ const RatioDecl s1("3. shmsched against itself", "process batch 64 / process sin
                    "BM_cross_shmsched_process_batch", "BM_cross_shmsched_process_single");
 const RatioDecl s2("3. shmsched against itself", "process single / thread single (price of the process boundary)",
                    "BM_cross_shmsched_process_single", "BM_cross_shmsched_thread_single");
+
+const RatioDecl b1("4. the bound of the record design", "record bound single / moodycamel thread single",
+                   "BM_cross_record_bound_thread_single", "BM_cross_moodycamel_thread_single");
+const RatioDecl b2("4. the bound of the record design", "record bound bulk 64 / moodycamel bulk 64",
+                   "BM_cross_record_bound_thread_bulk", "BM_cross_moodycamel_thread_bulk");
+const RatioDecl b3("4. the bound of the record design", "record states single / moodycamel thread single",
+                   "BM_cross_record_states_thread_single", "BM_cross_moodycamel_thread_single");
+const RatioDecl b4("4. the bound of the record design", "record states bulk 64 / moodycamel bulk 64",
+                   "BM_cross_record_states_thread_bulk", "BM_cross_moodycamel_thread_bulk");
+const RatioDecl b5("4. the bound of the record design", "record states single / boost mq (1024, blocking)",
+                   "BM_cross_record_states_thread_single", "BM_cross_boost_mq_process/1024/0");
+const RatioDecl b6("4. the bound of the record design", "shmsched process single / record states single",
+                   "BM_cross_shmsched_process_single", "BM_cross_record_states_thread_single");
+const RatioDecl b7("4. the bound of the record design", "shmsched process batch 64 / record states bulk 64",
+                   "BM_cross_shmsched_process_batch", "BM_cross_record_states_thread_bulk");
 
 }  // namespace
 }  // namespace shmsched::bench

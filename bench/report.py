@@ -32,7 +32,7 @@ REQUIRED = ("scenario", "system", "payload_bytes", "producers", "consumers", "ta
 # Peers in the order the tables and plots show them; systems not listed follow alphabetically.
 SYSTEM_ORDER = ("shmsched", "shmsched_reserve0", "shmsched_reserve1", "index_ring", "boost_mq",
                 "redis", "redis_pipelined", "moodycamel", "tbb", "boost_semaphore",
-                "emulated_incr_decr", "spin_word")
+                "emulated_incr_decr", "spin_word", "record_bound", "record_states")
 
 # An error of this form means a peer is not installed: its rows are absent, the run is not failed.
 ABSENT_RE = re.compile(r"\bnot available\b", re.IGNORECASE)
@@ -104,6 +104,8 @@ _DECORATION = re.compile(r"^(iterations|repeats|min_time|min_warmup_time|threads
 # Which system a shmsched_bench benchmark measures, first match wins.
 _MICRO_SYSTEMS = (
     ("index_ring", "index_ring"),
+    ("record_bound", "record_bound"),    # upper bounds of a task-table engine, not peers
+    ("record_states", "record_states"),
     ("shmsched", "shmsched"),
     ("alloc_fill_free", "shmsched"),
     ("wake_sleeping", "shmsched"),      # shmsched's sleeping wake-up; futex references are counters
@@ -577,6 +579,14 @@ MICRO_RATIOS = (
      "process batch 64 / Boost mq (1024, blocking)"),
     ("BM_cross_shmsched_process_single", "BM_cross_moodycamel_thread_single",
      "process single / moodycamel thread single"),
+    ("BM_cross_record_states_thread_single", "BM_cross_moodycamel_thread_single",
+     "bound: records with state words, single / moodycamel thread single"),
+    ("BM_cross_record_states_thread_single", "BM_cross_boost_mq_process/1024/0",
+     "bound: records with state words, single / Boost mq (1024, blocking)"),
+    ("BM_cross_record_states_thread_bulk", "BM_cross_moodycamel_thread_bulk",
+     "bound: records with state words, bulk 64 / moodycamel bulk"),
+    ("BM_cross_shmsched_process_batch", "BM_cross_record_states_thread_bulk",
+     "process batch 64 / its bound (records with state words, bulk 64)"),
     ("BM_pair_shmsched_client/0", "BM_pair_moodycamel", "one thread pair, level 0 / moodycamel"),
     ("BM_pair_index_ring", "BM_pair_moodycamel", "bare IndexRing pair / moodycamel"),
     ("BM_mpmc_shmsched/4", "BM_mpmc_moodycamel/4", "4 threads, enqueue+take pairs on one queue / moodycamel"),
