@@ -358,7 +358,8 @@ struct Client::Impl {
     // Within 20 us of a sweep that found the table full, look only at the next 64
     // records (the oldest reservations, so the likeliest to be free again): a producer
     // spinning on back-pressure then costs a few lines, not a sweep of the whole table
-    // through lines the consumers are writing.
+    // through lines the consumers are writing. The first reservation after that clears
+    // the mark, so a table that is not full costs no clock read.
     std::uint32_t limit = core->capacity;
     const std::int64_t full_at = last_full_ns.load(std::memory_order_relaxed);
     if (full_at != 0 && monotonic_ns() - full_at < 20'000) limit = std::min<std::uint32_t>(limit, 64);
@@ -375,6 +376,7 @@ struct Client::Impl {
       // (S0) acquire: pairs with (S5) of the record's last owner; we may now write it.
       if (c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) {
         cursor.store(i + 1, std::memory_order_relaxed);
+        if (full_at != 0) last_full_ns.store(0, std::memory_order_relaxed);  // relaxed: a hint
         idx = i & mask;
         word = next;
         SHMSCHED_FAULT_POINT(task_alloc_reserved);
