@@ -397,6 +397,10 @@ struct Client::Impl {
     std::uint64_t s = c.state.load(std::memory_order_relaxed);
     if (!is_free(s)) return false;
     note_used(idx);
+    // A batch reserves all its records before it fills any: the lines it is about to
+    // write, and the control line the next members' CASes need, are fetched now.
+    prefetch_body(idx);
+    __builtin_prefetch(&core->ctrl[(idx + 2 * kAhead) & (core->capacity - 1)], 1, 3);
     const std::uint64_t next = next_word(s, TaskState::reserved, token);
     // (S0) as in alloc.
     if (!c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) return false;
