@@ -202,6 +202,9 @@ struct Client::Impl {
   // by alternating builds, 1 producer process -> 1 consumer process, single calls:
   // about +20% (docs/benchmarks.md); 16 ahead was no better than 8.
   static constexpr std::uint32_t kAhead = 8;
+  // How many members of a run a batch take fetches at once, and control words per line.
+  static constexpr std::uint32_t kMaxRunFetch = 16;
+  static constexpr std::uint32_t kCtrlPerLine = detail::kCacheLine / sizeof(detail::TaskCtrl);
   void prefetch_body(std::uint32_t idx) const noexcept {
     __builtin_prefetch(core->hot(idx), 1, 3);
     __builtin_prefetch(core->payload(idx), 1, 3);
@@ -1142,7 +1145,16 @@ struct Client::Impl {
     };
     // The record of the entry a few positions on: its lines arrive while this one's
     // claim, reads and the caller's handler run (the next takes then find them near).
-    auto ahead_fn = [&](std::uint64_t pos) noexcept {
+    auto ahead_fn = [&](std::uint64_t pos, std::uint32_t front, std::uint32_t end) noexcept {
+      // The members of this entry after its front (a run of a batch): their lines
+      // arrive together instead of one claim's miss after another.
+      if constexpr (!kOne) {
+        const std::uint32_t last = std::min<std::uint32_t>({end, front + kMaxRunFetch, core->capacity});
+        for (std::uint32_t x = front + 1; x < last; ++x) {
+          if (x % kCtrlPerLine == 0) __builtin_prefetch(&core->ctrl[x], 1, 3);
+          prefetch_body(x);
+        }
+      }
       queue_rings[rid].prefetch(pos + 2 * kAhead);  // the slot looked at kAhead pops from now
       const std::uint32_t v = queue_rings[rid].value_at(pos + kAhead);
       if (v < core->capacity) {

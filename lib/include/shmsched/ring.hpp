@@ -183,7 +183,7 @@ class IndexRing {
   template <class ClaimFn, class TakeFn>
   std::size_t try_pop_many(ClaimFn&& claim, std::size_t max, TakeFn&& take,
                            detail::AtomicU64* cursor = nullptr) noexcept {
-    return try_pop_many(claim, max, take, cursor, [](std::uint64_t) noexcept {});
+    return try_pop_many(claim, max, take, cursor, [](std::uint64_t, std::uint32_t, std::uint32_t) noexcept {});
   }
 
   /// Starts fetching the slot line of `pos` for writing (a hint).
@@ -207,8 +207,9 @@ class IndexRing {
   /// and the cursor is left at the position the walk ended on, so a caller that is the
   /// only consumer of the ring never walks over positions it consumed itself.
   ///
-  /// `ahead(pos)` is called once per entry reached, before its first claim: a hook to
-  /// start fetching what later pops will need (see value_at).
+  /// `ahead(pos, v, end)` is called once per entry reached, before its first claim,
+  /// with the values v .. end - 1 the entry still holds: a hook to start fetching what
+  /// this pop and later ones will need (see value_at).
   template <class ClaimFn, class TakeFn, class AheadFn>
   [[gnu::always_inline]] std::size_t try_pop_many(ClaimFn&& claim, std::size_t max, TakeFn&& take,
                                                   detail::AtomicU64* cursor, AheadFn&& ahead) noexcept {
@@ -239,7 +240,7 @@ class IndexRing {
         const std::uint32_t end =
             static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{v} + run_of(w), kValueMask + 1));
         std::uint32_t k = v;  // the values from v up to k were looked at
-        ahead(h);
+        ahead(h, v, end);
         while (k < end && got < max) {
           const std::uint32_t x = k++;
           if (claim(h, x) == Claim::taken) {
