@@ -874,6 +874,10 @@ struct Client::Impl {
     };
     Group groups[kGroups];
     std::uint8_t group_of[kStretch];
+    // Which group a ring's tasks went to, by the ring id's low bits (checked: ids that
+    // share them fall back to a scan).
+    std::uint8_t group_by_rid[kGroups];
+    std::fill(group_by_rid, group_by_rid + kGroups, std::uint8_t{kGroups});
     std::size_t ngroups = 0, len = 0;
     const std::size_t limit = std::min(tasks.size(), kStretch);
     for (; len < limit; ++len) {
@@ -890,12 +894,21 @@ struct Client::Impl {
       if (len != 0 && groups[group_of[len - 1]].rid == rid) {
         g = group_of[len - 1];
       } else if (grouped) {
-        for (std::size_t k = 0; k < ngroups; ++k)
-          if (groups[k].rid == rid) g = k;
+        const std::size_t hinted = group_by_rid[rid % kGroups];
+        if (hinted < ngroups && groups[hinted].rid == rid) {
+          g = hinted;
+        } else {
+          for (std::size_t k = 0; k < ngroups; ++k)
+            if (groups[k].rid == rid) {
+              g = k;
+              break;
+            }
+        }
       }
       if (g == ngroups) {
         if (ngroups == kGroups) break;  // the next stretch takes it
         groups[ngroups++] = Group{rid, 0, 0};
+        group_by_rid[rid % kGroups] = static_cast<std::uint8_t>(g);
       }
       ++groups[g].count;
       group_of[len] = static_cast<std::uint8_t>(g);
