@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include <map>
 #include <set>
 #include <string>
 #include <thread>
@@ -496,6 +497,58 @@ TEST_F(Fixture, ABatchOfMixedLevelsMakesOneRunPerLevelKeepingFifoWithinEach) {
     EXPECT_EQ(v, static_cast<int>(want));
   }
   ASSERT_EQ(cli.complete_batch(std::span<const Taken>(got.data(), 24)), 24u);
+}
+
+// More (queue, level) pairs than a stretch groups (16), whose ring ids share their low
+// bits: every task still lands in its own queue and level, in enqueue order within each.
+TEST(ClientBatch, ManyQueuesAndLevelsInOneBatchKeepEveryTaskInItsRingInFifo) {
+  Layout l = small_layout(256, 8);
+  l.max_queues = 3;
+  Segment seg = Segment::create_private(l, CreateOptions{0600, {"q0", "q1", "q2"}}).value();
+  Client cli = Client::attach(seg, Role::producer | Role::consumer).value();
+  const QueueId qs[3] = {seg.find_queue("q0").value(), seg.find_queue("q1").value(), seg.find_queue("q2").value()};
+  constexpr std::size_t kTasks = 200;
+  std::vector<int> values(kTasks);
+  std::vector<TaskSpec> specs(kTasks);
+  std::map<std::pair<QueueId, int>, std::vector<int>> want;  // per (queue, level), in enqueue order
+  std::uint32_t x = 12345;
+  for (std::size_t i = 0; i < kTasks; ++i) {
+    x = x * 1103515245u + 12345u;
+    const QueueId q = qs[(x >> 8) % 3];
+    const auto level = static_cast<std::uint8_t>((x >> 16) % 8);
+    values[i] = static_cast<int>(i);
+    TaskOptions o;
+    o.queue = q;
+    o.priority = level;
+    specs[i] = TaskSpec{"many", as_payload(values[i]), o};
+    want[{q, level}].push_back(static_cast<int>(i));
+  }
+  ASSERT_GT(want.size(), 16u);
+  std::vector<TaskId> ids(kTasks);
+  Errc err = Errc::corrupt;  // anything but ok: enqueue_batch must set it
+  ASSERT_EQ(cli.enqueue_batch(specs, ids, &err), kTasks);
+  EXPECT_EQ(err, Errc::ok);
+  std::map<std::pair<QueueId, int>, std::vector<int>> got;
+  std::size_t total = 0;
+  for (const QueueId q : qs) {
+    Taken t;
+    int last_level = -1;
+    while (cli.try_take(q, t)) {
+      int v = -1;
+      ASSERT_TRUE(payload_to(t.payload, v));
+      ASSERT_GE(v, 0);
+      ASSERT_LT(v, static_cast<int>(kTasks));
+      EXPECT_EQ(t.id, ids[static_cast<std::size_t>(v)]);
+      EXPECT_EQ(t.queue, q);
+      EXPECT_GE(int(t.level), last_level) << "a more urgent task was left behind";
+      last_level = t.level;
+      got[{q, t.level}].push_back(v);
+      ASSERT_EQ(cli.complete(t), Errc::ok);
+      ++total;
+    }
+  }
+  EXPECT_EQ(total, kTasks);
+  EXPECT_EQ(got, want);
 }
 
 TEST_F(Fixture, AFullTableRefusesASuffixOfAMixedBatchAndNothingElse) {
