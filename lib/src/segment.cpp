@@ -122,8 +122,8 @@ void init_header(detail::Core& core, std::string_view name) {
   auto* h = core.header;
   const auto self = ProcessIdentity::self();
   // Creator identity first and the magic last: an opener that sees the magic also sees
-  // who to blame if the segment never becomes ready (x86-64 keeps store order; the
-  // opener re-reads until ready anyway).
+  // who to blame if the segment never becomes ready (the opener re-reads until ready
+  // anyway).
   h->creator_pid = self.pid;
   h->creator_start_time = self.start_time;
   SHMSCHED_FAULT_POINT(segment_init_after_create);
@@ -137,8 +137,10 @@ void init_header(detail::Core& core, std::string_view name) {
   h->created_unix_ns = unix_ns();
   std::memset(h->name, 0, sizeof h->name);
   std::memcpy(h->name, name.data(), std::min(name.size(), sizeof h->name - 1));
-  std::atomic_thread_fence(std::memory_order_release);
-  h->magic = detail::kMagic;
+  // release: the identity and layout fields above are written before the magic, for an
+  // opener that finds the magic but not yet the ready state (it reads the header with
+  // pread, in address order, and waits for ready -- (H1) -- before it trusts anything).
+  std::atomic_ref<std::uint64_t>(h->magic).store(detail::kMagic, std::memory_order_release);
   // Every other region is valid when zero: EMPTY(0) ring slots, free records, free
   // queue/participant/type/semaphore entries. The pages stay untouched until used.
   SHMSCHED_FAULT_POINT(segment_init_before_ready);
