@@ -3,10 +3,12 @@
  * lib/src/client_impl.hpp: move_run, push_run), for spin. ring.pml models entries of
  * one record; this one the entries of several (docs/ring-protocol.md, "Runs").
  *
- * Producer 0 publishes records 0 and 1 as one run (W1 for both, S1 for each, one R3);
- * producer 1 publishes record 2 alone; two consumers take one task at a time, so the
- * run is taken from its front and the entry moved on past what was taken (or
- * cleared) with one CAS. After recovery, init pushes record 3 and the ring wraps. Any
+ * Producer 0 publishes records 0, 1 and 2 as one run (W1 for each, S1 for each, one
+ * R3); producer 1 publishes record 3 alone. Consumer 2 takes up to two tasks per pop
+ * (try_take_batch), consumer 3 one (try_take), so a run is split between poppers,
+ * taken from its front, and the entry moved on past what was taken (or cleared) with
+ * one CAS; a pop that empties an entry goes on to the next one. After recovery, init
+ * pushes record 4 and the ring wraps. Any
  * one process may crash at any step (at most MAXCRASH crashes in a run), a consumer
  * included between its claim and the move of the entry; a reaper then recovers the
  * crashed process's records exactly as reap_dead() does. (A batch in the code queues
@@ -20,7 +22,8 @@
  * docs/ring-protocol.md maps each labelled step to the code. */
 
 #define NSLOT 2
-#define NREC 4          /* records 0,1 (a run), 2: the producers'; 3: the after-recovery check */
+#define NREC 5          /* records 0,1,2 (a run), 3: the producers'; 4: the after-recovery check */
+#define NTASK 4         /* the producers' records */
 #define MAXCRASH 1
 #define LAP(p) ((p) / NSLOT)
 #define IDX(p) ((p) % NSLOT)
@@ -53,9 +56,9 @@ bool reaping = false;
 #define CRASH(me) if :: atomic { (ncrash < MAXCRASH && !reaping) -> ncrash++; dead[me] = true }; goto crashed :: true -> skip fi
 
 /* Whether value v is not takeable at pos; an entry of n values from v is a leftover
- * when none of them is (n <= 2 here). */
+ * when none of them is (n <= 3 here). */
 #define STALE(v, pos) (st[v] != QUEUED || where[v] != (pos))
-#define STALE_ALL(v, n, pos) (STALE(v, pos) && ((n) < 2 || STALE((v) + 1, pos)))
+#define STALE_ALL(v, n, pos) (STALE(v, pos) && ((n) < 2 || STALE((v) + 1, pos)) && ((n) < 3 || STALE((v) + 2, pos)))
 /* The entry at pos still holds value r (r is in the part not yet moved past). */
 #define HOLDS(pos, r) (sfull[IDX(pos)] && slap[IDX(pos)] == LAP(pos) && sval[IDX(pos)] <= (r) && \
                        (r) < sval[IDX(pos)] + scnt[IDX(pos)])
@@ -112,8 +115,11 @@ inline push(me, r, n, crashable) {
 }
 
 proctype producer(byte me; byte r; byte n) {
-  st[r] = RESERVED; owner[r] = me;
-  if :: (n == 2) -> st[r + 1] = RESERVED; owner[r + 1] = me :: else -> skip fi;
+  byte j = 0;
+  do
+  :: (j < n) -> atomic { st[r + j] = RESERVED; owner[r + j] = me }; j++   /* S0 for each */
+  :: else -> break
+  od;
   CRASH(me);
   push(me, r, n, true);
   producers_left--;
@@ -124,13 +130,15 @@ out:
   skip
 }
 
-/* Take one value: R5, R6, then T1/T2 on the entry's values from its front until one is
- * taken, then R4: move the entry on past the values looked at (or clear it when none is
- * left), retried while the entry still starts before them. Sets `got` or NREC. */
-inline pop(me, got) {
+/* Take up to `want` (1 or 2) values: R5, R6, then T1/T2 on the entry's values from its
+ * front until `want` are taken or the entry ends, then R4: move the entry on past the
+ * values looked at (or clear it when none is left); an entry looked at to its end
+ * leaves the pop going on to the next position. The values taken are got[me], got2[me]
+ * (NREC: none), ng[me] of them. */
+inline pop(me, want) {
   byte h, l, v, c, k, e;
   bool f;
-  got = NREC;
+  ng[me] = 0; got[me] = NREC; got2[me] = NREC;
   h = head;                                            /* R5 */
   do
   :: atomic { l = slap[IDX(h)]; f = sfull[IDX(h)]; v = sval[IDX(h)]; c = scnt[IDX(h)] }   /* R6 */
@@ -140,11 +148,13 @@ inline pop(me, got) {
           e = v + c;
           k = v;
           do
-          :: (k < e && got == NREC) ->
+          :: (k < e && ng[me] < want) ->
                atomic {                                /* T1 + T2: CAS queued -> running(me) */
                  if
                  :: (st[k] == QUEUED && where[k] == h) ->
-                      st[k] = RUNNING; owner[k] = me; delivered[k]++; got = k;
+                      st[k] = RUNNING; owner[k] = me; delivered[k]++;
+                      if :: (ng[me] == 0) -> got[me] = k :: else -> got2[me] = k fi;
+                      ng[me]++;
                       assert(delivered[k] <= published[k])  /* never twice for one publication */
                  :: else -> skip                       /* taken already, or a leftover */
                  fi
@@ -167,7 +177,7 @@ inline pop(me, got) {
           :: (k == e) ->
                atomic { if :: (head < h + 1) -> head = h + 1 :: else -> skip fi };
                if
-               :: (got != NREC) -> break
+               :: (ng[me] == want) -> break
                :: else -> h++
                fi
           :: else -> break                             /* taken, with values left in the entry */
@@ -177,21 +187,31 @@ inline pop(me, got) {
   od
 }
 
-#define ALL_FINISHED ((!accepted[0] || finished[0] > 0) && (!accepted[1] || finished[1] > 0) && (!accepted[2] || finished[2] > 0))
+#define DONE_IF_ACCEPTED(r) (!accepted[r] || finished[r] > 0)
+#define ALL_FINISHED (DONE_IF_ACCEPTED(0) && DONE_IF_ACCEPTED(1) && DONE_IF_ACCEPTED(2) && DONE_IF_ACCEPTED(3))
 
-proctype consumer(byte me) {
-  byte got;
+byte got[6];   /* per popper: the values its last pop took */
+byte got2[6];
+byte ng[6];
+
+proctype consumer(byte me; byte want) {
   /* Poll until the ring is seen empty after the producers are done and the reaper has
    * recovered: then init checks that every accepted task was finished. A lost task is
    * not in the ring, so the consumers stop and the check fails. */
   bool last;
   do
   :: last = (producers_left == 0 && recovered);   /* read before the pop that may end it */
-     pop(me, got);
+     pop(me, want);
      if
-     :: (got != NREC) ->
+     :: (ng[me] != 0) ->
           CRASH(me);
-          atomic { st[got] = DONE; owner[got] = 9; finished[got]++ }
+          atomic { st[got[me]] = DONE; owner[got[me]] = 9; finished[got[me]]++ };
+          if
+          :: (ng[me] == 2) ->
+               CRASH(me);                              /* between two completions of a batch */
+               atomic { st[got2[me]] = DONE; owner[got2[me]] = 9; finished[got2[me]]++ }
+          :: else -> skip
+          fi
      :: else ->
           if
           :: last -> break
@@ -213,7 +233,7 @@ proctype reaper() {
   atomic { (producers_left == 0) -> reaping = true };
   r = 0;
   do
-  :: (r < 3) ->
+  :: (r < NTASK) ->
        /* Each decision is one CAS from the state the reaper observed, as in
         * recover_records(): a record that a live process moved meanwhile is left alone. */
        if
@@ -227,7 +247,7 @@ proctype reaper() {
        :: else -> skip
        fi;
        r++
-  :: (r == 3) -> break
+  :: (r == NTASK) -> break
   od;
   recovered = true;
   goto out;
@@ -238,21 +258,21 @@ out:
 }
 
 init {
-  byte i, got;
+  byte i;
   for (i : 0 .. NREC - 1) { owner[i] = 9 }
   atomic {
-    run producer(0, 0, 2); run producer(1, 2, 1);
-    run consumer(2); run consumer(3);
+    run producer(0, 0, 3); run producer(1, 3, 1);
+    run consumer(2, 2); run consumer(3, 1);
     run reaper()
   }
   /* every process has ended */
   (_nr_pr == 1);
   assert(ALL_FINISHED);
   /* No wedge: the ring still accepts and yields a new task. */
-  st[3] = RESERVED; owner[3] = 4;
-  push(4, 3, 1, false);
-  pop(4, got);
-  assert(got == 3);
+  st[4] = RESERVED; owner[4] = 4;
+  push(4, 4, 1, false);
+  pop(4, 1);
+  assert(got[4] == 4);
   goto out;
 crashed:      /* not reachable: init pushes with crashable = false */
   skip;
