@@ -419,7 +419,8 @@ bool Client::janitor_tick(std::int64_t now_ns) noexcept {
     const std::int64_t renewed = h->janitor_renewed_ns.load(std::memory_order_relaxed);
     // A holder that renewed recently is trusted without asking /proc; a silent one is
     // replaced only when its process is dead (pid + start time), never for silence.
-    if (lease != 0 && (now_ns - renewed < 1'000'000'000 || im.token_alive(static_cast<std::uint16_t>(lease))))
+    if (lease != 0 &&
+        (detail::sub_sat(now_ns, renewed) < 1'000'000'000 || im.token_alive(static_cast<std::uint16_t>(lease))))
       return false;
     // (J1) acq_rel: one janitor at a time (two would still be safe: every duty is CAS).
     if (!h->janitor_lease.compare_exchange_strong(lease, im.token, std::memory_order_acq_rel)) return false;

@@ -16,6 +16,7 @@
 #include "shmsched/detail/core.hpp"
 #include "shmsched/detail/fault.hpp"
 #include "shmsched/detail/futex.hpp"
+#include "shmsched/detail/saturate.hpp"
 
 namespace shmsched {
 
@@ -1114,7 +1115,7 @@ struct Client::Impl {
     for (std::uint32_t level = 1; level < core->levels; ++level) {
       std::uint32_t v = 0;
       if (!core->ring(core->ring_id(q, level)).peek_head(v) || v >= core->capacity) continue;
-      if (now - load_enqueued(core->hot(v)) > bound_ns) return level;
+      if (detail::sub_sat(now, load_enqueued(core->hot(v))) > bound_ns) return level;
     }
     return 0;
   }

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "shmsched/detail/core.hpp"
+#include "shmsched/detail/saturate.hpp"
 
 namespace shmsched {
 
@@ -240,7 +241,8 @@ struct Consumer::Impl {
         // At least 100 us: a due time that stays in the past (a delayed task whose
         // ring is full is retried later) must not turn the sleep into a spin.
         if (const std::int64_t due = client->next_due_ns(); due != 0)
-          sleep_ns = std::clamp<std::int64_t>(due - now, std::min<std::int64_t>(100'000, tick_ns), tick_ns);
+          sleep_ns =
+              std::clamp<std::int64_t>(detail::sub_sat(due, now), std::min<std::int64_t>(100'000, tick_ns), tick_ns);
         client->sleep(seen, std::chrono::nanoseconds(sleep_ns));
       }
       client->wake_up(home_span, help_span);

@@ -84,7 +84,7 @@ Snapshot inspect(const Segment& segment) {
       l.depth = ring.values_guess();
       std::uint32_t v = 0;
       if (ring.peek_head(v) && v < core.capacity && l.depth != 0)
-        l.oldest_age_ns = std::max<std::int64_t>(0, now - load_enqueued(core.hot(v)));
+        l.oldest_age_ns = std::max<std::int64_t>(0, detail::sub_sat(now, load_enqueued(core.hot(v))));
       l.counters = sum_level(core, qi.id, level);
       q.levels.push_back(l);
     }

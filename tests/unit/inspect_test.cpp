@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <vector>
 
 #include "shmsched/detail/core.hpp"
@@ -175,4 +176,23 @@ TEST(Inspect, DepthCountsTheTasksOfRunsNotTheirEntries) {
   EXPECT_EQ(s.queues[0].levels[1].depth, 6u);
   EXPECT_EQ(s.queues[0].depth(), 11u);
   EXPECT_EQ(s.queued, 11u);
+}
+
+// A record's enqueue time is read from the segment, which may hold anything: the age of
+// the oldest task saturates instead of overflowing (found by the segment fuzzer).
+TEST(Inspect, AnAbsurdEnqueueTimeGivesASaturatedAgeNotAnOverflow) {
+  auto seg = Segment::create_private(layout(), CreateOptions{0600, {"a"}}).value();
+  auto cli = Client::attach(seg, Role::producer | Role::consumer).value();
+  TaskOptions o;
+  o.queue = seg.find_queue("a").value();
+  ASSERT_EQ(cli.enqueue_text("t", "", o), Errc::ok);
+  const auto& core = seg.core();
+  std::uint32_t queued = core.capacity;
+  for (std::uint32_t i = 0; i < core.capacity; ++i)
+    if (detail::state_of(core.ctrl[i].state.load()) == TaskState::queued) queued = i;
+  ASSERT_LT(queued, core.capacity);
+  core.hot(queued)->enqueued_ns = std::numeric_limits<std::int64_t>::min();
+  EXPECT_EQ(inspect(seg).queues[0].levels[0].oldest_age_ns, std::numeric_limits<std::int64_t>::max());
+  core.hot(queued)->enqueued_ns = std::numeric_limits<std::int64_t>::max();  // in the future: age 0
+  EXPECT_EQ(inspect(seg).queues[0].levels[0].oldest_age_ns, 0);
 }
