@@ -12,7 +12,7 @@
 //   BM_cross_moodycamel_thread_bulk   the same with try_enqueue_bulk / try_dequeue_bulk of 64
 //   BM_cross_tbb_thread_single        tbb::concurrent_bounded_queue, try_push / try_pop
 //   BM_cross_record_{bound,states}_thread_{single,bulk}
-//                                     upper bounds of any engine built on a task table
+//                                     references for an engine built on a task table
 //                                     (see their section), not peers
 //   BM_cross_boost_mq_process/D/P     boost::interprocess::message_queue of depth D between
 //                                     two processes; P=0 blocking send/receive (its intended
@@ -432,27 +432,28 @@ void BM_cross_moodycamel_thread_bulk(benchmark::State& state) {
 BENCHMARK(BM_cross_moodycamel_thread_single)->Apply(cross_config);
 BENCHMARK(BM_cross_moodycamel_thread_bulk)->Apply(cross_config);
 
-// ---- the bounds of a record design --------------------------------------------------
+// ---- references: what a record design costs ------------------------------------------
 //
-// What any queue built like shmsched's engine can do at best on this host, in two steps.
+// Two stripped-down queues built the way the issues ask the engine to be built: a task
+// table whose records carry the payload inline, and record indices handed over.
 //
 //   BM_cross_record_bound_thread_*   each task is a record with a header line and an
-//       inline payload line, and the queue hands over record indices: one producer
-//       thread writes the two lines, one consumer thread reads them, through a
-//       single-producer single-consumer index ring (Lamport's, with cached indices). No
-//       state word, no CAS, no priority, no crash recovery, no free list (records are
-//       reused in ring order).
+//       inline payload line: one producer thread writes the two lines, one consumer
+//       thread reads them, through a single-producer single-consumer index ring
+//       (Lamport's, with cached indices). No state word, no CAS, no priority, no crash
+//       recovery, no free list (records are reused in ring order). A ceiling: the engine
+//       does all of this and more.
 //   BM_cross_record_states_thread_*  the same, plus what the issue's task table asks of
 //       every record: a state word changed by one CAS per transition -- reserve and
 //       queue by the producer, claim and free by the consumer -- each word on a line of
-//       its own and fetched ahead, as generously as the engine could ever do it.
+//       its own and fetched ahead. A reference, not a ceiling: it shows what a lean
+//       implementation of the per-task CASes reaches (the engine's single calls, which
+//       order their steps differently, measure faster than it).
 //
-// Both are upper bounds on the engine's throughput, not peers. Their ratios against
-// moodycamel show how much of the gap is the design the engine must have rather than
-// the engine's code: the first moves two lines a task where moodycamel moves one; the
-// second adds a locked read-modify-write per transition, which cannot start before the
-// stores ahead of it have reached their lines, so a consumer that keeps up pays a
-// cross-core round trip per task.
+// Neither is a peer. Their ratios against moodycamel show how much of the gap the
+// design accounts for: the first moves two lines a task where moodycamel moves one; the
+// second adds a locked read-modify-write per transition, which cannot complete before
+// the stores ahead of it have reached their lines.
 
 struct alignas(64) BoundRecord {
   std::uint64_t header[8];  // as many bytes as TaskHot: id, type, times, sizes, level
@@ -461,7 +462,7 @@ struct alignas(64) BoundRecord {
 static_assert(sizeof(BoundRecord) == 128);
 
 // A record's state word. The engine packs four to a line; a line each is faster here
-// (70 against 53 M/s in batches, 9.6 against 8.1 single), so the bound takes that.
+// (70 against 53 M/s in batches, 9.6 against 8.1 single), so the reference takes that.
 struct alignas(64) BoundCtrl {
   std::atomic<std::uint64_t> state{0};
   std::uint64_t where = 0;
@@ -813,19 +814,19 @@ const RatioDecl s1("3. shmsched against itself", "process batch 64 / process sin
 const RatioDecl s2("3. shmsched against itself", "process single / thread single (price of the process boundary)",
                    "BM_cross_shmsched_process_single", "BM_cross_shmsched_thread_single");
 
-const RatioDecl b1("4. the bound of the record design", "record bound single / moodycamel thread single",
+const RatioDecl b1("4. references: what a record design costs", "record bound single / moodycamel thread single",
                    "BM_cross_record_bound_thread_single", "BM_cross_moodycamel_thread_single");
-const RatioDecl b2("4. the bound of the record design", "record bound bulk 64 / moodycamel bulk 64",
+const RatioDecl b2("4. references: what a record design costs", "record bound bulk 64 / moodycamel bulk 64",
                    "BM_cross_record_bound_thread_bulk", "BM_cross_moodycamel_thread_bulk");
-const RatioDecl b3("4. the bound of the record design", "record states single / moodycamel thread single",
+const RatioDecl b3("4. references: what a record design costs", "record states single / moodycamel thread single",
                    "BM_cross_record_states_thread_single", "BM_cross_moodycamel_thread_single");
-const RatioDecl b4("4. the bound of the record design", "record states bulk 64 / moodycamel bulk 64",
+const RatioDecl b4("4. references: what a record design costs", "record states bulk 64 / moodycamel bulk 64",
                    "BM_cross_record_states_thread_bulk", "BM_cross_moodycamel_thread_bulk");
-const RatioDecl b5("4. the bound of the record design", "record states single / boost mq (1024, blocking)",
+const RatioDecl b5("4. references: what a record design costs", "record states single / boost mq (1024, blocking)",
                    "BM_cross_record_states_thread_single", "BM_cross_boost_mq_process/1024/0");
-const RatioDecl b6("4. the bound of the record design", "shmsched process single / record states single",
+const RatioDecl b6("4. references: what a record design costs", "shmsched process single / record states single",
                    "BM_cross_shmsched_process_single", "BM_cross_record_states_thread_single");
-const RatioDecl b7("4. the bound of the record design", "shmsched process batch 64 / record states bulk 64",
+const RatioDecl b7("4. references: what a record design costs", "shmsched process batch 64 / record states bulk 64",
                    "BM_cross_shmsched_process_batch", "BM_cross_record_states_thread_bulk");
 
 }  // namespace

@@ -104,7 +104,7 @@ _DECORATION = re.compile(r"^(iterations|repeats|min_time|min_warmup_time|threads
 # Which system a shmsched_bench benchmark measures, first match wins.
 _MICRO_SYSTEMS = (
     ("index_ring", "index_ring"),
-    ("record_bound", "record_bound"),    # upper bounds of a task-table engine, not peers
+    ("record_bound", "record_bound"),    # references for a task-table engine, not peers
     ("record_states", "record_states"),
     ("shmsched", "shmsched"),
     ("alloc_fill_free", "shmsched"),
@@ -580,13 +580,13 @@ MICRO_RATIOS = (
     ("BM_cross_shmsched_process_single", "BM_cross_moodycamel_thread_single",
      "process single / moodycamel thread single"),
     ("BM_cross_record_states_thread_single", "BM_cross_moodycamel_thread_single",
-     "bound: records with state words, single / moodycamel thread single"),
+     "reference: records with state words, single / moodycamel thread single"),
     ("BM_cross_record_states_thread_single", "BM_cross_boost_mq_process/1024/0",
-     "bound: records with state words, single / Boost mq (1024, blocking)"),
+     "reference: records with state words, single / Boost mq (1024, blocking)"),
     ("BM_cross_record_states_thread_bulk", "BM_cross_moodycamel_thread_bulk",
-     "bound: records with state words, bulk 64 / moodycamel bulk"),
+     "reference: records with state words, bulk 64 / moodycamel bulk"),
     ("BM_cross_shmsched_process_batch", "BM_cross_record_states_thread_bulk",
-     "process batch 64 / its bound (records with state words, bulk 64)"),
+     "process batch 64 / the reference (records with state words, bulk 64)"),
     ("BM_pair_shmsched_client/0", "BM_pair_moodycamel", "one thread pair, level 0 / moodycamel"),
     ("BM_pair_index_ring", "BM_pair_moodycamel", "bare IndexRing pair / moodycamel"),
     ("BM_mpmc_shmsched/4", "BM_mpmc_moodycamel/4", "4 threads, enqueue+take pairs on one queue / moodycamel"),
