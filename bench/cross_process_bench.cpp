@@ -90,6 +90,18 @@ struct ConsumerWatch {
   }
 };
 
+// A consumer's polling of an empty queue: the common back-off, and a look at its watch
+// every 4096 empty polls.
+struct IdlePoll {
+  Backoff backoff;
+  std::uint64_t idle = 0;
+  ConsumerError empty(const ConsumerWatch& watch) noexcept {
+    backoff.pause();
+    return (++idle & 4095) == 0 ? watch.check() : kConsumerOk;
+  }
+  void busy() noexcept { backoff.reset(); }
+};
+
 void publish(ConsumerReport& rep, std::uint64_t count, std::uint64_t sum, ConsumerError e) {
   rep.end_ns.store(now_ns(), std::memory_order_relaxed);
   rep.count.store(count, std::memory_order_relaxed);
@@ -109,6 +121,42 @@ struct ThreadConsumer {
     if (thread.joinable()) thread.join();
   }
 };
+
+// What a thread consumer's drain loop hands back.
+struct Drained {
+  std::uint64_t count = 0;
+  std::uint64_t sum = 0;
+  ConsumerError err = kConsumerOk;
+};
+
+// Starts a consumer thread, pinned to the consumer CPU, that runs drain(watch) and
+// publishes what it drained.
+template <class Drain>
+void start_thread_consumer(ThreadConsumer& consumer, ConsumerReport& rep, Drain drain) {
+  consumer.thread = std::thread([&consumer, &rep, drain]() mutable {
+    const CpuPin pin(consumer_cpu());
+    rep.ready.store(1, std::memory_order_release);
+    const ConsumerWatch watch{0, &consumer.stop, now_ns() + std::chrono::nanoseconds(2 * kRunTimeout).count()};
+    const Drained d = drain(watch);
+    publish(rep, d.count, d.sum, d.err);
+  });
+}
+
+// The producer's side of a run against a thread consumer: waits for the consumer, runs
+// produce(t0, watch) (an error text, or empty), times the production and the drain and
+// checks the checksum.
+template <class Produce>
+RunResult time_thread_run(ConsumerReport& rep, std::uint64_t n, Produce produce) {
+  if (!wait_for_flag(rep.ready, nullptr, kStartTimeout)) return {0, "consumer did not start"};
+  const std::int64_t t0 = now_ns();
+  const Watch watch{nullptr, &rep, t0 + std::chrono::nanoseconds(kRunTimeout).count()};
+  if (std::string e = produce(t0, watch); !e.empty()) return {0, e};
+  if (!wait_for_flag(rep.done, nullptr, kRunTimeout)) return {0, "consumer did not finish"};
+  RunResult r;
+  r.seconds = static_cast<double>(rep.end_ns.load(std::memory_order_relaxed) - t0) * 1e-9;
+  r.error = check_report(rep, n);
+  return r;
+}
 
 template <class Run>
 void run_timed(benchmark::State& state, Run&& run) {
@@ -165,9 +213,8 @@ ConsumerError drain_shmsched(Client& c, QueueId q, std::uint64_t n, bool batch, 
   std::uint64_t count = 0;
   std::uint64_t sum = 0;
   ConsumerError err = kConsumerOk;
-  Backoff backoff;
+  IdlePoll poll;
   Item item;
-  std::uint64_t idle = 0;
   auto read = [&](const Taken& t) {
     if (!payload_to(t.payload, item)) return false;
     sum += item.seq;
@@ -182,11 +229,10 @@ ConsumerError drain_shmsched(Client& c, QueueId q, std::uint64_t n, bool batch, 
     Taken t;
     while (count < n && err == kConsumerOk) {
       if (!c.try_take(q, t)) {
-        backoff.pause();
-        if ((++idle & 4095) == 0) err = watch.check();
+        err = poll.empty(watch);
         continue;
       }
-      backoff.reset();
+      poll.busy();
       err = consume(t);
     }
   } else {
@@ -194,11 +240,10 @@ ConsumerError drain_shmsched(Client& c, QueueId q, std::uint64_t n, bool batch, 
     while (count < n && err == kConsumerOk) {
       const std::size_t m = c.try_take_batch(q, ts);
       if (m == 0) {
-        backoff.pause();
-        if ((++idle & 4095) == 0) err = watch.check();
+        err = poll.empty(watch);
         continue;
       }
-      backoff.reset();
+      poll.busy();
       for (std::size_t i = 0; i < m && err == kConsumerOk; ++i)
         if (!read(ts[i])) err = kBadItem;
       if (err == kConsumerOk && c.complete_batch(std::span<const Taken>(ts.data(), m)) != m) err = kCompleteFailed;
@@ -375,52 +420,40 @@ RunResult run_moodycamel_threads(std::uint64_t n, bool bulk) {
   }
   ConsumerReport rep;
   ThreadConsumer consumer;
-  consumer.thread = std::thread([&] {
-    const CpuPin pin(consumer_cpu());
-    rep.ready.store(1, std::memory_order_release);
-    const ConsumerWatch watch{0, &consumer.stop, now_ns() + std::chrono::nanoseconds(2 * kRunTimeout).count()};
-    std::uint64_t count = 0;
-    std::uint64_t sum = 0;
-    ConsumerError err = kConsumerOk;
-    Backoff backoff;
-    std::uint64_t idle = 0;
+  start_thread_consumer(consumer, rep, [&](const ConsumerWatch& watch) {
+    Drained d;
+    auto& [count, sum, err] = d;
+    IdlePoll poll;
     std::array<Item, kBatch> items;
     while (count < n && err == kConsumerOk) {
       const std::size_t m = bulk ? queue.try_dequeue_bulk(ctok, items.data(), kBatch)
                                  : static_cast<std::size_t>(queue.try_dequeue(ctok, items[0]));
       if (m == 0) {
-        backoff.pause();
-        if ((++idle & 4095) == 0) err = watch.check();
+        err = poll.empty(watch);
         continue;
       }
-      backoff.reset();
+      poll.busy();
       for (std::size_t i = 0; i < m; ++i) sum += items[i].seq;
       count += m;
     }
-    publish(rep, count, sum, err);
+    return d;
   });
-
-  RunResult r;
-  if (!wait_for_flag(rep.ready, nullptr, kStartTimeout)) return {0, "consumer did not start"};
-  const std::int64_t t0 = now_ns();
-  const Watch watch{nullptr, &rep, t0 + std::chrono::nanoseconds(kRunTimeout).count()};
-  std::array<Item, kBatch> items{};
-  const std::size_t step = bulk ? kBatch : 1;
-  for (std::uint64_t base = 0; base < n; base += step) {
-    const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(step, n - base));
-    for (std::size_t i = 0; i < k; ++i) items[i].seq = base + i;
-    Backoff backoff;
-    for (std::uint64_t waits = 1;; ++waits) {
-      const bool ok = bulk ? queue.try_enqueue_bulk(ptok, items.data(), k) : queue.try_enqueue(ptok, items[0]);
-      if (ok) break;
-      backoff.pause();
-      if ((waits & 4095) == 0 && watch.consumer_gone()) return {0, "consumer stopped while the producer waited"};
+  return time_thread_run(rep, n, [&](std::int64_t, const Watch& watch) -> std::string {
+    std::array<Item, kBatch> items{};
+    const std::size_t step = bulk ? kBatch : 1;
+    for (std::uint64_t base = 0; base < n; base += step) {
+      const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(step, n - base));
+      for (std::size_t i = 0; i < k; ++i) items[i].seq = base + i;
+      Backoff backoff;
+      for (std::uint64_t waits = 1;; ++waits) {
+        const bool ok = bulk ? queue.try_enqueue_bulk(ptok, items.data(), k) : queue.try_enqueue(ptok, items[0]);
+        if (ok) break;
+        backoff.pause();
+        if ((waits & 4095) == 0 && watch.consumer_gone()) return "consumer stopped while the producer waited";
+      }
     }
-  }
-  if (!wait_for_flag(rep.done, nullptr, kRunTimeout)) return {0, "consumer did not finish"};
-  r.seconds = static_cast<double>(rep.end_ns.load(std::memory_order_relaxed) - t0) * 1e-9;
-  r.error = check_report(rep, n);
-  return r;
+    return {};
+  });
 }
 
 void BM_cross_moodycamel_thread_single(benchmark::State& state) {
@@ -493,15 +526,10 @@ RunResult run_record_bound_threads(std::uint64_t n, bool bulk, bool states) {
   BoundIndex head;  // written by the consumer only
   ConsumerReport rep;
   ThreadConsumer consumer;
-  consumer.thread = std::thread([&] {
-    const CpuPin pin(consumer_cpu());
-    rep.ready.store(1, std::memory_order_release);
-    const ConsumerWatch watch{0, &consumer.stop, now_ns() + std::chrono::nanoseconds(2 * kRunTimeout).count()};
-    std::uint64_t count = 0;
-    std::uint64_t sum = 0;
-    ConsumerError err = kConsumerOk;
-    Backoff backoff;
-    std::uint64_t idle = 0;
+  start_thread_consumer(consumer, rep, [&](const ConsumerWatch& watch) {
+    Drained d;
+    auto& [count, sum, err] = d;
+    IdlePoll poll;
     std::uint64_t h = 0;
     std::uint64_t seen = 0;  // the producer's tail as last read
     while (count < n && err == kConsumerOk) {
@@ -510,12 +538,11 @@ RunResult run_record_bound_threads(std::uint64_t n, bool bulk, bool states) {
         // entries below it are written.
         seen = tail.v.load(std::memory_order_acquire);
         if (h == seen) {
-          backoff.pause();
-          if ((++idle & 4095) == 0) err = watch.check();
+          err = poll.empty(watch);
           continue;
         }
       }
-      backoff.reset();
+      poll.busy();
       const std::uint64_t end = bulk ? std::min(seen, h + kBatch) : h + 1;
       for (; h < end; ++h) {
         const std::uint32_t idx = ring[h & kMask];
@@ -536,61 +563,55 @@ RunResult run_record_bound_threads(std::uint64_t n, bool bulk, bool states) {
       // release: the records below h are read; the producer may write them again.
       head.v.store(h, std::memory_order_release);
     }
-    publish(rep, count, sum, err);
+    return d;
   });
-
-  RunResult r;
-  if (!wait_for_flag(rep.ready, nullptr, kStartTimeout)) return {0, "consumer did not start"};
-  const std::int64_t t0 = now_ns();
-  const Watch watch{nullptr, &rep, t0 + std::chrono::nanoseconds(kRunTimeout).count()};
-  const std::size_t step = bulk ? kBatch : 1;
-  std::uint64_t t = 0;
-  std::uint64_t freed = 0;  // the consumer's head as last read
-  for (std::uint64_t base = 0; base < n; base += step) {
-    const std::uint64_t k = std::min<std::uint64_t>(step, n - base);
-    Backoff backoff;
-    for (std::uint64_t waits = 1; t + k - freed > kDepth; ++waits) {
-      // acquire: pairs with the consumer's release of head; it is done with those records.
-      freed = head.v.load(std::memory_order_acquire);
-      if (t + k - freed <= kDepth) break;
-      backoff.pause();
-      if ((waits & 4095) == 0 && watch.consumer_gone()) return {0, "consumer stopped while the producer waited"};
-    }
-    for (std::uint64_t i = 0; i < k; ++i) {
-      const std::uint64_t seq = base + i;
-      const auto idx = static_cast<std::uint32_t>((t + i) & kMask);
-      if (states) {
-        __builtin_prefetch(&ctrl[(idx + 8) & kMask], 1);
-        __builtin_prefetch(&records[(idx + 8) & kMask], 1);
-        __builtin_prefetch(&records[(idx + 8) & kMask].payload, 1);
-        bound_cas(ctrl[idx].state, 0, 1);
+  return time_thread_run(rep, n, [&](std::int64_t t0, const Watch& watch) -> std::string {
+    const std::size_t step = bulk ? kBatch : 1;
+    std::uint64_t t = 0;
+    std::uint64_t freed = 0;  // the consumer's head as last read
+    for (std::uint64_t base = 0; base < n; base += step) {
+      const std::uint64_t k = std::min<std::uint64_t>(step, n - base);
+      Backoff backoff;
+      for (std::uint64_t waits = 1; t + k - freed > kDepth; ++waits) {
+        // acquire: pairs with the consumer's release of head; it is done with those records.
+        freed = head.v.load(std::memory_order_acquire);
+        if (t + k - freed <= kDepth) break;
+        backoff.pause();
+        if ((waits & 4095) == 0 && watch.consumer_gone()) return "consumer stopped while the producer waited";
       }
-      BoundRecord& rec = records[idx];
-      rec.header[0] = seq;
-      rec.header[1] = 0x62656e6368ULL;  // the type's hash
-      rec.header[2] = static_cast<std::uint64_t>(t0);
-      rec.header[3] = 0;
-      rec.header[4] = 0;
-      rec.header[5] = sizeof(Item) | (std::uint64_t{priority_of(seq)} << 48);
-      rec.header[6] = 1;
-      rec.header[7] = 0;
-      rec.payload = Item{};
-      rec.payload.seq = seq;
-      if (states) {
-        bound_cas(ctrl[idx].state, 1, 2);
-        ctrl[idx].where = t + i;
+      for (std::uint64_t i = 0; i < k; ++i) {
+        const std::uint64_t seq = base + i;
+        const auto idx = static_cast<std::uint32_t>((t + i) & kMask);
+        if (states) {
+          __builtin_prefetch(&ctrl[(idx + 8) & kMask], 1);
+          __builtin_prefetch(&records[(idx + 8) & kMask], 1);
+          __builtin_prefetch(&records[(idx + 8) & kMask].payload, 1);
+          bound_cas(ctrl[idx].state, 0, 1);
+        }
+        BoundRecord& rec = records[idx];
+        rec.header[0] = seq;
+        rec.header[1] = 0x62656e6368ULL;  // the type's hash
+        rec.header[2] = static_cast<std::uint64_t>(t0);
+        rec.header[3] = 0;
+        rec.header[4] = 0;
+        rec.header[5] = sizeof(Item) | (std::uint64_t{priority_of(seq)} << 48);
+        rec.header[6] = 1;
+        rec.header[7] = 0;
+        rec.payload = Item{};
+        rec.payload.seq = seq;
+        if (states) {
+          bound_cas(ctrl[idx].state, 1, 2);
+          ctrl[idx].where = t + i;
+        }
+        ring[(t + i) & kMask] = idx;
       }
-      ring[(t + i) & kMask] = idx;
+      t += k;
+      // release: the records and ring entries below t are written before the consumer
+      // can see t.
+      tail.v.store(t, std::memory_order_release);
     }
-    t += k;
-    // release: the records and ring entries below t are written before the consumer
-    // can see t.
-    tail.v.store(t, std::memory_order_release);
-  }
-  if (!wait_for_flag(rep.done, nullptr, kRunTimeout)) return {0, "consumer did not finish"};
-  r.seconds = static_cast<double>(rep.end_ns.load(std::memory_order_relaxed) - t0) * 1e-9;
-  r.error = check_report(rep, n);
-  return r;
+    return {};
+  });
 }
 
 void BM_cross_record_bound_thread_single(benchmark::State& state) {
@@ -618,46 +639,34 @@ RunResult run_tbb_threads(std::uint64_t n) {
   queue.set_capacity(kDepth);
   ConsumerReport rep;
   ThreadConsumer consumer;
-  consumer.thread = std::thread([&] {
-    const CpuPin pin(consumer_cpu());
-    rep.ready.store(1, std::memory_order_release);
-    const ConsumerWatch watch{0, &consumer.stop, now_ns() + std::chrono::nanoseconds(2 * kRunTimeout).count()};
-    std::uint64_t count = 0;
-    std::uint64_t sum = 0;
-    ConsumerError err = kConsumerOk;
-    Backoff backoff;
-    std::uint64_t idle = 0;
+  start_thread_consumer(consumer, rep, [&](const ConsumerWatch& watch) {
+    Drained d;
+    auto& [count, sum, err] = d;
+    IdlePoll poll;
     Item item;
     while (count < n && err == kConsumerOk) {
       if (!queue.try_pop(item)) {
-        backoff.pause();
-        if ((++idle & 4095) == 0) err = watch.check();
+        err = poll.empty(watch);
         continue;
       }
-      backoff.reset();
+      poll.busy();
       sum += item.seq;
       ++count;
     }
-    publish(rep, count, sum, err);
+    return d;
   });
-
-  RunResult r;
-  if (!wait_for_flag(rep.ready, nullptr, kStartTimeout)) return {0, "consumer did not start"};
-  const std::int64_t t0 = now_ns();
-  const Watch watch{nullptr, &rep, t0 + std::chrono::nanoseconds(kRunTimeout).count()};
-  Item item{};
-  for (std::uint64_t seq = 0; seq < n; ++seq) {
-    item.seq = seq;
-    Backoff backoff;
-    for (std::uint64_t waits = 1; !queue.try_push(item); ++waits) {
-      backoff.pause();
-      if ((waits & 4095) == 0 && watch.consumer_gone()) return {0, "consumer stopped while the producer waited"};
+  return time_thread_run(rep, n, [&](std::int64_t, const Watch& watch) -> std::string {
+    Item item{};
+    for (std::uint64_t seq = 0; seq < n; ++seq) {
+      item.seq = seq;
+      Backoff backoff;
+      for (std::uint64_t waits = 1; !queue.try_push(item); ++waits) {
+        backoff.pause();
+        if ((waits & 4095) == 0 && watch.consumer_gone()) return "consumer stopped while the producer waited";
+      }
     }
-  }
-  if (!wait_for_flag(rep.done, nullptr, kRunTimeout)) return {0, "consumer did not finish"};
-  r.seconds = static_cast<double>(rep.end_ns.load(std::memory_order_relaxed) - t0) * 1e-9;
-  r.error = check_report(rep, n);
-  return r;
+    return {};
+  });
 }
 
 void BM_cross_tbb_thread_single(benchmark::State& state) {
