@@ -397,14 +397,18 @@ struct Client::Impl {
   // Reserve exactly record `idx` if it is free (the next member of a run): one load
   // and one CAS, no sweep.
   bool alloc_at(std::uint32_t idx, std::uint64_t& word) noexcept {
+    note_used(idx);
+    __builtin_prefetch(&core->ctrl[(idx + 2 * kAhead) & (core->capacity - 1)], 1, 3);
+    return reserve_at(idx, word);
+  }
+  // The same, for a caller that raised the records_used mark past idx itself.
+  bool reserve_at(std::uint32_t idx, std::uint64_t& word) noexcept {
     auto& c = core->ctrl[idx];
     std::uint64_t s = c.state.load(std::memory_order_relaxed);
     if (!is_free(s)) return false;
-    note_used(idx);
     // A batch reserves all its records before it fills any: the lines it is about to
-    // write, and the control line the next members' CASes need, are fetched now.
+    // write are fetched now.
     prefetch_body(idx);
-    __builtin_prefetch(&core->ctrl[(idx + 2 * kAhead) & (core->capacity - 1)], 1, 3);
     const std::uint64_t next = next_word(s, TaskState::reserved, token);
     // (S0) as in alloc.
     if (!c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) return false;
@@ -864,6 +868,19 @@ struct Client::Impl {
   // a suffix too.
   static constexpr std::size_t kStretch = 256;
   static constexpr std::size_t kGroups = 16;
+
+  // Whether task t may follow `prev` (checked already) in a stretch. When it shares
+  // prev's type, its queue and having no needs (the usual batch), what is left to check
+  // is a few compares; anything else gets the full check.
+  Errc check_next(const TaskSpec& t, const TaskSpec& prev) const noexcept {
+    const TaskOptions& o = t.options;
+    if (t.type.data() == prev.type.data() && t.type.size() == prev.type.size() && o.queue == prev.options.queue &&
+        (o.needs[0].count | o.needs[1].count) == 0 && t.payload.size() <= core->layout.payload_bytes &&
+        o.priority < core->levels && o.max_attempts != 0)
+      return Errc::ok;
+    return check_spec(t.type, t.payload, o, o.queue == prev.options.queue);
+  }
+
   std::size_t enqueue_runs(std::span<const TaskSpec> tasks, std::span<TaskId> ids, std::int64_t now, BatchDebts& debts,
                            Errc& error) noexcept {
     constexpr std::uint32_t kMaxRun = IndexRing<>::kMaxRun;
@@ -886,8 +903,7 @@ struct Client::Impl {
       const TaskOptions& o = t.options;
       if (len != 0) {
         if (o.not_before_ns != 0) break;  // goes one by one
-        // The queue was checked for the task before when it is the same.
-        error = check_spec(t.type, t.payload, o, o.queue == tasks[len - 1].options.queue);
+        error = check_next(t, tasks[len - 1]);
         if (error != Errc::ok) break;
       }
       const std::uint16_t rid = core->ring_id(o.queue, o.priority);
@@ -920,44 +936,49 @@ struct Client::Impl {
       at = static_cast<std::uint16_t>(at + groups[g].count);
       groups[g].count = 0;
     }
-    std::uint16_t place[kStretch];  // inverse of order
     for (std::size_t i = 0; i < len; ++i) {
       Group& g = groups[group_of[i]];
-      place[i] = static_cast<std::uint16_t>(g.start + g.count++);
-      order[place[i]] = static_cast<std::uint16_t>(i);
+      order[g.start + g.count++] = static_cast<std::uint16_t>(i);
     }
-    // Reserve group by group; a run goes on while the next record is free. A full table
-    // cuts the stretch at the first task left without a record.
+    // Reserve group by group, each run as far as the records after its first are free;
+    // a run starts at the record after the previous run when that one is free (the
+    // usual case: the table is freed roughly in the order it is filled), else where the
+    // sweep finds one. A full table cuts the stretch at the first task left without a
+    // record. Places, not tasks, index the records' state words: order[j]'s record has
+    // its word in word_at[j], and a run's words lie side by side.
     struct Run {
       std::uint32_t first;  // first record
       std::uint16_t at, n;  // its tasks: order[at .. at + n)
     };
     Run runs[kStretch];
+    std::uint64_t word_at[kStretch];
     std::size_t nruns = 0, cut = len;
-    std::uint32_t rec[kStretch];
-    std::uint64_t word[kStretch];
-    // Task i (at `place` in order) goes on run r if it follows r's tasks and r's next
-    // record is free.
-    auto extend = [&](Run* r, std::uint16_t place_i, std::uint16_t i) noexcept {
-      if (r == nullptr || r->at + r->n != place_i || r->n >= kMaxRun || r->first + r->n >= core->capacity ||
-          !alloc_at(r->first + r->n, word[i]))
-        return false;
-      rec[i] = r->first + r->n++;
-      return true;
-    };
+    const std::uint32_t capacity = core->capacity;
+    std::uint32_t next = capacity;  // the record after the last run
     for (std::size_t g = 0; g < ngroups; ++g) {
       const std::uint16_t end = static_cast<std::uint16_t>(groups[g].start + groups[g].count);
-      for (std::uint16_t j = groups[g].start; j < end; ++j) {
-        const std::uint16_t i = order[j];
-        if (i >= cut) break;  // so are this group's later tasks
-        // The last run is this group's when j is not the group's first task.
-        if (j != groups[g].start && extend(&runs[nruns - 1], j, i)) continue;
-        if (Errc e = alloc(rec[i], word[i]); e != Errc::ok) {
-          cut = i;
-          error = e;
-          break;
+      for (std::uint16_t j = groups[g].start; j < end;) {
+        if (order[j] >= cut) break;  // so are this group's later tasks
+        std::uint32_t first = next;
+        if (first >= capacity || !alloc_at(first, word_at[j])) {
+          if (Errc e = alloc(first, word_at[j]); e != Errc::ok) {
+            cut = order[j];
+            error = e;
+            break;
+          }
         }
-        runs[nruns++] = Run{rec[i], j, 1};
+        const std::uint32_t room =
+            std::min<std::uint32_t>({static_cast<std::uint32_t>(end - j), kMaxRun, capacity - first});
+        note_used(first + room - 1);  // once for the whole run (the mark may end up a little high)
+        std::uint32_t n = 1;
+        for (; n < room && order[j + n] < cut; ++n) {
+          if ((first + n) % kCtrlPerLine == 0)
+            __builtin_prefetch(&core->ctrl[(first + n + 2 * kAhead) & (capacity - 1)], 1, 3);
+          if (!reserve_at(first + n, word_at[j + n])) break;
+        }
+        runs[nruns++] = Run{first, j, static_cast<std::uint16_t>(n)};
+        j = static_cast<std::uint16_t>(j + n);
+        next = first + n;
       }
     }
     // Drop what lies past the cut: the tail of runs (a group's tasks are in order).
@@ -965,10 +986,8 @@ struct Client::Impl {
     std::uint32_t spare[kStretch];  // records given back here, for the second chance below
     for (std::size_t k = 0; k < nruns; ++k) {
       Run r = runs[k];
-      for (; r.n != 0 && order[r.at + r.n - 1] >= cut; --r.n) {
-        const std::uint16_t i = order[r.at + r.n - 1];
-        if (free_record(rec[i], word[i]) == Errc::ok) spare[nspare++] = rec[i];
-      }
+      for (; r.n != 0 && order[r.at + r.n - 1] >= cut; --r.n)
+        if (free_record(r.first + r.n - 1, word_at[r.at + r.n - 1]) == Errc::ok) spare[nspare++] = r.first + r.n - 1;
       if (r.n != 0) runs[kept++] = r;
     }
     nruns = kept;
@@ -976,6 +995,8 @@ struct Client::Impl {
       // The records freed above went to tasks past the cut that an earlier group took
       // first: give them, in task order, to the tasks from the cut on, so the stretch is
       // cut where single calls would have found the table full.
+      std::uint16_t place[kStretch];  // inverse of order
+      for (std::uint16_t j = 0; j < len; ++j) place[order[j]] = j;
       std::size_t last_run[kGroups];
       std::fill(last_run, last_run + kGroups, SIZE_MAX);
       for (std::size_t k = 0; k < nruns; ++k) last_run[group_of[order[runs[k].at]]] = k;
@@ -984,24 +1005,32 @@ struct Client::Impl {
       error = Errc::ok;
       for (std::size_t i = from; i < len; ++i) {
         const std::size_t g = group_of[i];
-        if (extend(last_run[g] != SIZE_MAX ? &runs[last_run[g]] : nullptr, place[i], static_cast<std::uint16_t>(i)))
-          continue;
+        const std::uint16_t j = place[i];
+        // Onto the group's last run when the task follows its tasks and its next record is free.
+        if (last_run[g] != SIZE_MAX) {
+          Run& r = runs[last_run[g]];
+          if (r.at + r.n == j && r.n < kMaxRun && r.first + r.n < capacity && alloc_at(r.first + r.n, word_at[j])) {
+            ++r.n;
+            continue;
+          }
+        }
         // The records just given back first (a sweep right after finding the table full
         // looks only a little way ahead), then the sweep.
+        std::uint32_t x = 0;
         bool got = false;
         while (!got && nspare != 0) {
-          rec[i] = spare[--nspare];
-          got = alloc_at(rec[i], word[i]);
+          x = spare[--nspare];
+          got = alloc_at(x, word_at[j]);
         }
         if (!got) {
-          if (Errc e = alloc(rec[i], word[i]); e != Errc::ok) {
+          if (Errc e = alloc(x, word_at[j]); e != Errc::ok) {
             cut = i;
             error = e;
             break;
           }
         }
         last_run[g] = nruns;
-        runs[nruns++] = Run{rec[i], place[i], 1};
+        runs[nruns++] = Run{x, j, 1};
       }
     }
     if (nruns != 0) cursor.store(runs[nruns - 1].first + runs[nruns - 1].n, std::memory_order_relaxed);
@@ -1009,41 +1038,34 @@ struct Client::Impl {
     std::uint64_t last_hash = 0;
     std::string_view last_type;
     for (std::size_t k = 0; k < nruns; ++k) {
-      for (std::uint16_t m = 0; m < runs[k].n; ++m) {
-        const std::uint16_t i = order[runs[k].at + m];
+      const Run& r = runs[k];
+      for (std::uint16_t m = 0; m < r.n; ++m) {
+        const std::uint16_t i = order[r.at + m];
         const TaskSpec& t = tasks[i];
         if (last_type.data() == nullptr || t.type.data() != last_type.data() || t.type.size() != last_type.size()) {
           last_hash = type_hash(t.type);
           last_type = t.type;
           register_type(last_hash, t.type);
         }
-        ids[i] = fill_record(rec[i], word[i], last_hash, t.payload, t.options, now);
+        ids[i] = fill_record(r.first + m, word_at[r.at + m], last_hash, t.payload, t.options, now);
       }
     }
     SHMSCHED_FAULT_POINT(enqueue_before_queued);
     // Every record queued first, then the runs published: once one is published, no
     // later step can find us fenced, so a fenced producer has published nothing. Until
     // its run is published a queued record names no ring, and recovery of a producer
-    // that dies here publishes it (as for one record between S1 and R3).
-    std::uint64_t words[kStretch];
-    std::uint32_t queued = 0;  // runs whose records all moved
+    // that dies here publishes it (as for one record between S1 and R3). move_run
+    // leaves each word as the record now is (queued, or reserved where it stopped).
     bool fenced = false;
     for (std::size_t k = 0; k < nruns && !fenced; ++k) {
       const Run& r = runs[k];
-      std::uint64_t* w = &words[r.at];
-      for (std::uint16_t m = 0; m < r.n; ++m) w[m] = word[order[r.at + m]];
-      const std::uint32_t moved = move_run(r.first, r.n, w, TaskState::queued, detail::make_where(detail::kNoRing, 0));
-      fenced = moved != r.n;
-      if (!fenced) ++queued;
+      fenced = move_run(r.first, r.n, &word_at[r.at], TaskState::queued, detail::make_where(detail::kNoRing, 0)) != r.n;
     }
     if (fenced) {
       // Our records were taken back: give back what is still ours (the exact words
       // make these CASes fail on records recovery already moved) and accept nothing.
       for (std::size_t k = 0; k < nruns; ++k)
-        for (std::uint16_t m = 0; m < runs[k].n; ++m) {
-          const std::uint16_t i = order[runs[k].at + m];
-          free_record(rec[i], k <= queued ? words[runs[k].at + m] : word[i]);
-        }
+        for (std::uint16_t m = 0; m < runs[k].n; ++m) free_record(runs[k].first + m, word_at[runs[k].at + m]);
       error = Errc::fenced;
       return 0;
     }
@@ -1051,7 +1073,7 @@ struct Client::Impl {
       const Run& r = runs[k];
       const TaskOptions& o = tasks[order[r.at]].options;
       const PushStatus st =
-          push_run(r.first, r.n, &words[r.at], core->ring_id(o.queue, o.priority), TaskState::queued, true);
+          push_run(r.first, r.n, &word_at[r.at], core->ring_id(o.queue, o.priority), TaskState::queued, true);
       if (st == PushStatus::ok) {
         owe(debts, o.queue, o.priority, r.n);
         continue;
@@ -1064,9 +1086,8 @@ struct Client::Impl {
       std::size_t first_refused = cut;
       for (std::size_t later = k; later < nruns; ++later)
         for (std::uint16_t m = 0; m < runs[later].n; ++m) {
-          const std::uint16_t i = order[runs[later].at + m];
-          free_record(rec[i], words[runs[later].at + m]);
-          first_refused = std::min<std::size_t>(first_refused, i);
+          free_record(runs[later].first + m, word_at[runs[later].at + m]);
+          first_refused = std::min<std::size_t>(first_refused, order[runs[later].at + m]);
         }
       error = st == PushStatus::full ? Errc::ring_full : Errc::fenced;
       return first_refused;

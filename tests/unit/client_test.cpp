@@ -572,3 +572,57 @@ TEST_F(Fixture, AFullTableRefusesASuffixOfAMixedBatchAndNothingElse) {
   for (std::uint32_t i = 0; i < 64; ++i) reserved += state_of_index(i) == TaskState::reserved;
   EXPECT_EQ(reserved, 0u) << "records of refused tasks were not given back";
 }
+
+// A batch's runs start where the last one ended when that record is free, else where the
+// sweep finds one: over a table whose free records lie every other one, a mixed batch
+// takes exactly the free records, each task its own, payloads and FIFO per level intact.
+TEST_F(Fixture, ABatchOverAFragmentedTableTakesEachFreeRecordOnceAndKeepsFifo) {
+  // 64 records filled by single tasks alternating levels 0 and 1; taking 20 frees the
+  // first 20 of level 0: records 0, 2, ..., 38.
+  for (int i = 0; i < 64; ++i)
+    ASSERT_EQ(cli.enqueue_text("fill", "f" + std::to_string(i), opts(selenium, static_cast<std::uint8_t>(i % 2))),
+              Errc::ok);
+  for (int i = 0; i < 20; ++i) {
+    Taken t;
+    ASSERT_TRUE(cli.try_take(selenium, t));
+    ASSERT_EQ(t.level, 0u);
+    ASSERT_EQ(cli.complete(t), Errc::ok);
+  }
+  std::vector<std::string> texts(30);
+  std::vector<TaskSpec> specs(30);
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    texts[i] = "b" + std::to_string(i);
+    specs[i] = TaskSpec{"m", std::as_bytes(std::span<const char>(texts[i].data(), texts[i].size())),
+                        opts(general, static_cast<std::uint8_t>((i * 5) % 3))};
+  }
+  std::vector<TaskId> ids(specs.size());
+  Errc err = Errc::ok;
+  ASSERT_EQ(cli.enqueue_batch(specs, ids, &err), 20u);
+  EXPECT_EQ(err, Errc::table_full);
+  EXPECT_EQ(std::set<TaskId>(ids.begin(), ids.begin() + 20).size(), 20u) << "two tasks got one record";
+  // Each level's tasks come out in task order with their own payloads.
+  std::vector<Taken> got(64);
+  const std::size_t n = cli.try_take_batch(general, got);
+  ASSERT_EQ(n, 20u);
+  std::size_t last[3] = {SIZE_MAX, SIZE_MAX, SIZE_MAX};
+  for (std::size_t k = 0; k < n; ++k) {
+    const auto it = std::find(ids.begin(), ids.begin() + 20, got[k].id);
+    ASSERT_NE(it, ids.begin() + 20) << "a task that was not accepted";
+    const std::size_t i = static_cast<std::size_t>(it - ids.begin());
+    EXPECT_EQ(got[k].level, (i * 5) % 3);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(got[k].payload.data()), got[k].payload.size()), texts[i]);
+    if (last[got[k].level] != SIZE_MAX) EXPECT_GT(i, last[got[k].level]) << "FIFO broken at level " << +got[k].level;
+    last[got[k].level] = i;
+  }
+  EXPECT_EQ(cli.complete_batch(std::span<const Taken>(got.data(), n)), n);
+  // The 44 tasks that held records all along are untouched.
+  std::size_t left = 0;
+  Taken t;
+  while (cli.try_take(selenium, t)) {
+    EXPECT_EQ(t.type_name, "fill");
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(t.payload.data()), t.payload.size()).substr(0, 1), "f");
+    ASSERT_EQ(cli.complete(t), Errc::ok);
+    ++left;
+  }
+  EXPECT_EQ(left, 44u);
+}
