@@ -175,7 +175,9 @@ std::size_t Client::try_take_batch(QueueId queue, std::span<Taken> out) noexcept
 }
 
 Errc Client::complete(const Taken& task) noexcept {
-  if (!impl_->owns(task)) return Errc::fenced;
+  // No load of the state word first: the freeing CAS expects the word the take left,
+  // so it fails (fenced) on a record that is not ours any more.
+  if (!impl_->names_record(task)) return Errc::fenced;
   SHMSCHED_FAULT_POINT(complete_before_free);
   const Errc e = impl_->free_record(task.index, task.word);
   if (e == Errc::ok) impl_->bump(impl_->counters(task.queue, task.level).done);
@@ -189,7 +191,7 @@ std::size_t Client::complete_batch(std::span<const Taken> tasks, Errc* error) no
   std::size_t run = 0;
   for (; n < tasks.size(); ++n) {
     const Taken& t = tasks[n];
-    if (!impl_->owns(t)) {
+    if (!impl_->names_record(t)) {  // as in complete: the CAS decides ownership
       e = Errc::fenced;
       break;
     }

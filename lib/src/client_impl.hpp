@@ -228,13 +228,17 @@ struct Client::Impl {
 
   // Claim record v found at `pos` of ring `rid`: one CAS from queued to `to` owned by
   // us. This CAS is the linearisation point of a pop.
-  Claim claim(std::uint16_t rid, std::uint64_t pos, std::uint32_t v, TaskState to, std::uint64_t& out) noexcept {
+  // `fetch`: start fetching the record's lines first (a caller that fetched them
+  // already passes false).
+  Claim claim(std::uint16_t rid, std::uint64_t pos, std::uint32_t v, TaskState to, std::uint64_t& out,
+              bool fetch = true) noexcept {
     if (v >= core->capacity) return Claim::stale;  // corrupt entry: clear it
     auto& c = core->ctrl[v];
-    // For writing: the load below would fetch the line shared and the CAS then ask for
-    // it again, exclusive; this asks once.
-    __builtin_prefetch(&c, 1, 3);
-    prefetch_body(v);  // the taker reads both and counts the attempt in the hot line
+    if (fetch) {
+      // Hinted for writing: the load below and the CAS after it both need the line.
+      __builtin_prefetch(&c, 1, 3);
+      prefetch_body(v);  // the taker reads both and counts the attempt in the hot line
+    }
     // (T1) acquire: pairs with (S1) of whoever made the record takeable, so `where`
     // and the body it wrote are visible.
     std::uint64_t s = c.state.load(std::memory_order_acquire);
@@ -1163,12 +1167,15 @@ struct Client::Impl {
     const std::uint16_t rid = core->ring_id(q, level);
     std::size_t n = 0;
     std::uint64_t w = 0;
+    // The records ahead_fn started fetching: [fetched_from, fetched_to).
+    std::uint32_t fetched_from = 0, fetched_to = 0;
+    TypeNames names;
     auto claim_fn = [&](std::uint64_t pos, std::uint32_t v) noexcept {
-      return claim(rid, pos, v, TaskState::running, w);
+      return claim(rid, pos, v, TaskState::running, w, kOne || v < fetched_from || v >= fetched_to);
     };
     auto take_fn = [&](std::uint32_t v) noexcept {
       SHMSCHED_FAULT_POINT(take_after_claim);
-      fill_taken(v, w, out[n]);
+      fill_taken(v, w, out[n], names);
       const std::int64_t expires = core->hot(v)->expires_ns;
       if (expires != 0 && monotonic_ns() > expires) {
         // Expired while queued: dead-lettered on purpose, never run.
@@ -1181,14 +1188,16 @@ struct Client::Impl {
     // The record of the entry a few positions on: its lines arrive while this one's
     // claim, reads and the caller's handler run (the next takes then find them near).
     auto ahead_fn = [&](std::uint64_t pos, std::uint32_t front, std::uint32_t end) noexcept {
-      // The members of this entry after its front (a run of a batch): their lines
-      // arrive together instead of one claim's miss after another.
+      // The members of this entry (a run of a batch): their lines arrive together
+      // instead of one claim's miss after another, and their claims fetch nothing more.
       if constexpr (!kOne) {
         const std::uint32_t last = std::min<std::uint32_t>({end, front + kMaxRunFetch, core->capacity});
-        for (std::uint32_t x = front + 1; x < last; ++x) {
-          if (x % kCtrlPerLine == 0) __builtin_prefetch(&core->ctrl[x], 1, 3);
+        for (std::uint32_t x = front; x < last; ++x) {
+          if (x == front || x % kCtrlPerLine == 0) __builtin_prefetch(&core->ctrl[x], 1, 3);
           prefetch_body(x);
         }
+        fetched_from = front;
+        fetched_to = last;
       }
       queue_rings[rid].prefetch(pos + 2 * kAhead);  // the slot looked at kAhead pops from now
       const std::uint32_t v = queue_rings[rid].value_at(pos + kAhead);
@@ -1204,28 +1213,41 @@ struct Client::Impl {
     }
   }
 
+  // The last type name a take looked up, for the tasks after it (a batch's are
+  // usually of one type).
+  struct TypeNames {
+    std::uint64_t hash = 0;
+    std::string_view name;
+  };
+
   // Fills `out` for record v, which we own with state word w, and counts the attempt.
   void fill_taken(std::uint32_t v, std::uint64_t w, Taken& out) noexcept {
-    {
-      auto* b = core->hot(v);
-      ++b->attempts;
-      out.index = v;
-      out.word = w;
-      out.id = b->id;
-      out.queue = b->queue;
-      out.level = b->level;
-      out.attempt = b->attempts;
-      out.max_attempts = b->max_attempts;
-      out.type = b->type_hash;
-      out.type_name = type_name_cached(b->type_hash);
-      out.payload = std::span<const std::byte>(core->payload(v),
-                                               std::min<std::uint32_t>(b->payload_len, core->layout.payload_bytes));
-      out.enqueued_ns = load_enqueued(b);
-      out.helped = false;
-      for (int k = 0; k < 2; ++k) out.needs[k] = Need{b->need_sem[k], b->need_count[k]};
-    }
+    TypeNames names;
+    fill_taken(v, w, out, names);
+  }
+  void fill_taken(std::uint32_t v, std::uint64_t w, Taken& out, TypeNames& names) noexcept {
+    auto* b = core->hot(v);
+    const std::uint16_t attempt = ++b->attempts;
+    const std::uint64_t th = b->type_hash;
+    if (th != names.hash || names.name.empty()) names = TypeNames{th, type_name_cached(th)};
+    out.index = v;
+    out.word = w;
+    out.id = b->id;
+    out.queue = b->queue;
+    out.level = b->level;
+    out.attempt = attempt;
+    out.max_attempts = b->max_attempts;
+    out.type = th;
+    out.type_name = names.name;
+    out.payload = std::span<const std::byte>(core->payload(v),
+                                             std::min<std::uint32_t>(b->payload_len, core->layout.payload_bytes));
+    out.enqueued_ns = load_enqueued(b);
+    out.helped = false;
+    for (int k = 0; k < 2; ++k) out.needs[k] = Need{b->need_sem[k], b->need_count[k]};
   }
 
+  // Whether t could be ours: attached, and its index within the table.
+  bool names_record(const Taken& t) const noexcept { return attached && t.index < core->capacity; }
   bool owns(const Taken& t) const noexcept {
     return attached && t.index < core->capacity && core->ctrl[t.index].state.load(std::memory_order_relaxed) == t.word;
   }
