@@ -5,7 +5,7 @@
 //                                     process Client::try_take + complete
 //   BM_cross_shmsched_process_batch   the same with enqueue_batch / try_take_batch / complete_batch of 64
 //   BM_cross_shmsched_thread_single   the same engine between two threads of one process:
-//                                     separates the cost of the engine from the cost of
+//   BM_cross_shmsched_thread_batch    separates the cost of the engine from the cost of
 //                                     the process boundary
 //   BM_cross_moodycamel_thread_single ConcurrentQueue, producer thread -> consumer thread,
 //                                     try_enqueue / try_dequeue with tokens
@@ -365,7 +365,7 @@ RunResult run_shmsched_processes(std::uint64_t n, bool batch) {
   return r;
 }
 
-RunResult run_shmsched_threads(std::uint64_t n) {
+RunResult run_shmsched_threads(std::uint64_t n, bool batch) {
   const CpuPin pin(producer_cpu());
   ShmschedRig rig;
   if (auto e = rig.set_up(); !e.empty()) return {0, e};
@@ -380,9 +380,9 @@ RunResult run_shmsched_threads(std::uint64_t n) {
     }
     rep.ready.store(1, std::memory_order_release);
     const ConsumerWatch watch{0, &consumer.stop, now_ns() + std::chrono::nanoseconds(2 * kRunTimeout).count()};
-    drain_shmsched(*c, rig.q, n, false, rep, watch);
+    drain_shmsched(*c, rig.q, n, batch, rep, watch);
   });
-  return time_shmsched(*rig.producer, rig.q, n, false, rep, nullptr);
+  return time_shmsched(*rig.producer, rig.q, n, batch, rep, nullptr);
 }
 
 void BM_cross_shmsched_process_single(benchmark::State& state) {
@@ -392,11 +392,15 @@ void BM_cross_shmsched_process_batch(benchmark::State& state) {
   run_timed(state, [](std::uint64_t n) { return run_shmsched_processes(n, true); });
 }
 void BM_cross_shmsched_thread_single(benchmark::State& state) {
-  run_timed(state, [](std::uint64_t n) { return run_shmsched_threads(n); });
+  run_timed(state, [](std::uint64_t n) { return run_shmsched_threads(n, false); });
+}
+void BM_cross_shmsched_thread_batch(benchmark::State& state) {
+  run_timed(state, [](std::uint64_t n) { return run_shmsched_threads(n, true); });
 }
 BENCHMARK(BM_cross_shmsched_process_single)->Apply(cross_config);
 BENCHMARK(BM_cross_shmsched_process_batch)->Apply(cross_config);
 BENCHMARK(BM_cross_shmsched_thread_single)->Apply(cross_config);
+BENCHMARK(BM_cross_shmsched_thread_batch)->Apply(cross_config);
 
 // ---- moodycamel ---------------------------------------------------------------------
 
@@ -822,6 +826,10 @@ const RatioDecl s1("3. shmsched against itself", "process batch 64 / process sin
                    "BM_cross_shmsched_process_batch", "BM_cross_shmsched_process_single");
 const RatioDecl s2("3. shmsched against itself", "process single / thread single (price of the process boundary)",
                    "BM_cross_shmsched_process_single", "BM_cross_shmsched_thread_single");
+const RatioDecl s3("3. shmsched against itself", "process batch 64 / thread batch 64 (price of the process boundary)",
+                   "BM_cross_shmsched_process_batch", "BM_cross_shmsched_thread_batch");
+const RatioDecl r9("2. one producer -> one consumer", "shmsched thread->thread batch 64 / moodycamel bulk 64",
+                   "BM_cross_shmsched_thread_batch", "BM_cross_moodycamel_thread_bulk");
 
 const RatioDecl b1("4. references: what a record design costs", "record bound single / moodycamel thread single",
                    "BM_cross_record_bound_thread_single", "BM_cross_moodycamel_thread_single");

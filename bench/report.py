@@ -587,6 +587,8 @@ MICRO_RATIOS = (
      "reference: records with state words, bulk 64 / moodycamel bulk"),
     ("BM_cross_shmsched_process_batch", "BM_cross_record_states_thread_bulk",
      "process batch 64 / the reference (records with state words, bulk 64)"),
+    ("BM_cross_shmsched_process_batch", "BM_cross_shmsched_thread_batch",
+     "process batch 64 / thread batch 64 (the price of the process boundary)"),
     ("BM_pair_shmsched_client/0", "BM_pair_moodycamel", "one thread pair, level 0 / moodycamel"),
     ("BM_pair_index_ring", "BM_pair_moodycamel", "bare IndexRing pair / moodycamel"),
     ("BM_mpmc_shmsched/4", "BM_mpmc_moodycamel/4", "4 threads, enqueue+take pairs on one queue / moodycamel"),
