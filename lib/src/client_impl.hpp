@@ -981,8 +981,9 @@ struct Client::Impl {
           if (!reserve_at(first + n, word_at[j + n])) break;
         }
         runs[nruns++] = Run{first, j, static_cast<std::uint16_t>(n)};
+        // The record after the run, unless the run stopped because that one is in use.
+        next = n < room && order[j + n] < cut ? capacity : first + n;
         j = static_cast<std::uint16_t>(j + n);
-        next = first + n;
       }
     }
     // Drop what lies past the cut: the tail of runs (a group's tasks are in order).

@@ -69,10 +69,11 @@ struct alignas(kCacheLine) SegmentHeader {
   alignas(kCacheLine) AtomicU64 janitor_lease{0};
   AtomicI64 janitor_renewed_ns{0};
   alignas(kCacheLine) AtomicU64 delayed_next_due_ns{0};
-  // One past the highest task record ever reserved: records from here on are virgin, so
-  // whole-table scans (recovery, inspection, dead letters) stop here. Raised (a locked
-  // RMW) before the reserve CAS of a record at or above it, so whoever finds a reserver
-  // dead finds the mark raised; only ever grows. Read on every reservation, written only
+  // At least one past the highest task record ever reserved (a batch raises it past the
+  // last record a run could take, which may be up to 63 beyond the run's end): records
+  // from here on are virgin, so whole-table scans (recovery, inspection, dead letters)
+  // stop here. Raised (a locked RMW) before the reserve CAS of a record at or above it,
+  // so whoever finds a reserver dead finds the mark raised; only ever grows. Read on every reservation, written only
   // while the first pass over the table is under way: its own line.
   alignas(kCacheLine) AtomicU32 records_used{0};
 };
