@@ -120,9 +120,9 @@ Result<Client> Client::attach(Segment& segment, Role role) {
                                                  " participant slots are taken by live processes");
 }
 
-Errc Client::enqueue(std::string_view type, std::span<const std::byte> payload, const TaskOptions& options,
-                     TaskId* id) noexcept {
-  return impl_->enqueue(type, payload, options, id);
+Errc Client::enqueue_hashed(std::string_view type, std::uint64_t hash, std::span<const std::byte> payload,
+                            const TaskOptions& options, TaskId* id) noexcept {
+  return impl_->enqueue(type, hash, payload, options, id);
 }
 
 std::size_t Client::enqueue_batch(std::span<const TaskSpec> tasks, std::span<TaskId> ids, Errc* error) noexcept {
@@ -136,7 +136,9 @@ std::size_t Client::enqueue_batch(std::span<const TaskSpec> tasks, std::span<Tas
     while (n < tasks.size()) {
       const TaskSpec& t = tasks[n];
       if (t.options.not_before_ns != 0) {  // delayed tasks go one by one
-        if (e = impl_->enqueue_one(t.type, t.payload, t.options, &ids[n], now, &debts); e != Errc::ok) break;
+        if (e = impl_->enqueue_one(t.type, type_hash(t.type), t.payload, t.options, &ids[n], now, &debts);
+            e != Errc::ok)
+          break;
         ++n;
         continue;
       }
@@ -154,8 +156,9 @@ std::size_t Client::enqueue_batch(std::span<const TaskSpec> tasks, std::span<Tas
 Errc Client::enqueue_wait(std::string_view type, std::span<const std::byte> payload, const TaskOptions& options,
                           std::chrono::nanoseconds timeout, TaskId* id) noexcept {
   const std::int64_t deadline = monotonic_ns() + timeout.count();
+  const std::uint64_t hash = type_hash(type);
   for (unsigned spin = 0;; ++spin) {
-    const Errc e = impl_->enqueue(type, payload, options, id);
+    const Errc e = impl_->enqueue(type, hash, payload, options, id);
     if (e != Errc::table_full && e != Errc::ring_full) return e;
     if (monotonic_ns() >= deadline) return Errc::timeout;
     if (spin < 64) {

@@ -738,8 +738,10 @@ struct Client::Impl {
     return Errc::ok;
   }
 
-  Errc enqueue(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o, TaskId* id) noexcept {
-    return enqueue_one(type, payload, o, id, coarse_now_ns(), nullptr);
+  // `th` is type_hash(type).
+  Errc enqueue(std::string_view type, std::uint64_t th, std::span<const std::byte> payload, const TaskOptions& o,
+               TaskId* id) noexcept {
+    return enqueue_one(type, th, payload, o, id, coarse_now_ns(), nullptr);
   }
 
   // What a batch owes once it is published: counter bumps per (queue, level) and a
@@ -819,13 +821,12 @@ struct Client::Impl {
 
   // One task; `now` is the coarse enqueue time (shared by a batch). With `batch`, the
   // counter bump and the wake-up look are left to the batch (settle).
-  Errc enqueue_one(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o, TaskId* id,
-                   std::int64_t now, BatchDebts* batch) noexcept {
+  Errc enqueue_one(std::string_view type, std::uint64_t th, std::span<const std::byte> payload, const TaskOptions& o,
+                   TaskId* id, std::int64_t now, BatchDebts* batch) noexcept {
     if (Errc e = check_spec(type, payload, o); e != Errc::ok) return e;
     std::uint32_t idx = 0;
     std::uint64_t word = 0;
     if (Errc e = alloc(idx, word); e != Errc::ok) return e;
-    const std::uint64_t th = type_hash(type);
     register_type(th, type);
     const TaskId tid = fill_record(idx, word, th, payload, o, now);
     SHMSCHED_FAULT_POINT(enqueue_before_queued);

@@ -77,7 +77,11 @@ class Client {
 
   // ---- producer ------------------------------------------------------------------
   Errc enqueue(std::string_view type, std::span<const std::byte> payload, const TaskOptions& options,
-               TaskId* id = nullptr) noexcept;
+               TaskId* id = nullptr) noexcept {
+    // The type is hashed here, in the caller: a name known when compiling (a literal, a
+    // constexpr string_view) is then hashed when compiling.
+    return enqueue_hashed(type, type_hash(type), payload, options, id);
+  }
   template <class T>
   Errc enqueue_value(std::string_view type, const T& value, const TaskOptions& options, TaskId* id = nullptr) noexcept {
     return enqueue(type, as_payload(value), options, id);
@@ -207,6 +211,9 @@ class Client {
  private:
   struct Impl;
   explicit Client(std::unique_ptr<Impl> impl) noexcept;
+  // enqueue with the type's hash already taken (hash == type_hash(type)).
+  Errc enqueue_hashed(std::string_view type, std::uint64_t hash, std::span<const std::byte> payload,
+                      const TaskOptions& options, TaskId* id) noexcept;
   Errc try_acquire_slow(SemId sem, std::uint32_t n) noexcept;
   Errc acquire_slow(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept;
   Errc release_slow(SemId sem, std::uint32_t n) noexcept;
