@@ -73,8 +73,9 @@ struct alignas(kCacheLine) SegmentHeader {
   // last record a run could take, which may be up to 63 beyond the run's end): records
   // from here on are virgin, so whole-table scans (recovery, inspection, dead letters)
   // stop here. Raised (a locked RMW) before the reserve CAS of a record at or above it,
-  // so whoever finds a reserver dead finds the mark raised; only ever grows. Read on every reservation, written only
-  // while the first pass over the table is under way: its own line.
+  // so whoever finds a reserver dead finds the mark raised; only ever grows. Read on
+  // every reservation, written only while the first pass over the table is under way:
+  // its own line.
   alignas(kCacheLine) AtomicU32 records_used{0};
 };
 static_assert(sizeof(SegmentHeader) <= 4096);
