@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -325,6 +326,43 @@ TYPED_TEST(RingTyped, MpmcThreadsDeliverEveryValueOnce) {
 TYPED_TEST(RingTyped, MpmcThreadsWithOwnCursorsDeliverEveryValueOnce) {
   TypeParam h;
   run_mpmc(h, true);
+}
+
+// A pusher whose prepare is slow (as a batch's run is) keeps losing the tail to a fast
+// pusher-and-popper. The ring never holds more than two entries, so its push must end
+// in ok, never in `full`, however many slots it walks past meanwhile.
+TYPED_TEST(RingTyped, APusherThatKeepsLosingTheTailIsNotToldTheRingIsFull) {
+  TypeParam h;
+  std::atomic<bool> slow_done{false};
+  std::atomic<bool> fast_stop{false};
+  std::thread fast([&] {
+    const std::uint32_t v = 1;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
+    std::uint32_t out = 0;
+    while (!slow_done.load() && std::chrono::steady_clock::now() < until) {
+      h.recs[v].state.store(kIdle);
+      if (h.push(v) == PushStatus::ok) {
+        while (!h.pop(out)) {
+        }
+      }
+    }
+    fast_stop.store(true);
+  });
+  const std::uint32_t v = 0;
+  auto prepare = [&](std::uint64_t pos) {
+    std::this_thread::sleep_for(std::chrono::microseconds(20));  // slow, as a long run is
+    h.recs[v].where.store(pos, std::memory_order_relaxed);
+    h.recs[v].state.store(kQueued, std::memory_order_release);
+    return true;
+  };
+  auto stale = [&](std::uint64_t pos, std::uint32_t x) {
+    return x >= h.recs.size() || h.recs[x].state.load() != kQueued || h.recs[x].where.load() != pos;
+  };
+  const PushStatus st = h.ring.try_push(v, prepare, stale);
+  slow_done.store(true);
+  fast.join();
+  EXPECT_EQ(st, PushStatus::ok) << "a sound ring of two entries at most reported full";
+  EXPECT_TRUE(fast_stop.load());
 }
 
 // ---- runs: several consecutive values in one entry ---------------------------------

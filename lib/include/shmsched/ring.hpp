@@ -124,9 +124,24 @@ class IndexRing {
     // relaxed: a process-private hint whose invariant holds for any value ever stored.
     if (cursor != nullptr) t0 = std::max(t0, cursor->load(std::memory_order_relaxed));
     std::uint64_t t = t0;
-    // Bound: each iteration either returns or moves past a slot another process filled
-    // or a leftover it cleared; 4 laps of steps means the segment is being corrupted.
-    for (std::uint64_t steps = 0; steps < 4 * (mask_ + 1) + 64; ++steps) {
+    // Bound: each iteration either returns or moves past a slot another pusher filled or
+    // a leftover it cleared. A pusher that keeps losing the race for the tail (a long
+    // prepare for a run against single pushes, or a thread descheduled mid-walk) can use
+    // up a budget of 4 laps of steps on a sound ring; it gets another while the shared
+    // tail hint shows others filling positions meanwhile. Only a ring that did not move
+    // through a whole budget (or through kBudgets of them) is taken as corrupt: refused,
+    // never overwritten. (Returning `full` under contention would break the batch
+    // path's promise that a ring with a slot per record is never full.)
+    constexpr unsigned kBudgets = 64;
+    std::uint64_t budget_tail = header_->tail.load(std::memory_order_relaxed);
+    for (std::uint64_t steps = 0, budgets = 1;; ++steps) {
+      if (steps == 4 * (mask_ + 1) + 64) {
+        const std::uint64_t now = header_->tail.load(std::memory_order_relaxed);
+        if (now == budget_tail || budgets == kBudgets) return PushStatus::full;
+        budget_tail = now;
+        steps = 0;
+        ++budgets;
+      }
       Atomic& slot = slots_[t & mask_];
       // Start the line's fetch before the load needs it (a hint only). Hinted for
       // writing, as the publishing CAS follows; on the baseline x86-64 target GCC emits
@@ -155,8 +170,9 @@ class IndexRing {
         continue;  // another producer filled slot t: look at it again
       }
       if (wlap == lap || lap_ahead(wlap, lap)) {
-        // Position t was filled (or even cleared) already: the tail hint is behind.
-        ++t;
+        // Position t was filled (or even cleared) already: we are behind. Every position
+        // before the shared tail hint is filled, so go on from there when it is further.
+        t = std::max(t + 1, header_->tail.load(std::memory_order_relaxed));
         continue;
       }
       if (is_full(w) && ((wlap + 1) & kLapMask) == lap) {
@@ -169,7 +185,6 @@ class IndexRing {
       }
       return PushStatus::full;  // a lap that cannot occur in a sound ring: refuse, never overwrite
     }
-    return PushStatus::full;
   }
 
   /// Pop the oldest value that `claim(pos, value)` takes. Leftover entries (claim says
