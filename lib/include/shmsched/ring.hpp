@@ -286,8 +286,10 @@ class IndexRing {
         }
         continue;
       }
-      if (lap_ahead(wlap, lap)) {  // position h was consumed already: head hint is behind
-        ++h;
+      if (lap_ahead(wlap, lap)) {
+        // Position h was consumed already: we are behind. Every position before the
+        // shared head hint is consumed, so go on from there when it is further.
+        h = std::max(h + 1, header_->head.load(std::memory_order_relaxed));
         continue;
       }
       if (h != h0) detail::advance_hint(header_->head, h);
