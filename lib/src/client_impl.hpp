@@ -1251,7 +1251,7 @@ struct Client::Impl {
   // Whether t could be ours: attached, and its index within the table.
   bool names_record(const Taken& t) const noexcept { return attached && t.index < core->capacity; }
   bool owns(const Taken& t) const noexcept {
-    return attached && t.index < core->capacity && core->ctrl[t.index].state.load(std::memory_order_relaxed) == t.word;
+    return names_record(t) && core->ctrl[t.index].state.load(std::memory_order_relaxed) == t.word;
   }
 
   std::size_t promote_due(std::int64_t now) noexcept {
