@@ -35,6 +35,7 @@ Result<Client> Client::attach(Segment& segment, Role role) {
   auto impl = std::make_unique<Impl>();
   impl->seg = &segment;
   impl->core = &segment.core();
+  impl->my_counters = &impl->core->counter(0, 0, 0);  // slot 0 until a slot is claimed, as `slot`
   auto* core = impl->core;
   impl->pop_cursor = std::make_unique<detail::AtomicU64[]>(core->ring_count());  // value-initialised: 0
   impl->push_cursor = std::make_unique<detail::AtomicU64[]>(core->ring_count());
@@ -74,6 +75,7 @@ Result<Client> Client::attach(Segment& segment, Role role) {
     impl->lease.words = &p.leasing;
     impl->me = &p;
     impl->slot = i;
+    impl->my_counters = &core->counter(i, 0, 0);
     impl->epoch = epoch;
     impl->token = detail::make_token(i + 1, epoch);
     impl->attached = true;

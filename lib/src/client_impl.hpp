@@ -114,8 +114,10 @@ struct Client::Impl {
   // The queue rings' views, made once (Core::ring computes them on every call).
   std::unique_ptr<IndexRing<>[]> queue_rings;
 
+  // This participant's counters, (queue, level) at queue * levels + level.
+  detail::LevelCounters* my_counters = nullptr;
   detail::LevelCounters& counters(std::uint32_t q, std::uint32_t level) const noexcept {
-    return core->counter(slot, q, level);
+    return my_counters[q * core->levels + level];
   }
   // Whose records and permits a recovery takes back: every token of participant slot
   // `index` (1-based, as in tokens) except `keep` (0: none). Older epochs of a slot are
@@ -1117,11 +1119,57 @@ struct Client::Impl {
     const std::uint16_t base = core->ring_id(q, 0);
     for (std::uint32_t level = 0; level < core->levels; ++level) {
       const auto rid = static_cast<std::uint16_t>(base + level);
-      // The cheap look first: most levels are empty most of the time.
-      if (queue_rings[rid].empty_at(pop_cursor[rid].load(std::memory_order_relaxed))) continue;
+      // The cheap look first: most levels are empty most of the time. The same look
+      // tells take_front what the head holds.
+      const std::uint64_t pos = pop_cursor[rid].load(std::memory_order_relaxed);
+      const std::uint64_t w = queue_rings[rid].look(pos);
+      if (queue_rings[rid].empty_in(pos, w)) continue;
+      if (take_front(q, level, rid, pos, w, out)) return took(out, as_helper);
       if (pop_level<true>(q, level, std::span<Taken>(&out, 1)) != 0) return took(out, as_helper);
     }
     return false;
+  }
+
+  // A single take of the entry at our cursor `pos` of ring `rid`, which held w
+  // (IndexRing::pop_front): false when that is not the simple case, or when the task
+  // taken had expired (dead-lettered, as pop_level does); the caller then goes on with
+  // pop_level.
+  bool take_front(QueueId q, std::uint32_t level, std::uint16_t rid, std::uint64_t pos, std::uint64_t w,
+                  Taken& out) noexcept {
+    std::uint64_t word = 0;
+    bool counts = false;
+    auto claim_fn = [&](std::uint64_t p, std::uint32_t v) noexcept {
+      return claim(rid, p, v, TaskState::running, word);
+    };
+    auto take_fn = [&](std::uint32_t v) noexcept {
+      SHMSCHED_FAULT_POINT(take_after_claim);
+      fill_taken(v, word, out);
+      counts = !expired_on_take(q, level, v, word);
+    };
+    auto ahead_fn = [&](std::uint64_t p, std::uint32_t, std::uint32_t) noexcept { prefetch_ahead(rid, p); };
+    return queue_rings[rid].pop_front(pos, w, claim_fn, take_fn, pop_cursor[rid], ahead_fn) && counts;
+  }
+
+  // Whether record v, just taken with state word w, expired while queued: it is then
+  // dead-lettered on purpose, never run, and not handed out.
+  bool expired_on_take(QueueId q, std::uint32_t level, std::uint32_t v, std::uint64_t w) noexcept {
+    const std::int64_t expires = core->hot(v)->expires_ns;
+    if (expires == 0 || monotonic_ns() <= expires) return false;
+    bump(counters(q, static_cast<std::uint8_t>(level)).dead);
+    dead_letter_record(v, w, "expired before it started");
+    return true;
+  }
+
+  // The ring slot a take kAhead pops from now looks at, and the record of the entry
+  // kAhead positions on: their lines arrive while this take's claim, reads and the
+  // caller's handler run (the next takes then find them near).
+  void prefetch_ahead(std::uint16_t rid, std::uint64_t pos) const noexcept {
+    queue_rings[rid].prefetch(pos + 2 * kAhead);
+    const std::uint32_t v = queue_rings[rid].value_at(pos + kAhead);
+    if (v < core->capacity) {
+      __builtin_prefetch(&core->ctrl[v], 1, 3);
+      prefetch_body(v);
+    }
   }
 
   bool took(Taken& out, bool as_helper) noexcept {
@@ -1178,17 +1226,9 @@ struct Client::Impl {
     auto take_fn = [&](std::uint32_t v) noexcept {
       SHMSCHED_FAULT_POINT(take_after_claim);
       fill_taken(v, w, out[n], names);
-      const std::int64_t expires = core->hot(v)->expires_ns;
-      if (expires != 0 && monotonic_ns() > expires) {
-        // Expired while queued: dead-lettered on purpose, never run.
-        bump(counters(q, static_cast<std::uint8_t>(level)).dead);
-        dead_letter_record(v, w, "expired before it started");
-        return;
-      }
-      ++n;
+      if (!expired_on_take(q, level, v, w)) ++n;
     };
-    // The record of the entry a few positions on: its lines arrive while this one's
-    // claim, reads and the caller's handler run (the next takes then find them near).
+    // What prefetch_ahead fetches, and for a batch the members of the entry.
     auto ahead_fn = [&](std::uint64_t pos, std::uint32_t front, std::uint32_t end) noexcept {
       // The members of this entry (a run of a batch): their lines arrive together
       // instead of one claim's miss after another, and their claims fetch nothing more.
@@ -1201,12 +1241,7 @@ struct Client::Impl {
         fetched_from = front;
         fetched_to = last;
       }
-      queue_rings[rid].prefetch(pos + 2 * kAhead);  // the slot looked at kAhead pops from now
-      const std::uint32_t v = queue_rings[rid].value_at(pos + kAhead);
-      if (v < core->capacity) {
-        __builtin_prefetch(&core->ctrl[v], 1, 3);
-        prefetch_body(v);
-      }
+      prefetch_ahead(rid, pos);
     };
     for (;;) {
       const std::size_t want = kOne ? 1 - n : out.size() - n;

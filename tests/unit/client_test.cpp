@@ -329,6 +329,53 @@ TEST_F(Fixture, DeadLetterKeepsReason) {
   EXPECT_STREQ(seg.core().cold(t.index)->last_error, "no handler for type 'a'");
 }
 
+// A task whose expiry passed while it was queued is dead-lettered by the take that
+// reaches it, never handed out; the take goes on to the next task. Single takes and
+// batch takes alike.
+TEST_F(Fixture, AnExpiredTaskIsDeadLetteredByTheTakeAndTheNextTaskIsTaken) {
+  for (const bool batch : {false, true}) {
+    SCOPED_TRACE(batch ? "try_take_batch" : "try_take");
+    TaskOptions soon = opts(general, 1);
+    soon.expires_ns = monotonic_ns() + 1'000'000;  // 1 ms
+    TaskId expiring = kNoTask, fresh = kNoTask;
+    ASSERT_EQ(cli.enqueue_text("t", "old", soon, &expiring), Errc::ok);
+    ASSERT_EQ(cli.enqueue_text("t", "new", opts(general, 1), &fresh), Errc::ok);
+    const std::uint64_t dead_before = cli.level_stats(general, 1).dead;
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    Taken t;
+    if (batch) {
+      Taken ts[4];
+      ASSERT_EQ(cli.try_take_batch(general, ts), 1u);
+      t = ts[0];
+    } else {
+      ASSERT_TRUE(cli.try_take(general, t));
+    }
+    EXPECT_EQ(t.id, fresh) << "the expired task is not handed out";
+    EXPECT_EQ(cli.complete(t), Errc::ok);
+    EXPECT_FALSE(cli.try_take(general, t)) << "and it is not left queued";
+    EXPECT_EQ(cli.level_stats(general, 1).dead, dead_before + 1);
+    bool listed = false;
+    for (const DeadLetter& d : cli.dead_letters())
+      if (d.id == expiring) {
+        listed = true;
+        EXPECT_EQ(d.reason, "expired before it started");
+      }
+    EXPECT_TRUE(listed) << "the expired task is listed as a dead letter";
+  }
+}
+
+// An expiry still ahead does not stop a take.
+TEST_F(Fixture, ATaskWhoseExpiryIsAheadIsTaken) {
+  TaskOptions later = opts(general);
+  later.expires_ns = monotonic_ns() + 60'000'000'000;  // a minute
+  TaskId id = kNoTask;
+  ASSERT_EQ(cli.enqueue_text("t", "x", later, &id), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.id, id);
+  EXPECT_EQ(cli.complete(t), Errc::ok);
+}
+
 TEST(ClientThreads, ManyThreadsEveryIdExactlyOnce) {
   auto seg = Segment::create_private(small_layout(1024, 4), CreateOptions{0600, {"q"}}).value();
   auto cli = Client::attach(seg, Role::producer | Role::consumer).value();

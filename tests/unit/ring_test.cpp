@@ -74,10 +74,24 @@ struct Harness {
   bool pop(std::uint32_t& out, std::atomic<std::uint64_t>* cursor = nullptr) {
     return ring.try_pop([&](std::uint64_t pos, std::uint32_t v) { return claim(pos, v); }, out, cursor);
   }
-  // As a consumer process takes: the one-load look at its cursor first, then the pop.
+  // As a consumer process takes: one look at its cursor, the front pop when the head
+  // holds a single value, else the full pop.
   bool look_then_pop(std::uint32_t& out, std::atomic<std::uint64_t>& cursor) {
-    if (ring.empty_at(cursor.load())) return false;
+    const std::uint64_t pos = cursor.load();
+    const std::uint64_t w = ring.look(pos);
+    if (ring.empty_in(pos, w)) return false;
+    if (pop_front(pos, w, out, cursor)) return true;
     return pop(out, &cursor);
+  }
+  bool pop_front(std::uint64_t pos, std::uint64_t w, std::uint32_t& out, std::atomic<std::uint64_t>& cursor) {
+    return ring.pop_front(
+        pos, w, [&](std::uint64_t p, std::uint32_t v) { return claim(p, v); }, [&](std::uint32_t v) { out = v; },
+        cursor, [](std::uint64_t, std::uint32_t, std::uint32_t) {});
+  }
+  // pop_front at the cursor as it is now.
+  bool pop_front(std::uint32_t& out, std::atomic<std::uint64_t>& cursor) {
+    const std::uint64_t pos = cursor.load();
+    return pop_front(pos, ring.look(pos), out, cursor);
   }
 };
 
@@ -326,6 +340,62 @@ TYPED_TEST(RingTyped, MpmcThreadsDeliverEveryValueOnce) {
 TYPED_TEST(RingTyped, MpmcThreadsWithOwnCursorsDeliverEveryValueOnce) {
   TypeParam h;
   run_mpmc(h, true);
+}
+
+// ---- the front pop: a single value at the caller's cursor -------------------------
+
+TYPED_TEST(RingTyped, PopFrontTakesTheSingleValueAtTheCursorAndHandsTheSlotOn) {
+  TypeParam h;
+  std::atomic<std::uint64_t> cursor{0};
+  for (std::uint32_t i = 0; i < 3 * TypeParam::kCap; ++i) {  // laps over every slot
+    const std::uint32_t v = 5 + i % 7;
+    ASSERT_EQ(h.push(v), PushStatus::ok) << i;
+    std::uint32_t out = 999;
+    ASSERT_TRUE(h.pop_front(out, cursor)) << i;
+    EXPECT_EQ(out, v);
+    EXPECT_EQ(h.recs[v].state.load(), kTaken);
+    EXPECT_EQ(cursor.load(), i + 1u) << "the cursor moves past the position taken";
+    EXPECT_TRUE(h.ring.empty_at(i + 1)) << "nothing after it";
+    EXPECT_EQ(h.ring.depth_guess(), 0u) << "the slot was cleared for the next lap";
+    h.recs[v].state.store(kIdle);
+  }
+  std::uint32_t out;
+  EXPECT_FALSE(h.pop(out));
+}
+
+TYPED_TEST(RingTyped, PopFrontLeavesEveryOtherCaseUnchangedForTryPop) {
+  TypeParam h;
+  std::atomic<std::uint64_t> cursor{0};
+  std::uint32_t out = 999;
+  EXPECT_FALSE(h.pop_front(out, cursor)) << "empty";
+  EXPECT_EQ(cursor.load(), 0u);
+
+  // A run of three: the front pop takes single values only.
+  ASSERT_EQ(h.push_run(10, 3), PushStatus::ok);
+  EXPECT_FALSE(h.pop_front(out, cursor));
+  EXPECT_EQ(h.recs[10].state.load(), kQueued) << "not claimed";
+  EXPECT_TRUE(h.ring.holds(0, 10));
+  EXPECT_EQ(h.pop_many(3), (std::vector<std::uint32_t>{10, 11, 12}));
+
+  // A leftover (its record no longer queued there): refused and left in place; the
+  // full pop clears it.
+  ASSERT_EQ(h.push(13), PushStatus::ok);  // at position 1, after the run
+  const std::uint64_t at = 1;
+  cursor.store(at);
+  h.recs[13].state.store(kIdle);
+  EXPECT_FALSE(h.pop_front(out, cursor));
+  EXPECT_TRUE(h.ring.holds(at, 13)) << "the entry is still there";
+  EXPECT_EQ(cursor.load(), at);
+  EXPECT_FALSE(h.pop(out, &cursor)) << "the full pop clears the leftover and finds the ring empty";
+  EXPECT_EQ(h.ring.depth_guess(), 0u);
+
+  // A cursor behind, at a position consumed already: refused.
+  std::atomic<std::uint64_t> behind{0};
+  ASSERT_EQ(h.push(14), PushStatus::ok);
+  EXPECT_FALSE(h.pop_front(out, behind));
+  EXPECT_EQ(h.recs[14].state.load(), kQueued);
+  ASSERT_TRUE(h.pop(out, &behind));
+  EXPECT_EQ(out, 14u);
 }
 
 // A pusher whose prepare is slow (as a batch's run is) keeps losing the tail to a fast

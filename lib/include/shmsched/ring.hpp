@@ -304,10 +304,46 @@ class IndexRing {
   /// filled in position order with no gaps, so nothing after it is filled either. One
   /// load: the cheap look a consumer takes at a level before trying to pop from it.
   /// False means "maybe not empty" (or the cursor is behind): try_pop decides.
-  bool empty_at(std::uint64_t pos) const noexcept {
+  bool empty_at(std::uint64_t pos) const noexcept { return empty_in(pos, look(pos)); }
+  /// The word in the slot of `pos`, for a caller that decides from one look both
+  /// whether the ring is empty there (empty_in) and what pop_front takes.
+  std::uint64_t look(std::uint64_t pos) const noexcept {
     // (R6') acquire, as (R6): the same look try_pop takes first.
-    const std::uint64_t w = slots_[pos & mask_].load(std::memory_order_acquire);
+    return slots_[pos & mask_].load(std::memory_order_acquire);
+  }
+  /// empty_at, given the word `w` look(pos) returned.
+  bool empty_in(std::uint64_t pos, std::uint64_t w) const noexcept {
     return lap_of_word(w) == lap_of_pos(pos) && !is_full(w);
+  }
+
+  /// try_pop_many's own steps for its commonest case, with less around them: one value
+  /// popped by a caller whose cursor `pos` it looked at (look) and found w, an entry of
+  /// pos's lap holding a single value. That entry is the head: no walk moves past a
+  /// full entry without consuming it, so the shared head hint is not after pos. The
+  /// steps, their orderings and fault points are try_pop_many's for max = 1 starting at
+  /// pos (ahead, claim, take, R4, the hint, the cursor). Returns false, having changed
+  /// nothing, when w is anything else or the claim says stale: the caller then calls
+  /// try_pop_many, which handles every case.
+  template <class ClaimFn, class TakeFn, class AheadFn>
+  [[gnu::always_inline]] bool pop_front(std::uint64_t pos, std::uint64_t w, ClaimFn&& claim, TakeFn&& take,
+                                        detail::AtomicU64& cursor, AheadFn&& ahead) noexcept {
+    const std::uint64_t lap = lap_of_pos(pos);
+    if (!is_full(w) || lap_of_word(w) != lap || run_of(w) != 1) return false;
+    const std::uint32_t v = value_of(w);
+    ahead(pos, v, v + 1);
+    if (claim(pos, v) != Claim::taken) return false;
+    take(v);
+    SHMSCHED_FAULT_POINT(ring_pop_before_clear);
+    // (R4) release, as in try_pop_many: hands the slot to the producer of lap + 1. A
+    // failure means another popper moved the entry on (it found the record claimed).
+    Atomic& slot = slots_[pos & mask_];
+    while (
+        !slot.compare_exchange_strong(w, empty_word(lap + 1), std::memory_order_release, std::memory_order_relaxed)) {
+      if (!is_full(w) || lap_of_word(w) != lap || value_of(w) > v) break;
+    }
+    if (hint_due(pos, pos)) detail::advance_hint(header_->head, pos + 1);
+    cursor.store(pos + 1, std::memory_order_relaxed);
+    return true;
   }
 
   /// The value at the head if the head slot holds an entry of the head's lap (it may be
