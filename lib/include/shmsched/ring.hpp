@@ -265,16 +265,8 @@ class IndexRing {
           }
         }
         SHMSCHED_FAULT_POINT(ring_pop_before_clear);
-        // (R4) release: moves the entry past the values looked at, or hands the slot to
-        // the producer of lap + 1 when none is left; pairs with (R2) and (R6). A failure
-        // means another popper moved the entry on: once it starts past k there is nothing
-        // left for us to do; otherwise the values before k are no longer takeable here,
-        // so we move it on from where it is now.
-        const std::uint64_t next = k == end ? empty_word(lap + 1) : full_word(lap, k, end - k);
-        while (!slot.compare_exchange_strong(w, next, std::memory_order_release, std::memory_order_relaxed)) {
-          if (!is_full(w) || lap_of_word(w) != lap || value_of(w) >= k) break;
-        }
-        if (k != end) {  // got == max with values left in the entry: it stays the head
+        move_on(slot, w, lap, k, end);  // (R4)
+        if (k != end) {                 // got == max with values left in the entry: it stays the head
           if (cursor != nullptr && h != mine) cursor->store(h, std::memory_order_relaxed);
           return got;
         }
@@ -334,13 +326,7 @@ class IndexRing {
     if (claim(pos, v) != Claim::taken) return false;
     take(v);
     SHMSCHED_FAULT_POINT(ring_pop_before_clear);
-    // (R4) release, as in try_pop_many: hands the slot to the producer of lap + 1. A
-    // failure means another popper moved the entry on (it found the record claimed).
-    Atomic& slot = slots_[pos & mask_];
-    while (
-        !slot.compare_exchange_strong(w, empty_word(lap + 1), std::memory_order_release, std::memory_order_relaxed)) {
-      if (!is_full(w) || lap_of_word(w) != lap || value_of(w) > v) break;
-    }
+    move_on(slots_[pos & mask_], w, lap, v + 1, v + 1);  // (R4)
     if (hint_due(pos, pos)) detail::advance_hint(header_->head, pos + 1);
     cursor.store(pos + 1, std::memory_order_relaxed);
     return true;
@@ -423,6 +409,17 @@ class IndexRing {
     for (std::uint64_t i = 0; i < 4 * kHintEvery && h < t; ++i, ++h) {  // consumed positions past the head hint
       const std::uint64_t w = slots_[h & mask_].load(std::memory_order_acquire);
       if (!lap_ahead(lap_of_word(w), lap_of_pos(h))) break;
+    }
+  }
+  // (R4) release: moves the entry `w` (of lap `lap`, values up to `end`) in `slot` past
+  // the values before k, or hands the slot to the producer of lap + 1 when none is left
+  // (k == end); pairs with (R2) and (R6). A failure means another popper moved the entry
+  // on: once it starts at or past k there is nothing left for us to do; otherwise the
+  // values before k are no longer takeable here, so we move it on from where it is now.
+  static void move_on(Atomic& slot, std::uint64_t w, std::uint64_t lap, std::uint32_t k, std::uint32_t end) noexcept {
+    const std::uint64_t next = k == end ? empty_word(lap + 1) : full_word(lap, k, end - k);
+    while (!slot.compare_exchange_strong(w, next, std::memory_order_release, std::memory_order_relaxed)) {
+      if (!is_full(w) || lap_of_word(w) != lap || value_of(w) >= k) break;
     }
   }
   // Whether every value of FULL entry `w` at `pos` is a leftover.
