@@ -340,7 +340,7 @@ TEST_F(Fixture, AnExpiredTaskIsDeadLetteredByTheTakeAndTheNextTaskIsTaken) {
     TaskId expiring = kNoTask, fresh = kNoTask;
     ASSERT_EQ(cli.enqueue_text("t", "old", soon, &expiring), Errc::ok);
     ASSERT_EQ(cli.enqueue_text("t", "new", opts(general, 1), &fresh), Errc::ok);
-    const std::uint64_t dead_before = cli.level_stats(general, 1).dead;
+    const LevelStats before = cli.level_stats(general, 1);
     std::this_thread::sleep_for(std::chrono::milliseconds(3));
     Taken t;
     if (batch) {
@@ -353,7 +353,8 @@ TEST_F(Fixture, AnExpiredTaskIsDeadLetteredByTheTakeAndTheNextTaskIsTaken) {
     EXPECT_EQ(t.id, fresh) << "the expired task is not handed out";
     EXPECT_EQ(cli.complete(t), Errc::ok);
     EXPECT_FALSE(cli.try_take(general, t)) << "and it is not left queued";
-    EXPECT_EQ(cli.level_stats(general, 1).dead, dead_before + 1);
+    EXPECT_EQ(cli.level_stats(general, 1).dead, before.dead + 1);
+    EXPECT_EQ(cli.level_stats(general, 1).started, before.started + 1) << "only the task handed out started";
     bool listed = false;
     for (const DeadLetter& d : cli.dead_letters())
       if (d.id == expiring) {

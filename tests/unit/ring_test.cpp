@@ -357,10 +357,46 @@ TYPED_TEST(RingTyped, PopFrontTakesTheSingleValueAtTheCursorAndHandsTheSlotOn) {
     EXPECT_EQ(cursor.load(), i + 1u) << "the cursor moves past the position taken";
     EXPECT_TRUE(h.ring.empty_at(i + 1)) << "nothing after it";
     EXPECT_EQ(h.ring.depth_guess(), 0u) << "the slot was cleared for the next lap";
+    // The shared head hint moves on every fourth position, as try_pop_many's does.
+    EXPECT_EQ(h.header.head.load(), (i + 1u) / 4 * 4) << i;
     h.recs[v].state.store(kIdle);
   }
   std::uint32_t out;
   EXPECT_FALSE(h.pop(out));
+}
+
+// The word the caller looked at decides, not the record alone: a record takeable at the
+// cursor's position is not taken while the slot is still empty (its producer between
+// queuing it and publishing it), nor through an entry of another lap.
+TYPED_TEST(RingTyped, PopFrontTakesOnlyAnEntryOfTheCursorsLap) {
+  TypeParam h;
+  std::atomic<std::uint64_t> cursor{0};
+  std::uint32_t out = 999;
+  // Record 0 queued at position 0 (S1 done), the slot still EMPTY of lap 0 (R3 not yet):
+  // that word decodes as value 0, run 1.
+  h.recs[0].where.store(0);
+  h.recs[0].state.store(kQueued);
+  EXPECT_FALSE(h.pop_front(0, h.ring.look(0), out, cursor));
+  EXPECT_EQ(h.recs[0].state.load(), kQueued) << "not claimed";
+  EXPECT_TRUE(h.ring.empty_at(0)) << "the slot is unchanged";
+  EXPECT_EQ(cursor.load(), 0u);
+  h.recs[0].state.store(kIdle);
+
+  // An entry of lap 1 in the slot of position 0, its record (wrongly) naming position 0:
+  // a cursor still at 0 must not take it.
+  const std::uint64_t cap = TypeParam::kCap;
+  std::atomic<std::uint64_t> ahead_cursor{0};
+  for (std::uint64_t p = 0; p < cap; ++p) {  // fill and drain lap 0
+    ASSERT_EQ(h.push(1), PushStatus::ok);
+    ASSERT_TRUE(h.pop(out, &ahead_cursor));
+    h.recs[1].state.store(kIdle);
+  }
+  ASSERT_EQ(h.push(2), PushStatus::ok);  // position cap: lap 1, the slot of position 0
+  ASSERT_EQ(h.recs[2].where.load(), cap);
+  h.recs[2].where.store(0);
+  EXPECT_FALSE(h.pop_front(0, h.ring.look(0), out, cursor));
+  EXPECT_EQ(h.recs[2].state.load(), kQueued) << "not claimed";
+  EXPECT_TRUE(h.ring.holds(cap, 2)) << "the entry is still there";
 }
 
 TYPED_TEST(RingTyped, PopFrontLeavesEveryOtherCaseUnchangedForTryPop) {
