@@ -284,8 +284,15 @@ TYPED_TEST(RingTyped, LaggingCursorStillFindsTheOldestEntry) {
   EXPECT_FALSE(h.pop(v, &other));
 }
 
+// Cursors: none (every pop walks from the shared hints), one per thread, or one per
+// side shared by its threads (as a Client shared by a process's threads keeps them:
+// plain stores, any value ever stored valid).
+enum class Cursors { none, own, shared };
+
 template <class H>
-void run_mpmc(H& h, bool cursors) {
+void run_mpmc(H& h, Cursors mode) {
+  const bool cursors = mode != Cursors::none;
+  std::atomic<std::uint64_t> shared_push{0}, shared_pop{0};
   constexpr int kThreads = 2;
   const std::uint32_t n = static_cast<std::uint32_t>(h.recs.size());
   std::vector<std::atomic<int>> got(n);
@@ -297,7 +304,8 @@ void run_mpmc(H& h, bool cursors) {
   std::vector<std::thread> ts;
   for (int p = 0; p < kThreads; ++p)
     ts.emplace_back([&, p] {
-      std::atomic<std::uint64_t> cursor{0};
+      std::atomic<std::uint64_t> own{0};
+      std::atomic<std::uint64_t>& cursor = mode == Cursors::shared ? shared_push : own;
       for (int r = 0; r < kRounds; ++r)
         for (std::uint32_t v = static_cast<std::uint32_t>(p); v < n; v += kThreads) {
           while (h.recs[v].state.load(std::memory_order_acquire) != kIdle) std::this_thread::yield();
@@ -308,7 +316,8 @@ void run_mpmc(H& h, bool cursors) {
   for (int c = 0; c < kThreads; ++c)
     ts.emplace_back([&] {
       std::uint32_t v;
-      std::atomic<std::uint64_t> cursor{0};
+      std::atomic<std::uint64_t> own{0};
+      std::atomic<std::uint64_t>& cursor = mode == Cursors::shared ? shared_pop : own;
       for (;;) {
         const bool finished = producers_done.load() == kThreads;  // read before the pop
         if (cursors ? h.look_then_pop(v, cursor) : h.pop(v)) {
@@ -334,12 +343,18 @@ void run_mpmc(H& h, bool cursors) {
 
 TYPED_TEST(RingTyped, MpmcThreadsDeliverEveryValueOnce) {
   TypeParam h;
-  run_mpmc(h, false);
+  run_mpmc(h, Cursors::none);
 }
 
 TYPED_TEST(RingTyped, MpmcThreadsWithOwnCursorsDeliverEveryValueOnce) {
   TypeParam h;
-  run_mpmc(h, true);
+  run_mpmc(h, Cursors::own);
+}
+
+// Through the front pop and the walk alike, with the cursor races a shared Client has.
+TYPED_TEST(RingTyped, MpmcThreadsSharingCursorsDeliverEveryValueOnce) {
+  TypeParam h;
+  run_mpmc(h, Cursors::shared);
 }
 
 // ---- the front pop: a single value at the caller's cursor -------------------------
