@@ -1155,7 +1155,7 @@ struct Client::Impl {
   bool expired_on_take(QueueId q, std::uint32_t level, std::uint32_t v, std::uint64_t w) noexcept {
     const std::int64_t expires = core->hot(v)->expires_ns;
     if (expires == 0 || monotonic_ns() <= expires) return false;
-    bump(counters(q, static_cast<std::uint8_t>(level)).dead);
+    bump(counters(q, level).dead);
     dead_letter_record(v, w, "expired before it started");
     return true;
   }
