@@ -40,6 +40,7 @@ Result<Client> Client::attach(Segment& segment, Role role) {
   impl->pop_cursor = std::make_unique<detail::AtomicU64[]>(core->ring_count());  // value-initialised: 0
   impl->push_cursor = std::make_unique<detail::AtomicU64[]>(core->ring_count());
   impl->queue_rings = std::make_unique<IndexRing<>[]>(core->ring_count());
+  impl->ahead = std::make_unique<Impl::Ahead[]>(core->layout.max_queues);
   static std::atomic<std::uint64_t> next_client_id{1};
   impl->client_id = next_client_id.fetch_add(1, std::memory_order_relaxed);  // relaxed: only uniqueness matters
   impl->lease.id.store(impl->client_id, std::memory_order_relaxed);
@@ -173,6 +174,20 @@ Errc Client::enqueue_wait(std::string_view type, std::span<const std::byte> payl
 
 bool Client::try_take(QueueId queue, Taken& out, bool as_helper) noexcept {
   return impl_->take(queue, out, as_helper);
+}
+
+Errc Client::set_take_ahead(QueueId queue, std::uint32_t n) noexcept {
+  if (!impl_->attached) return Errc::not_attached;
+  if (queue >= impl_->core->layout.max_queues ||
+      (impl_->core->queues[queue].word.load(std::memory_order_relaxed) & 3) != detail::QueueEntry::kReady)
+    return Errc::unknown_queue;
+  if (n == 0 || n > kMaxTakeAhead) return Errc::invalid_argument;
+  auto& a = impl_->ahead[queue];
+  // Give back what is held, under `busy`: a take that holds the buffer meanwhile has
+  // finished with it, and one after reads the new limit (fill_ahead reads it under
+  // `busy` too), so none is left holding more than the new limit allows.
+  impl_->give_back_ahead(queue, true, [&] { a.limit.store(n, std::memory_order_relaxed); });
+  return Errc::ok;
 }
 
 std::size_t Client::try_take_batch(QueueId queue, std::span<Taken> out) noexcept {

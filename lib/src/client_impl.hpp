@@ -114,6 +114,24 @@ struct Client::Impl {
   // The queue rings' views, made once (Core::ring computes them on every call).
   std::unique_ptr<IndexRing<>[]> queue_rings;
 
+  // Per queue, the records this process claimed ahead of its single takes
+  // (Client::set_take_ahead): running, owned by us, their attempt not yet counted,
+  // handed out in the order they were claimed. One thread uses a buffer at a time:
+  // `busy` is taken with an exchange that never waits (a thread that finds it taken
+  // takes as if take-ahead were off), so no thread ever waits for another.
+  struct alignas(detail::kCacheLine) Ahead {
+    std::atomic<std::uint32_t> limit{1};  // how many a take may claim; 1 = off
+    std::atomic<bool> busy{false};
+    // The rest only under `busy`.
+    std::uint32_t level = 0;             // the level of the records held
+    std::uint32_t next = 0;              // index of the next to hand out
+    std::uint32_t count = 0;             // how many are held
+    std::atomic<std::uint32_t> held{0};  // count, readable without `busy` (a hint)
+    std::uint32_t index[kMaxTakeAhead];
+    std::uint64_t word[kMaxTakeAhead];
+  };
+  std::unique_ptr<Ahead[]> ahead;  // one per queue
+
   // This participant's counters, (queue, level) at queue * levels + level.
   detail::LevelCounters* my_counters = nullptr;
   detail::LevelCounters& counters(std::uint32_t q, std::uint32_t level) const noexcept {
@@ -1111,11 +1129,25 @@ struct Client::Impl {
   }
 
   bool take(QueueId q, Taken& out, bool as_helper) noexcept {
-    if (!takeable_queue(q)) return false;
+    if (!takeable_queue(q)) {
+      if (attached && q < core->layout.max_queues) give_back_ahead(q, false);  // paused: hold nothing back
+      return false;
+    }
+    AheadUse use(ahead_of(q));
+    Ahead* const a = use.get();
     std::uint32_t aged = 0;
     if (const std::uint32_t bound = core->queues[q].aging_ms.load(std::memory_order_relaxed); bound != 0)
       aged = aged_level(q, std::int64_t{bound} * 1000000);
-    if (aged != 0 && pop_level<true>(q, aged, std::span<Taken>(&out, 1)) != 0) return took(out, as_helper);
+    if (aged != 0) {
+      // The records held of that level are its oldest.
+      if (a != nullptr && a->count != 0 && a->level == aged && hand_out(*a, q, out)) return took(out, as_helper);
+      if (pop_level<true>(q, aged, std::span<Taken>(&out, 1)) != 0) return took(out, as_helper);
+    }
+    // Records held are handed out before the rings are looked at again: the looks at
+    // the more urgent levels, lines the producers write, are what take-ahead saves. A
+    // more urgent task that arrives meanwhile waits here behind at most limit - 1 held
+    // tasks (any other consumer can take it at once).
+    if (a != nullptr && a->count != 0 && hand_out(*a, q, out)) return took(out, as_helper);
     const std::uint16_t base = core->ring_id(q, 0);
     for (std::uint32_t level = 0; level < core->levels; ++level) {
       const auto rid = static_cast<std::uint16_t>(base + level);
@@ -1124,10 +1156,111 @@ struct Client::Impl {
       const std::uint64_t pos = pop_cursor[rid].load(std::memory_order_relaxed);
       const std::uint64_t w = queue_rings[rid].look(pos);
       if (queue_rings[rid].empty_in(pos, w)) continue;
+      if (a != nullptr) {  // holding none (hand_out above used them up)
+        // Claim ahead; claim again when every record claimed had expired (dead-lettered).
+        while (fill_ahead(*a, q, level) != 0)
+          if (hand_out(*a, q, out)) return took(out, as_helper);
+        continue;  // the level is empty now
+      }
       if (take_front(q, level, rid, pos, w, out)) return took(out, as_helper);
       if (pop_level<true>(q, level, std::span<Taken>(&out, 1)) != 0) return took(out, as_helper);
     }
     return false;
+  }
+
+  // ---- take-ahead ----------------------------------------------------------------
+
+  // A thread's use of one queue's take-ahead buffer for one take: get() is null when
+  // take-ahead is off for the queue or another thread is using the buffer.
+  class AheadUse {
+   public:
+    explicit AheadUse(Ahead* a) noexcept : a_(a) {}
+    ~AheadUse() {
+      // release: what we changed in the buffer is seen by the next thread to take it.
+      if (a_ != nullptr) a_->busy.store(false, std::memory_order_release);
+    }
+    AheadUse(const AheadUse&) = delete;
+    AheadUse& operator=(const AheadUse&) = delete;
+    Ahead* get() const noexcept { return a_; }
+
+   private:
+    Ahead* a_;
+  };
+  // Queue q's buffer for the calling thread, or null (see AheadUse). The buffer is taken
+  // when take-ahead is on or when it still holds records (it was just turned off by a
+  // thread that could not take the buffer to give them back).
+  Ahead* ahead_of(QueueId q) noexcept {
+    Ahead& a = ahead[q];
+    // relaxed: a hint; fill_ahead reads the limit again under `busy`.
+    if (a.limit.load(std::memory_order_relaxed) <= 1 && a.held.load(std::memory_order_relaxed) == 0) return nullptr;
+    // acquire: pairs with AheadUse's release; the buffer as the last user left it.
+    if (a.busy.exchange(true, std::memory_order_acquire)) return nullptr;
+    return &a;
+  }
+
+  // Claims up to the limit's worth of records at the head of `level` into a's buffer
+  // (empty); returns how many. The same walk, claims and orderings as a batch take.
+  std::uint32_t fill_ahead(Ahead& a, QueueId q, std::uint32_t level) noexcept {
+    const std::uint16_t rid = core->ring_id(q, level);
+    const std::uint32_t want = std::clamp<std::uint32_t>(a.limit.load(std::memory_order_relaxed), 1, kMaxTakeAhead);
+    std::uint32_t n = 0;
+    std::uint64_t w = 0;
+    auto claim_fn = [&](std::uint64_t pos, std::uint32_t v) noexcept {
+      return claim(rid, pos, v, TaskState::running, w);
+    };
+    auto take_fn = [&](std::uint32_t v) noexcept {
+      a.index[n] = v;
+      a.word[n] = w;
+      ++n;
+      SHMSCHED_FAULT_POINT(take_ahead_held);
+    };
+    auto ahead_fn = [&](std::uint64_t pos, std::uint32_t, std::uint32_t) noexcept { prefetch_ahead(rid, pos); };
+    queue_rings[rid].try_pop_many(claim_fn, want, take_fn, &pop_cursor[rid], ahead_fn);
+    a.level = level;
+    a.next = 0;
+    a.count = n;
+    a.held.store(n, std::memory_order_relaxed);  // relaxed: a hint for ahead_of
+    return n;
+  }
+
+  // Hands out the next record a holds: true with `out` filled and the attempt counted,
+  // false once none is left. One found expired is dead-lettered, as a take does.
+  bool hand_out(Ahead& a, QueueId q, Taken& out) noexcept {
+    while (a.count != 0) {
+      const std::uint32_t v = a.index[a.next];
+      const std::uint64_t w = a.word[a.next];
+      ++a.next;
+      --a.count;
+      a.held.store(a.count, std::memory_order_relaxed);
+      fill_taken(v, w, out);
+      if (!expired_on_take(q, a.level, v, w)) return true;
+    }
+    return false;
+  }
+
+  // Puts the records held for queue q back at the tail of their level (queued, attempt
+  // uncounted). `wait`: wait for a thread using the buffer to finish (set_take_ahead);
+  // else give up when one is (a take of a paused queue: the next one gives them back).
+  // `under` runs while the buffer is ours (set_take_ahead stores the new limit there).
+  template <class Under = void (*)()>
+  void give_back_ahead(
+      QueueId q, bool wait, Under&& under = [] {}) noexcept {
+    Ahead& a = ahead[q];
+    if (!wait && a.held.load(std::memory_order_relaxed) == 0) return;  // relaxed: a hint
+    for (;;) {
+      // acquire: as in ahead_of.
+      if (!a.busy.exchange(true, std::memory_order_acquire)) break;
+      if (!wait) return;
+      std::this_thread::yield();  // not a hot path: a take holds the buffer for a few us
+    }
+    AheadUse use(&a);
+    under();
+    while (a.count != 0) {
+      requeue_record(a.index[a.next], a.word[a.next]);
+      ++a.next;
+      --a.count;
+    }
+    a.held.store(0, std::memory_order_relaxed);
   }
 
   // A single take of the entry at our cursor `pos` of ring `rid`, which held w
@@ -1197,8 +1330,16 @@ struct Client::Impl {
 
   // Takes up to out.size() tasks, draining each level before looking at the next.
   std::size_t take_batch(QueueId q, std::span<Taken> out) noexcept {
-    if (!takeable_queue(q)) return 0;
+    if (!takeable_queue(q)) {
+      if (attached && q < core->layout.max_queues) give_back_ahead(q, false);  // as in take
+      return 0;
+    }
+    AheadUse use(ahead_of(q));
     std::size_t n = 0;
+    if (Ahead* const a = use.get(); a != nullptr) {  // records held first, as in take
+      while (n < out.size() && hand_out(*a, q, out[n])) ++n;
+      if (n != 0) bump(counters(q, a->level).started, n);
+    }
     for (std::uint32_t level = 0; level < core->levels && n < out.size(); ++level) {
       const std::size_t got = pop_level<false>(q, level, out.subspan(n));
       if (got != 0) bump(counters(q, level).started, got);

@@ -209,6 +209,26 @@ void batch_workload(World& w, int rounds) {
   c.detach();
 }
 
+// A consumer with take-ahead on: its takes claim up to four tasks and hand them out one
+// by one, so a kill finds tasks claimed and not yet handed out.
+void ahead_workload(World& w, int rounds) {
+  auto c = Client::attach(w.seg, Role::producer | Role::consumer).value();
+  if (c.set_take_ahead(w.q, 4) != Errc::ok) ::_exit(5);
+  for (int i = 0; i < rounds; ++i) {
+    TaskOptions o;
+    o.queue = w.q;
+    o.priority = static_cast<std::uint8_t>(i % w.seg.layout().levels);
+    TaskId id;
+    if (c.enqueue_value("work", 3000 + i, o, &id) == Errc::ok) w.log->accept(id);
+    Taken t;
+    if (i % 2 == 0 && c.try_take(w.q, t)) {
+      w.log->completing_now(t.id);
+      c.complete(t);
+    }
+  }
+  c.detach();
+}
+
 struct PointCase {
   Point point;
   std::uint64_t nth;
@@ -263,6 +283,61 @@ INSTANTIATE_TEST_SUITE_P(
                       PointCase{Point::take_after_claim, 3}, PointCase{Point::take_after_claim, 12},
                       PointCase{Point::complete_before_free, 7}),
     case_name);
+
+class KillTakeAheadAtPoint : public ::testing::TestWithParam<PointCase> {};
+
+TEST_P(KillTakeAheadAtPoint, NothingLostNothingWedged) {
+  ASSERT_TRUE(fault::enabled()) << "crash tests need a build with SHMSCHED_FAULT_POINTS";
+  World w(crash_layout());
+  w.preload(40);
+  w.kill_at_and_verify(GetParam().point, GetParam().nth, [&] { ahead_workload(w, 120); });
+}
+
+// A consumer killed while claiming ahead (some records of the walk claimed, the slot not
+// moved on), while it holds claimed records, and while it completes one.
+INSTANTIATE_TEST_SUITE_P(TakeAheadPoints, KillTakeAheadAtPoint,
+                         ::testing::Values(PointCase{Point::take_ahead_held, 1}, PointCase{Point::take_ahead_held, 3},
+                                           PointCase{Point::take_ahead_held, 10},
+                                           PointCase{Point::ring_pop_before_clear, 2},
+                                           PointCase{Point::complete_before_free, 4}),
+                         case_name);
+
+// A consumer dies holding tasks it claimed ahead: the reaper requeues them, and their
+// next run is their first attempt.
+TEST(KillTakeAhead, HeldTasksAreRequeuedUncharged) {
+  World w(crash_layout(0, 1));  // one level: the first take claims eight
+  w.preload(12);
+  const pid_t pid = w.spawn([&] {
+    auto c = Client::attach(w.seg, Role::consumer).value();
+    if (c.set_take_ahead(w.q, 8) != Errc::ok) ::_exit(5);
+    Taken t;
+    if (!c.try_take(w.q, t)) ::_exit(6);
+    w.log->completing_now(t.id);
+    if (c.complete(t) != Errc::ok) ::_exit(7);
+    w.log->victim_ready.store(1);
+    ::raise(SIGKILL);  // holding seven claimed tasks
+  });
+  ASSERT_TRUE(World::killed(pid));
+  ASSERT_EQ(w.log->victim_ready.load(), 1u);
+  {
+    auto c = Client::attach(w.seg, Role::consumer).value();
+    const ReapReport rep = c.reap_dead();
+    EXPECT_EQ(rep.requeued, 7u) << "the seven tasks held are requeued";
+    EXPECT_EQ(rep.dead_lettered, 0u);
+    Taken t;
+    std::size_t taken = 0;
+    while (c.try_take(w.q, t)) {
+      ++taken;
+      EXPECT_EQ(t.attempt, 1) << "a held task was never run: not charged";
+      ASSERT_EQ(c.complete(t), Errc::ok);
+    }
+    EXPECT_EQ(taken, 11u);
+  }
+  for (std::uint32_t i = 0; i < w.seg.core().capacity; ++i) {
+    const auto st = detail::state_of(w.seg.core().ctrl[i].state.load());
+    EXPECT_TRUE(st == TaskState::free || st == TaskState::virgin) << "record " << i;
+  }
+}
 
 // A leftover entry (consumer killed between its claim and the slot clear) sits at the
 // tail when the ring wraps; a producer killed while clearing it must not wedge either.

@@ -377,6 +377,169 @@ TEST_F(Fixture, ATaskWhoseExpiryIsAheadIsTaken) {
   EXPECT_EQ(cli.complete(t), Errc::ok);
 }
 
+// ---- take-ahead: a take claims several tasks and hands them out one by one ------------
+
+namespace {
+// Enqueues n tasks of `level` carrying 0 .. n-1; returns their ids.
+std::vector<TaskId> enqueue_n(Client& c, QueueId q, std::uint8_t level, int n, int first = 0) {
+  std::vector<TaskId> ids;
+  TaskOptions o;
+  o.queue = q;
+  o.priority = level;
+  for (int i = 0; i < n; ++i) {
+    TaskId id = kNoTask;
+    EXPECT_EQ(c.enqueue_value("t", first + i, o, &id), Errc::ok);
+    ids.push_back(id);
+  }
+  return ids;
+}
+}  // namespace
+
+// The first take claims four; other consumers cannot take those, and the next takes
+// hand them out in order, each counted as started (and as an attempt) only then.
+TEST_F(Fixture, TakeAheadClaimsSeveralAndHandsThemOutInOrder) {
+  const std::vector<TaskId> ids = enqueue_n(cli, general, 1, 10);
+  ASSERT_EQ(cli.set_take_ahead(general, 4), Errc::ok);
+  Client other = Client::attach(seg, Role::consumer).value();
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.id, ids[0]);
+  EXPECT_EQ(t.attempt, 1);
+  EXPECT_EQ(cli.level_stats(general, 1).started, 1u) << "only the task handed out started";
+  for (int i = 1; i < 4; ++i) {
+    EXPECT_EQ(state_of_index(seg.core().id_index(ids[i])), TaskState::running) << "task " << i << " is claimed ahead";
+    EXPECT_EQ(seg.core().hot(seg.core().id_index(ids[i]))->attempts, 0) << "and its attempt is not counted";
+  }
+  Taken o;
+  ASSERT_TRUE(other.try_take(general, o));
+  EXPECT_EQ(o.id, ids[4]) << "another consumer gets the first task not claimed";
+  ASSERT_EQ(other.complete(o), Errc::ok);
+  ASSERT_EQ(cli.complete(t), Errc::ok);
+  const std::vector<TaskId> want = {ids[1], ids[2], ids[3], ids[5], ids[6], ids[7], ids[8], ids[9]};
+  for (TaskId id : want) {
+    ASSERT_TRUE(cli.try_take(general, t));
+    EXPECT_EQ(t.id, id);
+    EXPECT_EQ(t.attempt, 1);
+    ASSERT_EQ(cli.complete(t), Errc::ok);
+  }
+  EXPECT_FALSE(cli.try_take(general, t));
+  EXPECT_EQ(cli.level_stats(general, 1).started, 10u);
+  EXPECT_EQ(cli.level_stats(general, 1).done, 10u);
+}
+
+// Tasks held are handed out before the rings are looked at again: a more urgent task
+// that arrives meanwhile waits behind them here (another consumer takes it at once), and
+// comes first once none is held.
+TEST_F(Fixture, TakeAheadHandsOutHeldTasksBeforeAMoreUrgentOneThatArrivedLater) {
+  const std::vector<TaskId> low = enqueue_n(cli, general, 2, 6);
+  ASSERT_EQ(cli.set_take_ahead(general, 3), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.id, low[0]);
+  ASSERT_EQ(cli.complete(t), Errc::ok);
+  const std::vector<TaskId> urgent = enqueue_n(cli, general, 0, 2);
+  Client other = Client::attach(seg, Role::consumer).value();
+  Taken o;
+  ASSERT_TRUE(other.try_take(general, o));
+  EXPECT_EQ(o.id, urgent[0]) << "the urgent task is not held: another consumer takes it first";
+  ASSERT_EQ(other.complete(o), Errc::ok);
+  const std::vector<TaskId> want = {low[1], low[2], urgent[1], low[3], low[4], low[5]};
+  for (TaskId id : want) {
+    ASSERT_TRUE(cli.try_take(general, t));
+    EXPECT_EQ(t.id, id);
+    ASSERT_EQ(cli.complete(t), Errc::ok);
+  }
+  EXPECT_FALSE(cli.try_take(general, t));
+}
+
+// A batch take hands out the tasks held first, then goes on in the ring.
+TEST_F(Fixture, TakeAheadTasksComeFirstInABatchTake) {
+  const std::vector<TaskId> ids = enqueue_n(cli, general, 1, 6);
+  ASSERT_EQ(cli.set_take_ahead(general, 4), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.id, ids[0]);
+  ASSERT_EQ(cli.complete(t), Errc::ok);
+  Taken got[8];
+  ASSERT_EQ(cli.try_take_batch(general, got), 5u);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(got[i].id, ids[i + 1]) << i;
+  ASSERT_EQ(cli.complete_batch(std::span<const Taken>(got, 5)), 5u);
+  EXPECT_EQ(cli.level_stats(general, 1).started, 6u);
+}
+
+// Turning take-ahead off, pausing the queue and detaching each put the held tasks
+// back at the tail, queued and uncharged.
+TEST_F(Fixture, TakeAheadGivesHeldTasksBack) {
+  for (const char* how : {"set_take_ahead", "paused", "detach"}) {
+    SCOPED_TRACE(how);
+    Client c = Client::attach(seg, Role::consumer).value();
+    const std::vector<TaskId> ids = enqueue_n(cli, general, 0, 5);
+    ASSERT_EQ(c.set_take_ahead(general, 4), Errc::ok);
+    Taken t;
+    ASSERT_TRUE(c.try_take(general, t));
+    EXPECT_EQ(t.id, ids[0]);
+    ASSERT_EQ(c.complete(t), Errc::ok);
+    if (std::string_view(how) == "set_take_ahead") {
+      ASSERT_EQ(c.set_take_ahead(general, 1), Errc::ok);
+    } else if (std::string_view(how) == "paused") {
+      ASSERT_TRUE(seg.set_paused(general, true));
+      EXPECT_FALSE(c.try_take(general, t)) << "a paused queue hands nothing out, held or not";
+      ASSERT_TRUE(seg.set_paused(general, false));
+    } else {
+      c.detach();
+    }
+    // ids[4] was never claimed, so it is ahead of the three given back.
+    const std::vector<TaskId> want = {ids[4], ids[1], ids[2], ids[3]};
+    for (TaskId id : want) {
+      ASSERT_TRUE(cli.try_take(general, t));
+      EXPECT_EQ(t.id, id);
+      EXPECT_EQ(t.attempt, 1) << "a held task given back is not charged an attempt";
+      ASSERT_EQ(cli.complete(t), Errc::ok);
+    }
+    EXPECT_FALSE(cli.try_take(general, t));
+  }
+}
+
+// A held task that expires before it is handed out is dead-lettered then, not run.
+TEST_F(Fixture, TakeAheadDeadLettersAHeldTaskThatExpired) {
+  TaskOptions o = opts(general, 1);
+  TaskId first = kNoTask, expiring = kNoTask, last = kNoTask;
+  ASSERT_EQ(cli.enqueue_text("t", "a", o, &first), Errc::ok);
+  TaskOptions soon = o;
+  soon.expires_ns = monotonic_ns() + 2'000'000;  // 2 ms
+  ASSERT_EQ(cli.enqueue_text("t", "b", soon, &expiring), Errc::ok);
+  ASSERT_EQ(cli.enqueue_text("t", "c", o, &last), Errc::ok);
+  ASSERT_EQ(cli.set_take_ahead(general, 4), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.id, first);
+  ASSERT_EQ(cli.complete(t), Errc::ok);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.id, last);
+  ASSERT_EQ(cli.complete(t), Errc::ok);
+  EXPECT_EQ(cli.level_stats(general, 1).dead, 1u);
+  EXPECT_EQ(cli.level_stats(general, 1).started, 2u);
+  EXPECT_EQ(cli.dead_letters().size(), 1u);
+}
+
+// Bad arguments are refused and change nothing: takes still claim one at a time.
+TEST_F(Fixture, SetTakeAheadRefusesBadArgumentsAndChangesNothing) {
+  QueueId unused = 0;
+  while (unused == general || unused == selenium) ++unused;
+  EXPECT_EQ(cli.set_take_ahead(unused, 4), Errc::unknown_queue);  // a free entry of the table
+  EXPECT_EQ(cli.set_take_ahead(QueueId{200}, 4), Errc::unknown_queue);
+  EXPECT_EQ(cli.set_take_ahead(general, 0), Errc::invalid_argument);
+  EXPECT_EQ(cli.set_take_ahead(general, Client::kMaxTakeAhead + 1), Errc::invalid_argument);
+  const std::vector<TaskId> ids = enqueue_n(cli, general, 0, 2);
+  Client other = Client::attach(seg, Role::consumer).value();
+  Taken t, o;
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.id, ids[0]);
+  ASSERT_TRUE(other.try_take(general, o)) << "nothing was claimed ahead";
+  EXPECT_EQ(o.id, ids[1]);
+}
+
 TEST(ClientThreads, ManyThreadsEveryIdExactlyOnce) {
   auto seg = Segment::create_private(small_layout(1024, 4), CreateOptions{0600, {"q"}}).value();
   auto cli = Client::attach(seg, Role::producer | Role::consumer).value();
@@ -417,6 +580,62 @@ TEST(ClientThreads, ManyThreadsEveryIdExactlyOnce) {
       }
     });
   for (auto& t : threads) t.join();
+  for (std::size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i].load(), 1) << "id " << i;
+}
+
+// Threads of one process share a Client with take-ahead on: each takes through the
+// shared buffer when it is free and past it when another thread holds it; every id is
+// taken exactly once.
+TEST(ClientThreads, TakeAheadSharedByThreadsTakesEveryIdOnce) {
+  auto seg = Segment::create_private(small_layout(1024, 4), CreateOptions{0600, {"q"}}).value();
+  auto cli = Client::attach(seg, Role::producer | Role::consumer).value();
+  const QueueId q = seg.find_queue("q").value();
+  ASSERT_EQ(cli.set_take_ahead(q, 8), Errc::ok);
+  constexpr int kConsumers = 3, kTotal = 30000;
+  std::vector<std::atomic<int>> seen(kTotal);
+  std::atomic<bool> produced{false};
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {
+    TaskOptions o;
+    o.queue = q;
+    for (int v = 0; v < kTotal; ++v) {
+      o.priority = static_cast<std::uint8_t>(v % 4);
+      const Errc e = cli.enqueue_wait("t", as_payload(v), o, std::chrono::seconds(30));
+      EXPECT_EQ(e, Errc::ok) << "value " << v;
+      if (e != Errc::ok) break;
+    }
+    produced.store(true);
+  });
+  for (int c = 0; c < kConsumers; ++c)
+    threads.emplace_back([&, c] {
+      Taken batch[4];
+      for (int idle = 0; idle < 2;) {
+        const bool done = produced.load();
+        std::size_t n = 0;
+        if (c == 0) {  // one thread takes batches through the same buffer
+          n = cli.try_take_batch(q, batch);
+        } else if (cli.try_take(q, batch[0])) {
+          n = 1;
+        }
+        for (std::size_t k = 0; k < n; ++k) {
+          int v = -1;
+          ASSERT_TRUE(payload_to(batch[k].payload, v));
+          seen[v].fetch_add(1);
+          ASSERT_EQ(cli.complete(batch[k]), Errc::ok);
+        }
+        idle = n != 0 ? 0 : idle + (done ? 1 : 0);
+      }
+    });
+  for (auto& t : threads) t.join();
+  // A thread that found the queue empty once may have left tasks held in the buffer:
+  // the last takes hand them out.
+  Taken t;
+  while (cli.try_take(q, t)) {
+    int v = -1;
+    ASSERT_TRUE(payload_to(t.payload, v));
+    seen[v].fetch_add(1);
+    ASSERT_EQ(cli.complete(t), Errc::ok);
+  }
   for (std::size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i].load(), 1) << "id " << i;
 }
 

@@ -104,6 +104,21 @@ class Client {
   /// waited longer than it, that task is taken first. `as_helper` counts the take as
   /// help (a consumer taking from a queue that is not its home).
   bool try_take(QueueId queue, Taken& out, bool as_helper = false) noexcept;
+  /// The most a take may claim ahead (set_take_ahead).
+  static constexpr std::uint32_t kMaxTakeAhead = 16;
+  /// Take-ahead, a prefetch count: lets a take of `queue` that finds the buffer below
+  /// empty claim up to `n` tasks of the level it takes from in one walk of the ring (1,
+  /// the default, claims only the task returned; n <= kMaxTakeAhead). The tasks claimed
+  /// and not returned wait in this Client -- running, owned by this process, their
+  /// attempt not counted -- and later takes of the queue (try_take, try_take_batch, any
+  /// thread) hand them out in the order claimed before looking at the rings again, as
+  /// a batch take would have returned them: a more urgent task that arrives meanwhile
+  /// waits behind at most n - 1 of them in this Client. Other consumers cannot take
+  /// them, but can take every task not held: it trades sharing between consumers and
+  /// strict priority for cheaper takes of a backlog. Calling it again, a take of the queue
+  /// while it is paused, and detaching put the held tasks back at the tail of their
+  /// levels; the reaper requeues those of a process that died, uncharged.
+  Errc set_take_ahead(QueueId queue, std::uint32_t n) noexcept;
   /// Takes up to out.size() tasks of `queue` in priority order; returns how many.
   std::size_t try_take_batch(QueueId queue, std::span<Taken> out) noexcept;
   /// Done: the record is freed.

@@ -26,6 +26,7 @@
   X(ring_pop_before_clear)        /* record claimed by popper, slot still full */                \
   X(ring_clear_leftover)          /* about to clear a leftover entry found by a producer */      \
   X(take_after_claim)             /* consumer owns the record, attempt not yet counted */        \
+  X(take_ahead_held)              /* record claimed ahead by a take, held, not handed out */     \
   X(complete_before_free)         /* handler finished, freeing CAS not yet made */               \
   X(delayed_after_state)          /* record delayed, its bit not yet set */                      \
   X(promote_after_claim)          /* due record queued by promoter, not yet in a ring */         \
