@@ -4,6 +4,10 @@
 //   BM_cross_shmsched_process_single  parent process Client::enqueue -> forked child
 //                                     process Client::try_take + complete
 //   BM_cross_shmsched_process_batch   the same with enqueue_batch / try_take_batch / complete_batch of 64
+//   BM_cross_shmsched_process_single_ahead
+//                                     single calls again, the consumer with take-ahead
+//                                     (Client::set_take_ahead, kTakeAhead): each take
+//                                     that holds nothing claims up to kTakeAhead tasks
 //   BM_cross_shmsched_thread_single   the same engine between two threads of one process:
 //   BM_cross_shmsched_thread_batch    separates the cost of the engine from the cost of
 //                                     the process boundary
@@ -208,8 +212,20 @@ std::string warm_up(Client& c, QueueId q) {
   return {};
 }
 
-ConsumerError drain_shmsched(Client& c, QueueId q, std::uint64_t n, bool batch, ConsumerReport& rep,
+// The take-ahead of the _ahead rows: the most a take may claim. Measured against 4 and
+// 8 (docs/benchmarks.md): the more a take claims, the fewer looks at the rings.
+constexpr std::uint32_t kTakeAhead = Client::kMaxTakeAhead;
+
+// How a run moves tasks: single calls, single calls with take-ahead, batches of kBatch.
+enum class Calls { single, single_ahead, batch };
+
+ConsumerError drain_shmsched(Client& c, QueueId q, std::uint64_t n, Calls calls, ConsumerReport& rep,
                              const ConsumerWatch& watch) {
+  const bool batch = calls == Calls::batch;
+  if (calls == Calls::single_ahead && c.set_take_ahead(q, kTakeAhead) != Errc::ok) {
+    publish(rep, 0, 0, kOpenFailed);
+    return kOpenFailed;
+  }
   std::uint64_t count = 0;
   std::uint64_t sum = 0;
   ConsumerError err = kConsumerOk;
@@ -334,7 +350,8 @@ struct ShmschedRig {
   }
 };
 
-RunResult run_shmsched_processes(std::uint64_t n, bool batch) {
+RunResult run_shmsched_processes(std::uint64_t n, Calls calls) {
+  const bool batch = calls == Calls::batch;
   const CpuPin pin(producer_cpu());
   ShmschedRig rig;
   if (auto e = rig.set_up(); !e.empty()) return {0, e};
@@ -353,7 +370,7 @@ RunResult run_shmsched_processes(std::uint64_t n, bool batch) {
     }
     rep->ready.store(1, std::memory_order_release);
     const ConsumerWatch watch{parent, nullptr, now_ns() + std::chrono::nanoseconds(2 * kRunTimeout).count()};
-    const ConsumerError e = drain_shmsched(*c, q, n, batch, *rep, watch);
+    const ConsumerError e = drain_shmsched(*c, q, n, calls, *rep, watch);
     c->detach();
     return e == kConsumerOk ? 0 : 4;
   });
@@ -365,7 +382,8 @@ RunResult run_shmsched_processes(std::uint64_t n, bool batch) {
   return r;
 }
 
-RunResult run_shmsched_threads(std::uint64_t n, bool batch) {
+RunResult run_shmsched_threads(std::uint64_t n, Calls calls) {
+  const bool batch = calls == Calls::batch;
   const CpuPin pin(producer_cpu());
   ShmschedRig rig;
   if (auto e = rig.set_up(); !e.empty()) return {0, e};
@@ -380,24 +398,28 @@ RunResult run_shmsched_threads(std::uint64_t n, bool batch) {
     }
     rep.ready.store(1, std::memory_order_release);
     const ConsumerWatch watch{0, &consumer.stop, now_ns() + std::chrono::nanoseconds(2 * kRunTimeout).count()};
-    drain_shmsched(*c, rig.q, n, batch, rep, watch);
+    drain_shmsched(*c, rig.q, n, calls, rep, watch);
   });
   return time_shmsched(*rig.producer, rig.q, n, batch, rep, nullptr);
 }
 
 void BM_cross_shmsched_process_single(benchmark::State& state) {
-  run_timed(state, [](std::uint64_t n) { return run_shmsched_processes(n, false); });
+  run_timed(state, [](std::uint64_t n) { return run_shmsched_processes(n, Calls::single); });
+}
+void BM_cross_shmsched_process_single_ahead(benchmark::State& state) {
+  run_timed(state, [](std::uint64_t n) { return run_shmsched_processes(n, Calls::single_ahead); });
 }
 void BM_cross_shmsched_process_batch(benchmark::State& state) {
-  run_timed(state, [](std::uint64_t n) { return run_shmsched_processes(n, true); });
+  run_timed(state, [](std::uint64_t n) { return run_shmsched_processes(n, Calls::batch); });
 }
 void BM_cross_shmsched_thread_single(benchmark::State& state) {
-  run_timed(state, [](std::uint64_t n) { return run_shmsched_threads(n, false); });
+  run_timed(state, [](std::uint64_t n) { return run_shmsched_threads(n, Calls::single); });
 }
 void BM_cross_shmsched_thread_batch(benchmark::State& state) {
-  run_timed(state, [](std::uint64_t n) { return run_shmsched_threads(n, true); });
+  run_timed(state, [](std::uint64_t n) { return run_shmsched_threads(n, Calls::batch); });
 }
 BENCHMARK(BM_cross_shmsched_process_single)->Apply(cross_config);
+BENCHMARK(BM_cross_shmsched_process_single_ahead)->Apply(cross_config);
 BENCHMARK(BM_cross_shmsched_process_batch)->Apply(cross_config);
 BENCHMARK(BM_cross_shmsched_thread_single)->Apply(cross_config);
 BENCHMARK(BM_cross_shmsched_thread_batch)->Apply(cross_config);
@@ -807,6 +829,12 @@ BENCHMARK(BM_cross_boost_mq_process)
 
 const RatioDecl r1("2. one producer -> one consumer", "shmsched process->process single / moodycamel thread single",
                    "BM_cross_shmsched_process_single", "BM_cross_moodycamel_thread_single");
+const RatioDecl r1a("2. one producer -> one consumer",
+                    "shmsched process->process single, take-ahead 16 / moodycamel thread single",
+                    "BM_cross_shmsched_process_single_ahead", "BM_cross_moodycamel_thread_single");
+const RatioDecl r5a("2. one producer -> one consumer",
+                    "shmsched process single, take-ahead 16 / boost mq (1024, blocking)",
+                    "BM_cross_shmsched_process_single_ahead", "BM_cross_boost_mq_process/1024/0");
 const RatioDecl r2("2. one producer -> one consumer", "shmsched process->process batch 64 / moodycamel bulk 64",
                    "BM_cross_shmsched_process_batch", "BM_cross_moodycamel_thread_bulk");
 const RatioDecl r3("2. one producer -> one consumer", "shmsched thread->thread single / moodycamel thread single",
