@@ -268,6 +268,8 @@ Result<std::unique_ptr<Consumer>> Consumer::create(Segment& segment, ConsumerOpt
   if (options.home.empty() && options.help.empty())
     return Error(Errc::invalid_argument, "a consumer needs at least one home or help queue");
   if (options.tick.count() <= 0) return Error(Errc::invalid_argument, "tick must be positive");
+  if (options.take_ahead == 0 || options.take_ahead > Client::kMaxTakeAhead)
+    return Error(Errc::invalid_argument, "take_ahead must be 1.." + std::to_string(Client::kMaxTakeAhead));
   auto impl = std::make_unique<Impl>();
   impl->seg = &segment;
   for (const auto& n : options.home) {
@@ -283,6 +285,10 @@ Result<std::unique_ptr<Consumer>> Consumer::create(Segment& segment, ConsumerOpt
   auto c = Client::attach(segment, options.role);
   if (!c) return c.error();
   impl->client = std::make_unique<Client>(std::move(*c));
+  if (options.take_ahead > 1)
+    for (QueueId q : impl->home)
+      if (const Errc e = impl->client->set_take_ahead(q, options.take_ahead); e != Errc::ok)
+        return Error(e, "take_ahead of a home queue");
   impl->opts = std::move(options);
   return std::unique_ptr<Consumer>(new Consumer(std::move(impl)));
 }

@@ -59,6 +59,93 @@ TEST_F(ConsumerFixture, RunsEveryTaskOnceWithTypedHandler) {
   for (auto& s : seen) EXPECT_EQ(s.load(), 1);
 }
 
+// With take-ahead on its home queue, workers run every task once, and after join no
+// task is left held (running) by the consumer.
+TEST_F(ConsumerFixture, TakeAheadRunsEveryTaskOnceAndLeavesNothingHeld) {
+  ConsumerOptions co;
+  co.home = {"general"};
+  co.workers = 2;
+  co.take_ahead = 8;
+  auto c = Consumer::create(seg, co).value();
+  std::vector<std::atomic<int>> seen(500);
+  c->on_value<int>("count", [&](const int& v, TaskContext&) {
+    seen[v].fetch_add(1);
+    return Outcome::done();
+  });
+  c->start();
+  for (int i = 0; i < 500; ++i) ASSERT_EQ(producer.enqueue_value("count", i, opts(general, i % 4)), Errc::ok);
+  ASSERT_TRUE(eventually([&] { return c->stats().done == 500; }));
+  c->request_stop();
+  EXPECT_TRUE(c->join());
+  for (auto& s : seen) EXPECT_EQ(s.load(), 1);
+  const auto& core = seg.core();
+  for (std::uint32_t i = 0; i < core.capacity; ++i) {
+    const TaskState st = detail::state_of(core.ctrl[i].state.load());
+    EXPECT_TRUE(st == TaskState::free || st == TaskState::virgin) << "record " << i;
+  }
+}
+
+TEST_F(ConsumerFixture, TakeAheadOutOfRangeIsRefused) {
+  for (unsigned n : {0u, Client::kMaxTakeAhead + 1}) {
+    ConsumerOptions co;
+    co.home = {"general"};
+    co.take_ahead = n;
+    auto c = Consumer::create(seg, co);
+    ASSERT_FALSE(c) << n;
+    EXPECT_EQ(c.error().code(), Errc::invalid_argument);
+  }
+}
+
+// A consumer that stops while it holds tasks claimed ahead gives them back at join:
+// another consumer runs them, each on its first attempt.
+TEST_F(ConsumerFixture, TakeAheadTasksHeldAtStopGoToTheNextConsumer) {
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(producer.enqueue_value("count", i, opts(general, 1)), Errc::ok);
+  std::atomic<int> first_ran{0};
+  {
+    ConsumerOptions co;
+    co.home = {"general"};
+    co.take_ahead = 16;
+    auto c = Consumer::create(seg, co).value();
+    std::atomic<bool> stop_now{false};
+    c->on_value<int>("count", [&](const int&, TaskContext&) {
+      first_ran.fetch_add(1);
+      // The first task's take claimed sixteen; stop while fifteen are held.
+      stop_now.store(true);
+      while (!c->stopping()) std::this_thread::sleep_for(1ms);
+      return Outcome::done();
+    });
+    c->start();
+    ASSERT_TRUE(eventually([&] { return stop_now.load(); }));
+    // Sixteen are claimed (one running, fifteen held): another Client's take gets the
+    // seventeenth.
+    Client probe = Client::attach(seg, Role::consumer).value();
+    Taken t;
+    ASSERT_TRUE(probe.try_take(general, t));
+    int v = -1;
+    ASSERT_TRUE(payload_to(t.payload, v));
+    EXPECT_EQ(v, 16);
+    ASSERT_EQ(probe.complete(t), Errc::ok);
+    c->request_stop();
+    EXPECT_TRUE(c->join());
+  }
+  EXPECT_EQ(first_ran.load(), 1);
+  std::atomic<int> attempts_ok{0}, ran{0};
+  ConsumerOptions co;
+  co.home = {"general"};
+  auto next = Consumer::create(seg, co).value();
+  next->on("count", [&](TaskContext& ctx) {
+    if (ctx.task.attempt == 1) attempts_ok.fetch_add(1);
+    ran.fetch_add(1);
+    return Outcome::done();
+  });
+  next->start();
+  ASSERT_TRUE(eventually([&] { return ran.load() == 18; }));
+  next->request_stop();
+  EXPECT_TRUE(next->join());
+  EXPECT_EQ(ran.load(), 18);
+  EXPECT_EQ(attempts_ok.load(), 18) << "tasks held and given back were not charged an attempt";
+}
+
 TEST_F(ConsumerFixture, UnknownTypeIsDeadLetteredWithReason) {
   ConsumerOptions co;
   co.home = {"general"};

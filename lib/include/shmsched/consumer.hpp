@@ -84,6 +84,12 @@ struct ConsumerOptions {
   /// How long request_stop() lets running handlers finish before giving up on them.
   std::chrono::milliseconds grace{10000};
   Role role = Role::consumer;
+  /// Take-ahead of each home queue (Client::set_take_ahead), 1..Client::kMaxTakeAhead:
+  /// a take that finds none held claims up to this many tasks, which the workers then
+  /// run in order before looking at the rings again. 1 (the default) claims one at a time.
+  /// Help queues always take one at a time: tasks held are not there for other consumers
+  /// to help with.
+  unsigned take_ahead = 1;
 };
 
 /// Per-consumer counters (this process only).
