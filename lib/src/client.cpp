@@ -436,6 +436,7 @@ bool Client::janitor_tick(std::int64_t now_ns) noexcept {
   auto& im = *impl_;
   auto* h = im.core->header;
   im.me->heartbeat_ns.store(now_ns, std::memory_order_relaxed);  // every consumer beats, lease or not
+  im.age_ahead();                                                // this process's own duty, lease or not
   std::uint64_t lease = h->janitor_lease.load(std::memory_order_acquire);
   if (lease != im.token) {
     const std::int64_t renewed = h->janitor_renewed_ns.load(std::memory_order_relaxed);

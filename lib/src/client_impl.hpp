@@ -127,6 +127,10 @@ struct Client::Impl {
     std::uint32_t next = 0;              // index of the next to hand out
     std::uint32_t count = 0;             // how many are held
     std::atomic<std::uint32_t> held{0};  // count, readable without `busy` (a hint)
+    // Fills and hand-outs so far (written under `busy`): a janitor tick that finds it
+    // unchanged since the last tick while records are held gives them back.
+    std::atomic<std::uint32_t> moves{0};
+    std::uint32_t seen_moves = 0;  // the value the last tick saw (under `busy`)
     std::uint32_t index[kMaxTakeAhead];
     std::uint64_t word[kMaxTakeAhead];
   };
@@ -720,6 +724,12 @@ struct Client::Impl {
     // The lease thread is this one, or not inside the Client (detach's contract): from
     // here no thread's tls_lease_of matches, so no lease is used after the sweep below.
     lease.id.store(detail::LeaseView::kDetached, std::memory_order_relaxed);
+    // Records held ahead go back first, in the order claimed and queued: the sweep
+    // below would requeue them in index order, or dead-letter one whose attempts
+    // were used up by earlier runs although this process never ran it.
+    if (ahead != nullptr)
+      for (std::uint32_t q = 0; q < core->layout.max_queues; ++q)
+        if (ahead[q].held.load(std::memory_order_relaxed) != 0) give_back_ahead(static_cast<QueueId>(q), true);
     ReapReport rep;
     sweep_ledgers(DeadSlot{slot + 1, 0});
     recover_records(DeadSlot{slot + 1, 0}, rep);
@@ -1225,7 +1235,36 @@ struct Client::Impl {
     a.next = 0;
     a.count = n;
     a.held.store(n, std::memory_order_relaxed);  // relaxed: a hint for ahead_of
+    moved(a);
+    // Workers of ours asleep would leave the held records to this thread alone: wake
+    // them. Best effort (a relaxed load, no system call when none sleeps): a worker
+    // that announces its sleep while we hold the buffer sleeps at most a tick, and
+    // this thread hands the records out meanwhile.
+    if (n > 1 && me->sleepers.load(std::memory_order_relaxed) != 0) ring(slot, static_cast<int>(n - 1));
     return n;
+  }
+  static void moved(Ahead& a) noexcept {
+    // relaxed: written under `busy` only; read by janitor ticks as a hint.
+    a.moves.store(a.moves.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+
+  // From janitor_tick: gives back what a queue's buffer has held since the last tick
+  // without a fill or a hand-out (no take of the queue came, or every worker is busy
+  // with a long task): those tasks are then there for other consumers.
+  void age_ahead() noexcept {
+    for (std::uint32_t q = 0; q < core->layout.max_queues; ++q) {
+      Ahead& a = ahead[q];
+      if (a.held.load(std::memory_order_relaxed) == 0) continue;  // relaxed: a hint
+      // acquire: as in ahead_of. Busy: someone is taking, which is progress.
+      if (a.busy.exchange(true, std::memory_order_acquire)) continue;
+      AheadUse use(&a);
+      const std::uint32_t m = a.moves.load(std::memory_order_relaxed);
+      if (a.count != 0 && m == a.seen_moves) {
+        give_back_held(a);
+      } else {
+        a.seen_moves = m;
+      }
+    }
   }
 
   // Hands out the next record a holds: true with `out` filled and the attempt counted,
@@ -1237,6 +1276,11 @@ struct Client::Impl {
       ++a.next;
       --a.count;
       a.held.store(a.count, std::memory_order_relaxed);
+      moved(a);
+      // Still ours? A record held a while may have been taken back if this process
+      // was fenced; then it is not ours to run (relaxed: our own last write, unless
+      // someone else's CAS moved it, which is all this tells apart).
+      if (core->ctrl[v].state.load(std::memory_order_relaxed) != w) continue;
       fill_taken(v, w, out);
       if (!expired_on_take(q, a.level, v, w)) return true;
     }
@@ -1260,12 +1304,17 @@ struct Client::Impl {
     }
     AheadUse use(&a);
     under();
+    give_back_held(a);
+  }
+  // The records a holds, back at the tail of their level (under `busy`).
+  void give_back_held(Ahead& a) noexcept {
     while (a.count != 0) {
       requeue_record(a.index[a.next], a.word[a.next]);
       ++a.next;
       --a.count;
     }
     a.held.store(0, std::memory_order_relaxed);
+    moved(a);
   }
 
   // A single take of the entry at our cursor `pos` of ring `rid`, which held w

@@ -500,6 +500,57 @@ TEST_F(Fixture, TakeAheadGivesHeldTasksBack) {
   }
 }
 
+// Held tasks that no take hands out for a whole janitor tick go back to the ring, for
+// other consumers (no take of the queue came, or every worker is busy).
+TEST_F(Fixture, TakeAheadHeldTasksGoBackAfterATickWithoutProgress) {
+  Client c = Client::attach(seg, Role::consumer).value();
+  const std::vector<TaskId> ids = enqueue_n(cli, general, 0, 5);
+  ASSERT_EQ(c.set_take_ahead(general, 4), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(c.try_take(general, t));
+  EXPECT_EQ(t.id, ids[0]);
+  c.janitor_tick(monotonic_ns());  // the first tick after the take notes where it was
+  Taken o;
+  ASSERT_TRUE(cli.try_take(general, o));
+  EXPECT_EQ(o.id, ids[4]) << "still held after one tick";
+  ASSERT_EQ(cli.complete(o), Errc::ok);
+  c.janitor_tick(monotonic_ns());  // no take since: given back
+  for (int i = 1; i < 4; ++i) {
+    ASSERT_TRUE(cli.try_take(general, o));
+    EXPECT_EQ(o.id, ids[i]);
+    EXPECT_EQ(o.attempt, 1);
+    ASSERT_EQ(cli.complete(o), Errc::ok);
+  }
+  ASSERT_EQ(c.complete(t), Errc::ok);
+  EXPECT_FALSE(c.try_take(general, t)) << "nothing is held any more";
+}
+
+// A held task whose earlier runs used up its attempts (it was requeued after its last
+// one) is given back queued at detach, not dead-lettered: this process never ran it.
+TEST_F(Fixture, TakeAheadDetachGivesBackAHeldTaskWithNoAttemptsLeft) {
+  TaskOptions once = opts(general);
+  once.max_attempts = 1;
+  TaskId spent = kNoTask, other = kNoTask;
+  ASSERT_EQ(cli.enqueue_text("t", "spent", once, &spent), Errc::ok);
+  ASSERT_EQ(cli.enqueue_text("t", "other", opts(general), &other), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));
+  ASSERT_EQ(t.id, spent);
+  ASSERT_EQ(cli.requeue(t), Errc::ok);  // its one attempt used; queued behind `other`
+  {
+    Client c = Client::attach(seg, Role::consumer).value();
+    ASSERT_EQ(c.set_take_ahead(general, 4), Errc::ok);
+    ASSERT_TRUE(c.try_take(general, t));
+    EXPECT_EQ(t.id, other);
+    ASSERT_EQ(c.complete(t), Errc::ok);
+    c.detach();  // holding `spent`
+  }
+  EXPECT_EQ(state_of_index(seg.core().id_index(spent)), TaskState::queued);
+  EXPECT_TRUE(cli.dead_letters().empty());
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.id, spent);
+}
+
 // A held task that expires before it is handed out is dead-lettered then, not run.
 TEST_F(Fixture, TakeAheadDeadLettersAHeldTaskThatExpired) {
   TaskOptions o = opts(general, 1);
@@ -584,8 +635,9 @@ TEST(ClientThreads, ManyThreadsEveryIdExactlyOnce) {
 }
 
 // Threads of one process share a Client with take-ahead on: each takes through the
-// shared buffer when it is free and past it when another thread holds it; every id is
-// taken exactly once.
+// shared buffer when it is free and past it when another thread holds it, while another
+// thread turns take-ahead off and on; every id is taken exactly once, on its first
+// attempt (a task given back is not charged).
 TEST(ClientThreads, TakeAheadSharedByThreadsTakesEveryIdOnce) {
   auto seg = Segment::create_private(small_layout(1024, 4), CreateOptions{0600, {"q"}}).value();
   auto cli = Client::attach(seg, Role::producer | Role::consumer).value();
@@ -606,6 +658,14 @@ TEST(ClientThreads, TakeAheadSharedByThreadsTakesEveryIdOnce) {
     }
     produced.store(true);
   });
+  // One more thread turns take-ahead off and on while the others take.
+  threads.emplace_back([&] {
+    for (std::uint32_t i = 0; !produced.load(); ++i) {
+      ASSERT_EQ(cli.set_take_ahead(q, i % 2 == 0 ? 1 : 8), Errc::ok);
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    ASSERT_EQ(cli.set_take_ahead(q, 8), Errc::ok);
+  });
   for (int c = 0; c < kConsumers; ++c)
     threads.emplace_back([&, c] {
       Taken batch[4];
@@ -620,6 +680,7 @@ TEST(ClientThreads, TakeAheadSharedByThreadsTakesEveryIdOnce) {
         for (std::size_t k = 0; k < n; ++k) {
           int v = -1;
           ASSERT_TRUE(payload_to(batch[k].payload, v));
+          EXPECT_EQ(batch[k].attempt, 1);
           seen[v].fetch_add(1);
           ASSERT_EQ(cli.complete(batch[k]), Errc::ok);
         }

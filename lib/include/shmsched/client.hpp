@@ -116,8 +116,9 @@ class Client {
   /// waits behind at most n - 1 of them in this Client. Other consumers cannot take
   /// them, but can take every task not held: it trades sharing between consumers and
   /// strict priority for cheaper takes of a backlog. Calling it again, a take of the queue
-  /// while it is paused, and detaching put the held tasks back at the tail of their
-  /// levels; the reaper requeues those of a process that died, uncharged.
+  /// while it is paused, detaching, and a janitor_tick after a tick in which none was
+  /// handed out put the held tasks back at the tail of their levels; the reaper
+  /// requeues those of a process that died, uncharged.
   Errc set_take_ahead(QueueId queue, std::uint32_t n) noexcept;
   /// Takes up to out.size() tasks of `queue` in priority order; returns how many.
   std::size_t try_take_batch(QueueId queue, std::span<Taken> out) noexcept;
@@ -202,9 +203,10 @@ class Client {
   void ring_own_doorbell() noexcept;
 
   // ---- housekeeping --------------------------------------------------------------
-  /// If this process holds (or can take over) the janitor lease: make delayed tasks
-  /// due and, at most once a second, reap dead participants. Returns true when it
-  /// acted as janitor.
+  /// Gives back tasks this process has held ahead (set_take_ahead) since the last tick
+  /// without handing one out. Then, if this process holds (or can take over) the
+  /// janitor lease: make delayed tasks due and, at most once a second, reap dead
+  /// participants. Returns true when it acted as janitor.
   bool janitor_tick(std::int64_t now_ns) noexcept;
   /// Sets the aging bound of a queue (0 disables).
   void set_aging(QueueId queue, std::chrono::milliseconds bound) noexcept;
