@@ -574,6 +574,50 @@ TEST_F(Fixture, TakeAheadDeadLettersAHeldTaskThatExpired) {
   EXPECT_EQ(cli.dead_letters().size(), 1u);
 }
 
+// Under an aging bound, a take that serves an aged level hands out that level's held
+// tasks before the ring's: they were ahead of it (FIFO within the level).
+TEST_F(Fixture, TakeAheadAnAgedLevelHandsOutItsHeldTasksFirst) {
+  const std::vector<TaskId> ids = enqueue_n(cli, general, 2, 4);
+  ASSERT_EQ(cli.set_take_ahead(general, 3), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.id, ids[0]);  // ids[1], ids[2] held; ids[3] still in the ring
+  ASSERT_EQ(cli.complete(t), Errc::ok);
+  cli.set_aging(general, std::chrono::milliseconds(1));
+  const std::vector<TaskId> urgent = enqueue_n(cli, general, 0, 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const std::vector<TaskId> want = {ids[1], ids[2], urgent[0], ids[3]};
+  for (TaskId id : want) {
+    ASSERT_TRUE(cli.try_take(general, t));
+    EXPECT_EQ(t.id, id);
+    ASSERT_EQ(cli.complete(t), Errc::ok);
+  }
+  cli.set_aging(general, std::chrono::milliseconds(0));
+}
+
+// A batch take that meets an expired held task dead-letters it and goes on.
+TEST_F(Fixture, TakeAheadBatchTakeDeadLettersAnExpiredHeldTask) {
+  TaskOptions o = opts(general, 1);
+  TaskId first = kNoTask, expiring = kNoTask, last = kNoTask;
+  ASSERT_EQ(cli.enqueue_text("t", "a", o, &first), Errc::ok);
+  TaskOptions soon = o;
+  soon.expires_ns = monotonic_ns() + 2'000'000;  // 2 ms
+  ASSERT_EQ(cli.enqueue_text("t", "b", soon, &expiring), Errc::ok);
+  ASSERT_EQ(cli.enqueue_text("t", "c", o, &last), Errc::ok);
+  ASSERT_EQ(cli.set_take_ahead(general, 4), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.id, first);
+  ASSERT_EQ(cli.complete(t), Errc::ok);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  Taken got[4];
+  ASSERT_EQ(cli.try_take_batch(general, got), 1u);
+  EXPECT_EQ(got[0].id, last);
+  ASSERT_EQ(cli.complete(got[0]), Errc::ok);
+  EXPECT_EQ(cli.level_stats(general, 1).dead, 1u);
+  EXPECT_EQ(cli.level_stats(general, 1).started, 2u);
+}
+
 // Bad arguments are refused and change nothing: takes still claim one at a time.
 TEST_F(Fixture, SetTakeAheadRefusesBadArgumentsAndChangesNothing) {
   QueueId unused = 0;
