@@ -6,6 +6,8 @@
 //                                    (--tasks), wall clock from the first enqueue to the
 //                                    handler of the last task. `rings` counts the times
 //                                    the producer found the worker asleep (queue ran dry)
+//   BM_consumer_shmsched_full_path_ahead
+//                                    the same with ConsumerOptions::take_ahead = 16
 //   BM_consumer_boost_mq_process     the peer: boost::interprocess::message_queue of depth
 //                                    1024, blocking send / receive between the same two
 //                                    processes, N messages
@@ -217,10 +219,11 @@ struct ShmschedRig {
   }
 };
 
-ConsumerOptions consumer_options() {
+ConsumerOptions consumer_options(unsigned take_ahead = 1) {
   ConsumerOptions o;
   o.home = {std::string(kQueue)};
   o.workers = 1;
+  o.take_ahead = take_ahead;
   return o;
 }
 
@@ -228,7 +231,7 @@ ConsumerOptions consumer_options() {
 
 // `rings`: how many times the producer found the consumer asleep and rang its doorbell
 // (a futex_wake each), i.e. how often the queue ran dry during the run.
-RunResult run_shmsched_full_path(std::uint64_t n, std::uint64_t& rings) {
+RunResult run_shmsched_full_path(std::uint64_t n, std::uint64_t& rings, unsigned take_ahead) {
   const CpuPin pin(producer_cpu());
   ShmschedRig rig;
   if (auto e = rig.set_up(); !e.empty()) return {0, e};
@@ -240,7 +243,7 @@ RunResult run_shmsched_full_path(std::uint64_t n, std::uint64_t& rings) {
   std::uint64_t count = 0;
   std::uint64_t sum = 0;
   bool reported = false;
-  Child child = spawn_consumer(*rig.seg, consumer_options(), stop, *rep, nullptr, [&](Consumer& c) {
+  Child child = spawn_consumer(*rig.seg, consumer_options(take_ahead), stop, *rep, nullptr, [&](Consumer& c) {
     c.on(kType, [&](TaskContext& ctx) -> Outcome {
       Item item;
       if (!payload_to(ctx.task.payload, item)) {
@@ -400,13 +403,19 @@ void throughput_config(benchmark::internal::Benchmark* b) {
 
 void BM_consumer_shmsched_full_path(benchmark::State& state) {
   std::uint64_t rings = 0;
-  run_timed(state, [&](std::uint64_t n) { return run_shmsched_full_path(n, rings); });
+  run_timed(state, [&](std::uint64_t n) { return run_shmsched_full_path(n, rings, 1); });
+  state.counters["rings"] = static_cast<double>(rings);
+}
+void BM_consumer_shmsched_full_path_ahead(benchmark::State& state) {
+  std::uint64_t rings = 0;
+  run_timed(state, [&](std::uint64_t n) { return run_shmsched_full_path(n, rings, Client::kMaxTakeAhead); });
   state.counters["rings"] = static_cast<double>(rings);
 }
 void BM_consumer_boost_mq_process(benchmark::State& state) {
   run_timed(state, run_boost_mq);
 }
 BENCHMARK(BM_consumer_shmsched_full_path)->Apply(throughput_config);
+BENCHMARK(BM_consumer_shmsched_full_path_ahead)->Apply(throughput_config);
 BENCHMARK(BM_consumer_boost_mq_process)->Apply(throughput_config);
 
 // ---- 2. latency -------------------------------------------------------------------------
@@ -782,6 +791,9 @@ BENCHMARK(BM_consumer_spin_word)->Apply(latency_config);
 const RatioDecl r1("4. consumer runtime: one producer -> one Consumer process",
                    "shmsched Consumer full path / boost mq (1024, blocking)", "BM_consumer_shmsched_full_path",
                    "BM_consumer_boost_mq_process");
+const RatioDecl r1a("4. consumer runtime: one producer -> one Consumer process",
+                    "shmsched Consumer full path, take-ahead 16 / boost mq (1024, blocking)",
+                    "BM_consumer_shmsched_full_path_ahead", "BM_consumer_boost_mq_process");
 const RatioDecl r2("4. consumer runtime: one producer -> one Consumer process",
                    "Consumer full path / raw Client process single (runtime cost)", "BM_consumer_shmsched_full_path",
                    "BM_cross_shmsched_process_single");

@@ -592,6 +592,8 @@ def micro_floors(records):
 MICRO_RATIOS = (
     ("BM_consumer_shmsched_full_path", "BM_consumer_boost_mq_process",
      "Consumer full path / Boost mq process"),
+    ("BM_consumer_shmsched_full_path_ahead", "BM_consumer_boost_mq_process",
+     "Consumer full path, take-ahead 16 / Boost mq process"),
     ("BM_cross_shmsched_process_single", "BM_cross_boost_mq_process/1024/0",
      "process single / Boost mq (1024, blocking)"),
     ("BM_cross_shmsched_process_batch", "BM_cross_boost_mq_process/1024/0",
