@@ -311,6 +311,8 @@ TEST_F(Shmctl, EveryVerbHasHelpAndBadUsageExitsTwo) {
       {"dlq", name(), "requeue", "not-a-number"},
       {"create", "x", "--mode", "999"},
       {"worker", name()},  // no queues
+      {"worker", name(), "--home", "general", "--take-ahead", "0"},
+      {"worker", name(), "--home", "general", "--take-ahead", "17"},
   };
   for (const auto& args : bad) {
     std::string line;
@@ -598,13 +600,15 @@ TEST_F(Shmctl, SubmitAndWorkerRunAThousandCommandsExactlyOnce) {
   ASSERT_EQ(bulk.code(), 0) << bulk;
   EXPECT_EQ(bulk.out, std::to_string(kTasks) + "\n");
 
-  const pid_t worker = start_worker({"--workers", "4"});
+  // Take-ahead on: a take claims up to 8 commands, and the four workers run them.
+  const pid_t worker = start_worker({"--workers", "4", "--take-ahead", "8"});
   const Ran w = wait_drained({"--timeout", "45s", "--progress"});
   ASSERT_EQ(w.code(), 0) << w << log();
   EXPECT_TRUE(contains(w.out, "drained")) << w;
   const ExitStatus st = stop(worker);
   EXPECT_TRUE(st.ok()) << describe(st) << "\n" << log();
   EXPECT_TRUE(contains(log(), "stopped: done " + std::to_string(kTasks + 1))) << log();
+  EXPECT_TRUE(contains(log(), "take-ahead 8")) << log();
 
   ASSERT_EQ(lines_of(one), std::vector<std::string>{id});
   std::map<int, int> runs;

@@ -38,6 +38,7 @@ struct WorkerArgs {
   std::vector<std::string> help;
   unsigned workers = 1;
   unsigned reserve = 0;
+  unsigned take_ahead = 1;
   std::string grace = "10s";
   bool verbose = false;
   CLI::App* command = nullptr;
@@ -261,8 +262,11 @@ int run_worker(WorkerArgs& a) {
   if (co.home.empty() && co.help.empty()) throw Usage("worker: give --home (and/or --help) queues");
   if (a.workers == 0) throw Usage("--workers must be at least 1");
   if (a.reserve > a.workers) throw Usage("--reserve must not exceed --workers");
+  if (a.take_ahead == 0 || a.take_ahead > Client::kMaxTakeAhead)
+    throw Usage("--take-ahead must be 1.." + std::to_string(Client::kMaxTakeAhead));
   co.workers = a.workers;
   co.reserve = a.reserve;
+  co.take_ahead = a.take_ahead;
   co.grace = grace;
 
   Segment seg = open_segment(a.name);
@@ -277,8 +281,8 @@ int run_worker(WorkerArgs& a) {
     return s.empty() ? std::string("-") : s;
   };
   std::cerr << "shmctl worker: pid " << ::getpid() << " serving '" << a.name << "' (home " << join(co.home) << ", help "
-            << join(co.help) << ", " << co.workers << " worker(s), reserve " << co.reserve
-            << "); SIGINT/SIGTERM stop it gracefully" << std::endl;
+            << join(co.help) << ", " << co.workers << " worker(s), reserve " << co.reserve << ", take-ahead "
+            << co.take_ahead << "); SIGINT/SIGTERM stop it gracefully" << std::endl;
   const int rc = (*consumer)->run_until_signal();
   const ConsumerStats st = (*consumer)->stats();
   std::cerr << "shmctl worker: stopped: done " << st.done << ", retried " << st.retried << ", failed " << st.failed
@@ -302,6 +306,9 @@ void add_worker_verb(CLI::App& app, Verbs& verbs) {
           ->expected(0, 1);
   c->add_option("--workers", a->workers, "Worker threads (commands run at once)")->capture_default_str();
   c->add_option("--reserve", a->reserve, "Workers that never help (stay free for home work)")->capture_default_str();
+  c->add_option("--take-ahead", a->take_ahead,
+                "Tasks a take may claim at once from a home queue, run before looking again (1-16)")
+      ->capture_default_str();
   c->add_option("--grace", a->grace, "On SIGINT/SIGTERM, how long running commands may take to finish")
       ->capture_default_str();
   c->add_flag("-v,--verbose", a->verbose, "Log every task (failures are always logged)");
