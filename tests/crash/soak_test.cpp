@@ -51,11 +51,13 @@ std::uint64_t soak_tasks() {
 
 // A consumer process for the soak: 2 workers; every fourth task needs a permit of the
 // "res" semaphore, so kills also hit permit holders.
-int soak_consumer(Segment& seg, SharedArray<std::atomic<std::uint32_t>>& runs, SoakBoard& board) {
+// `take_ahead`: ConsumerOptions::take_ahead, so kills also hit tasks claimed ahead.
+int soak_consumer(Segment& seg, SharedArray<std::atomic<std::uint32_t>>& runs, SoakBoard& board, unsigned take_ahead) {
   ConsumerOptions co;
   co.home = {"work"};
   co.workers = 2;
   co.tick = 20ms;
+  co.take_ahead = take_ahead;
   auto c = Consumer::create(seg, co);
   if (!c) return 3;
   (*c)->on_value<std::uint32_t>("job", [&](const std::uint32_t& id, TaskContext&) {
@@ -74,9 +76,7 @@ int soak_consumer(Segment& seg, SharedArray<std::atomic<std::uint32_t>>& runs, S
   return (*c)->run_until_signal();
 }
 
-}  // namespace
-
-TEST(Soak, RandomKillsLoseNothingAndLeakNothing) {
+void run_soak(unsigned take_ahead) {
   const std::uint64_t seed = test_seed();
   std::mt19937_64 rng(seed);
   const std::uint64_t n = soak_tasks();
@@ -86,7 +86,8 @@ TEST(Soak, RandomKillsLoseNothingAndLeakNothing) {
   SharedArray<SoakBoard> board(1);
 
   std::vector<pid_t> consumers;
-  for (int i = 0; i < 3; ++i) consumers.push_back(spawn([&] { return soak_consumer(seg, runs, board[0]); }));
+  for (int i = 0; i < 3; ++i)
+    consumers.push_back(spawn([&] { return soak_consumer(seg, runs, board[0], take_ahead); }));
 
   auto producer = Client::attach(seg).value();
   const QueueId q = seg.find_queue("work").value();
@@ -99,7 +100,7 @@ TEST(Soak, RandomKillsLoseNothingAndLeakNothing) {
     const std::size_t victim = rng() % consumers.size();
     ::kill(consumers[victim], SIGKILL);
     (void)wait_child(consumers[victim], 10s);
-    consumers[victim] = spawn([&] { return soak_consumer(seg, runs, board[0]); });
+    consumers[victim] = spawn([&] { return soak_consumer(seg, runs, board[0], take_ahead); });
     ++kills;
     next_kill_ns = monotonic_ns() + 50'000'000 + rng() % 250'000'000;
   };
@@ -156,13 +157,15 @@ TEST(Soak, RandomKillsLoseNothingAndLeakNothing) {
     lost += r == 0;
     duplicates += r > 1 ? r - 1 : 0;
   }
-  std::printf("[   SOAK   ] tasks %llu, kills %llu, lost %llu, duplicates %llu\n", (unsigned long long)n,
-              (unsigned long long)kills, (unsigned long long)lost, (unsigned long long)duplicates);
+  std::printf("[   SOAK   ] take-ahead %u: tasks %llu, kills %llu, lost %llu, duplicates %llu\n", take_ahead,
+              (unsigned long long)n, (unsigned long long)kills, (unsigned long long)lost,
+              (unsigned long long)duplicates);
   ::testing::Test::RecordProperty("kills", std::to_string(kills));
   ::testing::Test::RecordProperty("duplicates", std::to_string(duplicates));
   EXPECT_EQ(lost, 0u);
   EXPECT_GT(kills, 0u) << "the soak must actually kill";
-  // At most the tasks in flight at a kill run twice: 2 workers per consumer.
+  // At most the tasks in flight at a kill run twice: 2 workers per consumer (tasks held
+  // ahead never started there, so they add none).
   EXPECT_LE(duplicates, kills * 2);
   EXPECT_EQ(s.queued + s.running + s.delayed + s.parked, 0u);
   EXPECT_EQ(s.reserved, 0u);
@@ -170,6 +173,17 @@ TEST(Soak, RandomKillsLoseNothingAndLeakNothing) {
   auto checker = Client::attach(seg).value();
   checker.reap_dead();
   EXPECT_TRUE(checker.verify_permits().ok());
+}
+
+}  // namespace
+
+TEST(Soak, RandomKillsLoseNothingAndLeakNothing) {
+  run_soak(1);
+}
+
+// The same with every consumer taking ahead: its kills also hit tasks claimed and held.
+TEST(Soak, RandomKillsWithTakeAheadLoseNothingAndLeakNothing) {
+  run_soak(8);
 }
 
 TEST(Poison, TaskThatKillsItsConsumerIsDeadLetteredAndOthersFlow) {
