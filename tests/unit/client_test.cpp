@@ -393,6 +393,25 @@ std::vector<TaskId> enqueue_n(Client& c, QueueId q, std::uint8_t level, int n, i
   }
   return ids;
 }
+// Turns take-ahead on at n and takes and completes one task, which must be `expect`
+// (the take claims up to n - 1 more).
+void take_one_ahead(Client& c, QueueId q, std::uint32_t n, TaskId expect) {
+  ASSERT_EQ(c.set_take_ahead(q, n), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(c.try_take(q, t));
+  EXPECT_EQ(t.id, expect);
+  ASSERT_EQ(c.complete(t), Errc::ok);
+}
+// Takes and completes tasks one by one; they must be `want`, in order.
+void take_in_order(Client& c, QueueId q, const std::vector<TaskId>& want) {
+  for (TaskId id : want) {
+    Taken t;
+    ASSERT_TRUE(c.try_take(q, t));
+    EXPECT_EQ(t.id, id);
+    EXPECT_EQ(t.attempt, 1);
+    ASSERT_EQ(c.complete(t), Errc::ok);
+  }
+}
 }  // namespace
 
 // The first take claims four; other consumers cannot take those, and the next takes
@@ -432,34 +451,22 @@ TEST_F(Fixture, TakeAheadClaimsSeveralAndHandsThemOutInOrder) {
 // comes first once none is held.
 TEST_F(Fixture, TakeAheadHandsOutHeldTasksBeforeAMoreUrgentOneThatArrivedLater) {
   const std::vector<TaskId> low = enqueue_n(cli, general, 2, 6);
-  ASSERT_EQ(cli.set_take_ahead(general, 3), Errc::ok);
-  Taken t;
-  ASSERT_TRUE(cli.try_take(general, t));
-  EXPECT_EQ(t.id, low[0]);
-  ASSERT_EQ(cli.complete(t), Errc::ok);
+  take_one_ahead(cli, general, 3, low[0]);
   const std::vector<TaskId> urgent = enqueue_n(cli, general, 0, 2);
   Client other = Client::attach(seg, Role::consumer).value();
   Taken o;
   ASSERT_TRUE(other.try_take(general, o));
   EXPECT_EQ(o.id, urgent[0]) << "the urgent task is not held: another consumer takes it first";
   ASSERT_EQ(other.complete(o), Errc::ok);
-  const std::vector<TaskId> want = {low[1], low[2], urgent[1], low[3], low[4], low[5]};
-  for (TaskId id : want) {
-    ASSERT_TRUE(cli.try_take(general, t));
-    EXPECT_EQ(t.id, id);
-    ASSERT_EQ(cli.complete(t), Errc::ok);
-  }
+  take_in_order(cli, general, {low[1], low[2], urgent[1], low[3], low[4], low[5]});
+  Taken t;
   EXPECT_FALSE(cli.try_take(general, t));
 }
 
 // A batch take hands out the tasks held first, then goes on in the ring.
 TEST_F(Fixture, TakeAheadTasksComeFirstInABatchTake) {
   const std::vector<TaskId> ids = enqueue_n(cli, general, 1, 6);
-  ASSERT_EQ(cli.set_take_ahead(general, 4), Errc::ok);
-  Taken t;
-  ASSERT_TRUE(cli.try_take(general, t));
-  EXPECT_EQ(t.id, ids[0]);
-  ASSERT_EQ(cli.complete(t), Errc::ok);
+  take_one_ahead(cli, general, 4, ids[0]);
   Taken got[8];
   ASSERT_EQ(cli.try_take_batch(general, got), 5u);
   for (int i = 0; i < 5; ++i) EXPECT_EQ(got[i].id, ids[i + 1]) << i;
@@ -474,11 +481,8 @@ TEST_F(Fixture, TakeAheadGivesHeldTasksBack) {
     SCOPED_TRACE(how);
     Client c = Client::attach(seg, Role::consumer).value();
     const std::vector<TaskId> ids = enqueue_n(cli, general, 0, 5);
-    ASSERT_EQ(c.set_take_ahead(general, 4), Errc::ok);
+    take_one_ahead(c, general, 4, ids[0]);
     Taken t;
-    ASSERT_TRUE(c.try_take(general, t));
-    EXPECT_EQ(t.id, ids[0]);
-    ASSERT_EQ(c.complete(t), Errc::ok);
     if (std::string_view(how) == "set_take_ahead") {
       ASSERT_EQ(c.set_take_ahead(general, 1), Errc::ok);
     } else if (std::string_view(how) == "paused") {
@@ -488,14 +492,9 @@ TEST_F(Fixture, TakeAheadGivesHeldTasksBack) {
     } else {
       c.detach();
     }
-    // ids[4] was never claimed, so it is ahead of the three given back.
-    const std::vector<TaskId> want = {ids[4], ids[1], ids[2], ids[3]};
-    for (TaskId id : want) {
-      ASSERT_TRUE(cli.try_take(general, t));
-      EXPECT_EQ(t.id, id);
-      EXPECT_EQ(t.attempt, 1) << "a held task given back is not charged an attempt";
-      ASSERT_EQ(cli.complete(t), Errc::ok);
-    }
+    // ids[4] was never claimed, so it is ahead of the three given back, none of which
+    // is charged an attempt.
+    take_in_order(cli, general, {ids[4], ids[1], ids[2], ids[3]});
     EXPECT_FALSE(cli.try_take(general, t));
   }
 }
@@ -515,14 +514,23 @@ TEST_F(Fixture, TakeAheadHeldTasksGoBackAfterATickWithoutProgress) {
   EXPECT_EQ(o.id, ids[4]) << "still held after one tick";
   ASSERT_EQ(cli.complete(o), Errc::ok);
   c.janitor_tick(monotonic_ns());  // no take since: given back
-  for (int i = 1; i < 4; ++i) {
-    ASSERT_TRUE(cli.try_take(general, o));
-    EXPECT_EQ(o.id, ids[i]);
-    EXPECT_EQ(o.attempt, 1);
-    ASSERT_EQ(cli.complete(o), Errc::ok);
-  }
+  take_in_order(cli, general, {ids[1], ids[2], ids[3]});
   ASSERT_EQ(c.complete(t), Errc::ok);
   EXPECT_FALSE(c.try_take(general, t)) << "nothing is held any more";
+}
+
+// A held record that stopped being ours meanwhile (as when a process is fenced and its
+// records recovered) is skipped, never handed out.
+TEST_F(Fixture, TakeAheadSkipsAHeldRecordThatIsNoLongerOurs) {
+  const std::vector<TaskId> ids = enqueue_n(cli, general, 0, 4);
+  take_one_ahead(cli, general, 4, ids[0]);  // ids[1..3] held
+  auto& word = seg.core().ctrl[seg.core().id_index(ids[1])].state;
+  const std::uint64_t held = word.load();
+  ASSERT_EQ(detail::state_of(held), TaskState::running);
+  word.store(detail::next_word(held, TaskState::free, 0));  // taken back by someone else
+  take_in_order(cli, general, {ids[2], ids[3]});
+  Taken t;
+  EXPECT_FALSE(cli.try_take(general, t));
 }
 
 // A held task whose earlier runs used up its attempts (it was requeued after its last
@@ -551,71 +559,52 @@ TEST_F(Fixture, TakeAheadDetachGivesBackAHeldTaskWithNoAttemptsLeft) {
   EXPECT_EQ(t.id, spent);
 }
 
-// A held task that expires before it is handed out is dead-lettered then, not run.
-TEST_F(Fixture, TakeAheadDeadLettersAHeldTaskThatExpired) {
-  TaskOptions o = opts(general, 1);
-  TaskId first = kNoTask, expiring = kNoTask, last = kNoTask;
-  ASSERT_EQ(cli.enqueue_text("t", "a", o, &first), Errc::ok);
-  TaskOptions soon = o;
-  soon.expires_ns = monotonic_ns() + 2'000'000;  // 2 ms
-  ASSERT_EQ(cli.enqueue_text("t", "b", soon, &expiring), Errc::ok);
-  ASSERT_EQ(cli.enqueue_text("t", "c", o, &last), Errc::ok);
-  ASSERT_EQ(cli.set_take_ahead(general, 4), Errc::ok);
-  Taken t;
-  ASSERT_TRUE(cli.try_take(general, t));
-  EXPECT_EQ(t.id, first);
-  ASSERT_EQ(cli.complete(t), Errc::ok);
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ASSERT_TRUE(cli.try_take(general, t));
-  EXPECT_EQ(t.id, last);
-  ASSERT_EQ(cli.complete(t), Errc::ok);
-  EXPECT_EQ(cli.level_stats(general, 1).dead, 1u);
-  EXPECT_EQ(cli.level_stats(general, 1).started, 2u);
-  EXPECT_EQ(cli.dead_letters().size(), 1u);
-}
-
 // Under an aging bound, a take that serves an aged level hands out that level's held
 // tasks before the ring's: they were ahead of it (FIFO within the level).
 TEST_F(Fixture, TakeAheadAnAgedLevelHandsOutItsHeldTasksFirst) {
   const std::vector<TaskId> ids = enqueue_n(cli, general, 2, 4);
-  ASSERT_EQ(cli.set_take_ahead(general, 3), Errc::ok);
-  Taken t;
-  ASSERT_TRUE(cli.try_take(general, t));
-  EXPECT_EQ(t.id, ids[0]);  // ids[1], ids[2] held; ids[3] still in the ring
-  ASSERT_EQ(cli.complete(t), Errc::ok);
+  take_one_ahead(cli, general, 3, ids[0]);  // ids[1], ids[2] held; ids[3] still in the ring
   cli.set_aging(general, std::chrono::milliseconds(1));
   const std::vector<TaskId> urgent = enqueue_n(cli, general, 0, 1);
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  const std::vector<TaskId> want = {ids[1], ids[2], urgent[0], ids[3]};
-  for (TaskId id : want) {
-    ASSERT_TRUE(cli.try_take(general, t));
-    EXPECT_EQ(t.id, id);
-    ASSERT_EQ(cli.complete(t), Errc::ok);
-  }
+  take_in_order(cli, general, {ids[1], ids[2], urgent[0], ids[3]});
   cli.set_aging(general, std::chrono::milliseconds(0));
 }
 
-// A batch take that meets an expired held task dead-letters it and goes on.
-TEST_F(Fixture, TakeAheadBatchTakeDeadLettersAnExpiredHeldTask) {
-  TaskOptions o = opts(general, 1);
-  TaskId first = kNoTask, expiring = kNoTask, last = kNoTask;
-  ASSERT_EQ(cli.enqueue_text("t", "a", o, &first), Errc::ok);
-  TaskOptions soon = o;
-  soon.expires_ns = monotonic_ns() + 2'000'000;  // 2 ms
-  ASSERT_EQ(cli.enqueue_text("t", "b", soon, &expiring), Errc::ok);
-  ASSERT_EQ(cli.enqueue_text("t", "c", o, &last), Errc::ok);
-  ASSERT_EQ(cli.set_take_ahead(general, 4), Errc::ok);
-  Taken t;
-  ASSERT_TRUE(cli.try_take(general, t));
-  EXPECT_EQ(t.id, first);
-  ASSERT_EQ(cli.complete(t), Errc::ok);
-  std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  Taken got[4];
-  ASSERT_EQ(cli.try_take_batch(general, got), 1u);
-  EXPECT_EQ(got[0].id, last);
-  ASSERT_EQ(cli.complete(got[0]), Errc::ok);
-  EXPECT_EQ(cli.level_stats(general, 1).dead, 1u);
-  EXPECT_EQ(cli.level_stats(general, 1).started, 2u);
+// A held task that expires before it is handed out is dead-lettered then, not run, by
+// a single take and by a batch take alike.
+TEST_F(Fixture, TakeAheadDeadLettersAHeldTaskThatExpired) {
+  for (const bool batch : {false, true}) {
+    SCOPED_TRACE(batch ? "try_take_batch" : "try_take");
+    TaskOptions o = opts(general, 1);
+    TaskId first = kNoTask, expiring = kNoTask, last = kNoTask;
+    ASSERT_EQ(cli.enqueue_text("t", "a", o, &first), Errc::ok);
+    TaskOptions soon = o;
+    soon.expires_ns = monotonic_ns() + 2'000'000;  // 2 ms
+    ASSERT_EQ(cli.enqueue_text("t", "b", soon, &expiring), Errc::ok);
+    ASSERT_EQ(cli.enqueue_text("t", "c", o, &last), Errc::ok);
+    ASSERT_EQ(cli.set_take_ahead(general, 4), Errc::ok);
+    const LevelStats before = cli.level_stats(general, 1);
+    Taken t;
+    ASSERT_TRUE(cli.try_take(general, t));
+    EXPECT_EQ(t.id, first);
+    ASSERT_EQ(cli.complete(t), Errc::ok);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (batch) {
+      Taken got[4];
+      ASSERT_EQ(cli.try_take_batch(general, got), 1u);
+      t = got[0];
+    } else {
+      ASSERT_TRUE(cli.try_take(general, t));
+    }
+    EXPECT_EQ(t.id, last);
+    ASSERT_EQ(cli.complete(t), Errc::ok);
+    EXPECT_EQ(cli.level_stats(general, 1).dead, before.dead + 1);
+    EXPECT_EQ(cli.level_stats(general, 1).started, before.started + 2);
+    bool listed = false;
+    for (const DeadLetter& d : cli.dead_letters()) listed |= d.id == expiring;
+    EXPECT_TRUE(listed);
+  }
 }
 
 // Bad arguments are refused and change nothing: takes still claim one at a time.

@@ -41,47 +41,32 @@ struct ConsumerFixture : ::testing::Test {
 
 }  // namespace
 
+// Every task runs once, with consumers taking one at a time and taking ahead; after
+// join no task is left held (running) by the consumer.
 TEST_F(ConsumerFixture, RunsEveryTaskOnceWithTypedHandler) {
-  ConsumerOptions co;
-  co.home = {"general"};
-  co.workers = 2;
-  auto c = Consumer::create(seg, co).value();
-  std::vector<std::atomic<int>> seen(500);
-  c->on_value<int>("count", [&](const int& v, TaskContext&) {
-    seen[v].fetch_add(1);
-    return Outcome::done();
-  });
-  c->start();
-  for (int i = 0; i < 500; ++i) ASSERT_EQ(producer.enqueue_value("count", i, opts(general, i % 4)), Errc::ok);
-  ASSERT_TRUE(eventually([&] { return c->stats().done == 500; }));
-  c->request_stop();
-  EXPECT_TRUE(c->join());
-  for (auto& s : seen) EXPECT_EQ(s.load(), 1);
-}
-
-// With take-ahead on its home queue, workers run every task once, and after join no
-// task is left held (running) by the consumer.
-TEST_F(ConsumerFixture, TakeAheadRunsEveryTaskOnceAndLeavesNothingHeld) {
-  ConsumerOptions co;
-  co.home = {"general"};
-  co.workers = 2;
-  co.take_ahead = 8;
-  auto c = Consumer::create(seg, co).value();
-  std::vector<std::atomic<int>> seen(500);
-  c->on_value<int>("count", [&](const int& v, TaskContext&) {
-    seen[v].fetch_add(1);
-    return Outcome::done();
-  });
-  c->start();
-  for (int i = 0; i < 500; ++i) ASSERT_EQ(producer.enqueue_value("count", i, opts(general, i % 4)), Errc::ok);
-  ASSERT_TRUE(eventually([&] { return c->stats().done == 500; }));
-  c->request_stop();
-  EXPECT_TRUE(c->join());
-  for (auto& s : seen) EXPECT_EQ(s.load(), 1);
-  const auto& core = seg.core();
-  for (std::uint32_t i = 0; i < core.capacity; ++i) {
-    const TaskState st = detail::state_of(core.ctrl[i].state.load());
-    EXPECT_TRUE(st == TaskState::free || st == TaskState::virgin) << "record " << i;
+  for (const unsigned take_ahead : {1u, 8u}) {
+    SCOPED_TRACE(take_ahead);
+    ConsumerOptions co;
+    co.home = {"general"};
+    co.workers = 2;
+    co.take_ahead = take_ahead;
+    auto c = Consumer::create(seg, co).value();
+    std::vector<std::atomic<int>> seen(500);
+    c->on_value<int>("count", [&](const int& v, TaskContext&) {
+      seen[v].fetch_add(1);
+      return Outcome::done();
+    });
+    c->start();
+    for (int i = 0; i < 500; ++i) ASSERT_EQ(producer.enqueue_value("count", i, opts(general, i % 4)), Errc::ok);
+    ASSERT_TRUE(eventually([&] { return c->stats().done == 500; }));
+    c->request_stop();
+    EXPECT_TRUE(c->join());
+    for (auto& s : seen) EXPECT_EQ(s.load(), 1);
+    const auto& core = seg.core();
+    for (std::uint32_t i = 0; i < core.capacity; ++i) {
+      const TaskState st = detail::state_of(core.ctrl[i].state.load());
+      EXPECT_TRUE(st == TaskState::free || st == TaskState::virgin) << "record " << i;
+    }
   }
 }
 
