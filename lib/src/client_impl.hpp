@@ -117,8 +117,9 @@ struct Client::Impl {
   // Per queue, the records this process claimed ahead of its single takes
   // (Client::set_take_ahead): running, owned by us, their attempt not yet counted,
   // handed out in the order they were claimed. One thread uses a buffer at a time:
-  // `busy` is taken with an exchange that never waits (a thread that finds it taken
-  // takes as if take-ahead were off), so no thread ever waits for another.
+  // `busy` is taken with an exchange, and a take that finds it taken takes as if
+  // take-ahead were off, so no take waits for another thread (set_take_ahead and
+  // detach do wait, yielding, for a take to finish with it).
   struct alignas(detail::kCacheLine) Ahead {
     std::atomic<std::uint32_t> limit{1};  // how many a take may claim; 1 = off
     std::atomic<bool> busy{false};
@@ -1288,8 +1289,9 @@ struct Client::Impl {
   }
 
   // Puts the records held for queue q back at the tail of their level (queued, attempt
-  // uncounted). `wait`: wait for a thread using the buffer to finish (set_take_ahead);
-  // else give up when one is (a take of a paused queue: the next one gives them back).
+  // uncounted). `wait`: wait for a thread using the buffer to finish (set_take_ahead,
+  // detach); else give up when one is (a take of a paused queue: the next one gives
+  // them back).
   // `under` runs while the buffer is ours (set_take_ahead stores the new limit there).
   template <class Under = void (*)()>
   void give_back_ahead(
