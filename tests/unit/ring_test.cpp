@@ -20,6 +20,18 @@ namespace {
 
 enum : std::uint64_t { kIdle = 0, kQueued = 1, kTaken = 2 };
 
+// A record's state word is built as the task table's is: the kind in the low two bits
+// and a version above them that every change moves on. Without the version a claim that
+// read "queued at p" could still succeed after the record was taken, made idle and
+// queued again elsewhere (ABA), and deliver one push twice; the task table's
+// generation rules that out, and so does this.
+constexpr std::uint64_t kind(std::uint64_t s) {
+  return s & 3;
+}
+constexpr std::uint64_t moved_to(std::uint64_t s, std::uint64_t k) {
+  return (((s >> 2) + 1) << 2) | k;
+}
+
 struct Rec {
   std::atomic<std::uint64_t> state{kIdle};
   std::atomic<std::uint64_t> where{~0ull};
@@ -36,11 +48,11 @@ struct Harness {
   PushStatus push(std::uint32_t v, std::atomic<std::uint64_t>* cursor = nullptr) {
     auto prepare = [&](std::uint64_t pos) {
       recs[v].where.store(pos, std::memory_order_relaxed);
-      recs[v].state.store(kQueued, std::memory_order_release);
+      recs[v].state.store(moved_to(recs[v].state.load(std::memory_order_relaxed), kQueued), std::memory_order_release);
       return true;
     };
     auto stale = [&](std::uint64_t pos, std::uint32_t x) {
-      return x >= recs.size() || recs[x].state.load() != kQueued || recs[x].where.load() != pos;
+      return x >= recs.size() || kind(recs[x].state.load()) != kQueued || recs[x].where.load() != pos;
     };
     return ring.try_push(v, prepare, stale, cursor);
   }
@@ -49,12 +61,13 @@ struct Harness {
     auto prepare = [&](std::uint64_t pos) {
       for (std::uint32_t k = 0; k < n; ++k) {
         recs[v + k].where.store(pos, std::memory_order_relaxed);
-        recs[v + k].state.store(kQueued, std::memory_order_release);
+        recs[v + k].state.store(moved_to(recs[v + k].state.load(std::memory_order_relaxed), kQueued),
+                                std::memory_order_release);
       }
       return true;
     };
     auto stale = [&](std::uint64_t pos, std::uint32_t x) {
-      return x >= recs.size() || recs[x].state.load() != kQueued || recs[x].where.load() != pos;
+      return x >= recs.size() || kind(recs[x].state.load()) != kQueued || recs[x].where.load() != pos;
     };
     return ring.try_push(v, prepare, stale, nullptr, n);
   }
@@ -68,8 +81,17 @@ struct Harness {
   Claim claim(std::uint64_t pos, std::uint32_t v) {
     if (v >= recs.size()) return Claim::stale;
     std::uint64_t s = recs[v].state.load(std::memory_order_acquire);
-    if (s != kQueued || recs[v].where.load() != pos) return Claim::stale;
-    return recs[v].state.compare_exchange_strong(s, kTaken) ? Claim::taken : Claim::stale;
+    if (kind(s) != kQueued || recs[v].where.load() != pos) return Claim::stale;
+    return recs[v].state.compare_exchange_strong(s, moved_to(s, kTaken)) ? Claim::taken : Claim::stale;
+  }
+  // A consumer done with record v: idle again, for its producer to push anew.
+  void release(std::uint32_t v) {
+    recs[v].state.store(moved_to(recs[v].state.load(std::memory_order_relaxed), kIdle), std::memory_order_release);
+  }
+  // Record x queued, claimed by a popper that then dies (its CAS, nothing after).
+  bool claim_and_die(std::uint32_t x) {
+    std::uint64_t s = recs[x].state.load();
+    return kind(s) == kQueued && recs[x].state.compare_exchange_strong(s, moved_to(s, kTaken));
   }
   bool pop(std::uint32_t& out, std::atomic<std::uint64_t>* cursor = nullptr) {
     return ring.try_pop([&](std::uint64_t pos, std::uint32_t v) { return claim(pos, v); }, out, cursor);
@@ -114,7 +136,7 @@ TYPED_TEST(RingTyped, FillsToCapacityRefusesMoreAndDrainsFifo) {
   const auto cap = TypeParam::kCap;
   for (std::uint32_t i = 0; i < cap; ++i) ASSERT_EQ(h.push(i), PushStatus::ok) << i;
   EXPECT_EQ(h.push(cap), PushStatus::full);
-  EXPECT_EQ(h.recs[cap].state.load(), kIdle);  // refused: not published
+  EXPECT_EQ(kind(h.recs[cap].state.load()), kIdle);  // refused: not published
   EXPECT_EQ(h.ring.depth_guess(), cap);
   for (std::uint32_t i = 0; i < cap; ++i) {
     std::uint32_t v = 999999;
@@ -151,8 +173,7 @@ TYPED_TEST(RingTyped, LeftoverOfADeadConsumerIsSkippedByPop) {
   ASSERT_EQ(h.push(0), PushStatus::ok);
   ASSERT_EQ(h.push(1), PushStatus::ok);
   // A consumer claims record 0 (its CAS) and dies before clearing the slot.
-  std::uint64_t s = kQueued;
-  ASSERT_TRUE(h.recs[0].state.compare_exchange_strong(s, kTaken));
+  ASSERT_TRUE(h.claim_and_die(0));
   std::uint32_t v = 77;
   ASSERT_TRUE(h.pop(v));
   EXPECT_EQ(v, 1u);  // the leftover was cleared on the way, not delivered again
@@ -308,7 +329,7 @@ void run_mpmc(H& h, Cursors mode) {
       std::atomic<std::uint64_t>& cursor = mode == Cursors::shared ? shared_push : own;
       for (int r = 0; r < kRounds; ++r)
         for (std::uint32_t v = static_cast<std::uint32_t>(p); v < n; v += kThreads) {
-          while (h.recs[v].state.load(std::memory_order_acquire) != kIdle) std::this_thread::yield();
+          while (kind(h.recs[v].state.load(std::memory_order_acquire)) != kIdle) std::this_thread::yield();
           while (h.push(v, cursors ? &cursor : nullptr) != PushStatus::ok) std::this_thread::yield();
         }
       producers_done.fetch_add(1);
@@ -323,7 +344,7 @@ void run_mpmc(H& h, Cursors mode) {
         if (cursors ? h.look_then_pop(v, cursor) : h.pop(v)) {
           got[v].fetch_add(1);
           delivered.fetch_add(1);
-          h.recs[v].state.store(kIdle, std::memory_order_release);
+          h.release(v);
         } else if (finished) {
           break;
         } else {
@@ -368,7 +389,7 @@ TYPED_TEST(RingTyped, PopFrontTakesTheSingleValueAtTheCursorAndHandsTheSlotOn) {
     std::uint32_t out = 999;
     ASSERT_TRUE(h.pop_front(out, cursor)) << i;
     EXPECT_EQ(out, v);
-    EXPECT_EQ(h.recs[v].state.load(), kTaken);
+    EXPECT_EQ(kind(h.recs[v].state.load()), kTaken);
     EXPECT_EQ(cursor.load(), i + 1u) << "the cursor moves past the position taken";
     EXPECT_TRUE(h.ring.empty_at(i + 1)) << "nothing after it";
     EXPECT_EQ(h.ring.depth_guess(), 0u) << "the slot was cleared for the next lap";
@@ -392,7 +413,7 @@ TYPED_TEST(RingTyped, PopFrontTakesOnlyAnEntryOfTheCursorsLap) {
   h.recs[0].where.store(0);
   h.recs[0].state.store(kQueued);
   EXPECT_FALSE(h.pop_front(0, h.ring.look(0), out, cursor));
-  EXPECT_EQ(h.recs[0].state.load(), kQueued) << "not claimed";
+  EXPECT_EQ(kind(h.recs[0].state.load()), kQueued) << "not claimed";
   EXPECT_TRUE(h.ring.empty_at(0)) << "the slot is unchanged";
   EXPECT_EQ(cursor.load(), 0u);
   h.recs[0].state.store(kIdle);
@@ -410,7 +431,7 @@ TYPED_TEST(RingTyped, PopFrontTakesOnlyAnEntryOfTheCursorsLap) {
   ASSERT_EQ(h.recs[2].where.load(), cap);
   h.recs[2].where.store(0);
   EXPECT_FALSE(h.pop_front(0, h.ring.look(0), out, cursor));
-  EXPECT_EQ(h.recs[2].state.load(), kQueued) << "not claimed";
+  EXPECT_EQ(kind(h.recs[2].state.load()), kQueued) << "not claimed";
   EXPECT_TRUE(h.ring.holds(cap, 2)) << "the entry is still there";
 }
 
@@ -424,7 +445,7 @@ TYPED_TEST(RingTyped, PopFrontLeavesEveryOtherCaseUnchangedForTryPop) {
   // A run of three: the front pop takes single values only.
   ASSERT_EQ(h.push_run(10, 3), PushStatus::ok);
   EXPECT_FALSE(h.pop_front(out, cursor));
-  EXPECT_EQ(h.recs[10].state.load(), kQueued) << "not claimed";
+  EXPECT_EQ(kind(h.recs[10].state.load()), kQueued) << "not claimed";
   EXPECT_TRUE(h.ring.holds(0, 10));
   EXPECT_EQ(h.pop_many(3), (std::vector<std::uint32_t>{10, 11, 12}));
 
@@ -444,7 +465,7 @@ TYPED_TEST(RingTyped, PopFrontLeavesEveryOtherCaseUnchangedForTryPop) {
   std::atomic<std::uint64_t> behind{0};
   ASSERT_EQ(h.push(14), PushStatus::ok);
   EXPECT_FALSE(h.pop_front(out, behind));
-  EXPECT_EQ(h.recs[14].state.load(), kQueued);
+  EXPECT_EQ(kind(h.recs[14].state.load()), kQueued);
   ASSERT_TRUE(h.pop(out, &behind));
   EXPECT_EQ(out, 14u);
 }
@@ -473,11 +494,12 @@ TYPED_TEST(RingTyped, APusherThatKeepsLosingTheTailIsNotToldTheRingIsFull) {
   auto prepare = [&](std::uint64_t pos) {
     std::this_thread::sleep_for(std::chrono::microseconds(20));  // slow, as a long run is
     h.recs[v].where.store(pos, std::memory_order_relaxed);
-    h.recs[v].state.store(kQueued, std::memory_order_release);
+    h.recs[v].state.store(moved_to(h.recs[v].state.load(std::memory_order_relaxed), kQueued),
+                          std::memory_order_release);
     return true;
   };
   auto stale = [&](std::uint64_t pos, std::uint32_t x) {
-    return x >= h.recs.size() || h.recs[x].state.load() != kQueued || h.recs[x].where.load() != pos;
+    return x >= h.recs.size() || kind(h.recs[x].state.load()) != kQueued || h.recs[x].where.load() != pos;
   };
   const PushStatus st = h.ring.try_push(v, prepare, stale);
   slow_done.store(true);
@@ -533,10 +555,7 @@ TYPED_TEST(RingTyped, MembersClaimedByADeadPopperAreSkipped) {
   TypeParam h;
   ASSERT_EQ(h.push_run(0, 4), PushStatus::ok);
   // A popper claims values 0 and 1 (their CASes) and dies before moving the entry on.
-  for (std::uint32_t x : {0u, 1u}) {
-    std::uint64_t s = kQueued;
-    ASSERT_TRUE(h.recs[x].state.compare_exchange_strong(s, kTaken));
-  }
+  for (std::uint32_t x : {0u, 1u}) ASSERT_TRUE(h.claim_and_die(x));
   EXPECT_EQ(h.pop_many(1), (std::vector<std::uint32_t>{2}));
   EXPECT_EQ(h.pop_many(5), (std::vector<std::uint32_t>{3}));
   EXPECT_TRUE(h.pop_many(5).empty());
