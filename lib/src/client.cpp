@@ -182,11 +182,12 @@ Errc Client::set_take_ahead(QueueId queue, std::uint32_t n) noexcept {
       (impl_->core->queues[queue].word.load(std::memory_order_relaxed) & 3) != detail::QueueEntry::kReady)
     return Errc::unknown_queue;
   if (n == 0 || n > kMaxTakeAhead) return Errc::invalid_argument;
-  auto& a = impl_->ahead[queue];
-  // Give back what is held, under `busy`: a take that holds the buffer meanwhile has
-  // finished with it, and one after reads the new limit (fill_ahead reads it under
-  // `busy` too), so none is left holding more than the new limit allows.
-  impl_->give_back_ahead(queue, true, [&] { a.limit.store(n, std::memory_order_relaxed); });
+  // The new limit and the give-back of what is held, both under `busy`: a take that
+  // held the buffer has finished with it, and one after reads the new limit (fill_ahead
+  // reads it under `busy` too), so none is left holding more than the new limit allows.
+  Impl::AheadUse use(impl_->take_buffer(queue, true));
+  use.get()->limit.store(n, std::memory_order_relaxed);
+  impl_->give_back_held(*use.get());
   return Errc::ok;
 }
 

@@ -123,11 +123,14 @@ struct Client::Impl {
   struct alignas(detail::kCacheLine) Ahead {
     std::atomic<std::uint32_t> limit{1};  // how many a take may claim; 1 = off
     std::atomic<bool> busy{false};
+    // How many records are held: changed under `busy` only, read without it as a hint
+    // (relaxed: under `busy` the flag's acquire and release order it).
+    std::atomic<std::uint32_t> count{0};
+    std::uint32_t held() const noexcept { return count.load(std::memory_order_relaxed); }
+    void set_held(std::uint32_t n) noexcept { count.store(n, std::memory_order_relaxed); }
     // The rest only under `busy`.
-    std::uint32_t level = 0;             // the level of the records held
-    std::uint32_t next = 0;              // index of the next to hand out
-    std::uint32_t count = 0;             // how many are held
-    std::atomic<std::uint32_t> held{0};  // count, readable without `busy` (a hint)
+    std::uint32_t level = 0;  // the level of the records held
+    std::uint32_t next = 0;   // index of the next to hand out
     // Fills and hand-outs so far (written under `busy`): a janitor tick that finds it
     // unchanged since the last tick while records are held gives them back.
     std::atomic<std::uint32_t> moves{0};
@@ -730,7 +733,7 @@ struct Client::Impl {
     // were used up by earlier runs although this process never ran it.
     if (ahead != nullptr)
       for (std::uint32_t q = 0; q < core->layout.max_queues; ++q)
-        if (ahead[q].held.load(std::memory_order_relaxed) != 0) give_back_ahead(static_cast<QueueId>(q), true);
+        if (ahead[q].held() != 0) give_back_ahead(static_cast<QueueId>(q), true);
     ReapReport rep;
     sweep_ledgers(DeadSlot{slot + 1, 0});
     recover_records(DeadSlot{slot + 1, 0}, rep);
@@ -1151,14 +1154,14 @@ struct Client::Impl {
       aged = aged_level(q, std::int64_t{bound} * 1000000);
     if (aged != 0) {
       // The records held of that level are its oldest.
-      if (a != nullptr && a->count != 0 && a->level == aged && hand_out(*a, q, out)) return took(out, as_helper);
+      if (a != nullptr && a->held() != 0 && a->level == aged && hand_out(*a, q, out)) return took(out, as_helper);
       if (pop_level<true>(q, aged, std::span<Taken>(&out, 1)) != 0) return took(out, as_helper);
     }
     // Records held are handed out before the rings are looked at again: the looks at
     // the more urgent levels, lines the producers write, are what take-ahead saves. A
     // more urgent task that arrives meanwhile waits here behind at most limit - 1 held
     // tasks (any other consumer can take it at once).
-    if (a != nullptr && a->count != 0 && hand_out(*a, q, out)) return took(out, as_helper);
+    if (a != nullptr && a->held() != 0 && hand_out(*a, q, out)) return took(out, as_helper);
     const std::uint16_t base = core->ring_id(q, 0);
     for (std::uint32_t level = 0; level < core->levels; ++level) {
       const auto rid = static_cast<std::uint16_t>(base + level);
@@ -1201,11 +1204,21 @@ struct Client::Impl {
   // when take-ahead is on or when it still holds records (it was just turned off by a
   // thread that could not take the buffer to give them back).
   Ahead* ahead_of(QueueId q) noexcept {
-    Ahead& a = ahead[q];
+    const Ahead& a = ahead[q];
     // relaxed: a hint; fill_ahead reads the limit again under `busy`.
-    if (a.limit.load(std::memory_order_relaxed) <= 1 && a.held.load(std::memory_order_relaxed) == 0) return nullptr;
+    if (a.limit.load(std::memory_order_relaxed) <= 1 && a.held() == 0) return nullptr;
+    return take_buffer(q, false);
+  }
+  // Takes queue q's buffer for the calling thread (release it with an AheadUse); when
+  // another thread has it, waits for it with `wait` (not a hot path: a take holds it
+  // for a few microseconds), else returns null.
+  Ahead* take_buffer(QueueId q, bool wait) noexcept {
+    Ahead& a = ahead[q];
     // acquire: pairs with AheadUse's release; the buffer as the last user left it.
-    if (a.busy.exchange(true, std::memory_order_acquire)) return nullptr;
+    while (a.busy.exchange(true, std::memory_order_acquire)) {
+      if (!wait) return nullptr;
+      std::this_thread::yield();
+    }
     return &a;
   }
 
@@ -1234,8 +1247,7 @@ struct Client::Impl {
     queue_rings[rid].try_pop_many(claim_fn, want, take_fn, &pop_cursor[rid], ahead_fn);
     a.level = level;
     a.next = 0;
-    a.count = n;
-    a.held.store(n, std::memory_order_relaxed);  // relaxed: a hint for ahead_of
+    a.set_held(n);
     moved(a);
     // Workers of ours asleep would leave the held records to this thread alone: wake
     // them. Best effort (a relaxed load, no system call when none sleeps): a worker
@@ -1254,13 +1266,13 @@ struct Client::Impl {
   // with a long task): those tasks are then there for other consumers.
   void age_ahead() noexcept {
     for (std::uint32_t q = 0; q < core->layout.max_queues; ++q) {
-      Ahead& a = ahead[q];
-      if (a.held.load(std::memory_order_relaxed) == 0) continue;  // relaxed: a hint
-      // acquire: as in ahead_of. Busy: someone is taking, which is progress.
-      if (a.busy.exchange(true, std::memory_order_acquire)) continue;
-      AheadUse use(&a);
+      if (ahead[q].held() == 0) continue;
+      // Taken by another thread: someone is taking, which is progress.
+      AheadUse use(take_buffer(static_cast<QueueId>(q), false));
+      if (use.get() == nullptr) continue;
+      Ahead& a = *use.get();
       const std::uint32_t m = a.moves.load(std::memory_order_relaxed);
-      if (a.count != 0 && m == a.seen_moves) {
+      if (a.held() != 0 && m == a.seen_moves) {
         give_back_held(a);
       } else {
         a.seen_moves = m;
@@ -1271,12 +1283,11 @@ struct Client::Impl {
   // Hands out the next record a holds: true with `out` filled and the attempt counted,
   // false once none is left. One found expired is dead-lettered, as a take does.
   bool hand_out(Ahead& a, QueueId q, Taken& out) noexcept {
-    while (a.count != 0) {
+    while (a.held() != 0) {
       const std::uint32_t v = a.index[a.next];
       const std::uint64_t w = a.word[a.next];
       ++a.next;
-      --a.count;
-      a.held.store(a.count, std::memory_order_relaxed);
+      a.set_held(a.held() - 1);
       moved(a);
       // Still ours? A record held a while may have been taken back if this process
       // was fenced; then it is not ours to run (relaxed: our own last write, unless
@@ -1289,33 +1300,16 @@ struct Client::Impl {
   }
 
   // Puts the records held for queue q back at the tail of their level (queued, attempt
-  // uncounted). `wait`: wait for a thread using the buffer to finish (set_take_ahead,
-  // detach); else give up when one is (a take of a paused queue: the next one gives
-  // them back).
-  // `under` runs while the buffer is ours (set_take_ahead stores the new limit there).
-  template <class Under = void (*)()>
-  void give_back_ahead(
-      QueueId q, bool wait, Under&& under = [] {}) noexcept {
-    Ahead& a = ahead[q];
-    if (!wait && a.held.load(std::memory_order_relaxed) == 0) return;  // relaxed: a hint
-    for (;;) {
-      // acquire: as in ahead_of.
-      if (!a.busy.exchange(true, std::memory_order_acquire)) break;
-      if (!wait) return;
-      std::this_thread::yield();  // not a hot path: a take holds the buffer for a few us
-    }
-    AheadUse use(&a);
-    under();
-    give_back_held(a);
+  // uncounted). `wait`: wait for a thread using the buffer to finish (detach); else
+  // give up when one is (a take of a paused queue: the next one gives them back).
+  void give_back_ahead(QueueId q, bool wait) noexcept {
+    if (!wait && ahead[q].held() == 0) return;
+    AheadUse use(take_buffer(q, wait));
+    if (use.get() != nullptr) give_back_held(*use.get());
   }
   // The records a holds, back at the tail of their level (under `busy`).
   void give_back_held(Ahead& a) noexcept {
-    while (a.count != 0) {
-      requeue_record(a.index[a.next], a.word[a.next]);
-      ++a.next;
-      --a.count;
-    }
-    a.held.store(0, std::memory_order_relaxed);
+    for (; a.held() != 0; ++a.next, a.set_held(a.held() - 1)) requeue_record(a.index[a.next], a.word[a.next]);
     moved(a);
   }
 
