@@ -16,6 +16,7 @@
 #include "shmsched/detail/core.hpp"
 #include "shmsched/detail/fault.hpp"
 #include "shmsched/detail/futex.hpp"
+#include "shmsched/detail/prefetch.hpp"
 #include "shmsched/detail/saturate.hpp"
 
 namespace shmsched {
@@ -235,8 +236,8 @@ struct Client::Impl {
   static constexpr std::uint32_t kMaxRunFetch = 16;
   static constexpr std::uint32_t kCtrlPerLine = detail::kCacheLine / sizeof(detail::TaskCtrl);
   void prefetch_body(std::uint32_t idx) const noexcept {
-    __builtin_prefetch(core->hot(idx), 1, 3);
-    __builtin_prefetch(core->payload(idx), 1, 3);
+    detail::prefetch(core->hot(idx));
+    detail::prefetch(core->payload(idx));
   }
 
   // What a record must be to be taken from ring `rid`: queued in a queue ring, parked
@@ -264,7 +265,7 @@ struct Client::Impl {
     auto& c = core->ctrl[v];
     if (fetch) {
       // Hinted for writing: the load below and the CAS after it both need the line.
-      __builtin_prefetch(&c, 1, 3);
+      detail::prefetch(&c);
       prefetch_body(v);  // the taker reads both and counts the attempt in the hot line
     }
     // (T1) acquire: pairs with (S1) of whoever made the record takeable, so `where`
@@ -408,7 +409,7 @@ struct Client::Impl {
       // The records the sweep reaches a few calls from now, and their control line:
       // their misses overlap this call's work instead of stalling those calls.
       prefetch_body((i + kAhead) & mask);
-      __builtin_prefetch(&core->ctrl[(i + 2 * kAhead) & mask], 1, 3);
+      detail::prefetch(&core->ctrl[(i + 2 * kAhead) & mask]);
       // (S0) acquire: pairs with (S5) of the record's last owner; we may now write it.
       if (c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) {
         cursor.store(i + 1, std::memory_order_relaxed);
@@ -430,7 +431,7 @@ struct Client::Impl {
   // and one CAS, no sweep.
   bool alloc_at(std::uint32_t idx, std::uint64_t& word) noexcept {
     note_used(idx);
-    __builtin_prefetch(&core->ctrl[(idx + 2 * kAhead) & (core->capacity - 1)], 1, 3);
+    detail::prefetch(&core->ctrl[(idx + 2 * kAhead) & (core->capacity - 1)]);
     return reserve_at(idx, word);
   }
   // The same, for a caller that raised the records_used mark past idx itself.
@@ -1011,8 +1012,7 @@ struct Client::Impl {
         note_used(first + room - 1);  // once for the whole run (the mark may end up a little high)
         std::uint32_t n = 1;
         for (; n < room && order[j + n] < cut; ++n) {
-          if ((first + n) % kCtrlPerLine == 0)
-            __builtin_prefetch(&core->ctrl[(first + n + 2 * kAhead) & (capacity - 1)], 1, 3);
+          if ((first + n) % kCtrlPerLine == 0) detail::prefetch(&core->ctrl[(first + n + 2 * kAhead) & (capacity - 1)]);
           if (!reserve_at(first + n, word_at[j + n])) break;
         }
         runs[nruns++] = Run{first, j, static_cast<std::uint16_t>(n)};
@@ -1350,7 +1350,7 @@ struct Client::Impl {
     queue_rings[rid].prefetch(pos + 2 * kAhead);
     const std::uint32_t v = queue_rings[rid].value_at(pos + kAhead);
     if (v < core->capacity) {
-      __builtin_prefetch(&core->ctrl[v], 1, 3);
+      detail::prefetch(&core->ctrl[v]);
       prefetch_body(v);
     }
   }
@@ -1426,7 +1426,7 @@ struct Client::Impl {
       if constexpr (!kOne) {
         const std::uint32_t last = std::min<std::uint32_t>({end, front + kMaxRunFetch, core->capacity});
         for (std::uint32_t x = front; x < last; ++x) {
-          if (x == front || x % kCtrlPerLine == 0) __builtin_prefetch(&core->ctrl[x], 1, 3);
+          if (x == front || x % kCtrlPerLine == 0) detail::prefetch(&core->ctrl[x]);
           prefetch_body(x);
         }
         fetched_from = front;

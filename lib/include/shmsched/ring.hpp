@@ -50,6 +50,7 @@
 
 #include "shmsched/detail/atomic.hpp"
 #include "shmsched/detail/fault.hpp"
+#include "shmsched/detail/prefetch.hpp"
 
 namespace shmsched {
 
@@ -143,10 +144,9 @@ class IndexRing {
         ++budgets;
       }
       Atomic& slot = slots_[t & mask_];
-      // Start the line's fetch before the load needs it (a hint only). Hinted for
-      // writing, as the publishing CAS follows; on the baseline x86-64 target GCC emits
-      // PREFETCHT0 either way (PREFETCHW needs -mprfchw, and measured no faster).
-      __builtin_prefetch(&slot, 1, 3);
+      // Start the line's fetch before the load needs it (a hint only; PREFETCHT0, as
+      // PREFETCHW measured no faster).
+      detail::prefetch(&slot);
       // (R2) acquire: pairs with the clearing release (R4), so the slot is really free.
       std::uint64_t w = slot.load(std::memory_order_acquire);
       const std::uint64_t lap = lap_of_pos(t);
@@ -203,7 +203,7 @@ class IndexRing {
   }
 
   /// Starts fetching the slot line of `pos` for writing (a hint).
-  void prefetch(std::uint64_t pos) const noexcept { __builtin_prefetch(&slots_[pos & mask_], 1, 3); }
+  void prefetch(std::uint64_t pos) const noexcept { detail::prefetch(&slots_[pos & mask_]); }
 
   /// The first value of the entry at `pos` if it holds one for its lap now, else
   /// UINT32_MAX: a look ahead (relaxed; no ordering), for prefetching only.
@@ -240,7 +240,7 @@ class IndexRing {
     for (std::uint64_t steps = 0; steps < 4 * (mask_ + 1) + 64; ++steps) {
       Atomic& slot = slots_[h & mask_];
       // For writing, as in try_push: the entry is moved on by a CAS after the claims.
-      __builtin_prefetch(&slot, 1, 3);
+      detail::prefetch(&slot);
       // (R6) acquire: pairs with (R3); the records named by the slot are fully written.
       std::uint64_t w = slot.load(std::memory_order_acquire);
       const std::uint64_t lap = lap_of_pos(h);
