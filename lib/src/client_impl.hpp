@@ -264,7 +264,7 @@ struct Client::Impl {
     if (v >= core->capacity) return Claim::stale;  // corrupt entry: clear it
     auto& c = core->ctrl[v];
     if (fetch) {
-      // Hinted for writing: the load below and the CAS after it both need the line.
+      // Fetched first: the load below and the CAS after it both need the line.
       detail::prefetch(&c);
       prefetch_body(v);  // the taker reads both and counts the attempt in the hot line
     }

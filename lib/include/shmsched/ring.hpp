@@ -202,7 +202,7 @@ class IndexRing {
     return try_pop_many(claim, max, take, cursor, [](std::uint64_t, std::uint32_t, std::uint32_t) noexcept {});
   }
 
-  /// Starts fetching the slot line of `pos` for writing (a hint).
+  /// Starts fetching the slot line of `pos` (a hint; a push or pop writes it next).
   void prefetch(std::uint64_t pos) const noexcept { detail::prefetch(&slots_[pos & mask_]); }
 
   /// The first value of the entry at `pos` if it holds one for its lap now, else
@@ -239,7 +239,7 @@ class IndexRing {
     if (max == 0) return 0;
     for (std::uint64_t steps = 0; steps < 4 * (mask_ + 1) + 64; ++steps) {
       Atomic& slot = slots_[h & mask_];
-      // For writing, as in try_push: the entry is moved on by a CAS after the claims.
+      // Fetched first, as in try_push: the entry is moved on by a CAS after the claims.
       detail::prefetch(&slot);
       // (R6) acquire: pairs with (R3); the records named by the slot are fully written.
       std::uint64_t w = slot.load(std::memory_order_acquire);
