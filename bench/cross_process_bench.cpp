@@ -15,7 +15,7 @@
 //                                     try_enqueue / try_dequeue with tokens
 //   BM_cross_moodycamel_thread_bulk   the same with try_enqueue_bulk / try_dequeue_bulk of 64
 //   BM_cross_tbb_thread_single        tbb::concurrent_bounded_queue, try_push / try_pop
-//   BM_cross_record_{bound,states}_thread_{single,bulk}
+//   BM_cross_record_{bound,states,early}_thread_{single,bulk}
 //                                     references for an engine built on a task table
 //                                     (see their section), not peers
 //   BM_cross_boost_mq_process/D/P     boost::interprocess::message_queue of depth D between
@@ -493,7 +493,7 @@ BENCHMARK(BM_cross_moodycamel_thread_bulk)->Apply(cross_config);
 
 // ---- references: what a record design costs ------------------------------------------
 //
-// Two stripped-down queues built the way the issues ask the engine to be built: a task
+// Stripped-down queues built the way the issues ask the engine to be built: a task
 // table whose records carry the payload inline, and record indices handed over.
 //
 //   BM_cross_record_bound_thread_*   each task is a record with a header line and an
@@ -508,8 +508,14 @@ BENCHMARK(BM_cross_moodycamel_thread_bulk)->Apply(cross_config);
 //       its own and fetched ahead. A reference, not a ceiling: it shows what a lean
 //       implementation of the per-task CASes reaches (the engine's single calls, which
 //       order their steps differently, measure faster than it).
+//   BM_cross_record_early_thread_*   the states reference with the producer's two
+//       transitions (reserve, queue) made kEarly tasks ahead of the record's body, so the
+//       consumer's claim finds a state word written long before, which it fetched ahead;
+//       only the body is still written just before the consumer reads it. It separates
+//       the cost of the consumer's own two locked instructions from that of racing the
+//       producer for the state word's line.
 //
-// Neither is a peer. Their ratios against moodycamel show how much of the gap the
+// None is a peer. Their ratios against moodycamel show how much of the gap the
 // design accounts for: the first moves two lines a task where moodycamel moves one; the
 // second adds a locked read-modify-write per transition, which cannot complete before
 // the stores ahead of it have reached their lines.
@@ -538,11 +544,14 @@ inline void bound_cas(std::atomic<std::uint64_t>& w, std::uint64_t from, std::ui
   }
 }
 
+// How far ahead the early variant reserves and queues its records.
+constexpr std::uint64_t kEarly = 64;
+
 struct alignas(64) BoundIndex {
   std::atomic<std::uint64_t> v{0};
 };
 
-RunResult run_record_bound_threads(std::uint64_t n, bool bulk, bool states) {
+RunResult run_record_bound_threads(std::uint64_t n, bool bulk, bool states, bool early = false) {
   const CpuPin pin(producer_cpu());
   constexpr std::uint64_t kMask = kDepth - 1;
   std::vector<BoundRecord> records(kDepth);  // value-initialised: every page touched
@@ -595,20 +604,34 @@ RunResult run_record_bound_threads(std::uint64_t n, bool bulk, bool states) {
     const std::size_t step = bulk ? kBatch : 1;
     std::uint64_t t = 0;
     std::uint64_t freed = 0;  // the consumer's head as last read
+    const std::uint64_t lead = early ? kEarly : 0;
+    if (early)
+      for (std::uint64_t i = 0; i < kEarly; ++i) {
+        bound_cas(ctrl[i].state, 0, 1);
+        bound_cas(ctrl[i].state, 1, 2);
+      }
     for (std::uint64_t base = 0; base < n; base += step) {
       const std::uint64_t k = std::min<std::uint64_t>(step, n - base);
       Backoff backoff;
-      for (std::uint64_t waits = 1; t + k - freed > kDepth; ++waits) {
+      for (std::uint64_t waits = 1; t + k + lead - freed > kDepth; ++waits) {
         // acquire: pairs with the consumer's release of head; it is done with those records.
         freed = head.v.load(std::memory_order_acquire);
-        if (t + k - freed <= kDepth) break;
+        if (t + k + lead - freed <= kDepth) break;
         backoff.pause();
         if ((waits & 4095) == 0 && watch.consumer_gone()) return "consumer stopped while the producer waited";
       }
       for (std::uint64_t i = 0; i < k; ++i) {
         const std::uint64_t seq = base + i;
         const auto idx = static_cast<std::uint32_t>((t + i) & kMask);
-        if (states) {
+        if (early) {
+          const auto e = static_cast<std::uint32_t>((idx + kEarly) & kMask);
+          bound_cas(ctrl[e].state, 0, 1);
+          bound_cas(ctrl[e].state, 1, 2);
+          ctrl[e].where = t + i + kEarly;
+          __builtin_prefetch(&ctrl[(e + 8) & kMask], 1);
+          __builtin_prefetch(&records[(idx + 8) & kMask], 1);
+          __builtin_prefetch(&records[(idx + 8) & kMask].payload, 1);
+        } else if (states) {
           __builtin_prefetch(&ctrl[(idx + 8) & kMask], 1);
           __builtin_prefetch(&records[(idx + 8) & kMask], 1);
           __builtin_prefetch(&records[(idx + 8) & kMask].payload, 1);
@@ -625,7 +648,7 @@ RunResult run_record_bound_threads(std::uint64_t n, bool bulk, bool states) {
         rec.header[7] = 0;
         rec.payload = Item{};
         rec.payload.seq = seq;
-        if (states) {
+        if (states && !early) {
           bound_cas(ctrl[idx].state, 1, 2);
           ctrl[idx].where = t + i;
         }
@@ -649,6 +672,12 @@ void BM_cross_record_bound_thread_bulk(benchmark::State& state) {
 void BM_cross_record_states_thread_single(benchmark::State& state) {
   run_timed(state, [](std::uint64_t n) { return run_record_bound_threads(n, false, true); });
 }
+void BM_cross_record_early_thread_single(benchmark::State& state) {
+  run_timed(state, [](std::uint64_t n) { return run_record_bound_threads(n, false, true, true); });
+}
+void BM_cross_record_early_thread_bulk(benchmark::State& state) {
+  run_timed(state, [](std::uint64_t n) { return run_record_bound_threads(n, true, true, true); });
+}
 void BM_cross_record_states_thread_bulk(benchmark::State& state) {
   run_timed(state, [](std::uint64_t n) { return run_record_bound_threads(n, true, true); });
 }
@@ -656,6 +685,8 @@ BENCHMARK(BM_cross_record_bound_thread_single)->Apply(cross_config);
 BENCHMARK(BM_cross_record_bound_thread_bulk)->Apply(cross_config);
 BENCHMARK(BM_cross_record_states_thread_single)->Apply(cross_config);
 BENCHMARK(BM_cross_record_states_thread_bulk)->Apply(cross_config);
+BENCHMARK(BM_cross_record_early_thread_single)->Apply(cross_config);
+BENCHMARK(BM_cross_record_early_thread_bulk)->Apply(cross_config);
 
 // ---- tbb --------------------------------------------------------------------------------
 

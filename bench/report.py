@@ -32,7 +32,7 @@ REQUIRED = ("scenario", "system", "payload_bytes", "producers", "consumers", "ta
 # Peers in the order the tables and plots show them; systems not listed follow alphabetically.
 SYSTEM_ORDER = ("shmsched", "shmsched_reserve0", "shmsched_reserve1", "index_ring", "boost_mq",
                 "redis", "redis_pipelined", "moodycamel", "tbb", "boost_semaphore",
-                "emulated_incr_decr", "spin_word", "record_bound", "record_states")
+                "emulated_incr_decr", "spin_word", "record_bound", "record_states", "record_early")
 
 # An error of this form means a peer is not installed: its rows are absent, the run is not failed.
 ABSENT_RE = re.compile(r"\bnot available\b", re.IGNORECASE)
@@ -106,6 +106,7 @@ _MICRO_SYSTEMS = (
     ("index_ring", "index_ring"),
     ("record_bound", "record_bound"),    # references for a task-table engine, not peers
     ("record_states", "record_states"),
+    ("record_early", "record_early"),
     ("shmsched", "shmsched"),
     ("alloc_fill_free", "shmsched"),
     ("wake_sleeping", "shmsched"),      # shmsched's sleeping wake-up; futex references are counters
@@ -606,6 +607,8 @@ MICRO_RATIOS = (
      "reference: records with state words, single / moodycamel thread single"),
     ("BM_cross_record_states_thread_single", "BM_cross_boost_mq_process/1024/0",
      "reference: records with state words, single / Boost mq (1024, blocking)"),
+    ("BM_cross_record_early_thread_single", "BM_cross_moodycamel_thread_single",
+     "reference: state words, producer's transitions 64 ahead, single / moodycamel thread single"),
     ("BM_cross_record_states_thread_bulk", "BM_cross_moodycamel_thread_bulk",
      "reference: records with state words, bulk 64 / moodycamel bulk"),
     ("BM_cross_shmsched_process_batch", "BM_cross_record_states_thread_bulk",
