@@ -98,14 +98,16 @@ struct BenchSegment {
 };
 
 /// A batch of kBatch tasks as the engine benchmarks send them: Items by value, with seq
-/// and priority_of(seq) set for each window of the stream. The specs point into `items`,
-/// so a batch stays where it was made.
+/// and priority_of(seq) set for each window of the stream (or priority 0 for every task
+/// when `spread` is false). The specs point into `items`, so a batch stays where it was
+/// made.
 struct TaskBatch {
   std::array<Item, kBatch> items{};
   std::array<TaskSpec, kBatch> specs;
   std::array<TaskId, kBatch> ids{};
+  bool spread = true;
 
-  TaskBatch(std::string_view type, QueueId queue) noexcept {
+  TaskBatch(std::string_view type, QueueId queue, bool spread_levels = true) noexcept : spread(spread_levels) {
     for (std::size_t i = 0; i < kBatch; ++i) {
       specs[i].type = type;
       specs[i].payload = as_payload(items[i]);
@@ -120,7 +122,7 @@ struct TaskBatch {
     const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, n - base));
     for (std::size_t i = 0; i < k; ++i) {
       items[i].seq = base + i;
-      specs[i].options.priority = priority_of(base + i);
+      specs[i].options.priority = spread ? priority_of(base + i) : std::uint8_t{0};
     }
     return std::span<const TaskSpec>(specs.data(), k);
   }

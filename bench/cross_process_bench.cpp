@@ -8,6 +8,9 @@
 //                                     single calls again, the consumer with take-ahead
 //                                     (Client::set_take_ahead, kTakeAhead): each take
 //                                     that holds nothing claims up to kTakeAhead tasks
+//   BM_cross_shmsched_process_{single,single_ahead,batch}_level0
+//                                     the same three with every task at priority 0, the
+//                                     work moodycamel's rows do (they have no priorities)
 //   BM_cross_shmsched_thread_single   the same engine between two threads of one process:
 //   BM_cross_shmsched_thread_batch    separates the cost of the engine from the cost of
 //                                     the process boundary
@@ -23,7 +26,8 @@
 //                                     use), P=1 try_send/try_receive polled like the others
 //
 // Every shmsched task and boost message carries a priority 0..7 from the same sequence
-// (priority_of); moodycamel and tbb have no priorities, so they do strictly less work.
+// (priority_of), except in the _level0 rows; moodycamel and tbb have no priorities, so
+// they do strictly less work than the spread rows.
 // The shmsched segment uses task_capacity 65536, 8 levels, 64-byte payloads; moodycamel
 // and tbb are bounded at the same 65536 items in flight. boost runs at depth 1024, where
 // it is at its best, and once at 65536 (see its section).
@@ -269,13 +273,18 @@ ConsumerError drain_shmsched(Client& c, QueueId q, std::uint64_t n, Calls calls,
   return err;
 }
 
-std::string produce_shmsched_single(Client& c, QueueId q, std::uint64_t n, const Watch& watch) {
+// Whether a run spreads its tasks over the eight priorities (priority_of), as the Boost
+// rows do, or puts every task at priority 0: the same work as moodycamel's rows, which
+// have no priorities (the consumer still looks at the levels in order).
+enum class Levels { spread, one };
+
+std::string produce_shmsched_single(Client& c, QueueId q, std::uint64_t n, const Watch& watch, Levels levels) {
   Item item{};
   TaskOptions o;
   o.queue = q;
   for (std::uint64_t seq = 0; seq < n; ++seq) {
     item.seq = seq;
-    o.priority = priority_of(seq);
+    o.priority = levels == Levels::spread ? priority_of(seq) : std::uint8_t{0};
     Backoff backoff;
     for (std::uint64_t waits = 1;; ++waits) {
       const Errc e = c.enqueue(kType, as_payload(item), o);
@@ -288,8 +297,8 @@ std::string produce_shmsched_single(Client& c, QueueId q, std::uint64_t n, const
   return {};
 }
 
-std::string produce_shmsched_batch(Client& c, QueueId q, std::uint64_t n, const Watch& watch) {
-  TaskBatch batch(kType, q);
+std::string produce_shmsched_batch(Client& c, QueueId q, std::uint64_t n, const Watch& watch, Levels levels) {
+  TaskBatch batch(kType, q, levels == Levels::spread);
   for (std::uint64_t base = 0; base < n; base += kBatch) {
     const std::span<const TaskSpec> specs = batch.window(base, n);
     const std::size_t k = specs.size();
@@ -309,7 +318,8 @@ std::string produce_shmsched_batch(Client& c, QueueId q, std::uint64_t n, const 
 
 // The producer's half of a run, common to the process and the thread consumer: wait for
 // the consumer, time the production and the drain, check the checksum.
-RunResult time_shmsched(Client& producer, QueueId q, std::uint64_t n, bool batch, ConsumerReport& rep, Child* child) {
+RunResult time_shmsched(Client& producer, QueueId q, std::uint64_t n, bool batch, ConsumerReport& rep, Child* child,
+                        Levels levels = Levels::spread) {
   RunResult r;
   if (!wait_for_flag(rep.ready, child, kStartTimeout)) {
     const auto f = static_cast<ConsumerError>(rep.failed.load(std::memory_order_acquire));
@@ -318,7 +328,8 @@ RunResult time_shmsched(Client& producer, QueueId q, std::uint64_t n, bool batch
   }
   const std::int64_t t0 = now_ns();
   const Watch watch{child, &rep, t0 + std::chrono::nanoseconds(kRunTimeout).count()};
-  r.error = batch ? produce_shmsched_batch(producer, q, n, watch) : produce_shmsched_single(producer, q, n, watch);
+  r.error = batch ? produce_shmsched_batch(producer, q, n, watch, levels)
+                  : produce_shmsched_single(producer, q, n, watch, levels);
   if (!r.error.empty()) return r;
   if (!wait_for_flag(rep.done, child, kRunTimeout)) {
     r.error = "consumer did not finish";
@@ -350,7 +361,7 @@ struct ShmschedRig {
   }
 };
 
-RunResult run_shmsched_processes(std::uint64_t n, Calls calls) {
+RunResult run_shmsched_processes(std::uint64_t n, Calls calls, Levels levels = Levels::spread) {
   const bool batch = calls == Calls::batch;
   const CpuPin pin(producer_cpu());
   ShmschedRig rig;
@@ -375,7 +386,7 @@ RunResult run_shmsched_processes(std::uint64_t n, Calls calls) {
     return e == kConsumerOk ? 0 : 4;
   });
   if (!child.started()) return {0, "fork failed"};
-  RunResult r = time_shmsched(*rig.producer, q, n, batch, *rep, &child);
+  RunResult r = time_shmsched(*rig.producer, q, n, batch, *rep, &child, levels);
   if (r.error.empty()) {
     if (const int rc = child.wait(); rc != 0) r.error = "consumer process exited with status " + std::to_string(rc);
   }
@@ -412,6 +423,15 @@ void BM_cross_shmsched_process_single_ahead(benchmark::State& state) {
 void BM_cross_shmsched_process_batch(benchmark::State& state) {
   run_timed(state, [](std::uint64_t n) { return run_shmsched_processes(n, Calls::batch); });
 }
+void BM_cross_shmsched_process_single_level0(benchmark::State& state) {
+  run_timed(state, [](std::uint64_t n) { return run_shmsched_processes(n, Calls::single, Levels::one); });
+}
+void BM_cross_shmsched_process_single_ahead_level0(benchmark::State& state) {
+  run_timed(state, [](std::uint64_t n) { return run_shmsched_processes(n, Calls::single_ahead, Levels::one); });
+}
+void BM_cross_shmsched_process_batch_level0(benchmark::State& state) {
+  run_timed(state, [](std::uint64_t n) { return run_shmsched_processes(n, Calls::batch, Levels::one); });
+}
 void BM_cross_shmsched_thread_single(benchmark::State& state) {
   run_timed(state, [](std::uint64_t n) { return run_shmsched_threads(n, Calls::single); });
 }
@@ -421,6 +441,9 @@ void BM_cross_shmsched_thread_batch(benchmark::State& state) {
 BENCHMARK(BM_cross_shmsched_process_single)->Apply(cross_config);
 BENCHMARK(BM_cross_shmsched_process_single_ahead)->Apply(cross_config);
 BENCHMARK(BM_cross_shmsched_process_batch)->Apply(cross_config);
+BENCHMARK(BM_cross_shmsched_process_single_level0)->Apply(cross_config);
+BENCHMARK(BM_cross_shmsched_process_single_ahead_level0)->Apply(cross_config);
+BENCHMARK(BM_cross_shmsched_process_batch_level0)->Apply(cross_config);
 BENCHMARK(BM_cross_shmsched_thread_single)->Apply(cross_config);
 BENCHMARK(BM_cross_shmsched_thread_batch)->Apply(cross_config);
 

@@ -529,6 +529,14 @@ MICRO_FLOORS = (
      "engine: process → process single calls, take-ahead 16, ≥ 5x Boost message_queue"),
     ("BM_cross_shmsched_process_single_ahead", "BM_cross_moodycamel_thread_single", 1.0,
      "engine: process single calls, take-ahead 16, ≥ 1x moodycamel thread single"),
+    # The same work as moodycamel's rows, which have no priorities: every task at
+    # priority 0. Shown beside the spread rows above, which stay the engine's verdicts.
+    ("BM_cross_shmsched_process_single_level0", "BM_cross_moodycamel_thread_single", 1.0,
+     "engine: process single calls, every task at priority 0, ≥ 1x moodycamel thread single"),
+    ("BM_cross_shmsched_process_single_ahead_level0", "BM_cross_moodycamel_thread_single", 1.0,
+     "engine: process single calls, take-ahead 16, every task at priority 0, ≥ 1x moodycamel thread single"),
+    ("BM_cross_shmsched_process_batch_level0", "BM_cross_moodycamel_thread_bulk", 0.5,
+     "engine: process batch calls, every task at priority 0, ≥ 0.5x moodycamel thread bulk"),
     ("BM_consumer_shmsched_full_path", "BM_consumer_boost_mq_process", 2.0,
      "consumer runtime: full path ≥ 2x Boost message_queue"),
     ("BM_sem_pair_shmsched_try", "BM_sem_pair_boost_try", 2.0,
