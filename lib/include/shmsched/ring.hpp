@@ -205,6 +205,14 @@ class IndexRing {
   /// Starts fetching the slot line of `pos` (a hint; a push or pop writes it next).
   void prefetch(std::uint64_t pos) const noexcept { detail::prefetch(&slots_[pos & mask_]); }
 
+  /// How many values the entry at `pos` holds for its lap now (0 if none), the first of
+  /// them in v: a look ahead (relaxed; no ordering), for prefetching only, as value_at.
+  std::uint32_t run_at(std::uint64_t pos, std::uint32_t& v) const noexcept {
+    const std::uint64_t w = slots_[pos & mask_].load(std::memory_order_relaxed);
+    if (!is_full(w) || lap_of_word(w) != lap_of_pos(pos)) return 0;
+    v = value_of(w);
+    return run_of(w);
+  }
   /// The first value of the entry at `pos` if it holds one for its lap now, else
   /// UINT32_MAX: a look ahead (relaxed; no ordering), for prefetching only.
   std::uint32_t value_at(std::uint64_t pos) const noexcept {
