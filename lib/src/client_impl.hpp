@@ -235,7 +235,7 @@ struct Client::Impl {
   // How many records ahead a batch's fill fetches the lines it writes next. Fetching
   // all of a batch's records as it reserved them asked for more lines at once than the
   // core keeps in flight; one fill this far ahead made a producer alone in its thread
-  // 20-35% faster (BM_backlog_shmsched_enqueue_batch, docs/benchmarks.md).
+  // a fifth to a third faster (BM_backlog_shmsched_enqueue_batch, docs/benchmarks.md).
   static constexpr std::uint32_t kFillAhead = 8;
   // How many members of a run a batch take fetches at once, and control words per line.
   static constexpr std::uint32_t kMaxRunFetch = 16;
@@ -1409,6 +1409,18 @@ struct Client::Impl {
   // Takes up to out.size() tasks of one level in ring order (a run is taken from its
   // front, several of its tasks at once); returns how many. A task found expired is
   // dead-lettered on the way and not counted.
+  // Starts fetching the lines of run members front .. end - 1 that a batch take is
+  // about to claim (at most kMaxRunFetch of them, none past the table); returns the
+  // member it stopped before.
+  [[gnu::always_inline]] std::uint32_t prefetch_run(std::uint32_t front, std::uint32_t end) const noexcept {
+    const std::uint32_t last = std::min<std::uint32_t>({end, front + kMaxRunFetch, core->capacity});
+    for (std::uint32_t x = front; x < last; ++x) {
+      if (x == front || x % kCtrlPerLine == 0) detail::prefetch(&core->ctrl[x]);
+      prefetch_body(x);
+    }
+    return last;
+  }
+
   // kOne: out has one element, known when compiled (single takes: the ring code then
   // folds away its bookkeeping for several).
   template <bool kOne>
@@ -1432,24 +1444,14 @@ struct Client::Impl {
       // The members of this entry (a run of a batch): their lines arrive together
       // instead of one claim's miss after another, and their claims fetch nothing more.
       if constexpr (!kOne) {
-        const std::uint32_t last = std::min<std::uint32_t>({end, front + kMaxRunFetch, core->capacity});
-        for (std::uint32_t x = front; x < last; ++x) {
-          if (x == front || x % kCtrlPerLine == 0) detail::prefetch(&core->ctrl[x]);
-          prefetch_body(x);
-        }
         fetched_from = front;
-        fetched_to = last;
+        fetched_to = prefetch_run(front, end);
         // And the next entry's members, so that they arrive while this entry's are
         // claimed: a batch take from a backlog 10-30% faster
         // (BM_backlog_shmsched_take_batch, docs/benchmarks.md).
-        std::uint32_t nv = 0;
-        const std::uint32_t nn = queue_rings[rid].run_at(pos + 1, nv);
-        const auto nlast = static_cast<std::uint32_t>(
-            std::min<std::uint64_t>({std::uint64_t{nv} + nn, std::uint64_t{nv} + kMaxRunFetch, core->capacity}));
-        for (std::uint32_t x = nv; nn != 0 && x < nlast; ++x) {
-          if (x == nv || x % kCtrlPerLine == 0) detail::prefetch(&core->ctrl[x]);
-          prefetch_body(x);
-        }
+        std::uint32_t after = 0;
+        const std::uint32_t run = queue_rings[rid].run_at(pos + 1, after);
+        prefetch_run(after, after + run);
       }
       prefetch_ahead(rid, pos);
     };
