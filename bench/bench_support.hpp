@@ -69,6 +69,16 @@ constexpr std::uint8_t priority_of(std::uint64_t seq) noexcept {
   return static_cast<std::uint8_t>((seq * 0x9E3779B97F4A7C15ULL) >> 61);
 }
 
+/// The segment of the engine's throughput benchmarks: 8 levels, kDepth records,
+/// payloads of one Item.
+inline Layout bench_layout() {
+  Layout l;
+  l.levels = 8;
+  l.task_capacity = kDepth;
+  l.payload_bytes = sizeof(Item);
+  return l;
+}
+
 /// A private segment with the queue "bench" and one Client on it: the set-up of the
 /// one-process micro-benchmarks. When it fails, `error` says why (for SkipWithError).
 struct BenchSegment {

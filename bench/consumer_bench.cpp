@@ -165,15 +165,8 @@ Child spawn_consumer(Segment& seg, const ConsumerOptions& opts, StopPipe& stop, 
   });
 }
 
-// The same layout and warm-up as cross_process_bench.cpp, so the two files' shmsched
-// numbers are comparable.
-Layout bench_layout() {
-  Layout l;
-  l.levels = 8;
-  l.task_capacity = kDepth;
-  l.payload_bytes = sizeof(Item);
-  return l;
-}
+// The same layout (bench_layout) and warm-up as cross_process_bench.cpp, so the two
+// files' shmsched numbers are comparable.
 
 // Fills the table at each level in turn and drains it, so every record, the free ring
 // and every level's ring have been touched before the clock starts.

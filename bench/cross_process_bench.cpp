@@ -186,14 +186,6 @@ void cross_config(benchmark::internal::Benchmark* b) {
 
 // ---- shmsched ---------------------------------------------------------------------
 
-Layout bench_layout() {
-  Layout l;
-  l.levels = 8;
-  l.task_capacity = kDepth;
-  l.payload_bytes = sizeof(Item);
-  return l;
-}
-
 // Fills the table at each level in turn and drains it, so every record, the free ring
 // and every level's ring have been touched before the clock starts.
 std::string warm_up(Client& c, QueueId q) {

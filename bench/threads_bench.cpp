@@ -122,11 +122,7 @@ std::string backlog_pass(Client& c, QueueId q, TaskBatch& batch, double& enqueue
 }
 
 void backlog_batch(benchmark::State& state, bool time_enqueue) {
-  Layout layout;
-  layout.levels = 8;
-  layout.task_capacity = kDepth;
-  layout.payload_bytes = sizeof(Item);
-  BenchSegment bench(layout, Role::producer | Role::consumer);
+  BenchSegment bench(bench_layout(), Role::producer | Role::consumer);
   if (!bench.ok()) return state.SkipWithError(bench.error.c_str());
   Client& c = *bench.client;
   TaskBatch batch(kType, bench.queue);
