@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of the benchmark runner: bench/run --smoke against the binaries of BUILD_DIR,
 # then checks its output independently of bench/report.py:
-#   latest.json: the machine block, records from every driver (shmsched_bench,
-#   shmsched_throughput, shmsched_scenarios, and callgrind when valgrind is installed), every
+#   latest.json: the machine block, records from every driver (shmsched_bench and its
+#   floors' rounds, shmsched_throughput, shmsched_scenarios, and callgrind when valgrind is installed), every
 #   record with the required keys and types, latency CDFs well formed;
 #   latest.md: the floors and ratio tables;
 #   with gnuplot installed: the PNGs exist and are PNG files.
@@ -126,7 +126,7 @@ for i, r in enumerate(records):
             if xs != sorted(xs) or ys != sorted(ys) or not (0 < ys[-1] <= 1.0 + 1e-9) or abs(ys[-1] - 1) > 1e-6:
                 fail(f"{label}: extra.cdf is not a CDF (increasing latencies and fractions ending at 1)")
 
-expected = ["shmsched_bench", "shmsched_throughput", "shmsched_scenarios"]
+expected = ["shmsched_bench", "floor_rounds", "shmsched_throughput", "shmsched_scenarios"]
 CALLGRIND = ["callgrind_full_path", "callgrind_engine_single", "callgrind_engine_batch"]
 if shutil.which("valgrind"):
     expected += CALLGRIND
@@ -144,6 +144,14 @@ for r in by_source.get("shmsched_bench", []):
 if records and not any(r.get("scenario") == "full_path" and r.get("system") == "shmsched"
                        and is_num(r.get("tasks_per_s")) and r["tasks_per_s"] > 0 for r in records):
     fail("no full_path record of shmsched with tasks_per_s > 0")
+for r in by_source.get("floor_rounds", []):
+    x = r.get("extra", {})
+    ratios = x.get("ratios")
+    if not (isinstance(ratios, list) and len(ratios) == 2 and all(is_num(v) and v > 0 for v in ratios)):
+        fail(f"floor_rounds record: extra.ratios must be 2 positive numbers (one a round), is {ratios!r}")
+    elif x.get("rounds_met") != sum(1 for v in ratios if v >= x.get("floor", math.inf)):
+        fail(f"floor_rounds record: extra.rounds_met {x.get('rounds_met')!r} does not count "
+             f"the ratios {ratios!r} at or above the floor {x.get('floor')!r}")
 cg = [r for src in CALLGRIND for r in by_source.get(src, []) if not r.get("error")]
 for r in cg:
     ipt = r.get("extra", {}).get("instructions_per_task")
@@ -156,6 +164,7 @@ if not os.path.isfile(md) or os.path.getsize(md) == 0:
 else:
     text = open(md, encoding="utf-8").read()
     for needle in ("## Floors", "| floor | measured | met? |", "full path 1P/1C 64 B",
+                   "## Floors round by round", "| floor | ratio, round by round | median | rounds meeting it |",
                    "## Full path", "shmsched / boost_mq"):
         if needle not in text:
             fail(f"latest.md lacks {needle!r}")

@@ -5,11 +5,17 @@ A floor is met when the medians meet it and, where both benchmarks ran several
 repetitions, the best repetitions meet it too: a peer whose repetitions fall into a slow
 and a fast mode must not let shmsched pass by its slow mode alone.
 
+And `report.py rounds`: one record per floor whose two rows ran in every round, with
+the ratio taken within each round and the count of rounds that meet the floor.
+
 usage: report_floors_test.py SOURCE_DIR
 """
+import argparse
 import importlib.util
+import json
 import os
 import sys
+import tempfile
 
 src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "..")
 spec = importlib.util.spec_from_file_location("report", os.path.join(src, "bench", "report.py"))
@@ -49,6 +55,67 @@ if verdict((8.0, [8.0]), (10.0, [10.0])) != "no":
     problems.append("medians short, one repetition each: want 'no'")
 # One repetition each: the medians decide.
 expect("one repetition", verdict((12.0, None), (10.0, None)), "yes")
+
+
+
+def gbench_round(rows):
+    """A Google Benchmark JSON document: rows {run name: (median M/s, error or None)},
+    each with two repetitions around its median and the median aggregate."""
+    benchmarks = []
+    for name, (median, error) in rows.items():
+        run = name + "/iterations:1/repeats:2/manual_time"
+        if error:
+            benchmarks.append({"name": run, "run_name": run, "run_type": "iteration",
+                               "error_occurred": True, "error_message": error})
+            continue
+        for v in (median * 0.9, median * 1.1):
+            benchmarks.append({"name": run, "run_name": run, "run_type": "iteration", "items_per_second": v * 1e6})
+        benchmarks.append({"name": run + "_median", "run_name": run, "run_type": "aggregate",
+                           "aggregate_name": "median", "items_per_second": median * 1e6})
+    return {"context": {}, "benchmarks": benchmarks}
+
+
+SINGLE, BOOST = "BM_cross_shmsched_process_single", "BM_cross_boost_mq_process/1024/0"
+MOODY = "BM_cross_moodycamel_thread_single"
+BOOST_LABEL = "engine: process → process single calls ≥ 5x Boost message_queue"
+with tempfile.TemporaryDirectory() as tmp:
+    paths = []
+    # Round 1 meets both floors, round 2 neither; round 3's moodycamel row failed.
+    for i, rows in enumerate(({SINGLE: (15.0, None), BOOST: (2.5, None), MOODY: (14.0, None)},
+                              {SINGLE: (10.0, None), BOOST: (2.5, None), MOODY: (16.0, None)},
+                              {SINGLE: (14.0, None), BOOST: (2.0, None), MOODY: (0, "moodycamel failed")})):
+        paths.append(os.path.join(tmp, f"r{i}.json"))
+        with open(paths[-1], "w", encoding="utf-8") as f:
+            json.dump(gbench_round(rows), f)
+    out = os.path.join(tmp, "rounds.jsonl")
+    rc = report.cmd_rounds(argparse.Namespace(inputs=paths, out=out))
+    with open(out, encoding="utf-8") as f:
+        recs = {r["extra"]["label"]: r for r in map(json.loads, f)}
+    if rc != 0:
+        problems.append(f"rounds: exit {rc}, want 0")
+    if LABEL in recs:
+        problems.append("rounds: a floor whose peer row failed in one round has a record")
+    r = recs.get(BOOST_LABEL)
+    if r is None:
+        problems.append(f"rounds: no record for {BOOST_LABEL!r}; got {sorted(recs)}")
+    else:
+        got = [round(x, 6) for x in r["extra"]["ratios"]]
+        if got != [6.0, 4.0, 7.0]:
+            problems.append(f"rounds: ratios {got}, want [6.0, 4.0, 7.0] (each round's medians)")
+        if r["extra"]["rounds_met"] != 2:
+            problems.append(f"rounds: rounds_met {r['extra']['rounds_met']}, want 2")
+        if r.get("scenario") != "floor_rounds" or any(k not in r for k in report.REQUIRED):
+            problems.append(f"rounds: record lacks the required keys or scenario: {r}")
+    md = report.cmd_markdown  # the table: one row per floor record
+    doc_path = os.path.join(tmp, "latest.json")
+    with open(doc_path, "w", encoding="utf-8") as f:
+        json.dump({"machine": {}, "records": list(recs.values())}, f)
+    md_path = os.path.join(tmp, "latest.md")
+    md(argparse.Namespace(input=doc_path, out=md_path, print_floors=False))
+    with open(md_path, encoding="utf-8") as f:
+        text = f.read()
+    if f"| {BOOST_LABEL} | 6x, 4x, 7x | 6x | 2 of 3 |" not in text:
+        problems.append("latest.md lacks the round-by-round row '| ... | 6x, 4x, 7x | 6x | 2 of 3 |'")
 
 if problems:
     print("report_floors_test: FAILED")
