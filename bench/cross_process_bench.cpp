@@ -21,6 +21,11 @@
 //   BM_cross_record_{bound,states,early}_thread_{single,bulk}
 //                                     references for an engine built on a task table
 //                                     (see their section), not peers
+//   BM_cross_two_transfers_thread     not a queue: two threads on the producer's and the
+//                                     consumer's CPUs hand a cache line back and forth; an
+//                                     item is a round trip, two line transfers in a row
+//                                     (the chain a take right behind its producer waits
+//                                     out, see its section), counter one_way_ns
 //   BM_cross_boost_mq_process/D/P     boost::interprocess::message_queue of depth D between
 //                                     two processes; P=0 blocking send/receive (its intended
 //                                     use), P=1 try_send/try_receive polled like the others
@@ -703,6 +708,78 @@ BENCHMARK(BM_cross_record_states_thread_bulk)->Apply(cross_config);
 BENCHMARK(BM_cross_record_early_thread_single)->Apply(cross_config);
 BENCHMARK(BM_cross_record_early_thread_bulk)->Apply(cross_config);
 
+// ---- two line transfers in a row ------------------------------------------------------
+//
+// A take right behind its producer waits for two line transfers one after the other:
+// the slot word the producer has just published, then the record it names (control
+// word, hot line and payload, fetched together), whose index it learns only from the
+// slot. A strict-priority consumer over levels that fill at random takes at least
+// seven tasks in eight that way (docs/benchmarks.md, "One priority against eight"), so
+// the rate of such pairs of transfers bounds single calls in that mode. This row
+// measures it on the benchmark's two CPUs: the first thread writes a line the second
+// spins on, the second answers on another line, n / 2 round trips, each counted as one
+// item; one_way_ns is half a round trip.
+
+struct alignas(64) TransferLine {
+  std::atomic<std::uint64_t> v{0};
+};
+
+RunResult run_two_transfers(std::uint64_t n) {
+  const CpuPin pin(producer_cpu());
+  TransferLine ping, pong;
+  const std::uint64_t trips = std::max<std::uint64_t>(n / 2, 1);
+  std::atomic<bool> ready{false};
+  std::atomic<bool> failed{false};
+  std::thread echo([&] {
+    const CpuPin echo_pin(consumer_cpu());
+    ready.store(true, std::memory_order_release);
+    for (std::uint64_t i = 1; i <= trips; ++i) {
+      // acquire/release: each side's store is what the other waits for; nothing else
+      // is handed over.
+      for (std::uint64_t spins = 0; ping.v.load(std::memory_order_acquire) != i; ++spins) {
+        if ((spins & 0xFFFFFF) == 0xFFFFFF && failed.load(std::memory_order_relaxed)) return;
+      }
+      pong.v.store(i, std::memory_order_release);
+    }
+  });
+  while (!ready.load(std::memory_order_acquire)) std::this_thread::yield();
+  const std::int64_t t0 = now_ns();
+  const std::int64_t deadline = t0 + std::chrono::nanoseconds(kRunTimeout).count();
+  RunResult r;
+  for (std::uint64_t i = 1; i <= trips && r.error.empty(); ++i) {
+    ping.v.store(i, std::memory_order_release);
+    for (std::uint64_t spins = 0; pong.v.load(std::memory_order_acquire) != i; ++spins) {
+      if ((spins & 0xFFFFFF) == 0xFFFFFF && now_ns() > deadline) {
+        r.error = "the echo thread stopped answering";
+        failed.store(true, std::memory_order_relaxed);
+        break;
+      }
+    }
+  }
+  r.seconds = static_cast<double>(now_ns() - t0) * 1e-9;
+  echo.join();
+  return r;
+}
+
+void BM_cross_two_transfers_thread(benchmark::State& state) {
+  const std::uint64_t n = task_count();
+  const std::uint64_t trips = std::max<std::uint64_t>(n / 2, 1);
+  double seconds = 0;
+  for (auto _ : state) {
+    const RunResult r = run_two_transfers(n);
+    if (!r.error.empty()) {
+      state.SkipWithError(r.error.c_str());
+      break;
+    }
+    state.SetIterationTime(r.seconds);
+    seconds += r.seconds;
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * trips));
+  if (state.iterations() != 0)
+    state.counters["one_way_ns"] = seconds * 1e9 / static_cast<double>(2 * trips * state.iterations());
+}
+BENCHMARK(BM_cross_two_transfers_thread)->Apply(cross_config);
+
 // ---- tbb --------------------------------------------------------------------------------
 
 RunResult run_tbb_threads(std::uint64_t n) {
@@ -895,6 +972,12 @@ const RatioDecl r7("2. one producer -> one consumer", "shmsched process single /
                    "BM_cross_shmsched_process_single", "BM_cross_boost_mq_process/65536/0");
 const RatioDecl r8("2. one producer -> one consumer", "shmsched process batch 64 / boost mq (1024, blocking)",
                    "BM_cross_shmsched_process_batch", "BM_cross_boost_mq_process/1024/0");
+
+const RatioDecl t1("2. one producer -> one consumer",
+                   "shmsched process single / two line transfers in a row (a take behind its producer)",
+                   "BM_cross_shmsched_process_single", "BM_cross_two_transfers_thread");
+const RatioDecl t2("2. one producer -> one consumer", "moodycamel thread single / two line transfers in a row",
+                   "BM_cross_moodycamel_thread_single", "BM_cross_two_transfers_thread");
 
 const RatioDecl s1("3. shmsched against itself", "process batch 64 / process single (what batching buys)",
                    "BM_cross_shmsched_process_batch", "BM_cross_shmsched_process_single");

@@ -33,7 +33,8 @@ REQUIRED = ("scenario", "system", "payload_bytes", "producers", "consumers", "ta
 # Peers in the order the tables and plots show them; systems not listed follow alphabetically.
 SYSTEM_ORDER = ("shmsched", "shmsched_reserve0", "shmsched_reserve1", "index_ring", "boost_mq",
                 "redis", "redis_pipelined", "moodycamel", "tbb", "boost_semaphore",
-                "emulated_incr_decr", "spin_word", "record_bound", "record_states", "record_early")
+                "emulated_incr_decr", "spin_word", "record_bound", "record_states", "record_early",
+                "line_transfer")
 
 # An error of this form means a peer is not installed: its rows are absent, the run is not failed.
 ABSENT_RE = re.compile(r"\bnot available\b", re.IGNORECASE)
@@ -117,6 +118,7 @@ _MICRO_SYSTEMS = (
     ("boost", "boost_semaphore"),
     ("emulated_incr", "emulated_incr_decr"),
     ("spin_word", "spin_word"),
+    ("two_transfers", "line_transfer"),  # a measure of the machine, not a queue
 )
 
 _GBENCH_FIELDS = {"name", "run_name", "run_type", "repetitions", "repetition_index", "threads", "iterations",
@@ -240,7 +242,7 @@ def cmd_rounds(args):
         except (OSError, json.JSONDecodeError) as e:
             die(f"rounds: cannot read {path}: {e}")
     records = []
-    for a, b, floor, label in MICRO_FLOORS:
+    for a, b, floor, label in list(MICRO_FLOORS) + [(a, b, None, label) for a, b, label in ROUND_REFERENCES]:
         ratios = [ratio(num(r.get(a)), num(r.get(b))) for r in rounds]
         if not rounds or any(x is None for x in ratios):
             continue
@@ -248,7 +250,7 @@ def cmd_rounds(args):
         rec["extra"] = {"label": label, "floor": floor, "numerator": a, "denominator": b,
                         "ratios": ratios, "numerator_rates": [r[a] for r in rounds],
                         "denominator_rates": [r[b] for r in rounds],
-                        "rounds_met": sum(1 for x in ratios if x >= floor)}
+                        "rounds_met": None if floor is None else sum(1 for x in ratios if x >= floor)}
         records.append(rec)
     if not records:
         die("rounds: no floor has both of its rows in every round", 1)
@@ -648,6 +650,16 @@ def micro_floors(records):
     return rows
 
 
+# Ratios without a floor that the rounds also take (numerator, denominator, label): how
+# single calls stand against two line transfers in a row, on the same CPUs in the same
+# round (docs/benchmarks.md, "One priority against eight").
+ROUND_REFERENCES = (
+    ("BM_cross_shmsched_process_single", "BM_cross_two_transfers_thread",
+     "(no floor) process single calls / two line transfers in a row"),
+    ("BM_cross_moodycamel_thread_single", "BM_cross_two_transfers_thread",
+     "(no floor) moodycamel thread single / two line transfers in a row"),
+)
+
 # Ratios of shmsched_bench rows, as in its own table (numerator, denominator, label).
 MICRO_RATIOS = (
     ("BM_consumer_shmsched_full_path", "BM_consumer_boost_mq_process",
@@ -672,6 +684,10 @@ MICRO_RATIOS = (
      "reference: records with state words, bulk 64 / moodycamel bulk"),
     ("BM_cross_shmsched_process_batch", "BM_cross_record_states_thread_bulk",
      "process batch 64 / the reference (records with state words, bulk 64)"),
+    ("BM_cross_shmsched_process_single", "BM_cross_two_transfers_thread",
+     "process single / two line transfers in a row (what a take right behind its producer waits out)"),
+    ("BM_cross_moodycamel_thread_single", "BM_cross_two_transfers_thread",
+     "moodycamel thread single / two line transfers in a row"),
     ("BM_cross_shmsched_process_batch", "BM_cross_shmsched_thread_batch",
      "process batch 64 / thread batch 64 (the price of the process boundary)"),
     ("BM_pair_shmsched_client/0", "BM_pair_moodycamel", "one thread pair, level 0 / moodycamel"),
@@ -731,8 +747,9 @@ def cmd_markdown(args):
             xs = [x for x in extra(r, "ratios") or [] if isinstance(x, (int, float))]
             if not xs:
                 continue
+            met = extra(r, "rounds_met")
             rows.append((extra(r, "label"), ", ".join(fmt_ratio(x) for x in xs),
-                         fmt_ratio(statistics.median(xs)), f"{extra(r, 'rounds_met')} of {len(xs)}"))
+                         fmt_ratio(statistics.median(xs)), "—" if met is None else f"{met} of {len(xs)}"))
         L += table(["floor", "ratio, round by round", "median", "rounds meeting it"], rows)
         L.append("")
 
@@ -878,7 +895,8 @@ def cmd_markdown(args):
             print(f"  [{met}] {what}: {measured}")
         for r in good(recs, "floor_rounds"):
             xs = [x for x in extra(r, "ratios") or [] if isinstance(x, (int, float))]
-            print(f"  [{extra(r, 'rounds_met')} of {len(xs)} rounds] {extra(r, 'label')}: "
+            met = extra(r, "rounds_met")
+            print(f"  [{'—' if met is None else f'{met} of {len(xs)}'} rounds] {extra(r, 'label')}: "
                   + ", ".join(fmt_ratio(x) for x in xs))
     return 0
 

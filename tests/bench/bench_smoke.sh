@@ -144,12 +144,19 @@ for r in by_source.get("shmsched_bench", []):
 if records and not any(r.get("scenario") == "full_path" and r.get("system") == "shmsched"
                        and is_num(r.get("tasks_per_s")) and r["tasks_per_s"] > 0 for r in records):
     fail("no full_path record of shmsched with tasks_per_s > 0")
+two = [r for r in by_source.get("shmsched_bench", []) if r.get("scenario") == "micro/BM_cross_two_transfers_thread"]
+if not two:
+    fail("no record of BM_cross_two_transfers_thread (two line transfers in a row)")
+for r in two:
+    ns = r.get("extra", {}).get("one_way_ns")
+    if r.get("error") or not is_num(r.get("tasks_per_s")) or not is_num(ns) or ns <= 0:
+        fail(f"BM_cross_two_transfers_thread: want a rate and extra.one_way_ns > 0, got {r}")
 for r in by_source.get("floor_rounds", []):
     x = r.get("extra", {})
     ratios = x.get("ratios")
     if not (isinstance(ratios, list) and len(ratios) == 2 and all(is_num(v) and v > 0 for v in ratios)):
         fail(f"floor_rounds record: extra.ratios must be 2 positive numbers (one a round), is {ratios!r}")
-    elif x.get("rounds_met") != sum(1 for v in ratios if v >= x.get("floor", math.inf)):
+    elif x.get("floor") is not None and x.get("rounds_met") != sum(1 for v in ratios if v >= x["floor"]):
         fail(f"floor_rounds record: extra.rounds_met {x.get('rounds_met')!r} does not count "
              f"the ratios {ratios!r} at or above the floor {x.get('floor')!r}")
 cg = [r for src in CALLGRIND for r in by_source.get(src, []) if not r.get("error")]

@@ -77,13 +77,16 @@ def gbench_round(rows):
 
 SINGLE, BOOST = "BM_cross_shmsched_process_single", "BM_cross_boost_mq_process/1024/0"
 MOODY = "BM_cross_moodycamel_thread_single"
+TWO = "BM_cross_two_transfers_thread"
+REF_LABEL = "(no floor) process single calls / two line transfers in a row"
 BOOST_LABEL = "engine: process → process single calls ≥ 5x Boost message_queue"
 with tempfile.TemporaryDirectory() as tmp:
     paths = []
     # Round 1 meets both floors, round 2 neither; round 3's moodycamel row failed.
-    for i, rows in enumerate(({SINGLE: (15.0, None), BOOST: (2.5, None), MOODY: (14.0, None)},
-                              {SINGLE: (10.0, None), BOOST: (2.5, None), MOODY: (16.0, None)},
-                              {SINGLE: (14.0, None), BOOST: (2.0, None), MOODY: (0, "moodycamel failed")})):
+    for i, rows in enumerate(({SINGLE: (15.0, None), BOOST: (2.5, None), MOODY: (14.0, None), TWO: (10.0, None)},
+                              {SINGLE: (10.0, None), BOOST: (2.5, None), MOODY: (16.0, None), TWO: (10.0, None)},
+                              {SINGLE: (14.0, None), BOOST: (2.0, None), MOODY: (0, "moodycamel failed"),
+                               TWO: (7.0, None)})):
         paths.append(os.path.join(tmp, f"r{i}.json"))
         with open(paths[-1], "w", encoding="utf-8") as f:
             json.dump(gbench_round(rows), f)
@@ -106,6 +109,11 @@ with tempfile.TemporaryDirectory() as tmp:
             problems.append(f"rounds: rounds_met {r['extra']['rounds_met']}, want 2")
         if r.get("scenario") != "floor_rounds" or any(k not in r for k in report.REQUIRED):
             problems.append(f"rounds: record lacks the required keys or scenario: {r}")
+    ref = recs.get(REF_LABEL)
+    if ref is None:
+        problems.append(f"rounds: no record for the reference {REF_LABEL!r}")
+    elif ref["extra"]["rounds_met"] is not None or [round(x, 6) for x in ref["extra"]["ratios"]] != [1.5, 1.0, 2.0]:
+        problems.append(f"rounds: reference record {ref['extra']}, want ratios [1.5, 1.0, 2.0] and no count")
     md = report.cmd_markdown  # the table: one row per floor record
     doc_path = os.path.join(tmp, "latest.json")
     with open(doc_path, "w", encoding="utf-8") as f:
@@ -116,6 +124,8 @@ with tempfile.TemporaryDirectory() as tmp:
         text = f.read()
     if f"| {BOOST_LABEL} | 6x, 4x, 7x | 6x | 2 of 3 |" not in text:
         problems.append("latest.md lacks the round-by-round row '| ... | 6x, 4x, 7x | 6x | 2 of 3 |'")
+    if f"| {REF_LABEL} | 1.5x, 1x, 2x | 1.5x | — |" not in text:
+        problems.append("latest.md lacks the reference row '| ... | 1.5x, 1x, 2x | 1.5x | — |'")
 
 if problems:
     print("report_floors_test: FAILED")
