@@ -327,6 +327,25 @@ struct RunResult {
   std::string error;  // empty = ok
 };
 
+/// Times run(n) once per iteration of a Google Benchmark `state` (manual time), n =
+/// task_count() items each; stops at the first error. Returns the seconds timed in all.
+template <class State, class Run>
+double run_timed(State& state, Run&& run) {
+  const std::uint64_t n = task_count();
+  double seconds = 0;
+  for (auto _ : state) {
+    const RunResult r = run(n);
+    if (!r.error.empty()) {
+      state.SkipWithError(r.error.c_str());
+      break;
+    }
+    state.SetIterationTime(r.seconds);
+    seconds += r.seconds;
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+  return seconds;
+}
+
 /// The verdict on a finished run: whether the consumer saw every item exactly as sent.
 std::string check_report(const ConsumerReport& r, std::uint64_t n);
 

@@ -374,20 +374,6 @@ RunResult run_boost_mq(std::uint64_t n) {
   return r;
 }
 
-template <class Run>
-void run_timed(benchmark::State& state, Run&& run) {
-  const std::uint64_t n = task_count();
-  for (auto _ : state) {
-    const RunResult r = run(n);
-    if (!r.error.empty()) {
-      state.SkipWithError(r.error.c_str());
-      break;
-    }
-    state.SetIterationTime(r.seconds);
-  }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
-}
-
 // Manual time: the clock runs from the first enqueue to the last handler, without the
 // fork, the warm-up and the consumer's start-up.
 void throughput_config(benchmark::internal::Benchmark* b) {

@@ -171,20 +171,6 @@ RunResult time_thread_run(ConsumerReport& rep, std::uint64_t n, Produce produce)
   return r;
 }
 
-template <class Run>
-void run_timed(benchmark::State& state, Run&& run) {
-  const std::uint64_t n = task_count();
-  for (auto _ : state) {
-    const RunResult r = run(n);
-    if (!r.error.empty()) {
-      state.SkipWithError(r.error.c_str());
-      break;
-    }
-    state.SetIterationTime(r.seconds);
-  }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
-}
-
 void cross_config(benchmark::internal::Benchmark* b) {
   b->UseManualTime()->Iterations(1)->Repetitions(5)->DisplayAggregatesOnly(true)->Unit(benchmark::kMillisecond);
 }
@@ -717,7 +703,7 @@ BENCHMARK(BM_cross_record_early_thread_bulk)->Apply(cross_config);
 // seven tasks in eight that way (docs/benchmarks.md, "One priority against eight"), so
 // the rate of such pairs of transfers bounds single calls in that mode. This row
 // measures it on the benchmark's two CPUs: the first thread writes a line the second
-// spins on, the second answers on another line, n / 2 round trips, each counted as one
+// spins on, the second answers on another line, n round trips, each counted as one
 // item; one_way_ns is half a round trip.
 
 struct alignas(64) TransferLine {
@@ -727,7 +713,7 @@ struct alignas(64) TransferLine {
 RunResult run_two_transfers(std::uint64_t n) {
   const CpuPin pin(producer_cpu());
   TransferLine ping, pong;
-  const std::uint64_t trips = std::max<std::uint64_t>(n / 2, 1);
+  const std::uint64_t trips = n;
   std::atomic<bool> ready{false};
   std::atomic<bool> failed{false};
   std::thread echo([&] {
@@ -762,21 +748,9 @@ RunResult run_two_transfers(std::uint64_t n) {
 }
 
 void BM_cross_two_transfers_thread(benchmark::State& state) {
-  const std::uint64_t n = task_count();
-  const std::uint64_t trips = std::max<std::uint64_t>(n / 2, 1);
-  double seconds = 0;
-  for (auto _ : state) {
-    const RunResult r = run_two_transfers(n);
-    if (!r.error.empty()) {
-      state.SkipWithError(r.error.c_str());
-      break;
-    }
-    state.SetIterationTime(r.seconds);
-    seconds += r.seconds;
-  }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * trips));
+  const double seconds = run_timed(state, run_two_transfers);
   if (state.iterations() != 0)
-    state.counters["one_way_ns"] = seconds * 1e9 / static_cast<double>(2 * trips * state.iterations());
+    state.counters["one_way_ns"] = seconds * 1e9 / static_cast<double>(2 * task_count() * state.iterations());
 }
 BENCHMARK(BM_cross_two_transfers_thread)->Apply(cross_config);
 
