@@ -701,7 +701,7 @@ BENCHMARK(BM_cross_record_early_thread_bulk)->Apply(cross_config);
 // word, hot line and payload, fetched together), whose index it learns only from the
 // slot. A strict-priority consumer over levels that fill at random takes at least
 // seven tasks in eight that way (docs/benchmarks.md, "One priority against eight"), so
-// the rate of such pairs of transfers bounds single calls in that mode. This row
+// the rate of such pairs of transfers sets the pace of single calls there. This row
 // measures it on the benchmark's two CPUs: the first thread writes a line the second
 // spins on, the second answers on another line, n round trips, each counted as one
 // item; one_way_ns is half a round trip.
@@ -713,13 +713,12 @@ struct alignas(64) TransferLine {
 RunResult run_two_transfers(std::uint64_t n) {
   const CpuPin pin(producer_cpu());
   TransferLine ping, pong;
-  const std::uint64_t trips = n;
   std::atomic<bool> ready{false};
   std::atomic<bool> failed{false};
   std::thread echo([&] {
     const CpuPin echo_pin(consumer_cpu());
     ready.store(true, std::memory_order_release);
-    for (std::uint64_t i = 1; i <= trips; ++i) {
+    for (std::uint64_t i = 1; i <= n; ++i) {
       // acquire/release: each side's store is what the other waits for; nothing else
       // is handed over.
       for (std::uint64_t spins = 0; ping.v.load(std::memory_order_acquire) != i; ++spins) {
@@ -732,7 +731,7 @@ RunResult run_two_transfers(std::uint64_t n) {
   const std::int64_t t0 = now_ns();
   const std::int64_t deadline = t0 + std::chrono::nanoseconds(kRunTimeout).count();
   RunResult r;
-  for (std::uint64_t i = 1; i <= trips && r.error.empty(); ++i) {
+  for (std::uint64_t i = 1; i <= n && r.error.empty(); ++i) {
     ping.v.store(i, std::memory_order_release);
     for (std::uint64_t spins = 0; pong.v.load(std::memory_order_acquire) != i; ++spins) {
       if ((spins & 0xFFFFFF) == 0xFFFFFF && now_ns() > deadline) {
