@@ -650,16 +650,6 @@ def micro_floors(records):
     return rows
 
 
-# Ratios without a floor that the rounds also take (numerator, denominator, label): how
-# single calls stand against two line transfers in a row, on the same CPUs in the same
-# round (docs/benchmarks.md, "One priority against eight").
-ROUND_REFERENCES = (
-    ("BM_cross_shmsched_process_single", "BM_cross_two_transfers_thread",
-     "(no floor) process single calls / two line transfers in a row"),
-    ("BM_cross_moodycamel_thread_single", "BM_cross_two_transfers_thread",
-     "(no floor) moodycamel thread single / two line transfers in a row"),
-)
-
 # Ratios of shmsched_bench rows, as in its own table (numerator, denominator, label).
 MICRO_RATIOS = (
     ("BM_consumer_shmsched_full_path", "BM_consumer_boost_mq_process",
@@ -698,6 +688,13 @@ MICRO_RATIOS = (
     ("BM_sem_scarce_shmsched", "BM_sem_scarce_emulated_incr_retry",
      "scarce resource tasks/s / emulated INCR/DECR + retry"),
 )
+
+
+# Ratios without a floor that the rounds also take: the rows of MICRO_RATIOS against
+# two line transfers in a row, on the same CPUs in the same round (docs/benchmarks.md,
+# "One priority against eight").
+ROUND_REFERENCES = tuple((a, b, "(no floor) " + label) for a, b, label in MICRO_RATIOS
+                         if b == "BM_cross_two_transfers_thread")
 
 
 def cmd_markdown(args):

@@ -1406,9 +1406,6 @@ struct Client::Impl {
     return n;
   }
 
-  // Takes up to out.size() tasks of one level in ring order (a run is taken from its
-  // front, several of its tasks at once); returns how many. A task found expired is
-  // dead-lettered on the way and not counted.
   // Starts fetching the lines of run members front .. end - 1 that a batch take is
   // about to claim (at most kMaxRunFetch of them, none past the table); returns the
   // member it stopped before.
@@ -1421,6 +1418,9 @@ struct Client::Impl {
     return last;
   }
 
+  // Takes up to out.size() tasks of one level in ring order (a run is taken from its
+  // front, several of its tasks at once); returns how many. A task found expired is
+  // dead-lettered on the way and not counted.
   // kOne: out has one element, known when compiled (single takes: the ring code then
   // folds away its bookkeeping for several).
   template <bool kOne>

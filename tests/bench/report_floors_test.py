@@ -78,7 +78,8 @@ def gbench_round(rows):
 SINGLE, BOOST = "BM_cross_shmsched_process_single", "BM_cross_boost_mq_process/1024/0"
 MOODY = "BM_cross_moodycamel_thread_single"
 TWO = "BM_cross_two_transfers_thread"
-REF_LABEL = "(no floor) process single calls / two line transfers in a row"
+REF_LABEL = ("(no floor) process single / two line transfers in a row "
+             "(what a take right behind its producer waits out)")
 BOOST_LABEL = "engine: process → process single calls ≥ 5x Boost message_queue"
 with tempfile.TemporaryDirectory() as tmp:
     paths = []
