@@ -592,8 +592,6 @@ MICRO_FLOORS = (
      "engine: process batch calls, every task at priority 0, ≥ 0.5x moodycamel thread bulk"),
     ("BM_consumer_shmsched_full_path", "BM_consumer_boost_mq_process", 2.0,
      "consumer runtime: full path ≥ 2x Boost message_queue"),
-    ("BM_sem_pair_shmsched_try", "BM_sem_pair_boost_try", 2.0,
-     "semaphore: uncontended acquire+release ≥ 2x Boost interprocess_semaphore"),
 )
 
 

@@ -7,13 +7,12 @@ namespace shmsched {
 
 // -------------------------------------------------------------------------------------
 
-Client::Client(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)), lease_(&impl_->lease) {}
-Client::Client(Client&& o) noexcept : impl_(std::move(o.impl_)), lease_(std::exchange(o.lease_, &detail::g_no_lease)) {}
+Client::Client(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+Client::Client(Client&& o) noexcept : impl_(std::move(o.impl_)) {}
 Client& Client::operator=(Client&& o) noexcept {
   if (this != &o) {
     detach();
     impl_ = std::move(o.impl_);
-    lease_ = std::exchange(o.lease_, &detail::g_no_lease);
   }
   return *this;
 }
@@ -43,7 +42,6 @@ Result<Client> Client::attach(Segment& segment, Role role) {
   impl->ahead = std::make_unique<Impl::Ahead[]>(core->layout.max_queues);
   static std::atomic<std::uint64_t> next_client_id{1};
   impl->client_id = next_client_id.fetch_add(1, std::memory_order_relaxed);  // relaxed: only uniqueness matters
-  impl->lease.id.store(impl->client_id, std::memory_order_relaxed);
   for (std::uint32_t r = 0; r < core->ring_count(); ++r)
     impl->queue_rings[r] = core->ring(static_cast<std::uint16_t>(r));
   const auto self = ProcessIdentity::self();
@@ -69,11 +67,6 @@ Result<Client> Client::attach(Segment& segment, Role role) {
     p.workers.store(0, std::memory_order_relaxed);
     p.reaped.store(0, std::memory_order_relaxed);
     p.processed.store(0, std::memory_order_relaxed);
-    p.leasing.lease.store(0, std::memory_order_relaxed);
-    // leasing.revoke is kept: lease generations continue from it, so they only grow per
-    // slot and a late revoker of a former occupant's lease cannot mark a new one.
-    impl->lease_gens = p.leasing.revoke.load(std::memory_order_relaxed) & 0xFFFFFFFFULL;
-    impl->lease.words = &p.leasing;
     impl->me = &p;
     impl->slot = i;
     impl->my_counters = &core->counter(i, 0, 0);

@@ -635,9 +635,7 @@ struct Client::Impl {
     auto* e = sem_entry(sem);
     return e != nullptr && sem_try_acquire(e, n, holder);
   }
-  /// With `slot`, the ledger slot of a one-permit grant is stored there.
-  bool sem_try_acquire(detail::SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder,
-                       std::uint32_t* slot = nullptr) noexcept;
+  bool sem_try_acquire(detail::SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder) noexcept;
   std::uint32_t sem_release(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept {
     auto* e = sem_entry(sem);
     return e != nullptr ? sem_release(e, n, holder) : 0;
@@ -648,27 +646,13 @@ struct Client::Impl {
   /// parked tasks to their queues, each only when someone is there (two loads otherwise).
   void sem_freed(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
 
-  // ---- permit leases (semaphore.cpp) -------------------------------------------------
-  // One thread per process (the first to use a semaphore directly) may keep the permit
-  // it releases as a lease, and take it again with plain stores; anyone who needs it
-  // takes it back with an asymmetric fence. See docs/resources.md.
-  detail::LeaseView lease;                     // the lease thread's state (detail/lease.hpp)
-  std::atomic<std::uint32_t> lease_thread{0};  // its thread number; 0 = none yet
-  std::uint64_t client_id = 0;                 // process-unique, never reused; set at attach
-  std::uint64_t lease_gens = 0;                // generations handed out (lease thread only)
-  bool is_lease_thread() noexcept;
-  bool lease_try_acquire(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
-  bool lease_release(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
-  bool lease_grant(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
-  void lease_give_back(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
-  bool free_ledger_slot(detail::SemaphoreEntry* e, unsigned slot, std::uint64_t holder) noexcept;
-  bool revoke_idle_leases(detail::SemaphoreEntry* e) noexcept;
-  bool direct_acquire(detail::SemaphoreEntry* e, std::uint32_t sem, std::uint32_t n) noexcept;
+  std::uint64_t client_id = 0;  // process-unique, never reused; set at attach
   std::uint32_t sweep_ledgers(DeadSlot dead) noexcept;
   /// Whether a ledger holder still holds: judged by liveness, or with `dead` given, by
   /// not being one of its tokens.
   bool holder_valid(std::uint64_t holder, const DeadSlot* dead) const noexcept;
-  std::size_t unpark_to_queues(std::uint32_t sem) noexcept;
+  bool pop_parked(detail::SemaphoreEntry* e, std::uint32_t sem, std::uint32_t& v, std::uint64_t& w) noexcept;
+  std::size_t unpark_to_queues(std::uint32_t sem, std::size_t reserved = 0) noexcept;
 
   bool slot_process_alive(const detail::ParticipantSlot& p, std::uint64_t w) const noexcept {
     const auto pid = static_cast<std::int32_t>(p.pid.load(std::memory_order_relaxed));
@@ -728,9 +712,6 @@ struct Client::Impl {
 
   void deregister() noexcept {
     if (!attached) return;
-    // The lease thread is this one, or not inside the Client (detach's contract): from
-    // here no thread's tls_lease_of matches, so no lease is used after the sweep below.
-    lease.id.store(detail::LeaseView::kDetached, std::memory_order_relaxed);
     // Records held ahead go back first, in the order claimed and queued: the sweep
     // below would requeue them in index order, or dead-letter one whose attempts
     // were used up by earlier runs although this process never ran it.

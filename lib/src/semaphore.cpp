@@ -1,21 +1,12 @@
 // Semaphores: table, grants and the holder ledger, parking and hand-over.
 // See semaphore.hpp for the contract and docs/resources.md for the protocol.
 
-#include <linux/membarrier.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <bit>
 
 #include "client_impl.hpp"
 #include "shmsched/detail/name_table.hpp"
 
 namespace shmsched {
-
-namespace detail {
-thread_local constinit std::uint64_t tls_lease_of = 0;
-constinit LeaseView g_no_lease{LeaseView::kDetached};
-}  // namespace detail
 
 namespace {
 using detail::SemaphoreEntry;
@@ -55,57 +46,6 @@ std::uint32_t thread_number() noexcept {
 std::uint64_t participant_holder(std::uint16_t token) noexcept {
   return detail::kHolderParticipant | (std::uint64_t{thread_number()} << 16) | token;
 }
-
-// ---- lease encodings ----
-// Ledger holder of a lease: kind 3, generation, owner token. Of a revocation in flight:
-// kind 3 with bit 61, the revoker's token.
-constexpr std::uint64_t kGenMask = 0xFFFFFFFFULL;
-std::uint64_t lease_holder(std::uint64_t gen, std::uint16_t token) noexcept {
-  return detail::kHolderLease | ((gen & kGenMask) << 16) | token;
-}
-bool is_lease_holder(std::uint64_t h) noexcept {
-  return (h & (detail::kHolderKindMask | (std::uint64_t{1} << 61))) == detail::kHolderLease;
-}
-bool is_revoking_holder(std::uint64_t h) noexcept {
-  return (h & (detail::kHolderKindMask | (std::uint64_t{1} << 61))) == detail::kHolderRevoking;
-}
-// The owner's lease word: detail::lease_word (detail/lease.hpp).
-using detail::kLeaseBusy;
-using detail::kLeaseIdle;
-using detail::kLeaseNone;
-
-// Whether this process may keep leases: revokers reach a lease owner's CPU through
-// membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which reaches only processes that
-// registered for it. Decided once per process.
-bool leases_supported() noexcept {
-  static const bool ok = [] {
-    if (std::getenv("SHMSCHED_NO_LEASES") != nullptr) return false;
-    const long cmds = ::syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-    if (cmds < 0 || (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0) return false;
-    return ::syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
-  }();
-  return ok;
-}
-
-// The heavy side of the asymmetric fence: when it returns, every thread of every
-// registered process that was running has passed a full memory barrier, so a lease
-// owner's plain store before it is visible, or the owner's load after it sees ours.
-bool heavy_fence() noexcept {
-  return ::syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0;
-}
-
-}  // namespace
-
-bool permit_leases_available() noexcept {
-  return leases_supported();
-}
-
-namespace {
-
-// After a lease was taken back, this many grants go without one: a contended semaphore
-// is not worth leasing (every hand-over would cost a fence).
-constexpr std::uint32_t kLeaseCooling = 1024;
-
 }  // namespace
 
 // ---- table -----------------------------------------------------------------------------
@@ -150,22 +90,7 @@ std::vector<SemaphoreInfo> Segment::semaphores() const {
     const auto& e = core.semaphores[i];
     if ((e.word.load(std::memory_order_acquire) & 3) != SemaphoreEntry::kReady) continue;
     const std::uint64_t p = e.permits.load(std::memory_order_acquire);
-    // Idle leases are free for anyone who asks: not "in use".
-    std::uint32_t leased = 0;
-    for (std::uint64_t m = p & kBits; m != 0; m &= m - 1) {
-      const std::uint64_t h = e.holders[std::countr_zero(m)].load(std::memory_order_acquire);
-      if (!is_lease_holder(h)) continue;
-      const std::uint32_t idx = detail::token_index(static_cast<std::uint16_t>(h & 0xFFFF));
-      if (idx == 0 || idx > core.layout.max_participants) continue;
-      const std::uint64_t lw = core.participants[idx - 1].leasing.lease.load(std::memory_order_relaxed);
-      if ((lw >> 32) == ((h >> 16) & kGenMask) && (lw & 0xFF) != kLeaseBusy) ++leased;
-    }
-    SemaphoreInfo info{static_cast<SemId>(i),
-                       detail::read_name(e.name),
-                       capacity_of(p),
-                       in_use_of(p) - leased,
-                       leased,
-                       0,
+    SemaphoreInfo info{static_cast<SemId>(i), detail::read_name(e.name), capacity_of(p), in_use_of(p), 0,
                        e.waiters.load(std::memory_order_relaxed)};
     for (std::uint32_t l = 0; l < core.levels; ++l) info.parked += core.ring(core.park_ring_id(i, l)).depth_guess();
     out.push_back(std::move(info));
@@ -175,10 +100,9 @@ std::vector<SemaphoreInfo> Segment::semaphores() const {
 
 // ---- grants and the ledger ---------------------------------------------------------------
 
-namespace {
 // Grant n permits of `e` to `holder`, or nothing. (G1) claims n free ledger slots,
 // (G2) sets their bits in the permit word if the capacity allows -- one CAS, the grant.
-bool grant(SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder, std::uint32_t* slot) noexcept {
+bool Client::Impl::sem_try_acquire(SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder) noexcept {
   if (n > kSlots) return false;
   if (n == 0) return true;
   // Cheap look first: no ledger writes when the capacity is used up.
@@ -210,163 +134,7 @@ bool grant(SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder, std::uint32
     if (e->permits.compare_exchange_weak(w, w | claimed, std::memory_order_seq_cst, std::memory_order_acquire)) break;
   }
   SHMSCHED_FAULT_POINT(sem_acquire_granted);
-  if (slot != nullptr) *slot = static_cast<std::uint32_t>(std::countr_zero(claimed));
   return true;
-}
-}  // namespace
-
-// A grant; when the permits are all taken and some are idle leases, those are taken
-// back first (the slow path: a fence of about a microsecond).
-bool Client::Impl::sem_try_acquire(SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder,
-                                   std::uint32_t* slot) noexcept {
-  if (grant(e, n, holder, slot)) return true;
-  return revoke_idle_leases(e) && grant(e, n, holder, slot);
-}
-
-// ---- leases ------------------------------------------------------------------------------
-//
-// The lease thread of a process keeps the one permit it releases, marked idle in its
-// participant slot's lease word (`leasing.lease`), and takes it again by marking it busy: plain stores,
-// no locked instruction. The ledger names the lease (kHolderLease, generation, token),
-// so the permit stays accounted to a live holder and the reaper returns it if the
-// process dies. Another acquirer that finds no free permit takes idle leases back:
-//
-//   owner, take:    lease = busy(gen);  compiler fence;  load revoke: == gen? give back
-//   owner, release: lease = idle(gen);  compiler fence;  load revoke: == gen? give back
-//   revoker:        revoke = gen;       membarrier;      load lease: busy(gen)? leave it
-//
-// membarrier (the heavy side) makes every running thread of the registered processes
-// pass a full barrier, so the owner's store before it is seen by the revoker's load, or
-// the revoker's store is seen by the owner's load after it (Dekker without a fence on the
-// owner's side). Whoever frees a lease's ledger slot does it by CAS from the lease's exact
-// holder value, so an owner giving back and a revoker taking back cannot both free it.
-// The revoker marks every lease it finds, busy ones too, and frees the idle ones; a busy
-// one is given back by its owner's next release, which sees the mark and frees the
-// permit for real and wakes the waiters, as a plain release does. A direct acquirer
-// about to sleep and a parker about to park have both failed a grant, and a failed
-// grant revokes (sem_try_acquire; unpark_to_queues after a park): so the release needs
-// to look at the mark only, not at the waiters or parked tasks themselves.
-
-bool Client::Impl::is_lease_thread() noexcept {
-  const std::uint64_t id = lease.id.load(std::memory_order_relaxed);
-  if (id == detail::LeaseView::kDetached) return false;
-  if (detail::tls_lease_of == id) return true;
-  if (!leases_supported()) return false;
-  const std::uint32_t me_thread = thread_number();
-  std::uint32_t cur = lease_thread.load(std::memory_order_relaxed);  // relaxed: claimed once, read by its owner
-  if (cur != me_thread &&
-      !(cur == 0 && lease_thread.compare_exchange_strong(cur, me_thread, std::memory_order_relaxed)))
-    return false;
-  detail::tls_lease_of = id;
-  return true;
-}
-
-// The slow paths' use of the inline owner side (detail/lease.hpp), for a caller that is
-// the lease thread: a take that finds its lease revoked gives it back here.
-bool Client::Impl::lease_try_acquire(SemaphoreEntry* e, std::uint32_t sem) noexcept {
-  if (!lease.is(sem, kLeaseIdle)) return false;
-  if (detail::lease_take(lease, sem)) return true;
-  lease_give_back(e, sem);  // taken back, or the capacity shrank (set_capacity revokes)
-  return false;
-}
-
-bool Client::Impl::lease_release(SemaphoreEntry* e, std::uint32_t sem) noexcept {
-  switch (detail::lease_put(lease, sem)) {
-    case detail::LeasePut::not_a_lease:
-      return false;
-    case detail::LeasePut::give_back:
-      lease_give_back(e, sem);
-      return true;
-    case detail::LeasePut::done:
-      return true;
-  }
-  return true;
-}
-
-// A new lease: a one-permit grant held by the lease holder value of a new generation.
-bool Client::Impl::lease_grant(SemaphoreEntry* e, std::uint32_t sem) noexcept {
-  if (lease.active() || lease.cool != 0) {
-    if (lease.cool != 0) --lease.cool;
-    return false;
-  }
-  const std::uint64_t gen = (++lease_gens) & kGenMask;
-  // Counted before the grant (relaxed: a hint that only ever errs high while the lease
-  // lives), so a revoker never skips a live lease.
-  e->leases.fetch_add(1, std::memory_order_relaxed);
-  std::uint32_t slot = 0;
-  if (!sem_try_acquire(e, 1, lease_holder(gen, token), &slot)) {
-    e->leases.fetch_sub(1, std::memory_order_relaxed);
-    lease.cool = kLeaseCooling;  // contended: plain grants for a while
-    return false;
-  }
-  lease.cool = 0;
-  me->leasing.lease.store(detail::lease_word(gen, sem, slot, kLeaseBusy), std::memory_order_relaxed);
-  return true;
-}
-
-void Client::Impl::lease_give_back(SemaphoreEntry* e, std::uint32_t sem) noexcept {
-  // The lease word names the lease: its generation and ledger slot.
-  const std::uint64_t lw = lease.word();
-  const bool freed = free_ledger_slot(e, static_cast<unsigned>((lw >> 8) & 0xFF), lease_holder(lw >> 32, token));
-  me->leasing.lease.store(kLeaseNone, std::memory_order_relaxed);
-  lease.cool = kLeaseCooling;  // someone else wanted it: plain grants for a while
-  if (freed) sem_freed(e, sem);
-}
-
-// Frees ledger slot `slot` if it still holds exactly `holder`: the bit (G3), then the
-// slot (G4), as a release does, with the slot marked as being revoked in between so
-// that nobody else claims or frees it. True when this call freed it.
-bool Client::Impl::free_ledger_slot(SemaphoreEntry* e, unsigned slot, std::uint64_t holder) noexcept {
-  std::uint64_t expect = holder;
-  // acq_rel: the slot is ours to free; no other freer can match the holder value now.
-  if (!e->holders[slot].compare_exchange_strong(expect, detail::kHolderRevoking | token, std::memory_order_acq_rel,
-                                                std::memory_order_relaxed))
-    return false;
-  SHMSCHED_FAULT_POINT(sem_lease_revoking);
-  e->permits.fetch_and(~(std::uint64_t{1} << slot), std::memory_order_seq_cst);  // (G3)
-  e->holders[slot].store(0, std::memory_order_release);                          // (G4)
-  e->leases.fetch_sub(1, std::memory_order_relaxed);
-  return true;
-}
-
-// Takes back every idle lease of `e`. True when at least one permit was freed.
-bool Client::Impl::revoke_idle_leases(SemaphoreEntry* e) noexcept {
-  // relaxed: the count errs high while a lease lives (see lease_grant).
-  if (e->leases.load(std::memory_order_relaxed) == 0) return false;
-  struct Candidate {
-    unsigned slot;
-    std::uint64_t holder;
-    detail::ParticipantSlot* owner;
-  };
-  Candidate found[kSlots];
-  unsigned n = 0;
-  const std::uint64_t bits = e->permits.load(std::memory_order_acquire) & kBits;
-  for (std::uint64_t m = bits; m != 0; m &= m - 1) {
-    const auto i = static_cast<unsigned>(std::countr_zero(m));
-    const std::uint64_t h = e->holders[i].load(std::memory_order_acquire);
-    if (!is_lease_holder(h)) continue;
-    const std::uint32_t idx = detail::token_index(static_cast<std::uint16_t>(h & 0xFFFF));
-    if (idx == 0 || idx > core->layout.max_participants) continue;
-    auto* owner = &core->participants[idx - 1];
-    const std::uint64_t gen = (h >> 16) & kGenMask;
-    // The request: the owner's next take or release sees it. relaxed + membarrier below.
-    // A maximum, not a plain store: generations only grow (across the slot's occupants
-    // too, see attach), and a slow revoker of an older lease must not unmark a newer one.
-    std::uint64_t cur = owner->leasing.revoke.load(std::memory_order_relaxed);
-    while (cur < gen && !owner->leasing.revoke.compare_exchange_weak(cur, gen, std::memory_order_relaxed,
-                                                                     std::memory_order_relaxed)) {
-    }
-    found[n++] = {i, h, owner};
-  }
-  if (n == 0 || !heavy_fence()) return false;
-  bool freed = false;
-  for (unsigned k = 0; k < n; ++k) {
-    const std::uint64_t lw = found[k].owner->leasing.lease.load(std::memory_order_relaxed);
-    const std::uint64_t gen = (found[k].holder >> 16) & kGenMask;
-    if ((lw >> 32) == gen && (lw & 0xFF) == kLeaseBusy) continue;  // in use: its release gives it back
-    freed |= free_ledger_slot(e, found[k].slot, found[k].holder);
-  }
-  return freed;
 }
 
 // Return up to n permits of `sem` held by `holder` (n = UINT32_MAX: all). (G3) clears the
@@ -417,8 +185,8 @@ void Client::Impl::sem_after_release(std::uint32_t sem) noexcept {
 // running any more (or runs under the dead one).
 bool Client::Impl::holder_valid(std::uint64_t holder, const DeadSlot* dead) const noexcept {
   const std::uint64_t kind = holder & detail::kHolderKindMask;
-  if (kind == detail::kHolderParticipant || kind == detail::kHolderLease) {
-    // A direct holder, a lease or a revocation in flight: valid while its process is.
+  if (kind == detail::kHolderParticipant) {
+    // A direct holder: valid while its process is.
     const auto tok = static_cast<std::uint16_t>(holder & 0xFFFF);
     return dead != nullptr ? !dead->matches(tok) : token_alive(tok);
   }
@@ -449,48 +217,49 @@ std::uint32_t Client::Impl::sweep_ledgers(DeadSlot dead) noexcept {
         ++returned;
         freed = true;
       }
-      const bool leased = is_lease_holder(h) || is_revoking_holder(h);
-      if (e->holders[i].compare_exchange_strong(h, 0, std::memory_order_acq_rel) && leased)
-        e->leases.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a hint (see lease_grant)
+      e->holders[i].compare_exchange_strong(h, 0, std::memory_order_acq_rel);
     }
     if (freed) sem_freed(e, sem);
   }
   return returned;
 }
 
+// Claims the oldest parked task of the most urgent level of `sem` for this process (state
+// running): its record index in `v`, its state word in `w`. False when none is parked.
+bool Client::Impl::pop_parked(SemaphoreEntry* e, std::uint32_t sem, std::uint32_t& v, std::uint64_t& w) noexcept {
+  for (std::uint32_t level = 0; level < core->levels; ++level) {
+    const std::uint16_t rid = core->park_ring_id(sem, level);
+    auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept {
+      return claim(rid, pos, val, TaskState::running, w);
+    };
+    if (!core->ring(rid).try_pop(c, v)) continue;
+    SHMSCHED_FAULT_POINT(unpark_after_claim);
+    e->parked_hint.fetch_sub(1, std::memory_order_relaxed);
+    return true;
+  }
+  return false;
+}
+
 // Moves parked tasks of `sem` back to their queues while permits are free (they acquire
-// when taken). For releasers that cannot run tasks, and for the janitor, which so
-// also covers a releaser that died between its release and its hand-over.
-std::size_t Client::Impl::unpark_to_queues(std::uint32_t sem) noexcept {
+// when taken), counting `reserved` permits as taken already (a hand-over's). For
+// releasers, for a parker's second look (K1), and for the janitor, which so also covers
+// a releaser that died between its release and its hand-over.
+std::size_t Client::Impl::unpark_to_queues(std::uint32_t sem, std::size_t reserved) noexcept {
   auto* e = sem_entry(sem);
   if (e == nullptr) return 0;
   // (K3) seq_cst: a parker increments the hint after its publishing CAS and before its
   // own look at the permits (K1), so either we see the hint or it sees our release.
   if (static_cast<std::int32_t>(e->parked_hint.load(std::memory_order_seq_cst)) <= 0) return 0;
   std::size_t moved = 0;
-  bool revoked = false;
-  for (std::uint32_t level = 0; level < core->levels; ++level) {
-    const std::uint16_t rid = core->park_ring_id(sem, level);
-    for (;;) {
-      const std::uint64_t p = e->permits.load(std::memory_order_seq_cst);  // (K2)
-      // As many as there are free permits: more would only park again. Idle leases are
-      // taken back once first: a parked task must not wait for a lease owner's next call.
-      if (in_use_of(p) + moved >= capacity_of(p)) {
-        if (revoked || !(revoked = true, revoke_idle_leases(e))) return moved;
-        continue;
-      }
-      std::uint64_t w = 0;
-      std::uint32_t v = 0;
-      auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept {
-        return claim(rid, pos, val, TaskState::running, w);
-      };
-      if (!core->ring(rid).try_pop(c, v)) break;
-      SHMSCHED_FAULT_POINT(unpark_after_claim);
-      e->parked_hint.fetch_sub(1, std::memory_order_relaxed);
-      if (requeue_record(v, w) == Errc::ok) ++moved;
-    }
+  for (;;) {
+    const std::uint64_t p = e->permits.load(std::memory_order_seq_cst);  // (K2)
+    // As many as there are free permits: more would only park again.
+    if (in_use_of(p) + reserved + moved >= capacity_of(p)) return moved;
+    std::uint64_t w = 0;
+    std::uint32_t v = 0;
+    if (!pop_parked(e, sem, v, w)) return moved;
+    if (requeue_record(v, w) == Errc::ok) ++moved;
   }
-  return moved;
 }
 
 // ---- Client --------------------------------------------------------------------------------
@@ -504,9 +273,6 @@ Errc Client::set_capacity(SemId sem, std::uint32_t capacity) noexcept {
   while (!e->permits.compare_exchange_weak(w, (w & kBits) | (std::uint64_t{capacity} << kSlots),
                                            std::memory_order_seq_cst, std::memory_order_acquire)) {
   }
-  // Leases are taken back (idle ones now, busy ones at their release): a lease must not
-  // outlive a shrink, and its owner's fast path does not look at the capacity.
-  impl_->revoke_idle_leases(e);
   impl_->sem_freed(e, sem);
   return Errc::ok;
 }
@@ -529,63 +295,44 @@ Errc Client::set_queue_limit(QueueId queue, std::uint32_t n) noexcept {
   return Errc::ok;
 }
 
-// A direct grant: the lease thread's one permit by lease when it can, else by the ledger.
-bool Client::Impl::direct_acquire(SemaphoreEntry* e, std::uint32_t sem, std::uint32_t n) noexcept {
-  if (n == 1 && is_lease_thread() && (lease_try_acquire(e, sem) || lease_grant(e, sem))) return true;
-  return sem_try_acquire(e, n, participant_holder(token));
-}
-
-Errc Client::try_acquire_slow(SemId sem, std::uint32_t n) noexcept {
+Errc Client::try_acquire(SemId sem, std::uint32_t n) noexcept {
   auto* e = impl_->sem_entry(sem);
   if (e == nullptr) return Errc::unknown_semaphore;
   if (n > kMaxSemaphoreCapacity) return Errc::need_exceeds_capacity;
-  return impl_->direct_acquire(e, sem, n) ? Errc::ok : Errc::unavailable;
+  return impl_->sem_try_acquire(e, n, participant_holder(impl_->token)) ? Errc::ok : Errc::unavailable;
 }
 
-Errc Client::acquire_slow(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept {
+Errc Client::acquire(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept {
   auto* e = impl_->sem_entry(sem);
   if (e == nullptr) return Errc::unknown_semaphore;
   if (n > kMaxSemaphoreCapacity) return Errc::need_exceeds_capacity;
-  if (impl_->direct_acquire(e, sem, n)) return Errc::ok;  // fast path: no clock, no sleep
+  auto& im = *impl_;
+  const std::uint64_t holder = participant_holder(im.token);
+  if (im.sem_try_acquire(e, n, holder)) return Errc::ok;  // fast path: no clock, no sleep
   // A short spin first: a holder often releases within a microsecond or two.
   for (int spin = 0; spin < 64; ++spin) {
     __builtin_ia32_pause();
-    if (impl_->direct_acquire(e, sem, n)) return Errc::ok;
+    if (im.sem_try_acquire(e, n, holder)) return Errc::ok;
   }
   const std::int64_t deadline = monotonic_ns() + timeout.count();
   for (;;) {
-    if (impl_->direct_acquire(e, sem, n)) return Errc::ok;
+    if (im.sem_try_acquire(e, n, holder)) return Errc::ok;
     // Sleep: read the sequence, count ourselves, look again, wait (as consumers do on
     // their doorbell; a release bumps the sequence when it sees a waiter).
     const std::uint32_t seen = e->wake_seq.load(std::memory_order_seq_cst);
     e->waiters.fetch_add(1, std::memory_order_seq_cst);
-    const bool got = impl_->direct_acquire(e, sem, n);
+    const bool got = im.sem_try_acquire(e, n, holder);
     const std::int64_t left = deadline - monotonic_ns();
     if (!got && left > 0) detail::futex_wait(e->wake_seq, seen, std::min<std::int64_t>(left, 100'000'000));
     e->waiters.fetch_sub(1, std::memory_order_seq_cst);
     if (got) return Errc::ok;
-    if (monotonic_ns() >= deadline) return impl_->direct_acquire(e, sem, n) ? Errc::ok : Errc::timeout;
+    if (monotonic_ns() >= deadline) return im.sem_try_acquire(e, n, holder) ? Errc::ok : Errc::timeout;
   }
 }
 
-// The inline release (client.hpp) found that someone wants the lease's permit.
-Errc Client::give_back_lease(SemId sem) noexcept {
-  impl_->lease_give_back(&impl_->core->semaphores[sem], sem);
-  return Errc::ok;
-}
-
-Errc Client::release_slow(SemId sem, std::uint32_t n) noexcept {
+Errc Client::release(SemId sem, std::uint32_t n) noexcept {
   auto* e = impl_->sem_entry(sem);
   if (e == nullptr) return Errc::unknown_semaphore;
-  // The lease thread's leased permit goes back to its lease (only it may touch `lease`);
-  // the rest of n through the ledger, all or nothing as ever.
-  if (n >= 1 && impl_->is_lease_thread() && impl_->lease.is(sem, kLeaseBusy)) {
-    if (n > 1 && impl_->sem_release(e, n - 1, participant_holder(impl_->token)) != n - 1)
-      return Errc::invalid_argument;  // not held: nothing changed
-    impl_->lease_release(e, sem);
-    if (n > 1) impl_->sem_freed(e, sem);
-    return Errc::ok;
-  }
   const std::uint32_t done = impl_->sem_release(e, n, participant_holder(impl_->token));
   impl_->sem_freed(e, sem);
   return done == n ? Errc::ok : Errc::invalid_argument;  // released fewer than asked: not held
@@ -640,34 +387,28 @@ bool Client::release_for(const Taken& task, std::span<const Need> needs, Taken* 
     if (n.count != 0 && k < 2 && im.sem_release(n.sem, UINT32_MAX, holder) != 0) sems[k++] = n.sem;
   for (std::size_t i = 0; i < k; ++i) im.sem_after_release(sems[i]);
   // Hand-over: the oldest parked task of the most urgent level on a semaphore we just
-  // freed gets its permits now and runs in our place.
+  // freed is claimed here and returned to run in our place (it acquires its permits
+  // with acquire_for, and parks again if someone was faster). Every other semaphore we
+  // freed, and the rest of the permits of this one, unpark to the queues: a release
+  // that frees several permits, or permits of two semaphores, leaves no parked task
+  // behind a free permit.
+  bool handed = false;
   for (std::size_t i = 0; i < k; ++i) {
     const std::uint32_t sem = sems[i];
     auto* e = im.sem_entry(sem);
     // (K3) as in unpark_to_queues: nothing parked, nothing to hand over.
     if (e == nullptr || static_cast<std::int32_t>(e->parked_hint.load(std::memory_order_seq_cst)) <= 0) continue;
-    for (std::uint32_t level = 0; level < im.core->levels; ++level) {
-      const std::uint16_t rid = im.core->park_ring_id(sem, level);
-      std::uint64_t w = 0;
-      std::uint32_t v = 0;
-      auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept {
-        return im.claim(rid, pos, val, TaskState::running, w);
-      };
-      if (!im.core->ring(rid).try_pop(c, v)) continue;
-      SHMSCHED_FAULT_POINT(unpark_after_claim);
-      e->parked_hint.fetch_sub(1, std::memory_order_relaxed);
-      Taken t;
-      im.fill_taken(v, w, t);  // counts the attempt this run is
-      if (next != nullptr) {
-        *next = t;
-        return true;  // the caller acquires for it (acquire_for) and runs it
-      }
-      --im.core->hot(v)->attempts;  // not run here after all
-      im.requeue_record(v, w);
-      return false;
+    std::size_t reserved = 0;
+    std::uint64_t w = 0;
+    std::uint32_t v = 0;
+    if (next != nullptr && !handed && im.pop_parked(e, sem, v, w)) {
+      im.fill_taken(v, w, *next);  // counts the attempt this run is
+      handed = true;
+      reserved = 1;
     }
+    im.unpark_to_queues(sem, reserved);
   }
-  return false;
+  return handed;
 }
 
 Result<void> Client::verify_permits() const {

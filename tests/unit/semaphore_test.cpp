@@ -250,3 +250,66 @@ TEST_F(SemFixture, RaiiPermitReleasesOnScopeExitAndMove) {
   EXPECT_EQ(in_use(sel), 0u);
   EXPECT_EQ(Permit::acquire(cli, 77, 1, 1ms).code(), Errc::unknown_semaphore);
 }
+
+// A task that held permits of two semaphores frees both at its release: a task parked
+// on each must get its chance, not only the first one found (the other would wait for
+// the janitor's tick while its permit is free).
+TEST_F(SemFixture, ReleaseOfTwoSemaphoresLeavesNoParkedTaskBehindAFreePermit) {
+  SemId gpu = seg.create_semaphore("gpu", 1).value();
+  ASSERT_EQ(cli.set_capacity(sel, 1), Errc::ok);
+  TaskOptions both, on_sel, on_gpu;
+  both.queue = on_sel.queue = on_gpu.queue = general;
+  both.needs[0] = Need{sel, 1};
+  both.needs[1] = Need{gpu, 1};
+  on_sel.needs[0] = Need{sel, 1};
+  on_gpu.needs[0] = Need{gpu, 1};
+  ASSERT_EQ(cli.enqueue_text("both", "", both), Errc::ok);
+  ASSERT_EQ(cli.enqueue_text("sel", "", on_sel), Errc::ok);
+  ASSERT_EQ(cli.enqueue_text("gpu", "", on_gpu), Errc::ok);
+  Taken a, b, c;
+  ASSERT_TRUE(cli.try_take(general, a));
+  ASSERT_EQ(cli.acquire_for(a, a.needs), Client::Grant::granted);
+  ASSERT_TRUE(cli.try_take(general, b));
+  ASSERT_EQ(cli.acquire_for(b, b.needs), Client::Grant::parked);
+  ASSERT_TRUE(cli.try_take(general, c));
+  ASSERT_EQ(cli.acquire_for(c, c.needs), Client::Grant::parked);
+  Taken none;
+  ASSERT_FALSE(cli.try_take(general, none)) << "both parked tasks must be off the queue";
+
+  // Released with a hand-over: one parked task comes back as `next`, the other goes
+  // back to the queue now.
+  Taken next;
+  ASSERT_TRUE(cli.release_for(a, a.needs, &next));
+  ASSERT_EQ(cli.complete(a), Errc::ok);
+  Taken other;
+  ASSERT_TRUE(cli.try_take(general, other)) << "the task parked on the second semaphore was left parked";
+  EXPECT_NE(other.id, next.id);
+  for (Taken* t : {&next, &other}) {
+    ASSERT_EQ(cli.acquire_for(*t, t->needs), Client::Grant::granted);
+    cli.release_for(*t, t->needs);
+    ASSERT_EQ(cli.complete(*t), Errc::ok);
+  }
+  EXPECT_EQ(in_use(sel), 0u);
+  EXPECT_EQ(in_use(gpu), 0u);
+
+  // Without a hand-over the same holds: both go back to the queue.
+  ASSERT_EQ(cli.enqueue_text("both", "", both), Errc::ok);
+  ASSERT_EQ(cli.enqueue_text("sel", "", on_sel), Errc::ok);
+  ASSERT_EQ(cli.enqueue_text("gpu", "", on_gpu), Errc::ok);
+  ASSERT_TRUE(cli.try_take(general, a));
+  ASSERT_EQ(cli.acquire_for(a, a.needs), Client::Grant::granted);
+  ASSERT_TRUE(cli.try_take(general, b));
+  ASSERT_EQ(cli.acquire_for(b, b.needs), Client::Grant::parked);
+  ASSERT_TRUE(cli.try_take(general, c));
+  ASSERT_EQ(cli.acquire_for(c, c.needs), Client::Grant::parked);
+  EXPECT_FALSE(cli.release_for(a, a.needs));
+  ASSERT_EQ(cli.complete(a), Errc::ok);
+  int back = 0;
+  while (cli.try_take(general, other)) {
+    ++back;
+    ASSERT_EQ(cli.acquire_for(other, other.needs), Client::Grant::granted);
+    cli.release_for(other, other.needs);
+    ASSERT_EQ(cli.complete(other), Errc::ok);
+  }
+  EXPECT_EQ(back, 2) << "every task parked behind a freed permit goes back to its queue";
+}

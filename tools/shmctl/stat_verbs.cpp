@@ -97,7 +97,6 @@ json snapshot_json(const Snapshot& s) {
                                {"name", m.name},
                                {"capacity", m.capacity},
                                {"in_use", m.in_use},
-                               {"leased", m.leased},
                                {"parked", m.parked},
                                {"waiters", m.waiters}});
   }
@@ -264,8 +263,6 @@ std::string print_metrics(const Snapshot& s, bool segment_label) {
   for (const auto& m : s.semaphores) e.sample("shmsched_semaphore_capacity", {{"semaphore", m.name}}, m.capacity);
   e.family("shmsched_semaphore_in_use", "gauge", "Permits granted now.");
   for (const auto& m : s.semaphores) e.sample("shmsched_semaphore_in_use", {{"semaphore", m.name}}, m.in_use);
-  e.family("shmsched_semaphore_leased", "gauge", "Permits kept idle as leases by their last holder (free on demand).");
-  for (const auto& m : s.semaphores) e.sample("shmsched_semaphore_leased", {{"semaphore", m.name}}, m.leased);
   e.family("shmsched_semaphore_parked", "gauge", "Tasks parked waiting for a permit (approximate).");
   for (const auto& m : s.semaphores) e.sample("shmsched_semaphore_parked", {{"semaphore", m.name}}, m.parked);
   e.family("shmsched_semaphore_waiters", "gauge", "Direct acquirers asleep on the semaphore.");

@@ -25,7 +25,6 @@
 #include <string_view>
 #include <vector>
 
-#include "shmsched/detail/lease.hpp"
 #include "shmsched/error.hpp"
 #include "shmsched/participant.hpp"
 #include "shmsched/segment.hpp"
@@ -143,27 +142,12 @@ class Client {
   /// Changes a semaphore's capacity (0..56); growing hands permits to parked tasks.
   Errc set_capacity(SemId sem, std::uint32_t capacity) noexcept;
   /// Takes n permits for the calling thread if they are free now (no system call).
-  /// The first thread to use semaphores through this Client keeps the one permit it
-  /// releases as a lease and takes it again inline (docs/resources.md).
-  Errc try_acquire(SemId sem, std::uint32_t n = 1) noexcept {
-    if (__builtin_expect(n == 1 && detail::lease_take(*lease_, sem), 1)) return Errc::ok;
-    return try_acquire_slow(sem, n);
-  }
+  Errc try_acquire(SemId sem, std::uint32_t n = 1) noexcept;
   /// Takes n permits, sleeping on a futex while none is free, up to `timeout`.
-  Errc acquire(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept {
-    if (__builtin_expect(n == 1 && detail::lease_take(*lease_, sem), 1)) return Errc::ok;
-    return acquire_slow(sem, n, timeout);
-  }
+  Errc acquire(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept;
   /// Returns n permits the calling thread holds (permits belong to the thread that took
   /// them; the reaper returns them all if the process dies).
-  Errc release(SemId sem, std::uint32_t n = 1) noexcept {
-    if (__builtin_expect(n == 1, 1)) {
-      const detail::LeasePut put = detail::lease_put(*lease_, sem);
-      if (__builtin_expect(put == detail::LeasePut::done, 1)) return Errc::ok;
-      if (put == detail::LeasePut::give_back) return give_back_lease(sem);
-    }
-    return release_slow(sem, n);
-  }
+  Errc release(SemId sem, std::uint32_t n = 1) noexcept;
   /// What a worker gets when it tries to take a task's permits.
   enum class Grant : std::uint8_t { granted, parked, error };
   /// Acquires every need of `task` (all or none). When one is not free, the task is
@@ -231,12 +215,7 @@ class Client {
   // enqueue with the type's hash already taken (hash == type_hash(type)).
   Errc enqueue_hashed(std::string_view type, std::uint64_t hash, std::span<const std::byte> payload,
                       const TaskOptions& options, TaskId* id) noexcept;
-  Errc try_acquire_slow(SemId sem, std::uint32_t n) noexcept;
-  Errc acquire_slow(SemId sem, std::uint32_t n, std::chrono::nanoseconds timeout) noexcept;
-  Errc release_slow(SemId sem, std::uint32_t n) noexcept;
-  Errc give_back_lease(SemId sem) noexcept;
   std::unique_ptr<Impl> impl_;
-  detail::LeaseView* lease_ = &detail::g_no_lease;  // in *impl_ (or g_no_lease); the inline fast paths read it
 };
 
 /// RAII permits of a semaphore for code that uses it directly: acquired by the

@@ -35,19 +35,12 @@ struct SemaphoreInfo {
   std::string name;
   std::uint32_t capacity = 0;
   std::uint32_t in_use = 0;   ///< permits granted now and in use
-  std::uint32_t leased = 0;   ///< permits kept idle as leases (taken back on demand; not in in_use)
   std::uint64_t parked = 0;   ///< tasks parked on it (approximate)
   std::uint32_t waiters = 0;  ///< direct acquirers asleep
 };
 
 inline constexpr std::uint32_t kMaxSemaphoreCapacity = 56;
 
-/// Whether this process keeps permit leases: one thread per Client keeps the permit it
-/// releases and takes it again without a locked instruction, until someone else needs
-/// it (docs/resources.md). Needs membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) (Linux 4.16);
-/// off when the kernel refuses it or SHMSCHED_NO_LEASES is set. Either way the
-/// semaphore behaves the same; only the uncontended cost differs.
-bool permit_leases_available() noexcept;
 inline constexpr std::size_t kMaxSemaphoreName = 31;
 
 }  // namespace shmsched

@@ -35,7 +35,6 @@
   X(sem_acquire_ledger)           /* ledger slots claimed, permit bits not yet set */            \
   X(sem_acquire_granted)          /* permit bits set (granted), caller not yet told */           \
   X(sem_release_bits_cleared)     /* permit bits cleared, ledger slots not yet */                \
-  X(sem_lease_revoking)           /* a lease's ledger slot claimed for freeing, bit still set */ \
   X(park_after_push)              /* task parked in the park ring, no re-check yet */            \
   X(unpark_after_claim)           /* parked task claimed by a releaser, not yet moved */
 

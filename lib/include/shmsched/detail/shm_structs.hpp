@@ -11,14 +11,13 @@
 #include <cstdint>
 
 #include "shmsched/detail/atomic.hpp"
-#include "shmsched/detail/lease.hpp"
 #include "shmsched/layout.hpp"
 #include "shmsched/ring.hpp"
 
 namespace shmsched::detail {
 
 inline constexpr std::uint64_t kMagic = 0x3144484353'4d4853ULL;  // "SHMSCHD1" little-endian
-inline constexpr std::uint32_t kAbiVersion = 4;
+inline constexpr std::uint32_t kAbiVersion = 5;
 
 enum class InitState : std::uint32_t { initializing = 0x494E4954u /* "INIT" */, ready = 0x52454459u /* "REDY" */ };
 
@@ -163,12 +162,8 @@ struct alignas(kCacheLine) ParticipantSlot {
   AtomicU32 help_sleepers;                  // of those, the ones that may help (not reserved)
   alignas(kCacheLine) AtomicU64 reaped{0};  // participants this one reaped
   AtomicU64 processed{0};                   // handlers finished (any outcome)
-  // The permit lease of this process's lease thread (semaphore.cpp, detail/lease.hpp):
-  // `leasing.lease` is written only by that thread, `leasing.revoke` by others. Own
-  // line: the owner writes it on every take and release.
-  alignas(kCacheLine) LeaseWords leasing;
 };
-static_assert(sizeof(ParticipantSlot) == 3 * kCacheLine);
+static_assert(sizeof(ParticipantSlot) == 2 * kCacheLine);
 
 /// Which participants sleep waiting for a queue: bit i = participant index i + 1.
 /// Home sleepers are woken first; helpers only when no home sleeper is left.
@@ -203,7 +198,6 @@ struct alignas(kCacheLine) SemaphoreEntry {
   AtomicU32 waiters;      // direct acquirers asleep on wake_seq
   AtomicU32 wake_seq;     // futex word for direct acquirers
   AtomicU32 parked_hint;  // tasks parked on it (approximate; lets a release skip the park rings)
-  AtomicU32 leases;       // ledger slots held as leases, counted high (see semaphore.cpp)
   // First line: everything a release looks at. Then the ledger, seven lines.
   AtomicU64 holders[kSlots];
 };
@@ -214,7 +208,5 @@ static_assert(sizeof(SemaphoreEntry) == 8 * kCacheLine);
 inline constexpr std::uint64_t kHolderTask = std::uint64_t{1} << 62;         // | run version << 20 | index
 inline constexpr std::uint64_t kHolderParticipant = std::uint64_t{2} << 62;  // | thread << 16 | token
 inline constexpr std::uint64_t kHolderKindMask = std::uint64_t{3} << 62;
-inline constexpr std::uint64_t kHolderLease = std::uint64_t{3} << 62;                      // | gen << 16 | token
-inline constexpr std::uint64_t kHolderRevoking = kHolderLease | (std::uint64_t{1} << 61);  // | token
 
 }  // namespace shmsched::detail
