@@ -75,14 +75,6 @@ std::uint64_t passes(Point p) noexcept {
   return g_passes[static_cast<std::size_t>(p)].load(std::memory_order_relaxed);
 }
 
-bool enabled() noexcept {
-#ifdef SHMSCHED_FAULT_POINTS
-  return true;
-#else
-  return false;
-#endif
-}
-
 void hit(Point p) noexcept {
   if (!g_env_read.load(std::memory_order_relaxed)) read_env();
   const auto i = static_cast<std::size_t>(p);

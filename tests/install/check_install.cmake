@@ -17,10 +17,31 @@ execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK_DIR}/consumer RESULT_VAR
 if(rc)
   message(FATAL_ERROR "building against the installed package failed")
 endif()
-execute_process(COMMAND ${WORK_DIR}/consumer/consumer RESULT_VARIABLE rc)
+# A fault point it passes, armed from the environment: must be inert in the package.
+execute_process(COMMAND ${CMAKE_COMMAND} -E env SHMSCHED_FAULT=complete_before_free:1 ${WORK_DIR}/consumer/consumer
+                RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "the installed-package program failed: ${rc}")
 endif()
+# No fault point anywhere in what is installed: not in the exported usage requirements,
+# the pkg-config file, the library or shmctl.
+file(GLOB_RECURSE installed_text ${WORK_DIR}/prefix/*.cmake ${WORK_DIR}/prefix/*.pc)
+foreach(f IN LISTS installed_text)
+  file(STRINGS ${f} hits REGEX "FAULT")
+  if(hits)
+    message(FATAL_ERROR "${f} names fault points: ${hits}")
+  endif()
+endforeach()
+file(GLOB_RECURSE installed_bin ${WORK_DIR}/prefix/*.a ${WORK_DIR}/prefix/*/shmctl)
+if(NOT installed_bin)
+  message(FATAL_ERROR "no installed library found under ${WORK_DIR}/prefix")
+endif()
+foreach(f IN LISTS installed_bin)
+  file(STRINGS ${f} hits REGEX "SHMSCHED_FAULT|sem_acquire_ledger|complete_before_free")
+  if(hits)
+    message(FATAL_ERROR "${f} contains fault points: ${hits}")
+  endif()
+endforeach()
 # pkg-config: the same program from the .pc file alone.
 find_program(PKG_CONFIG pkg-config REQUIRED)
 file(GLOB_RECURSE pcfile ${WORK_DIR}/prefix/*/shmsched.pc)

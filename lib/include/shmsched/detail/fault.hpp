@@ -60,8 +60,14 @@ void arm(Point p, std::uint64_t nth, Action action = Action::kill) noexcept;
 void disarm() noexcept;
 /// Passes through `p` in this process since start (fault-point builds only).
 std::uint64_t passes(Point p) noexcept;
-/// Whether this build has fault points compiled in.
-bool enabled() noexcept;
+/// Whether this build has fault points compiled in (only the tests' shmsched_faults).
+inline constexpr bool enabled() noexcept {
+#ifdef SHMSCHED_FAULT_POINTS
+  return true;
+#else
+  return false;
+#endif
+}
 void hit(Point p) noexcept;
 
 }  // namespace shmsched::fault
