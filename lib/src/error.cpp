@@ -34,6 +34,8 @@ std::string_view to_string(Errc code) noexcept {
       return "permission denied";
     case Errc::system_error:
       return "system error";
+    case Errc::no_space:
+      return "no space for the segment";
     case Errc::payload_too_large:
       return "payload too large";
     case Errc::unknown_queue:

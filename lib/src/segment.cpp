@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -229,6 +230,18 @@ Error from_interprocess(const bip::interprocess_exception& e, const std::string&
   }
 }
 
+// posix_fallocate's failure on the segment's object, said in the operator's terms.
+Error no_space_error(int rc, std::uint64_t need) {
+  if (rc != ENOSPC) return Error(Errc::system_error, std::string("reserving the segment's pages: ") + std::strerror(rc));
+  struct statvfs fs {};
+  std::string free_part;
+  if (::statvfs("/dev/shm", &fs) == 0)
+    free_part = ", free " + std::to_string(std::uint64_t{fs.f_bavail} * fs.f_frsize) + " bytes";
+  return Error(Errc::no_space,
+               "not enough space in /dev/shm (need " + std::to_string(need) + " bytes" + free_part +
+                   "): free some, enlarge /dev/shm (mount -o remount,size=...), or choose a smaller layout");
+}
+
 Result<void> create_queues(Segment& s, const CreateOptions& options) {
   for (const auto& q : options.queues) {
     auto r = s.create_queue(q);
@@ -249,9 +262,17 @@ Result<Segment> Segment::create(std::string_view name, const Layout& layout, con
   try {
     bip::permissions perm(options.mode);
     bip::shared_memory_object shm(bip::create_only, oname.c_str(), bip::read_write, perm);
+    const int fd = shm.get_mapping_handle().handle;
     // umask may have narrowed the mode; set exactly what was asked.
-    ::fchmod(shm.get_mapping_handle().handle, options.mode);
-    shm.truncate(static_cast<bip::offset_t>(map.total));
+    ::fchmod(fd, options.mode);
+    // Every page is reserved now (tmpfs allocates them and sets the size, or fails and
+    // keeps none), so a created segment can never SIGBUS a process that touches it
+    // when /dev/shm runs out of space. ftruncate alone would leave the pages to be
+    // allocated on first touch.
+    if (const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(map.total)); rc != 0) {
+      bip::shared_memory_object::remove(oname.c_str());
+      return no_space_error(rc, map.total);
+    }
     impl->region = bip::mapped_region(shm, bip::read_write);
   } catch (const bip::interprocess_exception& e) {
     return from_interprocess(e, impl->name);

@@ -63,8 +63,7 @@
 
 #define NSEM 2
 #define NSL 3           /* ledger slots per semaphore (56 in the code): one more than s0's capacity, so a G1 can fail */
-#define NT 5            /* tasks */
-#define NW 3            /* workers */
+#define NT 5            /* tasks, at most */
 #define NONE 255
 
 #define READY 1         /* in the ready queue */
@@ -82,6 +81,7 @@ byte st[NT];
 byte need[NT * NSEM];
 byte inrun[NSEM];             /* monitor: permits of the tasks whose handler runs */
 byte ndone = 0;
+byte ntask;                   /* tasks in this run */
 
 #define H(s, i) holders[(s) * NSL + (i)]
 #define NEED(t, s) need[(t) * NSEM + (s)]
@@ -139,9 +139,11 @@ inline grant(s, n, t) {
   atomic { i = 0; cnt = 0; cl = 0 }
 }
 
-/* sem_release(s, t): all permits of s held by t; fr = how many. */
-inline sem_release(s, t) {
+/* sem_release(s, t): all permits of s held by t; fr = how many. `ran`: t's handler ran
+ * (release_for), so the capacity monitor stops counting its permits of s here. */
+inline sem_release(s, t, ran) {
   d_step {                                             /* G3: one CAS clearing t's bits */
+    if :: ran -> inrun[s] = inrun[s] - NEED(t, s) :: else -> skip fi;
     m = (HELD1(s, t, 0) -> 1 : 0) | (HELD1(s, t, 1) -> 2 : 0) | (HELD1(s, t, 2) -> 4 : 0);
     bits[s] = bits[s] & ~m;
     fr = POPCOUNT(m)
@@ -209,7 +211,7 @@ inline acquire_for(t) {
        :: !ok ->
             fs = 1;
             if                                         /* return the first: sem_release, */
-            :: (NEED(t, 0) > 0) -> sem_release(0, t)   /* then sem_after_release (waiters only) */
+            :: (NEED(t, 0) > 0) -> sem_release(0, t, false)   /* then sem_after_release (waiters only) */
             :: else -> skip
             fi
        :: else -> skip
@@ -221,12 +223,19 @@ inline acquire_for(t) {
   :: else ->
        res = PARKED;
        d_step { rq[fs * NT + rn[fs]] = t; rn[fs]++; st[t] = PARKED }   /* push: publishing CAS */
+#ifdef MUTANT_LATE_HINT
+       unpark(fs);                                     /* K1 before the count: a releaser */
+       hint[fs]++                                      /* between them sees no parked task */
+#else
        hint[fs]++;                                     /* fetch_add, before K1 */
 #ifndef MUTANT_NO_K1
        unpark(fs)                                      /* K1 */
+#else
+       skip                                            /* no second look after parking */
+#endif
 #endif
   fi;
-  fs = NONE
+  atomic { fs = NONE; ok = false }
 }
 
 /* Hand-over on semaphore s, of which k permits were just released. */
@@ -259,8 +268,8 @@ inline hand_over(s, k) {
 /* release_for(t): nx = the task to run next, or NONE. */
 inline release_for(t) {
   nx = NONE;
-  if :: (NEED(t, 0) > 0) -> sem_release(0, t); k0 = fr :: else -> skip fi;
-  if :: (NEED(t, 1) > 0) -> sem_release(1, t); k1 = fr :: else -> skip fi;
+  if :: (NEED(t, 0) > 0) -> sem_release(0, t, true); k0 = fr :: else -> skip fi;
+  if :: (NEED(t, 1) > 0) -> sem_release(1, t, true); k1 = fr :: else -> skip fi;
   hand_over(0, k0);
   hand_over(1, k1);
   atomic { k0 = 0; k1 = 0; fr = 0 }
@@ -289,10 +298,6 @@ end:
           inrun[1] = inrun[1] + NEED(t, 1);
           assert(inrun[0] <= cap[0] && inrun[1] <= cap[1]);   /* 1: capacity */
           assert(HELD(0, t) == NEED(t, 0) && HELD(1, t) == NEED(t, 1))
-        };
-        d_step {                                       /* the handler returns */
-          inrun[0] = inrun[0] - NEED(t, 0);
-          inrun[1] = inrun[1] - NEED(t, 1)
         };
         release_for(t);
         atomic { st[t] = DONE; ndone++; t = nx; nx = NONE };   /* complete, then the handed-over task */
@@ -341,24 +346,47 @@ active proctype checker() {
          s++
     :: else -> break
     od;
-    assert(ndone == NT)                                /* 2: every task done */
+    assert(ndone == ntask)                             /* 2: every task done */
   }
 }
 
+/* Two runs in one check (init picks one; -DCONFIG=1 or 2 checks that one alone):
+ *   1: three workers; s0 and s1 of capacity 1; tasks {s0, s1}, {s0}, {s1};
+ *   2: two workers; s0 of capacity 2, s1 of capacity 1; tasks {s0, s1}, {s0: 2}, {s1},
+ *      {s0}, {s0}: releases of two permits, grants of two, and a G1 that finds too few
+ *      free ledger slots. */
+#ifndef CONFIG
+#define CONFIG 0
+#endif
 init {
+  byte t = 0, nw = 0;
+  if
+#if CONFIG != 2
+  :: d_step {
+       cap[0] = 1; cap[1] = 1; ntask = 3; nw = 3;
+       NEED(0, 0) = 1; NEED(0, 1) = 1; NEED(1, 0) = 1; NEED(2, 1) = 1
+     }
+#endif
+#if CONFIG != 1
+  :: d_step {
+       cap[0] = 2; cap[1] = 1; ntask = 5; nw = 2;
+       NEED(0, 0) = 1; NEED(0, 1) = 1; NEED(1, 0) = 2; NEED(2, 1) = 1; NEED(3, 0) = 1; NEED(4, 0) = 1
+     }
+#endif
+  fi;
   d_step {
-    cap[0] = 2; cap[1] = 1;
-    NEED(0, 0) = 1; NEED(0, 1) = 1;                    /* task 0: s0 and s1 */
-    NEED(1, 0) = 2;                                    /* task 1: both permits of s0 */
-    NEED(2, 1) = 1;                                    /* task 2: s1 */
-    NEED(3, 0) = 1;                                    /* tasks 3, 4: one of s0 */
-    NEED(4, 0) = 1;
-    st[0] = READY; st[1] = READY; st[2] = READY; st[3] = READY; st[4] = READY
+    do
+    :: (t < ntask) -> st[t] = READY; t++
+    :: else -> break
+    od;
+    t = 0
   };
   atomic {
-    run worker(0); run worker(1); run worker(2)
+    run worker(0); run worker(1);
+    if :: (nw == 3) -> run worker(2) :: else -> skip fi
 #ifdef JANITOR
     ; run janitor()
 #endif
+    ; nw = 0
   }
 }

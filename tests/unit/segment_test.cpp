@@ -4,6 +4,8 @@
 // object exactly as it was (the tests compare the file byte for byte).
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -954,4 +956,40 @@ TEST(SegmentNamed, InspectingAFreshSegmentDoesNotAllocateItsTaskTable) {
   EXPECT_EQ(snap.free, l.task_capacity);
   const std::int64_t grown = blocks() - before;
   EXPECT_LT(grown, 256 * 1024) << "inspect made tmpfs allocate " << grown << " bytes";
+}
+
+// A /dev/shm smaller than the layout: create fails cleanly, naming what it needs, and
+// leaves nothing behind; a segment that fits is created with every page reserved, so
+// touching all of it cannot SIGBUS. Runs in a child with its own mount namespace and a
+// 1 MiB tmpfs on /dev/shm (needs root or CAP_SYS_ADMIN).
+TEST(SegmentNamed, CreateOnAFullDevShmFailsCleanlyAndACreatedSegmentNeverSigbuses) {
+  enum : int { kOk = 0, kNoNamespace = 10, kWrongError = 11, kLeftBehind = 12, kSmallFailed = 13, kTouchFailed = 14 };
+  const pid_t pid = test::spawn([] {
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=1m") != 0)
+      return int{kNoNamespace};
+    Layout big = small_layout();
+    big.task_capacity = 65536;  // several MiB of records
+    auto r = Segment::create("nospace", big, with_queues({"general"}));
+    if (r.ok() || r.code() != Errc::no_space || r.error().message().find("not enough space in /dev/shm") == std::string::npos ||
+        r.error().message().find("need ") == std::string::npos)
+      return int{kWrongError};
+    if (::access("/dev/shm/shmsched.nospace", F_OK) == 0) return int{kLeftBehind};
+    auto small = Segment::create("fits", small_layout(), with_queues({"general"}));
+    if (!small.ok()) return int{kSmallFailed};
+    // Fill the rest of the tmpfs: the segment's pages are already its own.
+    const int fd = ::open("/dev/shm/filler", O_CREAT | O_RDWR, 0600);
+    std::vector<char> chunk(4096, 'x');
+    while (fd >= 0 && ::write(fd, chunk.data(), chunk.size()) > 0) {
+    }
+    auto* bytes = reinterpret_cast<volatile unsigned char*>(&small->core().header->magic);
+    for (std::size_t i = 0; i < small->size_bytes(); i += 4096) bytes[i] = bytes[i];
+    auto client = Client::attach(*small);
+    if (!client.ok()) return int{kTouchFailed};
+    return int{kOk};
+  });
+  const auto s = test::wait_child(pid, 60s);
+  if (s.exited && s.code == kNoNamespace) GTEST_SKIP() << "no private mount namespace here (needs root)";
+  EXPECT_TRUE(s.ok()) << test::describe(s) << " (10 no namespace, 11 wrong error, 12 object left behind, "
+                      << "13 a fitting segment failed, 14 attach failed)";
 }

@@ -31,6 +31,7 @@ enum class Errc : std::uint8_t {
   creator_died,       ///< the creator died before marking the segment ready
   permission_denied,  ///< the OS refused access
   system_error,       ///< another OS error; the detail names it
+  no_space,           ///< /dev/shm has too little free space for the segment
   // runtime
   payload_too_large,  ///< payload longer than the layout's payload_bytes
   unknown_queue,      ///< no queue with that name or id
