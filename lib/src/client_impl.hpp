@@ -653,6 +653,8 @@ struct Client::Impl {
   bool holder_valid(std::uint64_t holder, const DeadSlot* dead) const noexcept;
   bool pop_parked(detail::SemaphoreEntry* e, std::uint32_t sem, std::uint32_t& v, std::uint64_t& w) noexcept;
   std::size_t unpark_to_queues(std::uint32_t sem, std::size_t reserved = 0) noexcept;
+  std::uint32_t parked_need(std::uint32_t v, std::uint32_t sem) const noexcept;
+  bool repark(std::uint32_t v, std::uint64_t w, std::uint32_t sem) noexcept;
 
   bool slot_process_alive(const detail::ParticipantSlot& p, std::uint64_t w) const noexcept {
     const auto pid = static_cast<std::int32_t>(p.pid.load(std::memory_order_relaxed));
@@ -746,7 +748,9 @@ struct Client::Impl {
          (core->queues[o.queue].word.load(std::memory_order_relaxed) & 3) != detail::QueueEntry::kReady))
       return Errc::unknown_queue;
     if (o.priority >= core->levels || o.max_attempts == 0) return Errc::invalid_argument;
-    for (const Need& n : o.needs) {
+    Need needs[2] = {o.needs[0], o.needs[1]};
+    merge_needs(needs);  // a semaphore named twice needs the sum
+    for (const Need& n : needs) {
       if (n.count == 0) continue;
       const detail::SemaphoreEntry* e = sem_entry(n.sem);
       if (e == nullptr) return Errc::unknown_semaphore;
@@ -817,9 +821,11 @@ struct Client::Impl {
     b->attempts = 0;
     b->max_attempts = o.max_attempts;
     b->retry_delay_ms = static_cast<std::uint32_t>(o.retry.delay.count());
+    Need needs[2] = {o.needs[0], o.needs[1]};
+    merge_needs(needs);
     for (int k = 0; k < 2; ++k) {
-      b->need_sem[k] = o.needs[k].count != 0 ? o.needs[k].sem : 0;
-      b->need_count[k] = o.needs[k].count;
+      b->need_sem[k] = needs[k].count != 0 ? needs[k].sem : 0;
+      b->need_count[k] = needs[k].count;
     }
     std::uint8_t flags = 0;
     const RetryPolicy defaults{};

@@ -300,19 +300,22 @@ void Consumer::on(std::string_view type, Handler handler) {
 
 Result<void> Consumer::needs(std::string_view type, const std::vector<std::pair<std::string, std::uint16_t>>& list) {
   if (list.size() > 2) return Result<void>(Errc::invalid_argument, "a task type may need at most two semaphores");
-  std::array<Need, 2> need{};
+  Need need[2] = {};
   for (std::size_t i = 0; i < list.size(); ++i) {
     auto id = impl_->seg->find_semaphore(list[i].first);
     if (!id) return Result<void>(id.error());
-    const auto infos = impl_->seg->semaphores();
-    for (const auto& info : infos)
-      if (info.id == *id && list[i].second > info.capacity)
-        return Result<void>(Errc::need_exceeds_capacity, "type '" + std::string(type) + "' needs " +
-                                                             std::to_string(list[i].second) + " of '" + list[i].first +
-                                                             "', capacity " + std::to_string(info.capacity));
     need[i] = Need{*id, list[i].second};
   }
-  impl_->type_needs[type_hash(type)] = need;
+  merge_needs(need);  // a semaphore named twice needs the sum
+  for (const Need& n : need) {
+    if (n.count == 0) continue;
+    for (const auto& info : impl_->seg->semaphores())
+      if (info.id == n.sem && n.count > info.capacity)
+        return Result<void>(Errc::need_exceeds_capacity, "type '" + std::string(type) + "' needs " +
+                                                             std::to_string(n.count) + " of '" + info.name +
+                                                             "', capacity " + std::to_string(info.capacity));
+  }
+  impl_->type_needs[type_hash(type)] = {need[0], need[1]};
   return {};
 }
 

@@ -240,26 +240,69 @@ bool Client::Impl::pop_parked(SemaphoreEntry* e, std::uint32_t sem, std::uint32_
   return false;
 }
 
+// How many permits of `sem` the parked record `v` waits for: its own need, else 1 (a
+// need declared by a consumer for its type, or a queue's limit, is one permit).
+std::uint32_t Client::Impl::parked_need(std::uint32_t v, std::uint32_t sem) const noexcept {
+  const auto* b = core->hot(v);
+  for (int k = 0; k < 2; ++k)
+    if (b->need_count[k] != 0 && b->need_sem[k] == sem) return b->need_count[k];
+  return 1;
+}
+
 // Moves parked tasks of `sem` back to their queues while permits are free (they acquire
 // when taken), counting `reserved` permits as taken already (a hand-over's). For
 // releasers, for a parker's second look (K1), and for the janitor, which so also covers
 // a releaser that died between its release and its hand-over.
+//
+// A task is moved only when the free permits cover its need; one that needs more goes
+// back to the tail of its park ring (re-parked, as acquire_for parks), so a task that
+// cannot run now is never cycled between its queue and its park ring by the workers.
+// A re-park is followed by one more look at the permit word: a release that came while
+// the task was out of its ring found nothing to unpark, and is caught here.
 std::size_t Client::Impl::unpark_to_queues(std::uint32_t sem, std::size_t reserved) noexcept {
   auto* e = sem_entry(sem);
   if (e == nullptr) return 0;
   // (K3) seq_cst: a parker increments the hint after its publishing CAS and before its
   // own look at the permits (K1), so either we see the hint or it sees our release.
   if (static_cast<std::int32_t>(e->parked_hint.load(std::memory_order_seq_cst)) <= 0) return 0;
-  std::size_t moved = 0;
-  for (;;) {
+  std::size_t moved = 0, taken = reserved;
+  constexpr int kMaxReparks = 8;  // bounds one call's walk over tasks that need more
+  for (int reparks = 0; reparks < kMaxReparks;) {
     const std::uint64_t p = e->permits.load(std::memory_order_seq_cst);  // (K2)
     // As many as there are free permits: more would only park again.
-    if (in_use_of(p) + reserved + moved >= capacity_of(p)) return moved;
+    if (in_use_of(p) + taken >= capacity_of(p)) return moved;
+    const std::uint32_t free = capacity_of(p) - in_use_of(p) - static_cast<std::uint32_t>(taken);
     std::uint64_t w = 0;
     std::uint32_t v = 0;
     if (!pop_parked(e, sem, v, w)) return moved;
-    if (requeue_record(v, w) == Errc::ok) ++moved;
+    const std::uint32_t need = parked_need(v, sem);
+    if (need <= free) {
+      if (requeue_record(v, w) == Errc::ok) ++moved;
+      taken += need;
+      continue;
+    }
+    ++reparks;
+    if (!repark(v, w, sem)) continue;
+    // seq_cst, after the re-park's publishing CAS and hint increment: as (K1).
+    if (e->permits.load(std::memory_order_seq_cst) == p) return moved;
   }
+  return moved;
+}
+
+// Puts a task this process claimed from a park ring of `sem` back at that ring's tail.
+// False when it could not be parked again and went elsewhere (delayed when the ring is
+// full, or lost to recovery).
+bool Client::Impl::repark(std::uint32_t v, std::uint64_t w, std::uint32_t sem) noexcept {
+  auto* e = sem_entry(sem);
+  const std::uint16_t rid = core->park_ring_id(sem, core->hot(v)->level);
+  const PushStatus st = push_record(v, w, rid, TaskState::parked);
+  if (st == PushStatus::aborted) return false;
+  if (st == PushStatus::full) {
+    delay_record(v, w, monotonic_ns() + 10'000'000);  // no room to park: retry soon
+    return false;
+  }
+  e->parked_hint.fetch_add(1, std::memory_order_seq_cst);
+  return true;
 }
 
 // ---- Client --------------------------------------------------------------------------------
@@ -343,10 +386,13 @@ Client::Grant Client::acquire_for(const Taken& task, std::span<const Need> needs
   if (!im.owns(task)) return Grant::error;
   // Ascending semaphore order, never blocking: no deadlock between tasks with
   // overlapping needs, whatever order they list them in.
+  // A semaphore named twice is one need of the sum (merge_needs). A need above the
+  // capacity parks, and stays parked (unpark_to_queues moves a task only when its need
+  // is free) until the capacity is raised.
   Need sorted[2] = {};
-  std::size_t k = 0;
-  for (const Need& n : needs)
-    if (n.count != 0 && k < 2) sorted[k++] = n;
+  for (std::size_t i = 0; i < needs.size() && i < 2; ++i) sorted[i] = needs[i];
+  merge_needs(sorted);
+  const std::size_t k = sorted[1].count != 0 ? 2 : sorted[0].count != 0 ? 1 : 0;
   if (k == 2 && sorted[1].sem < sorted[0].sem) std::swap(sorted[0], sorted[1]);
   const std::uint64_t holder = task_holder(task);
   for (std::size_t i = 0; i < k; ++i) {
@@ -404,7 +450,7 @@ bool Client::release_for(const Taken& task, std::span<const Need> needs, Taken* 
     if (next != nullptr && !handed && im.pop_parked(e, sem, v, w)) {
       im.fill_taken(v, w, *next);  // counts the attempt this run is
       handed = true;
-      reserved = 1;
+      reserved = im.parked_need(v, sem);
     }
     im.unpark_to_queues(sem, reserved);
   }

@@ -313,3 +313,74 @@ TEST_F(SemFixture, ReleaseOfTwoSemaphoresLeavesNoParkedTaskBehindAFreePermit) {
   }
   EXPECT_EQ(back, 2) << "every task parked behind a freed permit goes back to its queue";
 }
+
+// A semaphore named twice in one need list is one need of the sum: refused at enqueue
+// when the sum is above the capacity, stored merged when it fits.
+TEST_F(SemFixture, DuplicateNeedsAreMergedAndCheckedAgainstTheCapacity) {
+  ASSERT_EQ(cli.set_capacity(sel, 1), Errc::ok);
+  TaskOptions o;
+  o.queue = general;
+  o.needs[0] = Need{sel, 1};
+  o.needs[1] = Need{sel, 1};
+  EXPECT_EQ(cli.enqueue_text("t", "", o), Errc::need_exceeds_capacity);
+  ASSERT_EQ(cli.set_capacity(sel, 2), Errc::ok);
+  ASSERT_EQ(cli.enqueue_text("t", "", o), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.needs[0].sem, sel);
+  EXPECT_EQ(t.needs[0].count, 2);
+  EXPECT_EQ(t.needs[1].count, 0);
+  ASSERT_EQ(cli.acquire_for(t, t.needs), Client::Grant::granted);
+  EXPECT_EQ(in_use(sel), 2u);
+  cli.release_for(t, t.needs);
+  EXPECT_EQ(in_use(sel), 0u);
+  ASSERT_EQ(cli.complete(t), Errc::ok);
+
+  ConsumerOptions co;
+  co.home = {"general"};
+  auto c = Consumer::create(seg, co).value();
+  EXPECT_EQ(c->needs("x", {{"selenium", 2}, {"selenium", 1}}).code(), Errc::need_exceeds_capacity);
+  EXPECT_TRUE(c->needs("x", {{"selenium", 1}, {"selenium", 1}}).ok());
+}
+
+// A task whose need is not free waits parked, and no worker cycles it between its queue
+// and its park ring: neither when the capacity was lowered below its need after it was
+// enqueued, nor when some permits are free but fewer than it needs. It runs once its
+// permits are there.
+TEST_F(SemFixture, TaskNeedingMoreThanIsFreeWaitsParkedWithoutSpinning) {
+  ASSERT_EQ(cli.set_capacity(sel, 2), Errc::ok);
+  ConsumerOptions co;
+  co.home = {"general"};
+  co.workers = 2;
+  co.tick = 60s;  // no janitor help: the workers alone must not spin
+  auto c = Consumer::create(seg, co).value();
+  std::atomic<int> ran{0};
+  c->on("big", [&](TaskContext&) {
+    ran.fetch_add(1);
+    return Outcome::done();
+  });
+  TaskOptions o;
+  o.queue = general;
+  o.needs[0] = Need{sel, 2};
+  ASSERT_EQ(cli.enqueue_text("big", "", o), Errc::ok);
+  ASSERT_EQ(cli.set_capacity(sel, 1), Errc::ok);  // below the queued task's need
+  c->start();
+  ASSERT_TRUE(eventually([&] { return c->stats().parked >= 1; }, 5s));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(ran.load(), 0);
+  EXPECT_LE(c->stats().parked, 3u) << "the task was cycled between its queue and its park ring";
+
+  // Capacity 3 with 2 held here: one free, the task needs two.
+  ASSERT_EQ(cli.set_capacity(sel, 3), Errc::ok);
+  ASSERT_EQ(cli.try_acquire(sel, 2), Errc::ok);
+  const std::uint64_t before = c->stats().parked;
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(ran.load(), 0);
+  EXPECT_LE(c->stats().parked, before + 3) << "the task was cycled while one permit of two was free";
+
+  ASSERT_EQ(cli.release(sel, 2), Errc::ok);
+  EXPECT_TRUE(eventually([&] { return ran.load() == 1; }, 5s)) << "the release did not unpark the task";
+  c->request_stop();
+  EXPECT_TRUE(c->join());
+  EXPECT_EQ(in_use(sel), 0u);
+}

@@ -30,6 +30,20 @@ struct Need {
   std::uint16_t count = 0;
 };
 
+/// A need list in its one form: a semaphore named twice is one need of the summed count
+/// (in the first place), and unused places have count 0.
+inline void merge_needs(Need (&needs)[2]) noexcept {
+  if (needs[0].count != 0 && needs[1].count != 0 && needs[0].sem == needs[1].sem) {
+    const unsigned sum = unsigned{needs[0].count} + needs[1].count;
+    needs[0].count = static_cast<std::uint16_t>(sum > 0xFFFF ? 0xFFFF : sum);
+    needs[1] = Need{};
+  }
+  if (needs[0].count == 0 && needs[1].count != 0) {
+    needs[0] = needs[1];
+    needs[1] = Need{};
+  }
+}
+
 struct SemaphoreInfo {
   SemId id = 0;
   std::string name;
