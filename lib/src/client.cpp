@@ -241,6 +241,29 @@ std::int64_t Client::next_due_ns() const noexcept {
   return static_cast<std::int64_t>(impl_->core->header->delayed_next_due_ns.load(std::memory_order_acquire));
 }
 
+std::uint32_t Client::due_seq() const noexcept {
+  return impl_->core->header->due_seq.load(std::memory_order_seq_cst);
+}
+
+bool Client::wait_for_due(std::uint32_t seen, std::chrono::nanoseconds max) noexcept {
+  auto* h = impl_->core->header;
+  h->due_waiters.fetch_add(1, std::memory_order_seq_cst);
+  // (D2) seq_cst: after announcing ourselves; pairs with (D1) in notify_due.
+  const std::int64_t now = monotonic_ns();
+  const auto due = static_cast<std::int64_t>(h->delayed_next_due_ns.load(std::memory_order_seq_cst));
+  std::int64_t sleep_ns = max.count();
+  // At least 100 us: a due time that stays in the past (a delayed task whose ring is
+  // full is retried later) must not turn the wait into a spin.
+  if (due != 0) sleep_ns = std::clamp<std::int64_t>(detail::sub_sat(due, now), std::min<std::int64_t>(100'000, sleep_ns), sleep_ns);
+  const bool woken = sleep_ns > 0 && detail::futex_wait(h->due_seq, seen, sleep_ns);
+  h->due_waiters.fetch_sub(1, std::memory_order_relaxed);
+  return woken;
+}
+
+void Client::wake_housekeepers() noexcept {
+  impl_->wake_housekeepers();
+}
+
 ReapReport Client::reap_dead() noexcept {
   return impl_->reap_dead();
 }
@@ -434,11 +457,11 @@ bool Client::janitor_tick(std::int64_t now_ns) noexcept {
   std::uint64_t lease = h->janitor_lease.load(std::memory_order_acquire);
   if (lease != im.token) {
     const std::int64_t renewed = h->janitor_renewed_ns.load(std::memory_order_relaxed);
-    // A holder that renewed recently is trusted without asking /proc; a silent one is
-    // replaced only when its process is dead (pid + start time), never for silence.
-    if (lease != 0 &&
-        (detail::sub_sat(now_ns, renewed) < 1'000'000'000 || im.token_alive(static_cast<std::uint16_t>(lease))))
-      return false;
+    // The lease is a term: a holder that has not renewed for kJanitorTermNs is replaced,
+    // dead or not. A stopped (SIGSTOP) or wedged holder must not keep everyone's dead
+    // from being reaped; when it runs again it finds another token here and knows it
+    // lost the lease (every duty is CAS-safe, so a late duty of its own is harmless).
+    if (lease != 0 && detail::sub_sat(now_ns, renewed) < kJanitorTermNs) return false;
     // (J1) acq_rel: one janitor at a time (two would still be safe: every duty is CAS).
     if (!h->janitor_lease.compare_exchange_strong(lease, im.token, std::memory_order_acq_rel)) return false;
   }

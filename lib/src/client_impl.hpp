@@ -524,9 +524,19 @@ struct Client::Impl {
 
   // After a delayed task was added: if it is now the earliest, a sleeping consumer of
   // its queue is woken to shorten its sleep to that time (only when one sleeps).
+  // Housekeepers asleep in wait_for_due are woken too, so a due time comes on time
+  // while every worker of every consumer is busy.
   void notify_due(std::uint32_t idx, std::int64_t not_before) noexcept {
-    if (core->header->delayed_next_due_ns.load(std::memory_order_relaxed) == static_cast<std::uint64_t>(not_before))
-      notify(core->hot(idx)->queue);
+    auto* h = core->header;
+    if (h->delayed_next_due_ns.load(std::memory_order_relaxed) != static_cast<std::uint64_t>(not_before)) return;
+    notify(core->hot(idx)->queue);
+    // (D1) seq_cst: after the due time's seq_cst merge (mark_delayed); pairs with (D2)
+    // in wait_for_due: either the sleeper sees the new due time or we see it waiting.
+    if (h->due_waiters.load(std::memory_order_seq_cst) != 0) wake_housekeepers();
+  }
+  void wake_housekeepers() noexcept {
+    core->header->due_seq.fetch_add(1, std::memory_order_seq_cst);
+    detail::futex_wake(core->header->due_seq, INT32_MAX);
   }
 
   // Move record idx (word, owned by us) to delayed until `not_before`.

@@ -33,6 +33,7 @@ struct Consumer::Impl {
   std::unordered_map<std::uint64_t, std::array<Need, 2>> type_needs;
   std::atomic<std::uint64_t> parked{0}, handed{0};
   std::vector<std::thread> threads;
+  std::thread keeper;  // the housekeeper
   std::stop_source stop;
   std::atomic<unsigned> live_workers{0};
   // One stop token per worker, made once: copying a token per task would bump a
@@ -194,23 +195,10 @@ struct Consumer::Impl {
     const std::span<const QueueId> home_span(home);
     const std::span<const QueueId> help_span = may_help ? std::span<const QueueId>(help) : std::span<const QueueId>();
     const std::int64_t tick_ns = std::chrono::nanoseconds(opts.tick).count();
-    std::int64_t next_tick = 0;
     unsigned idle = 0;
     Taken t, next;
     HandlerCache cache;
-    unsigned since_clock = 0;
     while (!stop.stop_requested()) {
-      // Worker 0's housekeeping tick; the clock is read every 64 loops while busy (a
-      // task takes at least a few hundred ns, so the tick stays within a few tens of
-      // microseconds of its time) and on every idle look.
-      if (w == 0 && (idle != 0 || ++since_clock >= 64)) {
-        since_clock = 0;
-        const std::int64_t now = monotonic_ns();
-        if (now >= next_tick) {
-          client->janitor_tick(now);
-          next_tick = now + tick_ns;
-        }
-      }
       if (take(t, may_help)) {
         run(t, w, next, cache);
         idle = 0;
@@ -250,6 +238,29 @@ struct Consumer::Impl {
     }
     flush_processed(w);
     live_workers.fetch_sub(1, std::memory_order_acq_rel);
+  }
+
+  // The housekeeper: one thread per consumer process, never running a handler, so
+  // nothing a handler does delays it. Each tick it beats, and renews (or takes over)
+  // the janitor lease and does the janitor's duties (janitor_tick); between ticks it
+  // sleeps until the next delayed task is due (wait_for_due: a producer that sets an
+  // earlier due time wakes it), so retries and ETAs are promoted on time while every
+  // worker is busy.
+  void housekeeper() {
+    const std::int64_t tick_ns = std::chrono::nanoseconds(opts.tick).count();
+    std::int64_t next_tick = 0;
+    while (!stop.stop_requested()) {
+      std::int64_t now = monotonic_ns();
+      if (now >= next_tick) {
+        client->janitor_tick(now);
+        next_tick = now + tick_ns;
+      }
+      client->promote_due(now);
+      const std::uint32_t seen = client->due_seq();  // before the stop check: request_stop bumps it
+      if (stop.stop_requested()) break;
+      now = monotonic_ns();
+      client->wait_for_due(seen, std::chrono::nanoseconds(std::max<std::int64_t>(next_tick - now, 1)));
+    }
   }
 };
 
@@ -330,6 +341,7 @@ void Consumer::start() {
   impl_->tokens.assign(impl_->opts.workers, impl_->stop.get_token());
   impl_->local.assign(impl_->opts.workers, Impl::WorkerLocal{});
   for (unsigned w = 0; w < impl_->opts.workers; ++w) impl_->threads.emplace_back([this, w] { impl_->worker(w); });
+  impl_->keeper = std::thread([this] { impl_->housekeeper(); });
 }
 
 void Consumer::request_stop() noexcept {
@@ -337,6 +349,7 @@ void Consumer::request_stop() noexcept {
   auto& me = impl_->seg->core().participants[detail::token_index(impl_->client->token()) - 1];
   me.activity.store(static_cast<std::uint32_t>(Activity::stopping), std::memory_order_relaxed);
   impl_->client->ring_own_doorbell();  // sleepers look at the stop flag now
+  impl_->client->wake_housekeepers();  // so does the housekeeper (others just look again)
 }
 
 bool Consumer::stopping() const noexcept {
@@ -351,12 +364,18 @@ bool Consumer::join() {
       // Handlers overran the grace period: leave them to the reaper after exit.
       for (auto& t : impl_->threads) t.detach();
       impl_->threads.clear();
+      if (impl_->keeper.joinable()) impl_->keeper.join();  // woken by request_stop
       return false;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();
+  if (impl_->keeper.joinable()) {
+    impl_->stop.request_stop();  // workers are gone; so goes the housekeeper
+    impl_->client->wake_housekeepers();
+    impl_->keeper.join();
+  }
   impl_->joined = true;
   impl_->client->detach();  // puts back anything still held (nothing, normally)
   return true;

@@ -203,6 +203,19 @@ class Client {
   std::size_t promote_due(std::int64_t now_ns) noexcept;
   /// When the earliest delayed task is due (CLOCK_MONOTONIC ns), or 0 if none.
   std::int64_t next_due_ns() const noexcept;
+  /// The housekeepers' futex word: read it, look at your own stop condition, then pass
+  /// it to wait_for_due, so a wake between the two is not lost.
+  std::uint32_t due_seq() const noexcept;
+  /// Sleeps until the earliest delayed task may be due, a new earlier one is enqueued,
+  /// wake_housekeepers() is called (since due_seq() returned `seen`), or `max` passes
+  /// (a futex wait, no polling). For a consumer's housekeeping thread. True when woken
+  /// before the time.
+  bool wait_for_due(std::uint32_t seen, std::chrono::nanoseconds max) noexcept;
+  /// Wakes every thread in wait_for_due (in every process).
+  void wake_housekeepers() noexcept;
+  /// A janitor lease not renewed for this long is taken over by the next tick of
+  /// another consumer, whether its holder is dead, stopped or only slow.
+  static constexpr std::int64_t kJanitorTermNs = 1'000'000'000;
 
   // ---- recovery ------------------------------------------------------------------
   /// Reaps every participant whose process is dead (by pid and start time): its

@@ -12,8 +12,10 @@
 //    dedicated queue as home and the shared ones as help.
 //  * Idle workers spin briefly, then sleep on the process's futex doorbell (with a
 //    timeout for housekeeping); producers wake them only when they are asleep.
-//  * One worker per process does housekeeping ticks; the process holding the segment's
-//    janitor lease makes delayed tasks due and reaps dead participants.
+//  * One housekeeper thread per process (never running handlers) ticks and sleeps until
+//    the next delayed task is due; the process holding the segment's janitor lease (a
+//    one-second term, taken over from a holder that stops renewing, dead or stopped)
+//    reaps dead participants.
 //  * request_stop(): stop taking, let running handlers finish (they see the stop
 //    token), then deregister. run_until_signal() does this on SIGINT/SIGTERM; a second
 //    signal exits at once (the reaper then requeues what was running).

@@ -68,6 +68,11 @@ struct alignas(kCacheLine) SegmentHeader {
   alignas(kCacheLine) AtomicU64 janitor_lease{0};
   AtomicI64 janitor_renewed_ns{0};
   alignas(kCacheLine) AtomicU64 delayed_next_due_ns{0};
+  // Housekeepers (one thread per consumer process) asleep until the next due time, and
+  // the futex word they sleep on: bumped when a new earliest due time is set while
+  // one sleeps (Client::wait_for_due).
+  AtomicU32 due_seq{0};
+  AtomicU32 due_waiters{0};
   // At least one past the highest task record ever reserved (a batch raises it past the
   // last record a run could take, which may be up to 63 beyond the run's end): records
   // from here on are virgin, so whole-table scans (recovery, inspection, dead letters)
