@@ -352,6 +352,7 @@ Errc Client::requeue_dead(TaskId id) noexcept {
   auto& c = im.core->ctrl[idx];
   std::uint64_t s = c.state.load(std::memory_order_acquire);
   if (state_of(s) != TaskState::dead || im.core->hot(idx)->id != id) return Errc::invalid_argument;
+  if (im.record_defect(idx) != nullptr) return Errc::corrupt;  // stays a dead letter; its reason says why
   const std::uint64_t mine = next_word(s, TaskState::running, im.token);
   if (!c.state.compare_exchange_strong(s, mine, std::memory_order_acq_rel)) return Errc::invalid_argument;
   auto* hot = im.core->hot(idx);

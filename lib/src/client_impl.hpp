@@ -556,8 +556,7 @@ struct Client::Impl {
   // waits as delayed and is retried by promote_due (never dropped, never overwritten).
   Errc requeue_record(std::uint32_t idx, std::uint64_t word) noexcept {
     auto* b = core->hot(idx);
-    if (b->queue >= core->layout.max_queues || b->level >= core->levels)
-      return dead_letter_record(idx, word, "corrupt queue or level");
+    if (const char* defect = record_defect(idx)) return dead_letter_record(idx, word, defect);
     const QueueId q = b->queue;
     const PushStatus st = push_record(idx, word, core->ring_id(q, b->level), TaskState::queued);
     if (st == PushStatus::ok) {
@@ -566,6 +565,25 @@ struct Client::Impl {
     }
     if (st == PushStatus::aborted) return Errc::fenced;
     return delay_record(idx, word, monotonic_ns() + 10'000'000);
+  }
+
+  // The one check of a record's fields that are used as an index, a length or a count:
+  // null when they are in range, else the reason the record is quarantined (dead-
+  // lettered, never run, never used to index anything). A damaged segment must not
+  // take down the process that reads it.
+  const char* record_defect(std::uint32_t idx) const noexcept {
+    const auto* b = core->hot(idx);
+    if (b->queue >= core->layout.max_queues ||
+        (core->queues[b->queue].word.load(std::memory_order_relaxed) & 3) != detail::QueueEntry::kReady)
+      return "corrupt record: no such queue";
+    if (b->level >= core->levels) return "corrupt record: priority level out of range";
+    if (b->payload_len > core->layout.payload_bytes) return "corrupt record: payload length out of range";
+    for (int k = 0; k < 2; ++k)
+      if (b->need_count[k] != 0 &&
+          (b->need_sem[k] >= core->layout.max_semaphores || b->need_count[k] > kMaxSemaphoreCapacity))
+        return "corrupt record: need out of range";
+    if (b->attempts > b->max_attempts) return "corrupt record: more attempts than allowed";
+    return nullptr;
   }
 
   Errc dead_letter_record(std::uint32_t idx, std::uint64_t word, std::string_view reason) noexcept {
@@ -613,7 +631,9 @@ struct Client::Impl {
           const std::uint64_t next = next_word(s, TaskState::running, token);
           if (!c.state.compare_exchange_strong(s, next, std::memory_order_acq_rel)) break;
           auto* b = core->hot(idx);
-          if (b->attempts >= b->max_attempts) {
+          if (const char* defect = record_defect(idx)) {
+            if (dead_letter_record(idx, next, defect) == Errc::ok) ++rep.dead_lettered;
+          } else if (b->attempts >= b->max_attempts) {
             if (dead_letter_record(idx, next, "consumer died while running it") == Errc::ok) {
               ++rep.dead_lettered;
               bump(counters(b->queue, b->level).dead);
@@ -1338,10 +1358,17 @@ struct Client::Impl {
     return queue_rings[rid].pop_front(pos, w, claim_fn, take_fn, pop_cursor[rid], ahead_fn) && counts;
   }
 
-  // Whether record v, just taken with state word w, expired while queued: it is then
-  // dead-lettered on purpose, never run, and not handed out.
+  // Whether record v, just taken with state word w from queue q's ring of `level`,
+  // must not be handed out: damaged (record_defect, or not of the ring it was in:
+  // quarantined) or expired while queued (dead-lettered on purpose, never run).
   bool expired_on_take(QueueId q, std::uint32_t level, std::uint32_t v, std::uint64_t w) noexcept {
-    const std::int64_t expires = core->hot(v)->expires_ns;
+    const auto* b = core->hot(v);
+    if (const char* defect = record_defect(v); defect != nullptr || b->queue != q || b->level != level) [[unlikely]] {
+      bump(counters(q, level).dead);
+      dead_letter_record(v, w, defect != nullptr ? defect : "corrupt record: not of the ring it was in");
+      return true;
+    }
+    const std::int64_t expires = b->expires_ns;
     if (expires == 0 || monotonic_ns() <= expires) return false;
     bump(counters(q, level).dead);
     dead_letter_record(v, w, "expired before it started");

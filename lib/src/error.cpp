@@ -25,7 +25,7 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::truncated:
       return "segment is truncated";
     case Errc::corrupt:
-      return "segment header is corrupt";
+      return "corrupt segment data";
     case Errc::init_timeout:
       return "segment initialisation did not finish in time";
     case Errc::creator_died:

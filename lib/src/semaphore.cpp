@@ -232,10 +232,13 @@ bool Client::Impl::pop_parked(SemaphoreEntry* e, std::uint32_t sem, std::uint32_
     auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept {
       return claim(rid, pos, val, TaskState::running, w);
     };
-    if (!core->ring(rid).try_pop(c, v)) continue;
-    SHMSCHED_FAULT_POINT(unpark_after_claim);
-    e->parked_hint.fetch_sub(1, std::memory_order_relaxed);
-    return true;
+    while (core->ring(rid).try_pop(c, v)) {
+      SHMSCHED_FAULT_POINT(unpark_after_claim);
+      e->parked_hint.fetch_sub(1, std::memory_order_relaxed);
+      const char* defect = record_defect(v);
+      if (defect == nullptr) return true;
+      dead_letter_record(v, w, defect);  // quarantined, never handed on
+    }
   }
   return false;
 }

@@ -26,7 +26,7 @@ enum class Errc : std::uint8_t {
   version_mismatch,   ///< built for another ABI version
   layout_mismatch,    ///< opened with an expected layout that differs
   truncated,          ///< the object is smaller than its header says
-  corrupt,            ///< the header is inconsistent with itself
+  corrupt,            ///< the header is inconsistent with itself, or a record is damaged
   init_timeout,       ///< the creator is alive but did not finish within the bound
   creator_died,       ///< the creator died before marking the segment ready
   permission_denied,  ///< the OS refused access
