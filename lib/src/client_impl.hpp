@@ -582,7 +582,6 @@ struct Client::Impl {
       if (b->need_count[k] != 0 &&
           (b->need_sem[k] >= core->layout.max_semaphores || b->need_count[k] > kMaxSemaphoreCapacity))
         return "corrupt record: need out of range";
-    if (b->attempts > b->max_attempts) return "corrupt record: more attempts than allowed";
     return nullptr;
   }
 
