@@ -149,14 +149,14 @@ int main() {
       TaskOptions o;
       o.queue = general;
       o.priority = static_cast<std::uint8_t>(2 + g % 6);
-      producer.enqueue_value(g % 4 == 0 ? "screenshot" : "report", Job{kSelenium + g}, o);
+      (void)producer.enqueue_value(g % 4 == 0 ? "screenshot" : "report", Job{kSelenium + g}, o);
     }
     std::this_thread::sleep_for(30ms);
     for (std::uint32_t i = 0; i < kSelenium / 10; ++i, ++s) {
       TaskOptions o;
       o.queue = selenium;
       o.priority = 0;
-      producer.enqueue_value("browse", Job{s}, o);
+      (void)producer.enqueue_value("browse", Job{s}, o);
     }
   }
   while (board->finished.load() < kTotal && std::chrono::steady_clock::now() - start < 120s)

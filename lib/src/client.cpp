@@ -476,12 +476,15 @@ bool Client::janitor_tick(std::int64_t now_ns) noexcept {
     if (e == nullptr) continue;
     // The hint drifts when a parker dies between its park and its increment, or a
     // parked task is recovered by the reaper: recount it from the park rings (a slow
-    // path, once a tick). A parker racing this store re-checks the permits itself (K1);
-    // at worst its task waits for the next tick.
+    // path, once a tick).
+    // The count is stored only if the hint did not change while it was taken (CAS from
+    // the value read first): a parker's increment or an unparker's decrement meanwhile
+    // is never overwritten by a stale count; this tick then leaves the hint as it is.
+    std::uint32_t seen = e->parked_hint.load(std::memory_order_seq_cst);
     std::uint64_t parked = 0;
     for (std::uint32_t l = 0; l < im.core->levels; ++l)
       parked += im.core->ring(im.core->park_ring_id(sem, l)).depth_guess();
-    e->parked_hint.store(static_cast<std::uint32_t>(parked), std::memory_order_seq_cst);
+    e->parked_hint.compare_exchange_strong(seen, static_cast<std::uint32_t>(parked), std::memory_order_seq_cst);
     im.unpark_to_queues(sem);
   }
   const std::int64_t last = im.last_reap.load(std::memory_order_relaxed);

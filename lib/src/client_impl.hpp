@@ -681,7 +681,7 @@ struct Client::Impl {
   /// not being one of its tokens.
   bool holder_valid(std::uint64_t holder, const DeadSlot* dead) const noexcept;
   bool pop_parked(detail::SemaphoreEntry* e, std::uint32_t sem, std::uint32_t& v, std::uint64_t& w) noexcept;
-  std::size_t unpark_to_queues(std::uint32_t sem, std::size_t reserved = 0) noexcept;
+  std::size_t unpark_to_queues(std::uint32_t sem, std::size_t reserved = 0, bool after_park = false) noexcept;
   std::uint32_t parked_need(std::uint32_t v, std::uint32_t sem) const noexcept;
   bool repark(std::uint32_t v, std::uint64_t w, std::uint32_t sem) noexcept;
 
@@ -891,7 +891,7 @@ struct Client::Impl {
       const PushStatus st = push_record(idx, word, core->ring_id(o.queue, o.priority), TaskState::queued);
       if (st == PushStatus::aborted) return Errc::fenced;
       if (st == PushStatus::full) {
-        free_record(idx, word);  // not accepted: give the record back
+        (void)free_record(idx, word);  // not accepted: give the record back
         return Errc::ring_full;
       }
       if (batch != nullptr) {
@@ -1129,7 +1129,7 @@ struct Client::Impl {
       // Our records were taken back: give back what is still ours (the exact words
       // make these CASes fail on records recovery already moved) and accept nothing.
       for (std::size_t k = 0; k < nruns; ++k)
-        for (std::uint16_t m = 0; m < runs[k].n; ++m) free_record(runs[k].first + m, word_at[runs[k].at + m]);
+        for (std::uint16_t m = 0; m < runs[k].n; ++m) (void)free_record(runs[k].first + m, word_at[runs[k].at + m]);
       error = Errc::fenced;
       return 0;
     }
@@ -1150,7 +1150,7 @@ struct Client::Impl {
       std::size_t first_refused = cut;
       for (std::size_t later = k; later < nruns; ++later)
         for (std::uint16_t m = 0; m < runs[later].n; ++m) {
-          free_record(runs[later].first + m, word_at[runs[later].at + m]);
+          (void)free_record(runs[later].first + m, word_at[runs[later].at + m]);
           first_refused = std::min<std::size_t>(first_refused, order[runs[later].at + m]);
         }
       error = st == PushStatus::full ? Errc::ring_full : Errc::fenced;
@@ -1333,7 +1333,7 @@ struct Client::Impl {
   }
   // The records a holds, back at the tail of their level (under `busy`).
   void give_back_held(Ahead& a) noexcept {
-    for (; a.held() != 0; ++a.next, a.set_held(a.held() - 1)) requeue_record(a.index[a.next], a.word[a.next]);
+    for (; a.held() != 0; ++a.next, a.set_held(a.held() - 1)) (void)requeue_record(a.index[a.next], a.word[a.next]);
     moved(a);
   }
 
@@ -1364,13 +1364,13 @@ struct Client::Impl {
     const auto* b = core->hot(v);
     if (const char* defect = record_defect(v); defect != nullptr || b->queue != q || b->level != level) [[unlikely]] {
       bump(counters(q, level).dead);
-      dead_letter_record(v, w, defect != nullptr ? defect : "corrupt record: not of the ring it was in");
+      (void)dead_letter_record(v, w, defect != nullptr ? defect : "corrupt record: not of the ring it was in");
       return true;
     }
     const std::int64_t expires = b->expires_ns;
     if (expires == 0 || monotonic_ns() <= expires) return false;
     bump(counters(q, level).dead);
-    dead_letter_record(v, w, "expired before it started");
+    (void)dead_letter_record(v, w, "expired before it started");
     return true;
   }
 

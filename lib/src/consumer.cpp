@@ -104,7 +104,7 @@ struct Consumer::Impl {
       t = next;
       handed.fetch_add(1, std::memory_order_relaxed);
     }
-    client->requeue(t);  // bound the chain: let another take it
+    (void)client->requeue(t);  // bound the chain: let another take it
   }
 
   // The task's own needs, else its type's; plus the queue's concurrency limit if the
@@ -147,7 +147,7 @@ struct Consumer::Impl {
       std::string why = "no handler for type '";
       why += t.type_name.empty() ? std::to_string(t.type) : std::string(t.type_name);
       why += "'";
-      client->dead_letter(t, why);
+      (void)client->dead_letter(t, why);
       no_handler.fetch_add(1, std::memory_order_relaxed);
       dead.fetch_add(1, std::memory_order_relaxed);
       return false;
@@ -169,13 +169,13 @@ struct Consumer::Impl {
     if (has_needs) handed_over = client->release_for(t, need, &next);
     switch (o.kind()) {
       case Outcome::Kind::done:
-        client->complete(t);
+        (void)client->complete(t);
         local[w].done.store(local[w].done.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         break;
       case Outcome::Kind::retry:
       case Outcome::Kind::fail: {
         const bool is_fail = o.kind() == Outcome::Kind::fail;
-        client->retry_or_dead_letter(t, o.reason(), o.delay(), is_fail);
+        (void)client->retry_or_dead_letter(t, o.reason(), o.delay(), is_fail);
         (last_attempt ? dead : retried).fetch_add(1, std::memory_order_relaxed);
         if (is_fail) failed.fetch_add(1, std::memory_order_relaxed);
         break;
@@ -184,7 +184,7 @@ struct Consumer::Impl {
     me->current_task.store(0, std::memory_order_relaxed);
     if (++local[w].unflushed >= kFlushEvery) flush_processed(w);
     if (handed_over && handler_of(next.type, cache) == nullptr) {
-      client->requeue(next);  // not ours to run: back to its queue
+      (void)client->requeue(next);  // not ours to run: back to its queue
       return false;
     }
     return handed_over;

@@ -220,14 +220,24 @@ namespace {
 Error from_interprocess(const bip::interprocess_exception& e, const std::string& name) {
   switch (e.get_error_code()) {
     case bip::already_exists_error:
-      return Error(Errc::exists, "segment '" + name + "' already exists");
+      return Error(Errc::exists, "'" + name + "'");
     case bip::not_found_error:
-      return Error(Errc::not_found, "no segment named '" + name + "'");
+      return Error(Errc::not_found, "'" + name + "'");
     case bip::security_error:
       return Error(Errc::permission_denied, "segment '" + name + "': " + e.what());
     default:
       return Error(Errc::system_error, "segment '" + name + "': " + e.what());
   }
+}
+
+// What a file at a segment's path is, when it is not a shared-memory object.
+std::string file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  return "not a regular file";
 }
 
 // posix_fallocate's failure on the segment's object, said in the operator's terms.
@@ -316,6 +326,10 @@ Result<Segment> Segment::open(std::string_view name, const OpenOptions& options)
   auto impl = std::make_unique<Impl>();
   impl->name = std::string(name);
   try {
+    // Something else at the path (a directory, a FIFO) is said as what it is.
+    if (struct stat pre {}; ::lstat(("/dev/shm/" + oname).c_str(), &pre) == 0 && !S_ISREG(pre.st_mode))
+      return Error(Errc::foreign_segment, "'/dev/shm/" + oname + "' is " + file_kind(pre.st_mode) +
+                                              ", not a shared-memory segment");
     bip::shared_memory_object shm(bip::open_only, oname.c_str(), bip::read_write);
     const int fd = shm.get_mapping_handle().handle;
     const auto deadline = std::chrono::steady_clock::now() + options.timeout;
@@ -323,6 +337,9 @@ Result<Segment> Segment::open(std::string_view name, const OpenOptions& options)
     for (;;) {
       struct stat st {};
       if (::fstat(fd, &st) != 0) return Error(Errc::system_error, std::string("fstat: ") + std::strerror(errno));
+      if (!S_ISREG(st.st_mode))
+        return Error(Errc::foreign_segment, "'/dev/shm/" + oname + "' is " + file_kind(st.st_mode) +
+                                                ", not a shared-memory segment");
       const auto size = static_cast<std::uint64_t>(st.st_size);
       // How long ago the object was made or sized (ctime: creation and ftruncate set it).
       const std::int64_t age_ns = unix_ns() - (std::int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec);
@@ -429,8 +446,13 @@ Result<Segment> Segment::create_or_open(std::string_view name, const Layout& lay
 Result<void> Segment::destroy(std::string_view name) {
   if (auto v = validate_name(name); !v) return v;
   const std::string oname = object_name(name);
-  if (!bip::shared_memory_object::remove(oname.c_str()))
-    return Result<void>(Errc::not_found, "no segment named '" + std::string(name) + "'");
+  if (::shm_unlink(oname.c_str()) != 0) {
+    const int err = errno;
+    if (err == ENOENT) return Result<void>(Errc::not_found, "'" + std::string(name) + "'");
+    if (err == EACCES || err == EPERM)
+      return Result<void>(Errc::permission_denied, "cannot remove segment '" + std::string(name) + "': " + std::strerror(err));
+    return Result<void>(Errc::system_error, "cannot remove segment '" + std::string(name) + "': " + std::strerror(err));
+  }
   return {};
 }
 

@@ -237,7 +237,7 @@ bool Client::Impl::pop_parked(SemaphoreEntry* e, std::uint32_t sem, std::uint32_
       e->parked_hint.fetch_sub(1, std::memory_order_relaxed);
       const char* defect = record_defect(v);
       if (defect == nullptr) return true;
-      dead_letter_record(v, w, defect);  // quarantined, never handed on
+      (void)dead_letter_record(v, w, defect);  // quarantined, never handed on
     }
   }
   return false;
@@ -262,15 +262,17 @@ std::uint32_t Client::Impl::parked_need(std::uint32_t v, std::uint32_t sem) cons
 // cannot run now is never cycled between its queue and its park ring by the workers.
 // A re-park is followed by one more look at the permit word: a release that came while
 // the task was out of its ring found nothing to unpark, and is caught here.
-std::size_t Client::Impl::unpark_to_queues(std::uint32_t sem, std::size_t reserved) noexcept {
+std::size_t Client::Impl::unpark_to_queues(std::uint32_t sem, std::size_t reserved, bool after_park) noexcept {
   auto* e = sem_entry(sem);
   if (e == nullptr) return 0;
   // (K3) seq_cst: a parker increments the hint after its publishing CAS and before its
   // own look at the permits (K1), so either we see the hint or it sees our release.
-  if (static_cast<std::int32_t>(e->parked_hint.load(std::memory_order_seq_cst)) <= 0) return 0;
+  // The parker's own look (after_park) does not read the hint: it knows it parked one,
+  // and the janitor's recount may have stored a count from before its increment.
+  if (!after_park && static_cast<std::int32_t>(e->parked_hint.load(std::memory_order_seq_cst)) <= 0) return 0;
   std::size_t moved = 0, taken = reserved;
   constexpr int kMaxReparks = 8;  // bounds one call's walk over tasks that need more
-  for (int reparks = 0; reparks < kMaxReparks;) {
+  for (int reparks = 0;;) {
     const std::uint64_t p = e->permits.load(std::memory_order_seq_cst);  // (K2)
     // As many as there are free permits: more would only park again.
     if (in_use_of(p) + taken >= capacity_of(p)) return moved;
@@ -284,7 +286,13 @@ std::size_t Client::Impl::unpark_to_queues(std::uint32_t sem, std::size_t reserv
       taken += need;
       continue;
     }
-    ++reparks;
+    // The last re-park this call may make goes to its queue instead: whoever takes it
+    // parks it again with its own look (K1), so a release during this call's walk is
+    // never left unseen (tests/model/semaphore.pml, MUTANT_REPARK_BAIL).
+    if (++reparks == kMaxReparks) {
+      if (requeue_record(v, w) == Errc::ok) ++moved;
+      return moved;
+    }
     if (!repark(v, w, sem)) continue;
     // seq_cst, after the re-park's publishing CAS and hint increment: as (K1).
     if (e->permits.load(std::memory_order_seq_cst) == p) return moved;
@@ -421,7 +429,7 @@ Client::Grant Client::acquire_for(const Taken& task, std::span<const Need> needs
     im.sem_entry(sorted[i].sem)->parked_hint.fetch_add(1, std::memory_order_seq_cst);  // before (K1)
     // (K1) A release may have come between our failed try and the park: look again
     // (seq_cst, after the seq_cst publishing CAS of the park ring).
-    im.unpark_to_queues(sorted[i].sem);
+    im.unpark_to_queues(sorted[i].sem, 0, true);
     return Grant::parked;
   }
   return Grant::granted;

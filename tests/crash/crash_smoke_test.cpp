@@ -170,7 +170,7 @@ void mixed_workload(World& w, int rounds) {
     Taken t;
     if (i % 3 != 0 && c.try_take(w.q, t)) {
       w.log->completing_now(t.id);
-      c.complete(t);
+      (void)c.complete(t);
     }
   }
   c.detach();
@@ -198,12 +198,12 @@ void batch_workload(World& w, int rounds) {
     const std::size_t m = c.try_take_batch(w.q, i % 2 == 0 ? std::span<Taken>(got) : std::span<Taken>(got).first(3));
     for (std::size_t k = 0; k < m; ++k) {
       w.log->completing_now(got[k].id);
-      c.complete(got[k]);
+      (void)c.complete(got[k]);
     }
     Taken t;
     if (c.try_take(w.q, t)) {
       w.log->completing_now(t.id);
-      c.complete(t);
+      (void)c.complete(t);
     }
   }
   c.detach();
@@ -223,7 +223,7 @@ void ahead_workload(World& w, int rounds) {
     Taken t;
     if (i % 2 == 0 && c.try_take(w.q, t)) {
       w.log->completing_now(t.id);
-      c.complete(t);
+      (void)c.complete(t);
     }
   }
   c.detach();

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Model-checks the ring protocol with spin: the model must verify with no error, and a
-# mutant of it must fail -- so the check can fail. A model that defines its own mutant
-# (`#ifdef MUTANT`, as ring_runs.pml does) is checked with it; otherwise the mutant is a
-# consumer that clears the slot before it claims the record, as a Vyukov-style queue
-# does (ring.pml).
+# Model-checks a protocol with spin: the model must verify with no error, and a mutant
+# of it must fail -- so the check can fail. A model that defines its own mutants
+# (`#ifdef MUTANT`, as ring_runs.pml does; semaphore.pml also has MUTANT_<name>s) is
+# checked with each of them; otherwise the mutant is a consumer that clears the slot
+# before it claims the record, as a Vyukov-style queue does (ring.pml).
 # usage: check.sh MODEL WORKDIR
 set -euo pipefail
 model=$(readlink -f "$1")
@@ -29,12 +29,18 @@ else
   echo "model: FAILED"; status=1
 fi
 
-if grep -q '#ifdef MUTANT' "$model"; then
-  if run mutant "$model" -DMUTANT; then
-    echo "mutant (the model's own, -DMUTANT): NOT caught (the model checks too little)"; status=1
-  else
-    echo "mutant (the model's own, -DMUTANT): caught, as it must be"
-  fi
+# The model's own mutants: every macro it tests with `#ifdef MUTANT...` (MUTANT,
+# MUTANT_X, ...), each checked alone with -D<name>.
+mutants=$(grep -o '^#ifn\?def MUTANT[A-Z0-9_]*' "$model" | sed 's/^#ifn\?def //' | sort -u || true)
+if [ -n "$mutants" ]; then
+  for m in $mutants; do
+    dir=mutant; [ "$m" = MUTANT ] || dir="mutant-$m"
+    if run "$dir" "$model" "-D$m"; then
+      echo "mutant (the model's own, -D$m): NOT caught (the model checks too little)"; status=1
+    else
+      echo "mutant (the model's own, -D$m): caught, as it must be"
+    fi
+  done
   exit $status
 fi
 

@@ -993,3 +993,38 @@ TEST(SegmentNamed, CreateOnAFullDevShmFailsCleanlyAndACreatedSegmentNeverSigbuse
   EXPECT_TRUE(s.ok()) << test::describe(s) << " (10 no namespace, 11 wrong error, 12 object left behind, "
                       << "13 a fitting segment failed, 14 attach failed)";
 }
+
+// Errors say what happened once, and say what is at the path.
+TEST(SegmentNamed, ErrorMessagesDoNotRepeatThemselvesAndNameWhatIsThere) {
+  NameGuard g;
+  ASSERT_TRUE(Segment::create(g.name(), small_layout(), with_queues({"general"})).ok());
+  const auto again = Segment::create(g.name(), small_layout(), with_queues({"general"}));
+  ASSERT_EQ(again.code(), Errc::exists);
+  EXPECT_EQ(again.error().message(), "segment already exists: '" + g.name() + "'");
+  ASSERT_TRUE(Segment::destroy(g.name()).ok());
+  EXPECT_EQ(Segment::destroy(g.name()).error().message(), "no such segment: '" + g.name() + "'");
+
+  const std::string path = test::shm_path(g.name());
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  auto fifo = Segment::open(g.name());
+  EXPECT_EQ(fifo.code(), Errc::foreign_segment);
+  EXPECT_NE(fifo.error().message().find("is a FIFO"), std::string::npos) << fifo.error().message();
+  ::unlink(path.c_str());
+  ASSERT_EQ(::mkdir(path.c_str(), 0700), 0);
+  auto dir = Segment::open(g.name());
+  EXPECT_EQ(dir.code(), Errc::foreign_segment);
+  EXPECT_NE(dir.error().message().find("is a directory"), std::string::npos) << dir.error().message();
+  ::rmdir(path.c_str());
+}
+
+// value() on an error throws an exception that says what failed.
+TEST(SegmentNamed, ValueOfAnErrorThrowsWithTheErrorsMessage) {
+  NameGuard g;
+  try {
+    (void)Segment::open(g.name()).value();
+    FAIL() << "value() of an error returned";
+  } catch (const BadResultAccess& e) {
+    EXPECT_EQ(std::string(e.what()), "no such segment: '" + g.name() + "'");
+    EXPECT_EQ(e.error().code(), Errc::not_found);
+  }
+}

@@ -266,7 +266,7 @@ class [[nodiscard]] Permit {
   ~Permit() { release(); }
   /// Returns the permits now (idempotent).
   void release() noexcept {
-    if (client_ != nullptr) client_->release(sem_, n_);
+    if (client_ != nullptr) (void)client_->release(sem_, n_);
     client_ = nullptr;
   }
   bool held() const noexcept { return client_ != nullptr; }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -14,7 +15,7 @@
 
 namespace shmsched {
 
-enum class Errc : std::uint8_t {
+enum class [[nodiscard]] Errc : std::uint8_t {
   ok = 0,
   // set-up and validation
   invalid_name,       ///< segment, queue or task-type name fails validation
@@ -65,7 +66,18 @@ class Error {
   std::string detail_;
 };
 
-/// Either a T or an Error. `ok()` tells which; `value()` on an error is a bug.
+/// What value() throws when the Result holds an error: what() is the error's message.
+class BadResultAccess : public std::runtime_error {
+ public:
+  explicit BadResultAccess(const Error& e) : std::runtime_error(e.message()), error_(e) {}
+  const Error& error() const noexcept { return error_; }
+
+ private:
+  Error error_;
+};
+
+/// Either a T or an Error. `ok()` tells which; `value()` on an error throws
+/// BadResultAccess with the error's message.
 template <class T>
 class [[nodiscard]] Result {
  public:
@@ -75,15 +87,27 @@ class [[nodiscard]] Result {
 
   bool ok() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return ok(); }
-  T& value() & { return std::get<0>(v_); }
-  const T& value() const& { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
+  T& value() & {
+    check();
+    return std::get<0>(v_);
+  }
+  const T& value() const& {
+    check();
+    return std::get<0>(v_);
+  }
+  T&& value() && {
+    check();
+    return std::get<0>(std::move(v_));
+  }
   T& operator*() & { return value(); }
   T* operator->() { return &value(); }
   const Error& error() const { return std::get<1>(v_); }
   Errc code() const noexcept { return ok() ? Errc::ok : std::get<1>(v_).code(); }
 
  private:
+  void check() const {
+    if (!ok()) throw BadResultAccess(std::get<1>(v_));
+  }
   std::variant<T, Error> v_;
 };
 
