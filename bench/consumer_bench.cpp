@@ -46,6 +46,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <boost/date_time/posix_time/posix_time_types.hpp>
 #include <boost/interprocess/ipc/message_queue.hpp>
 #include <cerrno>
@@ -757,6 +759,73 @@ void BM_consumer_spin_word(benchmark::State& state) {
   }
 }
 
+// Start lateness of a delayed task under a saturated consumer: one worker runs 20 ms
+// handlers back to back while a priority-0 task delayed by 30 ms is enqueued, one at a
+// time; lateness = its start - its due time. The housekeeper promotes it on time, so
+// it waits at most for the handler that is running (goal: p99 <= one task + 5 ms).
+void BM_consumer_delayed_start_lateness(benchmark::State& state) {
+  static constexpr std::int64_t kTaskNs = 20'000'000, kDelayNs = 30'000'000;
+  constexpr std::uint32_t kSamples = 40, kWarm = 2;
+  const std::uint32_t total = kWarm + kSamples;
+  for (auto _ : state) {
+    Layout l;
+    l.task_capacity = 4096;
+    auto seg = Segment::create_private(l, CreateOptions{0600, {"general"}});
+    if (!seg) {
+      state.SkipWithError(seg.error().message().c_str());
+      break;
+    }
+    auto producer = Client::attach(*seg).value();
+    ConsumerOptions co;
+    co.home = {"general"};
+    co.workers = 1;
+    auto consumer = Consumer::create(*seg, co).value();
+    std::vector<std::int64_t> late(total, 0);
+    std::atomic<std::uint32_t> started{0};
+    consumer->on("work", [](TaskContext&) {
+      std::this_thread::sleep_for(std::chrono::nanoseconds(kTaskNs));
+      return Outcome::done();
+    });
+    consumer->on("due", [&](TaskContext& ctx) {
+      std::int64_t due = 0;
+      std::memcpy(&due, ctx.task.payload.data(), sizeof due);
+      const std::uint32_t i = started.load(std::memory_order_relaxed);
+      if (i < total) late[i] = now_ns() - due;
+      started.store(i + 1, std::memory_order_release);
+      return Outcome::done();
+    });
+    TaskOptions busy;
+    busy.queue = seg->find_queue("general").value();
+    busy.priority = 3;
+    TaskOptions urgent = busy;
+    urgent.priority = 0;
+    for (int i = 0; i < 4; ++i) (void)producer.enqueue_text("work", "", busy);
+    consumer->start();
+    for (std::uint32_t i = 0; i < total; ++i) {
+      for (LevelStats ls = producer.level_stats(busy.queue, 3); ls.enqueued - ls.started < 4;
+           ls = producer.level_stats(busy.queue, 3))
+        (void)producer.enqueue_text("work", "", busy);
+      std::this_thread::sleep_for(std::chrono::milliseconds(7 + (i * 13) % 11));  // land anywhere in a task
+      const std::int64_t due = now_ns() + kDelayNs;
+      urgent.not_before_ns = due;
+      (void)producer.enqueue_value("due", due, urgent);
+      while (started.load(std::memory_order_acquire) <= i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    consumer->request_stop();
+    consumer->join();
+    std::sort(late.begin() + kWarm, late.end());
+    const auto rank = [&](double q) {
+      const auto k = static_cast<std::size_t>(std::ceil(q * kSamples));
+      return static_cast<double>(late[kWarm + std::clamp<std::size_t>(k, 1, kSamples) - 1]) / 1e3;
+    };
+    state.counters["p50_us"] = rank(0.50);
+    state.counters["p99_us"] = rank(0.99);
+    state.counters["task_us"] = static_cast<double>(kTaskNs) / 1e3;
+    state.counters["samples"] = kSamples;
+  }
+}
+BENCHMARK(BM_consumer_delayed_start_lateness)->UseRealTime()->Iterations(1)->Repetitions(1)->Unit(benchmark::kMillisecond);
+
 // One run each: the samples are the repetitions.
 void latency_config(benchmark::internal::Benchmark* b) {
   b->UseRealTime()->Iterations(1)->Repetitions(1)->Unit(benchmark::kMillisecond);
@@ -787,6 +856,10 @@ const CounterRatioDecl l4("5. wake-up latency, one way", "shmsched sleeping p99 
                           "BM_consumer_wake_sleeping", "p99_us", "BM_consumer_wake_sleeping", "futex_one_way_p99_us");
 const CounterRatioDecl l5("5. wake-up latency, one way", "shmsched busy p50 / shared spin word p50",
                           "BM_consumer_shmsched_wake_busy", "p50_us", "BM_consumer_spin_word", "p50_us");
+const CounterRatioDecl d1("5. wake-up latency, one way",
+                          "delayed task start lateness p99 under a saturated consumer / running task length",
+                          "BM_consumer_delayed_start_lateness", "p99_us", "BM_consumer_delayed_start_lateness",
+                          "task_us");
 const CounterRatioDecl l6("5. wake-up latency, one way", "shmsched busy p99 / shared spin word p99",
                           "BM_consumer_shmsched_wake_busy", "p99_us", "BM_consumer_spin_word", "p99_us");
 
