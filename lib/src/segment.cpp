@@ -230,6 +230,24 @@ Error from_interprocess(const bip::interprocess_exception& e, const std::string&
   }
 }
 
+// "levels 8 (asked 4), task_capacity ..." for every field in which two layouts differ.
+std::string layout_differences(const Layout& have, const Layout& asked) {
+  std::string out;
+  auto field = [&](const char* name, std::uint32_t a, std::uint32_t b) {
+    if (a == b) return;
+    if (!out.empty()) out += ", ";
+    out += std::string(name) + " " + std::to_string(a) + " (asked " + std::to_string(b) + ")";
+  };
+  field("levels", have.levels, asked.levels);
+  field("task_capacity", have.task_capacity, asked.task_capacity);
+  field("payload_bytes", have.payload_bytes, asked.payload_bytes);
+  field("ring_capacity", have.effective_ring_capacity(), asked.effective_ring_capacity());
+  field("max_queues", have.max_queues, asked.max_queues);
+  field("max_participants", have.max_participants, asked.max_participants);
+  field("max_semaphores", have.max_semaphores, asked.max_semaphores);
+  return out.empty() ? "fields equal, hash differs" : out;
+}
+
 // What a file at a segment's path is, when it is not a shared-memory object.
 std::string file_kind(mode_t mode) {
   if (S_ISDIR(mode)) return "a directory";
@@ -400,7 +418,8 @@ Result<Segment> Segment::open(std::string_view name, const OpenOptions& options)
     }
     if (options.expect && !(options.expect->effective_ring_capacity() == layout.effective_ring_capacity() &&
                             options.expect->hash() == layout.hash()))
-      return Error(Errc::layout_mismatch, "segment '" + impl->name + "' was created with another layout");
+      return Error(Errc::layout_mismatch, "segment '" + impl->name + "' was created with another layout: " +
+                                              layout_differences(layout, *options.expect));
     impl->region = bip::mapped_region(shm, bip::read_write, 0, detail::SegmentMap::compute(layout).total);
     impl->size = impl->region.get_size();
     impl->core.bind(static_cast<std::byte*>(impl->region.get_address()), layout);

@@ -540,6 +540,11 @@ TEST(SegmentOpen, ExpectedLayoutMustMatch) {
   Layout fewer_levels = small_layout();
   fewer_levels.levels = 2;
   EXPECT_EQ(expect(fewer_levels).code(), Errc::layout_mismatch);
+  // The message names the field that differs, with both values, and no other field.
+  const std::string why_levels = expect(fewer_levels).error().message();
+  EXPECT_NE(why_levels.find("levels " + std::to_string(small_layout().levels) + " (asked 2)"), std::string::npos)
+      << why_levels;
+  EXPECT_EQ(why_levels.find("payload_bytes"), std::string::npos) << why_levels;
   Layout more_payload = small_layout();
   more_payload.payload_bytes = 128;
   EXPECT_EQ(expect(more_payload).code(), Errc::layout_mismatch);
