@@ -23,6 +23,18 @@ execute_process(COMMAND ${CMAKE_COMMAND} -E env SHMSCHED_FAULT=complete_before_f
 if(rc)
   message(FATAL_ERROR "the installed-package program failed: ${rc}")
 endif()
+# `man shmctl` is ours (generated from shmctl --help when help2man is there, as the
+# bootstrap installs it): it names the tool's verbs, not shmctl(2).
+if(EXISTS ${BUILD_DIR}/tools/shmctl)
+  file(GLOB_RECURSE manpage ${WORK_DIR}/prefix/*shmctl.1)
+  if(NOT manpage)
+    message(FATAL_ERROR "no shmctl.1 installed (is help2man missing?)")
+  endif()
+  file(STRINGS ${manpage} verbs REGEX "worker")
+  if(NOT verbs)
+    message(FATAL_ERROR "${manpage} does not describe shmctl's verbs")
+  endif()
+endif()
 # No fault point anywhere in what is installed: not in the exported usage requirements,
 # the pkg-config file, the library or shmctl.
 file(GLOB_RECURSE installed_text ${WORK_DIR}/prefix/*.cmake ${WORK_DIR}/prefix/*.pc)

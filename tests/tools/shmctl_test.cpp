@@ -199,11 +199,12 @@ class Shmctl : public ::testing::Test {
   }
 
   /// Starts `shmctl args...` in the background, output to a log file in the scratch dir.
-  pid_t start(std::vector<std::string> args, const std::string& log = "worker.log") {
+  pid_t start(std::vector<std::string> args, const std::string& log = "worker.log", bool ignore_sigint = false) {
     args.insert(args.begin(), SHMCTL_BIN);
     const std::string log_path = path(log);
     auto argv = c_argv(args);
     const pid_t pid = spawn([&] {
+      if (ignore_sigint) ::signal(SIGINT, SIG_IGN);  // as a non-interactive shell's "worker &" does
       const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
       const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
       if (fd < 0 || null < 0) return 126;
@@ -216,10 +217,10 @@ class Shmctl : public ::testing::Test {
     background_.push_back(pid);
     return pid;
   }
-  pid_t start_worker(std::vector<std::string> extra = {}) {
+  pid_t start_worker(std::vector<std::string> extra = {}, bool ignore_sigint = false) {
     std::vector<std::string> args = {"worker", name(), "--home", "general"};
     args.insert(args.end(), extra.begin(), extra.end());
-    const pid_t pid = start(args);
+    const pid_t pid = start(args, "worker.log", ignore_sigint);
     // Attached once stat shows a live consumer with this pid.
     EXPECT_TRUE(eventually([&] {
       const json s = stat();
@@ -322,10 +323,121 @@ TEST_F(Shmctl, EveryVerbHasHelpAndBadUsageExitsTwo) {
     EXPECT_EQ(r.code(), 2) << r;
     EXPECT_FALSE(r.err.empty()) << r;
   }
-  // The worker's "--help" also names help queues; alone it prints help.
+  // The worker's "--help" is help, as everywhere; help queues are "--help-with".
   const Ran wh = shmctl({"worker", name(), "--help"});
   EXPECT_EQ(wh.code(), 0) << wh;
   EXPECT_TRUE(contains(wh.out, "--home")) << wh;
+  EXPECT_TRUE(contains(wh.out, "--help-with")) << wh;
+}
+
+TEST_F(Shmctl, WorkerHelpIsHelpEvenWithAValueAndHelpWithNamesHelpQueues) {
+  create();
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"worker", "--help"}, {"worker", name(), "--help"}, {"worker", "-h"}}) {
+    const Ran r = shmctl(args);
+    EXPECT_EQ(r.code(), 0) << r;
+    EXPECT_TRUE(contains(r.out, "Usage: shmctl worker")) << r;
+    EXPECT_TRUE(contains(r.out, "--help-with")) << r;
+  }
+  // A queue after --help is no longer a help queue: nothing is served.
+  const Ran h = shmctl({"worker", name(), "--home", "urgent", "--help", "general"}, {}, 10s);
+  EXPECT_EQ(h.code(), 0) << h;
+  EXPECT_TRUE(contains(h.out, "Usage: shmctl worker")) << h;
+  EXPECT_TRUE(stat()["participants"].empty());
+  const Ran no_queue = shmctl({"worker", name(), "--help-with"});
+  EXPECT_EQ(no_queue.code(), 2) << no_queue;
+}
+
+TEST_F(Shmctl, VersionPrintsTheProjectVersion) {
+  const Ran r = shmctl({"--version"});
+  EXPECT_EQ(r.code(), 0) << r;
+  EXPECT_TRUE(std::regex_match(r.out, std::regex(R"(shmctl [0-9]+\.[0-9]+\.[0-9]+\n)"))) << r;
+  const Ran help = shmctl({"--help"});
+  EXPECT_TRUE(contains(help.out, "--version")) << help;
+}
+
+TEST_F(Shmctl, UsageLinesNameShmctlAndShowRequiredOperands) {
+  for (const char* verb : {"create", "destroy", "ls", "stat", "metrics", "top", "queue", "sem", "dlq", "recover",
+                           "wait", "submit", "worker"}) {
+    SCOPED_TRACE(verb);
+    const Ran r = shmctl({verb, "--help"});
+    EXPECT_EQ(r.code(), 0) << r;
+    EXPECT_TRUE(contains(r.out, std::string("Usage: shmctl ") + verb + " ")) << r;
+    if (std::string(verb) != "ls") {
+      EXPECT_TRUE(contains(r.out, "] NAME")) << "NAME shown as required\n" << r;
+      EXPECT_FALSE(contains(r.out, "[NAME]")) << r;
+    }
+  }
+  const Ran missing = shmctl({"worker", "--home", "general"});
+  EXPECT_EQ(missing.code(), 2) << missing;
+  EXPECT_TRUE(contains(missing.err, "NAME")) << missing;
+}
+
+TEST_F(Shmctl, DurationsAreDecimalNumbersWithAUnit) {
+  create();
+  for (const char* bad : {"", "0x10", "1e3", "inf", "nan", "-1s", "+5s", " 5s", "5 s", "1.", ".5s", "5sec", "0x1p3"}) {
+    SCOPED_TRACE(std::string("'") + bad + "'");
+    const Ran r = shmctl({"wait", name(), "--timeout", bad}, {}, 10s);
+    EXPECT_EQ(r.code(), 2) << r;
+    EXPECT_TRUE(contains(r.err, "is not a duration")) << r;
+  }
+  for (const char* good : {"0", "2", "1500ms", "1.5s", "250us", "1m", "1h", "100000ns"}) {
+    SCOPED_TRACE(good);
+    const Ran r = shmctl({"wait", name(), "--timeout", good}, {}, 10s);
+    EXPECT_EQ(r.code(), 0) << r;
+  }
+  const Ran delay = submit({"true"}, {"--delay", ""});
+  EXPECT_EQ(delay.code(), 2) << delay;
+  const Ran open = shmctl({"stat", name(), "--open-timeout", "1e3"});
+  EXPECT_EQ(open.code(), 2) << open;
+  EXPECT_EQ(stat()["queued"], 0);
+}
+
+TEST_F(Shmctl, EmptyCommandsAndNegativeCountsAreUsageErrors) {
+  create();
+  ASSERT_EQ(shmctl({"sem", name(), "set", "s", "2"}).code(), 0);
+  const std::vector<std::vector<std::string>> bad = {
+      {"submit", name(), "--queue", "general", "--", ""},
+      {"submit", name(), "--queue", "general", "--", "", "arg"},
+      {"submit", name(), "--queue", "general", "--needs", "s:-1", "--", "true"},
+      {"submit", name(), "--queue", "general", "--needs", "s:0", "--", "true"},
+      {"submit", name(), "--queue", "general", "--needs", "s:", "--", "true"},
+      {"submit", name(), "--queue", "general", "--priority", "-1", "--", "true"},
+      {"submit", name(), "--queue", "general", "--retries", "-1", "--", "true"},
+      {"dlq", name(), "list", "--max", "-1"},
+      {"dlq", name(), "list", "--max", "1.5"},
+      {"worker", name(), "--home", "general", "--workers", "-1"},
+  };
+  for (const auto& args : bad) {
+    std::string line;
+    for (const auto& a : args) line += "'" + a + "' ";
+    SCOPED_TRACE(line);
+    const Ran r = shmctl(args, {}, 10s);
+    EXPECT_EQ(r.code(), 2) << r;
+    EXPECT_FALSE(r.err.empty()) << r;
+  }
+  const json s = stat();
+  EXPECT_EQ(s["queued"], 0);
+  EXPECT_EQ(total(s, "general", "enqueued"), 0u);
+  EXPECT_EQ(shmctl({"dlq", name(), "list", "--max", "3"}).code(), 0);
+  EXPECT_EQ(submit({"true"}, {"--needs", "s:2"}).code(), 0);
+}
+
+TEST_F(Shmctl, StdinBatchWithABadLineEnqueuesNothing) {
+  create({"--payload", "64"});
+  const std::string batch = "echo one\necho two\necho " + std::string(100, 'x') + "\necho four\n";
+  const Ran r = shmctl({"submit", name(), "--queue", "general", "--stdin"}, batch);
+  EXPECT_EQ(r.code(), 1) << r;
+  EXPECT_TRUE(contains(r.err, "line 3")) << r;
+  EXPECT_TRUE(contains(r.err, "nothing was enqueued")) << r;
+  json s = stat();
+  EXPECT_EQ(s["queued"], 0) << s.dump();
+  EXPECT_EQ(total(s, "general", "enqueued"), 0u);
+
+  const Ran ok = shmctl({"submit", name(), "--queue", "general", "--stdin"}, "echo one\n\necho two\n");
+  EXPECT_EQ(ok.code(), 0) << ok;
+  EXPECT_EQ(ok.out, "2\n") << ok;
+  EXPECT_EQ(stat()["queued"], 2);
 }
 
 // ---------------------------------------------------------------------------------
@@ -465,7 +577,7 @@ TEST_F(Shmctl, DestroyRefusesWhileConsumersLiveUnlessForced) {
 
   const Ran gone = shmctl({"destroy", name()});
   EXPECT_EQ(gone.code(), 1) << gone;
-  EXPECT_TRUE(contains(gone.err, "no segment")) << gone;
+  EXPECT_TRUE(contains(gone.err, "no such segment")) << gone;
 
   // Without consumers it just goes.
   create();
@@ -699,7 +811,7 @@ TEST_F(Shmctl, WorkerHelpsWithHelpQueuesOnlyWhenIdle) {
   create();
   const std::string out = path("helped");
   for (int i = 0; i < 3; ++i) ASSERT_EQ(submit({"sh", "-c", "echo $SHMSCHED_QUEUE >> " + out}).code(), 0);
-  const pid_t worker = start({"worker", name(), "--home", "urgent", "--help", "general", "--workers", "2"});
+  const pid_t worker = start({"worker", name(), "--home", "urgent", "--help-with", "general", "--workers", "2"});
   ASSERT_EQ(wait_drained({"--timeout", "10s"}).code(), 0) << log();
   EXPECT_TRUE(stop(worker).ok()) << log();
   EXPECT_EQ(lines_of(out), (std::vector<std::string>{"general", "general", "general"}));
@@ -947,6 +1059,106 @@ TEST_F(Shmctl, TopRendersFullScreenUnderTmuxAndQuitsOnQ) {
   EXPECT_TRUE(eventually([&] { return lines_of(status_file) == std::vector<std::string>{"0"}; }, 5s))
       << "top did not quit on q\n"
       << capture();
+}
+
+// ---------------------------------------------------------------------------------
+// worker: who may feed it, what it reports, how it starts commands
+
+TEST_F(Shmctl, WorkerRefusesASegmentOthersMayWriteUnlessTrusted) {
+  create({"--mode", "0660"});
+  const Ran group = shmctl({"worker", name(), "--home", "general"}, {}, 10s);
+  EXPECT_EQ(group.code(), 1) << group;
+  EXPECT_TRUE(contains(group.err, "writable by its group")) << group;
+  EXPECT_TRUE(contains(group.err, "--trust-group")) << group;
+  EXPECT_TRUE(stat()["participants"].empty()) << "a refused worker attached";
+
+  ASSERT_EQ(::chmod(seg_.path().c_str(), 0606), 0);
+  const Ran others = shmctl({"worker", name(), "--home", "general", "--trust-group"}, {}, 10s);
+  EXPECT_EQ(others.code(), 1) << others;
+  EXPECT_TRUE(contains(others.err, "writable by other users")) << others;
+  EXPECT_TRUE(contains(others.err, "--trust-others")) << others;
+
+  ASSERT_EQ(::chmod(seg_.path().c_str(), 0666), 0);
+  const pid_t worker = start_worker({"--trust-group", "--trust-others"});
+  EXPECT_TRUE(stop(worker).ok()) << log();
+
+  ASSERT_EQ(::chmod(seg_.path().c_str(), 0640), 0);  // readable is fine
+  const pid_t again = start_worker();
+  EXPECT_TRUE(stop(again).ok()) << log();
+}
+
+TEST_F(Shmctl, StatShowsAConsumerWhoseWorkersAllSleepAsIdle) {
+  create();
+  const pid_t worker = start_worker({"--workers", "2"});
+  auto me = [&](const json& s) -> json {
+    for (const auto& p : s.value("participants", json::array()))
+      if (p["pid"] == worker) return p;
+    return json::object();
+  };
+  ASSERT_TRUE(eventually([&] {
+    const json p = me(stat());
+    return p.value("workers", 0) == 2 && p.value("sleepers", 0) == 2;
+  })) << stat().dump();
+  EXPECT_EQ(me(stat())["activity"], "idle") << stat().dump();
+  const Ran text = shmctl({"stat", name()});
+  EXPECT_TRUE(std::regex_search(text.out, std::regex(std::to_string(worker) + R"( +consumer[^\n]* +active +yes +idle )")))
+      << text;
+
+  ASSERT_EQ(submit({"sleep", "3"}).code(), 0);
+  EXPECT_TRUE(eventually([&] { return me(stat()).value("activity", "") == "busy"; })) << stat().dump();
+  EXPECT_TRUE(stop(worker, SIGKILL).signaled);
+}
+
+TEST_F(Shmctl, WorkerLogShowsTheRetryDelayNotTheRunTime) {
+  create();
+  const std::string once = path("once");
+  ASSERT_EQ(submit({"sh", "-c", "[ -e " + once + " ] || { touch " + once + "; exit 75; }"},
+                   {"--retries", "1", "--retry-delay", "700ms"})
+                .code(),
+            0);
+  ASSERT_EQ(submit({"false"}, {"--retries", "1", "--retry-delay", "300ms"}).code(), 0);
+  const pid_t worker = start_worker();
+  ASSERT_EQ(wait_drained().code(), 0) << log();
+  EXPECT_TRUE(stop(worker).ok()) << log();
+  const std::string l = log();
+  // 700ms plus up to 10 % jitter, drawn by the worker so the log is exact.
+  EXPECT_TRUE(std::regex_search(l, std::regex(R"(exit status 75 \(temporary failure\); will retry in 7[0-7][0-9]ms \(ran [0-9.]+m?s\))")))
+      << l;
+  EXPECT_TRUE(contains(l, "exit status 1; will retry in 300ms (+ up to 10% jitter) (ran ")) << l;
+  EXPECT_TRUE(contains(l, "exit status 1; out of attempts: dead-lettered (ran ")) << l;
+}
+
+TEST_F(Shmctl, CommandsStartWithDefaultSignalsAnEmptyMaskAndTheirOwnGroup) {
+  create();
+  const std::string out = path("signals");
+  // $$ of "sh -c" is the command's own pid: the worker execs it in the spawned process.
+  // The masks are read by the shell itself (builtins only): a forked reader could see
+  // the shell's mask while the shell blocks every signal around its own fork.
+  const Ran submitted = submit({"sh", "-c",
+                    "o=" + out + ";while read k v;do case $k in Sig[BI]*)echo $k $v;;esac;done</proc/$$/status>$o" +
+                        ";echo \"pid $$ pgid $(cut -d')' -f2 /proc/$$/stat|cut -d' ' -f4)\">>$o;readlink /proc/$$/fd/0>>$o"});
+  ASSERT_EQ(submitted.code(), 0) << submitted;
+  const pid_t worker = start_worker({}, /*ignore_sigint=*/true);
+  ASSERT_EQ(wait_drained().code(), 0) << log();
+  EXPECT_TRUE(stop(worker).ok()) << log();
+  const auto lines = lines_of(out);
+  ASSERT_EQ(lines.size(), 4u) << log();
+  auto mask = [&](const std::string& key) -> unsigned long long {
+    for (const auto& l : lines)
+      if (l.rfind(key, 0) == 0) return std::stoull(l.substr(key.size()), nullptr, 16);
+    ADD_FAILURE() << "no " << key;
+    return ~0ull;
+  };
+  EXPECT_EQ(mask("SigBlk:"), 0u) << "the worker's blocked SIGINT/SIGTERM leaked into the command";
+  const unsigned long long ign = mask("SigIgn:");
+  EXPECT_EQ(ign & (1ull << (SIGINT - 1)), 0u) << "SIGINT ignored in the command";
+  EXPECT_EQ(ign & (1ull << (SIGTERM - 1)), 0u) << "SIGTERM ignored in the command";
+  std::istringstream ids(lines[2]);
+  std::string w1, w2;
+  long pid = 0, pgid = -1;
+  ids >> w1 >> pid >> w2 >> pgid;
+  EXPECT_EQ(pid, pgid) << "the command leads its own process group: " << lines[2];
+  EXPECT_EQ(lines[3], "/dev/null");
 }
 
 }  // namespace

@@ -253,7 +253,7 @@ void add_admin_verbs(CLI::App& app, Verbs& verbs) {
     c->add_option("ID", a->id, "Task id (requeue)");
     c->add_flag("--all", a->all, "Requeue every dead letter");
     c->add_flag("--json", a->json, "Print the list as JSON");
-    c->add_option("--max", a->max, "List at most N (0 = all)");
+    whole_number(c->add_option("--max", a->max, "List at most N (0 = all)"));
     verbs.push_back({c, [a] { return run_dlq(*a); }});
   }
   {

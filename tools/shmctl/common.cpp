@@ -36,14 +36,24 @@ void check(shmsched::Errc e, std::string_view what) {
 std::chrono::nanoseconds parse_duration(std::string_view text, std::string_view option) {
   const std::string s(text);
   auto bad = [&]() -> Usage {
-    return Usage(std::string(option) + ": '" + s + "' is not a duration (examples: 500ms, 10s, 1.5s, 2m, 1h)");
+    return Usage(std::string(option) + ": '" + s +
+                 "' is not a duration: write a decimal number and a unit (ns, us, ms, s, m, h; a bare number is "
+                 "seconds), e.g. 500ms, 10s, 1.5s, 2m, 1h");
   };
-  if (s.empty()) throw bad();
-  errno = 0;
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (end == s.c_str() || errno != 0 || !std::isfinite(v) || v < 0) throw bad();
-  const std::string unit(end);
+  // Decimal digits, an optional decimal fraction, then the unit. Checked by hand first:
+  // strtod alone would also take "0x10", "1e3", "inf", "nan", " 5" and "+5".
+  std::size_t i = 0;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+  const std::size_t int_digits = i;
+  if (int_digits == 0) throw bad();
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    const std::size_t frac_start = i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+    if (i == frac_start) throw bad();  // "1." or "1.s"
+  }
+  const std::string number = s.substr(0, i);
+  const std::string unit = s.substr(i);
   double scale = 0;
   if (unit.empty() || unit == "s") {
     scale = 1e9;
@@ -60,6 +70,9 @@ std::chrono::nanoseconds parse_duration(std::string_view text, std::string_view 
   } else {
     throw bad();
   }
+  errno = 0;
+  const double v = std::strtod(number.c_str(), nullptr);  // only digits and one '.' left
+  if (errno != 0 || !std::isfinite(v)) throw bad();
   const double ns = v * scale;
   if (ns > 9.2e18) throw bad();  // would overflow int64 nanoseconds
   return std::chrono::nanoseconds(static_cast<std::int64_t>(ns));
@@ -125,6 +138,16 @@ std::uint64_t parse_task_id(std::string_view text) {
 CLI::Option* list_option(CLI::Option* opt) {
   return opt->expected(1)->allow_extra_args(false)->delimiter(',')->multi_option_policy(
       CLI::MultiOptionPolicy::TakeAll);
+}
+
+CLI::Option* whole_number(CLI::Option* opt) {
+  return opt->check(CLI::Validator(
+      [](std::string& v) -> std::string {
+        if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos)
+          return "'" + v + "' is not a whole number (0 or more)";
+        return {};
+      },
+      "", "whole number"));
 }
 
 std::vector<std::string> split_list(const std::vector<std::string>& items) {

@@ -58,6 +58,11 @@ void add_wait_verb(CLI::App& app, Verbs& verbs);      // wait
 void add_submit_verb(CLI::App& app, Verbs& verbs);    // submit
 void add_worker_verb(CLI::App& app, Verbs& verbs);    // worker
 
+/// argv[1] of the helper a worker spawns for each command ("shmctl __worker-exec PPID
+/// COMMAND [ARGS...]"): it asks for SIGKILL when the worker dies, then execs COMMAND.
+inline constexpr const char* kWorkerExecArg = "__worker-exec";
+[[noreturn]] void worker_exec_child(int argc, char** argv) noexcept;
+
 /// Opens the named segment or throws Failure with the library's message, so every verb
 /// reports a missing, corrupt, foreign, half-initialised or wrong-version segment alike.
 shmsched::Segment open_segment(const std::string& name);
@@ -73,7 +78,8 @@ void check(const R& r, std::string_view what) {
 void check(shmsched::Errc e, std::string_view what);
 
 /// "500ms", "10s", "1.5s", "2m", "1h", "250us", "0"; a bare number means seconds.
-/// Throws Usage on anything else.
+/// Only decimal digits (with an optional ".fraction") and a unit (ns, us, ms, s, m,
+/// min, h): throws Usage on anything else, including "", "0x10", "1e3", "inf", "-1s".
 std::chrono::nanoseconds parse_duration(std::string_view text, std::string_view option);
 /// "12ms", "3.4s", "5m12s", "2h03m"; "-" for a negative (unknown) age.
 std::string format_duration(std::int64_t ns);
@@ -86,6 +92,9 @@ std::uint64_t parse_task_id(std::string_view text);
 /// Makes `opt` a list option: "--opt a,b" or "--opt a --opt b". One value per
 /// occurrence, so a following positional (or "--" and a command) is never swallowed.
 CLI::Option* list_option(CLI::Option* opt);
+/// Makes `opt` accept only a whole decimal number, 0 or more ("-1", "1.5", "0x10" are
+/// usage errors: CLI11 alone would wrap "-1" around to the largest unsigned value).
+CLI::Option* whole_number(CLI::Option* opt);
 /// Splits "a,b,c" (empty items dropped).
 std::vector<std::string> split_list(const std::vector<std::string>& items);
 

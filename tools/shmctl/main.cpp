@@ -7,15 +7,24 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <iostream>
 
 #include "common.hpp"
 
+#ifndef SHMSCHED_VERSION
+#error "SHMSCHED_VERSION must be defined (tools/CMakeLists.txt passes the project version)"
+#endif
+
 int main(int argc, char** argv) {
   using namespace shmctl;
+  // Not a verb: how a worker starts each command (see worker_verb.cpp). First, before
+  // anything else runs.
+  if (argc >= 2 && std::strcmp(argv[1], kWorkerExecArg) == 0) worker_exec_child(argc, argv);
   CLI::App app{"shmctl: inspect, operate and feed shmsched scheduler segments (/dev/shm/shmsched.<name>)", "shmctl"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("shmctl ") + SHMSCHED_VERSION, "Print the version and exit");
   // Global options may follow the verb too ("shmctl stat jobs --open-timeout 5s").
   app.fallthrough();
   app.add_option("--open-timeout", globals().open_timeout,
@@ -35,7 +44,7 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
-  } catch (const CLI::Success& e) {  // --help and friends
+  } catch (const CLI::Success& e) {  // --help, --version
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     (void)app.exit(e);  // prints the problem and the hint on stderr

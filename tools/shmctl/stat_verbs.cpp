@@ -14,8 +14,11 @@ namespace {
 using namespace shmsched;
 using json = nlohmann::ordered_json;
 
-const char* activity_name(Activity a) {
-  switch (a) {
+// The consumer marks itself busy from start to stop; whether its workers actually work
+// shows in how many of them sleep. A process whose every worker sleeps is idle.
+const char* activity_name(const ParticipantSnapshot& p) {
+  if (p.activity == Activity::busy && p.workers > 0 && p.sleepers >= p.workers) return "idle";
+  switch (p.activity) {
     case Activity::idle:
       return "idle";
     case Activity::busy:
@@ -83,7 +86,7 @@ json snapshot_json(const Snapshot& s) {
                                  {"role", roles_json(p.role)},
                                  {"state", p.state},
                                  {"alive", p.alive},
-                                 {"activity", activity_name(p.activity)},
+                                 {"activity", activity_name(p)},
                                  {"workers", p.workers},
                                  {"sleepers", p.sleepers},
                                  {"current_task", p.current_task},
@@ -162,7 +165,7 @@ std::string print_stat(const Snapshot& s, bool all_levels) {
     for (const auto& p : s.participants) {
       std::string role = role_names(p.role);
       if (p.token == s.janitor_token && s.janitor_token != 0) role += " (janitor)";
-      t.add({std::to_string(p.pid), role, p.state, p.alive ? "yes" : "NO", activity_name(p.activity),
+      t.add({std::to_string(p.pid), role, p.state, p.alive ? "yes" : "NO", activity_name(p),
              std::to_string(p.workers), std::to_string(p.sleepers),
              p.current_task == 0 ? "-" : std::to_string(p.current_task), std::to_string(p.processed),
              format_duration(p.heartbeat_age_ns)});

@@ -1,6 +1,8 @@
 // submit: enqueue shell commands as "shell" tasks, one from the command line or many
 // from stdin (one command line each, run with /bin/sh -c).
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 
@@ -23,19 +25,40 @@ struct SubmitArgs {
   std::string block = "10s";
   bool from_stdin = false;
   std::vector<std::string> command;
+  CLI::Option* delay_option = nullptr;
 };
 
-// "gpu" or "gpu:2"
-Need parse_need(Segment& seg, const std::string& spec) {
-  std::string name = spec;
+// "gpu" or "gpu:2". Syntax only (a bad count is a usage error); see resolve_need.
+struct NeedSpec {
+  std::string spec, name;
   unsigned long count = 1;
-  if (const auto colon = spec.rfind(':'); colon != std::string::npos && colon + 1 < spec.size() &&
-                                          spec.find_first_not_of("0123456789", colon + 1) == std::string::npos) {
-    name = spec.substr(0, colon);
-    count = std::strtoul(spec.c_str() + colon + 1, nullptr, 10);
+};
+NeedSpec parse_need(const std::string& spec) {
+  NeedSpec n{spec, spec, 1};
+  if (const auto colon = spec.rfind(':'); colon != std::string::npos) {
+    // A count after the last ':' (semaphore names may hold ':' too, but not end in a
+    // number that looks like a count): "gpu:2", and also "gpu:-1", "gpu:+3", "gpu:".
+    std::string count = spec.substr(colon + 1);
+    const bool sign = !count.empty() && (count[0] == '-' || count[0] == '+');
+    const std::string digits = sign ? count.substr(1) : count;
+    const bool numeric = !digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos;
+    if (count.empty() || numeric) {
+      if (colon == 0) throw Usage("--needs " + spec + ": give SEM[:N]");
+      n.name = spec.substr(0, colon);
+      errno = 0;
+      n.count = sign || count.empty() ? 0 : std::strtoul(digits.c_str(), nullptr, 10);
+      if (errno != 0) n.count = 0;
+    }
   }
-  if (count == 0 || count > kMaxSemaphoreCapacity)
+  if (n.count == 0 || n.count > kMaxSemaphoreCapacity)
     throw Usage("--needs " + spec + ": the count must be 1.." + std::to_string(kMaxSemaphoreCapacity));
+  return n;
+}
+
+Need resolve_need(Segment& seg, const NeedSpec& n) {
+  const std::string& spec = n.spec;
+  const std::string& name = n.name;
+  const unsigned long count = n.count;
   auto id = seg.find_semaphore(name);
   if (!id)
     throw Failure("--needs " + spec + ": " + id.error().message() + " (create it with 'shmctl sem " + seg.name() +
@@ -67,11 +90,16 @@ int run_submit(const SubmitArgs& a) {
   if (a.from_stdin == !a.command.empty())
     throw Usage(a.from_stdin ? "--stdin reads the commands from stdin; give no COMMAND"
                              : "missing COMMAND (shmctl submit NAME --queue Q -- COMMAND [ARGS...])");
+  if (!a.from_stdin && a.command[0].empty()) throw Usage("the COMMAND is empty (shmctl submit NAME --queue Q -- COMMAND)");
   if (a.retries + 1 > 0xFFFF) throw Usage("--retries is too large");
   const auto retry_delay = parse_duration(a.retry_delay, "--retry-delay");
   const auto block = parse_duration(a.block, "--block");
   std::chrono::nanoseconds delay{0};
-  if (!a.delay.empty()) delay = parse_duration(a.delay, "--delay");
+  if (a.delay_option->count() > 0) delay = parse_duration(a.delay, "--delay");
+  const auto need_items = split_list(a.needs);
+  if (need_items.size() > 2) throw Usage("--needs: a task may need at most two semaphores");
+  std::vector<NeedSpec> need_specs;
+  for (const auto& n : need_items) need_specs.push_back(parse_need(n));
   Segment seg = open_segment(a.name);
 
   TaskOptions opts;
@@ -84,17 +112,16 @@ int run_submit(const SubmitArgs& a) {
   opts.priority = static_cast<std::uint8_t>(a.priority);
   opts.max_attempts = static_cast<std::uint16_t>(a.retries + 1);
   opts.retry.delay = std::chrono::duration_cast<std::chrono::milliseconds>(retry_delay);
-  const auto needs = split_list(a.needs);
-  if (needs.size() > 2) throw Usage("--needs: a task may need at most two semaphores");
-  for (std::size_t i = 0; i < needs.size(); ++i) opts.needs[i] = parse_need(seg, needs[i]);
+  for (std::size_t i = 0; i < need_specs.size(); ++i) opts.needs[i] = resolve_need(seg, need_specs[i]);
 
-  auto client = Client::attach(seg, Role::producer);
-  check(client, "attach");
-  auto submit_one = [&](const std::vector<std::string>& argv, TaskId* id) {
-    const std::string payload = encode_argv(argv);
-    // Checked here too so the message can say how long it is and what fits.
+  // Checked before anything is enqueued, so the message can say how long it is and what fits.
+  auto validate = [&](const std::string& payload) {
     if (payload.size() > seg.layout().payload_bytes)
       throw Failure(explain(Errc::payload_too_large, seg, payload.size()));
+  };
+  auto client = Client::attach(seg, Role::producer);
+  check(client, "attach");
+  auto submit_one = [&](const std::string& payload, TaskId* id) {
     TaskOptions o = opts;
     if (delay.count() > 0) o.after(delay);
     const Errc e = client->enqueue_wait(kShellType, as_payload(std::string_view(payload)), o, block, id);
@@ -102,22 +129,37 @@ int run_submit(const SubmitArgs& a) {
   };
 
   if (!a.from_stdin) {
+    const std::string payload = encode_argv(a.command);
+    validate(payload);
     TaskId id = kNoTask;
-    submit_one(a.command, &id);
+    submit_one(payload, &id);
     std::cout << id << "\n";
     return kExitOk;
   }
-  std::size_t count = 0, line_no = 0;
+  // Every line is checked first: a batch with a bad line enqueues nothing.
+  std::vector<std::string> payloads;
+  std::size_t line_no = 0;
   for (std::string line; std::getline(std::cin, line);) {
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines are not commands
     try {
-      TaskId id = kNoTask;
-      submit_one({"/bin/sh", "-c", line}, &id);
+      if (line.find('\0') != std::string::npos) throw Failure("the line holds a NUL byte");
+      payloads.push_back(encode_argv({"/bin/sh", "-c", line}));
+      validate(payloads.back());
     } catch (const Failure& e) {
-      throw Failure("line " + std::to_string(line_no) + ": " + e.what() + " (" + std::to_string(count) +
-                    " command(s) before it were enqueued)");
+      throw Failure("line " + std::to_string(line_no) + ": " + e.what() + " (nothing was enqueued)");
+    }
+  }
+  if (std::cin.bad()) throw Failure("reading stdin failed (nothing was enqueued)");
+  std::size_t count = 0;
+  for (const auto& payload : payloads) {
+    try {
+      TaskId id = kNoTask;
+      submit_one(payload, &id);
+    } catch (const Failure& e) {
+      throw Failure("command " + std::to_string(count + 1) + " of " + std::to_string(payloads.size()) + ": " +
+                    e.what() + " (" + std::to_string(count) + " command(s) before it were enqueued)");
     }
     ++count;
   }
@@ -132,14 +174,15 @@ void add_submit_verb(CLI::App& app, Verbs& verbs) {
   auto* c = app.add_subcommand("submit", "Enqueue a shell command (or one per stdin line) as a \"shell\" task");
   c->add_option("NAME", a->name, "Segment name")->required();
   c->add_option("--queue", a->queue, "Queue to enqueue into")->required();
-  c->add_option("--priority", a->priority, "Level, 0 = most urgent")->capture_default_str();
+  whole_number(c->add_option("--priority", a->priority, "Level, 0 = most urgent"))
+      ->capture_default_str();
   list_option(
       c->add_option("--needs", a->needs, "Semaphore permits the task holds while it runs: SEM[:N] (at most two)"));
-  c->add_option("--retries", a->retries, "Retries after a failed attempt (attempts = retries + 1)")
+  whole_number(c->add_option("--retries", a->retries, "Retries after a failed attempt (attempts = retries + 1)"))
       ->capture_default_str();
   c->add_option("--retry-delay", a->retry_delay, "Delay before the first retry (doubles each retry, max 60s)")
       ->capture_default_str();
-  c->add_option("--delay", a->delay, "Run no sooner than this from now (500ms, 10s, 2m)");
+  a->delay_option = c->add_option("--delay", a->delay, "Run no sooner than this from now (500ms, 10s, 2m)");
   c->add_option("--block", a->block, "How long to wait while the segment is full")->capture_default_str();
   c->add_flag("--stdin", a->from_stdin,
               "Read one command per line from stdin (run as /bin/sh -c LINE); prints the count");

@@ -26,6 +26,7 @@ struct WaitArgs {
   std::string timeout;
   std::string poll = "50ms";
   bool progress = false;
+  CLI::Option* timeout_option = nullptr;
 };
 
 struct Progress {
@@ -112,7 +113,8 @@ std::string progress_line(const Progress& p, std::uint64_t total, double rate, i
 int run_wait(const WaitArgs& a) {
   const auto poll_every = parse_duration(a.poll, "--poll");
   std::optional<std::chrono::nanoseconds> timeout;
-  if (!a.timeout.empty()) timeout = parse_duration(a.timeout, "--timeout");
+  // Given at all, it must be a duration: "--timeout ''" is not "forever".
+  if (a.timeout_option->count() > 0) timeout = parse_duration(a.timeout, "--timeout");
   Segment seg = open_segment(a.name);
   std::optional<QueueId> queue;
   if (!a.queue.empty()) {
@@ -176,7 +178,7 @@ void add_wait_verb(CLI::App& app, Verbs& verbs) {
   auto* c = app.add_subcommand("wait", "Block until nothing is queued, delayed, parked or running (exit 1 on timeout)");
   c->add_option("NAME", a->name, "Segment name")->required();
   c->add_option("--queue", a->queue, "Wait for this queue only");
-  c->add_option("--timeout", a->timeout, "Give up after this long (500ms, 10s, 2m); default: wait forever");
+  a->timeout_option = c->add_option("--timeout", a->timeout, "Give up after this long (500ms, 10s, 2m); default: wait forever");
   c->add_flag("--progress", a->progress, "Show progress with rate and ETA on stderr");
   c->add_option("--poll", a->poll, "How often to look")->capture_default_str();
   verbs.push_back({c, [a] { return run_wait(*a); }});

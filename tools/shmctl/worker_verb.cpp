@@ -1,32 +1,65 @@
 // worker: a consumer process that runs "shell" tasks (see submit). Each task's argv is
-// run with fork + execvpe -- not posix_spawn, because the child must ask for SIGKILL on
-// its parent's death (PR_SET_PDEATHSIG) between fork and exec, so a worker killed hard
-// leaves no orphaned commands behind while the reaper requeues their tasks.
+// started with posix_spawn -- never fork() from this multi-threaded process. The spawned
+// program is shmctl itself in its "__worker-exec" role (worker_exec_child): it asks for
+// SIGKILL on its parent's death (PR_SET_PDEATHSIG, which posix_spawn cannot set) and then
+// execs the command, so a worker killed hard leaves no orphaned commands behind while the
+// reaper requeues their tasks. posix_spawn itself puts the child in its own process
+// group, gives it stdin from /dev/null, an empty signal mask and default SIGINT/SIGTERM
+// dispositions.
 //
 // Exit status of the command -> outcome: 0 done, 75 (EX_TEMPFAIL) retry, anything else
 // or a signal fails the attempt (retried per the task's policy, then dead-lettered).
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "common.hpp"
 #include "shell_task.hpp"
+#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/shm_structs.hpp"
 
 extern char** environ;
 
 namespace shmctl {
+
+// The helper between the worker and the command (not multi-threaded: plain calls are fine).
+void worker_exec_child(int argc, char** argv) noexcept {
+  // argv: shmctl __worker-exec PPID COMMAND [ARGS...]
+  if (argc < 4) {
+    std::fputs("shmctl: __worker-exec is internal to 'shmctl worker'\n", stderr);
+    ::_exit(kExitUsage);
+  }
+  const long parent = std::strtol(argv[2], nullptr, 10);
+  // The "parent" the kernel watches is the spawning worker thread; it outlives the
+  // command (it waits for it), so this fires only when the worker process dies.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != static_cast<pid_t>(parent)) ::_exit(127);  // the worker died before prctl took effect
+  ::execvp(argv[3], argv + 3);
+  const int e = errno;
+  std::fprintf(stderr, "shmctl worker: cannot run '%s': %s\n", argv[3], std::strerror(e));
+  ::_exit(e == ENOENT ? 127 : 126);  // what a shell reports for the same failures
+}
+
 namespace {
 
 using namespace shmsched;
@@ -41,21 +74,22 @@ struct WorkerArgs {
   unsigned take_ahead = 1;
   std::string grace = "10s";
   bool verbose = false;
-  CLI::App* command = nullptr;
-  CLI::Option* help_option = nullptr;
+  bool trust_group = false;
+  bool trust_others = false;
 };
 
-// Everything the child needs, built before fork: after fork in a threaded process the
-// child may only make async-signal-safe calls (no allocation).
+// Everything the spawn needs: the helper's argv and the command's environment.
 struct ChildPlan {
-  std::vector<std::string> args;
+  std::vector<std::string> args;  // helper argv: shmctl __worker-exec PPID COMMAND [ARGS...]
   std::vector<std::string> env;
   std::vector<char*> argv;
   std::vector<char*> envp;
-  int stdin_fd = -1;
 };
 
-void build_env(ChildPlan& plan, const TaskContext& ctx, const std::string& segment) {
+void build_plan(ChildPlan& plan, std::vector<std::string> command, const TaskContext& ctx,
+                const std::string& segment) {
+  plan.args = {"shmctl", kWorkerExecArg, std::to_string(::getpid())};
+  for (auto& a : command) plan.args.push_back(std::move(a));
   static constexpr std::string_view ours[] = {
       "SHMSCHED_TASK_ID=", "SHMSCHED_ATTEMPT=", "SHMSCHED_QUEUE=", "SHMSCHED_SEGMENT="};
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
@@ -74,57 +108,52 @@ void build_env(ChildPlan& plan, const TaskContext& ctx, const std::string& segme
   plan.envp.push_back(nullptr);
 }
 
-// Async-signal-safe message for a failed exec (strerror may allocate).
-const char* exec_error(int e) noexcept {
-  switch (e) {
-    case ENOENT:
-      return "no such file or directory";
-    case EACCES:
-      return "permission denied";
-    case ENOEXEC:
-      return "not an executable format";
-    case ENOMEM:
-      return "out of memory";
-    case E2BIG:
-      return "argument list too long";
-    case ENOTDIR:
-      return "not a directory";
-    default:
-      return "exec failed";
+// posix_spawn attributes and file actions, destroyed on every path.
+struct SpawnSetup {
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_t actions;
+  int error = 0;
+  explicit SpawnSetup(int stdin_fd) {
+    if ((error = ::posix_spawnattr_init(&attr)) != 0) return;
+    if ((error = ::posix_spawn_file_actions_init(&actions)) != 0) {
+      ::posix_spawnattr_destroy(&attr);
+      return;
+    }
+    ready_ = true;
+    // Own process group: a Ctrl-C at the worker's terminal asks the worker to stop
+    // gracefully; it must not kill the commands it lets finish.
+    short flags = POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    sigset_t none, defaults;
+    sigemptyset(&none);  // the worker blocks SIGINT/SIGTERM; commands must not
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGINT);
+    sigaddset(&defaults, SIGTERM);
+    if ((error = ::posix_spawnattr_setflags(&attr, flags)) != 0) return;
+    if ((error = ::posix_spawnattr_setpgroup(&attr, 0)) != 0) return;
+    if ((error = ::posix_spawnattr_setsigmask(&attr, &none)) != 0) return;
+    if ((error = ::posix_spawnattr_setsigdefault(&attr, &defaults)) != 0) return;
+    // stdin from /dev/null; stdout and stderr stay the worker's.
+    if (stdin_fd >= 0) {
+      if ((error = ::posix_spawn_file_actions_adddup2(&actions, stdin_fd, STDIN_FILENO)) != 0) return;
+    } else if ((error = ::posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)) != 0) {
+      return;
+    }
   }
-}
-
-void safe_write(int fd, const char* s) noexcept {
-  std::size_t n = std::strlen(s);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, s, n);
-    if (w <= 0) return;
-    s += w;
-    n -= static_cast<std::size_t>(w);
+  ~SpawnSetup() {
+    if (!ready_) return;
+    ::posix_spawn_file_actions_destroy(&actions);
+    ::posix_spawnattr_destroy(&attr);
   }
-}
+  SpawnSetup(const SpawnSetup&) = delete;
+  SpawnSetup& operator=(const SpawnSetup&) = delete;
 
-[[noreturn]] void child_exec(const ChildPlan& plan, pid_t parent) noexcept {
-  // Own process group: a Ctrl-C at the worker's terminal asks the worker to stop
-  // gracefully; it must not kill the commands it lets finish.
-  ::setpgid(0, 0);
-  // The "parent" the kernel watches is the forking worker thread; it outlives the
-  // command (it waits for it), so this fires only when the worker process dies.
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != parent) ::_exit(127);  // the worker died before prctl took effect
-  sigset_t none;
-  sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the worker blocks SIGINT/SIGTERM; commands must not
-  if (plan.stdin_fd >= 0) ::dup2(plan.stdin_fd, STDIN_FILENO);
-  ::execvpe(plan.argv[0], plan.argv.data(), plan.envp.data());
-  const int e = errno;
-  safe_write(STDERR_FILENO, "shmctl worker: cannot run '");
-  safe_write(STDERR_FILENO, plan.argv[0]);
-  safe_write(STDERR_FILENO, "': ");
-  safe_write(STDERR_FILENO, exec_error(e));
-  safe_write(STDERR_FILENO, "\n");
-  ::_exit(e == ENOENT ? 127 : 126);  // what a shell reports for the same failures
-}
+ private:
+  bool ready_ = false;
+};
+
+// The binary the helper runs: this one. /proc/self/exe is resolved by the spawned
+// child, which is still this program until it execs.
+constexpr const char* kSelf = "/proc/self/exe";
 
 int pidfd_open(pid_t pid) noexcept {
 #ifdef SYS_pidfd_open
@@ -136,10 +165,34 @@ int pidfd_open(pid_t pid) noexcept {
 #endif
 }
 
+// The delay the library applies to a retry the task's policy decides
+// (Client::retry_or_dead_letter): delay * backoff^(attempt-1), capped, plus up to
+// jitter_pct percent. Read from the task's record, which this worker owns while the
+// command runs.
+struct RetryDelay {
+  double nominal_ms = 0;
+  unsigned jitter_pct = 0;
+};
+RetryDelay policy_delay(const Segment& seg, const Taken& t) {
+  const auto& core = seg.core();
+  const detail::TaskHot* hot = core.hot(t.index);
+  const detail::TaskCold* cold = core.cold(t.index);
+  const bool custom = (hot->flags & detail::kHasRetryPolicy) != 0;
+  const RetryPolicy def{};
+  const double backoff = (custom ? cold->retry_backoff_x100 : def.backoff_x100) / 100.0;
+  const double cap = static_cast<double>(custom ? cold->retry_max_delay_ms : def.max_delay.count());
+  RetryDelay r;
+  r.jitter_pct = custom ? cold->retry_jitter_pct : def.jitter_pct;
+  double d = hot->retry_delay_ms;
+  for (unsigned i = 1; i < t.attempt && d < cap; ++i) d *= backoff;
+  r.nominal_ms = std::min(d, cap);
+  return r;
+}
+
 class ShellRunner {
  public:
-  ShellRunner(std::string segment, std::chrono::milliseconds grace, bool verbose)
-      : segment_(std::move(segment)), grace_(grace), verbose_(verbose) {
+  ShellRunner(const Segment& seg, std::string segment, std::chrono::milliseconds grace, bool verbose)
+      : seg_(seg), segment_(std::move(segment)), grace_(grace), verbose_(verbose) {
     devnull_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
   ~ShellRunner() {
@@ -148,18 +201,18 @@ class ShellRunner {
 
   Outcome operator()(TaskContext& ctx) {
     const auto started = std::chrono::steady_clock::now();
-    ChildPlan plan;
     const std::string_view payload(reinterpret_cast<const char*>(ctx.task.payload.data()), ctx.task.payload.size());
-    plan.args = decode_argv(payload);
-    if (plan.args.empty() || plan.args[0].empty()) return finish(ctx, Outcome::fail("empty command"), started);
-    plan.stdin_fd = devnull_;
-    build_env(plan, ctx, segment_);
+    std::vector<std::string> command = decode_argv(payload);
+    if (command.empty() || command[0].empty()) return finish(ctx, Outcome::fail("empty command"), started);
+    ChildPlan plan;
+    build_plan(plan, std::move(command), ctx, segment_);
 
-    const pid_t parent = ::getpid();
-    const pid_t pid = ::fork();
-    if (pid < 0) return finish(ctx, Outcome::retry(1000ms, std::string("fork: ") + std::strerror(errno)), started);
-    if (pid == 0) child_exec(plan, parent);
-    ::setpgid(pid, pid);  // also here: whichever runs first, the group exists before we signal it
+    SpawnSetup setup(devnull_);
+    pid_t pid = -1;
+    int err = setup.error;
+    if (err == 0) err = ::posix_spawn(&pid, kSelf, &setup.actions, &setup.attr, plan.argv.data(), plan.envp.data());
+    if (err != 0)
+      return finish(ctx, Outcome::retry(1000ms, std::string("posix_spawn: ") + std::strerror(err)), started);
 
     int status = 0;
     const bool stopped_early = wait_child(pid, ctx, status);
@@ -169,7 +222,13 @@ class ShellRunner {
     } else if (WIFEXITED(status)) {
       const int code = WEXITSTATUS(status);
       if (code == kExitTempFail) {
-        o = Outcome::retry(std::chrono::milliseconds(-1), "exit status 75 (temporary failure)");
+        // The task's own retry policy, with the jitter drawn here, so the log can say
+        // exactly when it runs again.
+        const RetryDelay r = policy_delay(seg_, ctx.task);
+        double d = r.nominal_ms;
+        if (r.jitter_pct != 0) d += d * (static_cast<double>(jitter_draw() % 1000) / 1000.0) * r.jitter_pct / 100.0;
+        o = Outcome::retry(std::chrono::milliseconds(static_cast<std::int64_t>(d)),
+                           "exit status 75 (temporary failure)");
       } else if (code != 0) {
         o = Outcome::fail("exit status " + std::to_string(code));
       }
@@ -226,40 +285,71 @@ class ShellRunner {
     if (verbose_ || failed) {
       const auto took = std::chrono::steady_clock::now() - started;
       std::string what = o.kind() == Outcome::Kind::done ? "done" : o.reason();
-      if (failed)
-        what += ctx.task.attempt >= ctx.task.max_attempts ? "; out of attempts: dead-lettered" : "; will retry";
+      if (failed) {
+        if (ctx.task.attempt >= ctx.task.max_attempts) {
+          what += "; out of attempts: dead-lettered";
+        } else if (o.kind() == Outcome::Kind::retry && o.delay().count() >= 0) {
+          what += "; will retry in " + format_duration(std::chrono::nanoseconds(o.delay()).count());
+        } else {
+          // A failure: the library draws the jitter when it schedules the retry.
+          const RetryDelay r = policy_delay(seg_, ctx.task);
+          what += "; will retry in " + format_duration(static_cast<std::int64_t>(r.nominal_ms * 1e6));
+          if (r.jitter_pct != 0) what += " (+ up to " + std::to_string(r.jitter_pct) + "% jitter)";
+        }
+      }
       std::lock_guard<std::mutex> lock(log_);
       std::cerr << "shmctl worker: task " << ctx.task.id << " attempt " << ctx.task.attempt << "/"
-                << ctx.task.max_attempts << ": " << what << " ("
+                << ctx.task.max_attempts << ": " << what << " (ran "
                 << format_duration(std::chrono::duration_cast<std::chrono::nanoseconds>(took).count()) << ")\n";
     }
     return o;
   }
 
+  std::uint64_t jitter_draw() noexcept {
+    std::uint64_t r = random_.fetch_add(0x9E3779B97F4A7C15ULL, std::memory_order_relaxed);
+    r ^= r >> 31;
+    r *= 0xBF58476D1CE4E5B9ULL;
+    r ^= r >> 29;
+    return r;
+  }
+
+  const Segment& seg_;
   std::string segment_;
   std::chrono::milliseconds grace_;
   bool verbose_;
   int devnull_ = -1;
   std::mutex log_;
+  std::atomic<std::uint64_t> random_{static_cast<std::uint64_t>(
+      std::chrono::steady_clock::now().time_since_epoch().count())};
 };
 
+// A segment anyone but its owner can write lets them enqueue "shell" tasks: commands
+// this worker would run as its own user. Refused unless the operator says so.
+void check_writers(const WorkerArgs& a) {
+  const std::string path = "/dev/shm/" + Segment::object_name(a.name);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    throw Failure("worker: cannot check who may write " + path + ": " + std::strerror(errno));
+  const bool group = (st.st_mode & S_IWGRP) != 0 && !a.trust_group;
+  const bool others = (st.st_mode & S_IWOTH) != 0 && !a.trust_others;
+  if (!group && !others) return;
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  std::string who = group && others ? "its group and by other users" : group ? "its group" : "other users";
+  std::string flags = group && others ? "--trust-group --trust-others" : group ? "--trust-group" : "--trust-others";
+  throw Failure("worker: segment '" + a.name + "' (" + path + ", mode " + mode + ") is writable by " + who +
+                ": they could submit commands this worker runs as uid " + std::to_string(::geteuid()) +
+                ". Restrict it (chmod " + (group && others ? "go-w" : group ? "g-w" : "o-w") + " " + path +
+                ") or, if they are trusted, pass " + flags);
+}
+
 int run_worker(WorkerArgs& a) {
-  // "--help" alone asks for help; "--help Q,..." names the queues to help with.
-  if (a.help_option->count() > 0) {
-    bool any = false;
-    for (const auto& h : a.help) any |= !h.empty();
-    if (!any) {
-      std::cout << a.command->help();
-      return kExitOk;
-    }
-  }
-  if (a.name.empty()) throw Usage("worker: missing NAME (shmctl worker NAME --home Q[,Q...])");
   const auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(parse_duration(a.grace, "--grace"));
   if (grace.count() <= 0) throw Usage("--grace must be positive");
   ConsumerOptions co;
   co.home = split_list(a.home);
   co.help = split_list(a.help);
-  if (co.home.empty() && co.help.empty()) throw Usage("worker: give --home (and/or --help) queues");
+  if (co.home.empty() && co.help.empty()) throw Usage("worker: give --home (and/or --help-with) queues");
   if (a.workers == 0) throw Usage("--workers must be at least 1");
   if (a.reserve > a.workers) throw Usage("--reserve must not exceed --workers");
   if (a.take_ahead == 0 || a.take_ahead > Client::kMaxTakeAhead)
@@ -270,9 +360,10 @@ int run_worker(WorkerArgs& a) {
   co.grace = grace;
 
   Segment seg = open_segment(a.name);
+  check_writers(a);
   auto consumer = Consumer::create(seg, co);
   check(consumer, "worker");
-  auto runner = std::make_shared<ShellRunner>(a.name, grace, a.verbose);
+  auto runner = std::make_shared<ShellRunner>(seg, a.name, grace, a.verbose);
   (*consumer)->on(kShellType, [runner](TaskContext& ctx) { return (*runner)(ctx); });
 
   auto join = [](const std::vector<std::string>& v) {
@@ -280,9 +371,9 @@ int run_worker(WorkerArgs& a) {
     for (const auto& x : v) s += (s.empty() ? "" : ",") + x;
     return s.empty() ? std::string("-") : s;
   };
-  std::cerr << "shmctl worker: pid " << ::getpid() << " serving '" << a.name << "' (home " << join(co.home) << ", help "
-            << join(co.help) << ", " << co.workers << " worker(s), reserve " << co.reserve << ", take-ahead "
-            << co.take_ahead << "); SIGINT/SIGTERM stop it gracefully" << std::endl;
+  std::cerr << "shmctl worker: pid " << ::getpid() << " serving '" << a.name << "' (home " << join(co.home)
+            << ", help-with " << join(co.help) << ", " << co.workers << " worker(s), reserve " << co.reserve
+            << ", take-ahead " << co.take_ahead << "); SIGINT/SIGTERM stop it gracefully" << std::endl;
   const int rc = (*consumer)->run_until_signal();
   const ConsumerStats st = (*consumer)->stats();
   std::cerr << "shmctl worker: stopped: done " << st.done << ", retried " << st.retried << ", failed " << st.failed
@@ -295,27 +386,28 @@ int run_worker(WorkerArgs& a) {
 void add_worker_verb(CLI::App& app, Verbs& verbs) {
   auto a = std::make_shared<WorkerArgs>();
   auto* c = app.add_subcommand("worker", "Run shell tasks as a consumer until SIGINT/SIGTERM");
-  // "--help" is also the option naming help queues: -h prints help, and so does a bare
-  // --help (see run_worker).
-  c->set_help_flag("-h", "Print this help message and exit (so does --help without queues)");
-  c->add_option("NAME", a->name, "Segment name");
+  c->add_option("NAME", a->name, "Segment name")->required();
   list_option(c->add_option("--home", a->home, "Queues drained first, in this order: Q[,Q...]"));
-  // Zero values allowed: a bare --help is the request for help.
-  a->help_option =
-      list_option(c->add_option("--help", a->help, "Queues helped with only while every home queue is empty"))
-          ->expected(0, 1);
-  c->add_option("--workers", a->workers, "Worker threads (commands run at once)")->capture_default_str();
-  c->add_option("--reserve", a->reserve, "Workers that never help (stay free for home work)")->capture_default_str();
-  c->add_option("--take-ahead", a->take_ahead,
-                "Tasks a take may claim at once from a home queue, run before looking again (1-16)")
+  list_option(
+      c->add_option("--help-with", a->help, "Queues helped with only while every home queue is empty: Q[,Q...]"));
+  whole_number(c->add_option("--workers", a->workers, "Worker threads (commands run at once)"))
+      ->capture_default_str();
+  whole_number(c->add_option("--reserve", a->reserve, "Workers that never help (stay free for home work)"))
+      ->capture_default_str();
+  whole_number(c->add_option("--take-ahead", a->take_ahead,
+                "Tasks a take may claim at once from a home queue, run before looking again (1-16)"))
       ->capture_default_str();
   c->add_option("--grace", a->grace, "On SIGINT/SIGTERM, how long running commands may take to finish")
       ->capture_default_str();
+  c->add_flag("--trust-group", a->trust_group,
+              "Serve a segment its group may write (members can make this worker run commands)");
+  c->add_flag("--trust-others", a->trust_others,
+              "Serve a segment other users may write (any local user can make this worker run commands)");
   c->add_flag("-v,--verbose", a->verbose, "Log every task (failures are always logged)");
   c->footer(
       "Each command runs with SHMSCHED_TASK_ID, SHMSCHED_ATTEMPT, SHMSCHED_QUEUE and SHMSCHED_SEGMENT set.\n"
-      "Exit 0 = done, 75 = retry, anything else or a signal = failed attempt.");
-  a->command = c;
+      "Exit 0 = done, 75 = retry, anything else or a signal = failed attempt.\n"
+      "A segment writable by its group or by others is refused without --trust-group / --trust-others.");
   verbs.push_back({c, [a] { return run_worker(*a); }});
 }
 
