@@ -263,16 +263,21 @@ TEST_F(SemFixture, ReleaseOfTwoSemaphoresLeavesNoParkedTaskBehindAFreePermit) {
   both.needs[1] = Need{gpu, 1};
   on_sel.needs[0] = Need{sel, 1};
   on_gpu.needs[0] = Need{gpu, 1};
-  ASSERT_EQ(cli.enqueue_text("both", "", both), Errc::ok);
-  ASSERT_EQ(cli.enqueue_text("sel", "", on_sel), Errc::ok);
-  ASSERT_EQ(cli.enqueue_text("gpu", "", on_gpu), Errc::ok);
+  // `a` holds both semaphores; a task parks behind each of them.
   Taken a, b, c;
-  ASSERT_TRUE(cli.try_take(general, a));
-  ASSERT_EQ(cli.acquire_for(a, a.needs), Client::Grant::granted);
-  ASSERT_TRUE(cli.try_take(general, b));
-  ASSERT_EQ(cli.acquire_for(b, b.needs), Client::Grant::parked);
-  ASSERT_TRUE(cli.try_take(general, c));
-  ASSERT_EQ(cli.acquire_for(c, c.needs), Client::Grant::parked);
+  auto hold_both_and_park_two = [&] {
+    ASSERT_EQ(cli.enqueue_text("both", "", both), Errc::ok);
+    ASSERT_EQ(cli.enqueue_text("sel", "", on_sel), Errc::ok);
+    ASSERT_EQ(cli.enqueue_text("gpu", "", on_gpu), Errc::ok);
+    ASSERT_TRUE(cli.try_take(general, a));
+    ASSERT_EQ(cli.acquire_for(a, a.needs), Client::Grant::granted);
+    ASSERT_TRUE(cli.try_take(general, b));
+    ASSERT_EQ(cli.acquire_for(b, b.needs), Client::Grant::parked);
+    ASSERT_TRUE(cli.try_take(general, c));
+    ASSERT_EQ(cli.acquire_for(c, c.needs), Client::Grant::parked);
+  };
+  hold_both_and_park_two();
+  ASSERT_FALSE(HasFatalFailure());
   Taken none;
   ASSERT_FALSE(cli.try_take(general, none)) << "both parked tasks must be off the queue";
 
@@ -293,15 +298,8 @@ TEST_F(SemFixture, ReleaseOfTwoSemaphoresLeavesNoParkedTaskBehindAFreePermit) {
   EXPECT_EQ(in_use(gpu), 0u);
 
   // Without a hand-over the same holds: both go back to the queue.
-  ASSERT_EQ(cli.enqueue_text("both", "", both), Errc::ok);
-  ASSERT_EQ(cli.enqueue_text("sel", "", on_sel), Errc::ok);
-  ASSERT_EQ(cli.enqueue_text("gpu", "", on_gpu), Errc::ok);
-  ASSERT_TRUE(cli.try_take(general, a));
-  ASSERT_EQ(cli.acquire_for(a, a.needs), Client::Grant::granted);
-  ASSERT_TRUE(cli.try_take(general, b));
-  ASSERT_EQ(cli.acquire_for(b, b.needs), Client::Grant::parked);
-  ASSERT_TRUE(cli.try_take(general, c));
-  ASSERT_EQ(cli.acquire_for(c, c.needs), Client::Grant::parked);
+  hold_both_and_park_two();
+  ASSERT_FALSE(HasFatalFailure());
   EXPECT_FALSE(cli.release_for(a, a.needs));
   ASSERT_EQ(cli.complete(a), Errc::ok);
   int back = 0;
