@@ -6,12 +6,16 @@
 //    stopped one, once continued, knows it is no longer the janitor.
 #include <gtest/gtest.h>
 
+#include <dirent.h>
 #include <signal.h>
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
+#include <string>
 #include <thread>
 
+#include "shmsched/detail/core.hpp"
 #include "shmsched/shmsched.hpp"
 #include "test_support.hpp"
 
@@ -33,6 +37,25 @@ Layout keeper_layout() {
 
 std::uint16_t janitor_of(const Segment& seg) {
   return inspect(seg).janitor_token;
+}
+
+// Whether every thread of `pid` is stopped (state T): kill(SIGSTOP) returns before a
+// thread that is running elsewhere has stopped.
+bool all_threads_stopped(pid_t pid) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return false;
+  bool stopped = true;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream stat(dir + "/" + e->d_name + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto close = line.rfind(')');
+    if (close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'T') stopped = false;
+  }
+  ::closedir(d);
+  return stopped;
 }
 
 // Kills (and reaps) a child when the test ends, however it ends.
@@ -124,6 +147,7 @@ TEST(Housekeeping, StoppedJanitorLosesItsLeaseAndDeadWorkersAreStillReaped) {
   ASSERT_TRUE(eventually([&] { return b.janitor_token.load() != 0 && janitor_of(seg) == b.janitor_token.load(); }))
       << "the first consumer never took the janitor lease";
   ASSERT_EQ(::kill(janitor, SIGSTOP), 0);
+  ASSERT_TRUE(eventually([&] { return all_threads_stopped(janitor); })) << "the janitor's process did not stop";
   const pid_t victim = consumer_child(true, false);
   KillOnExit g2{victim};
   TaskOptions o;
@@ -133,8 +157,21 @@ TEST(Housekeeping, StoppedJanitorLosesItsLeaseAndDeadWorkersAreStillReaped) {
   ASSERT_EQ(::kill(victim, SIGKILL), 0);
   const pid_t helper = consumer_child(false, false);
   KillOnExit g3{helper};
-  EXPECT_TRUE(eventually([&] { return b.rerun.load() == 1; }, 10s))
-      << "the dead worker's task was not run again while the janitor's process was stopped";
+  const bool rerun = eventually([&] { return b.rerun.load() == 1; }, 10s);
+  const Snapshot snap = inspect(seg);
+  std::string held;
+  for (std::uint32_t i = 0; i < seg.core().scan_end(); ++i) {
+    const std::uint64_t w = seg.core().ctrl[i].state.load();
+    if (detail::state_of(w) == TaskState::running)
+      held += " record " + std::to_string(i) + " owner " + std::to_string(detail::owner_of(w)) + " attempts " +
+              std::to_string(seg.core().hot(i)->attempts);
+  }
+  for (const auto& p : snap.participants) held += " participant token " + std::to_string(p.token) + " pid " + std::to_string(p.pid);
+  EXPECT_TRUE(rerun) << "the dead worker's task was not run again while the janitor's process was stopped"
+                     << " (janitor token " << snap.janitor_token << ", first janitor " << b.janitor_token.load()
+                     << "; records queued " << snap.queued << ", running " << snap.running << ", dead " << snap.dead
+                     << ", delayed " << snap.delayed << "; participants " << snap.participants.size() << ")" << held
+                     << " pids A " << janitor << " B " << victim << " C " << helper;
   EXPECT_NE(janitor_of(seg), b.janitor_token.load()) << "the stopped process kept the janitor lease";
   ASSERT_EQ(::kill(janitor, SIGCONT), 0);
   std::this_thread::sleep_for(200ms);

@@ -368,15 +368,16 @@ TEST_F(SemFixture, TaskNeedingMoreThanIsFreeWaitsParkedWithoutSpinning) {
   EXPECT_EQ(ran.load(), 0);
   EXPECT_LE(c->stats().parked, 3u) << "the task was cycled between its queue and its park ring";
 
-  // Capacity 3 with 2 held here: one free, the task needs two.
-  ASSERT_EQ(cli.set_capacity(sel, 3), Errc::ok);
-  ASSERT_EQ(cli.try_acquire(sel, 2), Errc::ok);
+  // Capacity 2 with 1 held here (taken before the raise, so the raise cannot hand the
+  // task both): one free, the task needs two.
+  ASSERT_EQ(cli.try_acquire(sel, 1), Errc::ok);
+  ASSERT_EQ(cli.set_capacity(sel, 2), Errc::ok);
   const std::uint64_t before = c->stats().parked;
   std::this_thread::sleep_for(200ms);
   EXPECT_EQ(ran.load(), 0);
   EXPECT_LE(c->stats().parked, before + 3) << "the task was cycled while one permit of two was free";
 
-  ASSERT_EQ(cli.release(sel, 2), Errc::ok);
+  ASSERT_EQ(cli.release(sel, 1), Errc::ok);
   EXPECT_TRUE(eventually([&] { return ran.load() == 1; }, 5s)) << "the release did not unpark the task";
   c->request_stop();
   EXPECT_TRUE(c->join());
