@@ -396,6 +396,8 @@ int Consumer::run_until_signal() {
   while (impl_->live_workers.load(std::memory_order_acquire) != 0 && std::chrono::steady_clock::now() < deadline) {
     const timespec ts{0, 20'000'000};
     if (sigtimedwait(&set, &info, &ts) > 0) {
+      // The housekeeper ends at once after request_stop (woken); handlers may not.
+      if (impl_->keeper.joinable()) impl_->keeper.join();
       std::fflush(nullptr);
       ::_exit(130);  // second signal: stop at once; the reaper recovers
     }
