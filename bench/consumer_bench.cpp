@@ -47,11 +47,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstring>
 #include <boost/date_time/posix_time/posix_time_types.hpp>
 #include <boost/interprocess/ipc/message_queue.hpp>
 #include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -824,7 +824,11 @@ void BM_consumer_delayed_start_lateness(benchmark::State& state) {
     state.counters["samples"] = kSamples;
   }
 }
-BENCHMARK(BM_consumer_delayed_start_lateness)->UseRealTime()->Iterations(1)->Repetitions(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_consumer_delayed_start_lateness)
+    ->UseRealTime()
+    ->Iterations(1)
+    ->Repetitions(1)
+    ->Unit(benchmark::kMillisecond);
 
 // One run each: the samples are the repetitions.
 void latency_config(benchmark::internal::Benchmark* b) {

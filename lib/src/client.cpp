@@ -241,6 +241,15 @@ std::int64_t Client::next_due_ns() const noexcept {
   return static_cast<std::int64_t>(impl_->core->header->delayed_next_due_ns.load(std::memory_order_acquire));
 }
 
+std::int64_t Client::sleep_until_due_ns(std::int64_t now_ns, std::int64_t max_ns) const noexcept {
+  // seq_cst: in wait_for_due this is (D2)'s load.
+  const auto due = static_cast<std::int64_t>(impl_->core->header->delayed_next_due_ns.load(std::memory_order_seq_cst));
+  if (due == 0) return max_ns;
+  // At least kMinDueSleepNs: a due time that stays in the past (a delayed task whose
+  // ring is full is retried later) must not turn the sleep into a spin.
+  return std::clamp<std::int64_t>(detail::sub_sat(due, now_ns), std::min<std::int64_t>(kMinDueSleepNs, max_ns), max_ns);
+}
+
 std::uint32_t Client::due_seq() const noexcept {
   return impl_->core->header->due_seq.load(std::memory_order_seq_cst);
 }
@@ -249,12 +258,7 @@ bool Client::wait_for_due(std::uint32_t seen, std::chrono::nanoseconds max) noex
   auto* h = impl_->core->header;
   h->due_waiters.fetch_add(1, std::memory_order_seq_cst);
   // (D2) seq_cst: after announcing ourselves; pairs with (D1) in notify_due.
-  const std::int64_t now = monotonic_ns();
-  const auto due = static_cast<std::int64_t>(h->delayed_next_due_ns.load(std::memory_order_seq_cst));
-  std::int64_t sleep_ns = max.count();
-  // At least 100 us: a due time that stays in the past (a delayed task whose ring is
-  // full is retried later) must not turn the wait into a spin.
-  if (due != 0) sleep_ns = std::clamp<std::int64_t>(detail::sub_sat(due, now), std::min<std::int64_t>(100'000, sleep_ns), sleep_ns);
+  const std::int64_t sleep_ns = sleep_until_due_ns(monotonic_ns(), max.count());
   const bool woken = sleep_ns > 0 && detail::futex_wait(h->due_seq, seen, sleep_ns);
   h->due_waiters.fetch_sub(1, std::memory_order_relaxed);
   return woken;

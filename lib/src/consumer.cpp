@@ -225,13 +225,7 @@ struct Consumer::Impl {
         // janitor that may be busy.
         const std::int64_t now = monotonic_ns();
         client->promote_due(now);
-        std::int64_t sleep_ns = tick_ns;
-        // At least 100 us: a due time that stays in the past (a delayed task whose
-        // ring is full is retried later) must not turn the sleep into a spin.
-        if (const std::int64_t due = client->next_due_ns(); due != 0)
-          sleep_ns =
-              std::clamp<std::int64_t>(detail::sub_sat(due, now), std::min<std::int64_t>(100'000, tick_ns), tick_ns);
-        client->sleep(seen, std::chrono::nanoseconds(sleep_ns));
+        client->sleep(seen, std::chrono::nanoseconds(client->sleep_until_due_ns(now, tick_ns)));
       }
       client->wake_up(home_span, help_span);
       idle = opts.spin / 2;  // a short spin after waking: work often comes in bursts

@@ -260,7 +260,8 @@ std::string file_kind(mode_t mode) {
 
 // posix_fallocate's failure on the segment's object, said in the operator's terms.
 Error no_space_error(int rc, std::uint64_t need) {
-  if (rc != ENOSPC) return Error(Errc::system_error, std::string("reserving the segment's pages: ") + std::strerror(rc));
+  if (rc != ENOSPC)
+    return Error(Errc::system_error, std::string("reserving the segment's pages: ") + std::strerror(rc));
   struct statvfs fs {};
   std::string free_part;
   if (::statvfs("/dev/shm", &fs) == 0)
@@ -345,9 +346,9 @@ Result<Segment> Segment::open(std::string_view name, const OpenOptions& options)
   impl->name = std::string(name);
   try {
     // Something else at the path (a directory, a FIFO) is said as what it is.
-    if (struct stat pre {}; ::lstat(("/dev/shm/" + oname).c_str(), &pre) == 0 && !S_ISREG(pre.st_mode))
-      return Error(Errc::foreign_segment, "'/dev/shm/" + oname + "' is " + file_kind(pre.st_mode) +
-                                              ", not a shared-memory segment");
+    if (struct stat pre{}; ::lstat(("/dev/shm/" + oname).c_str(), &pre) == 0 && !S_ISREG(pre.st_mode))
+      return Error(Errc::foreign_segment,
+                   "'/dev/shm/" + oname + "' is " + file_kind(pre.st_mode) + ", not a shared-memory segment");
     bip::shared_memory_object shm(bip::open_only, oname.c_str(), bip::read_write);
     const int fd = shm.get_mapping_handle().handle;
     const auto deadline = std::chrono::steady_clock::now() + options.timeout;
@@ -356,8 +357,8 @@ Result<Segment> Segment::open(std::string_view name, const OpenOptions& options)
       struct stat st {};
       if (::fstat(fd, &st) != 0) return Error(Errc::system_error, std::string("fstat: ") + std::strerror(errno));
       if (!S_ISREG(st.st_mode))
-        return Error(Errc::foreign_segment, "'/dev/shm/" + oname + "' is " + file_kind(st.st_mode) +
-                                                ", not a shared-memory segment");
+        return Error(Errc::foreign_segment,
+                     "'/dev/shm/" + oname + "' is " + file_kind(st.st_mode) + ", not a shared-memory segment");
       const auto size = static_cast<std::uint64_t>(st.st_size);
       // How long ago the object was made or sized (ctime: creation and ftruncate set it).
       const std::int64_t age_ns = unix_ns() - (std::int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec);
@@ -469,7 +470,8 @@ Result<void> Segment::destroy(std::string_view name) {
     const int err = errno;
     if (err == ENOENT) return Result<void>(Errc::not_found, "'" + std::string(name) + "'");
     if (err == EACCES || err == EPERM)
-      return Result<void>(Errc::permission_denied, "cannot remove segment '" + std::string(name) + "': " + std::strerror(err));
+      return Result<void>(Errc::permission_denied,
+                          "cannot remove segment '" + std::string(name) + "': " + std::strerror(err));
     return Result<void>(Errc::system_error, "cannot remove segment '" + std::string(name) + "': " + std::strerror(err));
   }
   return {};

@@ -90,7 +90,11 @@ std::vector<SemaphoreInfo> Segment::semaphores() const {
     const auto& e = core.semaphores[i];
     if ((e.word.load(std::memory_order_acquire) & 3) != SemaphoreEntry::kReady) continue;
     const std::uint64_t p = e.permits.load(std::memory_order_acquire);
-    SemaphoreInfo info{static_cast<SemId>(i), detail::read_name(e.name), capacity_of(p), in_use_of(p), 0,
+    SemaphoreInfo info{static_cast<SemId>(i),
+                       detail::read_name(e.name),
+                       capacity_of(p),
+                       in_use_of(p),
+                       0,
                        e.waiters.load(std::memory_order_relaxed)};
     for (std::uint32_t l = 0; l < core.levels; ++l) info.parked += core.ring(core.park_ring_id(i, l)).depth_guess();
     out.push_back(std::move(info));
@@ -229,9 +233,7 @@ std::uint32_t Client::Impl::sweep_ledgers(DeadSlot dead) noexcept {
 bool Client::Impl::pop_parked(SemaphoreEntry* e, std::uint32_t sem, std::uint32_t& v, std::uint64_t& w) noexcept {
   for (std::uint32_t level = 0; level < core->levels; ++level) {
     const std::uint16_t rid = core->park_ring_id(sem, level);
-    auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept {
-      return claim(rid, pos, val, TaskState::running, w);
-    };
+    auto c = [&](std::uint64_t pos, std::uint32_t val) noexcept { return claim(rid, pos, val, TaskState::running, w); };
     while (core->ring(rid).try_pop(c, v)) {
       SHMSCHED_FAULT_POINT(unpark_after_claim);
       e->parked_hint.fetch_sub(1, std::memory_order_relaxed);

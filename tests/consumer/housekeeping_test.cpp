@@ -166,7 +166,8 @@ TEST(Housekeeping, StoppedJanitorLosesItsLeaseAndDeadWorkersAreStillReaped) {
       held += " record " + std::to_string(i) + " owner " + std::to_string(detail::owner_of(w)) + " attempts " +
               std::to_string(seg.core().hot(i)->attempts);
   }
-  for (const auto& p : snap.participants) held += " participant token " + std::to_string(p.token) + " pid " + std::to_string(p.pid);
+  for (const auto& p : snap.participants)
+    held += " participant token " + std::to_string(p.token) + " pid " + std::to_string(p.pid);
   EXPECT_TRUE(rerun) << "the dead worker's task was not run again while the janitor's process was stopped"
                      << " (janitor token " << snap.janitor_token << ", first janitor " << b.janitor_token.load()
                      << "; records queued " << snap.queued << ", running " << snap.running << ", dead " << snap.dead

@@ -1101,7 +1101,8 @@ TEST_F(Shmctl, StatShowsAConsumerWhoseWorkersAllSleepAsIdle) {
   })) << stat().dump();
   EXPECT_EQ(me(stat())["activity"], "idle") << stat().dump();
   const Ran text = shmctl({"stat", name()});
-  EXPECT_TRUE(std::regex_search(text.out, std::regex(std::to_string(worker) + R"( +consumer[^\n]* +active +yes +idle )")))
+  EXPECT_TRUE(
+      std::regex_search(text.out, std::regex(std::to_string(worker) + R"( +consumer[^\n]* +active +yes +idle )")))
       << text;
 
   ASSERT_EQ(submit({"sleep", "3"}).code(), 0);
@@ -1122,7 +1123,8 @@ TEST_F(Shmctl, WorkerLogShowsTheRetryDelayNotTheRunTime) {
   EXPECT_TRUE(stop(worker).ok()) << log();
   const std::string l = log();
   // 700ms plus up to 10 % jitter, drawn by the worker so the log is exact.
-  EXPECT_TRUE(std::regex_search(l, std::regex(R"(exit status 75 \(temporary failure\); will retry in 7[0-7][0-9]ms \(ran [0-9.]+m?s\))")))
+  EXPECT_TRUE(std::regex_search(
+      l, std::regex(R"(exit status 75 \(temporary failure\); will retry in 7[0-7][0-9]ms \(ran [0-9.]+m?s\))")))
       << l;
   EXPECT_TRUE(contains(l, "exit status 1; will retry in 300ms (+ up to 10% jitter) (ran ")) << l;
   EXPECT_TRUE(contains(l, "exit status 1; out of attempts: dead-lettered (ran ")) << l;
@@ -1134,9 +1136,10 @@ TEST_F(Shmctl, CommandsStartWithDefaultSignalsAnEmptyMaskAndTheirOwnGroup) {
   // $$ of "sh -c" is the command's own pid: the worker execs it in the spawned process.
   // The masks are read by the shell itself (builtins only): a forked reader could see
   // the shell's mask while the shell blocks every signal around its own fork.
-  const Ran submitted = submit({"sh", "-c",
-                    "o=" + out + ";while read k v;do case $k in Sig[BI]*)echo $k $v;;esac;done</proc/$$/status>$o" +
-                        ";echo \"pid $$ pgid $(cut -d')' -f2 /proc/$$/stat|cut -d' ' -f4)\">>$o;readlink /proc/$$/fd/0>>$o"});
+  const Ran submitted =
+      submit({"sh", "-c",
+              "o=" + out + ";while read k v;do case $k in Sig[BI]*)echo $k $v;;esac;done</proc/$$/status>$o" +
+                  ";echo \"pid $$ pgid $(cut -d')' -f2 /proc/$$/stat|cut -d' ' -f4)\">>$o;readlink /proc/$$/fd/0>>$o"});
   ASSERT_EQ(submitted.code(), 0) << submitted;
   const pid_t worker = start_worker({}, /*ignore_sigint=*/true);
   ASSERT_EQ(wait_drained().code(), 0) << log();

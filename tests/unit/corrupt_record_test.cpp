@@ -66,9 +66,10 @@ struct Image {
     auto& core = seg.core();
     return {{reinterpret_cast<std::byte*>(&core.ctrl[index]), sizeof(detail::TaskCtrl)},
             {reinterpret_cast<std::byte*>(core.hot(index)), static_cast<std::size_t>(core.stride)},
-            {reinterpret_cast<std::byte*>(rid < core.ring_count() ? core.ring_slots + std::uint64_t{rid} * core.ring_capacity
-                                                                  : core.park_slots + std::uint64_t{rid - core.ring_count()} *
-                                                                                          core.map.park_capacity),
+            {reinterpret_cast<std::byte*>(rid < core.ring_count()
+                                              ? core.ring_slots + std::uint64_t{rid} * core.ring_capacity
+                                              : core.park_slots +
+                                                    std::uint64_t{rid - core.ring_count()} * core.map.park_capacity),
              sizeof(std::uint64_t)}};
   }
 

@@ -976,7 +976,8 @@ TEST(SegmentNamed, CreateOnAFullDevShmFailsCleanlyAndACreatedSegmentNeverSigbuse
     Layout big = small_layout();
     big.task_capacity = 65536;  // several MiB of records
     auto r = Segment::create("nospace", big, with_queues({"general"}));
-    if (r.ok() || r.code() != Errc::no_space || r.error().message().find("not enough space in /dev/shm") == std::string::npos ||
+    if (r.ok() || r.code() != Errc::no_space ||
+        r.error().message().find("not enough space in /dev/shm") == std::string::npos ||
         r.error().message().find("need ") == std::string::npos)
       return int{kWrongError};
     if (::access("/dev/shm/shmsched.nospace", F_OK) == 0) return int{kLeftBehind};

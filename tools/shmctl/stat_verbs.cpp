@@ -165,10 +165,9 @@ std::string print_stat(const Snapshot& s, bool all_levels) {
     for (const auto& p : s.participants) {
       std::string role = role_names(p.role);
       if (p.token == s.janitor_token && s.janitor_token != 0) role += " (janitor)";
-      t.add({std::to_string(p.pid), role, p.state, p.alive ? "yes" : "NO", activity_name(p),
-             std::to_string(p.workers), std::to_string(p.sleepers),
-             p.current_task == 0 ? "-" : std::to_string(p.current_task), std::to_string(p.processed),
-             format_duration(p.heartbeat_age_ns)});
+      t.add({std::to_string(p.pid), role, p.state, p.alive ? "yes" : "NO", activity_name(p), std::to_string(p.workers),
+             std::to_string(p.sleepers), p.current_task == 0 ? "-" : std::to_string(p.current_task),
+             std::to_string(p.processed), format_duration(p.heartbeat_age_ns)});
     }
     o << t.render(2);
   }

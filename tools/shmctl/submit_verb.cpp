@@ -90,7 +90,8 @@ int run_submit(const SubmitArgs& a) {
   if (a.from_stdin == !a.command.empty())
     throw Usage(a.from_stdin ? "--stdin reads the commands from stdin; give no COMMAND"
                              : "missing COMMAND (shmctl submit NAME --queue Q -- COMMAND [ARGS...])");
-  if (!a.from_stdin && a.command[0].empty()) throw Usage("the COMMAND is empty (shmctl submit NAME --queue Q -- COMMAND)");
+  if (!a.from_stdin && a.command[0].empty())
+    throw Usage("the COMMAND is empty (shmctl submit NAME --queue Q -- COMMAND)");
   if (a.retries + 1 > 0xFFFF) throw Usage("--retries is too large");
   const auto retry_delay = parse_duration(a.retry_delay, "--retry-delay");
   const auto block = parse_duration(a.block, "--block");
@@ -174,8 +175,7 @@ void add_submit_verb(CLI::App& app, Verbs& verbs) {
   auto* c = app.add_subcommand("submit", "Enqueue a shell command (or one per stdin line) as a \"shell\" task");
   c->add_option("NAME", a->name, "Segment name")->required();
   c->add_option("--queue", a->queue, "Queue to enqueue into")->required();
-  whole_number(c->add_option("--priority", a->priority, "Level, 0 = most urgent"))
-      ->capture_default_str();
+  whole_number(c->add_option("--priority", a->priority, "Level, 0 = most urgent"))->capture_default_str();
   list_option(
       c->add_option("--needs", a->needs, "Semaphore permits the task holds while it runs: SEM[:N] (at most two)"));
   whole_number(c->add_option("--retries", a->retries, "Retries after a failed attempt (attempts = retries + 1)"))

@@ -178,7 +178,8 @@ void add_wait_verb(CLI::App& app, Verbs& verbs) {
   auto* c = app.add_subcommand("wait", "Block until nothing is queued, delayed, parked or running (exit 1 on timeout)");
   c->add_option("NAME", a->name, "Segment name")->required();
   c->add_option("--queue", a->queue, "Wait for this queue only");
-  a->timeout_option = c->add_option("--timeout", a->timeout, "Give up after this long (500ms, 10s, 2m); default: wait forever");
+  a->timeout_option =
+      c->add_option("--timeout", a->timeout, "Give up after this long (500ms, 10s, 2m); default: wait forever");
   c->add_flag("--progress", a->progress, "Show progress with rate and ETA on stderr");
   c->add_option("--poll", a->poll, "How often to look")->capture_default_str();
   verbs.push_back({c, [a] { return run_wait(*a); }});

@@ -86,8 +86,7 @@ struct ChildPlan {
   std::vector<char*> envp;
 };
 
-void build_plan(ChildPlan& plan, std::vector<std::string> command, const TaskContext& ctx,
-                const std::string& segment) {
+void build_plan(ChildPlan& plan, std::vector<std::string> command, const TaskContext& ctx, const std::string& segment) {
   plan.args = {"shmctl", kWorkerExecArg, std::to_string(::getpid())};
   for (auto& a : command) plan.args.push_back(std::move(a));
   static constexpr std::string_view ours[] = {
@@ -319,8 +318,8 @@ class ShellRunner {
   bool verbose_;
   int devnull_ = -1;
   std::mutex log_;
-  std::atomic<std::uint64_t> random_{static_cast<std::uint64_t>(
-      std::chrono::steady_clock::now().time_since_epoch().count())};
+  std::atomic<std::uint64_t> random_{
+      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count())};
 };
 
 // A segment anyone but its owner can write lets them enqueue "shell" tasks: commands
@@ -339,8 +338,11 @@ void check_writers(const WorkerArgs& a) {
   std::string flags = group && others ? "--trust-group --trust-others" : group ? "--trust-group" : "--trust-others";
   throw Failure("worker: segment '" + a.name + "' (" + path + ", mode " + mode + ") is writable by " + who +
                 ": they could submit commands this worker runs as uid " + std::to_string(::geteuid()) +
-                ". Restrict it (chmod " + (group && others ? "go-w" : group ? "g-w" : "o-w") + " " + path +
-                ") or, if they are trusted, pass " + flags);
+                ". Restrict it (chmod " +
+                (group && others ? "go-w"
+                 : group         ? "g-w"
+                                 : "o-w") +
+                " " + path + ") or, if they are trusted, pass " + flags);
 }
 
 int run_worker(WorkerArgs& a) {
@@ -390,12 +392,11 @@ void add_worker_verb(CLI::App& app, Verbs& verbs) {
   list_option(c->add_option("--home", a->home, "Queues drained first, in this order: Q[,Q...]"));
   list_option(
       c->add_option("--help-with", a->help, "Queues helped with only while every home queue is empty: Q[,Q...]"));
-  whole_number(c->add_option("--workers", a->workers, "Worker threads (commands run at once)"))
-      ->capture_default_str();
+  whole_number(c->add_option("--workers", a->workers, "Worker threads (commands run at once)"))->capture_default_str();
   whole_number(c->add_option("--reserve", a->reserve, "Workers that never help (stay free for home work)"))
       ->capture_default_str();
   whole_number(c->add_option("--take-ahead", a->take_ahead,
-                "Tasks a take may claim at once from a home queue, run before looking again (1-16)"))
+                             "Tasks a take may claim at once from a home queue, run before looking again (1-16)"))
       ->capture_default_str();
   c->add_option("--grace", a->grace, "On SIGINT/SIGTERM, how long running commands may take to finish")
       ->capture_default_str();

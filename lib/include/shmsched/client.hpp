@@ -203,6 +203,10 @@ class Client {
   std::size_t promote_due(std::int64_t now_ns) noexcept;
   /// When the earliest delayed task is due (CLOCK_MONOTONIC ns), or 0 if none.
   std::int64_t next_due_ns() const noexcept;
+  /// How long to sleep from `now_ns` until the earliest delayed task is due: at most
+  /// `max_ns`, at least kMinDueSleepNs (or max_ns, if smaller).
+  std::int64_t sleep_until_due_ns(std::int64_t now_ns, std::int64_t max_ns) const noexcept;
+  static constexpr std::int64_t kMinDueSleepNs = 100'000;
   /// The housekeepers' futex word: read it, look at your own stop condition, then pass
   /// it to wait_for_due, so a wake between the two is not lost.
   std::uint32_t due_seq() const noexcept;

@@ -15,38 +15,38 @@
 
 namespace shmsched {
 
-enum class [[nodiscard]] Errc : std::uint8_t {
-  ok = 0,
-  // set-up and validation
-  invalid_name,       ///< segment, queue or task-type name fails validation
-  invalid_layout,     ///< a Layout value is out of range
-  invalid_argument,   ///< any other argument is out of range
-  exists,             ///< create_only on a name that exists
-  not_found,          ///< open_only on a name that does not exist
-  foreign_segment,    ///< the object does not start with the shmsched magic
-  version_mismatch,   ///< built for another ABI version
-  layout_mismatch,    ///< opened with an expected layout that differs
-  truncated,          ///< the object is smaller than its header says
-  corrupt,            ///< the header is inconsistent with itself, or a record is damaged
-  init_timeout,       ///< the creator is alive but did not finish within the bound
-  creator_died,       ///< the creator died before marking the segment ready
-  permission_denied,  ///< the OS refused access
-  system_error,       ///< another OS error; the detail names it
-  no_space,           ///< /dev/shm has too little free space for the segment
-  // runtime
-  payload_too_large,  ///< payload longer than the layout's payload_bytes
-  unknown_queue,      ///< no queue with that name or id
-  queue_table_full,   ///< max_queues queues exist already
-  participant_table_full,
-  table_full,         ///< every task record is in use (back-pressure)
-  ring_full,          ///< the priority ring is full (back-pressure)
-  timeout,            ///< a bounded wait ran out
-  fenced,             ///< this participant was reaped; its late writes are refused
-  not_attached,       ///< the handle is not attached to a segment
-  unknown_semaphore,  ///< no semaphore with that name or id
-  semaphore_table_full,
-  need_exceeds_capacity,  ///< a task needs more permits than its semaphore has
-  unavailable,            ///< no permit free now (try_acquire)
+enum class [[nodiscard]] Errc : std::uint8_t{
+    ok = 0,
+    // set-up and validation
+    invalid_name,       ///< segment, queue or task-type name fails validation
+    invalid_layout,     ///< a Layout value is out of range
+    invalid_argument,   ///< any other argument is out of range
+    exists,             ///< create_only on a name that exists
+    not_found,          ///< open_only on a name that does not exist
+    foreign_segment,    ///< the object does not start with the shmsched magic
+    version_mismatch,   ///< built for another ABI version
+    layout_mismatch,    ///< opened with an expected layout that differs
+    truncated,          ///< the object is smaller than its header says
+    corrupt,            ///< the header is inconsistent with itself, or a record is damaged
+    init_timeout,       ///< the creator is alive but did not finish within the bound
+    creator_died,       ///< the creator died before marking the segment ready
+    permission_denied,  ///< the OS refused access
+    system_error,       ///< another OS error; the detail names it
+    no_space,           ///< /dev/shm has too little free space for the segment
+    // runtime
+    payload_too_large,  ///< payload longer than the layout's payload_bytes
+    unknown_queue,      ///< no queue with that name or id
+    queue_table_full,   ///< max_queues queues exist already
+    participant_table_full,
+    table_full,         ///< every task record is in use (back-pressure)
+    ring_full,          ///< the priority ring is full (back-pressure)
+    timeout,            ///< a bounded wait ran out
+    fenced,             ///< this participant was reaped; its late writes are refused
+    not_attached,       ///< the handle is not attached to a segment
+    unknown_semaphore,  ///< no semaphore with that name or id
+    semaphore_table_full,
+    need_exceeds_capacity,  ///< a task needs more permits than its semaphore has
+    unavailable,            ///< no permit free now (try_acquire)
 };
 
 /// A short, stable, lower-case description of a code.
