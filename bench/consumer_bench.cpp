@@ -802,8 +802,8 @@ void BM_consumer_delayed_start_lateness(benchmark::State& state) {
     for (int i = 0; i < 4; ++i) (void)producer.enqueue_text("work", "", busy);
     consumer->start();
     for (std::uint32_t i = 0; i < total; ++i) {
-      for (LevelStats ls = producer.level_stats(busy.queue, 3); ls.enqueued - ls.started < 4;
-           ls = producer.level_stats(busy.queue, 3))
+      for (LevelStats ls = producer.level_stats(busy.queue.id(), 3); ls.enqueued - ls.started < 4;
+           ls = producer.level_stats(busy.queue.id(), 3))
         (void)producer.enqueue_text("work", "", busy);
       std::this_thread::sleep_for(std::chrono::milliseconds(7 + (i * 13) % 11));  // land anywhere in a task
       const std::int64_t due = now_ns() + kDelayNs;

@@ -139,22 +139,20 @@ int main() {
   while (board->ready.load() < 2) std::this_thread::sleep_for(1ms);
 
   auto producer = Client::attach(*seg, Role::producer).value();
-  const QueueId selenium = seg->find_queue("selenium").value();
-  const QueueId general = seg->find_queue("general").value();
   const auto start = std::chrono::steady_clock::now();
   // Bursts: general backlog first, then dedicated work arriving while it is served.
   std::uint32_t s = 0, g = 0;
   for (int burst = 0; burst < 10; ++burst) {
     for (std::uint32_t i = 0; i < kGeneral / 10; ++i, ++g) {
       TaskOptions o;
-      o.queue = general;
+      o.queue = "general";
       o.priority = static_cast<std::uint8_t>(2 + g % 6);
       (void)producer.enqueue_value(g % 4 == 0 ? "screenshot" : "report", Job{kSelenium + g}, o);
     }
     std::this_thread::sleep_for(30ms);
     for (std::uint32_t i = 0; i < kSelenium / 10; ++i, ++s) {
       TaskOptions o;
-      o.queue = selenium;
+      o.queue = "selenium";
       o.priority = 0;
       (void)producer.enqueue_value("browse", Job{s}, o);
     }

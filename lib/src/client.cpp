@@ -138,9 +138,10 @@ std::size_t Client::enqueue_batch(std::span<const TaskSpec> tasks, std::span<Tas
         ++n;
         continue;
       }
-      if (e = impl_->check_spec(t.type, t.payload, t.options); e != Errc::ok) break;
+      QueueId q = 0;
+      if (e = impl_->check_spec(t.type, t.payload, t.options, q); e != Errc::ok) break;
       // Runnable tasks go as runs: one ring entry for up to 64 tasks of a (queue, level).
-      n += impl_->enqueue_runs(tasks.subspan(n), ids.subspan(n), now, debts, e);
+      n += impl_->enqueue_runs(tasks.subspan(n), ids.subspan(n), q, now, debts, e);
       if (e != Errc::ok) break;
     }
     impl_->settle(debts);

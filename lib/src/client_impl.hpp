@@ -16,6 +16,7 @@
 #include "shmsched/detail/core.hpp"
 #include "shmsched/detail/fault.hpp"
 #include "shmsched/detail/futex.hpp"
+#include "shmsched/detail/name_table.hpp"
 #include "shmsched/detail/prefetch.hpp"
 #include "shmsched/detail/saturate.hpp"
 
@@ -765,17 +766,35 @@ struct Client::Impl {
 
   // ---- enqueue -------------------------------------------------------------------
 
-  // `queue_checked`: the caller has just checked this queue for another task (a queue,
-  // once ready, stays ready).
-  Errc check_spec(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o,
-                  bool queue_checked = false) const noexcept {
+  // The ready queue `ref` names, in `q`.
+  Errc resolve_queue(const QueueRef& ref, QueueId& q) const noexcept {
+    if (ref.is_id()) {
+      q = ref.id();
+      // relaxed: readiness only; nothing written with the entry is read here.
+      const bool ready = q < core->layout.max_queues &&
+                         (core->queues[q].word.load(std::memory_order_relaxed) & 3) == detail::QueueEntry::kReady;
+      return ready ? Errc::ok : Errc::unknown_queue;
+    }
+    if (ref.is_name()) {
+      const std::int64_t i = detail::find_named(core->queues, core->layout.max_queues, ref.name(), ref.hash());
+      q = static_cast<QueueId>(i);
+      return i >= 0 ? Errc::ok : Errc::unknown_queue;
+    }
+    return ref.is_set() ? Errc::unknown_queue : Errc::queue_not_set;
+  }
+
+  // Checks a task and resolves its queue into `q`. `known`: the caller has just resolved
+  // this same QueueRef for another task, to *known (a queue, once ready, stays ready).
+  Errc check_spec(std::string_view type, std::span<const std::byte> payload, const TaskOptions& o, QueueId& q,
+                  const QueueId* known = nullptr) const noexcept {
     if (!attached) return Errc::not_attached;
     if (type.empty() || type.size() > kMaxTypeName) return Errc::invalid_name;
     if (payload.size() > core->layout.payload_bytes) return Errc::payload_too_large;
-    if (!queue_checked &&
-        (o.queue >= core->layout.max_queues ||
-         (core->queues[o.queue].word.load(std::memory_order_relaxed) & 3) != detail::QueueEntry::kReady))
-      return Errc::unknown_queue;
+    if (known != nullptr) {
+      q = *known;
+    } else if (Errc e = resolve_queue(o.queue, q); e != Errc::ok) {
+      return e;
+    }
     if (o.priority >= core->levels || o.max_attempts == 0) return Errc::invalid_argument;
     Need needs[2] = {o.needs[0], o.needs[1]};
     merge_needs(needs);  // a semaphore named twice needs the sum
@@ -836,7 +855,7 @@ struct Client::Impl {
   // Writes the body of record idx (reserved by us, state word `word`) for a task of
   // type hash `th`; returns its id.
   TaskId fill_record(std::uint32_t idx, std::uint64_t word, std::uint64_t th, std::span<const std::byte> payload,
-                     const TaskOptions& o, std::int64_t now) noexcept {
+                     const TaskOptions& o, QueueId q, std::int64_t now) noexcept {
     auto* b = core->hot(idx);
     const TaskId tid = core->make_id(detail::version_of(word), idx);
     std::atomic_ref<std::uint64_t>(b->id).store(tid, std::memory_order_relaxed);  // ledger checks read it
@@ -845,7 +864,7 @@ struct Client::Impl {
     store_not_before(b, o.not_before_ns);
     b->expires_ns = o.expires_ns;
     b->payload_len = static_cast<std::uint32_t>(payload.size());
-    std::atomic_ref<std::uint16_t>(b->queue).store(o.queue, std::memory_order_relaxed);  // inspect reads it
+    std::atomic_ref<std::uint16_t>(b->queue).store(q, std::memory_order_relaxed);  // inspect reads it
     b->level = o.priority;
     b->attempts = 0;
     b->max_attempts = o.max_attempts;
@@ -877,32 +896,33 @@ struct Client::Impl {
   [[gnu::always_inline]] Errc enqueue_one(std::string_view type, std::uint64_t th, std::span<const std::byte> payload,
                                           const TaskOptions& o, TaskId* id, std::int64_t now,
                                           BatchDebts* batch) noexcept {
-    if (Errc e = check_spec(type, payload, o); e != Errc::ok) return e;
+    QueueId q = 0;
+    if (Errc e = check_spec(type, payload, o, q); e != Errc::ok) return e;
     std::uint32_t idx = 0;
     std::uint64_t word = 0;
     if (Errc e = alloc(idx, word); e != Errc::ok) return e;
     register_type(th, type);
-    const TaskId tid = fill_record(idx, word, th, payload, o, now);
+    const TaskId tid = fill_record(idx, word, th, payload, o, q, now);
     SHMSCHED_FAULT_POINT(enqueue_before_queued);
     Errc result = Errc::ok;
     if (o.not_before_ns != 0 && o.not_before_ns > monotonic_ns()) {
       result = delay_record(idx, word, o.not_before_ns);
     } else {
-      const PushStatus st = push_record(idx, word, core->ring_id(o.queue, o.priority), TaskState::queued);
+      const PushStatus st = push_record(idx, word, core->ring_id(q, o.priority), TaskState::queued);
       if (st == PushStatus::aborted) return Errc::fenced;
       if (st == PushStatus::full) {
         (void)free_record(idx, word);  // not accepted: give the record back
         return Errc::ring_full;
       }
       if (batch != nullptr) {
-        owe(*batch, o.queue, o.priority);
+        owe(*batch, q, o.priority);
         if (id != nullptr) *id = tid;
         return Errc::ok;
       }
-      notify(o.queue);
+      notify(q);
     }
     if (result != Errc::ok) return result;
-    bump(counters(o.queue, o.priority).enqueued);
+    bump(counters(q, o.priority).enqueued);
     if (id != nullptr) *id = tid;
     return Errc::ok;
   }
@@ -928,26 +948,32 @@ struct Client::Impl {
   static constexpr std::size_t kStretch = 256;
   static constexpr std::size_t kGroups = 16;
 
-  // Whether task t may follow `prev` (checked already) in a stretch. When it shares
-  // prev's type, its queue and having no needs (the usual batch), what is left to check
-  // is a few compares; anything else gets the full check.
-  Errc check_next(const TaskSpec& t, const TaskSpec& prev) const noexcept {
+  // Whether task t may follow `prev` (checked already, its queue resolved to prev_q) in
+  // a stretch; t's queue in `q`. When it shares prev's type, its queue and having no
+  // needs (the usual batch), what is left to check is a few compares; anything else
+  // gets the full check.
+  Errc check_next(const TaskSpec& t, const TaskSpec& prev, QueueId prev_q, QueueId& q) const noexcept {
     const TaskOptions& o = t.options;
-    if (t.type.data() == prev.type.data() && t.type.size() == prev.type.size() && o.queue == prev.options.queue &&
+    const bool same_queue = o.queue == prev.options.queue;
+    if (same_queue && t.type.data() == prev.type.data() && t.type.size() == prev.type.size() &&
         (o.needs[0].count | o.needs[1].count) == 0 && t.payload.size() <= core->layout.payload_bytes &&
-        o.priority < core->levels && o.max_attempts != 0)
+        o.priority < core->levels && o.max_attempts != 0) {
+      q = prev_q;
       return Errc::ok;
-    return check_spec(t.type, t.payload, o, o.queue == prev.options.queue);
+    }
+    return check_spec(t.type, t.payload, o, q, same_queue ? &prev_q : nullptr);
   }
 
-  std::size_t enqueue_runs(std::span<const TaskSpec> tasks, std::span<TaskId> ids, std::int64_t now, BatchDebts& debts,
-                           Errc& error) noexcept {
+  // `q0` is tasks[0]'s queue, resolved by the caller's check.
+  std::size_t enqueue_runs(std::span<const TaskSpec> tasks, std::span<TaskId> ids, QueueId q0, std::int64_t now,
+                           BatchDebts& debts, Errc& error) noexcept {
     constexpr std::uint32_t kMaxRun = IndexRing<>::kMaxRun;
     const bool grouped = core->ring_capacity >= core->capacity;
     error = Errc::ok;
     // The stretch, and each task's group: tasks of one group in task order in `order`.
     struct Group {
       std::uint16_t rid, count, start;
+      QueueId queue;
     };
     Group groups[kGroups];
     std::uint8_t group_of[kStretch];
@@ -957,15 +983,16 @@ struct Client::Impl {
     std::fill(group_by_rid, group_by_rid + kGroups, std::uint8_t{kGroups});
     std::size_t ngroups = 0, len = 0;
     const std::size_t limit = std::min(tasks.size(), kStretch);
+    QueueId q = q0;
     for (; len < limit; ++len) {
       const TaskSpec& t = tasks[len];
       const TaskOptions& o = t.options;
       if (len != 0) {
         if (o.not_before_ns != 0) break;  // goes one by one
-        error = check_next(t, tasks[len - 1]);
+        error = check_next(t, tasks[len - 1], q, q);
         if (error != Errc::ok) break;
       }
-      const std::uint16_t rid = core->ring_id(o.queue, o.priority);
+      const std::uint16_t rid = core->ring_id(q, o.priority);
       std::size_t g = ngroups;
       if (len != 0 && groups[group_of[len - 1]].rid == rid) {
         g = group_of[len - 1];
@@ -983,7 +1010,7 @@ struct Client::Impl {
       }
       if (g == ngroups) {
         if (ngroups == kGroups) break;  // the next stretch takes it
-        groups[ngroups++] = Group{rid, 0, 0};
+        groups[ngroups++] = Group{rid, 0, 0, q};
         group_by_rid[rid % kGroups] = static_cast<std::uint8_t>(g);
       }
       ++groups[g].count;
@@ -1111,7 +1138,8 @@ struct Client::Impl {
           last_type = t.type;
           register_type(last_hash, t.type);
         }
-        ids[i] = fill_record(r.first + m, word_at[r.at + m], last_hash, t.payload, t.options, now);
+        ids[i] = fill_record(r.first + m, word_at[r.at + m], last_hash, t.payload, t.options, groups[group_of[i]].queue,
+                             now);
       }
     }
     SHMSCHED_FAULT_POINT(enqueue_before_queued);
@@ -1135,11 +1163,10 @@ struct Client::Impl {
     }
     for (std::size_t k = 0; k < nruns; ++k) {
       const Run& r = runs[k];
-      const TaskOptions& o = tasks[order[r.at]].options;
-      const PushStatus st =
-          push_run(r.first, r.n, &word_at[r.at], core->ring_id(o.queue, o.priority), TaskState::queued, true);
+      const Group& g = groups[group_of[order[r.at]]];
+      const PushStatus st = push_run(r.first, r.n, &word_at[r.at], g.rid, TaskState::queued, true);
       if (st == PushStatus::ok) {
-        owe(debts, o.queue, o.priority, r.n);
+        owe(debts, g.queue, tasks[order[r.at]].options.priority, r.n);
         continue;
       }
       // A full ring: without grouping, this run and every later one hold exactly the

@@ -40,6 +40,8 @@ std::string_view to_string(Errc code) noexcept {
       return "payload too large";
     case Errc::unknown_queue:
       return "unknown queue";
+    case Errc::queue_not_set:
+      return "the task names no queue (set TaskOptions::queue to a queue's name or id)";
     case Errc::queue_table_full:
       return "queue table full";
     case Errc::participant_table_full:

@@ -311,7 +311,8 @@ bool Client::Impl::repark(std::uint32_t v, std::uint64_t w, std::uint32_t sem) n
   const PushStatus st = push_record(v, w, rid, TaskState::parked);
   if (st == PushStatus::aborted) return false;
   if (st == PushStatus::full) {
-    delay_record(v, w, monotonic_ns() + 10'000'000);  // no room to park: retry soon
+    // No room to park: retry soon (failing, we were fenced: recovery has the task).
+    (void)delay_record(v, w, monotonic_ns() + 10'000'000);
     return false;
   }
   e->parked_hint.fetch_add(1, std::memory_order_seq_cst);
@@ -413,7 +414,8 @@ Client::Grant Client::acquire_for(const Taken& task, std::span<const Need> needs
     for (std::size_t j = 0; j < i; ++j) im.sem_release(sorted[j].sem, UINT32_MAX, holder);
     for (std::size_t j = 0; j < i; ++j) im.sem_after_release(sorted[j].sem);
     if (im.sem_entry(sorted[i].sem) == nullptr) {
-      im.dead_letter_record(task.index, task.word, "needs an unknown semaphore");
+      // Either way the task is no longer ours: dead-lettered, or fenced (recovery has it).
+      (void)im.dead_letter_record(task.index, task.word, "needs an unknown semaphore");
       return Grant::error;
     }
     // Park on the semaphore that was not free. Waiting is not an attempt: the take
@@ -424,7 +426,8 @@ Client::Grant Client::acquire_for(const Taken& task, std::span<const Need> needs
     const PushStatus st = im.push_record(task.index, word, rid, TaskState::parked);
     if (st == PushStatus::aborted) return Grant::error;
     if (st == PushStatus::full) {
-      im.delay_record(task.index, word, monotonic_ns() + 10'000'000);  // no room to park: retry soon
+      // No room to park: retry soon. Failing, we were fenced (the reaper has the task).
+      if (im.delay_record(task.index, word, monotonic_ns() + 10'000'000) != Errc::ok) return Grant::error;
       return Grant::parked;
     }
     SHMSCHED_FAULT_POINT(park_after_push);

@@ -253,7 +253,7 @@ TEST(Fencing, AReapedParticipantsLateWritesAreRefused) {
   ASSERT_EQ(producer.enqueue_text("t", "x", o, &id), Errc::ok);
   auto stale = Client::attach(seg, Role::consumer).value();
   Taken t;
-  ASSERT_TRUE(stale.try_take(o.queue, t));
+  ASSERT_TRUE(stale.try_take(o.queue.id(), t));
   // Make the participant look dead to the reaper (as if its pid and start time no
   // longer matched): the reaper takes its task back and frees its slot with epoch + 1.
   auto& slot = seg.core().participants[detail::token_index(stale.token()) - 1];
@@ -269,7 +269,7 @@ TEST(Fencing, AReapedParticipantsLateWritesAreRefused) {
   EXPECT_EQ(stale.complete(t), Errc::fenced);
   EXPECT_EQ(stale.requeue(t), Errc::fenced);
   Taken again;
-  ASSERT_TRUE(newcomer.try_take(o.queue, again));
+  ASSERT_TRUE(newcomer.try_take(o.queue.id(), again));
   EXPECT_EQ(again.id, id);
   EXPECT_EQ(again.attempt, 2);
   EXPECT_EQ(newcomer.complete(again), Errc::ok);

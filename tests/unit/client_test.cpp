@@ -192,6 +192,96 @@ TEST(ClientRing, FullRingIsBackPressureAndRecordIsReturned) {
   EXPECT_EQ(reserved, 0);
 }
 
+static_assert(QueueRef("general").hash() == type_hash("general"), "a literal's name is hashed when compiling");
+static_assert(QueueRef("general") == QueueRef(std::string_view("general")) && !(QueueRef("a") == QueueRef("b")));
+static_assert(!QueueRef(QueueId{0}).is_name() && !QueueRef().is_set());
+
+TEST_F(Fixture, ATaskNamesItsQueueByNameOrId) {
+  const std::string sel_name = "selenium";
+  TaskOptions by_literal;
+  by_literal.queue = "general";
+  TaskOptions by_string;
+  by_string.queue = sel_name;
+  TaskId a = 0, b = 0, c = 0;
+  ASSERT_EQ(cli.enqueue_text("t", "a", by_literal, &a), Errc::ok);
+  ASSERT_EQ(cli.enqueue_text("t", "b", by_string, &b), Errc::ok);
+  ASSERT_EQ(cli.enqueue_text("t", "c", TaskOptions{.queue = QueueRef(std::string_view("selenium"))}, &c), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(general, t));
+  EXPECT_EQ(t.id, a);
+  EXPECT_EQ(t.queue, general);
+  EXPECT_EQ(cli.complete(t), Errc::ok);
+  for (TaskId want : {b, c}) {
+    ASSERT_TRUE(cli.try_take(selenium, t));
+    EXPECT_EQ(t.id, want);
+    EXPECT_EQ(cli.complete(t), Errc::ok);
+  }
+  EXPECT_FALSE(cli.try_take(general, t));
+}
+
+TEST_F(Fixture, ATaskNamingNoQueueOrAMissingOneIsRefusedAndChangesNothing) {
+  const std::uint32_t before = seg.core().capacity;
+  auto in_use = [&] {
+    std::uint32_t n = 0;
+    for (std::uint32_t i = 0; i < before; ++i) n += seg.core().ctrl[i].state.load() != 0;
+    return n;
+  };
+  EXPECT_EQ(cli.enqueue_text("t", "x", TaskOptions{}), Errc::queue_not_set);
+  EXPECT_NE(to_string(Errc::queue_not_set).find("TaskOptions::queue"), std::string_view::npos);
+  TaskOptions o;
+  o.queue = "nope";
+  EXPECT_EQ(cli.enqueue_text("t", "x", o), Errc::unknown_queue);
+  o.queue = std::string(kMaxQueueName + 1, 'g');  // longer than any queue's name
+  EXPECT_EQ(cli.enqueue_text("t", "x", o), Errc::unknown_queue);
+  o.queue = std::string_view("general\0", 8);  // not the name "general"
+  EXPECT_EQ(cli.enqueue_text("t", "x", o), Errc::unknown_queue);
+  EXPECT_EQ(in_use(), 0u);
+}
+
+// Four queues in a table of four slots: whichever names share a home slot are found
+// further along their probe sequence, each by its name, as find_queue finds it.
+TEST(ClientQueueRef, EveryQueueOfAFullTableIsFoundByName) {
+  const std::vector<std::string> names = {"alpha", "beta", "gamma", "delta"};
+  Segment seg = Segment::create_private(small_layout(), CreateOptions{0600, names}).value();
+  Client cli = Client::attach(seg, Role::producer | Role::consumer).value();
+  std::set<QueueId> ids;
+  for (const std::string& n : names) {
+    const QueueId id = seg.find_queue(n).value();
+    ids.insert(id);
+    TaskId tid = 0;
+    ASSERT_EQ(cli.enqueue_text("t", n, TaskOptions{.queue = n}, &tid), Errc::ok) << n;
+    Taken t;
+    ASSERT_TRUE(cli.try_take(id, t)) << n;
+    EXPECT_EQ(t.id, tid);
+    EXPECT_EQ(cli.complete(t), Errc::ok);
+  }
+  EXPECT_EQ(ids.size(), names.size());
+}
+
+// A batch may name queues by name and by id, mixed; runs are still made per queue,
+// and a name that names no queue stops the batch there.
+TEST_F(Fixture, ABatchResolvesEachTasksQueueNameAndStopsAtAnUnknownOne) {
+  std::vector<TaskSpec> specs(7);
+  const QueueRef refs[] = {"general", general, "general", "selenium", selenium, "general", "missing"};
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    specs[i].type = "b";
+    specs[i].options.queue = refs[i];
+  }
+  std::vector<TaskId> ids(specs.size());
+  Errc err = Errc::ok;
+  EXPECT_EQ(cli.enqueue_batch(specs, ids, &err), 6u);
+  EXPECT_EQ(err, Errc::unknown_queue);
+  std::vector<Taken> got(8);
+  ASSERT_EQ(cli.try_take_batch(general, got), 4u);
+  const std::size_t want_general[] = {0, 1, 2, 5};
+  for (std::size_t i = 0; i < 4; ++i) EXPECT_EQ(got[i].id, ids[want_general[i]]);
+  EXPECT_EQ(cli.complete_batch(std::span(got).first(4)), 4u);
+  ASSERT_EQ(cli.try_take_batch(selenium, got), 2u);
+  EXPECT_EQ(got[0].id, ids[3]);
+  EXPECT_EQ(got[1].id, ids[4]);
+  EXPECT_EQ(cli.complete_batch(std::span(got).first(2)), 2u);
+}
+
 TEST_F(Fixture, BadInputIsRefusedAndChangesNothing) {
   auto reserved_or_used = [&] {
     int n = 0;

@@ -36,6 +36,7 @@ enum class [[nodiscard]] Errc : std::uint8_t{
     // runtime
     payload_too_large,  ///< payload longer than the layout's payload_bytes
     unknown_queue,      ///< no queue with that name or id
+    queue_not_set,      ///< TaskOptions::queue names no queue (default-constructed)
     queue_table_full,   ///< max_queues queues exist already
     participant_table_full,
     table_full,         ///< every task record is in use (back-pressure)

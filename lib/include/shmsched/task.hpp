@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string>
 #include <string_view>
 #include <type_traits>
 
@@ -34,9 +35,64 @@ struct RetryPolicy {
   std::uint16_t jitter_pct = 10;
 };
 
+/// FNV-1a 64 of a name (a task type's is stored as the record's type; a queue's
+/// places it in the segment's queue table).
+constexpr std::uint64_t type_hash(std::string_view name) noexcept {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (char c : name) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+/// The queue a task goes to, named by id or by name. A name is copied in (so the
+/// QueueRef owns it) and hashed when the QueueRef is made -- when compiling, for a
+/// literal. Enqueue finds a named queue by that hash in the segment's queue table,
+/// whose entries never move: normally one probe and a 32-byte compare, no string work.
+/// A default QueueRef names no queue (Errc::queue_not_set); a name longer than
+/// kMaxQueueName names none that can exist (Errc::unknown_queue).
+class QueueRef {
+ public:
+  constexpr QueueRef() noexcept = default;
+  constexpr QueueRef(QueueId id) noexcept : id_(id), kind_(Kind::id) {}  // NOLINT(google-explicit-constructor)
+  constexpr QueueRef(std::string_view name) noexcept                     // NOLINT(google-explicit-constructor)
+      : hash_(type_hash(name)), kind_(name.size() <= kMaxQueueName ? Kind::name : Kind::bad_name) {
+    if (kind_ != Kind::name) return;
+    len_ = static_cast<std::uint8_t>(name.size());
+    for (std::size_t i = 0; i < name.size(); ++i) name_[i] = name[i];
+  }
+  template <std::size_t N>
+  constexpr QueueRef(const char (&name)[N]) noexcept  // NOLINT(google-explicit-constructor)
+      : QueueRef(std::string_view(name)) {}
+  QueueRef(const std::string& name) noexcept : QueueRef(std::string_view(name)) {}  // NOLINT
+
+  constexpr bool is_set() const noexcept { return kind_ != Kind::none; }
+  constexpr bool is_id() const noexcept { return kind_ == Kind::id; }
+  constexpr bool is_name() const noexcept { return kind_ == Kind::name; }
+  /// The id (meaningful when is_id()).
+  constexpr QueueId id() const noexcept { return id_; }
+  /// The name (empty unless is_name()).
+  constexpr std::string_view name() const noexcept { return {name_, len_}; }
+  /// type_hash(name()) (meaningful when is_name()).
+  constexpr std::uint64_t hash() const noexcept { return hash_; }
+
+  friend constexpr bool operator==(const QueueRef& a, const QueueRef& b) noexcept {
+    return a.kind_ == b.kind_ && a.id_ == b.id_ && a.hash_ == b.hash_ && a.name() == b.name();
+  }
+
+ private:
+  enum class Kind : std::uint8_t { none, id, name, bad_name };
+  std::uint64_t hash_ = 0;
+  QueueId id_ = 0;
+  Kind kind_ = Kind::none;
+  std::uint8_t len_ = 0;
+  char name_[kMaxQueueName + 1] = {};
+};
+
 /// Everything about a task except its type and payload.
 struct TaskOptions {
-  QueueId queue = 0;
+  QueueRef queue;                  ///< required: a queue id or name
   std::uint8_t priority = 0;       ///< level, 0 = most urgent; < Layout::levels
   std::uint16_t max_attempts = 3;  ///< >= 1
   RetryPolicy retry{};
@@ -72,16 +128,6 @@ bool payload_to(std::span<const std::byte> payload, T& out) noexcept {
   if (payload.size() != sizeof(T)) return false;
   std::memcpy(&out, payload.data(), sizeof(T));
   return true;
-}
-
-/// FNV-1a 64 of a task-type name (stored as the record's type).
-constexpr std::uint64_t type_hash(std::string_view name) noexcept {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (char c : name) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 0x100000001b3ULL;
-  }
-  return h;
 }
 
 /// A task taken by a consumer. Valid until completed, retried or dead-lettered; the

@@ -38,6 +38,19 @@ inline std::string read_name(const AtomicU64 (&src)[4]) {
   return std::string(buf, ::strnlen(buf, 31));
 }
 
+/// Whether an entry's name is `name` (no allocation: the enqueue path compares with it).
+inline bool name_equals(const AtomicU64 (&src)[4], std::string_view name) noexcept {
+  if (name.size() > 31) return false;
+  char buf[32] = {};
+  std::memcpy(buf, name.data(), name.size());
+  for (int i = 0; i < 4; ++i) {
+    std::uint64_t w;
+    std::memcpy(&w, buf + 8 * i, 8);
+    if (src[i].load(std::memory_order_relaxed) != w) return false;
+  }
+  return true;
+}
+
 /// Index of the entry named `name`, creating it if needed; -1 when the table is full.
 /// `finish(entry)` runs before an entry in kCreating is published (it must be
 /// idempotent: every racing creator runs it).
@@ -68,18 +81,22 @@ std::int64_t claim_named(Entry* table, std::uint32_t n, std::string_view name, F
   return -1;
 }
 
-/// Index of the ready entry named `name`, or -1.
+/// Index of the ready entry named `name`, or -1. `hash` is type_hash(name).
 template <class Entry>
-std::int64_t find_named(const Entry* table, std::uint32_t n, std::string_view name) {
-  const std::uint64_t h = type_hash(name) >> 2;
+std::int64_t find_named(const Entry* table, std::uint32_t n, std::string_view name, std::uint64_t hash) noexcept {
+  const std::uint64_t h = hash >> 2;
   for (std::uint32_t probe = 0; probe < n; ++probe) {
     const std::uint32_t i = static_cast<std::uint32_t>((h + probe) % n);
     const Entry& e = table[i];
     const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (N1)
     if (w == Entry::kFree) break;
-    if ((w >> 2) == h && (w & 3) == Entry::kReady && read_name(e.name) == name) return i;
+    if ((w >> 2) == h && (w & 3) == Entry::kReady && name_equals(e.name, name)) return i;
   }
   return -1;
+}
+template <class Entry>
+std::int64_t find_named(const Entry* table, std::uint32_t n, std::string_view name) noexcept {
+  return find_named(table, n, name, type_hash(name));
 }
 
 }  // namespace shmsched::detail
