@@ -2,6 +2,7 @@
 #include <utility>
 
 #include "client_impl.hpp"
+#include "shmsched/inspect.hpp"
 
 namespace shmsched {
 
@@ -31,6 +32,9 @@ std::uint16_t Client::token() const noexcept {
 }
 
 Result<Client> Client::attach(Segment& segment, Role role) {
+  if (segment.is_read_only())
+    return Error(Errc::permission_denied,
+                 "segment '" + segment.name() + "' is open read-only: a participant writes to it (open it read-write)");
   auto impl = std::make_unique<Impl>();
   impl->seg = &segment;
   impl->core = &segment.core();
@@ -327,28 +331,7 @@ Errc Client::retry_or_dead_letter(const Taken& task, std::string_view reason, st
 }
 
 std::vector<DeadLetter> Client::dead_letters(std::size_t max) const {
-  std::vector<DeadLetter> out;
-  const auto& core = *impl_->core;
-  for (std::uint32_t i = 0, end = core.scan_end(); i < end && out.size() < max; ++i) {
-    const std::uint64_t s = core.ctrl[i].state.load(std::memory_order_acquire);
-    if (state_of(s) != TaskState::dead) continue;
-    // Dead letters are not written by anyone until requeued or purged; re-check the
-    // word after copying so a concurrent requeue is not reported half-read.
-    const auto* hot = core.hot(i);
-    DeadLetter d;
-    d.id = hot->id;
-    d.type = hot->type_hash;
-    d.type_name = std::string(impl_->type_name(hot->type_hash));
-    d.queue = hot->queue;
-    d.level = hot->level;
-    d.attempts = hot->attempts;
-    if (hot->flags & detail::kHasError) {
-      const auto* cold = core.cold(i);
-      d.reason.assign(cold->last_error, ::strnlen(cold->last_error, sizeof cold->last_error));
-    }
-    if (core.ctrl[i].state.load(std::memory_order_acquire) == s) out.push_back(std::move(d));
-  }
-  return out;
+  return shmsched::dead_letters(*impl_->seg, max);
 }
 
 Errc Client::requeue_dead(TaskId id) noexcept {

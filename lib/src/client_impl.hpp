@@ -497,17 +497,7 @@ struct Client::Impl {
     return n;
   }
 
-  std::string_view type_name(std::uint64_t h) const noexcept {
-    const std::uint64_t key = h >> 2;
-    for (std::uint32_t probe = 0; probe < detail::kMaxTypes; ++probe) {
-      const auto& e = core->types[(key + probe) % detail::kMaxTypes];
-      const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (Y1)
-      if (w == detail::TypeEntry::kFree) break;
-      if (w == ((key << 2) | detail::TypeEntry::kReady))
-        return std::string_view(e.name, ::strnlen(e.name, sizeof e.name));
-    }
-    return {};
-  }
+  std::string_view type_name(std::uint64_t h) const noexcept { return core->type_name(h); }
 
   // ---- delayed index -------------------------------------------------------------
 

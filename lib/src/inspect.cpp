@@ -123,7 +123,33 @@ Snapshot inspect(const Segment& segment) {
   return s;
 }
 
+std::vector<DeadLetter> dead_letters(const Segment& segment, std::size_t max) {
+  std::vector<DeadLetter> out;
+  const detail::Core& core = segment.core();
+  for (std::uint32_t i = 0, end = core.scan_end(); i < end && out.size() < max; ++i) {
+    const std::uint64_t s = core.ctrl[i].state.load(std::memory_order_acquire);
+    if (state_of(s) != TaskState::dead) continue;
+    // Dead letters are not written by anyone until requeued or purged; re-check the
+    // word after copying so a concurrent requeue is not reported half-read.
+    const auto* hot = core.hot(i);
+    DeadLetter d;
+    d.id = hot->id;
+    d.type = hot->type_hash;
+    d.type_name = std::string(core.type_name(hot->type_hash));
+    d.queue = hot->queue;
+    d.level = hot->level;
+    d.attempts = hot->attempts;
+    if (hot->flags & detail::kHasError) {
+      const auto* cold = core.cold(i);
+      d.reason.assign(cold->last_error, ::strnlen(cold->last_error, sizeof cold->last_error));
+    }
+    if (core.ctrl[i].state.load(std::memory_order_acquire) == s) out.push_back(std::move(d));
+  }
+  return out;
+}
+
 Result<void> Segment::set_paused(QueueId queue, bool paused) noexcept {
+  if (is_read_only()) return Result<void>(Errc::permission_denied, "segment '" + name() + "' is open read-only");
   auto& core = this->core();
   if (queue >= core.layout.max_queues ||
       (core.queues[queue].word.load(std::memory_order_acquire) & 3) != detail::QueueEntry::kReady)

@@ -6,6 +6,8 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <cstdio>
+
 #include <atomic>
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
@@ -179,6 +181,7 @@ Result<Layout> Segment::check_image(const void* data, std::size_t size) noexcept
 struct Segment::Impl {
   std::string name;
   bool priv = false;
+  bool read_only = false;
   bip::mapped_region region;
   void* anon = nullptr;
   std::size_t size = 0;
@@ -202,6 +205,9 @@ const std::string& Segment::name() const noexcept {
 }
 bool Segment::is_private() const noexcept {
   return impl_->priv;
+}
+bool Segment::is_read_only() const noexcept {
+  return impl_->read_only;
 }
 std::size_t Segment::size_bytes() const noexcept {
   return impl_->size;
@@ -349,7 +355,9 @@ Result<Segment> Segment::open(std::string_view name, const OpenOptions& options)
     if (struct stat pre{}; ::lstat(("/dev/shm/" + oname).c_str(), &pre) == 0 && !S_ISREG(pre.st_mode))
       return Error(Errc::foreign_segment,
                    "'/dev/shm/" + oname + "' is " + file_kind(pre.st_mode) + ", not a shared-memory segment");
-    bip::shared_memory_object shm(bip::open_only, oname.c_str(), bip::read_write);
+    const bip::mode_t mode = options.read_only ? bip::read_only : bip::read_write;
+    impl->read_only = options.read_only;
+    bip::shared_memory_object shm(bip::open_only, oname.c_str(), mode);
     const int fd = shm.get_mapping_handle().handle;
     const auto deadline = std::chrono::steady_clock::now() + options.timeout;
     Layout layout;
@@ -421,10 +429,19 @@ Result<Segment> Segment::open(std::string_view name, const OpenOptions& options)
                             options.expect->hash() == layout.hash()))
       return Error(Errc::layout_mismatch, "segment '" + impl->name + "' was created with another layout: " +
                                               layout_differences(layout, *options.expect));
-    impl->region = bip::mapped_region(shm, bip::read_write, 0, detail::SegmentMap::compute(layout).total);
+    impl->region = bip::mapped_region(shm, mode, 0, detail::SegmentMap::compute(layout).total);
     impl->size = impl->region.get_size();
     impl->core.bind(static_cast<std::byte*>(impl->region.get_address()), layout);
   } catch (const bip::interprocess_exception& e) {
+    if (struct stat st{};
+        e.get_error_code() == bip::security_error && ::stat(("/dev/shm/" + oname).c_str(), &st) == 0) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      return Error(Errc::permission_denied, "segment '" + impl->name + "' (mode " + mode + ", owner uid " +
+                                                std::to_string(st.st_uid) + ") may not be " +
+                                                (options.read_only ? "read" : "read and written") +
+                                                " by this process (uid " + std::to_string(::geteuid()) + ")");
+    }
     return from_interprocess(e, impl->name);
   }
   // (H2) acquire: pairs with (H1); the header and initial queues are visible.
@@ -483,6 +500,11 @@ Result<void> Segment::destroy(std::string_view name) {
 Result<QueueId> Segment::create_queue(std::string_view name) noexcept {
   try {
     if (auto v = validate_short_name(name, kMaxQueueName, "queue"); !v) return v.error();
+    if (impl_->read_only) {
+      if (auto q = find_queue(name); q || q.code() != Errc::unknown_queue) return q;
+      return Error(Errc::permission_denied,
+                   "segment '" + impl_->name + "' is open read-only: cannot create queue '" + std::string(name) + "'");
+    }
     auto& core = impl_->core;
     const std::int64_t i = detail::claim_named(core.queues, core.layout.max_queues, name, [](detail::QueueEntry&) {});
     if (i < 0)

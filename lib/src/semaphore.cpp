@@ -55,6 +55,12 @@ Result<SemId> Segment::create_semaphore(std::string_view name, std::uint32_t cap
     if (auto v = validate_short_name(name, kMaxSemaphoreName, "semaphore"); !v) return v.error();
     if (capacity > kMaxSemaphoreCapacity)
       return Error(Errc::invalid_argument, "semaphore capacity must be 0.." + std::to_string(kMaxSemaphoreCapacity));
+    if (is_read_only()) {
+      if (auto s = find_semaphore(name); s || s.code() != Errc::unknown_semaphore) return s;
+      return Error(
+          Errc::permission_denied,
+          "segment '" + this->name() + "' is open read-only: cannot create semaphore '" + std::string(name) + "'");
+    }
     auto& core = this->core();
     // The first capacity set wins; an existing semaphore keeps its capacity.
     const std::int64_t i =

@@ -3,8 +3,10 @@
 // and always destroys. Workers are background shmctl processes that are stopped with
 // SIGTERM (graceful) or SIGKILL (crash) and never outlive the test.
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -58,8 +60,10 @@ std::vector<char*> c_argv(std::vector<std::string>& args) {
   return v;
 }
 
-/// Runs `shmctl args...` to completion (killed after `limit`), feeding it `input`.
-Ran shmctl(std::vector<std::string> args, const std::string& input = {}, std::chrono::milliseconds limit = 30s) {
+/// Runs `shmctl args...` to completion (killed after `limit`), feeding it `input`;
+/// `before_exec` runs in the child first.
+Ran shmctl(std::vector<std::string> args, const std::string& input = {}, std::chrono::milliseconds limit = 30s,
+           void (*before_exec)() = nullptr) {
   args.insert(args.begin(), SHMCTL_BIN);
   int in[2], out[2], err[2];
   if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
@@ -71,6 +75,7 @@ Ran shmctl(std::vector<std::string> args, const std::string& input = {}, std::ch
     ::dup2(in[0], 0);
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
+    if (before_exec != nullptr) before_exec();
     ::execv(argv[0], argv.data());
     return 127;
   });
@@ -126,6 +131,14 @@ Ran shmctl(std::vector<std::string> args, const std::string& input = {}, std::ch
   r.status = wait_child(pid, timed_out ? 5s : limit);
   r.status.timed_out |= timed_out;
   return r;
+}
+
+/// Makes the permission bits bind this process's user (root included): root gives up
+/// the capabilities that override them, for itself and what it execs.
+void obey_file_modes() {
+  if (::geteuid() != 0) return;
+  for (int cap : {CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER})
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) ::_exit(125);
 }
 
 json parse_json(const Ran& r) {
@@ -1162,6 +1175,53 @@ TEST_F(Shmctl, CommandsStartWithDefaultSignalsAnEmptyMaskAndTheirOwnGroup) {
   ids >> w1 >> pid >> w2 >> pgid;
   EXPECT_EQ(pid, pgid) << "the command leads its own process group: " << lines[2];
   EXPECT_EQ(lines[3], "/dev/null");
+}
+
+// A user who may only read a segment can still look at it: the verbs that only look open
+// it read-only; the verbs that change it say why they cannot, and change nothing.
+TEST_F(Shmctl, VerbsThatOnlyLookWorkOnASegmentTheCallerMayOnlyRead) {
+  create();
+  {
+    Segment seg = Segment::open(name()).value();
+    Client c = Client::attach(seg, Role::producer | Role::consumer).value();
+    ASSERT_EQ(c.enqueue_text("shell", "false", TaskOptions{.queue = "general"}), Errc::ok);
+    Taken t;
+    ASSERT_TRUE(c.try_take(seg.find_queue("general").value(), t));
+    ASSERT_EQ(c.dead_letter(t, "kept for the reader"), Errc::ok);
+  }
+  ASSERT_EQ(::chmod(("/dev/shm/" + Segment::object_name(name())).c_str(), 0444), 0);
+  auto reader = [](std::vector<std::string> args) { return shmctl(std::move(args), {}, 30s, obey_file_modes); };
+
+  const Ran st = reader({"stat", name(), "--json"});
+  ASSERT_EQ(st.code(), 0) << st;
+  EXPECT_EQ(parse_json(st)["dead_letters"], 1) << st;
+  const Ran dlq = reader({"dlq", name(), "list"});
+  EXPECT_EQ(dlq.code(), 0) << dlq;
+  EXPECT_TRUE(contains(dlq.out, "kept for the reader")) << dlq;
+  for (std::vector<std::string> look : {std::vector<std::string>{"stat", name()},
+                                        {"metrics", name()},
+                                        {"queue", name(), "list"},
+                                        {"sem", name(), "list"},
+                                        {"top", name(), "--iterations", "1"},
+                                        {"wait", name(), "--timeout", "5s"},
+                                        {"ls"}}) {
+    const Ran r = reader(look);
+    EXPECT_EQ(r.code(), 0) << look[0] << ": " << r;
+  }
+  for (std::vector<std::string> change :
+       {std::vector<std::string>{"submit", name(), "--queue", "general", "--", "true"},
+        {"queue", name(), "pause", "general"},
+        {"dlq", name(), "requeue", "--all"},
+        {"recover", name()}}) {
+    const Ran r = reader(change);
+    EXPECT_EQ(r.code(), 1) << change[0] << ": " << r;
+    EXPECT_TRUE(contains(r.err, "may not be read and written")) << change[0] << ": " << r;
+  }
+  ASSERT_EQ(::chmod(("/dev/shm/" + Segment::object_name(name())).c_str(), 0600), 0);
+  const Ran after = shmctl({"stat", name(), "--json"});
+  const json s = parse_json(after);
+  EXPECT_EQ(s["dead_letters"], 1) << after;
+  EXPECT_EQ(s["queued"], 0) << after;
 }
 
 }  // namespace

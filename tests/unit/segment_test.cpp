@@ -4,9 +4,11 @@
 // object exactly as it was (the tests compare the file byte for byte).
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -17,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <set>
 #include <string>
@@ -1033,4 +1036,95 @@ TEST(SegmentNamed, ValueOfAnErrorThrowsWithTheErrorsMessage) {
     EXPECT_EQ(std::string(e.what()), "no such segment: '" + g.name() + "'");
     EXPECT_EQ(e.error().code(), Errc::not_found);
   }
+}
+
+// Opened read-only, a segment is mapped without write permission: looking works
+// (inspect, dead letters, finding queues), and every call that would write is refused
+// with a message instead of faulting on the mapping.
+TEST(SegmentNamed, AReadOnlyOpenLooksAndRefusesEveryWrite) {
+  NameGuard g;
+  {
+    auto s = Segment::create(g.name(), Layout{}, with_queues({"general"}));
+    ASSERT_TRUE(s.ok()) << why(s);
+    ASSERT_TRUE(s->create_semaphore("gpu", 2).ok());
+    Client c = Client::attach(*s, Role::producer | Role::consumer).value();
+    ASSERT_EQ(c.enqueue_text("t", "x", TaskOptions{.queue = "general"}), Errc::ok);
+    Taken t;
+    ASSERT_TRUE(c.try_take(s->find_queue("general").value(), t));
+    ASSERT_EQ(c.dead_letter(t, "for the reader"), Errc::ok);
+    ASSERT_EQ(c.enqueue_text("t", "y", TaskOptions{.queue = "general"}), Errc::ok);
+  }
+  OpenOptions oo;
+  oo.read_only = true;
+  auto r = Segment::open(g.name(), oo);
+  ASSERT_TRUE(r.ok()) << why(r);
+  EXPECT_TRUE(r->is_read_only());
+  // The only mapping of the object in this process is read-only and shared.
+  std::ifstream maps("/proc/self/maps");
+  int mappings = 0;
+  for (std::string line; std::getline(maps, line);)
+    if (line.find(g.path()) != std::string::npos) {
+      ++mappings;
+      EXPECT_EQ(line.substr(line.find(' ') + 1, 4), "r--s") << line;
+    }
+  EXPECT_EQ(mappings, 1);
+
+  const Snapshot snap = inspect(*r);
+  EXPECT_EQ(snap.dead, 1u);
+  EXPECT_EQ(snap.queues.at(0).queued, 1u);
+  const auto dead = dead_letters(*r);
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].reason, "for the reader");
+  EXPECT_EQ(dead[0].type_name, "t");
+
+  const QueueId general = r->find_queue("general").value();
+  EXPECT_EQ(r->create_queue("general").value(), general);  // exists: returned, nothing written
+  EXPECT_EQ(r->create_semaphore("gpu", 2).value(), r->find_semaphore("gpu").value());
+  const auto refused = [](const Error& e) {
+    return e.code() == Errc::permission_denied && e.message().find("read-only") != std::string::npos;
+  };
+  auto q = r->create_queue("other");
+  ASSERT_FALSE(q.ok());
+  EXPECT_TRUE(refused(q.error())) << q.error().message();
+  auto m = r->create_semaphore("other", 1);
+  ASSERT_FALSE(m.ok());
+  EXPECT_TRUE(refused(m.error())) << m.error().message();
+  auto p = r->set_paused(general, true);
+  ASSERT_FALSE(p.ok());
+  EXPECT_TRUE(refused(p.error())) << p.error().message();
+  auto c = Client::attach(*r, Role::observer);
+  ASSERT_FALSE(c.ok());
+  EXPECT_TRUE(refused(c.error())) << c.error().message();
+}
+
+// A segment this process may only read: a read-write open names the mode, the owner
+// and this process's user; a read-only open works. In a child that gives up root's
+// override of file modes.
+TEST(SegmentNamed, ASegmentTheCallerMayOnlyReadOpensReadOnlyAndSaysWhyNotReadWrite) {
+  NameGuard g;
+  ASSERT_TRUE(Segment::create(g.name(), Layout{}, with_queues({"general"})).ok());
+  ASSERT_EQ(::chmod(g.path().c_str(), 0444), 0);
+  const pid_t pid = spawn([&] {
+    if (::geteuid() == 0) {
+      // Capabilities are per thread: this child has one thread.
+      __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+      __user_cap_data_struct data[2] = {};
+      if (::syscall(SYS_capget, &hdr, data) != 0) return 10;
+      for (int cap : {CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER})
+        data[cap / 32].effective &= ~(1u << (cap % 32));
+      if (::syscall(SYS_capset, &hdr, data) != 0) return 11;
+    }
+    auto rw = Segment::open(g.name());
+    if (rw.ok() || rw.code() != Errc::permission_denied) return 12;
+    const std::string msg = rw.error().message();
+    if (msg.find("mode 0444") == std::string::npos || msg.find("read and written") == std::string::npos) return 13;
+    OpenOptions oo;
+    oo.read_only = true;
+    auto ro = Segment::open(g.name(), oo);
+    if (!ro.ok()) return 14;
+    return inspect(*ro).queues.size() == 1 ? 0 : 15;
+  });
+  const ExitStatus st = wait_child(pid, std::chrono::seconds(30));
+  EXPECT_TRUE(st.exited && st.code == 0) << describe(st) << " (10-11: capabilities, 12-13: read-write open, 14-15: "
+                                         << "read-only open)";
 }

@@ -36,7 +36,7 @@ struct QueueArgs {
 int run_queue(const QueueArgs& a) {
   if (a.action != "list" && a.queue.empty()) throw Usage("queue " + a.action + ": missing QUEUE");
   if (a.action == "list" && !a.queue.empty()) throw Usage("queue list takes no QUEUE");
-  Segment seg = open_segment(a.name);
+  Segment seg = open_segment(a.name, a.action == "list" ? Access::look : Access::change);
   if (a.action == "list") {
     const Snapshot s = inspect(seg);
     Table t({"ID", "QUEUE", "STATE", "DEPTH", "AGING", "LIMIT"}, {true, false, false, true, true, true});
@@ -76,7 +76,7 @@ struct SemArgs {
 int run_sem(const SemArgs& a) {
   if (a.action == "list") {
     if (!a.sem.empty()) throw Usage("sem list takes no SEM");
-    Segment seg = open_segment(a.name);
+    Segment seg = open_segment(a.name, Access::look);
     const auto sems = seg.semaphores();
     if (sems.empty()) {
       std::cout << "no semaphores\n";
@@ -95,7 +95,7 @@ int run_sem(const SemArgs& a) {
   const unsigned long cap = std::strtoul(a.rest[0].c_str(), &end, 10);
   if (a.rest[0].empty() || *end != '\0' || a.rest[0][0] == '-' || cap > kMaxSemaphoreCapacity)
     throw Usage("CAPACITY must be 0.." + std::to_string(kMaxSemaphoreCapacity) + ", got '" + a.rest[0] + "'");
-  Segment seg = open_segment(a.name);
+  Segment seg = open_segment(a.name, Access::change);
   std::int64_t before = -1;
   if (auto id = seg.find_semaphore(a.sem); id.ok())
     for (const auto& m : seg.semaphores())
@@ -141,11 +141,11 @@ int run_dlq(const DlqArgs& a) {
   if (!requeue && (a.all || !a.id.empty())) throw Usage("dlq " + a.action + " takes no ID or --all");
   if (a.json && a.action != "list") throw Usage("--json applies to dlq list only");
   const std::uint64_t id = a.id.empty() ? 0 : parse_task_id(a.id);
-  Segment seg = open_segment(a.name);
-  Client client = attach_observer(seg);
-  if (a.action == "list") {
+  const bool list = a.action == "list";
+  Segment seg = open_segment(a.name, list ? Access::look : Access::change);
+  if (list) {
     const auto names = queue_names(seg);
-    const auto dead = client.dead_letters(a.max == 0 ? SIZE_MAX : a.max);
+    const auto dead = dead_letters(seg, a.max == 0 ? SIZE_MAX : a.max);
     if (a.json) {
       nlohmann::ordered_json out = nlohmann::ordered_json::array();
       for (const auto& d : dead) {
@@ -174,6 +174,7 @@ int run_dlq(const DlqArgs& a) {
     std::cout << t.render();
     return kExitOk;
   }
+  Client client = attach_observer(seg);
   if (requeue && a.all) {
     const std::size_t n = client.requeue_all_dead();
     std::cout << "requeued " << n << " dead letter(s)\n";
@@ -195,7 +196,7 @@ int run_dlq(const DlqArgs& a) {
 // ---- recover ------------------------------------------------------------------------------
 
 int run_recover(const std::string& name) {
-  Segment seg = open_segment(name);
+  Segment seg = open_segment(name, Access::change);
   std::size_t dead_before = 0;
   for (const auto& p : inspect(seg).participants) dead_before += p.alive ? 0 : 1;
   auto c = Client::attach(seg, Role::observer);

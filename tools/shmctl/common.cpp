@@ -15,16 +15,18 @@ Globals& globals() {
   return g;
 }
 
-shmsched::Result<shmsched::Segment> try_open_segment(const std::string& name, std::chrono::milliseconds timeout) {
+shmsched::Result<shmsched::Segment> try_open_segment(const std::string& name, std::chrono::milliseconds timeout,
+                                                     Access access) {
   shmsched::OpenOptions oo;
   oo.timeout = timeout;
+  oo.read_only = access == Access::look;
   return shmsched::Segment::open(name, oo);
 }
 
-shmsched::Segment open_segment(const std::string& name) {
+shmsched::Segment open_segment(const std::string& name, Access access) {
   const auto timeout =
       std::chrono::duration_cast<std::chrono::milliseconds>(parse_duration(globals().open_timeout, "--open-timeout"));
-  auto seg = try_open_segment(name, timeout);
+  auto seg = try_open_segment(name, timeout, access);
   if (!seg) throw Failure(seg.error().message());
   return std::move(seg.value());
 }

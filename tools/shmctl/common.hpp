@@ -65,9 +65,13 @@ inline constexpr const char* kWorkerExecArg = "__worker-exec";
 
 /// Opens the named segment or throws Failure with the library's message, so every verb
 /// reports a missing, corrupt, foreign, half-initialised or wrong-version segment alike.
-shmsched::Segment open_segment(const std::string& name);
+/// What a verb does with a segment: verbs that only look open it read-only, so they work
+/// on a segment the caller may only read.
+enum class Access { look, change };
+shmsched::Segment open_segment(const std::string& name, Access access);
 /// Same, with an explicit bound on waiting for an initialising creator.
-shmsched::Result<shmsched::Segment> try_open_segment(const std::string& name, std::chrono::milliseconds timeout);
+shmsched::Result<shmsched::Segment> try_open_segment(const std::string& name, std::chrono::milliseconds timeout,
+                                                     Access access);
 
 /// Throws Failure(what + ": " + message) unless `r` is ok.
 template <class R>

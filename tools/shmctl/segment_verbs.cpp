@@ -91,7 +91,7 @@ int run_destroy(const DestroyArgs& a) {
   if (auto v = Segment::validate_name(a.name); !v) throw Usage(v.error().message());
   const auto timeout =
       std::chrono::duration_cast<std::chrono::milliseconds>(parse_duration(globals().open_timeout, "--open-timeout"));
-  auto seg = try_open_segment(a.name, timeout);
+  auto seg = try_open_segment(a.name, timeout, Access::look);
   if (!seg) {
     if (seg.code() == Errc::not_found) throw Failure(seg.error().message());
     // A damaged or foreign object cannot be checked for consumers; removing it is the
@@ -163,7 +163,7 @@ int run_ls(const LsArgs& a) {
       e.file_size = static_cast<std::uint64_t>(st.st_size);
     if (auto v = Segment::validate_name(name); !v) {
       e.error = v.error().message();
-    } else if (auto seg = try_open_segment(name, timeout); !seg) {
+    } else if (auto seg = try_open_segment(name, timeout, Access::look); !seg) {
       e.error = seg.error().message();
     } else {
       const Snapshot s = inspect(*seg);

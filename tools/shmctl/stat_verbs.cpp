@@ -318,7 +318,7 @@ void add_stat_verbs(CLI::App& app, Verbs& verbs) {
     c->add_flag("--json", a->json, "Print JSON (keys: docs/shmctl.md)");
     c->add_flag("--all-levels", a->all_levels, "Also list levels that never saw a task");
     verbs.push_back({c, [a] {
-                       Segment seg = open_segment(a->name);
+                       Segment seg = open_segment(a->name, Access::look);
                        const Snapshot s = inspect(seg);
                        if (a->json) {
                          std::cout << snapshot_json(s).dump(2) << "\n";
@@ -334,7 +334,7 @@ void add_stat_verbs(CLI::App& app, Verbs& verbs) {
     c->add_option("NAME", a->name, "Segment name")->required();
     c->add_flag("--segment-label", a->segment_label, "Add segment=\"NAME\" to every series");
     verbs.push_back({c, [a] {
-                       Segment seg = open_segment(a->name);
+                       Segment seg = open_segment(a->name, Access::look);
                        std::cout << print_metrics(inspect(seg), a->segment_label);
                        return kExitOk;
                      }});

@@ -101,7 +101,7 @@ int run_submit(const SubmitArgs& a) {
   if (need_items.size() > 2) throw Usage("--needs: a task may need at most two semaphores");
   std::vector<NeedSpec> need_specs;
   for (const auto& n : need_items) need_specs.push_back(parse_need(n));
-  Segment seg = open_segment(a.name);
+  Segment seg = open_segment(a.name, Access::change);
 
   TaskOptions opts;
   auto q = seg.find_queue(a.queue);

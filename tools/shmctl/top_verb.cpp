@@ -167,7 +167,7 @@ std::vector<std::string> render(const Snapshot& s, const Snapshot* prev, double 
 int run_top(const TopArgs& a) {
   const auto interval = parse_duration(a.interval, "--interval");
   if (interval < std::chrono::milliseconds(50)) throw Usage("--interval must be at least 50ms");
-  Segment seg = open_segment(a.name);
+  Segment seg = open_segment(a.name, Access::look);
   const bool interactive = is_terminal(STDOUT_FILENO);
   StopSignals signals;
   std::unique_ptr<RawTerminal> raw;

@@ -115,7 +115,7 @@ int run_wait(const WaitArgs& a) {
   std::optional<std::chrono::nanoseconds> timeout;
   // Given at all, it must be a duration: "--timeout ''" is not "forever".
   if (a.timeout_option->count() > 0) timeout = parse_duration(a.timeout, "--timeout");
-  Segment seg = open_segment(a.name);
+  Segment seg = open_segment(a.name, Access::look);
   std::optional<QueueId> queue;
   if (!a.queue.empty()) {
     auto q = seg.find_queue(a.queue);

@@ -361,7 +361,7 @@ int run_worker(WorkerArgs& a) {
   co.take_ahead = a.take_ahead;
   co.grace = grace;
 
-  Segment seg = open_segment(a.name);
+  Segment seg = open_segment(a.name, Access::change);
   check_writers(a);
   auto consumer = Consumer::create(seg, co);
   check(consumer, "worker");

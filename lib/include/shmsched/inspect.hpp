@@ -67,6 +67,10 @@ struct Snapshot {
   std::int32_t janitor_pid = 0;
 };
 
+/// The dead-lettered tasks, at most `max`, in record order. Loads only, like
+/// inspect(): works on a segment opened read-only. Client::dead_letters() is this.
+std::vector<DeadLetter> dead_letters(const Segment& segment, std::size_t max = SIZE_MAX);
+
 /// Reads the whole segment once. Never writes to it.
 Snapshot inspect(const Segment& segment);
 

@@ -57,6 +57,11 @@ struct OpenOptions {
   /// was: reported as creator_died at once instead of waiting out `timeout`. A creator
   /// sizes and stamps the object within microseconds of making it.
   std::chrono::milliseconds abandoned_after{1000};
+  /// Maps the segment read-only, which needs only read permission on the object: for
+  /// tools that look (inspect, dead_letters). What would write is refused with
+  /// Errc::permission_denied: Client::attach, set_paused, and create_queue and
+  /// create_semaphore of a name that does not exist yet (an existing one is returned).
+  bool read_only = false;
 };
 
 class Segment {
@@ -93,6 +98,8 @@ class Segment {
   const Layout& layout() const noexcept;
   const std::string& name() const noexcept;
   bool is_private() const noexcept;
+  /// Opened with OpenOptions::read_only.
+  bool is_read_only() const noexcept;
   std::size_t size_bytes() const noexcept;
   ProcessIdentity creator() const noexcept;
 

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <string_view>
 
 #include "shmsched/detail/shm_structs.hpp"
 #include "shmsched/detail/state_word.hpp"
@@ -43,6 +45,18 @@ struct Core {
   std::uint32_t scan_end() const noexcept {
     // seq_cst: pairs with the raise in alloc (see SegmentHeader::records_used).
     return std::min(capacity, header->records_used.load(std::memory_order_seq_cst));
+  }
+
+  /// The name registered for type hash `h`; empty when none is.
+  std::string_view type_name(std::uint64_t h) const noexcept {
+    const std::uint64_t key = h >> 2;
+    for (std::uint32_t probe = 0; probe < kMaxTypes; ++probe) {
+      const auto& e = types[(key + probe) % kMaxTypes];
+      const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (Y1) in client_impl.hpp
+      if (w == TypeEntry::kFree) break;
+      if (w == ((key << 2) | TypeEntry::kReady)) return std::string_view(e.name, ::strnlen(e.name, sizeof e.name));
+    }
+    return {};
   }
 
   TaskHot* hot(std::uint32_t i) const noexcept { return reinterpret_cast<TaskHot*>(bodies + stride * i); }
