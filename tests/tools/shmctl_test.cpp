@@ -1100,6 +1100,21 @@ TEST_F(Shmctl, WorkerRefusesASegmentOthersMayWriteUnlessTrusted) {
   EXPECT_TRUE(stop(again).ok()) << log();
 }
 
+// A segment another user owns (and so can write) is refused too: a root worker would
+// run that user's commands as root. Needs root to give the segment away.
+TEST_F(Shmctl, WorkerRefusesASegmentAnotherUserOwnsUnlessTrusted) {
+  if (::geteuid() != 0) GTEST_SKIP() << "giving a segment to another user needs root";
+  create();
+  ASSERT_EQ(::chown(seg_.path().c_str(), 65534, 65534), 0) << std::strerror(errno);
+  const Ran refused = shmctl({"worker", name(), "--home", "general"}, {}, 10s);
+  EXPECT_EQ(refused.code(), 1) << refused;
+  EXPECT_TRUE(contains(refused.err, "belongs to uid 65534")) << refused;
+  EXPECT_TRUE(contains(refused.err, "--trust-owner")) << refused;
+  EXPECT_TRUE(stat()["participants"].empty()) << "a refused worker attached";
+  const pid_t worker = start_worker({"--trust-owner"});
+  EXPECT_TRUE(stop(worker).ok()) << log();
+}
+
 TEST_F(Shmctl, StatShowsAConsumerWhoseWorkersAllSleepAsIdle) {
   create();
   const pid_t worker = start_worker({"--workers", "2"});

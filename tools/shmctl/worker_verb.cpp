@@ -74,6 +74,7 @@ struct WorkerArgs {
   unsigned take_ahead = 1;
   std::string grace = "10s";
   bool verbose = false;
+  bool trust_owner = false;
   bool trust_group = false;
   bool trust_others = false;
 };
@@ -322,13 +323,20 @@ class ShellRunner {
       static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count())};
 };
 
-// A segment anyone but its owner can write lets them enqueue "shell" tasks: commands
-// this worker would run as its own user. Refused unless the operator says so.
+// A segment that users other than this worker's can write lets them enqueue "shell"
+// tasks: commands this worker would run as its own user. Refused unless the operator
+// says so.
 void check_writers(const WorkerArgs& a) {
   const std::string path = "/dev/shm/" + Segment::object_name(a.name);
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0)
     throw Failure("worker: cannot check who may write " + path + ": " + std::strerror(errno));
+  if (st.st_uid != ::geteuid() && (st.st_mode & S_IWUSR) != 0 && !a.trust_owner)
+    throw Failure("worker: segment '" + a.name + "' (" + path + ") belongs to uid " + std::to_string(st.st_uid) +
+                  ", who can write it: they could submit commands this worker runs as uid " +
+                  std::to_string(::geteuid()) +
+                  ". Run the worker as that user or, if they are trusted, pass "
+                  "--trust-owner");
   const bool group = (st.st_mode & S_IWGRP) != 0 && !a.trust_group;
   const bool others = (st.st_mode & S_IWOTH) != 0 && !a.trust_others;
   if (!group && !others) return;
@@ -400,6 +408,8 @@ void add_worker_verb(CLI::App& app, Verbs& verbs) {
       ->capture_default_str();
   c->add_option("--grace", a->grace, "On SIGINT/SIGTERM, how long running commands may take to finish")
       ->capture_default_str();
+  c->add_flag("--trust-owner", a->trust_owner,
+              "Serve a segment another user owns (its owner can make this worker run commands)");
   c->add_flag("--trust-group", a->trust_group,
               "Serve a segment its group may write (members can make this worker run commands)");
   c->add_flag("--trust-others", a->trust_others,
@@ -408,7 +418,7 @@ void add_worker_verb(CLI::App& app, Verbs& verbs) {
   c->footer(
       "Each command runs with SHMSCHED_TASK_ID, SHMSCHED_ATTEMPT, SHMSCHED_QUEUE and SHMSCHED_SEGMENT set.\n"
       "Exit 0 = done, 75 = retry, anything else or a signal = failed attempt.\n"
-      "A segment writable by its group or by others is refused without --trust-group / --trust-others.");
+      "A segment writable by another user is refused without --trust-owner / --trust-group / --trust-others.");
   verbs.push_back({c, [a] { return run_worker(*a); }});
 }
 
