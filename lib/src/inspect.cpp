@@ -109,6 +109,7 @@ Snapshot inspect(const Segment& segment) {
     ps.activity = static_cast<Activity>(p.activity.load(std::memory_order_relaxed));
     ps.current_task = p.current_task.load(std::memory_order_relaxed);
     ps.processed = p.processed.load(std::memory_order_relaxed);
+    ps.counters = sum_participant(core, i);
     const std::int64_t hb = p.heartbeat_ns.load(std::memory_order_relaxed);
     ps.heartbeat_age_ns = hb > 0 ? std::max<std::int64_t>(0, mono - hb) : -1;
     ps.workers = p.workers.load(std::memory_order_relaxed);

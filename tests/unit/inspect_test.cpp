@@ -196,3 +196,47 @@ TEST(Inspect, AnAbsurdEnqueueTimeGivesASaturatedAgeNotAnOverflow) {
   core.hot(queued)->enqueued_ns = std::numeric_limits<std::int64_t>::max();  // in the future: age 0
   EXPECT_EQ(inspect(seg).queues[0].levels[0].oldest_age_ns, 0);
 }
+
+// Each participant's counters are its own moves, read as they happen: two consumers'
+// done counts add up to the queues' at every snapshot, and `processed` (which a
+// consumer adds up in batches) is not what they come from.
+TEST(Inspect, ParticipantCountersAddUpToTheQueuesAtEverySnapshot) {
+  auto seg = Segment::create_private(layout(), CreateOptions{0600, {"a", "b"}}).value();
+  auto producer = Client::attach(seg, Role::producer).value();
+  auto c1 = Client::attach(seg, Role::consumer).value();
+  auto c2 = Client::attach(seg, Role::consumer).value();
+  const QueueId a = seg.find_queue("a").value();
+  const QueueId b = seg.find_queue("b").value();
+  for (int i = 0; i < 12; ++i)
+    ASSERT_EQ(producer.enqueue_text(
+                  "t", "", TaskOptions{.queue = i % 3 == 0 ? "b" : "a", .priority = static_cast<std::uint8_t>(i % 3)}),
+              Errc::ok);
+  auto done_of = [&](const Snapshot& s, std::uint16_t token) {
+    for (const auto& p : s.participants)
+      if (p.token == token) return p.counters.done;
+    ADD_FAILURE() << "no participant with token " << token;
+    return std::uint64_t{0};
+  };
+  std::uint64_t want1 = 0, want2 = 0;
+  for (int i = 0; i < 12; ++i) {
+    Client& c = i % 3 == 1 ? c2 : c1;
+    Taken t;
+    ASSERT_TRUE(c.try_take(a, t) || c.try_take(b, t));
+    ASSERT_EQ(c.complete(t), Errc::ok);
+    (&c == &c1 ? want1 : want2) += 1;
+    const Snapshot s = inspect(seg);
+    EXPECT_EQ(done_of(s, c1.token()), want1);
+    EXPECT_EQ(done_of(s, c2.token()), want2);
+    std::uint64_t queue_done = 0;
+    for (const auto& q : s.queues)
+      for (const auto& l : q.levels) queue_done += l.counters.done;
+    EXPECT_EQ(queue_done, want1 + want2);
+  }
+  for (const auto& p : inspect(seg).participants) {
+    EXPECT_EQ(p.processed, 0u);  // nobody called count_processed
+    if (p.token == producer.token()) {
+      EXPECT_EQ(p.counters.enqueued, 12u);
+      EXPECT_EQ(p.counters.done, 0u);
+    }
+  }
+}

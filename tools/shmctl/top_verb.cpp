@@ -138,7 +138,7 @@ std::vector<std::string> render(const Snapshot& s, const Snapshot* prev, double 
       if (p.token == s.janitor_token && s.janitor_token != 0) state += ",janitor";
       t.add({std::to_string(p.pid), std::to_string(p.workers), std::to_string(p.workers - asleep),
              std::to_string(asleep), state, std::to_string(p.processed),
-             pp ? rate(p.processed, pp->processed, dt) : "-", format_duration(p.heartbeat_age_ns),
+             pp ? rate(p.counters.done, pp->counters.done, dt) : "-", format_duration(p.heartbeat_age_ns),
              p.current_task == 0 ? "-" : std::to_string(p.current_task)});
     }
     if (n == 0) {

@@ -47,7 +47,11 @@ struct ParticipantSnapshot {
   bool alive = false;  ///< by pid and start time
   Activity activity = Activity::idle;
   std::uint64_t current_task = 0;
-  std::uint64_t processed = 0;
+  std::uint64_t processed = 0;  ///< handler runs (a consumer adds them up in batches)
+  /// What this slot counted over every queue and level, bumped as each task moves (the
+  /// counts of earlier holders of the slot included): a rate from two snapshots of one
+  /// process does not lag as `processed` may.
+  LevelStats counters;
   std::int64_t heartbeat_age_ns = -1;
   std::uint32_t workers = 0;
   std::uint32_t sleepers = 0;
