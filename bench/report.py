@@ -43,6 +43,7 @@ ABSENT_RE = re.compile(r"\bnot available\b", re.IGNORECASE)
 FLOOR_FULL_PATH_VS_BOOST = 2.0
 FLOOR_FULL_PATH_VS_REDIS = 100.0
 FLOOR_SCARCE_WALL_OVER_IDEAL = 1.2
+FLOOR_SHELL_VS_XARGS = 1.0
 
 
 def die(msg, code=1):
@@ -555,6 +556,7 @@ def floors(records):
         rows.append((what, f"{inv:g} inversions", "yes" if inv == 0 else "no"))
     else:
         rows.append((what, "—", "n/a (no priority row with extra.inversions)"))
+    rows.append(shell_floor(records))
     rows += micro_floors(records)
     for workload, what in CALLGRIND_WORKLOADS.items():
         label = f"callgrind: instructions per task, {what} (no floor)"
@@ -564,6 +566,20 @@ def floors(records):
         else:
             rows.append((label, "—", "n/a (not measured)"))
     return rows
+
+
+def shell_floor(records):
+    """shmctl worker against xargs -P on the same shell commands: medians of the rounds."""
+    what = f"shell tasks: shmctl worker ≥ {FLOOR_SHELL_VS_XARGS:g}x xargs -P (tasks/s)"
+    rows = good(records, "shell_tasks")
+    w = median_of([r for r in rows if r.get("system") == "shmctl_worker"], "tasks_per_s")
+    x = median_of([r for r in rows if r.get("system") == "xargs"], "tasks_per_s")
+    v = ratio(w, x)
+    if v is None:
+        return (what, "—", "n/a (no shell_tasks rows)")
+    n = len(rows) // 2
+    return (what, f"{fmt_ratio(v)} ({rate(w)}/s vs {rate(x)}/s, medians of {n} round{'s' if n != 1 else ''})",
+            "yes" if v >= FLOOR_SHELL_VS_XARGS else "no")
 
 
 # Floors on shmsched_bench rows (numerator, denominator, floor, label): the engine's

@@ -128,6 +128,19 @@ with tempfile.TemporaryDirectory() as tmp:
     if f"| {REF_LABEL} | 1.5x, 1x, 2x | 1.5x | — |" not in text:
         problems.append("latest.md lacks the reference row '| ... | 1.5x, 1x, 2x | 1.5x | — |'")
 
+
+# The shell-task floor: medians of the rounds of each system, errors left out.
+def shell_verdict(worker, xargs):
+    recs = [{"scenario": "shell_tasks", "system": "shmctl_worker", "tasks_per_s": v} for v in worker]
+    recs += [{"scenario": "shell_tasks", "system": "xargs", "tasks_per_s": v} for v in xargs]
+    recs.append({"scenario": "shell_tasks", "system": "shmctl_worker", "tasks_per_s": 1e9, "error": "broken"})
+    return report.shell_floor(recs)[2]
+
+
+expect("shell: medians meet it", shell_verdict([2100, 1500, 2200], [1700, 1800, 1600]), "yes")
+expect("shell: medians short", shell_verdict([1500, 2500, 1600], [1700, 1800, 1600]), "no")
+expect("shell: no rows", report.shell_floor([])[2], "n/a")
+
 if problems:
     print("report_floors_test: FAILED")
     for p in problems:

@@ -1158,6 +1158,38 @@ TEST_F(Shmctl, WorkerLogShowsTheRetryDelayNotTheRunTime) {
   EXPECT_TRUE(contains(l, "exit status 1; out of attempts: dead-lettered (ran ")) << l;
 }
 
+// Commands start as execvp would start them: found in PATH, a script without a "#!"
+// line run by /bin/sh; a missing or non-executable one fails its attempt with the
+// shell's status (127, 126) and the worker says why.
+TEST_F(Shmctl, CommandsAreFoundAndStartedAsExecvpWouldAndAMissingOneSaysSo) {
+  create();
+  const std::string bin = path("bin");
+  fs::create_directory(bin);
+  const std::string out = path("ran");
+  { std::ofstream(bin + "/no-shebang") << "echo \"no shebang $1\" >> " << out << "\n"; }
+  fs::permissions(bin + "/no-shebang", fs::perms::owner_all);
+  { std::ofstream(bin + "/not-executable") << "#!/bin/sh\nexit 0\n"; }
+  fs::permissions(bin + "/not-executable", fs::perms::owner_read | fs::perms::owner_write);
+  ASSERT_EQ(submit({"no-shebang", "arg"}).code(), 0);
+  ASSERT_EQ(submit({"no-such-command-anywhere"}, {"--retries", "0"}).code(), 0);
+  ASSERT_EQ(submit({bin + "/not-executable"}, {"--retries", "0"}).code(), 0);
+  const std::string saved = ::getenv("PATH") != nullptr ? ::getenv("PATH") : "";
+  ::setenv("PATH", (bin + ":" + saved).c_str(), 1);  // the worker's PATH is the commands'
+  const pid_t worker = start_worker();
+  ::setenv("PATH", saved.c_str(), 1);
+  ASSERT_EQ(wait_drained().code(), 0) << log();
+  EXPECT_TRUE(stop(worker).ok()) << log();
+  EXPECT_EQ(lines_of(out), (std::vector<std::string>{"no shebang arg"})) << log();
+  const json dead = parse_json(shmctl({"dlq", name(), "list", "--json"}));
+  std::set<std::string> reasons;
+  for (const auto& d : dead) reasons.insert(d["reason"].get<std::string>());
+  EXPECT_EQ(reasons, (std::set<std::string>{"attempts exhausted (1): exit status 126",
+                                            "attempts exhausted (1): exit status 127"}))
+      << dead.dump();
+  EXPECT_TRUE(contains(log(), "cannot run 'no-such-command-anywhere': No such file or directory")) << log();
+  EXPECT_TRUE(contains(log(), "not-executable': Permission denied")) << log();
+}
+
 TEST_F(Shmctl, CommandsStartWithDefaultSignalsAnEmptyMaskAndTheirOwnGroup) {
   create();
   const std::string out = path("signals");

@@ -58,11 +58,6 @@ void add_wait_verb(CLI::App& app, Verbs& verbs);      // wait
 void add_submit_verb(CLI::App& app, Verbs& verbs);    // submit
 void add_worker_verb(CLI::App& app, Verbs& verbs);    // worker
 
-/// argv[1] of the helper a worker spawns for each command ("shmctl __worker-exec PPID
-/// COMMAND [ARGS...]"): it asks for SIGKILL when the worker dies, then execs COMMAND.
-inline constexpr const char* kWorkerExecArg = "__worker-exec";
-[[noreturn]] void worker_exec_child(int argc, char** argv) noexcept;
-
 /// Opens the named segment or throws Failure with the library's message, so every verb
 /// reports a missing, corrupt, foreign, half-initialised or wrong-version segment alike.
 /// What a verb does with a segment: verbs that only look open it read-only, so they work

@@ -19,9 +19,6 @@
 
 int main(int argc, char** argv) {
   using namespace shmctl;
-  // Not a verb: how a worker starts each command (see worker_verb.cpp). First, before
-  // anything else runs.
-  if (argc >= 2 && std::strcmp(argv[1], kWorkerExecArg) == 0) worker_exec_child(argc, argv);
   CLI::App app{"shmctl: inspect, operate and feed shmsched scheduler segments (/dev/shm/shmsched.<name>)", "shmctl"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("shmctl ") + SHMSCHED_VERSION, "Print the version and exit");

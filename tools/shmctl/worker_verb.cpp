@@ -1,19 +1,15 @@
 // worker: a consumer process that runs "shell" tasks (see submit). Each task's argv is
-// started with posix_spawn -- never fork() from this multi-threaded process. The spawned
-// program is shmctl itself in its "__worker-exec" role (worker_exec_child): it asks for
-// SIGKILL on its parent's death (PR_SET_PDEATHSIG, which posix_spawn cannot set) and then
-// execs the command, so a worker killed hard leaves no orphaned commands behind while the
-// reaper requeues their tasks. posix_spawn itself puts the child in its own process
-// group, gives it stdin from /dev/null, an empty signal mask and default SIGINT/SIGTERM
-// dispositions.
+// started by spawn_command (spawn.hpp): vfork semantics, never fork() from this
+// multi-threaded process, one exec per command. The command leads its own process
+// group, gets stdin from /dev/null, an empty signal mask and default SIGINT/SIGTERM
+// dispositions, and dies with the worker (PR_SET_PDEATHSIG), so a worker killed hard
+// leaves no orphaned commands behind while the reaper requeues their tasks.
 //
 // Exit status of the command -> outcome: 0 done, 75 (EX_TEMPFAIL) retry, anything else
 // or a signal fails the attempt (retried per the task's policy, then dead-lettered).
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -37,28 +33,11 @@
 #include "shell_task.hpp"
 #include "shmsched/detail/core.hpp"
 #include "shmsched/detail/shm_structs.hpp"
+#include "spawn.hpp"
 
 extern char** environ;
 
 namespace shmctl {
-
-// The helper between the worker and the command (not multi-threaded: plain calls are fine).
-void worker_exec_child(int argc, char** argv) noexcept {
-  // argv: shmctl __worker-exec PPID COMMAND [ARGS...]
-  if (argc < 4) {
-    std::fputs("shmctl: __worker-exec is internal to 'shmctl worker'\n", stderr);
-    ::_exit(kExitUsage);
-  }
-  const long parent = std::strtol(argv[2], nullptr, 10);
-  // The "parent" the kernel watches is the spawning worker thread; it outlives the
-  // command (it waits for it), so this fires only when the worker process dies.
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != static_cast<pid_t>(parent)) ::_exit(127);  // the worker died before prctl took effect
-  ::execvp(argv[3], argv + 3);
-  const int e = errno;
-  std::fprintf(stderr, "shmctl worker: cannot run '%s': %s\n", argv[3], std::strerror(e));
-  ::_exit(e == ENOENT ? 127 : 126);  // what a shell reports for the same failures
-}
 
 namespace {
 
@@ -79,81 +58,23 @@ struct WorkerArgs {
   bool trust_others = false;
 };
 
-// Everything the spawn needs: the helper's argv and the command's environment.
-struct ChildPlan {
-  std::vector<std::string> args;  // helper argv: shmctl __worker-exec PPID COMMAND [ARGS...]
+// The command's environment: the worker's, with the task's SHMSCHED_* variables.
+std::vector<std::string> command_env(const TaskContext& ctx, const std::string& segment) {
   std::vector<std::string> env;
-  std::vector<char*> argv;
-  std::vector<char*> envp;
-};
-
-void build_plan(ChildPlan& plan, std::vector<std::string> command, const TaskContext& ctx, const std::string& segment) {
-  plan.args = {"shmctl", kWorkerExecArg, std::to_string(::getpid())};
-  for (auto& a : command) plan.args.push_back(std::move(a));
   static constexpr std::string_view ours[] = {
       "SHMSCHED_TASK_ID=", "SHMSCHED_ATTEMPT=", "SHMSCHED_QUEUE=", "SHMSCHED_SEGMENT="};
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     const std::string_view v(*e);
     bool replaced = false;
     for (auto p : ours) replaced |= v.substr(0, p.size()) == p;
-    if (!replaced) plan.env.emplace_back(v);
+    if (!replaced) env.emplace_back(v);
   }
-  plan.env.push_back("SHMSCHED_TASK_ID=" + std::to_string(ctx.task.id));
-  plan.env.push_back("SHMSCHED_ATTEMPT=" + std::to_string(ctx.task.attempt));
-  plan.env.push_back("SHMSCHED_QUEUE=" + std::string(ctx.queue_name));
-  plan.env.push_back("SHMSCHED_SEGMENT=" + segment);
-  for (auto& s : plan.args) plan.argv.push_back(s.data());
-  plan.argv.push_back(nullptr);
-  for (auto& s : plan.env) plan.envp.push_back(s.data());
-  plan.envp.push_back(nullptr);
+  env.push_back("SHMSCHED_TASK_ID=" + std::to_string(ctx.task.id));
+  env.push_back("SHMSCHED_ATTEMPT=" + std::to_string(ctx.task.attempt));
+  env.push_back("SHMSCHED_QUEUE=" + std::string(ctx.queue_name));
+  env.push_back("SHMSCHED_SEGMENT=" + segment);
+  return env;
 }
-
-// posix_spawn attributes and file actions, destroyed on every path.
-struct SpawnSetup {
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_t actions;
-  int error = 0;
-  explicit SpawnSetup(int stdin_fd) {
-    if ((error = ::posix_spawnattr_init(&attr)) != 0) return;
-    if ((error = ::posix_spawn_file_actions_init(&actions)) != 0) {
-      ::posix_spawnattr_destroy(&attr);
-      return;
-    }
-    ready_ = true;
-    // Own process group: a Ctrl-C at the worker's terminal asks the worker to stop
-    // gracefully; it must not kill the commands it lets finish.
-    short flags = POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-    sigset_t none, defaults;
-    sigemptyset(&none);  // the worker blocks SIGINT/SIGTERM; commands must not
-    sigemptyset(&defaults);
-    sigaddset(&defaults, SIGINT);
-    sigaddset(&defaults, SIGTERM);
-    if ((error = ::posix_spawnattr_setflags(&attr, flags)) != 0) return;
-    if ((error = ::posix_spawnattr_setpgroup(&attr, 0)) != 0) return;
-    if ((error = ::posix_spawnattr_setsigmask(&attr, &none)) != 0) return;
-    if ((error = ::posix_spawnattr_setsigdefault(&attr, &defaults)) != 0) return;
-    // stdin from /dev/null; stdout and stderr stay the worker's.
-    if (stdin_fd >= 0) {
-      if ((error = ::posix_spawn_file_actions_adddup2(&actions, stdin_fd, STDIN_FILENO)) != 0) return;
-    } else if ((error = ::posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)) != 0) {
-      return;
-    }
-  }
-  ~SpawnSetup() {
-    if (!ready_) return;
-    ::posix_spawn_file_actions_destroy(&actions);
-    ::posix_spawnattr_destroy(&attr);
-  }
-  SpawnSetup(const SpawnSetup&) = delete;
-  SpawnSetup& operator=(const SpawnSetup&) = delete;
-
- private:
-  bool ready_ = false;
-};
-
-// The binary the helper runs: this one. /proc/self/exe is resolved by the spawned
-// child, which is still this program until it execs.
-constexpr const char* kSelf = "/proc/self/exe";
 
 int pidfd_open(pid_t pid) noexcept {
 #ifdef SYS_pidfd_open
@@ -204,15 +125,14 @@ class ShellRunner {
     const std::string_view payload(reinterpret_cast<const char*>(ctx.task.payload.data()), ctx.task.payload.size());
     std::vector<std::string> command = decode_argv(payload);
     if (command.empty() || command[0].empty()) return finish(ctx, Outcome::fail("empty command"), started);
-    ChildPlan plan;
-    build_plan(plan, std::move(command), ctx, segment_);
-
-    SpawnSetup setup(devnull_);
-    pid_t pid = -1;
-    int err = setup.error;
-    if (err == 0) err = ::posix_spawn(&pid, kSelf, &setup.actions, &setup.attr, plan.argv.data(), plan.envp.data());
-    if (err != 0)
-      return finish(ctx, Outcome::retry(1000ms, std::string("posix_spawn: ") + std::strerror(err)), started);
+    const SpawnResult spawned = spawn_command(command, command_env(ctx, segment_), devnull_);
+    if (spawned.pid < 0)
+      return finish(ctx, Outcome::retry(1000ms, std::string("vfork: ") + std::strerror(spawned.error)), started);
+    const pid_t pid = spawned.pid;
+    if (spawned.exec_error != 0) {
+      std::lock_guard<std::mutex> lock(log_);
+      std::cerr << "shmctl worker: cannot run '" << command[0] << "': " << std::strerror(spawned.exec_error) << "\n";
+    }
 
     int status = 0;
     const bool stopped_early = wait_child(pid, ctx, status);
