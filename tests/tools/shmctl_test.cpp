@@ -212,7 +212,8 @@ class Shmctl : public ::testing::Test {
   }
 
   /// Starts `shmctl args...` in the background, output to a log file in the scratch dir.
-  pid_t start(std::vector<std::string> args, const std::string& log = "worker.log", bool ignore_sigint = false) {
+  pid_t start(std::vector<std::string> args, const std::string& log = "worker.log", bool ignore_sigint = false,
+              bool close_stdin = false) {
     args.insert(args.begin(), SHMCTL_BIN);
     const std::string log_path = path(log);
     auto argv = c_argv(args);
@@ -224,6 +225,7 @@ class Shmctl : public ::testing::Test {
       ::dup2(null, 0);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
+      if (close_stdin) ::close(0);
       ::execv(argv[0], argv.data());
       return 127;
     });
@@ -1222,6 +1224,18 @@ TEST_F(Shmctl, CommandsStartWithDefaultSignalsAnEmptyMaskAndTheirOwnGroup) {
   ids >> w1 >> pid >> w2 >> pgid;
   EXPECT_EQ(pid, pgid) << "the command leads its own process group: " << lines[2];
   EXPECT_EQ(lines[3], "/dev/null");
+}
+
+// A worker started with its stdin closed opens /dev/null as descriptor 0 for its
+// commands' stdin: they still get it (it is not closed on their exec).
+TEST_F(Shmctl, CommandsGetDevNullAsStdinWhenTheWorkerHasNone) {
+  create();
+  const std::string out = path("stdin");
+  ASSERT_EQ(submit({"sh", "-c", "readlink /proc/$$/fd/0 > " + out}).code(), 0);
+  const pid_t worker = start({"worker", name(), "--home", "general"}, "worker.log", false, /*close_stdin=*/true);
+  ASSERT_EQ(wait_drained().code(), 0) << log();
+  EXPECT_TRUE(stop(worker).ok()) << log();
+  EXPECT_EQ(lines_of(out), (std::vector<std::string>{"/dev/null"})) << log();
 }
 
 // A user who may only read a segment can still look at it: the verbs that only look open

@@ -23,7 +23,9 @@ struct SpawnResult {
 /// the worker catches (and for SIGINT/SIGTERM), an empty signal mask, and asks for
 /// SIGKILL when the spawning thread dies (PR_SET_PDEATHSIG, which posix_spawn cannot
 /// set) -- a worker killed hard leaves no command running on while the reaper requeues
-/// its task. The spawning thread must outlive the command (it waits for it).
+/// its task. The spawning thread must outlive the command (it waits for it). The
+/// kernel clears PR_SET_PDEATHSIG when the command execs a set-user-ID, set-group-ID or
+/// file-capability program (sudo, for instance): such a command outlives a killed worker.
 SpawnResult spawn_command(const std::vector<std::string>& argv, const std::vector<std::string>& envp, int stdin_fd);
 
 }  // namespace shmctl
