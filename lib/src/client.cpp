@@ -176,8 +176,8 @@ bool Client::try_take(QueueId queue, Taken& out, bool as_helper) noexcept {
 
 Errc Client::set_take_ahead(QueueId queue, std::uint32_t n) noexcept {
   if (!impl_->attached) return Errc::not_attached;
-  if (queue >= impl_->core->layout.max_queues ||
-      (impl_->core->queues[queue].word.load(std::memory_order_relaxed) & 3) != detail::QueueEntry::kReady)
+  if (queue >= impl_->core->layout.max_queues || detail::named_state(impl_->core->queues[queue].word.load(
+                                                     std::memory_order_relaxed)) != detail::QueueEntry::kReady)
     return Errc::unknown_queue;
   if (n == 0 || n > kMaxTakeAhead) return Errc::invalid_argument;
   // The new limit and the give-back of what is held, both under `busy`: a take that
@@ -288,6 +288,28 @@ TaskOptions& TaskOptions::after(std::chrono::nanoseconds d) {
 
 namespace shmsched {
 
+std::chrono::milliseconds nominal_retry_delay(const RetryPolicy& policy, unsigned attempt) noexcept {
+  const double cap = static_cast<double>(policy.max_delay.count());
+  double d = static_cast<double>(policy.delay.count());
+  for (unsigned i = 1; i < attempt && d < cap; ++i) d *= policy.backoff_x100 / 100.0;
+  return std::chrono::milliseconds(static_cast<std::int64_t>(std::min(d, cap)));
+}
+
+RetryPolicy retry_policy_of(const Segment& segment, const Taken& task) noexcept {
+  const detail::Core& core = segment.core();
+  if (task.index >= core.capacity) return {};
+  const detail::TaskHot* hot = core.hot(task.index);
+  RetryPolicy p;
+  p.delay = std::chrono::milliseconds(hot->retry_delay_ms);
+  if ((hot->flags & detail::kHasRetryPolicy) != 0) {
+    const detail::TaskCold* cold = core.cold(task.index);
+    p.backoff_x100 = cold->retry_backoff_x100;
+    p.max_delay = std::chrono::milliseconds(cold->retry_max_delay_ms);
+    p.jitter_pct = cold->retry_jitter_pct;
+  }
+  return p;
+}
+
 Errc Client::retry_or_dead_letter(const Taken& task, std::string_view reason, std::chrono::milliseconds delay,
                                   bool counts_as_failure) noexcept {
   auto& im = *impl_;
@@ -308,20 +330,14 @@ Errc Client::retry_or_dead_letter(const Taken& task, std::string_view reason, st
   }
   std::int64_t delay_ms = delay.count();
   if (delay_ms < 0) {
-    // delay * backoff^(attempt-1), capped, plus jitter.
-    const bool custom = (hot->flags & detail::kHasRetryPolicy) != 0;
-    const RetryPolicy def{};
-    const double backoff = (custom ? cold->retry_backoff_x100 : def.backoff_x100) / 100.0;
-    const double cap = static_cast<double>(custom ? cold->retry_max_delay_ms : def.max_delay.count());
-    const unsigned jitter = custom ? cold->retry_jitter_pct : def.jitter_pct;
-    double d = hot->retry_delay_ms;
-    for (unsigned i = 1; i < hot->attempts && d < cap; ++i) d *= backoff;
-    d = std::min(d, cap);
-    if (jitter != 0) {
+    // The policy's delay for this attempt, plus jitter.
+    const RetryPolicy policy = retry_policy_of(*im.seg, task);
+    double d = static_cast<double>(nominal_retry_delay(policy, hot->attempts).count());
+    if (policy.jitter_pct != 0) {
       std::uint64_t r = im.random.fetch_add(0x9E3779B97F4A7C15ULL, std::memory_order_relaxed);
       r ^= r >> 31;
       r *= 0xBF58476D1CE4E5B9ULL;
-      d += d * (static_cast<double>(r % 1000) / 1000.0) * jitter / 100.0;
+      d += d * (static_cast<double>(r % 1000) / 1000.0) * policy.jitter_pct / 100.0;
     }
     delay_ms = static_cast<std::int64_t>(d);
   }

@@ -401,14 +401,15 @@ struct Client::Impl {
       recent.store(kNone, std::memory_order_relaxed);
       auto& c = core->ctrl[r];
       std::uint64_t s = c.state.load(std::memory_order_relaxed);
-      const std::uint64_t next = next_word(s, TaskState::reserved, token);
-      // (S0) as below.
-      if (is_free(s) &&
-          c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) {
-        idx = r;
-        word = next;
-        SHMSCHED_FAULT_POINT(task_alloc_reserved);
-        return Errc::ok;
+      if (is_free(s)) {
+        const std::uint64_t next = next_word(s, TaskState::reserved, token);
+        // (S0) as below.
+        if (c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) {
+          idx = r;
+          word = next;
+          SHMSCHED_FAULT_POINT(task_alloc_reserved);
+          return Errc::ok;
+        }
       }
     }
     const std::uint32_t mask = core->capacity - 1;
@@ -580,7 +581,7 @@ struct Client::Impl {
   const char* record_defect(std::uint32_t idx) const noexcept {
     const auto* b = core->hot(idx);
     if (b->queue >= core->layout.max_queues ||
-        (core->queues[b->queue].word.load(std::memory_order_relaxed) & 3) != detail::QueueEntry::kReady)
+        detail::named_state(core->queues[b->queue].word.load(std::memory_order_relaxed)) != detail::QueueEntry::kReady)
       return "corrupt record: no such queue";
     if (b->level >= core->levels) return "corrupt record: priority level out of range";
     if (b->payload_len > core->layout.payload_bytes) return "corrupt record: payload length out of range";
@@ -651,7 +652,8 @@ struct Client::Impl {
         case TaskState::delayed:
           mark_delayed(idx, load_not_before(core->hot(idx)));
           break;
-        default:
+        case TaskState::virgin:  // owns nothing
+        case TaskState::dead:    // owned by nobody in particular: stays a dead letter
           break;
       }
       SHMSCHED_FAULT_POINT(reap_mid_records);
@@ -664,7 +666,7 @@ struct Client::Impl {
     if (sem >= core->layout.max_semaphores) return nullptr;
     auto* e = &core->semaphores[sem];
     // acquire: pairs with the release that made the entry ready (name and capacity set).
-    return (e->word.load(std::memory_order_acquire) & 3) == detail::SemaphoreEntry::kReady ? e : nullptr;
+    return detail::named_state(e->word.load(std::memory_order_acquire)) == detail::SemaphoreEntry::kReady ? e : nullptr;
   }
   bool sem_try_acquire(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept {
     auto* e = sem_entry(sem);
@@ -776,8 +778,9 @@ struct Client::Impl {
     if (ref.is_id()) {
       q = ref.id();
       // relaxed: readiness only; nothing written with the entry is read here.
-      const bool ready = q < core->layout.max_queues &&
-                         (core->queues[q].word.load(std::memory_order_relaxed) & 3) == detail::QueueEntry::kReady;
+      const bool ready =
+          q < core->layout.max_queues &&
+          detail::named_state(core->queues[q].word.load(std::memory_order_relaxed)) == detail::QueueEntry::kReady;
       return ready ? Errc::ok : Errc::unknown_queue;
     }
     if (ref.is_name()) {
@@ -1195,7 +1198,7 @@ struct Client::Impl {
 
   bool takeable_queue(QueueId q) const noexcept {
     return attached && q < core->layout.max_queues &&
-           (core->queues[q].flags.load(std::memory_order_relaxed) & 1) == 0;  // not paused
+           (core->queues[q].flags.load(std::memory_order_relaxed) & detail::QueueEntry::kPaused) == 0;
   }
 
   bool take(QueueId q, Taken& out, bool as_helper) noexcept {

@@ -1,5 +1,10 @@
 #include "shmsched/error.hpp"
 
+#include <cstdio>
+#include <cstdlib>
+
+#include "shmsched/detail/state_word.hpp"
+
 namespace shmsched {
 
 std::string_view to_string(Errc code) noexcept {
@@ -77,4 +82,15 @@ std::string Error::message() const {
   return m;
 }
 
+namespace detail {
+
+void illegal_transition(std::uint64_t from_word, TaskState to) noexcept {
+  const std::string_view from = to_string(state_of(from_word)), next = to_string(to);
+  std::fprintf(stderr, "shmsched: illegal task state transition %.*s -> %.*s (state word 0x%llx)\n",
+               static_cast<int>(from.size()), from.data(), static_cast<int>(next.size()), next.data(),
+               static_cast<unsigned long long>(from_word));
+  std::abort();
+}
+
+}  // namespace detail
 }  // namespace shmsched

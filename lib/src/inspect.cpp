@@ -153,14 +153,14 @@ Result<void> Segment::set_paused(QueueId queue, bool paused) noexcept {
   if (is_read_only()) return Result<void>(Errc::permission_denied, "segment '" + name() + "' is open read-only");
   auto& core = this->core();
   if (queue >= core.layout.max_queues ||
-      (core.queues[queue].word.load(std::memory_order_acquire) & 3) != detail::QueueEntry::kReady)
+      detail::named_state(core.queues[queue].word.load(std::memory_order_acquire)) != detail::QueueEntry::kReady)
     return Result<void>(Errc::unknown_queue, "no queue with id " + std::to_string(queue));
   // relaxed: a taker that misses the flag for a moment takes one more task; pausing
   // promises "no new takes from now on", not a fence with takes in flight.
   if (paused) {
-    core.queues[queue].flags.fetch_or(1, std::memory_order_relaxed);
+    core.queues[queue].flags.fetch_or(detail::QueueEntry::kPaused, std::memory_order_relaxed);
   } else {
-    core.queues[queue].flags.fetch_and(~1u, std::memory_order_relaxed);
+    core.queues[queue].flags.fetch_and(~detail::QueueEntry::kPaused, std::memory_order_relaxed);
   }
   return {};
 }

@@ -224,16 +224,12 @@ ProcessIdentity Segment::creator() const noexcept {
 
 namespace {
 Error from_interprocess(const bip::interprocess_exception& e, const std::string& name) {
-  switch (e.get_error_code()) {
-    case bip::already_exists_error:
-      return Error(Errc::exists, "'" + name + "'");
-    case bip::not_found_error:
-      return Error(Errc::not_found, "'" + name + "'");
-    case bip::security_error:
-      return Error(Errc::permission_denied, "segment '" + name + "': " + e.what());
-    default:
-      return Error(Errc::system_error, "segment '" + name + "': " + e.what());
-  }
+  // Boost's error codes are many; three of them mean something to a caller.
+  const bip::error_code_t code = e.get_error_code();
+  if (code == bip::already_exists_error) return Error(Errc::exists, "'" + name + "'");
+  if (code == bip::not_found_error) return Error(Errc::not_found, "'" + name + "'");
+  if (code == bip::security_error) return Error(Errc::permission_denied, "segment '" + name + "': " + e.what());
+  return Error(Errc::system_error, "segment '" + name + "': " + e.what());
 }
 
 // "levels 8 (asked 4), task_capacity ..." for every field in which two layouts differ.
@@ -534,9 +530,9 @@ std::vector<QueueInfo> Segment::queues() const {
   for (std::uint32_t i = 0; i < core.layout.max_queues; ++i) {
     const auto& e = core.queues[i];
     const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (N1) in name_table.hpp
-    if ((w & 3) != detail::QueueEntry::kReady) continue;
+    if (detail::named_state(w) != detail::QueueEntry::kReady) continue;
     out.push_back(QueueInfo{static_cast<QueueId>(i), detail::read_name(e.name),
-                            (e.flags.load(std::memory_order_relaxed) & 1) != 0});
+                            (e.flags.load(std::memory_order_relaxed) & detail::QueueEntry::kPaused) != 0});
   }
   return out;
 }

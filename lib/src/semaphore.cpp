@@ -94,7 +94,7 @@ std::vector<SemaphoreInfo> Segment::semaphores() const {
   const auto& core = this->core();
   for (std::uint32_t i = 0; i < core.layout.max_semaphores; ++i) {
     const auto& e = core.semaphores[i];
-    if ((e.word.load(std::memory_order_acquire) & 3) != SemaphoreEntry::kReady) continue;
+    if (detail::named_state(e.word.load(std::memory_order_acquire)) != SemaphoreEntry::kReady) continue;
     const std::uint64_t p = e.permits.load(std::memory_order_acquire);
     SemaphoreInfo info{static_cast<SemId>(i),
                        detail::read_name(e.name),
@@ -343,7 +343,7 @@ Errc Client::set_capacity(SemId sem, std::uint32_t capacity) noexcept {
 Errc Client::set_queue_limit(QueueId queue, std::uint32_t n) noexcept {
   auto& core = *impl_->core;
   if (queue >= core.layout.max_queues ||
-      (core.queues[queue].word.load(std::memory_order_acquire) & 3) != detail::QueueEntry::kReady)
+      detail::named_state(core.queues[queue].word.load(std::memory_order_acquire)) != detail::QueueEntry::kReady)
     return Errc::unknown_queue;
   if (n > kMaxSemaphoreCapacity) return Errc::invalid_argument;
   if (n == 0) {

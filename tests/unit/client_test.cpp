@@ -1077,3 +1077,29 @@ TEST_F(Fixture, ABatchOverAFragmentedTableTakesEachFreeRecordOnceAndKeepsFifo) {
   }
   EXPECT_EQ(left, 44u);
 }
+
+// The policy a task was enqueued with can be read back by the consumer that holds it,
+// and its nominal delays grow by the backoff up to the cap.
+TEST_F(Fixture, RetryPolicyOfATakenTaskIsTheOneItWasEnqueuedWith) {
+  TaskOptions custom = opts(general);
+  custom.retry = RetryPolicy{std::chrono::milliseconds(100), 300, std::chrono::milliseconds(2000), 25};
+  ASSERT_EQ(cli.enqueue_text("t", "", custom), Errc::ok);
+  ASSERT_EQ(cli.enqueue_text("t", "", opts(general)), Errc::ok);
+  Taken a, b;
+  ASSERT_TRUE(cli.try_take(general, a));
+  ASSERT_TRUE(cli.try_take(general, b));
+  const RetryPolicy pa = retry_policy_of(seg, a), pb = retry_policy_of(seg, b), def{};
+  EXPECT_EQ(pa.delay.count(), 100);
+  EXPECT_EQ(pa.backoff_x100, 300);
+  EXPECT_EQ(pa.max_delay.count(), 2000);
+  EXPECT_EQ(pa.jitter_pct, 25);
+  EXPECT_EQ(pb.delay, def.delay);
+  EXPECT_EQ(pb.backoff_x100, def.backoff_x100);
+  EXPECT_EQ(pb.max_delay, def.max_delay);
+  EXPECT_EQ(pb.jitter_pct, def.jitter_pct);
+  const std::int64_t want[] = {100, 300, 900, 2000, 2000};  // x3 each attempt, capped at 2 s
+  for (unsigned attempt = 1; attempt <= 5; ++attempt)
+    EXPECT_EQ(nominal_retry_delay(pa, attempt).count(), want[attempt - 1]) << "attempt " << attempt;
+  EXPECT_EQ(cli.complete(a), Errc::ok);
+  EXPECT_EQ(cli.complete(b), Errc::ok);
+}

@@ -31,8 +31,6 @@
 
 #include "common.hpp"
 #include "shell_task.hpp"
-#include "shmsched/detail/core.hpp"
-#include "shmsched/detail/shm_structs.hpp"
 #include "spawn.hpp"
 
 extern char** environ;
@@ -86,30 +84,6 @@ int pidfd_open(pid_t pid) noexcept {
 #endif
 }
 
-// The delay the library applies to a retry the task's policy decides
-// (Client::retry_or_dead_letter): delay * backoff^(attempt-1), capped, plus up to
-// jitter_pct percent. Read from the task's record, which this worker owns while the
-// command runs.
-struct RetryDelay {
-  double nominal_ms = 0;
-  unsigned jitter_pct = 0;
-};
-RetryDelay policy_delay(const Segment& seg, const Taken& t) {
-  const auto& core = seg.core();
-  const detail::TaskHot* hot = core.hot(t.index);
-  const detail::TaskCold* cold = core.cold(t.index);
-  const bool custom = (hot->flags & detail::kHasRetryPolicy) != 0;
-  const RetryPolicy def{};
-  const double backoff = (custom ? cold->retry_backoff_x100 : def.backoff_x100) / 100.0;
-  const double cap = static_cast<double>(custom ? cold->retry_max_delay_ms : def.max_delay.count());
-  RetryDelay r;
-  r.jitter_pct = custom ? cold->retry_jitter_pct : def.jitter_pct;
-  double d = hot->retry_delay_ms;
-  for (unsigned i = 1; i < t.attempt && d < cap; ++i) d *= backoff;
-  r.nominal_ms = std::min(d, cap);
-  return r;
-}
-
 class ShellRunner {
  public:
   ShellRunner(const Segment& seg, std::string segment, std::chrono::milliseconds grace, bool verbose)
@@ -144,8 +118,8 @@ class ShellRunner {
       if (code == kExitTempFail) {
         // The task's own retry policy, with the jitter drawn here, so the log can say
         // exactly when it runs again.
-        const RetryDelay r = policy_delay(seg_, ctx.task);
-        double d = r.nominal_ms;
+        const RetryPolicy r = retry_policy_of(seg_, ctx.task);
+        auto d = static_cast<double>(nominal_retry_delay(r, ctx.task.attempt).count());
         if (r.jitter_pct != 0) d += d * (static_cast<double>(jitter_draw() % 1000) / 1000.0) * r.jitter_pct / 100.0;
         o = Outcome::retry(std::chrono::milliseconds(static_cast<std::int64_t>(d)),
                            "exit status 75 (temporary failure)");
@@ -212,8 +186,9 @@ class ShellRunner {
           what += "; will retry in " + format_duration(std::chrono::nanoseconds(o.delay()).count());
         } else {
           // A failure: the library draws the jitter when it schedules the retry.
-          const RetryDelay r = policy_delay(seg_, ctx.task);
-          what += "; will retry in " + format_duration(static_cast<std::int64_t>(r.nominal_ms * 1e6));
+          const RetryPolicy r = retry_policy_of(seg_, ctx.task);
+          what += "; will retry in " +
+                  format_duration(std::chrono::nanoseconds(nominal_retry_delay(r, ctx.task.attempt)).count());
           if (r.jitter_pct != 0) what += " (+ up to " + std::to_string(r.jitter_pct) + "% jitter)";
         }
       }

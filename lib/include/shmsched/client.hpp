@@ -59,6 +59,10 @@ struct ReapReport {
   std::uint32_t permits_returned = 0;  ///< semaphore permits they held
 };
 
+/// The retry policy a taken task was enqueued with. Reads the task's record: call it
+/// while this process owns the task (between the take and its outcome).
+RetryPolicy retry_policy_of(const Segment& segment, const Taken& task) noexcept;
+
 class Client {
  public:
   static Result<Client> attach(Segment& segment, Role role = Role::producer);

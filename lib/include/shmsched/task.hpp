@@ -90,6 +90,10 @@ class QueueRef {
   char name_[kMaxQueueName + 1] = {};
 };
 
+/// The delay `policy` gives the retry after attempt `attempt` (1 = the first), before
+/// jitter: delay * (backoff_x100/100)^(attempt-1), capped at max_delay.
+std::chrono::milliseconds nominal_retry_delay(const RetryPolicy& policy, unsigned attempt) noexcept;
+
 /// Everything about a task except its type and payload.
 struct TaskOptions {
   QueueRef queue;                  ///< required: a queue id or name

@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "shmsched/detail/atomic.hpp"
+#include "shmsched/detail/shm_structs.hpp"
 #include "shmsched/task.hpp"
 
 namespace shmsched::detail {
@@ -56,24 +57,24 @@ inline bool name_equals(const AtomicU64 (&src)[4], std::string_view name) noexce
 /// idempotent: every racing creator runs it).
 template <class Entry, class Finish>
 std::int64_t claim_named(Entry* table, std::uint32_t n, std::string_view name, Finish&& finish) {
-  const std::uint64_t h = type_hash(name) >> 2;
+  const std::uint64_t h = type_hash(name) >> kNamedStateBits;
   for (std::uint32_t probe = 0; probe < n; ++probe) {
     const std::uint32_t i = static_cast<std::uint32_t>((h + probe) % n);
     Entry& e = table[i];
     // (N1) acquire: pairs with (N2); a ready entry's name is visible.
     std::uint64_t w = e.word.load(std::memory_order_acquire);
     if (w == Entry::kFree) {
-      const std::uint64_t claim = (h << 2) | Entry::kCreating;
+      const std::uint64_t claim = (h << kNamedStateBits) | Entry::kCreating;
       if (e.word.compare_exchange_strong(w, claim, std::memory_order_acq_rel, std::memory_order_acquire)) w = claim;
     }
-    if ((w >> 2) != h) continue;  // another name lives here
-    if ((w & 3) == Entry::kCreating) {
+    if ((w >> kNamedStateBits) != h) continue;  // another name lives here
+    if (named_state(w) == Entry::kCreating) {
       // Whoever claimed it (maybe dead) writes what we write: finish it.
       write_name(e.name, name);
       finish(e);
       std::uint64_t expect = w;
       // (N2) release: publishes the name and what `finish` wrote; pairs with (N1).
-      e.word.compare_exchange_strong(expect, (h << 2) | Entry::kReady, std::memory_order_release,
+      e.word.compare_exchange_strong(expect, (h << kNamedStateBits) | Entry::kReady, std::memory_order_release,
                                      std::memory_order_relaxed);
     }
     if (read_name(e.name) == name) return i;
@@ -84,13 +85,13 @@ std::int64_t claim_named(Entry* table, std::uint32_t n, std::string_view name, F
 /// Index of the ready entry named `name`, or -1. `hash` is type_hash(name).
 template <class Entry>
 std::int64_t find_named(const Entry* table, std::uint32_t n, std::string_view name, std::uint64_t hash) noexcept {
-  const std::uint64_t h = hash >> 2;
+  const std::uint64_t h = hash >> kNamedStateBits;
   for (std::uint32_t probe = 0; probe < n; ++probe) {
     const std::uint32_t i = static_cast<std::uint32_t>((h + probe) % n);
     const Entry& e = table[i];
     const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (N1)
     if (w == Entry::kFree) break;
-    if ((w >> 2) == h && (w & 3) == Entry::kReady && name_equals(e.name, name)) return i;
+    if ((w >> kNamedStateBits) == h && named_state(w) == Entry::kReady && name_equals(e.name, name)) return i;
   }
   return -1;
 }

@@ -127,6 +127,13 @@ static_assert(sizeof(TaskCold) == 2 * kCacheLine);
 
 enum TaskFlags : std::uint8_t { kHasRetryPolicy = 1, kHasGroup = 2, kHasError = 4 };
 
+/// The state of a named entry (type, queue, semaphore): the low two bits of its word,
+/// above them the name's hash.
+inline constexpr std::uint64_t kNamedStateBits = 2;
+constexpr std::uint64_t named_state(std::uint64_t word) noexcept {
+  return word & ((std::uint64_t{1} << kNamedStateBits) - 1);
+}
+
 /// A registered task-type name, so records carry only the 64-bit hash. The word packs
 /// [hash >> 2 : 62][state : 2]; only the process that claimed the entry writes the
 /// name, before the release store of kReady.
@@ -143,9 +150,10 @@ inline constexpr std::size_t kMaxTypeName = 47;
 /// atomics so that racing creators of the same name write identical values race-free.
 struct alignas(kCacheLine) QueueEntry {
   static constexpr std::uint64_t kFree = 0, kCreating = 1, kReady = 2;
+  static constexpr std::uint32_t kPaused = 1;  // in `flags`
   AtomicU64 word;
   AtomicU64 name[4];  // up to 31 bytes, zero padded
-  AtomicU32 flags;    // bit 0: paused
+  AtomicU32 flags;    // kPaused
   AtomicU32 aging_ms;
   AtomicU32 limit_sem;  // semaphore id + 1 bounding the queue's running tasks; 0 = none
 };

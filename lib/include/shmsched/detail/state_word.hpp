@@ -5,10 +5,15 @@
 //   bits 20..63  version: +1 on every transition, so a CAS never succeeds against a
 //                word that left and came back (no ABA), for 2^44 transitions a record.
 //
-// Every transition is one compare-exchange from an exact word the caller loaded.
+// Every transition is one compare-exchange from an exact word the caller loaded, to a
+// word next_word() computes; transition_allowed() is the one table of the moves a record
+// may make, and next_word() checks every move against it in the tests' builds (those with
+// fault points) and in builds with assertions.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <string_view>
 
 namespace shmsched {
 
@@ -23,6 +28,32 @@ enum class TaskState : std::uint8_t {
   parked = 6,    ///< accepted; waits for a semaphore permit
   dead = 7,      ///< dead-lettered, with its reason in last_error
 };
+
+/// The number of states (a state word's state field holds up to 16 values).
+inline constexpr std::size_t kTaskStates = 8;
+
+/// A state's name, as docs and tools print it; "?" for a value that is no state.
+constexpr std::string_view to_string(TaskState s) noexcept {
+  switch (s) {
+    case TaskState::virgin:
+      return "virgin";
+    case TaskState::free:
+      return "free";
+    case TaskState::reserved:
+      return "reserved";
+    case TaskState::queued:
+      return "queued";
+    case TaskState::running:
+      return "running";
+    case TaskState::delayed:
+      return "delayed";
+    case TaskState::parked:
+      return "parked";
+    case TaskState::dead:
+      return "dead";
+  }
+  return "?";
+}
 
 namespace detail {
 
@@ -40,8 +71,41 @@ constexpr std::uint16_t owner_of(std::uint64_t w) noexcept {
 constexpr std::uint64_t version_of(std::uint64_t w) noexcept {
   return w >> kVersionShift;
 }
+/// Whether a record may go from `from` to `to`: the engine's one transition table. A
+/// move to the same state changes the owner (recovery takes over a dead owner's record or
+/// drops its name). No `default:`: a new state fails to compile here (-Wswitch-enum)
+/// until its moves are written down.
+constexpr bool transition_allowed(TaskState from, TaskState to) noexcept {
+  switch (from) {
+    case TaskState::virgin:  // reserved by a producer
+      return to == TaskState::reserved;
+    case TaskState::free:  // reserved, or its dead last owner's name dropped
+      return to == TaskState::reserved || to == TaskState::free;
+    case TaskState::reserved:  // accepted (queued or delayed), or given back
+      return to == TaskState::queued || to == TaskState::delayed || to == TaskState::free;
+    case TaskState::queued:  // taken; a dead owner's name dropped; given back unpublished
+      return to == TaskState::running || to == TaskState::queued || to == TaskState::free;
+    case TaskState::running:  // done, requeued, parked, retried later, dead-lettered, taken over
+      return to == TaskState::free || to == TaskState::queued || to == TaskState::parked || to == TaskState::delayed ||
+             to == TaskState::dead || to == TaskState::running;
+    case TaskState::delayed:  // due: promoted
+      return to == TaskState::running;
+    case TaskState::parked:  // unparked or handed over; a dead owner's name dropped
+      return to == TaskState::running || to == TaskState::parked;
+    case TaskState::dead:  // requeued or purged
+      return to == TaskState::running || to == TaskState::free;
+  }
+  return false;  // no state at all: a damaged word
+}
+
+/// Reports a move the table does not allow, then aborts (a bug in the engine).
+[[noreturn]] void illegal_transition(std::uint64_t from_word, TaskState to) noexcept;
+
 /// The word that follows `w` with a new state and owner (version + 1).
 constexpr std::uint64_t next_word(std::uint64_t w, TaskState s, std::uint16_t owner) noexcept {
+#if SHMSCHED_FAULT_POINTS || !defined(NDEBUG)
+  if (!transition_allowed(state_of(w), s)) illegal_transition(w, s);
+#endif
   return ((version_of(w) + 1) << kVersionShift) | (std::uint64_t{owner} << kOwnerShift) | static_cast<std::uint64_t>(s);
 }
 
