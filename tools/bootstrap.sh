@@ -4,12 +4,14 @@
 #   bash tools/bootstrap.sh test        install what is missing, build, run every test
 #   bash tools/bootstrap.sh test-asan   the tests under AddressSanitizer + UBSan
 #   bash tools/bootstrap.sh test-tsan   the tests under ThreadSanitizer
+#   bash tools/bootstrap.sh lint        clang-format check of every C++ file, clang-tidy on lib/
 # Debian 12, as root (or with sudo available).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(g++ cmake ninja-build pkg-config libboost-dev libtbb-dev libconcurrentqueue-dev
-          libbenchmark-dev libgtest-dev libcli11-dev nlohmann-json3-dev spin tmux clang libclang-rt-14-dev help2man)
+          libbenchmark-dev libgtest-dev libcli11-dev nlohmann-json3-dev spin tmux clang libclang-rt-14-dev help2man
+          clang-format clang-tidy)
 # The benchmark peers and tools (bench/run): Redis through hiredis, plots, callgrind.
 # The build and the tests work without them (the bench smoke test then checks fewer
 # rows), so a failure to install them is a warning, not an error.
@@ -89,8 +91,18 @@ case "${1:-}" in
       -DSHMSCHED_BUILD_BENCH=OFF -DSHMSCHED_BUILD_EXAMPLES=OFF -DSHMSCHED_BUILD_TOOLS=OFF
     TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 SHMSCHED_STRESS_SCALE=0.05 run_tests build-tsan
     ;;
+  lint)
+    # Any formatting difference (.clang-format) or clang-tidy finding (.clang-tidy) on
+    # the library's sources fails.
+    find lib tests tools bench examples \( -name '*.cpp' -o -name '*.hpp' \) -print0 |
+      xargs -0 clang-format --dry-run --Werror
+    # Configured only: clang-tidy needs the compile commands, not a build.
+    cmake -S . -B build-lint -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMSCHED_BUILD_TESTS=OFF \
+      -DSHMSCHED_BUILD_BENCH=OFF -DSHMSCHED_BUILD_EXAMPLES=OFF -DSHMSCHED_BUILD_TOOLS=OFF >/dev/null
+    run-clang-tidy -p build-lint -j "$JOBS" -quiet "$PWD/lib/src/.*\.cpp\$"
+    ;;
   *)
-    echo "usage: $0 demo|test|test-asan|test-tsan" >&2
+    echo "usage: $0 demo|test|test-asan|test-tsan|lint" >&2
     exit 2
     ;;
 esac

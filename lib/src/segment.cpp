@@ -153,7 +153,7 @@ void init_header(detail::Core& core, std::string_view name) {
 
 Result<Layout> Segment::check_image(const void* data, std::size_t size) noexcept {
   if (data == nullptr || size < sizeof(detail::SegmentHeader)) {
-    if (size >= 8) {
+    if (data != nullptr && size >= 8) {
       std::uint64_t magic;
       std::memcpy(&magic, data, 8);
       if (magic == detail::kMagic) return Result<Layout>(Errc::truncated, "smaller than a segment header");
@@ -291,7 +291,7 @@ Result<Segment> Segment::create(std::string_view name, const Layout& layout, con
   auto impl = std::make_unique<Impl>();
   impl->name = std::string(name);
   try {
-    bip::permissions perm(options.mode);
+    bip::permissions perm(static_cast<int>(options.mode));  // within 0777: checked above
     bip::shared_memory_object shm(bip::create_only, oname.c_str(), bip::read_write, perm);
     const int fd = shm.get_mapping_handle().handle;
     // umask may have narrowed the mode; set exactly what was asked.

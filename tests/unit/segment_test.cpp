@@ -572,6 +572,7 @@ TEST(SegmentImage, GarbageIsRefused) {
   const std::uint64_t seed = test_seed();
   std::mt19937_64 rng(seed);
   EXPECT_EQ(Segment::check_image(nullptr, 0).code(), Errc::foreign_segment);
+  EXPECT_EQ(Segment::check_image(nullptr, 4096).code(), Errc::foreign_segment);  // a size without memory
   for (std::size_t size : {1, 5, 63, 4095, 4096, 8192, 65536}) {
     std::vector<std::uint8_t> buf(size);
     for (auto& b : buf) b = static_cast<std::uint8_t>(rng());

@@ -22,7 +22,7 @@ namespace shmsched::detail {
 inline void write_name(AtomicU64 (&dst)[4], std::string_view name) noexcept {
   char buf[32] = {};
   std::memcpy(buf, name.data(), name.size() < 31 ? name.size() : 31);
-  for (int i = 0; i < 4; ++i) {
+  for (std::size_t i = 0; i < 4; ++i) {
     std::uint64_t w;
     std::memcpy(&w, buf + 8 * i, 8);
     // relaxed: published by the release store of the entry's word (N2).
@@ -32,7 +32,7 @@ inline void write_name(AtomicU64 (&dst)[4], std::string_view name) noexcept {
 
 inline std::string read_name(const AtomicU64 (&src)[4]) {
   char buf[33] = {};
-  for (int i = 0; i < 4; ++i) {
+  for (std::size_t i = 0; i < 4; ++i) {
     const std::uint64_t w = src[i].load(std::memory_order_relaxed);
     std::memcpy(buf + 8 * i, &w, 8);
   }
@@ -44,7 +44,7 @@ inline bool name_equals(const AtomicU64 (&src)[4], std::string_view name) noexce
   if (name.size() > 31) return false;
   char buf[32] = {};
   std::memcpy(buf, name.data(), name.size());
-  for (int i = 0; i < 4; ++i) {
+  for (std::size_t i = 0; i < 4; ++i) {
     std::uint64_t w;
     std::memcpy(&w, buf + 8 * i, 8);
     if (src[i].load(std::memory_order_relaxed) != w) return false;
