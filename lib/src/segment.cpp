@@ -18,7 +18,6 @@
 #include "shmsched/detail/core.hpp"
 #include "shmsched/detail/fault.hpp"
 #include "shmsched/detail/name_table.hpp"
-#include "shmsched/task.hpp"
 
 namespace bip = boost::interprocess;
 

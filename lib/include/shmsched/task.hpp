@@ -17,6 +17,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "shmsched/detail/hash.hpp"
 #include "shmsched/detail/state_word.hpp"
 #include "shmsched/queue.hpp"
 #include "shmsched/semaphore.hpp"
@@ -35,15 +36,10 @@ struct RetryPolicy {
   std::uint16_t jitter_pct = 10;
 };
 
-/// FNV-1a 64 of a name (a task type's is stored as the record's type; a queue's
-/// places it in the segment's queue table).
+/// The hash of a name (detail::name_hash, FNV-1a 64): a task type's is stored as the
+/// record's type; a queue's places it in the segment's queue table.
 constexpr std::uint64_t type_hash(std::string_view name) noexcept {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (char c : name) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 0x100000001b3ULL;
-  }
-  return h;
+  return detail::name_hash(name);
 }
 
 /// The queue a task goes to, named by id or by name. A name is copied in (so the

@@ -14,8 +14,8 @@
 #include <string_view>
 
 #include "shmsched/detail/atomic.hpp"
+#include "shmsched/detail/hash.hpp"
 #include "shmsched/detail/shm_structs.hpp"
-#include "shmsched/task.hpp"
 
 namespace shmsched::detail {
 
@@ -57,7 +57,7 @@ inline bool name_equals(const AtomicU64 (&src)[4], std::string_view name) noexce
 /// idempotent: every racing creator runs it).
 template <class Entry, class Finish>
 std::int64_t claim_named(Entry* table, std::uint32_t n, std::string_view name, Finish&& finish) {
-  const std::uint64_t h = type_hash(name) >> kNamedStateBits;
+  const std::uint64_t h = name_hash(name) >> kNamedStateBits;
   for (std::uint32_t probe = 0; probe < n; ++probe) {
     const std::uint32_t i = static_cast<std::uint32_t>((h + probe) % n);
     Entry& e = table[i];
@@ -82,7 +82,7 @@ std::int64_t claim_named(Entry* table, std::uint32_t n, std::string_view name, F
   return -1;
 }
 
-/// Index of the ready entry named `name`, or -1. `hash` is type_hash(name).
+/// Index of the ready entry named `name`, or -1. `hash` is name_hash(name).
 template <class Entry>
 std::int64_t find_named(const Entry* table, std::uint32_t n, std::string_view name, std::uint64_t hash) noexcept {
   const std::uint64_t h = hash >> kNamedStateBits;
@@ -97,7 +97,7 @@ std::int64_t find_named(const Entry* table, std::uint32_t n, std::string_view na
 }
 template <class Entry>
 std::int64_t find_named(const Entry* table, std::uint32_t n, std::string_view name) noexcept {
-  return find_named(table, n, name, type_hash(name));
+  return find_named(table, n, name, name_hash(name));
 }
 
 }  // namespace shmsched::detail
