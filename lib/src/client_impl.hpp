@@ -244,9 +244,8 @@ struct Client::Impl {
   //
   // Across processes each side mostly works on lines the other side wrote long before
   // (the queue between them is deep), so both also fetch kAhead records ahead: the
-  // producer along its allocation sweep, the consumer along the ring it pops. Measured
-  // by alternating builds, 1 producer process -> 1 consumer process, single calls:
-  // about +20% (docs/benchmarks.md); 16 ahead was no better than 8.
+  // producer along its allocation sweep, the consumer along the ring it pops (the
+  // distance and what it bought: docs/benchmarks.md).
   static constexpr std::uint32_t kAhead = 8;
   // How many records ahead a batch's fill fetches the lines it writes next. Fetching
   // all of a batch's records as it reserved them asked for more lines at once than the
@@ -1299,9 +1298,8 @@ struct Client::Impl {
     };
     // No look further ahead (prefetch_ahead): a take that claims ahead mostly runs
     // right behind the producers, and fetching the slots and records they are still
-    // writing takes those lines from them. Measured without it, 1 producer process ->
-    // 1 consumer process: 2-4% faster (docs/benchmarks.md). Each claim still fetches
-    // its own record's lines first.
+    // writing takes those lines from them. Each claim still fetches its own record's
+    // lines first.
     auto ahead_fn = [](std::uint64_t, std::uint32_t, std::uint32_t) noexcept {};
     queue_rings[rid].try_pop_many(claim_fn, want, take_fn, &pop_cursor[rid], ahead_fn);
     a.level = level;
@@ -1505,8 +1503,7 @@ struct Client::Impl {
         fetched_from = front;
         fetched_to = prefetch_run(front, end);
         // And the next entry's members, so that they arrive while this entry's are
-        // claimed: a batch take from a backlog 10-30% faster
-        // (BM_backlog_shmsched_take_batch, docs/benchmarks.md).
+        // claimed (BM_backlog_shmsched_take_batch measures a batch take from a backlog).
         std::uint32_t after = 0;
         const std::uint32_t run = queue_rings[rid].run_at(pos + 1, after);
         prefetch_run(after, after + run);
@@ -1528,8 +1525,8 @@ struct Client::Impl {
   };
 
   // Fills `out` for record v, which we own with state word w, and counts the attempt.
-  // Inlined into every take path: it is most of a take's instructions, and out of line
-  // (GCC's choice once it had four callers) a single take cost 12% more of them.
+  // Inlined into every take path: it is most of a take's instructions, and a call
+  // would add to each take.
   [[gnu::always_inline]] void fill_taken(std::uint32_t v, std::uint64_t w, Taken& out) noexcept {
     TypeNames names;
     fill_taken(v, w, out, names);

@@ -144,8 +144,7 @@ class IndexRing {
         ++budgets;
       }
       Atomic& slot = slots_[t & mask_];
-      // Start the line's fetch before the load needs it (a hint only; PREFETCHT0, as
-      // PREFETCHW measured no faster).
+      // Start the line's fetch before the load needs it (a hint only; PREFETCHT0).
       detail::prefetch(&slot);
       // (R2) acquire: pairs with the clearing release (R4), so the slot is really free.
       std::uint64_t w = slot.load(std::memory_order_acquire);
