@@ -514,4 +514,18 @@ void Client::count_processed(std::uint64_t n) noexcept {
   impl_->me->processed.fetch_add(n, std::memory_order_relaxed);
 }
 
+StatusBoard Client::status_board() noexcept {
+  auto* me = impl_->me;
+  return StatusBoard(&me->workers, &me->activity, &me->current_task);
+}
+
+bool Client::queue_limit(QueueId queue, SemId& sem) const noexcept {
+  if (queue >= impl_->core->layout.max_queues) return false;
+  // acquire: pairs with set_queue_limit's release, which publishes the semaphore first.
+  const std::uint32_t limit = impl_->core->queues[queue].limit_sem.load(std::memory_order_acquire);
+  if (limit == 0) return false;
+  sem = static_cast<SemId>(limit - 1);
+  return true;
+}
+
 }  // namespace shmsched

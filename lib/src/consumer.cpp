@@ -9,10 +9,10 @@
 #include <array>
 #include <cstdio>
 #include <exception>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
-#include "shmsched/detail/core.hpp"
 #include "shmsched/detail/saturate.hpp"
 
 namespace shmsched {
@@ -80,7 +80,7 @@ struct Consumer::Impl {
   }
 
   // This process's participant slot (current_task is shown by inspect and shmctl).
-  detail::ParticipantSlot* me = nullptr;
+  std::optional<StatusBoard> board;  // this process's, from start()
 
   // The handler of a type; each worker remembers the last one it looked up, since a
   // worker usually runs many tasks of one type in a row (the map is not touched then).
@@ -116,11 +116,10 @@ struct Consumer::Impl {
     } else if (auto it = type_needs.empty() ? type_needs.end() : type_needs.find(t.type); it != type_needs.end()) {
       need = it->second;
     }
-    const std::uint32_t limit = seg->core().queues[t.queue].limit_sem.load(std::memory_order_acquire);
-    if (limit != 0) {
+    if (SemId limit = 0; client->queue_limit(t.queue, limit)) {
       for (Need& n : need) {
         if (n.count == 0) {
-          n = Need{static_cast<SemId>(limit - 1), 1};
+          n = Need{limit, 1};
           break;
         }
       }
@@ -159,7 +158,7 @@ struct Consumer::Impl {
       if (g == Client::Grant::parked) parked.fetch_add(1, std::memory_order_relaxed);
       if (g != Client::Grant::granted) return false;  // parked (or gone): take other work
     }
-    me->current_task.store(t.id, std::memory_order_relaxed);
+    board->set_current_task(t.id);
     TaskContext ctx{t, tokens[w], w, queue_name(t.queue)};
     const Outcome o = invoke(*handler, ctx);
     const bool last_attempt = t.attempt >= t.max_attempts;
@@ -181,7 +180,7 @@ struct Consumer::Impl {
         break;
       }
     }
-    me->current_task.store(0, std::memory_order_relaxed);
+    board->set_current_task(0);
     if (++local[w].unflushed >= kFlushEvery) flush_processed(w);
     if (handed_over && handler_of(next.type, cache) == nullptr) {
       (void)client->requeue(next);  // not ours to run: back to its queue
@@ -327,10 +326,9 @@ Result<void> Consumer::needs(std::string_view type, const std::vector<std::pair<
 void Consumer::start() {
   if (impl_->started) return;
   impl_->started = true;
-  auto& me = impl_->seg->core().participants[detail::token_index(impl_->client->token()) - 1];
-  impl_->me = &me;
-  me.workers.store(impl_->opts.workers, std::memory_order_relaxed);
-  me.activity.store(static_cast<std::uint32_t>(Activity::busy), std::memory_order_relaxed);
+  impl_->board = impl_->client->status_board();
+  impl_->board->set_workers(impl_->opts.workers);
+  impl_->board->set_activity(Activity::busy);
   impl_->live_workers.store(impl_->opts.workers, std::memory_order_release);
   impl_->tokens.assign(impl_->opts.workers, impl_->stop.get_token());
   impl_->local.assign(impl_->opts.workers, Impl::WorkerLocal{});
@@ -340,8 +338,7 @@ void Consumer::start() {
 
 void Consumer::request_stop() noexcept {
   impl_->stop.request_stop();
-  auto& me = impl_->seg->core().participants[detail::token_index(impl_->client->token()) - 1];
-  me.activity.store(static_cast<std::uint32_t>(Activity::stopping), std::memory_order_relaxed);
+  impl_->client->status_board().set_activity(Activity::stopping);
   impl_->client->ring_own_doorbell();  // sleepers look at the stop flag now
   impl_->client->wake_housekeepers();  // so does the housekeeper (others just look again)
 }

@@ -198,7 +198,15 @@ TEST_F(SemFixture, MultiSemaphoreNeedsAllOrNothingNoDeadlock) {
 }
 
 TEST_F(SemFixture, QueueLimitBoundsRunningTasksAcrossWorkers) {
+  SemId limit = 0;
+  EXPECT_FALSE(cli.queue_limit(general, limit));
   ASSERT_EQ(cli.set_queue_limit(general, 3), Errc::ok);
+  ASSERT_TRUE(cli.queue_limit(general, limit));
+  std::uint32_t capacity = 0;
+  for (const auto& m : seg.semaphores())
+    if (m.id == limit) capacity = m.capacity;
+  EXPECT_EQ(capacity, 3u) << "the limit is a semaphore of capacity 3";
+  EXPECT_FALSE(cli.queue_limit(99, limit));
   EXPECT_EQ(cli.set_queue_limit(99, 3), Errc::unknown_queue);
   EXPECT_EQ(cli.set_queue_limit(general, 57), Errc::invalid_argument);
   ConsumerOptions co;
@@ -227,6 +235,7 @@ TEST_F(SemFixture, QueueLimitBoundsRunningTasksAcrossWorkers) {
   c->request_stop();
   c->join();
   EXPECT_EQ(cli.set_queue_limit(general, 0), Errc::ok);
+  EXPECT_FALSE(cli.queue_limit(general, limit));
 }
 
 TEST_F(SemFixture, RaiiPermitReleasesOnScopeExitAndMove) {

@@ -201,6 +201,11 @@ class Client {
   LevelStats level_stats(QueueId queue, std::uint8_t level) const noexcept;
   /// Records that `n` handlers finished (any outcome); shown per participant.
   void count_processed(std::uint64_t n = 1) noexcept;
+  /// This process's status board (workers, activity, current task). Attached only.
+  StatusBoard status_board() noexcept;
+  /// The semaphore that bounds how many tasks of `queue` run at once
+  /// (set_queue_limit), in `sem`; false when the queue has no limit.
+  bool queue_limit(QueueId queue, SemId& sem) const noexcept;
   /// Moves delayed tasks whose time has come into their rings; returns how many. Any
   /// process may call it at any time (idle consumers do); it is one load when nothing
   /// is due.

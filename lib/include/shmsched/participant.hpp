@@ -10,6 +10,7 @@
 // a slot whose process is dead by (pid, start time) -- see Client::reap_dead.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 namespace shmsched {
@@ -27,6 +28,27 @@ constexpr bool has_role(Role set, Role r) noexcept {
 }
 
 enum class Activity : std::uint32_t { idle = 0, busy = 1, stopping = 2 };
+
+/// What a process shows others about itself (inspect; shmctl stat and top): how many
+/// workers it runs, whether it is busy or stopping, and the task a worker runs. Its own
+/// threads write it, each a relaxed store (figures that are read once, ordering
+/// nothing). From Client::status_board(); valid while the Client is attached.
+class StatusBoard {
+ public:
+  void set_workers(std::uint32_t n) noexcept { workers_->store(n, std::memory_order_relaxed); }
+  void set_activity(Activity a) noexcept { activity_->store(static_cast<std::uint32_t>(a), std::memory_order_relaxed); }
+  /// The task one of the workers runs now (0: none).
+  void set_current_task(std::uint64_t id) noexcept { current_task_->store(id, std::memory_order_relaxed); }
+
+ private:
+  friend class Client;
+  StatusBoard(std::atomic<std::uint32_t>* workers, std::atomic<std::uint32_t>* activity,
+              std::atomic<std::uint64_t>* current_task) noexcept
+      : workers_(workers), activity_(activity), current_task_(current_task) {}
+  std::atomic<std::uint32_t>* workers_;
+  std::atomic<std::uint32_t>* activity_;
+  std::atomic<std::uint64_t>* current_task_;
+};
 
 namespace detail {
 inline constexpr unsigned kTokenIndexBits = 10;
