@@ -420,7 +420,7 @@ Client::Grant Client::acquire_for(const Taken& task, std::span<const Need> needs
     for (std::size_t j = 0; j < i; ++j) im.sem_release(sorted[j].sem, UINT32_MAX, holder);
     for (std::size_t j = 0; j < i; ++j) im.sem_after_release(sorted[j].sem);
     if (im.sem_entry(sorted[i].sem) == nullptr) {
-      // Either way the task is no longer ours: dead-lettered, or fenced (recovery has it).
+      // Either way the task is not ours: dead-lettered, or fenced (recovery has it).
       (void)im.dead_letter_record(task.index, task.word, "needs an unknown semaphore");
       return Grant::error;
     }

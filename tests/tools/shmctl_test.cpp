@@ -297,9 +297,11 @@ class Shmctl : public ::testing::Test {
 // ---------------------------------------------------------------------------------
 // Command line
 
+const char* const kVerbs[] = {"create", "destroy", "ls",      "stat", "metrics", "top",   "queue",
+                              "sem",    "dlq",     "recover", "wait", "submit",  "worker"};
+
 TEST_F(Shmctl, EveryVerbHasHelpAndBadUsageExitsTwo) {
-  for (const char* verb : {"create", "destroy", "ls", "stat", "metrics", "top", "queue", "sem", "dlq", "recover",
-                           "wait", "submit", "worker"}) {
+  for (const char* verb : kVerbs) {
     SCOPED_TRACE(verb);
     const Ran r = shmctl({verb, "--help"});
     EXPECT_EQ(r.code(), 0) << r;
@@ -372,8 +374,7 @@ TEST_F(Shmctl, VersionPrintsTheProjectVersion) {
 }
 
 TEST_F(Shmctl, UsageLinesNameShmctlAndShowRequiredOperands) {
-  for (const char* verb : {"create", "destroy", "ls", "stat", "metrics", "top", "queue", "sem", "dlq", "recover",
-                           "wait", "submit", "worker"}) {
+  for (const char* verb : kVerbs) {
     SCOPED_TRACE(verb);
     const Ran r = shmctl({verb, "--help"});
     EXPECT_EQ(r.code(), 0) << r;
