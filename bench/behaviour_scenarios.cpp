@@ -92,7 +92,7 @@
 
 #include "bench_support.hpp"
 #include "scenario_support.hpp"
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/shmsched.hpp"
 
 namespace shmsched::bench {
@@ -1147,7 +1147,7 @@ bool warm_table(Segment& seg, QueueId q) {
     if (c->enqueue_text("warm", "", o) != Errc::ok) return false;
   for (std::uint32_t i = 0; i < kCallgrindCapacity; ++i)
     if (!c->try_take(q, t) || c->complete(t) != Errc::ok) return false;
-  return seg.core().header->records_used.load() == kCallgrindCapacity;
+  return detail::core_of(seg).header->records_used.load() == kCallgrindCapacity;
 }
 
 // Prints the reason and returns the workload's failure status.

@@ -61,7 +61,7 @@
 
 #include "bench_support.hpp"
 #include "shmsched/consumer.hpp"
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/detail/futex.hpp"
 #include "shmsched/shmsched.hpp"
 
@@ -535,7 +535,7 @@ class ConsumerWakeRig {
     }));
     if (!child_->started()) return "fork failed";
     if (!wait_for_flag(sh.rep.ready, &*child_, kStartTimeout)) return start_error(sh.rep);
-    sleepers_ = &rig_.seg->core().participants[sh.slot.load(std::memory_order_relaxed)].sleepers;
+    sleepers_ = &detail::core_of(*rig_.seg).participants[sh.slot.load(std::memory_order_relaxed)].sleepers;
     o_.queue = rig_.q;
     return {};
   }

@@ -115,7 +115,7 @@
 #include "bench_support.hpp"
 #include "scenario_support.hpp"
 #include "shmsched/consumer.hpp"
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/detail/fault.hpp"
 #include "shmsched/detail/futex.hpp"
 #include "shmsched/shmsched.hpp"
@@ -486,7 +486,7 @@ std::string warm_up(Client& c, QueueId q, std::size_t payload_bytes) {
 // the rings of the other queues are holes and stay so (a queue id is a hash slot, so they
 // may lie on either side of this queue's).
 void prefault(Segment& seg, QueueId q) noexcept {
-  const detail::Core& core = seg.core();
+  const detail::Core& core = detail::core_of(seg);
   const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   auto populate = [&](const void* from, const void* to) {
     auto* begin = static_cast<std::byte*>(const_cast<void*>(from));
@@ -602,7 +602,7 @@ class ShmschedSys {
       const std::uint32_t slot = sh.shm_slot.load(std::memory_order_relaxed);
       if (slot >= seg_->layout().max_participants) return true;
       // seq_cst: the order the library's sleep announcement and wake check use.
-      return seg_->core().participants[slot].sleepers.load(std::memory_order_seq_cst) != 0;
+      return detail::core_of(*seg_).participants[slot].sleepers.load(std::memory_order_seq_cst) != 0;
     }
     std::uint64_t rings() const noexcept { return detail::futex_wake_calls() - rings0_; }
     const std::string& error() const noexcept { return error_; }

@@ -37,7 +37,7 @@ Result<Client> Client::attach(Segment& segment, Role role) {
                  "segment '" + segment.name() + "' is open read-only: a participant writes to it (open it read-write)");
   auto impl = std::make_unique<Impl>();
   impl->seg = &segment;
-  impl->core = &segment.core();
+  impl->core = &detail::core_of(segment);
   impl->my_counters = &impl->core->counter(0, 0, 0);  // slot 0 until a slot is claimed, as `slot`
   auto* core = impl->core;
   impl->pop_cursor = std::make_unique<detail::AtomicU64[]>(core->ring_count());  // value-initialised: 0
@@ -296,7 +296,7 @@ std::chrono::milliseconds nominal_retry_delay(const RetryPolicy& policy, unsigne
 }
 
 RetryPolicy retry_policy_of(const Segment& segment, const Taken& task) noexcept {
-  const detail::Core& core = segment.core();
+  const detail::Core& core = detail::core_of(segment);
   if (task.index >= core.capacity) return {};
   const detail::TaskHot* hot = core.hot(task.index);
   RetryPolicy p;

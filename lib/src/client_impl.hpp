@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "shmsched/client.hpp"
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/detail/fault.hpp"
 #include "shmsched/detail/futex.hpp"
 #include "shmsched/detail/name_table.hpp"

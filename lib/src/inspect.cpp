@@ -14,7 +14,7 @@ std::uint64_t QueueSnapshot::depth() const noexcept {
 }
 
 Snapshot inspect(const Segment& segment) {
-  const detail::Core& core = segment.core();
+  const detail::Core& core = detail::core_of(segment);
   Snapshot s;
   s.name = segment.name();
   s.layout = segment.layout();
@@ -126,7 +126,7 @@ Snapshot inspect(const Segment& segment) {
 
 std::vector<DeadLetter> dead_letters(const Segment& segment, std::size_t max) {
   std::vector<DeadLetter> out;
-  const detail::Core& core = segment.core();
+  const detail::Core& core = detail::core_of(segment);
   for (std::uint32_t i = 0, end = core.scan_end(); i < end && out.size() < max; ++i) {
     const std::uint64_t s = core.ctrl[i].state.load(std::memory_order_acquire);
     if (state_of(s) != TaskState::dead) continue;

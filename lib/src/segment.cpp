@@ -15,7 +15,7 @@
 #include <cstring>
 #include <thread>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/detail/fault.hpp"
 #include "shmsched/detail/name_table.hpp"
 
@@ -318,7 +318,8 @@ Result<Segment> Segment::create(std::string_view name, const Layout& layout, con
   }
   // (H1) release: everything written above is visible to an opener that acquires
   // `ready`; pairs with (H2) in open().
-  seg.core().header->init_state.store(static_cast<std::uint32_t>(detail::InitState::ready), std::memory_order_release);
+  detail::core_of(seg).header->init_state.store(static_cast<std::uint32_t>(detail::InitState::ready),
+                                                std::memory_order_release);
   return seg;
 }
 
@@ -336,7 +337,8 @@ Result<Segment> Segment::create_private(const Layout& layout, const CreateOption
   init_header(impl->core, "(private)");
   Segment seg(std::move(impl));
   if (auto q = create_queues(seg, options); !q) return q.error();
-  seg.core().header->init_state.store(static_cast<std::uint32_t>(detail::InitState::ready), std::memory_order_release);
+  detail::core_of(seg).header->init_state.store(static_cast<std::uint32_t>(detail::InitState::ready),
+                                                std::memory_order_release);
   return seg;
 }
 

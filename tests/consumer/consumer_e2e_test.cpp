@@ -25,7 +25,7 @@
 #include <thread>
 #include <vector>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/detail/futex.hpp"
 #include "shmsched/shmsched.hpp"
 #include "test_support.hpp"
@@ -106,7 +106,7 @@ class ChildGuard {
 
 // The participant slot of a live process, found by pid (children report nothing else).
 const detail::ParticipantSlot* slot_of(Segment& seg, pid_t pid) {
-  auto& core = seg.core();
+  auto& core = detail::core_of(seg);
   for (std::uint32_t i = 0; i < core.layout.max_participants; ++i) {
     const auto& p = core.participants[i];
     if (detail::pword_state(p.word.load()) == detail::ParticipantSlot::kActive &&
@@ -118,7 +118,7 @@ const detail::ParticipantSlot* slot_of(Segment& seg, pid_t pid) {
 
 // How many task records are in state `st` right now (the state word is the truth).
 std::size_t records_in(Segment& seg, TaskState st) {
-  auto& core = seg.core();
+  auto& core = detail::core_of(seg);
   std::size_t n = 0;
   for (std::uint32_t i = 0; i < core.capacity; ++i) n += detail::state_of(core.ctrl[i].state.load()) == st;
   return n;
@@ -315,7 +315,7 @@ TEST_F(E2e, ReservedWorkerRunsHomeTaskWhileHelperIsBusy) {
   ASSERT_TRUE(eventually([&] { return general_running.load() == 1; }));
   // The reserved worker looked, found nothing it may take, and went to sleep: proof
   // that it passed over the two general tasks still queued.
-  const auto& me = seg.core().participants[detail::token_index(c->client().token()) - 1];
+  const auto& me = detail::core_of(seg).participants[detail::token_index(c->client().token()) - 1];
   ASSERT_TRUE(eventually([&] { return me.sleepers.load() == 1; })) << "worker 0 never went idle";
   EXPECT_EQ(general_running.load(), 1);
 

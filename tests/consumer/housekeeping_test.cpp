@@ -15,7 +15,7 @@
 #include <string>
 #include <thread>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/shmsched.hpp"
 #include "test_support.hpp"
 
@@ -160,11 +160,11 @@ TEST(Housekeeping, StoppedJanitorLosesItsLeaseAndDeadWorkersAreStillReaped) {
   const bool rerun = eventually([&] { return b.rerun.load() == 1; }, 10s);
   const Snapshot snap = inspect(seg);
   std::string held;
-  for (std::uint32_t i = 0; i < seg.core().scan_end(); ++i) {
-    const std::uint64_t w = seg.core().ctrl[i].state.load();
+  for (std::uint32_t i = 0; i < detail::core_of(seg).scan_end(); ++i) {
+    const std::uint64_t w = detail::core_of(seg).ctrl[i].state.load();
     if (detail::state_of(w) == TaskState::running)
       held += " record " + std::to_string(i) + " owner " + std::to_string(detail::owner_of(w)) + " attempts " +
-              std::to_string(seg.core().hot(i)->attempts);
+              std::to_string(detail::core_of(seg).hot(i)->attempts);
   }
   for (const auto& p : snap.participants)
     held += " participant token " + std::to_string(p.token) + " pid " + std::to_string(p.pid);

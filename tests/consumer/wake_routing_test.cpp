@@ -9,7 +9,7 @@
 #include <atomic>
 #include <thread>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/detail/futex.hpp"
 #include "shmsched/shmsched.hpp"
 #include "test_support.hpp"
@@ -153,8 +153,8 @@ TEST(WakeRouting, HelpWakeGoesToAProcessWhoseOnlySleeperCannotHelp) {
   h->on("gen", gen);
   s->start();
   h->start();
-  auto& sp = seg.core().participants[detail::token_index(s->client().token()) - 1];
-  auto& hp = seg.core().participants[detail::token_index(h->client().token()) - 1];
+  auto& sp = detail::core_of(seg).participants[detail::token_index(s->client().token()) - 1];
+  auto& hp = detail::core_of(seg).participants[detail::token_index(h->client().token()) - 1];
   TaskOptions so;
   so.queue = selenium;
   for (int i = 0; i < 50 && !w1_blocked; ++i) {
@@ -247,7 +247,7 @@ TEST(WakeRouting, BatchWakesASleeperWithOneLook) {
     return Outcome::done();
   });
   c->start();
-  ASSERT_TRUE(test::eventually([&] { return seg.core().participants[0].sleepers.load() != 0; }, 5s))
+  ASSERT_TRUE(test::eventually([&] { return detail::core_of(seg).participants[0].sleepers.load() != 0; }, 5s))
       << "the worker never went to sleep";
   Client producer = Client::attach(seg).value();
   std::vector<TaskSpec> specs(6);

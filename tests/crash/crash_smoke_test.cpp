@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/detail/fault.hpp"
 #include "shmsched/shmsched.hpp"
 
@@ -134,7 +134,7 @@ struct World {
 
     // Nothing is left reserved, queued, running or delayed, and nothing is owned by a
     // participant that no longer exists.
-    const auto& core = seg.core();
+    const auto& core = detail::core_of(seg);
     for (std::uint32_t i = 0; i < core.capacity; ++i) {
       const auto s = core.ctrl[i].state.load();
       const auto st = detail::state_of(s);
@@ -333,8 +333,8 @@ TEST(KillTakeAhead, HeldTasksAreRequeuedUncharged) {
     }
     EXPECT_EQ(taken, 11u);
   }
-  for (std::uint32_t i = 0; i < w.seg.core().capacity; ++i) {
-    const auto st = detail::state_of(w.seg.core().ctrl[i].state.load());
+  for (std::uint32_t i = 0; i < detail::core_of(w.seg).capacity; ++i) {
+    const auto st = detail::state_of(detail::core_of(w.seg).ctrl[i].state.load());
     EXPECT_TRUE(st == TaskState::free || st == TaskState::virgin) << "record " << i;
   }
 }
@@ -470,8 +470,8 @@ TEST(Fencing, AProducerReapedMidBatchLeavesOthersRecordsAlone) {
   ASSERT_TRUE(WIFSTOPPED(status)) << "the child did not stop at its point";
   // Recovery takes the stopped producer's records back...
   auto c = Client::attach(w.seg, Role::producer | Role::consumer).value();
-  auto& slot =
-      w.seg.core().participants[detail::token_index(static_cast<std::uint16_t>(w.log->victim_ready.load())) - 1];
+  auto& slot = detail::core_of(w.seg)
+                   .participants[detail::token_index(static_cast<std::uint16_t>(w.log->victim_ready.load())) - 1];
   slot.start_time.store(slot.start_time.load() + 1);
   const ReapReport rep = c.reap_dead();
   ASSERT_EQ(rep.freed, 10u);
@@ -501,8 +501,8 @@ TEST(Fencing, AProducerReapedMidBatchLeavesOthersRecordsAlone) {
     ASSERT_EQ(c.complete(t), Errc::ok);
   }
   EXPECT_EQ(taken, mine.size()) << "the fenced producer freed records that were not its own";
-  for (std::uint32_t i = 0; i < w.seg.core().capacity; ++i) {
-    const auto st = detail::state_of(w.seg.core().ctrl[i].state.load());
+  for (std::uint32_t i = 0; i < detail::core_of(w.seg).capacity; ++i) {
+    const auto st = detail::state_of(detail::core_of(w.seg).ctrl[i].state.load());
     EXPECT_TRUE(st == TaskState::free) << "record " << i << " left in state " << static_cast<int>(st);
   }
 }

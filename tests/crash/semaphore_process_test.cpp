@@ -22,7 +22,7 @@
 #include <thread>
 #include <vector>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/detail/fault.hpp"
 #include "shmsched/shmsched.hpp"
 #include "test_support.hpp"
@@ -98,7 +98,7 @@ std::uint32_t in_use(const Segment& seg, SemId sem) {
 // must equal in_use: a slot left behind by a dead process would eventually starve
 // grants even though no permit bit is set.
 std::uint32_t ledger_entries(Segment& seg, SemId sem) {
-  auto& e = seg.core().semaphores[sem];
+  auto& e = detail::core_of(seg).semaphores[sem];
   std::uint32_t n = 0;
   for (auto& h : e.holders) n += h.load() != 0;
   return n;
@@ -107,7 +107,7 @@ std::uint32_t ledger_entries(Segment& seg, SemId sem) {
 // Every record is free again: nothing queued, parked, running, delayed or dead.
 std::string busy_records(Segment& seg) {
   std::string out;
-  const auto& core = seg.core();
+  const auto& core = detail::core_of(seg);
   for (std::uint32_t i = 0; i < core.capacity; ++i) {
     const auto st = detail::state_of(core.ctrl[i].state.load());
     if (st != TaskState::free && st != TaskState::virgin)

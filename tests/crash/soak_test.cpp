@@ -17,7 +17,7 @@
 #include <set>
 #include <thread>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/shmsched.hpp"
 #include "test_support.hpp"
 
@@ -256,7 +256,7 @@ TEST(Fencing, AReapedParticipantsLateWritesAreRefused) {
   ASSERT_TRUE(stale.try_take(o.queue.id(), t));
   // Make the participant look dead to the reaper (as if its pid and start time no
   // longer matched): the reaper takes its task back and frees its slot with epoch + 1.
-  auto& slot = seg.core().participants[detail::token_index(stale.token()) - 1];
+  auto& slot = detail::core_of(seg).participants[detail::token_index(stale.token()) - 1];
   const auto real_start = slot.start_time.load();
   slot.start_time.store(real_start + 1);
   const ReapReport rep = producer.reap_dead();

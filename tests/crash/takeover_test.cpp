@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/detail/fault.hpp"
 #include "shmsched/shmsched.hpp"
 #include "test_support.hpp"
@@ -103,7 +103,7 @@ struct World {
     EXPECT_EQ(retried, static_cast<int>(kParticipants)) << "each dead participant's running task counts an attempt";
     EXPECT_EQ(in_use(), 0u) << "permits of the dead were not returned";
     EXPECT_TRUE(c.verify_permits().ok());
-    const auto& core = seg.core();
+    const auto& core = detail::core_of(seg);
     for (std::uint32_t i = 0; i < core.capacity; ++i) {
       const auto st = detail::state_of(core.ctrl[i].state.load());
       EXPECT_TRUE(st == TaskState::free || st == TaskState::virgin) << "record " << i << " state " << int(st);

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <vector>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/shmsched.hpp"
 
 using namespace shmsched;
@@ -36,7 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto& templ = header_images[l.levels];
   if (templ.empty()) {
     auto seg = Segment::create_private(l, CreateOptions{0600, {"a", "b"}}).value();
-    const auto* base = reinterpret_cast<const std::uint8_t*>(seg.core().base);
+    const auto* base = reinterpret_cast<const std::uint8_t*>(detail::core_of(seg).base);
     templ.assign(base, base + seg.size_bytes());
   }
   std::vector<std::uint8_t> image = templ;

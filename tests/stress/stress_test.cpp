@@ -24,7 +24,7 @@
 #include <thread>
 #include <vector>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/shmsched.hpp"
 #include "test_support.hpp"
 
@@ -87,7 +87,7 @@ struct Tally {
 
 /// Tasks held by the rings or owned by someone are all gone once the run is over.
 ::testing::AssertionResult every_record_free(const Segment& seg) {
-  const auto& core = seg.core();
+  const auto& core = detail::core_of(seg);
   std::array<std::uint64_t, 8> by_state{};
   for (std::uint32_t i = 0; i < core.capacity; ++i) {
     const auto s = detail::state_of(core.ctrl[i].state.load(std::memory_order_acquire));
@@ -103,7 +103,7 @@ struct Tally {
 }
 
 ::testing::AssertionResult every_participant_free(const Segment& seg) {
-  const auto& core = seg.core();
+  const auto& core = detail::core_of(seg);
   for (std::uint32_t i = 0; i < core.layout.max_participants; ++i) {
     const std::uint64_t w = core.participants[i].word.load(std::memory_order_acquire);
     if (detail::pword_state(w) != detail::ParticipantSlot::kFree)

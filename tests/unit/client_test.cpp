@@ -8,7 +8,7 @@
 #include <thread>
 #include <vector>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/shmsched.hpp"
 
 using namespace shmsched;
@@ -36,7 +36,7 @@ struct Fixture : ::testing::Test {
     o.priority = prio;
     return o;
   }
-  TaskState state_of_index(std::uint32_t i) { return detail::state_of(seg.core().ctrl[i].state.load()); }
+  TaskState state_of_index(std::uint32_t i) { return detail::state_of(detail::core_of(seg).ctrl[i].state.load()); }
 };
 
 }  // namespace
@@ -188,7 +188,7 @@ TEST(ClientRing, FullRingIsBackPressureAndRecordIsReturned) {
   EXPECT_EQ(cli.enqueue_value("t", 5, o), Errc::ok);
   int reserved = 0;
   for (std::uint32_t i = 0; i < 64; ++i)
-    reserved += detail::state_of(seg.core().ctrl[i].state.load()) == TaskState::reserved;
+    reserved += detail::state_of(detail::core_of(seg).ctrl[i].state.load()) == TaskState::reserved;
   EXPECT_EQ(reserved, 0);
 }
 
@@ -220,10 +220,10 @@ TEST_F(Fixture, ATaskNamesItsQueueByNameOrId) {
 }
 
 TEST_F(Fixture, ATaskNamingNoQueueOrAMissingOneIsRefusedAndChangesNothing) {
-  const std::uint32_t before = seg.core().capacity;
+  const std::uint32_t before = detail::core_of(seg).capacity;
   auto in_use = [&] {
     std::uint32_t n = 0;
-    for (std::uint32_t i = 0; i < before; ++i) n += seg.core().ctrl[i].state.load() != 0;
+    for (std::uint32_t i = 0; i < before; ++i) n += detail::core_of(seg).ctrl[i].state.load() != 0;
     return n;
   };
   EXPECT_EQ(cli.enqueue_text("t", "x", TaskOptions{}), Errc::queue_not_set);
@@ -285,7 +285,8 @@ TEST_F(Fixture, ABatchResolvesEachTasksQueueNameAndStopsAtAnUnknownOne) {
 TEST_F(Fixture, BadInputIsRefusedAndChangesNothing) {
   auto reserved_or_used = [&] {
     int n = 0;
-    for (std::uint32_t i = 0; i < seg.core().capacity; ++i) n += seg.core().ctrl[i].state.load() != 0;
+    for (std::uint32_t i = 0; i < detail::core_of(seg).capacity; ++i)
+      n += detail::core_of(seg).ctrl[i].state.load() != 0;
     return n;
   };
   const int before = reserved_or_used();
@@ -388,7 +389,7 @@ TEST_F(Fixture, DelayedTaskRunsOnlyWhenDue) {
   ASSERT_EQ(cli.enqueue_text("later", "x", o, &id), Errc::ok);
   Taken t;
   EXPECT_FALSE(cli.try_take(general, t));
-  EXPECT_EQ(state_of_index(seg.core().id_index(id)), TaskState::delayed);
+  EXPECT_EQ(state_of_index(detail::core_of(seg).id_index(id)), TaskState::delayed);
   EXPECT_EQ(cli.promote_due(monotonic_ns()), 0u);
   EXPECT_EQ(cli.promote_due(o.not_before_ns + 1), 1u);
   ASSERT_TRUE(cli.try_take(general, t));
@@ -416,7 +417,7 @@ TEST_F(Fixture, DeadLetterKeepsReason) {
   ASSERT_TRUE(cli.try_take(general, t));
   ASSERT_EQ(cli.dead_letter(t, "no handler for type 'a'"), Errc::ok);
   EXPECT_EQ(state_of_index(t.index), TaskState::dead);
-  EXPECT_STREQ(seg.core().cold(t.index)->last_error, "no handler for type 'a'");
+  EXPECT_STREQ(detail::core_of(seg).cold(t.index)->last_error, "no handler for type 'a'");
 }
 
 // A task whose expiry passed while it was queued is dead-lettered by the take that
@@ -516,8 +517,10 @@ TEST_F(Fixture, TakeAheadClaimsSeveralAndHandsThemOutInOrder) {
   EXPECT_EQ(t.attempt, 1);
   EXPECT_EQ(cli.level_stats(general, 1).started, 1u) << "only the task handed out started";
   for (int i = 1; i < 4; ++i) {
-    EXPECT_EQ(state_of_index(seg.core().id_index(ids[i])), TaskState::running) << "task " << i << " is claimed ahead";
-    EXPECT_EQ(seg.core().hot(seg.core().id_index(ids[i]))->attempts, 0) << "and its attempt is not counted";
+    EXPECT_EQ(state_of_index(detail::core_of(seg).id_index(ids[i])), TaskState::running)
+        << "task " << i << " is claimed ahead";
+    EXPECT_EQ(detail::core_of(seg).hot(detail::core_of(seg).id_index(ids[i]))->attempts, 0)
+        << "and its attempt is not counted";
   }
   Taken o;
   ASSERT_TRUE(other.try_take(general, o));
@@ -614,7 +617,7 @@ TEST_F(Fixture, TakeAheadHeldTasksGoBackAfterATickWithoutProgress) {
 TEST_F(Fixture, TakeAheadSkipsAHeldRecordThatIsNoLongerOurs) {
   const std::vector<TaskId> ids = enqueue_n(cli, general, 0, 4);
   take_one_ahead(cli, general, 4, ids[0]);  // ids[1..3] held
-  auto& word = seg.core().ctrl[seg.core().id_index(ids[1])].state;
+  auto& word = detail::core_of(seg).ctrl[detail::core_of(seg).id_index(ids[1])].state;
   const std::uint64_t held = word.load();
   ASSERT_EQ(detail::state_of(held), TaskState::running);
   word.store(detail::next_word(held, TaskState::free, 0));  // taken back by someone else
@@ -643,7 +646,7 @@ TEST_F(Fixture, TakeAheadDetachGivesBackAHeldTaskWithNoAttemptsLeft) {
     ASSERT_EQ(c.complete(t), Errc::ok);
     c.detach();  // holding `spent`
   }
-  EXPECT_EQ(state_of_index(seg.core().id_index(spent)), TaskState::queued);
+  EXPECT_EQ(state_of_index(detail::core_of(seg).id_index(spent)), TaskState::queued);
   EXPECT_TRUE(cli.dead_letters().empty());
   ASSERT_TRUE(cli.try_take(general, t));
   EXPECT_EQ(t.id, spent);
@@ -835,7 +838,7 @@ TEST_F(Fixture, ABatchOfOneLevelIsOneRingEntryTakenInOrder) {
   std::vector<TaskId> ids(specs.size());
   ASSERT_EQ(cli.enqueue_batch(specs, ids), specs.size());
   // One entry in level 2's ring holding twenty records side by side.
-  const auto& core = seg.core();
+  const auto& core = detail::core_of(seg);
   const auto ring = core.ring(core.ring_id(general, 2));
   std::set<std::uint64_t> positions;
   std::uint64_t values_held = 0;
@@ -907,7 +910,7 @@ TEST(ClientRuns, AFullRingRefusesAWholeRunAndGivesItsRecordsBack) {
   EXPECT_EQ(err, Errc::ring_full);
   std::uint32_t reserved = 0, queued = 0;
   for (std::uint32_t i = 0; i < 64; ++i) {
-    const TaskState st = detail::state_of(seg.core().ctrl[i].state.load());
+    const TaskState st = detail::state_of(detail::core_of(seg).ctrl[i].state.load());
     reserved += st == TaskState::reserved;
     queued += st == TaskState::queued;
   }
@@ -927,7 +930,7 @@ TEST_F(Fixture, ABatchOfMixedLevelsMakesOneRunPerLevelKeepingFifoWithinEach) {
   }
   std::vector<TaskId> ids(specs.size());
   ASSERT_EQ(cli.enqueue_batch(specs, ids), specs.size());
-  const auto& core = seg.core();
+  const auto& core = detail::core_of(seg);
   for (std::uint8_t level = 0; level < 3; ++level) {
     std::set<std::uint64_t> positions;
     std::size_t held = 0;

@@ -4,7 +4,7 @@
 #include <chrono>
 #include <thread>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/detail/futex.hpp"
 #include "shmsched/shmsched.hpp"
 #include "test_support.hpp"
@@ -62,7 +62,7 @@ TEST_F(ConsumerFixture, RunsEveryTaskOnceWithTypedHandler) {
     c->request_stop();
     EXPECT_TRUE(c->join());
     for (auto& s : seen) EXPECT_EQ(s.load(), 1);
-    const auto& core = seg.core();
+    const auto& core = detail::core_of(seg);
     for (std::uint32_t i = 0; i < core.capacity; ++i) {
       const TaskState st = detail::state_of(core.ctrl[i].state.load());
       EXPECT_TRUE(st == TaskState::free || st == TaskState::virgin) << "record " << i;
@@ -195,7 +195,7 @@ TEST_F(ConsumerFixture, SleepingConsumerIsWokenByEnqueue) {
     return Outcome::done();
   });
   c->start();
-  auto& me = seg.core().participants[detail::token_index(c->client().token()) - 1];
+  auto& me = detail::core_of(seg).participants[detail::token_index(c->client().token()) - 1];
   ASSERT_TRUE(eventually([&] { return me.sleepers.load() == 1; }));
   ASSERT_EQ(producer.enqueue_text("ping", "", opts(general)), Errc::ok);
   ASSERT_TRUE(eventually([&] { return ran.load() == 1; }, 5s)) << "the sleeper was not woken";

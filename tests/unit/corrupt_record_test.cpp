@@ -10,7 +10,7 @@
 #include <cstring>
 #include <string>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/shmsched.hpp"
 #include "test_support.hpp"
 
@@ -46,8 +46,8 @@ struct Image {
     o.needs[0] = Need{sem, 1};
     TaskId id = kNoTask;
     EXPECT_EQ(cli.enqueue_text("job", "payload bytes", o, &id), Errc::ok);
-    index = seg.core().id_index(id);
-    rid = seg.core().ring_id(q, 2);
+    index = detail::core_of(seg).id_index(id);
+    rid = detail::core_of(seg).ring_id(q, 2);
     if (start == Start::queued) return;
     Taken t;
     EXPECT_TRUE(cli.try_take(q, t));
@@ -57,13 +57,13 @@ struct Image {
     }
     EXPECT_EQ(cli.set_capacity(sem, 0), Errc::ok);
     EXPECT_EQ(cli.acquire_for(t, t.needs), Client::Grant::parked);
-    rid = seg.core().park_ring_id(sem, 2);
+    rid = detail::core_of(seg).park_ring_id(sem, 2);
   }
 
   // The bytes a test may damage: the record's control words, its body (hot line,
   // payload, cold lines), and the first slot of its ring.
   std::vector<std::pair<std::byte*, std::size_t>> regions() {
-    auto& core = seg.core();
+    auto& core = detail::core_of(seg);
     return {{reinterpret_cast<std::byte*>(&core.ctrl[index]), sizeof(detail::TaskCtrl)},
             {reinterpret_cast<std::byte*>(core.hot(index)), static_cast<std::size_t>(core.stride)},
             {reinterpret_cast<std::byte*>(rid < core.ring_count()
@@ -154,7 +154,7 @@ TEST(CorruptRecord, EveryByteOfADeadLetterAndItsSlot) {
 // record is quarantined with a reason on take, and refused, unchanged, on requeue.
 TEST(CorruptRecord, DamagedQueueIsQuarantinedOnTakeAndRefusedOnRequeue) {
   Image img(Start::queued);
-  img.seg.core().hot(img.index)->queue ^= 0xFF00;
+  detail::core_of(img.seg).hot(img.index)->queue ^= 0xFF00;
   Taken t;
   EXPECT_FALSE(img.cli.try_take(img.q, t)) << "a damaged record was handed out";
   const auto dl = img.cli.dead_letters();

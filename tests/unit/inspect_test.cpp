@@ -3,7 +3,7 @@
 #include <limits>
 #include <vector>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/shmsched.hpp"
 
 using namespace shmsched;
@@ -124,7 +124,7 @@ TEST(Inspect, ParkedTaskCountsForItsQueue) {
 // everything below it is still seen, and what lies past it counts as free.
 TEST(Inspect, ScansStopAtTheHighestRecordEverUsedAndMissNothingBelowIt) {
   auto seg = Segment::create_private(layout(), CreateOptions{0600, {"a"}}).value();
-  const auto& mark = seg.core().header->records_used;
+  const auto& mark = detail::core_of(seg).header->records_used;
   EXPECT_EQ(mark.load(), 0u) << "a fresh segment has used no record";
   EXPECT_EQ(inspect(seg).free, 256u);
   auto cli = Client::attach(seg, Role::producer | Role::consumer).value();
@@ -186,7 +186,7 @@ TEST(Inspect, AnAbsurdEnqueueTimeGivesASaturatedAgeNotAnOverflow) {
   TaskOptions o;
   o.queue = seg.find_queue("a").value();
   ASSERT_EQ(cli.enqueue_text("t", "", o), Errc::ok);
-  const auto& core = seg.core();
+  const auto& core = detail::core_of(seg);
   std::uint32_t queued = core.capacity;
   for (std::uint32_t i = 0; i < core.capacity; ++i)
     if (detail::state_of(core.ctrl[i].state.load()) == TaskState::queued) queued = i;

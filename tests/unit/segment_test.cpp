@@ -26,7 +26,7 @@
 #include <thread>
 #include <vector>
 
-#include "shmsched/detail/core.hpp"
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/detail/fault.hpp"
 #include "shmsched/detail/shm_structs.hpp"
 #include "shmsched/shmsched.hpp"
@@ -608,7 +608,7 @@ TEST(SegmentImage, CopyOfARealSegmentIsAcceptedAndDamagedCopiesAreNot) {
     ASSERT_TRUE(cli.ok());
     ASSERT_EQ(cli->enqueue_text("t", "in the image", on(seg->find_queue("general").value())), Errc::ok);
   }
-  const auto* base = seg->core().base;
+  const auto* base = detail::core_of(*seg).base;
   const std::vector<std::byte> image(base, base + seg->size_bytes());
 
   auto r = Segment::check_image(image.data(), image.size());
@@ -992,7 +992,7 @@ TEST(SegmentNamed, CreateOnAFullDevShmFailsCleanlyAndACreatedSegmentNeverSigbuse
     std::vector<char> chunk(4096, 'x');
     while (fd >= 0 && ::write(fd, chunk.data(), chunk.size()) > 0) {
     }
-    auto* bytes = reinterpret_cast<volatile unsigned char*>(&small->core().header->magic);
+    auto* bytes = reinterpret_cast<volatile unsigned char*>(&detail::core_of(*small).header->magic);
     for (std::size_t i = 0; i < small->size_bytes(); i += 4096) bytes[i] = bytes[i];
     auto client = Client::attach(*small);
     if (!client.ok()) return int{kTouchFailed};

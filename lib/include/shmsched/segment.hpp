@@ -38,7 +38,8 @@ namespace shmsched {
 
 namespace detail {
 struct Core;
-}
+struct CoreAccess;
+}  // namespace detail
 
 struct CreateOptions {
   /// Permission bits of the object; 0600 unless a group mode is asked for.
@@ -118,10 +119,10 @@ class Segment {
   /// The ready semaphores, in id order.
   std::vector<SemaphoreInfo> semaphores() const;
 
+ private:
+  friend struct detail::CoreAccess;  // the engine, inspector, tests: detail/core_access.hpp
   detail::Core& core() noexcept;
   const detail::Core& core() const noexcept;
-
- private:
   struct Impl;
   explicit Segment(std::unique_ptr<Impl> impl) noexcept;
   std::unique_ptr<Impl> impl_;
