@@ -1,12 +1,12 @@
 // What every benchmark of the suite shares: the 64-byte item all systems move, the
-// priority sequence, the back-off used by every polling side, forked children, and the
-// ratio table printed after the run.
+// priority sequence, the back-off used by every polling side, CPU pinning and forked
+// children.
 //
 // Fairness rules the files follow (so that a ratio compares like with like):
 //  * every system moves the same Item (64 bytes) by value, and every consumer copies it
 //    out and adds its sequence number to a checksum that the driver verifies;
 //  * shmsched, moodycamel and tbb get the same depth (kDepth items in flight); boost's
-//    message_queue, whose insert is O(depth), runs at 1024 as well as at kDepth;
+//    message_queue, whose insert is O(depth), runs at 1024, where it is at its best;
 //  * every polling side (producer on a full queue, consumer on an empty one) backs off
 //    with the same Backoff, so no system wins by spinning harder than another;
 //  * in cross runs the producer and the consumer are pinned to two different CPUs;
@@ -348,23 +348,5 @@ double run_timed(State& state, Run&& run) {
 
 /// The verdict on a finished run: whether the consumer saw every item exactly as sent.
 std::string check_report(const ConsumerReport& r, std::uint64_t n);
-
-// ---- the ratio table --------------------------------------------------------------
-
-/// Declares "rate of `numerator` / rate of `denominator`" as a ratio to print after the
-/// run; both are benchmark names without aggregate suffix (function name plus args, e.g.
-/// "BM_pair_shmsched_client/0"). A ratio whose benchmarks did not run is skipped.
-struct RatioDecl {
-  RatioDecl(std::string group, std::string label, std::string numerator, std::string denominator);
-};
-
-/// Declares "counter `num_counter` of `numerator` / counter `den_counter` of
-/// `denominator`" as a ratio for a second table, for results that are not rates
-/// (latency percentiles: < 1 means the first is faster). Names as for RatioDecl; a ratio
-/// whose benchmarks or counters are missing is skipped.
-struct CounterRatioDecl {
-  CounterRatioDecl(std::string group, std::string label, std::string numerator, std::string num_counter,
-                   std::string denominator, std::string den_counter);
-};
 
 }  // namespace shmsched::bench

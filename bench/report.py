@@ -4,7 +4,7 @@
 Python 3 standard library only. bench/run and bench/plot call it; by hand:
 
   report.py micro MICRO.json [--out F]            Google Benchmark JSON -> JSON Lines records
-  report.py rounds R1.json R2.json ... [--out F]   floors of shmsched_bench rows, round by round
+  report.py rounds R1.json R2.json ... [--out F]   rounds of shmsched_bench -> records with extra.round
   report.py callgrind N1:OUT[,OUT..] N2:OUT[,..]  callgrind outputs -> one record (instructions/task)
   report.py collect --out latest.json NAME=FILE.jsonl ...   merge JSON Lines into latest.json
   report.py markdown latest.json [--out latest.md] [--print-floors]
@@ -13,8 +13,10 @@ Python 3 standard library only. bench/run and bench/plot call it; by hand:
   report.py validate latest.json                   required keys present, or exit 1
 
 Every record has the keys in REQUIRED (numbers or null), optional "extra" (an object; latency
-records carry extra.cdf = [[us, cumulative fraction], ...]) and optional "error". collect adds
-"source": the driver the record came from.
+records carry extra.cdf = [[us, cumulative fraction], ...]; a row measured once a round carries
+extra.round) and optional "error". collect adds "source": the driver the record came from.
+
+FLOORS and RATIOS below are the one list of the floors and of the ratios the results show.
 """
 
 import argparse
@@ -31,19 +33,12 @@ REQUIRED = ("scenario", "system", "payload_bytes", "producers", "consumers", "ta
             "p50_us", "p99_us", "p999_us", "cores", "cpu_model")
 
 # Peers in the order the tables and plots show them; systems not listed follow alphabetically.
-SYSTEM_ORDER = ("shmsched", "shmsched_reserve0", "shmsched_reserve1", "index_ring", "boost_mq",
-                "redis", "redis_pipelined", "moodycamel", "tbb", "boost_semaphore",
-                "emulated_incr_decr", "spin_word", "record_bound", "record_states", "record_early",
-                "line_transfer")
+SYSTEM_ORDER = ("shmsched", "shmsched_no_aging", "shmsched_reserve0", "shmsched_reserve1", "boost_mq",
+                "redis", "redis_pipelined", "moodycamel", "tbb", "boost_semaphore", "emulated_incr_decr",
+                "shmctl_worker", "xargs")
 
 # An error of this form means a peer is not installed: its rows are absent, the run is not failed.
 ABSENT_RE = re.compile(r"\bnot available\b", re.IGNORECASE)
-
-# Floors the issues set (checked in the "floors" table of latest.md).
-FLOOR_FULL_PATH_VS_BOOST = 2.0
-FLOOR_FULL_PATH_VS_REDIS = 100.0
-FLOOR_SCARCE_WALL_OVER_IDEAL = 1.2
-FLOOR_SHELL_VS_XARGS = 1.0
 
 
 def die(msg, code=1):
@@ -106,20 +101,11 @@ _DECORATION = re.compile(r"^(iterations|repeats|min_time|min_warmup_time|threads
 
 # Which system a shmsched_bench benchmark measures, first match wins.
 _MICRO_SYSTEMS = (
-    ("index_ring", "index_ring"),
-    ("record_bound", "record_bound"),    # references for a task-table engine, not peers
-    ("record_states", "record_states"),
-    ("record_early", "record_early"),
     ("shmsched", "shmsched"),
-    ("alloc_fill_free", "shmsched"),
-    ("wake_sleeping", "shmsched"),      # shmsched's sleeping wake-up; futex references are counters
     ("moodycamel", "moodycamel"),
     ("tbb", "tbb"),
     ("boost_mq", "boost_mq"),
     ("boost", "boost_semaphore"),
-    ("emulated_incr", "emulated_incr_decr"),
-    ("spin_word", "spin_word"),
-    ("two_transfers", "line_transfer"),  # a measure of the machine, not a queue
 )
 
 _GBENCH_FIELDS = {"name", "run_name", "run_type", "repetitions", "repetition_index", "threads", "iterations",
@@ -229,32 +215,24 @@ def gbench_medians(path):
 
 
 def cmd_rounds(args):
-    """One record per floor of MICRO_FLOORS whose two rows ran in every round given.
-
-    Each input is one invocation of shmsched_bench (a round): the two rows of a floor
-    ran within a minute of each other there, so their ratio is taken within the round.
-    On a host whose speed moves in phases lasting minutes, a floor judged on one run
-    is decided by the phase each row fell in; the count of rounds that meet it says
-    how often the engine meets it, which one run cannot."""
-    rounds = []
-    for path in args.inputs:
+    """One record per row and round of several invocations of shmsched_bench (rounds):
+    scenario "micro/<benchmark>", its median rate, extra.round. The rows of a floor ran
+    within a minute of each other in a round, so their ratio is taken within the round;
+    on a host whose speed moves in phases lasting minutes, the median over rounds says
+    more than one run can."""
+    records = []
+    for i, path in enumerate(args.inputs, 1):
         try:
-            rounds.append(gbench_medians(path))
+            rates = gbench_medians(path)
         except (OSError, json.JSONDecodeError) as e:
             die(f"rounds: cannot read {path}: {e}")
-    records = []
-    for a, b, floor, label in list(MICRO_FLOORS) + [(a, b, None, label) for a, b, label in ROUND_REFERENCES]:
-        ratios = [ratio(num(r.get(a)), num(r.get(b))) for r in rounds]
-        if not rounds or any(x is None for x in ratios):
-            continue
-        rec = base_record("floor_rounds", "shmsched")
-        rec["extra"] = {"label": label, "floor": floor, "numerator": a, "denominator": b,
-                        "ratios": ratios, "numerator_rates": [r[a] for r in rounds],
-                        "denominator_rates": [r[b] for r in rounds],
-                        "rounds_met": None if floor is None else sum(1 for x in ratios if x >= floor)}
-        records.append(rec)
+        for key, v in sorted(rates.items()):
+            r = base_record("micro/" + key, micro_system(key))
+            r["tasks_per_s"] = v
+            r["extra"] = {"round": i}
+            records.append(r)
     if not records:
-        die("rounds: no floor has both of its rows in every round", 1)
+        die("rounds: no rates in any round", 1)
     write_jsonl(records, args.out)
     return 0
 
@@ -428,8 +406,8 @@ def good(records, scenario):
     return [r for r in records if r.get("scenario") == scenario and not r.get("error")]
 
 
-def median_of(rows, field):
-    vals = [num(r.get(field)) for r in rows]
+def median_of(rows, field, get=None):
+    vals = [get(r, field) if get else num(r.get(field)) for r in rows]
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
 
@@ -489,13 +467,6 @@ def table(header, rows):
     return out
 
 
-def absent_note(records, scenario, system):
-    for r in records:
-        if r.get("scenario") == scenario and r.get("system") == system and r.get("error"):
-            return r["error"]
-    return None
-
-
 # ----------------------------------------------------------------------------- markdown
 
 def full_path_groups(records):
@@ -512,203 +483,140 @@ def sort_layout_key(k):
     return (p or 0, c or 0, payload or 0)
 
 
-def floors(records):
-    """(what, measured, met) rows."""
-    rows = []
-    fp = full_path_groups(records).get((64, 1, 1), {})
-    shm = fp.get("shmsched")
-    for peer, floor, label in (("boost_mq", FLOOR_FULL_PATH_VS_BOOST, "Boost message_queue"),
-                               ("redis", FLOOR_FULL_PATH_VS_REDIS, "Redis (unpipelined)")):
-        what = f"full path 1P/1C 64 B: shmsched ≥ {floor:g}x {label}"
-        x = ratio(shm, fp.get(peer))
-        if x is None:
-            why = absent_note(records, "full_path", peer) if shm is not None else "no shmsched full_path row"
-            rows.append((what, "—", f"n/a ({why or 'no ' + peer + ' row'})"))
-        else:
-            rows.append((what, f"{fmt_ratio(x)} ({rate(shm)}/s vs {rate(fp.get(peer))}/s)",
-                         "yes" if x >= floor else "no"))
-    what = f"scarce resource: wall / ideal ≤ {FLOOR_SCARCE_WALL_OVER_IDEAL:g} (shmsched)"
-    sc = [r for r in good(records, "scarce_resource") if r.get("system") == "shmsched"]
-    vals = [num(extra(r, "wall_over_ideal")) for r in sc]
-    vals = [v for v in vals if v is not None]
-    if vals:
-        v = max(vals)
-        rows.append((what, f"{v:.3f}" + (f" (worst of {len(vals)} runs)" if len(vals) > 1 else ""),
-                     "yes" if v <= FLOOR_SCARCE_WALL_OVER_IDEAL else "no"))
-    else:
-        rows.append((what, "—", "n/a (no scarce_resource row)"))
-    what = "starvation: longest level-7 wait within the aging bound (shmsched, aging on)"
-    st = [r for r in good(records, "starvation") if r.get("system") == "shmsched"]
-    if st and all(isinstance(extra(r, "within_bound"), bool) for r in st):
-        ok = all(extra(r, "within_bound") for r in st)
-        worst = max(st, key=lambda r: num(extra(r, "max_wait_ms")) or 0)
-        tol = num(extra(worst, "tolerance_ms"))
-        rows.append((what, f"max wait {g(num(extra(worst, 'max_wait_ms')))} ms, bound "
-                           f"{g(num(extra(worst, 'aging_bound_ms')))} ms"
-                           + (f" + tolerance {g(tol)} ms" if tol is not None else ""), "yes" if ok else "no"))
-    else:
-        rows.append((what, "—", "n/a (no starvation row with extra.within_bound)"))
-    what = "priority: inversions = 0 (shmsched)"
-    pr = [r for r in good(records, "priority")
-          if r.get("system") == "shmsched" and num(extra(r, "inversions")) is not None]
-    if pr:
-        inv = sum(num(extra(r, "inversions")) for r in pr)
-        rows.append((what, f"{inv:g} inversions", "yes" if inv == 0 else "no"))
-    else:
-        rows.append((what, "—", "n/a (no priority row with extra.inversions)"))
-    rows.append(shell_floor(records))
-    rows += micro_floors(records)
-    for workload, what in CALLGRIND_WORKLOADS.items():
-        label = f"callgrind: instructions per task, {what} (no floor)"
-        cg = [r for r in good(records, "callgrind_" + workload) if num(extra(r, "instructions_per_task")) is not None]
-        if cg:
-            rows.append((label, f"{num(extra(cg[0], 'instructions_per_task')):.0f}", "—"))
-        else:
-            rows.append((label, "—", "n/a (not measured)"))
-    return rows
+# ----------------------------------------------------------------------------- floors, ratios
+
+def sel(scenario, system=None, field="tasks_per_s", payload=None, layout=None):
+    """The rows a ratio takes a value from: a scenario, a system, the field, and for the
+    full path a payload and a layout (producers, consumers)."""
+    return {"scenario": scenario, "system": system, "field": field, "payload": payload, "layout": layout}
 
 
-def shell_floor(records):
-    """shmctl worker against xargs -P on the same shell commands: medians of the rounds."""
-    what = f"shell tasks: shmctl worker ≥ {FLOOR_SHELL_VS_XARGS:g}x xargs -P (tasks/s)"
-    rows = good(records, "shell_tasks")
-    w = median_of([r for r in rows if r.get("system") == "shmctl_worker"], "tasks_per_s")
-    x = median_of([r for r in rows if r.get("system") == "xargs"], "tasks_per_s")
-    v = ratio(w, x)
-    if v is None:
-        return (what, "—", "n/a (no shell_tasks rows)")
-    n = len(rows) // 2
-    return (what, f"{fmt_ratio(v)} ({rate(w)}/s vs {rate(x)}/s, medians of {n} round{'s' if n != 1 else ''})",
-            "yes" if v >= FLOOR_SHELL_VS_XARGS else "no")
+def matches(r, s):
+    if r.get("scenario") != s["scenario"] or r.get("error"):
+        return False
+    if s["system"] is not None and r.get("system") != s["system"]:
+        return False
+    if s["payload"] is not None and r.get("payload_bytes") != s["payload"]:
+        return False
+    return s["layout"] is None or (r.get("producers"), r.get("consumers")) == s["layout"]
 
 
-# Floors on shmsched_bench rows (numerator, denominator, floor, label): the engine's
-# single and batch calls between processes, the consumer runtime's full path, the
-# semaphore's uncontended pair. A floor > 1 is "at least"; the ratio is rate over rate.
-MICRO_FLOORS = (
-    ("BM_cross_shmsched_process_single", "BM_cross_boost_mq_process/1024/0", 5.0,
-     "engine: process → process single calls ≥ 5x Boost message_queue"),
-    ("BM_cross_shmsched_process_batch", "BM_cross_boost_mq_process/1024/0", 5.0,
-     "engine: process → process batch calls ≥ 5x Boost message_queue"),
-    ("BM_cross_shmsched_process_single", "BM_cross_moodycamel_thread_single", 1.0,
-     "engine: process single calls ≥ 1x moodycamel thread single"),
-    ("BM_cross_shmsched_process_batch", "BM_cross_moodycamel_thread_bulk", 0.5,
-     "engine: process batch calls ≥ 0.5x moodycamel thread bulk"),
-    ("BM_cross_shmsched_process_single_ahead", "BM_cross_boost_mq_process/1024/0", 5.0,
-     "engine: process → process single calls, take-ahead 16, ≥ 5x Boost message_queue"),
-    ("BM_cross_shmsched_process_single_ahead", "BM_cross_moodycamel_thread_single", 1.0,
-     "engine: process single calls, take-ahead 16, ≥ 1x moodycamel thread single"),
-    # The same work as moodycamel's rows, which have no priorities: every task at
-    # priority 0. Shown beside the spread rows above, which stay the engine's verdicts.
-    ("BM_cross_shmsched_process_single_level0", "BM_cross_moodycamel_thread_single", 1.0,
-     "engine: process single calls, every task at priority 0, ≥ 1x moodycamel thread single"),
-    ("BM_cross_shmsched_process_single_ahead_level0", "BM_cross_moodycamel_thread_single", 1.0,
-     "engine: process single calls, take-ahead 16, every task at priority 0, ≥ 1x moodycamel thread single"),
-    ("BM_cross_shmsched_process_batch_level0", "BM_cross_moodycamel_thread_bulk", 0.5,
-     "engine: process batch calls, every task at priority 0, ≥ 0.5x moodycamel thread bulk"),
-    ("BM_consumer_shmsched_full_path", "BM_consumer_boost_mq_process", 2.0,
-     "consumer runtime: full path ≥ 2x Boost message_queue"),
+def FP(system):
+    return sel("full_path", system, payload=64, layout=(1, 1))
+
+
+def MICRO(name):
+    return sel("micro/" + name)
+
+
+# The floors: (label, numerator, denominator, op, bound). Each is judged on the median of
+# its ratio taken round by round (bench/run measures the rows of every floor once a round:
+# shmsched_throughput --rounds, and rounds of shmsched_bench); "≥" is met when that median
+# is at least the bound, "≤" when it is at most.
+FLOORS = (
+    ("full path (Consumer) ≥ 3x Boost message_queue", FP("shmsched"), FP("boost_mq"), "≥", 3.0),
+    ("full path (Consumer) ≥ 300x Redis, unpipelined", FP("shmsched"), FP("redis"), "≥", 300.0),
+    ("batch calls ≥ 8x Boost message_queue", MICRO("BM_cross_shmsched_process_batch"),
+     MICRO("BM_cross_boost_mq_process"), "≥", 8.0),
+    ("one-priority single calls ≥ 0.9x moodycamel single", MICRO("BM_cross_shmsched_process_single_level0"),
+     MICRO("BM_cross_moodycamel_thread_single"), "≥", 0.9),
+    ("sleeping wake-up p50 ≤ 1.2x Boost message_queue's", sel("latency_sleeping", "shmsched", "p50_us"),
+     sel("latency_sleeping", "boost_mq", "p50_us"), "≤", 1.2),
+)
+
+# Ratios shown for context, without a floor: (label, numerator, denominator). For
+# throughput > 1 means the first is faster.
+RATIOS = (
+    ("one thread, enqueue + take: shmsched / moodycamel", MICRO("BM_pair_shmsched_client/0"),
+     MICRO("BM_pair_moodycamel")),
+    ("one thread, enqueue + take: shmsched / tbb", MICRO("BM_pair_shmsched_client/0"), MICRO("BM_pair_tbb")),
+    ("process single calls, priorities 0..7 / Boost message_queue", MICRO("BM_cross_shmsched_process_single"),
+     MICRO("BM_cross_boost_mq_process")),
+    ("process single calls, priorities 0..7 / moodycamel thread single",
+     MICRO("BM_cross_shmsched_process_single"), MICRO("BM_cross_moodycamel_thread_single")),
+    ("process single calls, one priority / tbb thread single", MICRO("BM_cross_shmsched_process_single_level0"),
+     MICRO("BM_cross_tbb_thread_single")),
+    ("process batch calls / moodycamel thread bulk", MICRO("BM_cross_shmsched_process_batch"),
+     MICRO("BM_cross_moodycamel_thread_bulk")),
+    ("4 threads on one queue: shmsched / moodycamel", MICRO("BM_mpmc_shmsched/4"), MICRO("BM_mpmc_moodycamel/4")),
+    ("4 threads on one queue: shmsched / tbb", MICRO("BM_mpmc_shmsched/4"), MICRO("BM_mpmc_tbb/4")),
+    ("semaphore pair, uncontended: shmsched / Boost try_wait", MICRO("BM_sem_pair_shmsched_try"),
+     MICRO("BM_sem_pair_boost_try")),
+    ("semaphore, 2 processes, capacity 1: shmsched / Boost", MICRO("BM_sem_contended_shmsched"),
+     MICRO("BM_sem_contended_boost")),
+    ("full path, 64 B 1P/1C: shmsched / Redis pipelined", FP("shmsched"), FP("redis_pipelined")),
+    ("scarce resource, wall time: emulated INCR/DECR + retry / shmsched",
+     sel("scarce_resource", "emulated_incr_decr", "wall_ms"), sel("scarce_resource", "shmsched", "wall_ms")),
+    ("shell tasks: shmctl worker / xargs -P", sel("shell_tasks", "shmctl_worker"), sel("shell_tasks", "xargs")),
 )
 
 
-def best_ratio(a, b):
-    """Ratio of the best repetitions of two micro records, or None when either ran once."""
-    ra, rb = extra(a, "items_per_second_runs"), extra(b, "items_per_second_runs")
-    if not isinstance(ra, list) or not isinstance(rb, list) or not ra or not rb:
-        return None
-    return ratio(max(ra), max(rb))
+def value(r, field):
+    return num(r.get(field)) if field in r else num(extra(r, field))
 
 
-def best_of(a, b):
-    """Ratio of the best repetitions of two micro records, as text, or "" when either ran once.
+def values_by_round(records, s, rounds_only):
+    """{round: median value} of the rows `s` selects; round 0 for rows measured once."""
+    by = {}
+    for r in records:
+        if matches(r, s):
+            rnd = extra(r, "round") or 0
+            v = value(r, s["field"])
+            if v is not None and (rnd or not rounds_only):
+                by.setdefault(rnd, []).append(v)
+    return {k: statistics.median(v) for k, v in by.items()}
 
-    On a shared host the repetitions of one benchmark can fall into a slow and a fast
-    phase; the median then says which phase had most of them. The best repetition of
-    each is what the machine allows when nothing interferes, so this ratio is shown
-    beside the median one, and a floor is met only when both meet it."""
-    x = best_ratio(a, b)
-    ra, rb = extra(a, "items_per_second_runs"), extra(b, "items_per_second_runs")
-    return f"; best of {len(ra)} and {len(rb)}: {fmt_ratio(x)}" if x is not None else ""
+
+def round_ratios(records, a, b):
+    """Ratios of a over b, one a round in which both ran; or, when no round has both, the
+    one ratio of the medians of all their rows."""
+    na, nb = values_by_round(records, a, True), values_by_round(records, b, True)
+    both = sorted(set(na) & set(nb))
+    if both:
+        return [ratio(na[k], nb[k]) for k in both], True
+    ma = median_of([r for r in records if matches(r, a)], a["field"], value)
+    mb = median_of([r for r in records if matches(r, b)], b["field"], value)
+    x = ratio(ma, mb)
+    return ([] if x is None else [x]), False
 
 
-def micro_floors(records):
-    by_key = {r["scenario"][len("micro/"):]: r for r in records
-              if str(r.get("scenario", "")).startswith("micro/") and not r.get("error")}
+def floor_rows(records):
+    """(label, ratios, median, rounds meeting it, verdict) a floor."""
     rows = []
-    for a, b, floor, label in MICRO_FLOORS:
-        x = ratio(num(by_key.get(a, {}).get("tasks_per_s")), num(by_key.get(b, {}).get("tasks_per_s")))
-        if x is None:
-            rows.append((label, "—", "n/a (not run in this mode)"))
-        else:
-            # Met when the medians meet it and, where both ran several repetitions, the
-            # best repetitions do too: a peer whose repetitions fall into two modes (as
-            # moodycamel's do here) must not pass a floor by its slow mode alone.
-            best = best_ratio(by_key[a], by_key[b])
-            if x >= floor and (best is None or best >= floor):
-                verdict = "yes"
-            elif x >= floor:
-                verdict = "no (the medians meet it, the best repetitions do not)"
-            else:
-                verdict = "no"
-            rows.append((label, f"{fmt_ratio(x)} ({rate(by_key[a]['tasks_per_s'])}/s vs "
-                                f"{rate(by_key[b]['tasks_per_s'])}/s{best_of(by_key[a], by_key[b])})", verdict))
-    # Wake-up of a sleeping consumer, p50 within 2x half a futex round trip (same run).
-    wake = by_key.get("BM_consumer_wake_sleeping")
-    label = "consumer runtime: sleeping wake-up p50 ≤ 2x half a futex ping-pong round trip"
-    half = num(extra(wake, "futex_half_rtt_p50_us")) if wake else None
-    p50 = num(wake.get("p50_us")) if wake else None
-    if half and p50:
-        rows.append((label, f"{p50 / half:.2f}x ({us(p50)} vs {us(half)})", "yes" if p50 <= 2 * half else "no"))
-    else:
-        rows.append((label, "—", "n/a (not run in this mode)"))
+    for label, a, b, op, bound in FLOORS:
+        xs, in_rounds = round_ratios(records, a, b)
+        xs = [x for x in xs if x is not None]
+        if not xs:
+            why = None
+            for s in (a, b):
+                why = why or next((r["error"] for r in records if r.get("scenario") == s["scenario"]
+                                   and r.get("system") == s["system"] and r.get("error")), None)
+            rows.append((label, [], None, None, f"n/a ({why or 'not measured'})"))
+            continue
+        ok = (lambda x: x >= bound) if op == "≥" else (lambda x: x <= bound)
+        med = statistics.median(xs)
+        rows.append((label, xs, med, sum(1 for x in xs if ok(x)) if in_rounds else None,
+                     "yes" if ok(med) else "no"))
     return rows
 
 
-# Ratios of shmsched_bench rows, as in its own table (numerator, denominator, label).
-MICRO_RATIOS = (
-    ("BM_consumer_shmsched_full_path", "BM_consumer_boost_mq_process",
-     "Consumer full path / Boost mq process"),
-    ("BM_consumer_shmsched_full_path_ahead", "BM_consumer_boost_mq_process",
-     "Consumer full path, take-ahead 16 / Boost mq process"),
-    ("BM_cross_shmsched_process_single", "BM_cross_boost_mq_process/1024/0",
-     "process single / Boost mq (1024, blocking)"),
-    ("BM_cross_shmsched_process_batch", "BM_cross_boost_mq_process/1024/0",
-     "process batch 64 / Boost mq (1024, blocking)"),
-    ("BM_cross_shmsched_process_single", "BM_cross_moodycamel_thread_single",
-     "process single / moodycamel thread single"),
-    ("BM_cross_shmsched_process_single_ahead", "BM_cross_moodycamel_thread_single",
-     "process single, take-ahead 16 / moodycamel thread single"),
-    ("BM_cross_record_states_thread_single", "BM_cross_moodycamel_thread_single",
-     "reference: records with state words, single / moodycamel thread single"),
-    ("BM_cross_record_states_thread_single", "BM_cross_boost_mq_process/1024/0",
-     "reference: records with state words, single / Boost mq (1024, blocking)"),
-    ("BM_cross_record_early_thread_single", "BM_cross_moodycamel_thread_single",
-     "reference: state words, producer's transitions 64 ahead, single / moodycamel thread single"),
-    ("BM_cross_record_states_thread_bulk", "BM_cross_moodycamel_thread_bulk",
-     "reference: records with state words, bulk 64 / moodycamel bulk"),
-    ("BM_cross_shmsched_process_batch", "BM_cross_record_states_thread_bulk",
-     "process batch 64 / the reference (records with state words, bulk 64)"),
-    ("BM_cross_shmsched_process_single", "BM_cross_two_transfers_thread",
-     "process single / two line transfers in a row (what a take right behind its producer waits out)"),
-    ("BM_cross_moodycamel_thread_single", "BM_cross_two_transfers_thread",
-     "moodycamel thread single / two line transfers in a row"),
-    ("BM_cross_shmsched_process_batch", "BM_cross_shmsched_thread_batch",
-     "process batch 64 / thread batch 64 (the price of the process boundary)"),
-    ("BM_pair_shmsched_client/0", "BM_pair_moodycamel", "one thread pair, level 0 / moodycamel"),
-    ("BM_pair_index_ring", "BM_pair_moodycamel", "bare IndexRing pair / moodycamel"),
-    ("BM_mpmc_shmsched/4", "BM_mpmc_moodycamel/4", "4 threads, enqueue+take pairs on one queue / moodycamel"),
-    ("BM_mpmc_shmsched/4", "BM_mpmc_tbb/4", "4 threads, enqueue+take pairs on one queue / tbb"),
-    ("BM_sem_pair_shmsched_try", "BM_sem_pair_boost_try", "uncontended semaphore pair / Boost try_wait"),
-    ("BM_sem_scarce_shmsched", "BM_sem_scarce_emulated_incr_retry",
-     "scarce resource tasks/s / emulated INCR/DECR + retry"),
-)
+def context_value(records, s):
+    """The median of the rows `s` selects: of those measured once when there are any (the
+    micro step's, not its rounds'), else of every round."""
+    rows = [r for r in records if matches(r, s)]
+    once = [r for r in rows if not extra(r, "round")]
+    return median_of(once or rows, s["field"], value)
 
 
-# Ratios without a floor that the rounds also take: the rows of MICRO_RATIOS against
-# two line transfers in a row, on the same CPUs in the same round (docs/benchmarks.md,
-# "One priority against eight").
-ROUND_REFERENCES = tuple((a, b, "(no floor) " + label) for a, b, label in MICRO_RATIOS
-                         if b == "BM_cross_two_transfers_thread")
+def ratio_rows(records):
+    rows = []
+    for label, a, b in RATIOS:
+        ma, mb = context_value(records, a), context_value(records, b)
+        x = ratio(ma, mb)
+        if x is not None:
+            rows.append((label, fmt_ratio(x), f"{g(ma, 3)} vs {g(mb, 3)}" if a["field"] != "tasks_per_s"
+                         else f"{rate(ma)}/s vs {rate(mb)}/s"))
+    return rows
 
 
 def cmd_markdown(args):
@@ -724,11 +632,9 @@ def cmd_markdown(args):
         if m.get(k):
             L.append(f"* {k}: {m[k]}")
     L += ["", "Ratios are shmsched over the peer, taken within this one run. For throughput > 1 means "
-          "shmsched is faster; for latency < 1 means shmsched is faster. A micro-benchmark ratio is of "
-          "the medians of its repetitions; where both ran several, the ratio of their best repetitions "
-          "follows (on a shared host the repetitions can split into a slow and a fast phase, and the "
-          "median then reports the phase most of them fell in). A floor on such a ratio is met when the "
-          "medians meet it and, where both ran several repetitions, the best repetitions do too.", ""]
+          "shmsched is faster; for latency < 1 means shmsched is faster. A floor is judged on the median "
+          "of its ratio taken round by round: the rows of every floor run once a round, within seconds "
+          "of each other, so a slow phase of a shared host falls on both.", ""]
 
     steps = doc.get("steps", [])
     bad = [s for s in steps if s.get("status") not in ("ok",)]
@@ -740,34 +646,17 @@ def cmd_markdown(args):
         L.append("")
 
     L += ["## Floors", ""]
-    L += table(["floor", "measured", "met?"], floors(recs))
+    L += table(["floor", "ratio, round by round", "median", "rounds meeting it", "met?"],
+               [(label, ", ".join(fmt_ratio(x) for x in xs) or "—", fmt_ratio(med),
+                 "—" if n is None else f"{n} of {len(xs)}", verdict)
+                for label, xs, med, n, verdict in floor_rows(recs)])
     L.append("")
-
-    fr = good(recs, "floor_rounds")
-    if fr:
-        n = len(extra(fr[0], "ratios") or [])
-        L += ["## Floors round by round", "",
-              f"The floors above on shmsched_bench rows, from {n} more invocations of shmsched_bench run one "
-              "after another (rounds), each running both rows of every floor: a ratio is taken within "
-              "its round. This host's speed moves in phases that last minutes and move some peers "
-              "several times more than shmsched, so a verdict from one run says which phase its rows "
-              "fell in as much as how the engine does; the count of rounds that meet a floor says how "
-              "often it is met.", ""]
-        rows = []
-        for r in fr:
-            xs = [x for x in extra(r, "ratios") or [] if isinstance(x, (int, float))]
-            if not xs:
-                continue
-            met = extra(r, "rounds_met")
-            rows.append((extra(r, "label"), ", ".join(fmt_ratio(x) for x in xs),
-                         fmt_ratio(statistics.median(xs)), "—" if met is None else f"{met} of {len(xs)}"))
-        L += table(["floor", "ratio, round by round", "median", "rounds meeting it"], rows)
-        L.append("")
 
     fp = full_path_groups(recs)
     if fp:
         peers = sorted({s for v in fp.values() for s in v if s != "shmsched"}, key=system_key)
-        L += ["## Full path: enqueue → no-op handler → ack (tasks/s)", ""]
+        L += ["## Full path: enqueue → no-op handler → ack (tasks/s)", "",
+              "Rows run once a round are the medians of their rounds.", ""]
         head = ["payload", "layout", "shmsched"]
         for p in peers:
             head += [p, f"shmsched / {p}"]
@@ -787,8 +676,6 @@ def cmd_markdown(args):
         for r in good(recs, sc):
             by.setdefault(r["system"], []).append(r)
         base = by.get("shmsched")
-        if not by:
-            continue
         for s in sorted(by, key=system_key):
             q = {f: median_of(by[s], f) for f in ("p50_us", "p99_us", "p999_us")}
             b = {f: median_of(base, f) for f in ("p50_us", "p99_us")} if base else {}
@@ -797,7 +684,8 @@ def cmd_markdown(args):
                              "—" if s == "shmsched" else fmt_ratio(ratio(b.get("p99_us"), q["p99_us"]))))
     if lat_rows:
         L += ["## Latency, enqueue → handler start", "",
-              "`latency_busy`: the consumer is running; `latency_sleeping`: it is asleep and must be woken.", ""]
+              "`latency_busy`: the consumer is running; `latency_sleeping`: it is asleep and must be woken "
+              "(medians of the rounds' percentiles).", ""]
         L += table(["scenario", "system", "p50", "p99", "p99.9", "shmsched / it, p50", "shmsched / it, p99"],
                    lat_rows)
         L.append("")
@@ -819,6 +707,7 @@ def cmd_markdown(args):
         L.append("")
 
     beh = []
+
     def opt(r, key, label, suffix=""):
         v = extra(r, key)
         return f", {label} {g(v)}{suffix}" if v is not None else ""
@@ -842,40 +731,39 @@ def cmd_markdown(args):
                     f"wall / ideal {g(extra(r, 'wall_over_ideal'))}" + opt(r, "wall_ms", "wall", " ms")
                     + opt(r, "max_concurrent", "max concurrent") + opt(r, "in_use_after", "in use after")
                     + opt(r, "retries", "retries")))
+    for sys_ in ("shmctl_worker", "xargs"):
+        rows_ = [r for r in good(recs, "shell_tasks") if r.get("system") == sys_]
+        if rows_:
+            beh.append(("shell_tasks", sys_, f"{rate(median_of(rows_, 'tasks_per_s'))} tasks/s "
+                        f"(median of {len(rows_)} rounds)"))
     if beh:
-        L += ["## Scheduling behaviour", ""]
+        L += ["## Scheduling behaviour and shell tasks", ""]
         L += table(["scenario", "system", "result"], beh)
         L.append("")
 
-    micro = [r for r in recs if str(r.get("scenario", "")).startswith("micro/")]
-    if micro:
-        by_key = {r["scenario"][len("micro/"):]: r for r in micro if not r.get("error")}
-        mr = []
-        for a, b, label in MICRO_RATIOS:
-            x = ratio(num(by_key.get(a, {}).get("tasks_per_s")), num(by_key.get(b, {}).get("tasks_per_s")))
-            if x is not None:
-                mr.append((label, fmt_ratio(x), f"{rate(by_key[a]['tasks_per_s'])}/s vs "
-                                                f"{rate(by_key[b]['tasks_per_s'])}/s{best_of(by_key[a], by_key[b])}"))
-        L += ["## Micro-benchmarks (shmsched_bench)", ""]
-        if mr:
-            L += table(["ratio", "value", "rates"], mr)
-            L.append("")
-        L += table(["benchmark", "system", "tasks/s", "p50", "p99", "note"],
-                   [(r["scenario"][len("micro/"):], r["system"], rate(num(r.get("tasks_per_s"))),
-                     us(num(r.get("p50_us"))), us(num(r.get("p99_us"))),
-                     r.get("error") or extra(r, "value_of") or "") for r in micro])
+    cg = []
+    for workload, what in CALLGRIND_WORKLOADS.items():
+        rows_ = [r for r in good(recs, "callgrind_" + workload) if num(extra(r, "instructions_per_task"))]
+        if rows_:
+            cg.append((what, f"{num(extra(rows_[0], 'instructions_per_task')):,.0f}"))
+    if cg:
+        L += ["## Instructions per task (callgrind)", ""]
+        L += table(["workload", "instructions per task"], cg)
         L.append("")
 
-    known = {"full_path", "latency_busy", "latency_sleeping", "scaling", "priority", "starvation",
-             "primary_secondary", "scarce_resource"} | {"callgrind_" + w for w in CALLGRIND_WORKLOADS}
-    other = [r for r in recs if not r.get("error") and r.get("scenario") not in known
-             and not str(r.get("scenario", "")).startswith("micro/")]
-    if other:
-        L += ["## Other records", ""]
-        L += table(["scenario", "system", "payload", "layout", "tasks/s", "p50", "p99"],
-                   [(r.get("scenario"), r.get("system"), f"{r.get('payload_bytes')} B", layout(r),
-                     rate(num(r.get("tasks_per_s"))), us(num(r.get("p50_us"))), us(num(r.get("p99_us"))))
-                    for r in other])
+    rr = ratio_rows(recs)
+    if rr:
+        L += ["## Other ratios (no floor)", ""]
+        L += table(["ratio", "value", "values"], rr)
+        L.append("")
+
+    micro = [r for r in recs if str(r.get("scenario", "")).startswith("micro/") and not extra(r, "round")]
+    if micro:
+        L += ["## Micro-benchmarks (shmsched_bench)", ""]
+        L += table(["benchmark", "system", "tasks/s", "note"],
+                   [(r["scenario"][len("micro/"):], r["system"], rate(num(r.get("tasks_per_s"))),
+                     r.get("error") or extra(r, "value_of") or "")
+                    for r in sorted(micro, key=lambda r: r["scenario"])])
         L.append("")
 
     absent = [r for r in recs if is_absent(r)]
@@ -902,13 +790,8 @@ def cmd_markdown(args):
         sys.stdout.write(text)
     if args.print_floors:
         print("floors:")
-        for what, measured, met in floors(recs):
-            print(f"  [{met}] {what}: {measured}")
-        for r in good(recs, "floor_rounds"):
-            xs = [x for x in extra(r, "ratios") or [] if isinstance(x, (int, float))]
-            met = extra(r, "rounds_met")
-            print(f"  [{'—' if met is None else f'{met} of {len(xs)}'} rounds] {extra(r, 'label')}: "
-                  + ", ".join(fmt_ratio(x) for x in xs))
+        for label, xs, med, n, verdict in floor_rows(recs):
+            print(f"  [{verdict}] {label}: median {fmt_ratio(med)} of " + (", ".join(fmt_ratio(x) for x in xs) or "—"))
     return 0
 
 
@@ -998,7 +881,14 @@ def cdf_points(r):
 
 
 def plot_latency(doc, scenario, title, data_dir, png_dir, term, unit):
-    rows = sorted(good(doc["records"], scenario), key=lambda r: (system_key(r["system"]), layout(r)))
+    # A system measured once a round is drawn from its round with the median p50.
+    by = {}
+    for r in good(doc["records"], scenario):
+        by.setdefault((r["system"], layout(r)), []).append(r)
+    rows = []
+    for k in sorted(by, key=lambda k: (system_key(k[0]), k[1])):
+        rs = sorted(by[k], key=lambda r: num(r.get("p50_us")) or 0)
+        rows.append(rs[(len(rs) - 1) // 2])
     p50s = [num(r.get("p50_us")) for r in rows if num(r.get("p50_us"))]
     scale = 1.0
     if p50s and min(p50s) >= 20000:  # waits of tens of ms and more: plot in ms

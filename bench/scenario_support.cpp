@@ -1,8 +1,12 @@
 #include "scenario_support.hpp"
 
 #include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <fstream>
@@ -138,6 +142,66 @@ void RecordSink::write(const Record& r) {
                r.scenario.c_str(), r.system.c_str(), r.payload_bytes, r.producers, r.consumers,
                fmt(r.tasks_per_s).c_str(), fmt(r.p50_us).c_str(), fmt(r.p99_us).c_str(), fmt(r.p999_us).c_str(),
                r.error.empty() ? "" : ("ERROR: " + r.error).c_str());
+}
+
+// ---- names of shared-memory objects ---------------------------------------------------
+
+namespace {
+
+// The paths of the live ShmNames, where a signal handler can read them without
+// allocating or locking. Every atomic here is lock-free, so the handler's loads are
+// async-signal-safe.
+constexpr int kNameSlots = 8;
+std::atomic<bool> g_claimed[kNameSlots]{};
+std::atomic<bool> g_live[kNameSlots]{};
+char g_paths[kNameSlots][200]{};
+pid_t g_owner = 0;  // the process that installed the handler; written before any fork
+
+extern "C" void on_terminating_signal(int sig) {
+  if (::getpid() == g_owner) {
+    for (int i = 0; i < kNameSlots; ++i)
+      // acquire: pairs with the release in ShmName's constructor; the path is complete.
+      if (g_live[i].load(std::memory_order_acquire)) ::shm_unlink(g_paths[i]);
+  }
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+}  // namespace
+
+ShmName::ShmName(const std::string& path, std::function<void()> remove) : remove_(std::move(remove)) {
+  for (int i = 0; i < kNameSlots; ++i) {
+    bool expected = false;
+    // acquire: the slot is ours from here; pairs with release()'s release store.
+    if (!g_claimed[i].compare_exchange_strong(expected, true, std::memory_order_acquire)) continue;
+    std::snprintf(g_paths[i], sizeof g_paths[i], "%s", path.c_str());
+    // release: a handler that sees the slot live sees the whole path.
+    g_live[i].store(true, std::memory_order_release);
+    slot_ = i;
+    return;
+  }
+}
+
+void ShmName::release() {
+  if (remove_) std::exchange(remove_, nullptr)();
+  if (slot_ < 0) return;
+  // relaxed, then release: the slot is dead before it is handed back for reuse.
+  g_live[slot_].store(false, std::memory_order_relaxed);
+  g_claimed[slot_].store(false, std::memory_order_release);
+  slot_ = -1;
+}
+
+void install_cleanup_handlers() {
+  g_owner = ::getpid();
+  struct sigaction sa {};
+  sa.sa_handler = on_terminating_signal;
+  ::sigemptyset(&sa.sa_mask);
+  for (const int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+}
+
+std::string unique_name(std::string_view tag) {
+  static unsigned serial = 0;
+  return "shmsched_bench_" + std::string(tag) + "_" + std::to_string(::getpid()) + "_" + std::to_string(++serial);
 }
 
 }  // namespace shmsched::bench

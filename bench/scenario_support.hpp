@@ -1,6 +1,7 @@
 // What the macro-scenario drivers share: one measurement record with the fields of
-// bench/results/latest.json, a log-bucket latency histogram, and the machine description
-// every record carries.
+// bench/results/latest.json, a log-bucket latency histogram, the machine description
+// every record carries, and the names of the shared-memory objects a driver creates,
+// removed on every way out.
 //
 // A driver prints one JSON object per line (JSON Lines) to the file given by --json=PATH
 // (or stdout); bench/run gathers the lines of every driver into latest.json.
@@ -11,8 +12,10 @@
 #include <array>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -83,5 +86,30 @@ class RecordSink {
   std::FILE* out_ = nullptr;
   bool own_ = false;
 };
+
+/// A named POSIX shared-memory object of one run ("/name" under /dev/shm): removed through
+/// its library by release() or the destructor, and until then known to the handler that
+/// install_cleanup_handlers() sets up, which removes it on SIGINT, SIGTERM or SIGHUP.
+/// Drivers create an object, map it into every process that needs it, then release the
+/// name at once, so that even a SIGKILL leaves nothing behind.
+class ShmName {
+ public:
+  ShmName(const std::string& path, std::function<void()> remove);
+  ShmName(const ShmName&) = delete;
+  ShmName& operator=(const ShmName&) = delete;
+  ~ShmName() { release(); }
+  void release();
+
+ private:
+  std::function<void()> remove_;
+  int slot_ = -1;
+};
+
+/// Installs the handler behind ShmName for SIGINT, SIGTERM and SIGHUP. Forked children
+/// inherit it, but only the process that installed it removes anything.
+void install_cleanup_handlers();
+
+/// "<prefix>_<tag>_<pid>_<serial>": a name no other run of any driver uses.
+std::string unique_name(std::string_view tag);
 
 }  // namespace shmsched::bench

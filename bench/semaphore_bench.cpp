@@ -1,45 +1,21 @@
-// Semaphores: what a permit costs, what it costs under contention between processes, and
-// how busy a scarce resource is kept when tasks need it.
+// Semaphores against Boost.Interprocess's (an unnamed process-shared POSIX semaphore on
+// Linux): what a permit costs alone, and under contention between two processes. How a
+// scarce resource is kept busy is shmsched_scenarios' scarce_resource scenario.
 //
-//   BM_sem_pair_shmsched_try        one thread, uncontended: Client::try_acquire(sem, 1) +
-//                                   release(sem, 1) on a private segment
-//   BM_sem_pair_boost_try           its peer: boost::interprocess::interprocess_semaphore
-//                                   (an unnamed process-shared POSIX semaphore on Linux)
-//                                   in MAP_SHARED anonymous memory, try_wait() + post()
-//   BM_sem_pair_boost_wait          the same, wait() + post()
-//   BM_sem_contended_shmsched       two forked processes, each its own Client, each doing N
-//                                   Client::acquire(sem, 1, 10 s) + release(sem, 1) on a
-//                                   capacity-1 semaphore; items = pairs of both processes.
-//                                   Counters: overlap (share of the run both loops were
-//                                   running; near 0 would mean the pairs ran one process
-//                                   after the other, uncontended), wakes (releases that
-//                                   found a sleeper and made a futex_wake call)
-//   BM_sem_contended_boost          the same with interprocess_semaphore(1) wait() + post()
-//                                   (counter: overlap). Nothing runs between the pairs, so
-//                                   both measure the hand-off of one cache line and the
-//                                   sleep/wake path, not a realistic critical section
-//   BM_sem_scarce_shmsched          200 tasks queued up front, each needing one permit of a
-//                                   capacity-5 semaphore and holding it 10 ms (a sleep), run
-//                                   by two Consumer processes of 4 workers each (the
-//                                   Consumer::needs declaration: parking and hand-over).
-//                                   Counters: wall_ms (first start to last handler end),
-//                                   ratio_to_ideal (wall / (200 / 5 * 10 ms)), parked,
-//                                   handed, max_inside (must be 5: capacity used, never
-//                                   exceeded)
-//   BM_sem_scarce_emulated_incr_retry  an EMULATION of the broker-style workaround with
-//                                   the same workload, consumers and options: a shared
-//                                   counter in MAP_SHARED memory stands in for INCR/DECR
-//                                   (n = ++count; if n > 5 { --count; retry in 10 ms }).
-//                                   The counter is a local atomic, not a broker round trip,
-//                                   so this is the pattern's best case; what it shows is
-//                                   the cost of guessing a retry delay instead of being
-//                                   handed a permit. Extra counter: retries
+//   BM_sem_pair_shmsched_try   one thread, uncontended: Client::try_acquire(sem, 1) +
+//                              release(sem, 1) on a private segment
+//   BM_sem_pair_boost_try      interprocess_semaphore in MAP_SHARED memory, try_wait() + post()
+//   BM_sem_contended_shmsched  two forked processes, each its own Client, each doing N
+//                              acquire(sem, 1, 10 s) + release(sem, 1) on a capacity-1
+//                              semaphore; items = pairs of both processes. Counter overlap:
+//                              the share of the run both loops were running (near 0 would
+//                              mean they ran one after the other, uncontended)
+//   BM_sem_contended_boost     the same with interprocess_semaphore(1) wait() + post().
+//                              Nothing runs between the pairs, so both measure the hand-off
+//                              of one cache line and the sleep/wake path, not a critical section
 //
-// Every process is pinned to its own CPU in the pair and contended runs; the consumer
-// processes of the scarce runs are not pinned (their handlers sleep). Segments are
-// private (anonymous shared memory) and the boost semaphores live in anonymous mappings,
-// so nothing is left in /dev/shm even after a crash; children die with the parent and
-// are always reaped.
+// Every process is pinned to its own CPU; segments are private and the Boost semaphores live
+// in anonymous mappings, so nothing is left in /dev/shm even after a crash.
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -61,7 +37,6 @@
 #include <vector>
 
 #include "bench_support.hpp"
-#include "shmsched/detail/futex.hpp"
 #include "shmsched/shmsched.hpp"
 
 namespace shmsched::bench {
@@ -197,17 +172,6 @@ void BM_sem_pair_boost_try(benchmark::State& state) {
 }
 BENCHMARK(BM_sem_pair_boost_try)->MinTime(0.3)->Repetitions(3)->DisplayAggregatesOnly(true);
 
-void BM_sem_pair_boost_wait(benchmark::State& state) {
-  const CpuPin pin(producer_cpu());
-  SharedBoostSem sem(1);
-  for (auto _ : state) {
-    (*sem).wait();
-    (*sem).post();
-  }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
-}
-BENCHMARK(BM_sem_pair_boost_wait)->MinTime(0.3)->Repetitions(3)->DisplayAggregatesOnly(true);
-
 // ---- 2. contended: two processes, capacity 1 -----------------------------------------------
 
 constexpr std::uint64_t kContendedPairs = 1'000'000;  // per process
@@ -220,7 +184,6 @@ struct ContendedBoard {
   std::atomic<std::int64_t> start_ns[2]{};
   std::atomic<std::int64_t> end_ns[2]{};
   std::atomic<std::uint64_t> pairs[2]{};
-  std::atomic<std::uint64_t> wakes{0};  // shmsched futex_wake calls: releases that found a sleeper
 };
 
 struct ContendedResult {
@@ -228,7 +191,6 @@ struct ContendedResult {
   // Share of the run both processes were inside their loops: near 0 means one ran its
   // pairs while the other had not started or had finished, i.e. no contention to speak of.
   double overlap = 0;
-  std::uint64_t wakes = 0;
 };
 
 // Forks two children pinned to two CPUs; each runs the loop `set_up(child_index)` returns
@@ -254,11 +216,9 @@ ContendedResult run_contended(SetUp&& set_up) {
       board->ready.fetch_add(1);
       gate.wait();
       board->start_ns[i].store(now_ns());
-      const std::uint64_t wakes0 = detail::futex_wake_calls();
       std::uint64_t done = 0;
       const bool ok = (*body)(done);
       board->end_ns[i].store(now_ns());
-      board->wakes.fetch_add(detail::futex_wake_calls() - wakes0);
       board->pairs[i].store(done);
       if (!ok) board->failed.fetch_add(1);
       board->finished.fetch_add(1);
@@ -287,12 +247,11 @@ ContendedResult run_contended(SetUp&& set_up) {
   r.seconds = static_cast<double>(t1 - t0) * 1e-9;
   res.overlap =
       t1 > t0 ? static_cast<double>(std::max<std::int64_t>(0, both1 - both0)) / static_cast<double>(t1 - t0) : 0;
-  res.wakes = board->wakes.load();
   return res;
 }
 
 template <class Run>
-void run_timed_pairs(benchmark::State& state, Run&& run, bool report_wakes) {
+void run_timed_pairs(benchmark::State& state, Run&& run) {
   ContendedResult last;
   for (auto _ : state) {
     last = run();
@@ -300,7 +259,6 @@ void run_timed_pairs(benchmark::State& state, Run&& run, bool report_wakes) {
     state.SetIterationTime(last.run.seconds);
   }
   state.counters["overlap"] = last.overlap;
-  if (report_wakes) state.counters["wakes"] = static_cast<double>(last.wakes);
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * 2 * kContendedPairs));
 }
 
@@ -356,204 +314,13 @@ void contended_config(benchmark::internal::Benchmark* b) {
 }
 
 void BM_sem_contended_shmsched(benchmark::State& state) {
-  run_timed_pairs(state, run_contended_shmsched, true);
+  run_timed_pairs(state, run_contended_shmsched);
 }
 void BM_sem_contended_boost(benchmark::State& state) {
-  run_timed_pairs(state, run_contended_boost, false);
+  run_timed_pairs(state, run_contended_boost);
 }
 BENCHMARK(BM_sem_contended_shmsched)->Apply(contended_config);
 BENCHMARK(BM_sem_contended_boost)->Apply(contended_config);
-
-// ---- 3. the scarce resource: 200 tasks, 5 permits, 10 ms each, 8 workers in 2 processes -------
-
-constexpr int kScarceTasks = 200;
-constexpr std::uint32_t kScarceCapacity = 5;
-constexpr auto kHold = std::chrono::milliseconds(10);
-constexpr double kIdealMs = double(kScarceTasks) / kScarceCapacity * 10.0;
-// The broker workaround's guessed delay; 10 ms is generous (the usual guess is seconds).
-constexpr auto kRetryAfter = std::chrono::milliseconds(10);
-
-struct ScarceBoard {
-  std::atomic<std::uint32_t> ready{0};
-  std::atomic<std::uint32_t> failed{0};
-  std::atomic<int> inside{0};
-  std::atomic<int> max_inside{0};
-  std::atomic<int> emulated_count{0};  // the emulation's INCR/DECR counter
-  std::atomic<std::uint64_t> done{0};
-  std::atomic<std::uint64_t> retries{0};
-  std::atomic<std::int64_t> all_done_ns{0};
-  std::atomic<std::uint64_t> parked{0}, handed{0};
-  std::atomic<std::uint32_t> runs[kScarceTasks]{};
-};
-
-void note_max(std::atomic<int>& m, int v) noexcept {
-  int cur = m.load();
-  while (v > cur && !m.compare_exchange_weak(cur, v)) {
-  }
-}
-
-struct ScarceResult {
-  RunResult run;
-  std::uint64_t parked = 0, handed = 0, retries = 0;
-  int max_inside = 0;
-};
-
-// The handler body both variants share: counts the run, holds the resource for 10 ms.
-void hold_resource(ScarceBoard& b, int i) {
-  if (i >= 0 && i < kScarceTasks) b.runs[i].fetch_add(1);
-  note_max(b.max_inside, b.inside.fetch_add(1) + 1);
-  std::this_thread::sleep_for(kHold);
-  b.inside.fetch_sub(1);
-  if (b.done.fetch_add(1) + 1 == kScarceTasks) b.all_done_ns.store(now_ns());
-}
-
-ScarceResult run_scarce(bool emulated) {
-  ScarceResult res;
-  RunResult& r = res.run;
-  CreateOptions co;
-  co.queues = {"work"};
-  auto seg = Segment::create_private(sem_layout(), co);
-  if (!seg) return {{0, seg.error().message()}};
-  auto q = seg->find_queue("work");
-  if (!q) return {{0, q.error().message()}};
-  auto sem = seg->create_semaphore("sem", kScarceCapacity);
-  if (!sem) return {{0, sem.error().message()}};
-  SharedBox<ScarceBoard> board;
-  ScarceBoard& b = *board;
-  {
-    // All tasks are queued before either consumer starts, so both processes find work
-    // at once and the run measures dispatch, not how sleeping workers are woken.
-    auto producer = Client::attach(*seg);
-    if (!producer) return {{0, producer.error().message()}};
-    TaskOptions o;
-    o.queue = *q;
-    // The emulation burns an attempt per refusal; it must never dead-letter.
-    o.max_attempts = emulated ? 65535 : 3;
-    for (int i = 0; i < kScarceTasks; ++i)
-      if (const Errc e = producer->enqueue_value("job", i, o); e != Errc::ok)
-        return {{0, "enqueue: " + std::string(to_string(e))}};
-  }
-  Gate gate, stop;
-  if (!gate.ok() || !stop.ok()) return {{0, "pipe failed"}};
-  std::vector<Child> children;
-  for (int p = 0; p < 2; ++p) {
-    children.push_back(Child::spawn([&]() -> int {
-      gate.child_drop_write_end();
-      stop.child_drop_write_end();
-      ConsumerOptions opts;
-      opts.home = {"work"};
-      opts.workers = 4;
-      // Far longer than a run: a parked task that waited for the janitor's timer would
-      // show as a wall time far above the ideal, so a ratio near 1 is the hand-over's.
-      // Idle workers still make the emulation's delayed retries due themselves.
-      opts.tick = std::chrono::seconds(10);
-      auto c = Consumer::create(*seg, opts);
-      if (!c) {
-        b.failed.fetch_add(1);
-        return 3;
-      }
-      Consumer& consumer = **c;
-      if (emulated) {
-        consumer.on_value<int>("job", [&](int i, TaskContext&) {
-          // n = INCR; if n > limit: DECR and retry after the guessed delay.
-          if (b.emulated_count.fetch_add(1) + 1 > static_cast<int>(kScarceCapacity)) {
-            b.emulated_count.fetch_sub(1);
-            b.retries.fetch_add(1);
-            return Outcome::retry(kRetryAfter);
-          }
-          hold_resource(b, i);
-          b.emulated_count.fetch_sub(1);
-          return Outcome::done();
-        });
-      } else {
-        if (!consumer.needs("job", {{"sem", 1}})) {
-          b.failed.fetch_add(1);
-          return 4;
-        }
-        consumer.on_value<int>("job", [&](int i, TaskContext&) {
-          hold_resource(b, i);
-          return Outcome::done();
-        });
-      }
-      b.ready.fetch_add(1);
-      gate.wait();
-      consumer.start();
-      stop.wait();
-      consumer.request_stop();
-      const bool joined = consumer.join();
-      const ConsumerStats st = consumer.stats();
-      b.parked.fetch_add(st.parked);
-      b.handed.fetch_add(st.handed);
-      return joined ? 0 : 5;
-    }));
-    if (!children.back().started()) return {{0, "fork failed"}};
-  }
-  if (!wait_until([&] { return b.ready.load() == 2; }, children, kStartTimeout))
-    return {{0, "consumers did not start"}};
-  const std::int64_t t0 = now_ns();
-  gate.open();
-  const bool finished = wait_until([&] { return b.done.load() >= kScarceTasks; }, children, kRunTimeout);
-  stop.open();
-  reap(children, r.error);
-  if (!finished && r.error.empty())
-    r.error = "only " + std::to_string(b.done.load()) + " of " + std::to_string(kScarceTasks) + " tasks ran";
-  if (b.failed.load() != 0 && r.error.empty()) r.error = "a consumer failed to set up";
-  if (b.max_inside.load() > static_cast<int>(kScarceCapacity) && r.error.empty())
-    r.error = "more holders at once than the capacity";
-  for (int i = 0; i < kScarceTasks && r.error.empty(); ++i)
-    if (b.runs[i].load() != 1)
-      r.error = "task " + std::to_string(i) + " ran " + std::to_string(b.runs[i].load()) + " times";
-  r.seconds = static_cast<double>(b.all_done_ns.load() - t0) * 1e-9;
-  res.parked = b.parked.load();
-  res.handed = b.handed.load();
-  res.retries = b.retries.load();
-  res.max_inside = b.max_inside.load();
-  return res;
-}
-
-void run_scarce_bench(benchmark::State& state, bool emulated) {
-  ScarceResult last;
-  for (auto _ : state) {
-    last = run_scarce(emulated);
-    if (!last.run.error.empty()) return state.SkipWithError(last.run.error.c_str());
-    state.SetIterationTime(last.run.seconds);
-  }
-  const double wall_ms = last.run.seconds * 1e3;
-  state.counters["wall_ms"] = wall_ms;
-  state.counters["ratio_to_ideal"] = wall_ms / kIdealMs;
-  state.counters["max_inside"] = last.max_inside;
-  if (emulated) {
-    state.counters["retries"] = static_cast<double>(last.retries);
-  } else {
-    state.counters["parked"] = static_cast<double>(last.parked);
-    state.counters["handed"] = static_cast<double>(last.handed);
-  }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kScarceTasks));
-}
-
-void BM_sem_scarce_shmsched(benchmark::State& state) {
-  run_scarce_bench(state, false);
-}
-void BM_sem_scarce_emulated_incr_retry(benchmark::State& state) {
-  run_scarce_bench(state, true);
-}
-// Iterations(1): one run is the whole scenario; repetitions show its spread.
-void scarce_config(benchmark::internal::Benchmark* b) {
-  b->UseManualTime()->Iterations(1)->Repetitions(3)->DisplayAggregatesOnly(true)->Unit(benchmark::kMillisecond);
-}
-BENCHMARK(BM_sem_scarce_shmsched)->Apply(scarce_config);
-BENCHMARK(BM_sem_scarce_emulated_incr_retry)->Apply(scarce_config);
-
-// ---- ratios -------------------------------------------------------------------------------
-
-const RatioDecl r1("6. semaphores", "uncontended pair: shmsched try_acquire / boost try_wait",
-                   "BM_sem_pair_shmsched_try", "BM_sem_pair_boost_try");
-const RatioDecl r2("6. semaphores", "uncontended pair: shmsched try_acquire / boost wait", "BM_sem_pair_shmsched_try",
-                   "BM_sem_pair_boost_wait");
-const RatioDecl r3("6. semaphores", "2 processes, capacity 1: shmsched acquire / boost wait",
-                   "BM_sem_contended_shmsched", "BM_sem_contended_boost");
-const CounterRatioDecl c1("6. semaphores", "scarce resource: emulated INCR/DECR+retry wall / shmsched wall",
-                          "BM_sem_scarce_emulated_incr_retry", "wall_ms", "BM_sem_scarce_shmsched", "wall_ms");
 
 }  // namespace
 }  // namespace shmsched::bench

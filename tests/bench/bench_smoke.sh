@@ -2,9 +2,10 @@
 # Smoke test of the benchmark runner: bench/run --smoke against the binaries of BUILD_DIR,
 # then checks its output independently of bench/report.py:
 #   latest.json: the machine block, records from every driver (shmsched_bench and its
-#   floors' rounds, shmsched_throughput, shmsched_scenarios, and callgrind when valgrind is installed), every
-#   record with the required keys and types, latency CDFs well formed;
-#   latest.md: the floors and ratio tables;
+#   rounds, shmsched_throughput, shmsched_scenarios, and callgrind when valgrind is
+#   installed), every record with the required keys and types, latency CDFs well formed,
+#   the rows of every floor measured in each of the two rounds;
+#   latest.md: a row with a measured ratio for every floor, and the ratio tables;
 #   with gnuplot installed: the PNGs exist and are PNG files.
 #
 #   tests/bench/bench_smoke.sh BUILD_DIR SOURCE_DIR
@@ -144,21 +145,23 @@ for r in by_source.get("shmsched_bench", []):
 if records and not any(r.get("scenario") == "full_path" and r.get("system") == "shmsched"
                        and is_num(r.get("tasks_per_s")) and r["tasks_per_s"] > 0 for r in records):
     fail("no full_path record of shmsched with tasks_per_s > 0")
-two = [r for r in by_source.get("shmsched_bench", []) if r.get("scenario") == "micro/BM_cross_two_transfers_thread"]
-if not two:
-    fail("no record of BM_cross_two_transfers_thread (two line transfers in a row)")
-for r in two:
-    ns = r.get("extra", {}).get("one_way_ns")
-    if r.get("error") or not is_num(r.get("tasks_per_s")) or not is_num(ns) or ns <= 0:
-        fail(f"BM_cross_two_transfers_thread: want a rate and extra.one_way_ns > 0, got {r}")
+rounds = {}
 for r in by_source.get("floor_rounds", []):
-    x = r.get("extra", {})
-    ratios = x.get("ratios")
-    if not (isinstance(ratios, list) and len(ratios) == 2 and all(is_num(v) and v > 0 for v in ratios)):
-        fail(f"floor_rounds record: extra.ratios must be 2 positive numbers (one a round), is {ratios!r}")
-    elif x.get("floor") is not None and x.get("rounds_met") != sum(1 for v in ratios if v >= x["floor"]):
-        fail(f"floor_rounds record: extra.rounds_met {x.get('rounds_met')!r} does not count "
-             f"the ratios {ratios!r} at or above the floor {x.get('floor')!r}")
+    rnd = r.get("extra", {}).get("round")
+    if not isinstance(rnd, int) or rnd < 1:
+        fail(f"floor_rounds record {r.get('scenario')!r}: extra.round must be a round number, is {rnd!r}")
+    rounds.setdefault(r.get("scenario"), set()).add(rnd)
+for name in ("micro/BM_cross_shmsched_process_batch", "micro/BM_cross_boost_mq_process",
+             "micro/BM_cross_shmsched_process_single_level0", "micro/BM_cross_moodycamel_thread_single"):
+    if rounds.get(name) != {1, 2}:
+        fail(f"floor_rounds: {name} ran in rounds {sorted(rounds.get(name, []))}, want [1, 2]")
+for system in ("shmsched", "boost_mq"):
+    for sc in ("full_path", "latency_sleeping"):
+        got = sorted(r.get("extra", {}).get("round", 0) for r in by_source.get("shmsched_throughput", [])
+                     if r.get("scenario") == sc and r.get("system") == system and r.get("payload_bytes") == 64
+                     and r.get("producers") == 1 and r.get("consumers") == 1)
+        if [x for x in got if x] != [1, 2]:
+            fail(f"shmsched_throughput: {sc} / {system} at 64 B 1P/1C ran in rounds {got}, want 1 and 2")
 cg = [r for src in CALLGRIND for r in by_source.get(src, []) if not r.get("error")]
 for r in cg:
     ipt = r.get("extra", {}).get("instructions_per_task")
@@ -170,11 +173,19 @@ if not os.path.isfile(md) or os.path.getsize(md) == 0:
     fail(f"{md} does not exist or is empty")
 else:
     text = open(md, encoding="utf-8").read()
-    for needle in ("## Floors", "| floor | measured | met? |", "full path 1P/1C 64 B",
-                   "## Floors round by round", "| floor | ratio, round by round | median | rounds meeting it |",
-                   "## Full path", "shmsched / boost_mq"):
+    for needle in ("## Floors", "| floor | ratio, round by round | median | rounds meeting it | met? |",
+                   "## Full path", "shmsched / boost_mq", "## Other ratios (no floor)"):
         if needle not in text:
             fail(f"latest.md lacks {needle!r}")
+    # Every floor has a row with a measured ratio (Redis may be absent: then n/a with its reason).
+    for label in ("full path (Consumer) ≥ 3x Boost message_queue", "full path (Consumer) ≥ 300x Redis",
+                  "batch calls ≥ 8x Boost message_queue", "one-priority single calls ≥ 0.9x moodycamel single",
+                  "sleeping wake-up p50 ≤ 1.2x Boost message_queue's"):
+        row = next((line for line in text.splitlines() if line.startswith("| " + label)), None)
+        if row is None:
+            fail(f"latest.md has no floor row {label!r}")
+        elif row.rstrip(" |").endswith("n/a (not measured)") or ("Redis" not in label and "| n/a" in row):
+            fail(f"latest.md floor row without a measurement: {row}")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def check_png(name):

@@ -1,12 +1,11 @@
 #!/usr/bin/env python3
-"""The floor verdicts of bench/report.py on micro-benchmark ratios.
+"""The floor verdicts of bench/report.py.
 
-A floor is met when the medians meet it and, where both benchmarks ran several
-repetitions, the best repetitions meet it too: a peer whose repetitions fall into a slow
-and a fast mode must not let shmsched pass by its slow mode alone.
-
-And `report.py rounds`: one record per floor whose two rows ran in every round, with
-the ratio taken within each round and the count of rounds that meet the floor.
+A floor is judged on the median of its ratio taken round by round: rows that carry
+extra.round are paired with the other side's row of the same round; a round in which one
+side failed is left out; the verdict is the median's, "≥" or "≤" the bound. Rows measured
+once (no rounds) give one ratio. A peer that is not installed makes the floor "n/a" with
+the reason. `report.py rounds` turns rounds of shmsched_bench into such rows.
 
 usage: report_floors_test.py SOURCE_DIR
 """
@@ -22,40 +21,64 @@ spec = importlib.util.spec_from_file_location("report", os.path.join(src, "bench
 report = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(report)
 
-LABEL = "engine: process single calls ≥ 1x moodycamel thread single"
+BOOST = "full path (Consumer) ≥ 3x Boost message_queue"
+REDIS = "full path (Consumer) ≥ 300x Redis, unpipelined"
+BATCH = "batch calls ≥ 8x Boost message_queue"
+SINGLE = "one-priority single calls ≥ 0.9x moodycamel single"
+WAKE = "sleeping wake-up p50 ≤ 1.2x Boost message_queue's"
 problems = []
 
 
-def verdict(ours, peer):
-    """The verdict of LABEL for medians and repetitions (M/s) of shmsched and moodycamel."""
-    recs = []
-    for name, (median, runs) in (("BM_cross_shmsched_process_single", ours),
-                                 ("BM_cross_moodycamel_thread_single", peer)):
-        r = {"scenario": "micro/" + name, "tasks_per_s": median * 1e6}
-        if runs is not None:
-            r["extra"] = {"items_per_second_runs": [x * 1e6 for x in runs]}
-        recs.append(r)
-    rows = {label: met for label, _, met in report.micro_floors(recs)}
-    return rows.get(LABEL)
+def rec(scenario, system, round_=None, payload=64, layout=(1, 1), error=None, **fields):
+    r = {"scenario": scenario, "system": system, "payload_bytes": payload, "producers": layout[0],
+         "consumers": layout[1], "tasks_per_s": None, "p50_us": None, "extra": {}}
+    if round_:
+        r["extra"]["round"] = round_
+    if error:
+        r["error"] = error
+    r.update(fields)
+    return r
 
 
-def expect(what, got, want_prefix):
-    if got is None or not got.startswith(want_prefix):
-        problems.append(f"{what}: verdict {got!r}, want one starting with {want_prefix!r}")
+def verdicts(records):
+    return {label: (xs, med, n, verdict) for label, xs, med, n, verdict in report.floor_rows(records)}
 
 
-# The medians and the best repetitions both meet it.
-expect("both meet", verdict((12.0, [12.0, 11.5, 12.2]), (10.0, [10.0, 9.5, 11.0])), "yes")
-# A bimodal peer: its median is its slow mode, its best is its fast mode.
-expect("medians only", verdict((11.7, [12.2, 11.7, 8.2]), (9.1, [22.4, 9.0, 9.1])),
-       "no (the medians meet it")
-# The medians fall short.
-expect("medians short", verdict((8.0, [8.0, 8.5, 7.9]), (10.0, [10.0, 9.5, 10.2])), "no")
-if verdict((8.0, [8.0]), (10.0, [10.0])) != "no":
-    problems.append("medians short, one repetition each: want 'no'")
-# One repetition each: the medians decide.
-expect("one repetition", verdict((12.0, None), (10.0, None)), "yes")
+def check(what, got, ratios=None, met=None, verdict=None):
+    xs, med, n, v = got
+    if ratios is not None and [round(x, 6) for x in xs] != ratios:
+        problems.append(f"{what}: ratios {xs}, want {ratios}")
+    if met is not None and n != met:
+        problems.append(f"{what}: rounds meeting it {n!r}, want {met!r}")
+    if verdict is not None and not str(v).startswith(verdict):
+        problems.append(f"{what}: verdict {v!r}, want one starting with {verdict!r}")
 
+
+recs = []
+for i, (shm, boost, redis) in enumerate(((5e6, 2e6, 2e4), (7e6, 2e6, 2.5e4), (8e6, 2e6, 2.5e4)), 1):
+    recs += [rec("full_path", "shmsched", i, tasks_per_s=shm), rec("full_path", "boost_mq", i, tasks_per_s=boost),
+             rec("full_path", "redis", i, tasks_per_s=redis)]
+# Rows of other payloads and layouts, and rows measured once, must not enter the floors.
+recs += [rec("full_path", "shmsched", payload=256, tasks_per_s=1e3), rec("full_path", "boost_mq", tasks_per_s=1e9),
+         rec("full_path", "shmsched", 1, layout=(2, 2), tasks_per_s=1.0)]
+# Sleeping wake-up: 1.1x and 1.5x Boost's p50 -> median 1.3x, above the 1.2 bound.
+recs += [rec("latency_sleeping", "shmsched", 1, p50_us=55.0), rec("latency_sleeping", "boost_mq", 1, p50_us=50.0),
+         rec("latency_sleeping", "shmsched", 2, p50_us=60.0), rec("latency_sleeping", "boost_mq", 2, p50_us=40.0)]
+v = verdicts(recs)
+check("full path vs Boost", v[BOOST], ratios=[2.5, 3.5, 4.0], met=2, verdict="yes")
+check("full path vs Redis", v[REDIS], ratios=[250.0, 280.0, 320.0], met=1, verdict="no")
+check("sleeping wake-up (≤)", v[WAKE], ratios=[1.1, 1.5], met=1, verdict="no")
+fast = [r for r in recs if r["scenario"] != "latency_sleeping"]
+fast += [rec("latency_sleeping", "shmsched", 1, p50_us=40.0), rec("latency_sleeping", "boost_mq", 1, p50_us=50.0)]
+check("sleeping wake-up below the bound", verdicts(fast)[WAKE], ratios=[0.8], met=1, verdict="yes")
+
+# Rows measured once: one ratio, no count of rounds.
+once = [rec("full_path", "shmsched", tasks_per_s=7e6), rec("full_path", "boost_mq", tasks_per_s=2e6)]
+check("no rounds", verdicts(once)[BOOST], ratios=[3.5], met=None, verdict="yes")
+
+# A peer that is not installed: n/a with its reason, whatever the other floors do.
+absent = once + [rec("full_path", "redis", error="redis not available: redis-server not found on PATH")]
+check("absent peer", verdicts(absent)[REDIS], ratios=[], verdict="n/a (redis not available")
 
 
 def gbench_round(rows):
@@ -68,78 +91,46 @@ def gbench_round(rows):
             benchmarks.append({"name": run, "run_name": run, "run_type": "iteration",
                                "error_occurred": True, "error_message": error})
             continue
-        for v in (median * 0.9, median * 1.1):
-            benchmarks.append({"name": run, "run_name": run, "run_type": "iteration", "items_per_second": v * 1e6})
+        for x in (median * 0.9, median * 1.1):
+            benchmarks.append({"name": run, "run_name": run, "run_type": "iteration", "items_per_second": x * 1e6})
         benchmarks.append({"name": run + "_median", "run_name": run, "run_type": "aggregate",
                            "aggregate_name": "median", "items_per_second": median * 1e6})
     return {"context": {}, "benchmarks": benchmarks}
 
 
-SINGLE, BOOST = "BM_cross_shmsched_process_single", "BM_cross_boost_mq_process/1024/0"
-MOODY = "BM_cross_moodycamel_thread_single"
-TWO = "BM_cross_two_transfers_thread"
-REF_LABEL = ("(no floor) process single / two line transfers in a row "
-             "(what a take right behind its producer waits out)")
-BOOST_LABEL = "engine: process → process single calls ≥ 5x Boost message_queue"
+B, Q = "BM_cross_shmsched_process_batch", "BM_cross_boost_mq_process"
+L0, M = "BM_cross_shmsched_process_single_level0", "BM_cross_moodycamel_thread_single"
 with tempfile.TemporaryDirectory() as tmp:
     paths = []
-    # Round 1 meets both floors, round 2 neither; round 3's moodycamel row failed.
-    for i, rows in enumerate(({SINGLE: (15.0, None), BOOST: (2.5, None), MOODY: (14.0, None), TWO: (10.0, None)},
-                              {SINGLE: (10.0, None), BOOST: (2.5, None), MOODY: (16.0, None), TWO: (10.0, None)},
-                              {SINGLE: (14.0, None), BOOST: (2.0, None), MOODY: (0, "moodycamel failed"),
-                               TWO: (7.0, None)})):
+    # Batches at 9x, 6x, 10x Boost; moodycamel failed in round 2, so that floor has rounds 1 and 3.
+    for i, rows in enumerate(({B: (18.0, None), Q: (2.0, None), L0: (10.0, None), M: (10.0, None)},
+                              {B: (12.0, None), Q: (2.0, None), L0: (10.0, None), M: (0, "moodycamel failed")},
+                              {B: (20.0, None), Q: (2.0, None), L0: (7.0, None), M: (10.0, None)})):
         paths.append(os.path.join(tmp, f"r{i}.json"))
         with open(paths[-1], "w", encoding="utf-8") as f:
             json.dump(gbench_round(rows), f)
     out = os.path.join(tmp, "rounds.jsonl")
-    rc = report.cmd_rounds(argparse.Namespace(inputs=paths, out=out))
+    if report.cmd_rounds(argparse.Namespace(inputs=paths, out=out)) != 0:
+        problems.append("rounds: non-zero exit")
     with open(out, encoding="utf-8") as f:
-        recs = {r["extra"]["label"]: r for r in map(json.loads, f)}
-    if rc != 0:
-        problems.append(f"rounds: exit {rc}, want 0")
-    if LABEL in recs:
-        problems.append("rounds: a floor whose peer row failed in one round has a record")
-    r = recs.get(BOOST_LABEL)
-    if r is None:
-        problems.append(f"rounds: no record for {BOOST_LABEL!r}; got {sorted(recs)}")
-    else:
-        got = [round(x, 6) for x in r["extra"]["ratios"]]
-        if got != [6.0, 4.0, 7.0]:
-            problems.append(f"rounds: ratios {got}, want [6.0, 4.0, 7.0] (each round's medians)")
-        if r["extra"]["rounds_met"] != 2:
-            problems.append(f"rounds: rounds_met {r['extra']['rounds_met']}, want 2")
-        if r.get("scenario") != "floor_rounds" or any(k not in r for k in report.REQUIRED):
-            problems.append(f"rounds: record lacks the required keys or scenario: {r}")
-    ref = recs.get(REF_LABEL)
-    if ref is None:
-        problems.append(f"rounds: no record for the reference {REF_LABEL!r}")
-    elif ref["extra"]["rounds_met"] is not None or [round(x, 6) for x in ref["extra"]["ratios"]] != [1.5, 1.0, 2.0]:
-        problems.append(f"rounds: reference record {ref['extra']}, want ratios [1.5, 1.0, 2.0] and no count")
-    md = report.cmd_markdown  # the table: one row per floor record
+        micro = [json.loads(line) for line in f]
+    if any(k not in r for r in micro for k in report.REQUIRED):
+        problems.append("rounds: a record lacks the required keys")
+    v = verdicts(micro)
+    check("batch vs Boost, rounds", v[BATCH], ratios=[9.0, 6.0, 10.0], met=2, verdict="yes")
+    check("single vs moodycamel, a failed round left out", v[SINGLE], ratios=[1.0, 0.7], met=1, verdict="no")
+
     doc_path = os.path.join(tmp, "latest.json")
     with open(doc_path, "w", encoding="utf-8") as f:
-        json.dump({"machine": {}, "records": list(recs.values())}, f)
+        json.dump({"machine": {}, "records": micro + recs}, f)
     md_path = os.path.join(tmp, "latest.md")
-    md(argparse.Namespace(input=doc_path, out=md_path, print_floors=False))
+    report.cmd_markdown(argparse.Namespace(input=doc_path, out=md_path, print_floors=False))
     with open(md_path, encoding="utf-8") as f:
         text = f.read()
-    if f"| {BOOST_LABEL} | 6x, 4x, 7x | 6x | 2 of 3 |" not in text:
-        problems.append("latest.md lacks the round-by-round row '| ... | 6x, 4x, 7x | 6x | 2 of 3 |'")
-    if f"| {REF_LABEL} | 1.5x, 1x, 2x | 1.5x | — |" not in text:
-        problems.append("latest.md lacks the reference row '| ... | 1.5x, 1x, 2x | 1.5x | — |'")
-
-
-# The shell-task floor: medians of the rounds of each system, errors left out.
-def shell_verdict(worker, xargs):
-    recs = [{"scenario": "shell_tasks", "system": "shmctl_worker", "tasks_per_s": v} for v in worker]
-    recs += [{"scenario": "shell_tasks", "system": "xargs", "tasks_per_s": v} for v in xargs]
-    recs.append({"scenario": "shell_tasks", "system": "shmctl_worker", "tasks_per_s": 1e9, "error": "broken"})
-    return report.shell_floor(recs)[2]
-
-
-expect("shell: medians meet it", shell_verdict([2100, 1500, 2200], [1700, 1800, 1600]), "yes")
-expect("shell: medians short", shell_verdict([1500, 2500, 1600], [1700, 1800, 1600]), "no")
-expect("shell: no rows", report.shell_floor([])[2], "n/a")
+    for row in (f"| {BATCH} | 9x, 6x, 10x | 9x | 2 of 3 | yes |", f"| {BOOST} | 2.5x, 3.5x, 4x | 3.5x | 2 of 3 | yes |",
+                f"| {WAKE} | 1.1x, 1.5x | 1.3x | 1 of 2 | no |"):
+        if row not in text:
+            problems.append(f"latest.md lacks the row {row!r}")
 
 if problems:
     print("report_floors_test: FAILED")
