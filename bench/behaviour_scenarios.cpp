@@ -189,69 +189,6 @@ class NamedSegment {
   std::optional<Segment> seg_;
 };
 
-// ---- processes ----------------------------------------------------------------------
-
-// A one-shot gate from the parent to its children: a child blocks in read() until the
-// parent closes the write end (open()) -- or dies, which closes it too. Blocking, so a
-// waiting child takes no CPU from the two the run has.
-class Gate {
- public:
-  Gate() noexcept {
-    if (::pipe2(fd_, O_CLOEXEC) != 0) fd_[0] = fd_[1] = -1;
-  }
-  Gate(const Gate&) = delete;
-  Gate& operator=(const Gate&) = delete;
-  ~Gate() {
-    close_fd(0);
-    close_fd(1);
-  }
-  bool ok() const noexcept { return fd_[0] >= 0; }
-  void open() noexcept { close_fd(1); }
-  // In a child: its inherited write end would keep every child's gate shut.
-  void child_init() noexcept { close_fd(1); }
-  void wait() noexcept {
-    char c;
-    while (::read(fd_[0], &c, 1) < 0 && errno == EINTR) {
-    }
-  }
-
- private:
-  void close_fd(int i) noexcept {
-    if (fd_[i] >= 0) ::close(fd_[i]);
-    fd_[i] = -1;
-  }
-  int fd_[2] = {-1, -1};
-};
-
-// Polls `pred` every 200 us until it holds (true), `timeout` passes or -- when
-// `children` is given -- one of them exits first (then false unless pred holds: in these
-// scenarios children leave only when told to).
-template <class Pred>
-bool wait_until(Pred&& pred, std::chrono::milliseconds timeout, std::vector<Child>* children = nullptr) {
-  const std::int64_t deadline = now_ns() + std::chrono::nanoseconds(timeout).count();
-  for (;;) {
-    if (pred()) return true;
-    if (children != nullptr)
-      for (Child& c : *children)
-        if (c.exited()) return pred();
-    if (now_ns() > deadline) return pred();
-    std::this_thread::sleep_for(200us);
-  }
-}
-
-// Waits (bounded) for every child to exit; the first failure becomes `error` if it has
-// none. A child still running at the deadline is killed by its destructor.
-void reap_children(std::vector<Child>& children, std::string& error, std::chrono::milliseconds timeout = 30s) {
-  const bool all = wait_until(
-      [&] { return std::all_of(children.begin(), children.end(), [](Child& c) { return c.exited(); }); }, timeout);
-  if (!all && error.empty()) error = "a child process did not exit in time";
-  for (Child& c : children) {
-    if (!c.exited()) continue;
-    const int rc = c.wait();  // already reaped: returns the status it kept
-    if (rc != 0 && error.empty()) error = "child process exited with status " + std::to_string(rc);
-  }
-}
-
 // ---- the run ------------------------------------------------------------------------
 
 struct Ctx {

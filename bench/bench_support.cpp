@@ -77,6 +77,17 @@ bool wait_for_flag(const std::atomic<std::uint32_t>& flag, Child* child, std::ch
   }
 }
 
+void reap_children(std::vector<Child>& children, std::string& error, std::chrono::milliseconds timeout) {
+  const bool all = wait_until(
+      [&] { return std::all_of(children.begin(), children.end(), [](Child& c) { return c.exited(); }); }, timeout);
+  if (!all && error.empty()) error = "a child process did not exit in time";
+  for (Child& c : children) {
+    if (!c.exited()) continue;
+    const int rc = c.wait();  // already reaped: returns the status it kept
+    if (rc != 0 && error.empty()) error = "child process exited with status " + std::to_string(rc);
+  }
+}
+
 std::string check_report(const ConsumerReport& r, std::uint64_t n) {
   if (const auto f = r.failed.load(std::memory_order_acquire); f != kConsumerOk)
     return std::string(to_string(static_cast<ConsumerError>(f)));

@@ -14,6 +14,7 @@
 //    part; the clock runs from the producer's first item to the consumer's last one.
 #pragma once
 
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -35,6 +36,7 @@
 #include <string_view>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "shmsched/shmsched.hpp"
 
@@ -317,6 +319,62 @@ class Child {
 /// True once `flag` is non-zero; false if `child` exits first or `timeout` passes.
 /// `child` may be null (a thread consumer).
 bool wait_for_flag(const std::atomic<std::uint32_t>& flag, Child* child, std::chrono::milliseconds timeout) noexcept;
+
+/// A one-shot gate from the parent to its children: a child blocks in read() until the
+/// parent closes the write end (open()) -- or dies, which closes it too. Blocking, so a
+/// waiting child takes no CPU from the two a run has.
+class Gate {
+ public:
+  Gate() noexcept {
+    if (::pipe2(fd_, O_CLOEXEC) != 0) fd_[0] = fd_[1] = -1;
+  }
+  Gate(const Gate&) = delete;
+  Gate& operator=(const Gate&) = delete;
+  ~Gate() {
+    close_fd(0);
+    close_fd(1);
+  }
+  bool ok() const noexcept { return fd_[0] >= 0; }
+  void open() noexcept { close_fd(1); }
+  /// First thing in a child: its inherited write end would keep every child's gate shut.
+  void child_init() noexcept { close_fd(1); }
+  void wait() noexcept {
+    char c;
+    while (::read(fd_[0], &c, 1) < 0 && errno == EINTR) {
+    }
+  }
+
+ private:
+  void close_fd(int i) noexcept {
+    if (fd_[i] >= 0) ::close(fd_[i]);
+    fd_[i] = -1;
+  }
+  int fd_[2] = {-1, -1};
+};
+
+/// Polls `ok` every 200 us until it holds (true). Gives up (returning ok()) when `timeout`
+/// passes or, when `children` is given, a child has failed or every child has exited.
+template <class Ok>
+bool wait_until(Ok&& ok, std::chrono::milliseconds timeout, std::vector<Child>* children = nullptr) {
+  const std::int64_t deadline = now_ns() + std::chrono::nanoseconds(timeout).count();
+  for (;;) {
+    if (ok()) return true;
+    if (children != nullptr) {
+      std::size_t gone = 0;
+      for (Child& c : *children)
+        // After exited() has reaped it, wait() only returns the status it kept.
+        if (c.exited() && (++gone, c.wait() != 0)) return ok();
+      if (gone == children->size()) return ok();
+    }
+    if (now_ns() > deadline) return ok();
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+/// Waits (bounded) for every child to exit; the first failure becomes `error` if it has
+/// none. A child still running at the deadline is killed by its destructor.
+void reap_children(std::vector<Child>& children, std::string& error,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
 /// Bound on any one run, after which a stuck peer is declared failed rather than hung.
 inline constexpr std::chrono::milliseconds kRunTimeout{60000};

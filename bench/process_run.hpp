@@ -752,7 +752,7 @@ std::string produce_paced(typename Sys::Sender& s, RunShared& sh, ProducerSlot& 
     next = p.sent_ns + busy_gap_ns(i);
     const std::int64_t deadline = p.sent_ns + to_ns(kSampleTimeout);
     Backoff backoff;
-    // acquire: pairs with the consumer's fetch_add; not needed for data, only a count.
+    // acquire: pairs with the consumer's release in Tally::publish; only the count is read.
     for (std::uint64_t k = 1; sh.handled.load(std::memory_order_acquire) <= i; ++k) {
       backoff.pause();
       if ((k & 1023) == 0 && (now_ns() > deadline || wd.quit()))

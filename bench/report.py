@@ -10,7 +10,6 @@ Python 3 standard library only. bench/run and bench/plot call it; by hand:
   report.py markdown latest.json [--out latest.md] [--print-floors]
   report.py plot latest.json --data-dir D --png-dir P [--terminal pngcairo|png]
                                                    gnuplot data + scripts; prints one script per line
-  report.py validate latest.json                   required keys present, or exit 1
 
 Every record has the keys in REQUIRED (numbers or null), optional "extra" (an object; latency
 records carry extra.cdf = [[us, cumulative fraction], ...]; a row measured once a round carries
@@ -127,69 +126,32 @@ def micro_system(key):
 
 
 def cmd_micro(args):
+    """One record per benchmark: its median over the repetitions (or its one run), its
+    counters in extra; a benchmark that only reported an error carries it."""
     with open(args.input, encoding="utf-8") as f:
         doc = json.load(f)
-    ctx = doc.get("context", {})
-    try:
-        payload = int(ctx.get("item_bytes", 64))
-    except (TypeError, ValueError):
-        payload = 64
-    groups = {}  # run_name -> {"iter": [...], "median": b or None, "cv": b or None, "error": msg}
-    order = []
+    rows = {}  # micro key -> {"runs": [...], "median": aggregate or None, "error": message or None}
     for b in doc.get("benchmarks", []):
-        rn = b.get("run_name", b.get("name", "?"))
-        if rn not in groups:
-            groups[rn] = {"iter": [], "median": None, "cv": None, "error": None}
-            order.append(rn)
-        g = groups[rn]
+        row = rows.setdefault(micro_key(b.get("run_name", b.get("name", "?"))),
+                              {"runs": [], "median": None, "error": None})
         if b.get("error_occurred"):
-            g["error"] = b.get("error_message") or "benchmark reported an error"
-            continue
-        if b.get("run_type") == "aggregate":
-            if b.get("aggregate_name") == "median":
-                g["median"] = b
-            elif b.get("aggregate_name") == "cv":
-                g["cv"] = b
-        else:
-            g["iter"].append(b)
+            row["error"] = b.get("error_message") or "benchmark reported an error"
+        elif b.get("run_type") != "aggregate":
+            row["runs"].append(b)
+        elif b.get("aggregate_name") == "median":
+            row["median"] = b
     records = []
-    for rn in order:
-        g = groups[rn]
-        key = micro_key(rn)
+    for key, row in rows.items():
         r = base_record("micro/" + key, micro_system(key))
-        r["payload_bytes"] = payload
-        extra = {"benchmark": rn}
-        if g["error"] and not g["iter"] and not g["median"]:
-            r["error"] = g["error"]
-            r["extra"] = extra
+        src = row["median"] or (row["runs"][0] if len(row["runs"]) == 1 else None)
+        if src is None:
+            r["error"] = row["error"] or "no median and no single run"
             records.append(r)
             continue
-        counters = {}
-        if g["median"] is not None:
-            src = g["median"]
-            extra["value_of"] = f"median of {len(g['iter']) or src.get('repetitions', '?')} repetitions"
-            counters = {k: v for k, v in src.items() if k not in _GBENCH_FIELDS and isinstance(v, (int, float))}
-        elif g["iter"]:
-            names = set()
-            for b in g["iter"]:
-                names.update(k for k, v in b.items() if k not in _GBENCH_FIELDS and isinstance(v, (int, float)))
-            for k in sorted(names):
-                vals = [b[k] for b in g["iter"] if isinstance(b.get(k), (int, float))]
-                counters[k] = statistics.median(vals)
-            extra["value_of"] = "single run" if len(g["iter"]) == 1 else f"median of {len(g['iter'])} runs"
-        runs = [b["items_per_second"] for b in g["iter"] if isinstance(b.get("items_per_second"), (int, float))]
-        if len(runs) > 1:
-            extra["items_per_second_runs"] = runs
-        if g["cv"] is not None and isinstance(g["cv"].get("items_per_second"), (int, float)):
-            extra["items_per_second_cv"] = g["cv"]["items_per_second"]
-        if g["error"]:
-            extra["partial_error"] = g["error"]
+        counters = {k: v for k, v in src.items() if k not in _GBENCH_FIELDS and isinstance(v, (int, float))}
         r["tasks_per_s"] = counters.pop("items_per_second", None)
-        for field in ("p50_us", "p99_us", "p999_us"):
-            if field in counters:
-                r[field] = counters[field]
-        extra.update(counters)
-        r["extra"] = extra
+        r["extra"] = {"value_of": f"median of {len(row['runs'])} repetitions" if row["median"] else "single run",
+                      **counters}
         records.append(r)
     write_jsonl(records, args.out)
     return 0
@@ -1040,24 +1002,6 @@ def cmd_plot(args):
     return 0
 
 
-# ----------------------------------------------------------------------------- validate
-
-def cmd_validate(args):
-    doc = load(args.input)
-    bad = 0
-    for i, r in enumerate(doc["records"]):
-        miss = missing_keys(r) if isinstance(r, dict) else list(REQUIRED)
-        if miss:
-            bad += 1
-            print(f"record {i} ({r.get('scenario') if isinstance(r, dict) else r!r}): missing {', '.join(miss)}",
-                  file=sys.stderr)
-    for k in ("cores", "cpu_model", "kernel", "date", "command"):
-        if k not in doc.get("machine", {}):
-            bad += 1
-            print(f"machine: missing {k}", file=sys.stderr)
-    return 1 if bad else 0
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -1065,7 +1009,7 @@ def main():
     p.add_argument("input")
     p.add_argument("--out", default="-")
     p.set_defaults(fn=cmd_micro)
-    p = sub.add_parser("rounds", help="Google Benchmark JSON of several rounds -> floors round by round")
+    p = sub.add_parser("rounds", help="Google Benchmark JSON of several rounds -> records with extra.round")
     p.add_argument("inputs", nargs="+")
     p.add_argument("--out", default="-")
     p.set_defaults(fn=cmd_rounds)
@@ -1092,9 +1036,6 @@ def main():
     p.add_argument("--png-dir", required=True)
     p.add_argument("--terminal", choices=("pngcairo", "png"), default="pngcairo")
     p.set_defaults(fn=cmd_plot)
-    p = sub.add_parser("validate", help="check required keys")
-    p.add_argument("input")
-    p.set_defaults(fn=cmd_validate)
     args = ap.parse_args()
     sys.exit(args.fn(args))
 

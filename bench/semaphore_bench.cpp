@@ -81,66 +81,6 @@ class SharedBoostSem {
   bip::interprocess_semaphore* sem_ = nullptr;
 };
 
-// A one-shot signal from the parent to every child: children block in read() until all
-// write ends are closed. Blocking rather than polling, so waiting children take no CPU
-// from the two the run has; and the parent dying opens it too.
-class Gate {
- public:
-  Gate() noexcept {
-    if (::pipe2(fds_, O_CLOEXEC) != 0) fds_[0] = fds_[1] = -1;
-  }
-  Gate(const Gate&) = delete;
-  Gate& operator=(const Gate&) = delete;
-  ~Gate() {
-    close_end(0);
-    close_end(1);
-  }
-  bool ok() const noexcept { return fds_[0] >= 0; }
-  /// In a child, first thing: its inherited copy of the write end would keep the gate
-  /// shut for every child, itself included.
-  void child_drop_write_end() noexcept { close_end(1); }
-  void wait() noexcept {
-    char c;
-    while (::read(fds_[0], &c, 1) < 0 && errno == EINTR) {
-    }
-  }
-  /// In the parent.
-  void open() noexcept { close_end(1); }
-
- private:
-  void close_end(int i) noexcept {
-    if (fds_[i] >= 0) ::close(fds_[i]);
-    fds_[i] = -1;
-  }
-  int fds_[2] = {-1, -1};
-};
-
-// Waits until `ok()`, polling every 200 us; false once a child has failed, every child
-// has exited, or the timeout passes (a failed child must not leave the parent waiting for
-// good; a child that finished its share and left is no failure).
-template <class Ok>
-bool wait_until(Ok&& ok, std::vector<Child>& children, std::chrono::milliseconds timeout) {
-  const std::int64_t deadline = now_ns() + std::chrono::nanoseconds(timeout).count();
-  for (;;) {
-    if (ok()) return true;
-    std::size_t gone = 0;
-    for (Child& c : children) {
-      // After exited() has reaped it, wait() only returns the status it kept.
-      if (c.exited() && (++gone, c.wait() != 0)) return ok();
-    }
-    if (gone == children.size() || now_ns() > deadline) return ok();
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-}
-
-// Reaps every child; the first non-zero exit becomes the run's error if it has none.
-void reap(std::vector<Child>& children, std::string& error) {
-  for (Child& c : children) {
-    const int rc = c.wait();
-    if (rc != 0 && error.empty()) error = "child exited with status " + std::to_string(rc);
-  }
-}
-
 // ---- 1. uncontended pair ------------------------------------------------------------------
 
 void BM_sem_pair_shmsched_try(benchmark::State& state) {
@@ -204,7 +144,7 @@ ContendedResult run_contended(SetUp&& set_up) {
   std::vector<Child> children;
   for (int i = 0; i < 2; ++i) {
     children.push_back(Child::spawn([&, i]() -> int {
-      gate.child_drop_write_end();
+      gate.child_init();
       const CpuPin pin(i == 0 ? producer_cpu() : consumer_cpu());
       // The child's own handle (a Client names its process), made before the gate so
       // the clock never includes attaching.
@@ -228,15 +168,15 @@ ContendedResult run_contended(SetUp&& set_up) {
   }
   ContendedResult res;
   RunResult& r = res.run;
-  if (!wait_until([&] { return board->ready.load() == 2; }, children, kStartTimeout)) {
+  if (!wait_until([&] { return board->ready.load() == 2; }, kStartTimeout, &children)) {
     r.error = "children did not start";
   } else {
     gate.open();
-    if (!wait_until([&] { return board->finished.load() == 2; }, children, kRunTimeout))
+    if (!wait_until([&] { return board->finished.load() == 2; }, kRunTimeout, &children))
       r.error = "children did not finish";
   }
   if (!r.error.empty()) return res;  // the Child destructors kill and reap
-  reap(children, r.error);
+  reap_children(children, r.error);
   if (board->failed.load() != 0 && r.error.empty()) r.error = "a child's acquire or release failed";
   for (int i = 0; i < 2; ++i)
     if (board->pairs[i].load() != kContendedPairs && r.error.empty()) r.error = "a child did not finish its pairs";
