@@ -1,12 +1,25 @@
-// The engine's public entry points; the protocols live in client_impl.hpp.
+// The engine's public entry points; the protocols live in engine/.
 #include <utility>
 
-#include "client_impl.hpp"
+#include "engine/counters.hpp"
+#include "engine/engine.hpp"
 #include "shmsched/inspect.hpp"
 
 namespace shmsched {
 
 // -------------------------------------------------------------------------------------
+
+// Out of line and cold (declared so in engine/impl.hpp): note_used calls it once per
+// record of the table's first pass, never on the sweep's usual path.
+void Client::Impl::raise_mark(std::uint32_t idx) noexcept {
+  auto& mark = core->header->records_used;
+  std::uint32_t cur = mark.load(std::memory_order_relaxed);
+  // seq_cst RMW: a locked instruction, ordered before our reserve CAS, and paired with
+  // scan_end's load.
+  while (cur <= idx &&
+         !mark.compare_exchange_weak(cur, idx + 1, std::memory_order_seq_cst, std::memory_order_relaxed)) {
+  }
+}
 
 Client::Client(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
 Client::Client(Client&& o) noexcept : impl_(std::move(o.impl_)) {}
@@ -36,88 +49,11 @@ Result<Client> Client::attach(Segment& segment, Role role) {
     return Error(Errc::permission_denied,
                  "segment '" + segment.name() + "' is open read-only: a participant writes to it (open it read-write)");
   auto impl = std::make_unique<Impl>();
-  impl->seg = &segment;
-  impl->core = &detail::core_of(segment);
-  impl->my_counters = &impl->core->counter(0, 0, 0);  // slot 0 until a slot is claimed, as `slot`
-  auto* core = impl->core;
-  impl->pop_cursor = std::make_unique<detail::AtomicU64[]>(core->ring_count());  // value-initialised: 0
-  impl->push_cursor = std::make_unique<detail::AtomicU64[]>(core->ring_count());
-  impl->queue_rings = std::make_unique<IndexRing<>[]>(core->ring_count());
-  impl->ahead = std::make_unique<Impl::Ahead[]>(core->layout.max_queues);
-  static std::atomic<std::uint64_t> next_client_id{1};
-  impl->client_id = next_client_id.fetch_add(1, std::memory_order_relaxed);  // relaxed: only uniqueness matters
-  for (std::uint32_t r = 0; r < core->ring_count(); ++r)
-    impl->queue_rings[r] = core->ring(static_cast<std::uint16_t>(r));
-  const auto self = ProcessIdentity::self();
-  // Claims slot i, whose word is `w`, as epoch `epoch` and fills it in; false when the
-  // word changed under us.
-  auto claim_slot = [&](std::uint32_t i, std::uint64_t w, std::uint32_t epoch) {
-    auto& p = core->participants[i];
-    // (P1) acq_rel: claims the slot; the pid in the word lets a reaper judge a
-    // registrant that dies before writing its start time.
-    if (!p.word.compare_exchange_strong(
-            w, detail::pword(detail::ParticipantSlot::kRegistering, epoch, static_cast<std::uint32_t>(self.pid)),
-            std::memory_order_acq_rel))
-      return false;
-    SHMSCHED_FAULT_POINT(participant_register_claimed);
-    p.pid.store(static_cast<std::uint32_t>(self.pid), std::memory_order_relaxed);
-    p.start_time.store(self.start_time, std::memory_order_relaxed);
-    p.role.store(static_cast<std::uint32_t>(role), std::memory_order_relaxed);
-    p.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
-    p.activity.store(static_cast<std::uint32_t>(Activity::idle), std::memory_order_relaxed);
-    p.current_task.store(0, std::memory_order_relaxed);
-    p.sleepers.store(0, std::memory_order_relaxed);
-    p.help_sleepers.store(0, std::memory_order_relaxed);
-    p.workers.store(0, std::memory_order_relaxed);
-    p.reaped.store(0, std::memory_order_relaxed);
-    p.processed.store(0, std::memory_order_relaxed);
-    impl->me = &p;
-    impl->slot = i;
-    impl->my_counters = &core->counter(i, 0, 0);
-    impl->epoch = epoch;
-    impl->token = detail::make_token(i + 1, epoch);
-    impl->attached = true;
-    return true;
-  };
-  auto activate = [&] {
-    // (P2) release: publishes pid, start time and role; pairs with readers' acquire.
-    impl->me->word.store(
-        detail::pword(detail::ParticipantSlot::kActive, impl->epoch, static_cast<std::uint32_t>(self.pid)),
-        std::memory_order_release);
-  };
-  for (std::uint32_t i = 0; i < core->layout.max_participants; ++i) {
-    const std::uint64_t w = core->participants[i].word.load(std::memory_order_acquire);
-    if (detail::pword_state(w) == detail::ParticipantSlot::kFree && claim_slot(i, w, detail::pword_epoch(w))) {
-      activate();
-      return Client(std::move(impl));
-    }
-  }
-  // No free slot. A slot whose process is dead (or whose reaper died) is taken over
-  // rather than refused: with epoch + 1, which fences the dead token; the new token goes
-  // active and then recovers the dead one's records and permits. Without this a table
-  // full of dead participants would wedge the segment until some live consumer's janitor
-  // reaped it. A takeover that dies part-way leaves a dead active participant; whoever
-  // reaps or takes over the slot next recovers every older epoch of it too (DeadSlot).
-  for (std::uint32_t i = 0; i < core->layout.max_participants; ++i) {
-    auto& p = core->participants[i];
-    const std::uint64_t w = p.word.load(std::memory_order_acquire);
-    const std::uint64_t st = detail::pword_state(w);
-    const bool dead = st == detail::ParticipantSlot::kReaping
-                          ? !impl->token_alive(static_cast<std::uint16_t>(detail::pword_aux(w)))
-                          : st != detail::ParticipantSlot::kFree && !impl->slot_process_alive(p, w);
-    if (!dead || !claim_slot(i, w, detail::pword_epoch(w) + 1)) continue;
-    activate();
-    SHMSCHED_FAULT_POINT(participant_takeover_claimed);
-    impl->clear_sleep_bits(i);
-    ReapReport rep;
-    const Impl::DeadSlot old{i + 1, impl->token};
-    impl->sweep_ledgers(old);
-    impl->recover_records(old, rep);
-    p.reaped.fetch_add(1, std::memory_order_relaxed);
-    return Client(std::move(impl));
-  }
-  return Error(Errc::participant_table_full, "all " + std::to_string(core->layout.max_participants) +
-                                                 " participant slots are taken by live processes");
+  impl->bind(segment);
+  if (!impl->register_participant(role))
+    return Error(Errc::participant_table_full, "all " + std::to_string(impl->core->layout.max_participants) +
+                                                   " participant slots are taken by live processes");
+  return Client(std::move(impl));
 }
 
 Errc Client::enqueue_hashed(std::string_view type, std::uint64_t hash, std::span<const std::byte> payload,
@@ -131,7 +67,7 @@ std::size_t Client::enqueue_batch(std::span<const TaskSpec> tasks, std::span<Tas
   if (ids.size() < tasks.size()) {
     e = Errc::invalid_argument;
   } else {
-    const std::int64_t now = coarse_now_ns();
+    const std::int64_t now = detail::coarse_now_ns();
     Impl::BatchDebts debts;
     while (n < tasks.size()) {
       const TaskSpec& t = tasks[n];
@@ -319,7 +255,7 @@ Errc Client::retry_or_dead_letter(const Taken& task, std::string_view reason, st
   auto& c = im.counters(task.queue, task.level);
   if (counts_as_failure) Impl::bump(c.failed);
   if (!reason.empty()) {
-    copy_cstr(cold->last_error, sizeof cold->last_error, reason);
+    detail::copy_cstr(cold->last_error, sizeof cold->last_error, reason);
     hot->flags |= detail::kHasError;
   }
   if (hot->attempts >= hot->max_attempts) {
@@ -355,7 +291,7 @@ Errc Client::requeue_dead(TaskId id) noexcept {
   const std::uint32_t idx = im.core->id_index(id);
   auto& c = im.core->ctrl[idx];
   std::uint64_t s = c.state.load(std::memory_order_acquire);
-  if (state_of(s) != TaskState::dead || im.core->hot(idx)->id != id) return Errc::invalid_argument;
+  if (detail::state_of(s) != TaskState::dead || im.core->hot(idx)->id != id) return Errc::invalid_argument;
   if (im.record_defect(idx) != nullptr) return Errc::corrupt;  // stays a dead letter; its reason says why
   const std::uint64_t mine = next_word(s, TaskState::running, im.token);
   if (!c.state.compare_exchange_strong(s, mine, std::memory_order_acq_rel)) return Errc::invalid_argument;
@@ -370,7 +306,7 @@ std::size_t Client::requeue_all_dead() noexcept {
   std::size_t n = 0;
   for (std::uint32_t i = 0, end = impl_->core->scan_end(); i < end; ++i) {
     const std::uint64_t s = impl_->core->ctrl[i].state.load(std::memory_order_acquire);
-    if (state_of(s) == TaskState::dead && requeue_dead(impl_->core->hot(i)->id) == Errc::ok) ++n;
+    if (detail::state_of(s) == TaskState::dead && requeue_dead(impl_->core->hot(i)->id) == Errc::ok) ++n;
   }
   return n;
 }
@@ -379,7 +315,7 @@ std::size_t Client::purge_dead() noexcept {
   std::size_t n = 0;
   for (std::uint32_t i = 0, end = impl_->core->scan_end(); i < end; ++i) {
     std::uint64_t s = impl_->core->ctrl[i].state.load(std::memory_order_acquire);
-    if (state_of(s) != TaskState::dead) continue;
+    if (detail::state_of(s) != TaskState::dead) continue;
     if (impl_->core->ctrl[i].state.compare_exchange_strong(s, next_word(s, TaskState::free, impl_->token),
                                                            std::memory_order_acq_rel))
       ++n;
@@ -507,7 +443,7 @@ void Client::set_aging(QueueId queue, std::chrono::milliseconds bound) noexcept 
 LevelStats Client::level_stats(QueueId queue, std::uint8_t level) const noexcept {
   const auto& core = *impl_->core;
   if (queue >= core.layout.max_queues || level >= core.levels) return {};
-  return sum_level(core, queue, level);
+  return detail::sum_level(core, queue, level);
 }
 
 void Client::count_processed(std::uint64_t n) noexcept {

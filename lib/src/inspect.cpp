@@ -3,7 +3,10 @@
 #include <array>
 #include <atomic>
 
-#include "client_impl.hpp"
+#include "engine/counters.hpp"
+#include "engine/support.hpp"
+#include "shmsched/detail/core_access.hpp"
+#include "shmsched/detail/saturate.hpp"
 
 namespace shmsched {
 
@@ -20,7 +23,7 @@ Snapshot inspect(const Segment& segment) {
   s.layout = segment.layout();
   s.size_bytes = segment.size_bytes();
   s.creator = segment.creator();
-  const std::int64_t now = coarse_now_ns();
+  const std::int64_t now = detail::coarse_now_ns();
   const std::int64_t mono = monotonic_ns();
 
   // Per queue id: queued, running, delayed, parked.
@@ -28,7 +31,7 @@ Snapshot inspect(const Segment& segment) {
   const std::uint32_t end = core.scan_end();
   s.free += core.capacity - end;  // never used: virgin, so free
   for (std::uint32_t i = 0; i < end; ++i) {
-    const TaskState st = state_of(core.ctrl[i].state.load(std::memory_order_acquire));
+    const TaskState st = detail::state_of(core.ctrl[i].state.load(std::memory_order_acquire));
     if (st == TaskState::queued || st == TaskState::running || st == TaskState::delayed || st == TaskState::parked) {
       // relaxed: the owner may move the record on meanwhile; a figure read once.
       const std::uint16_t qid = std::atomic_ref<std::uint16_t>(core.hot(i)->queue).load(std::memory_order_relaxed);
@@ -84,8 +87,8 @@ Snapshot inspect(const Segment& segment) {
       l.depth = ring.values_guess();
       std::uint32_t v = 0;
       if (ring.peek_head(v) && v < core.capacity && l.depth != 0)
-        l.oldest_age_ns = std::max<std::int64_t>(0, detail::sub_sat(now, load_enqueued(core.hot(v))));
-      l.counters = sum_level(core, qi.id, level);
+        l.oldest_age_ns = std::max<std::int64_t>(0, detail::sub_sat(now, detail::load_enqueued(core.hot(v))));
+      l.counters = detail::sum_level(core, qi.id, level);
       q.levels.push_back(l);
     }
     s.queues.push_back(std::move(q));
@@ -109,7 +112,7 @@ Snapshot inspect(const Segment& segment) {
     ps.activity = static_cast<Activity>(p.activity.load(std::memory_order_relaxed));
     ps.current_task = p.current_task.load(std::memory_order_relaxed);
     ps.processed = p.processed.load(std::memory_order_relaxed);
-    ps.counters = sum_participant(core, i);
+    ps.counters = detail::sum_participant(core, i);
     const std::int64_t hb = p.heartbeat_ns.load(std::memory_order_relaxed);
     ps.heartbeat_age_ns = hb > 0 ? std::max<std::int64_t>(0, mono - hb) : -1;
     ps.workers = p.workers.load(std::memory_order_relaxed);
@@ -129,7 +132,7 @@ std::vector<DeadLetter> dead_letters(const Segment& segment, std::size_t max) {
   const detail::Core& core = detail::core_of(segment);
   for (std::uint32_t i = 0, end = core.scan_end(); i < end && out.size() < max; ++i) {
     const std::uint64_t s = core.ctrl[i].state.load(std::memory_order_acquire);
-    if (state_of(s) != TaskState::dead) continue;
+    if (detail::state_of(s) != TaskState::dead) continue;
     // Dead letters are not written by anyone until requeued or purged; re-check the
     // word after copying so a concurrent requeue is not reported half-read.
     const auto* hot = core.hot(i);
@@ -147,22 +150,6 @@ std::vector<DeadLetter> dead_letters(const Segment& segment, std::size_t max) {
     if (core.ctrl[i].state.load(std::memory_order_acquire) == s) out.push_back(std::move(d));
   }
   return out;
-}
-
-Result<void> Segment::set_paused(QueueId queue, bool paused) noexcept {
-  if (is_read_only()) return Result<void>(Errc::permission_denied, "segment '" + name() + "' is open read-only");
-  auto& core = this->core();
-  if (queue >= core.layout.max_queues ||
-      detail::named_state(core.queues[queue].word.load(std::memory_order_acquire)) != detail::QueueEntry::kReady)
-    return Result<void>(Errc::unknown_queue, "no queue with id " + std::to_string(queue));
-  // relaxed: a taker that misses the flag for a moment takes one more task; pausing
-  // promises "no new takes from now on", not a fence with takes in flight.
-  if (paused) {
-    core.queues[queue].flags.fetch_or(detail::QueueEntry::kPaused, std::memory_order_relaxed);
-  } else {
-    core.queues[queue].flags.fetch_and(~detail::QueueEntry::kPaused, std::memory_order_relaxed);
-  }
-  return {};
 }
 
 }  // namespace shmsched

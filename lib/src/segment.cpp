@@ -525,6 +525,22 @@ Result<QueueId> Segment::find_queue(std::string_view name) const noexcept {
   }
 }
 
+Result<void> Segment::set_paused(QueueId queue, bool paused) noexcept {
+  if (is_read_only()) return Result<void>(Errc::permission_denied, "segment '" + name() + "' is open read-only");
+  auto& core = this->core();
+  if (queue >= core.layout.max_queues ||
+      detail::named_state(core.queues[queue].word.load(std::memory_order_acquire)) != detail::QueueEntry::kReady)
+    return Result<void>(Errc::unknown_queue, "no queue with id " + std::to_string(queue));
+  // relaxed: a taker that misses the flag for a moment takes one more task; pausing
+  // promises "no new takes from now on", not a fence with takes in flight.
+  if (paused) {
+    core.queues[queue].flags.fetch_or(detail::QueueEntry::kPaused, std::memory_order_relaxed);
+  } else {
+    core.queues[queue].flags.fetch_and(~detail::QueueEntry::kPaused, std::memory_order_relaxed);
+  }
+  return {};
+}
+
 std::vector<QueueInfo> Segment::queues() const {
   std::vector<QueueInfo> out;
   const auto& core = impl_->core;

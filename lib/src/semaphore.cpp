@@ -3,7 +3,7 @@
 
 #include <bit>
 
-#include "client_impl.hpp"
+#include "engine/engine.hpp"
 #include "shmsched/detail/name_table.hpp"
 
 namespace shmsched {
@@ -204,7 +204,7 @@ bool Client::Impl::holder_valid(std::uint64_t holder, const DeadSlot* dead) cons
   const std::uint32_t idx = static_cast<std::uint32_t>(holder & 0xFFFFF);
   if (idx >= core->capacity) return false;
   const std::uint64_t s = core->ctrl[idx].state.load(std::memory_order_acquire);
-  if (state_of(s) != TaskState::running ||
+  if (detail::state_of(s) != TaskState::running ||
       (detail::version_of(s) & kRunVersionMask) != ((holder >> 20) & kRunVersionMask))
     return false;
   return dead != nullptr ? !dead->matches(owner_of(s)) : token_alive(owner_of(s));

@@ -1,0 +1,17 @@
+// The whole engine, for the translation units that define Client's members
+// (client.cpp, semaphore.cpp): the Impl and every concept's inline definitions.
+#pragma once
+
+#include "impl.hpp"
+
+#include "delayed.hpp"
+#include "enqueue.hpp"
+#include "enqueue_batch.hpp"
+#include "participants.hpp"
+#include "records.hpp"
+#include "recovery.hpp"
+#include "semaphores.hpp"
+#include "take.hpp"
+#include "take_ahead.hpp"
+#include "types.hpp"
+#include "waking.hpp"
