@@ -16,6 +16,78 @@ std::uint64_t QueueSnapshot::depth() const noexcept {
   return d;
 }
 
+namespace {
+
+// Counts every record by state into `s`, and per queue id into `per_queue` (the
+// records whose state names a queue).
+void count_records(const detail::Core& core, Snapshot& s, std::vector<StateCounts>& per_queue) {
+  const std::uint32_t end = core.scan_end();
+  s.records[TaskState::virgin] += core.capacity - end;  // past the mark: never used
+  for (std::uint32_t i = 0; i < end; ++i) {
+    const TaskState st = detail::state_of(core.ctrl[i].state.load(std::memory_order_acquire));
+    if (static_cast<std::size_t>(st) >= kTaskStates) continue;  // a damaged word: no state
+    ++s.records[st];
+    if (!names_queue(st)) continue;
+    // relaxed: the owner may move the record on meanwhile; a figure read once.
+    const std::uint16_t qid = std::atomic_ref<std::uint16_t>(core.hot(i)->queue).load(std::memory_order_relaxed);
+    if (qid < per_queue.size()) ++per_queue[qid][st];
+  }
+}
+
+QueueSnapshot queue_snapshot(const detail::Core& core, const QueueInfo& qi, const StateCounts& records,
+                             std::int64_t now) {
+  QueueSnapshot q;
+  q.id = qi.id;
+  q.name = qi.name;
+  q.paused = qi.paused;
+  q.records = records;
+  const auto& e = core.queues[qi.id];
+  q.aging_ms = e.aging_ms.load(std::memory_order_relaxed);
+  const std::uint32_t limit = e.limit_sem.load(std::memory_order_acquire);
+  if (limit != 0 && limit - 1 < core.layout.max_semaphores)
+    q.limit = static_cast<std::int32_t>(core.semaphores[limit - 1].permits.load(std::memory_order_relaxed) >>
+                                        detail::SemaphoreEntry::kSlots);
+  for (std::uint32_t level = 0; level < core.levels; ++level) {
+    LevelSnapshot l;
+    const IndexRing<> ring = core.ring(core.ring_id(qi.id, level));
+    l.depth = ring.values_guess();
+    std::uint32_t v = 0;
+    if (ring.peek_head(v) && v < core.capacity && l.depth != 0)
+      l.oldest_age_ns = std::max<std::int64_t>(0, detail::sub_sat(now, detail::load_enqueued(core.hot(v))));
+    l.counters = detail::sum_level(core, qi.id, level);
+    q.levels.push_back(l);
+  }
+  return q;
+}
+
+// Participant slot i (not free, its word `w`) as inspect() shows it.
+ParticipantSnapshot participant_snapshot(const detail::Core& core, std::uint32_t i, std::uint64_t w,
+                                         std::int64_t mono) {
+  const auto& p = core.participants[i];
+  const std::uint64_t st = detail::pword_state(w);
+  ParticipantSnapshot ps;
+  ps.slot = i;
+  ps.token = detail::make_token(i + 1, detail::pword_epoch(w));
+  ps.pid = static_cast<std::int32_t>(p.pid.load(std::memory_order_relaxed));
+  ps.start_time = p.start_time.load(std::memory_order_relaxed);
+  ps.role = static_cast<Role>(p.role.load(std::memory_order_relaxed));
+  ps.state = st == detail::ParticipantSlot::kActive        ? "active"
+             : st == detail::ParticipantSlot::kRegistering ? "registering"
+                                                           : "reaping";
+  ps.alive = ProcessIdentity{ps.pid, ps.start_time}.alive();
+  ps.activity = static_cast<Activity>(p.activity.load(std::memory_order_relaxed));
+  ps.current_task = p.current_task.load(std::memory_order_relaxed);
+  ps.processed = p.processed.load(std::memory_order_relaxed);
+  ps.counters = detail::sum_participant(core, i);
+  const std::int64_t hb = p.heartbeat_ns.load(std::memory_order_relaxed);
+  ps.heartbeat_age_ns = hb > 0 ? std::max<std::int64_t>(0, mono - hb) : -1;
+  ps.workers = p.workers.load(std::memory_order_relaxed);
+  ps.sleepers = p.sleepers.load(std::memory_order_relaxed);
+  return ps;
+}
+
+}  // namespace
+
 Snapshot inspect(const Segment& segment) {
   const detail::Core& core = detail::core_of(segment);
   Snapshot s;
@@ -26,100 +98,15 @@ Snapshot inspect(const Segment& segment) {
   const std::int64_t now = detail::coarse_now_ns();
   const std::int64_t mono = monotonic_ns();
 
-  // Per queue id: queued, running, delayed, parked.
-  std::vector<std::array<std::uint64_t, 4>> per_queue(core.layout.max_queues);
-  const std::uint32_t end = core.scan_end();
-  s.free += core.capacity - end;  // never used: virgin, so free
-  for (std::uint32_t i = 0; i < end; ++i) {
-    const TaskState st = detail::state_of(core.ctrl[i].state.load(std::memory_order_acquire));
-    if (st == TaskState::queued || st == TaskState::running || st == TaskState::delayed || st == TaskState::parked) {
-      // relaxed: the owner may move the record on meanwhile; a figure read once.
-      const std::uint16_t qid = std::atomic_ref<std::uint16_t>(core.hot(i)->queue).load(std::memory_order_relaxed);
-      const int k = st == TaskState::queued ? 0 : st == TaskState::running ? 1 : st == TaskState::delayed ? 2 : 3;
-      if (qid < per_queue.size()) ++per_queue[qid][static_cast<std::size_t>(k)];
-    }
-    switch (st) {
-      case TaskState::virgin:
-      case TaskState::free:
-        ++s.free;
-        break;
-      case TaskState::reserved:
-        ++s.reserved;
-        break;
-      case TaskState::queued:
-        ++s.queued;
-        break;
-      case TaskState::running:
-        ++s.running;
-        break;
-      case TaskState::delayed:
-        ++s.delayed;
-        break;
-      case TaskState::parked:
-        ++s.parked;
-        break;
-      case TaskState::dead:
-        ++s.dead;
-        break;
-    }
-  }
-
-  for (const QueueInfo& qi : segment.queues()) {
-    QueueSnapshot q;
-    q.id = qi.id;
-    q.name = qi.name;
-    q.paused = qi.paused;
-    if (qi.id < per_queue.size()) {
-      q.queued = per_queue[qi.id][0];
-      q.running = per_queue[qi.id][1];
-      q.delayed = per_queue[qi.id][2];
-      q.parked = per_queue[qi.id][3];
-    }
-    const auto& e = core.queues[qi.id];
-    q.aging_ms = e.aging_ms.load(std::memory_order_relaxed);
-    const std::uint32_t limit = e.limit_sem.load(std::memory_order_acquire);
-    if (limit != 0 && limit - 1 < core.layout.max_semaphores)
-      q.limit = static_cast<std::int32_t>(core.semaphores[limit - 1].permits.load(std::memory_order_relaxed) >>
-                                          detail::SemaphoreEntry::kSlots);
-    for (std::uint32_t level = 0; level < core.levels; ++level) {
-      LevelSnapshot l;
-      const IndexRing<> ring = core.ring(core.ring_id(qi.id, level));
-      l.depth = ring.values_guess();
-      std::uint32_t v = 0;
-      if (ring.peek_head(v) && v < core.capacity && l.depth != 0)
-        l.oldest_age_ns = std::max<std::int64_t>(0, detail::sub_sat(now, detail::load_enqueued(core.hot(v))));
-      l.counters = detail::sum_level(core, qi.id, level);
-      q.levels.push_back(l);
-    }
-    s.queues.push_back(std::move(q));
-  }
-
+  std::vector<StateCounts> per_queue(core.layout.max_queues);
+  count_records(core, s, per_queue);
+  for (const QueueInfo& qi : segment.queues())
+    if (qi.id < per_queue.size()) s.queues.push_back(queue_snapshot(core, qi, per_queue[qi.id], now));
   for (std::uint32_t i = 0; i < core.layout.max_participants; ++i) {
-    const auto& p = core.participants[i];
-    const std::uint64_t w = p.word.load(std::memory_order_acquire);
-    const std::uint64_t st = detail::pword_state(w);
-    if (st == detail::ParticipantSlot::kFree) continue;
-    ParticipantSnapshot ps;
-    ps.slot = i;
-    ps.token = detail::make_token(i + 1, detail::pword_epoch(w));
-    ps.pid = static_cast<std::int32_t>(p.pid.load(std::memory_order_relaxed));
-    ps.start_time = p.start_time.load(std::memory_order_relaxed);
-    ps.role = static_cast<Role>(p.role.load(std::memory_order_relaxed));
-    ps.state = st == detail::ParticipantSlot::kActive        ? "active"
-               : st == detail::ParticipantSlot::kRegistering ? "registering"
-                                                             : "reaping";
-    ps.alive = ProcessIdentity{ps.pid, ps.start_time}.alive();
-    ps.activity = static_cast<Activity>(p.activity.load(std::memory_order_relaxed));
-    ps.current_task = p.current_task.load(std::memory_order_relaxed);
-    ps.processed = p.processed.load(std::memory_order_relaxed);
-    ps.counters = detail::sum_participant(core, i);
-    const std::int64_t hb = p.heartbeat_ns.load(std::memory_order_relaxed);
-    ps.heartbeat_age_ns = hb > 0 ? std::max<std::int64_t>(0, mono - hb) : -1;
-    ps.workers = p.workers.load(std::memory_order_relaxed);
-    ps.sleepers = p.sleepers.load(std::memory_order_relaxed);
-    s.participants.push_back(std::move(ps));
+    const std::uint64_t w = core.participants[i].word.load(std::memory_order_acquire);
+    if (detail::pword_state(w) != detail::ParticipantSlot::kFree)
+      s.participants.push_back(participant_snapshot(core, i, w, mono));
   }
-
   s.semaphores = segment.semaphores();
   s.janitor_token = static_cast<std::uint16_t>(core.header->janitor_lease.load(std::memory_order_acquire));
   if (const std::uint32_t ji = detail::token_index(s.janitor_token); ji != 0 && ji <= core.layout.max_participants)

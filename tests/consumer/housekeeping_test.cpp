@@ -170,8 +170,9 @@ TEST(Housekeeping, StoppedJanitorLosesItsLeaseAndDeadWorkersAreStillReaped) {
     held += " participant token " + std::to_string(p.token) + " pid " + std::to_string(p.pid);
   EXPECT_TRUE(rerun) << "the dead worker's task was not run again while the janitor's process was stopped"
                      << " (janitor token " << snap.janitor_token << ", first janitor " << b.janitor_token.load()
-                     << "; records queued " << snap.queued << ", running " << snap.running << ", dead " << snap.dead
-                     << ", delayed " << snap.delayed << "; participants " << snap.participants.size() << ")" << held
+                     << "; records queued " << snap.records[TaskState::queued] << ", running "
+                     << snap.records[TaskState::running] << ", dead " << snap.records[TaskState::dead] << ", delayed "
+                     << snap.records[TaskState::delayed] << "; participants " << snap.participants.size() << ")" << held
                      << " pids A " << janitor << " B " << victim << " C " << helper;
   EXPECT_NE(janitor_of(seg), b.janitor_token.load()) << "the stopped process kept the janitor lease";
   ASSERT_EQ(::kill(janitor, SIGCONT), 0);

@@ -143,7 +143,10 @@ void run_soak(unsigned take_ahead) {
   Snapshot s;
   for (;;) {
     s = inspect(seg);
-    if ((s.queued + s.running + s.delayed + s.parked == 0 && s.semaphores.at(0).in_use == 0) ||
+    if ((s.records[TaskState::queued] + s.records[TaskState::running] + s.records[TaskState::delayed] +
+                 s.records[TaskState::parked] ==
+             0 &&
+         s.semaphores.at(0).in_use == 0) ||
         std::chrono::steady_clock::now() > deadline)
       break;
     std::this_thread::sleep_for(10ms);
@@ -167,8 +170,10 @@ void run_soak(unsigned take_ahead) {
   // At most the tasks in flight at a kill run twice: 2 workers per consumer (tasks held
   // ahead never started there, so they add none).
   EXPECT_LE(duplicates, kills * 2);
-  EXPECT_EQ(s.queued + s.running + s.delayed + s.parked, 0u);
-  EXPECT_EQ(s.reserved, 0u);
+  EXPECT_EQ(s.records[TaskState::queued] + s.records[TaskState::running] + s.records[TaskState::delayed] +
+                s.records[TaskState::parked],
+            0u);
+  EXPECT_EQ(s.records[TaskState::reserved], 0u);
   EXPECT_EQ(s.semaphores.at(0).in_use, 0u);
   auto checker = Client::attach(seg).value();
   checker.reap_dead();

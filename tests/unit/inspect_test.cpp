@@ -43,11 +43,14 @@ TEST(Inspect, SnapshotMatchesWhatWasDone) {
   ASSERT_EQ(cli.dead_letter(d, "bad"), Errc::ok);
 
   const Snapshot s = inspect(seg);
-  EXPECT_EQ(s.queued, 6u);
-  EXPECT_EQ(s.running, 1u);
-  EXPECT_EQ(s.delayed, 1u);
-  EXPECT_EQ(s.dead, 1u);
-  EXPECT_EQ(s.free, 256u - 9u);
+  EXPECT_EQ(s.records[TaskState::queued], 6u);
+  EXPECT_EQ(s.records[TaskState::running], 1u);
+  EXPECT_EQ(s.records[TaskState::delayed], 1u);
+  EXPECT_EQ(s.records[TaskState::dead], 1u);
+  EXPECT_EQ(s.records.reservable(), 256u - 9u);
+  std::uint64_t all = 0;  // every record is counted in exactly one state
+  for (std::uint64_t n : s.records.by_state) all += n;
+  EXPECT_EQ(all, 256u);
   ASSERT_EQ(s.queues.size(), 2u);
   const QueueSnapshot& qa = s.queues[0].id == a ? s.queues[0] : s.queues[1];
   EXPECT_EQ(qa.name, "a");
@@ -61,14 +64,16 @@ TEST(Inspect, SnapshotMatchesWhatWasDone) {
   EXPECT_EQ(qa.levels[1].oldest_age_ns, -1);
   EXPECT_EQ(qa.depth(), 6u);
   // Records by state per queue: a's six queued and one running, b's one delayed.
-  EXPECT_EQ(qa.queued, 6u);
-  EXPECT_EQ(qa.running, 1u);
-  EXPECT_EQ(qa.delayed, 0u);
+  EXPECT_EQ(qa.records[TaskState::queued], 6u);
+  EXPECT_EQ(qa.records[TaskState::running], 1u);
+  EXPECT_EQ(qa.records[TaskState::delayed], 0u);
+  EXPECT_EQ(qa.records[TaskState::dead], 1u);  // dead letters keep their queue
+  EXPECT_EQ(qa.records[TaskState::free], 0u);  // a free record belongs to no queue
   EXPECT_EQ(qa.outstanding(), 7u);
   const QueueSnapshot& qb = s.queues[0].id == b ? s.queues[0] : s.queues[1];
-  EXPECT_EQ(qb.queued, 0u);
-  EXPECT_EQ(qb.running, 0u);
-  EXPECT_EQ(qb.delayed, 1u);
+  EXPECT_EQ(qb.records[TaskState::queued], 0u);
+  EXPECT_EQ(qb.records[TaskState::running], 0u);
+  EXPECT_EQ(qb.records[TaskState::delayed], 1u);
   EXPECT_EQ(qb.outstanding(), 1u);
   ASSERT_EQ(s.participants.size(), 1u);
   EXPECT_TRUE(s.participants[0].alive);
@@ -112,10 +117,10 @@ TEST(Inspect, ParkedTaskCountsForItsQueue) {
   ASSERT_EQ(cli.acquire_for(t, need), Client::Grant::parked);
   const Snapshot s = inspect(seg);
   const QueueSnapshot& qb = s.queues[0].id == b ? s.queues[0] : s.queues[1];
-  EXPECT_EQ(qb.parked, 1u);
-  EXPECT_EQ(qb.running, 0u);
+  EXPECT_EQ(qb.records[TaskState::parked], 1u);
+  EXPECT_EQ(qb.records[TaskState::running], 0u);
   EXPECT_EQ(qb.outstanding(), 1u);
-  EXPECT_EQ(s.parked, 1u);
+  EXPECT_EQ(s.records[TaskState::parked], 1u);
   ASSERT_EQ(cli.release(gpu, 1), Errc::ok);  // hands the permit on: the task is takeable again
   EXPECT_TRUE(cli.try_take(b, t));
 }
@@ -126,7 +131,7 @@ TEST(Inspect, ScansStopAtTheHighestRecordEverUsedAndMissNothingBelowIt) {
   auto seg = Segment::create_private(layout(), CreateOptions{0600, {"a"}}).value();
   const auto& mark = detail::core_of(seg).header->records_used;
   EXPECT_EQ(mark.load(), 0u) << "a fresh segment has used no record";
-  EXPECT_EQ(inspect(seg).free, 256u);
+  EXPECT_EQ(inspect(seg).records.reservable(), 256u);
   auto cli = Client::attach(seg, Role::producer | Role::consumer).value();
   const QueueId a = seg.find_queue("a").value();
   TaskOptions o;
@@ -145,14 +150,14 @@ TEST(Inspect, ScansStopAtTheHighestRecordEverUsedAndMissNothingBelowIt) {
   ASSERT_EQ(cli.dead_letter(t, "bad"), Errc::ok);
   ASSERT_EQ(cli.enqueue_text("t", "", o), Errc::ok);
   const Snapshot s = inspect(seg);
-  EXPECT_EQ(s.dead, 1u);
-  EXPECT_EQ(s.queued, 1u);
-  EXPECT_EQ(s.free, 254u);
+  EXPECT_EQ(s.records[TaskState::dead], 1u);
+  EXPECT_EQ(s.records[TaskState::queued], 1u);
+  EXPECT_EQ(s.records.reservable(), 254u);
   const auto dl = cli.dead_letters();
   ASSERT_EQ(dl.size(), 1u);
   EXPECT_EQ(dl[0].id, t.id);
   EXPECT_EQ(cli.requeue_all_dead(), 1u);
-  EXPECT_EQ(inspect(seg).queued, 2u);
+  EXPECT_EQ(inspect(seg).records[TaskState::queued], 2u);
 }
 
 // A batch is published as runs (one ring entry for many tasks): a level's depth counts
@@ -175,7 +180,7 @@ TEST(Inspect, DepthCountsTheTasksOfRunsNotTheirEntries) {
   EXPECT_EQ(s.queues[0].levels[0].depth, 5u);
   EXPECT_EQ(s.queues[0].levels[1].depth, 6u);
   EXPECT_EQ(s.queues[0].depth(), 11u);
-  EXPECT_EQ(s.queued, 11u);
+  EXPECT_EQ(s.records[TaskState::queued], 11u);
 }
 
 // A record's enqueue time is read from the segment, which may hold anything: the age of

@@ -962,7 +962,7 @@ TEST(SegmentNamed, InspectingAFreshSegmentDoesNotAllocateItsTaskTable) {
   const std::int64_t before = blocks();
   ASSERT_GE(before, 0);
   const Snapshot snap = inspect(*s);
-  EXPECT_EQ(snap.free, l.task_capacity);
+  EXPECT_EQ(snap.records.reservable(), l.task_capacity);
   const std::int64_t grown = blocks() - before;
   EXPECT_LT(grown, 256 * 1024) << "inspect made tmpfs allocate " << grown << " bytes";
 }
@@ -1071,8 +1071,8 @@ TEST(SegmentNamed, AReadOnlyOpenLooksAndRefusesEveryWrite) {
   EXPECT_EQ(mappings, 1);
 
   const Snapshot snap = inspect(*r);
-  EXPECT_EQ(snap.dead, 1u);
-  EXPECT_EQ(snap.queues.at(0).queued, 1u);
+  EXPECT_EQ(snap.records[TaskState::dead], 1u);
+  EXPECT_EQ(snap.queues.at(0).records[TaskState::queued], 1u);
   const auto dead = dead_letters(*r);
   ASSERT_EQ(dead.size(), 1u);
   EXPECT_EQ(dead[0].reason, "for the reader");

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <string_view>
 #include <utility>
 
 #include "shmsched/detail/state_word.hpp"
@@ -45,6 +46,22 @@ TEST(StateWord, TheTableAllowsExactlyTheMovesOfARecordsLife) {
       EXPECT_EQ(detail::transition_allowed(from, to), allowed.count({from, to}) == 1)
           << to_string(from) << " -> " << to_string(to);
   EXPECT_FALSE(detail::transition_allowed(static_cast<S>(9), S::running)) << "a damaged state goes nowhere";
+}
+
+// What inspection and shmctl count as outstanding (a task that will still run) and as
+// belonging to a queue: each state is classified, and has a name of its own.
+TEST(StateWord, EveryStateHasANameAndAClass) {
+  const std::set<TaskState> outstanding = {TaskState::queued, TaskState::running, TaskState::delayed,
+                                           TaskState::parked};
+  std::set<std::string_view> names;
+  for (TaskState s : kAll) {
+    EXPECT_NE(to_string(s), "?");
+    names.insert(to_string(s));
+    EXPECT_EQ(is_outstanding(s), outstanding.count(s) == 1) << to_string(s);
+    EXPECT_EQ(names_queue(s), outstanding.count(s) == 1 || s == TaskState::dead) << to_string(s);
+  }
+  EXPECT_EQ(names.size(), kTaskStates);
+  EXPECT_EQ(to_string(static_cast<TaskState>(kTaskStates)), "?");
 }
 
 TEST(StateWord, AnAllowedMoveBumpsTheVersionAndSetsStateAndOwner) {

@@ -209,4 +209,15 @@ std::string Table::render(std::size_t indent) const {
   return out;
 }
 
+std::string outstanding_counts(const shmsched::StateCounts& c, std::string_view sep) {
+  std::string out;
+  for (std::size_t i = 0; i < shmsched::kTaskStates; ++i) {
+    const auto st = static_cast<shmsched::TaskState>(i);
+    if (!shmsched::is_outstanding(st)) continue;
+    if (!out.empty()) out += sep;
+    out += std::string(shmsched::to_string(st)) + " " + std::to_string(c[st]);
+  }
+  return out;
+}
+
 }  // namespace shmctl

@@ -99,10 +99,9 @@ std::vector<std::string> split_list(const std::vector<std::string>& items);
 
 /// The consumers that are alive (role has consumer, process alive).
 std::vector<const shmsched::ParticipantSnapshot*> live_consumers(const shmsched::Snapshot& snap);
-/// Tasks that still need a consumer: queued, running, delayed or parked.
-inline std::uint64_t outstanding(const shmsched::Snapshot& s) {
-  return s.queued + s.running + s.delayed + s.parked;
-}
+/// "queued 3, running 1, delayed 0, parked 0": the count of each outstanding state
+/// (shmsched::is_outstanding), in state order, joined by `sep`.
+std::string outstanding_counts(const shmsched::StateCounts& c, std::string_view sep = ", ");
 
 /// A plain text table: columns sized to their widest cell, numbers right-aligned.
 class Table {

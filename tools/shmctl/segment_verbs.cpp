@@ -113,7 +113,7 @@ int run_destroy(const DestroyArgs& a) {
       std::cerr << "shmctl: warning: destroying segment '" << a.name << "' under live consumer(s) (pid " << pids
                 << "); they keep their mapping until they exit\n";
     }
-    if (const auto left = outstanding(snap) + snap.dead; left != 0)
+    if (const auto left = snap.records.outstanding() + snap.records[TaskState::dead]; left != 0)
       std::cerr << "shmctl: note: " << left << " task(s) (queued, running, delayed, parked or dead-lettered) are "
                 << "discarded with it\n";
   }
@@ -178,10 +178,10 @@ int run_ls(const LsArgs& a) {
       }
       for (const auto& q : s.queues) e.depth += q.depth();
       e.queues = s.queues.size();
-      e.running = s.running;
-      e.delayed = s.delayed;
-      e.parked = s.parked;
-      e.dead = s.dead;
+      e.running = s.records[TaskState::running];
+      e.delayed = s.records[TaskState::delayed];
+      e.parked = s.records[TaskState::parked];
+      e.dead = s.records[TaskState::dead];
     }
     entries.push_back(std::move(e));
   }

@@ -49,19 +49,31 @@ json snapshot_json(const Snapshot& s) {
                  {"max_participants", s.layout.max_participants},
                  {"max_semaphores", s.layout.max_semaphores}};
   j["creator"] = {{"pid", s.creator.pid}, {"start_time", s.creator.start_time}, {"alive", s.creator.alive()}};
-  j["records"] = {{"free", s.free},       {"reserved", s.reserved}, {"queued", s.queued}, {"running", s.running},
-                  {"delayed", s.delayed}, {"parked", s.parked},     {"dead", s.dead}};
-  j["queued"] = s.queued;
-  j["running"] = s.running;
-  j["delayed"] = s.delayed;
-  j["parked"] = s.parked;
-  j["dead_letters"] = s.dead;
+  j["records"] = json::object();
+  for (std::size_t i = 0; i < kTaskStates; ++i) {  // virgin records are counted as free
+    const auto st = static_cast<TaskState>(i);
+    if (st != TaskState::virgin)
+      j["records"][std::string(to_string(st))] = st == TaskState::free ? s.records.reservable() : s.records[st];
+  }
+  j["queued"] = s.records[TaskState::queued];
+  j["running"] = s.records[TaskState::running];
+  j["delayed"] = s.records[TaskState::delayed];
+  j["parked"] = s.records[TaskState::parked];
+  j["dead_letters"] = s.records[TaskState::dead];
   j["janitor"] = {{"token", s.janitor_token}, {"pid", s.janitor_pid}};
   j["queues"] = json::array();
   for (const auto& q : s.queues) {
-    json jq{{"id", q.id},           {"name", q.name},     {"paused", q.paused},     {"aging_ms", q.aging_ms},
-            {"limit", q.limit},     {"depth", q.depth()}, {"queued", q.queued},     {"running", q.running},
-            {"delayed", q.delayed}, {"parked", q.parked}, {"levels", json::array()}};
+    json jq{{"id", q.id},
+            {"name", q.name},
+            {"paused", q.paused},
+            {"aging_ms", q.aging_ms},
+            {"limit", q.limit},
+            {"depth", q.depth()},
+            {"queued", q.records[TaskState::queued]},
+            {"running", q.records[TaskState::running]},
+            {"delayed", q.records[TaskState::delayed]},
+            {"parked", q.records[TaskState::parked]},
+            {"levels", json::array()}};
     for (std::size_t l = 0; l < q.levels.size(); ++l) {
       const LevelSnapshot& lv = q.levels[l];
       jq["levels"].push_back({{"level", l},
@@ -119,8 +131,8 @@ std::string print_stat(const Snapshot& s, bool all_levels) {
     o << "pid " << s.janitor_pid;
   }
   o << "\n";
-  o << "tasks: queued " << s.queued << "  running " << s.running << "  delayed " << s.delayed << "  parked " << s.parked
-    << "  dead-lettered " << s.dead << "  reserved " << s.reserved << "  free " << s.free << "\n";
+  o << "tasks: " << outstanding_counts(s.records, "  ") << "  dead-lettered " << s.records[TaskState::dead]
+    << "  reserved " << s.records[TaskState::reserved] << "  free " << s.records.reservable() << "\n";
 
   o << "\nqueues\n";
   if (s.queues.empty()) {
@@ -132,9 +144,10 @@ std::string print_stat(const Snapshot& s, bool all_levels) {
       std::string qname = q.name;
       if (q.paused) qname += " (paused)";
       if (q.limit >= 0) qname += " (limit " + std::to_string(q.limit) + ")";
-      if (q.running + q.delayed + q.parked != 0)
-        qname += " (running " + std::to_string(q.running) + ", delayed " + std::to_string(q.delayed) + ", parked " +
-                 std::to_string(q.parked) + ")";
+      if (q.records[TaskState::running] + q.records[TaskState::delayed] + q.records[TaskState::parked] != 0)
+        qname += " (running " + std::to_string(q.records[TaskState::running]) + ", delayed " +
+                 std::to_string(q.records[TaskState::delayed]) + ", parked " +
+                 std::to_string(q.records[TaskState::parked]) + ")";
       auto quiet = [](const LevelSnapshot& x) {
         const LevelStats& c = x.counters;
         return x.depth == 0 && c.enqueued == 0 && c.started == 0 && c.done == 0 && c.dead == 0;
@@ -242,9 +255,9 @@ std::string print_metrics(const Snapshot& s, bool segment_label) {
                q.levels[l].oldest_age_ns < 0 ? 0.0 : static_cast<double>(q.levels[l].oldest_age_ns) / 1e9);
   e.family("shmsched_queue_tasks", "gauge", "Tasks of a queue by state (records read once each).");
   for (const auto& q : s.queues) {
-    const std::pair<const char*, std::uint64_t> states[] = {
-        {"queued", q.queued}, {"running", q.running}, {"delayed", q.delayed}, {"parked", q.parked}};
-    for (const auto& [state, n] : states) e.sample("shmsched_queue_tasks", {{"queue", q.name}, {"state", state}}, n);
+    for (std::size_t i = 0; i < kTaskStates; ++i)
+      if (const auto st = static_cast<TaskState>(i); is_outstanding(st))
+        e.sample("shmsched_queue_tasks", {{"queue", q.name}, {"state", std::string(to_string(st))}}, q.records[st]);
   }
   e.family("shmsched_queue_paused", "gauge", "1 when the queue is paused (not taken from).");
   for (const auto& q : s.queues) e.sample("shmsched_queue_paused", {{"queue", q.name}}, q.paused ? 1 : 0);
@@ -284,15 +297,15 @@ std::string print_metrics(const Snapshot& s, bool segment_label) {
   e.sample("shmsched_consumer_workers", {{"state", "awake"}}, busy);
   e.sample("shmsched_consumer_workers", {{"state", "asleep"}}, idle);
   e.family("shmsched_queued", "gauge", "Task records queued in a ring.");
-  e.sample("shmsched_queued", {}, s.queued);
+  e.sample("shmsched_queued", {}, s.records[TaskState::queued]);
   e.family("shmsched_running", "gauge", "Task records running now.");
-  e.sample("shmsched_running", {}, s.running);
+  e.sample("shmsched_running", {}, s.records[TaskState::running]);
   e.family("shmsched_delayed", "gauge", "Task records waiting for their not-before time (retries, --delay).");
-  e.sample("shmsched_delayed", {}, s.delayed);
+  e.sample("shmsched_delayed", {}, s.records[TaskState::delayed]);
   e.family("shmsched_parked", "gauge", "Task records parked on a semaphore.");
-  e.sample("shmsched_parked", {}, s.parked);
+  e.sample("shmsched_parked", {}, s.records[TaskState::parked]);
   e.family("shmsched_dead_letters", "gauge", "Dead-lettered task records.");
-  e.sample("shmsched_dead_letters", {}, s.dead);
+  e.sample("shmsched_dead_letters", {}, s.records[TaskState::dead]);
   e.family("shmsched_task_capacity", "gauge", "Task records in the segment's table.");
   e.sample("shmsched_task_capacity", {}, s.layout.task_capacity);
   return e.str();

@@ -66,8 +66,8 @@ std::vector<std::string> render(const Snapshot& s, const Snapshot* prev, double 
   }
   {
     std::ostringstream o;
-    o << "tasks: queued " << s.queued << "  running " << s.running << "  delayed " << s.delayed << "  parked "
-      << s.parked << "  dead-lettered " << s.dead << "  free " << s.free << "/" << s.layout.task_capacity;
+    o << "tasks: " << outstanding_counts(s.records, "  ") << "  dead-lettered " << s.records[TaskState::dead]
+      << "  free " << s.records.reservable() << "/" << s.layout.task_capacity;
     lines.push_back(o.str());
   }
   lines.emplace_back();

@@ -32,7 +32,7 @@ struct WaitArgs {
 struct Progress {
   std::uint64_t left = 0;       // tasks not finished yet
   std::uint64_t completed = 0;  // done + dead-lettered, cumulative (counters)
-  std::uint64_t queued = 0, running = 0, delayed = 0, parked = 0;
+  StateCounts records;          // of the segment, or of the queue
   bool drained = false;
 };
 
@@ -43,11 +43,8 @@ struct Progress {
 // snapshot's scan of the task table.
 Progress measure(const Snapshot& s, std::optional<QueueId> queue) {
   Progress p;
-  p.queued = s.queued;
-  p.running = s.running;
-  p.delayed = s.delayed;
-  p.parked = s.parked;
-  const std::uint64_t all = outstanding(s);
+  p.records = s.records;
+  const std::uint64_t all = s.records.outstanding();
   if (!queue) {
     p.left = all;
     for (const auto& q : s.queues)
@@ -58,10 +55,7 @@ Progress measure(const Snapshot& s, std::optional<QueueId> queue) {
   for (const auto& q : s.queues) {
     if (q.id != *queue) continue;
     for (const auto& l : q.levels) p.completed += l.counters.done + l.counters.dead;
-    p.queued = q.queued;
-    p.running = q.running;
-    p.delayed = q.delayed;
-    p.parked = q.parked;
+    p.records = q.records;
     p.left = q.outstanding();
   }
   p.drained = p.left == 0;
@@ -69,9 +63,7 @@ Progress measure(const Snapshot& s, std::optional<QueueId> queue) {
 }
 
 std::string describe(const Progress& p) {
-  return std::to_string(p.left) + " task(s) left (queued " + std::to_string(p.queued) + ", running " +
-         std::to_string(p.running) + ", delayed " + std::to_string(p.delayed) + ", parked " + std::to_string(p.parked) +
-         ")";
+  return std::to_string(p.left) + " task(s) left (" + outstanding_counts(p.records) + ")";
 }
 
 // Rate over the last few seconds of samples, for the ETA.

@@ -5,16 +5,35 @@
 // at one instant) and on one whose processes are dead. Any process may call it.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "shmsched/client.hpp"
+#include "shmsched/detail/state_word.hpp"
 #include "shmsched/participant.hpp"
 #include "shmsched/segment.hpp"
 #include "shmsched/semaphore.hpp"
 
 namespace shmsched {
+
+/// Records counted by state, indexed by TaskState (each record's state read once, so
+/// the counts are not of one instant).
+struct StateCounts {
+  std::array<std::uint64_t, kTaskStates> by_state{};
+  std::uint64_t& operator[](TaskState s) noexcept { return by_state[static_cast<std::size_t>(s)]; }
+  std::uint64_t operator[](TaskState s) const noexcept { return by_state[static_cast<std::size_t>(s)]; }
+  /// Records a producer may reserve: free, or never used (virgin).
+  std::uint64_t reservable() const noexcept { return (*this)[TaskState::free] + (*this)[TaskState::virgin]; }
+  /// Accepted and not yet finished (is_outstanding).
+  std::uint64_t outstanding() const noexcept {
+    std::uint64_t n = 0;
+    for (std::size_t i = 0; i < kTaskStates; ++i)
+      if (is_outstanding(static_cast<TaskState>(i))) n += by_state[i];
+    return n;
+  }
+};
 
 struct LevelSnapshot {
   std::uint64_t depth = 0;          ///< entries in the ring (approximate)
@@ -29,12 +48,12 @@ struct QueueSnapshot {
   std::uint32_t aging_ms = 0;
   std::int32_t limit = -1;  ///< concurrency limit, -1 = none
   std::vector<LevelSnapshot> levels;
-  /// Records of this queue by state (read once each, like Snapshot's totals). Parked
-  /// tasks wait on a semaphore but still belong to the queue they will run from.
-  std::uint64_t queued = 0, running = 0, delayed = 0, parked = 0;
+  /// Records of this queue by state: those in a state that names a queue (names_queue).
+  /// Parked tasks wait on a semaphore but still belong to the queue they will run from.
+  StateCounts records;
   std::uint64_t depth() const noexcept;
-  /// Accepted and not yet finished: queued, running, delayed or parked.
-  std::uint64_t outstanding() const noexcept { return queued + running + delayed + parked; }
+  /// Accepted and not yet finished.
+  std::uint64_t outstanding() const noexcept { return records.outstanding(); }
 };
 
 struct ParticipantSnapshot {
@@ -65,8 +84,8 @@ struct Snapshot {
   std::vector<QueueSnapshot> queues;
   std::vector<ParticipantSnapshot> participants;
   std::vector<SemaphoreInfo> semaphores;
-  /// Records by state.
-  std::uint64_t free = 0, reserved = 0, queued = 0, running = 0, delayed = 0, parked = 0, dead = 0;
+  /// Every record of the table by state.
+  StateCounts records;
   std::uint16_t janitor_token = 0;
   std::int32_t janitor_pid = 0;
 };

@@ -55,6 +55,33 @@ constexpr std::string_view to_string(TaskState s) noexcept {
   return "?";
 }
 
+// kTaskStates counts every named state: a state added without its count fails here.
+static_assert(to_string(static_cast<TaskState>(kTaskStates - 1)) != "?" &&
+              to_string(static_cast<TaskState>(kTaskStates)) == "?");
+
+/// Accepted and not yet finished: the task will still run (or is running).
+constexpr bool is_outstanding(TaskState s) noexcept {
+  switch (s) {
+    case TaskState::queued:
+    case TaskState::running:
+    case TaskState::delayed:
+    case TaskState::parked:
+      return true;
+    case TaskState::virgin:
+    case TaskState::free:
+    case TaskState::reserved:
+    case TaskState::dead:
+      return false;
+  }
+  return false;
+}
+
+/// The record's queue field names the queue it belongs to (outstanding or dead); in the
+/// other states the field is left over from an earlier task, or not written yet.
+constexpr bool names_queue(TaskState s) noexcept {
+  return is_outstanding(s) || s == TaskState::dead;
+}
+
 namespace detail {
 
 inline constexpr std::uint64_t kStateMask = 0xF;
