@@ -1,5 +1,5 @@
 /* A model of the shmsched ring protocol (lib/include/shmsched/ring.hpp and the record
- * transitions around it in lib/src/client_impl.hpp), for spin.
+ * transitions around it in lib/src/engine/records.hpp), for spin.
  *
  * Two producers publish three task records into a ring of two slots (so it wraps and
  * fills); two consumers take tasks and finish them. Any one process may crash at any step (at most MAXCRASH

@@ -1,6 +1,6 @@
 /* A model of the shmsched ring protocol WITH RUNS (lib/include/shmsched/ring.hpp,
  * try_push with a run and try_pop_many, and the record transitions around them in
- * lib/src/client_impl.hpp: move_run, push_run), for spin. ring.pml models entries of
+ * lib/src/engine/records.hpp: move_run, push_run), for spin. ring.pml models entries of
  * one record; this one the entries of several (docs/ring-protocol.md, "Runs").
  *
  * Producer 0 publishes records 0, 1 and 2 as one run (W1 for each, S1 for each, one

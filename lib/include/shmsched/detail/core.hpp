@@ -52,7 +52,7 @@ struct Core {
     const std::uint64_t key = h >> 2;
     for (std::uint32_t probe = 0; probe < kMaxTypes; ++probe) {
       const auto& e = types[(key + probe) % kMaxTypes];
-      const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (Y1) in client_impl.hpp
+      const std::uint64_t w = e.word.load(std::memory_order_acquire);  // (Y1) in lib/src/engine/types.hpp
       if (w == TypeEntry::kFree) break;
       if (w == ((key << 2) | TypeEntry::kReady)) return std::string_view(e.name, ::strnlen(e.name, sizeof e.name));
     }
