@@ -342,6 +342,80 @@ Result<Segment> Segment::create_private(const Layout& layout, const CreateOption
   return seg;
 }
 
+namespace {
+
+// What one look at an opened object found: a ready segment's layout, or that its
+// creator is still at work (`why`, said if the wait times out).
+struct Probe {
+  bool waiting = false;
+  std::string why;
+  Layout layout;
+};
+
+// The look at a header read whole (`size` bytes in the object, sized `age_ns` ago).
+Result<Probe> probe_header(const detail::SegmentHeader& h, std::uint64_t size, std::int64_t age_ns, bool abandoned,
+                           const std::string& name, const std::string& oname) {
+  std::uint32_t state;
+  std::memcpy(&state, reinterpret_cast<const std::byte*>(&h) + offsetof(detail::SegmentHeader, init_state), 4);
+  const ProcessIdentity creator{h.creator_pid, h.creator_start_time};
+  if (h.magic == 0 && state == 0) {
+    if (creator.pid != 0 && creator.start_time != 0 && !creator.alive())
+      return Error(Errc::creator_died, "creator pid " + std::to_string(h.creator_pid) + " of segment '" + name +
+                                           "' died during initialisation; destroy it and create again");
+    if (creator.pid == 0 && abandoned)
+      return Error(Errc::creator_died, "segment '" + name + "' was sized " + std::to_string(age_ns / 1'000'000) +
+                                           " ms ago and no creator ever stamped it: its creator died; destroy "
+                                           "it and create again");
+    return Probe{true, "segment '" + name + "' was sized but its header never written", {}};
+  }
+  if (h.magic != detail::kMagic)
+    return Error(Errc::foreign_segment, "'" + oname + "' is not a shmsched segment (bad magic)");
+  if (state != static_cast<std::uint32_t>(detail::InitState::ready)) {
+    if (!creator.alive())
+      return Error(Errc::creator_died, "creator pid " + std::to_string(h.creator_pid) + " of segment '" + name +
+                                           "' died during initialisation; destroy it and create again");
+    return Probe{
+        true, "creator pid " + std::to_string(h.creator_pid) + " is still initialising segment '" + name + "'", {}};
+  }
+  auto l = layout_from_header(h, size);
+  if (!l) return Error(l.error().code(), "segment '" + name + "': " + l.error().detail());
+  return Probe{false, {}, l.value()};
+}
+
+// One look at the object open as `fd`: its kind, size and header.
+Result<Probe> probe_segment(int fd, const std::string& name, const std::string& oname, const OpenOptions& options) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return Error(Errc::system_error, std::string("fstat: ") + std::strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    return Error(Errc::foreign_segment,
+                 "'/dev/shm/" + oname + "' is " + file_kind(st.st_mode) + ", not a shared-memory segment");
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  // How long ago the object was made or sized (ctime: creation and ftruncate set it).
+  const std::int64_t age_ns = unix_ns() - (std::int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec);
+  const bool abandoned = age_ns > std::chrono::nanoseconds(options.abandoned_after).count();
+  detail::SegmentHeader h;
+  std::memset(static_cast<void*>(&h), 0, sizeof h);
+  if (size == 0) {
+    if (abandoned)
+      return Error(Errc::creator_died, "segment '" + name + "' has been empty for " +
+                                           std::to_string(age_ns / 1'000'000) +
+                                           " ms: its creator died before sizing it; destroy it and create again");
+    // the creator has not sized it yet
+    return Probe{true, "segment '" + name + "' is empty: its creator died before initialising it, or is slow", {}};
+  }
+  if (size < sizeof h) {
+    std::uint64_t magic = 0;
+    if (::pread(fd, &magic, sizeof magic, 0) == 8 && magic == detail::kMagic)
+      return Error(Errc::truncated, "segment '" + name + "' is smaller than its header");
+    return Error(Errc::foreign_segment, "'" + oname + "' is not a shmsched segment (too small)");
+  }
+  if (::pread(fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
+    return Error(Errc::system_error, std::string("pread: ") + std::strerror(errno));
+  return probe_header(h, size, age_ns, abandoned, name, oname);
+}
+
+}  // namespace
+
 Result<Segment> Segment::open(std::string_view name, const OpenOptions& options) {
   if (auto v = validate_name(name); !v) return v.error();
   const std::string oname = object_name(name);
@@ -359,67 +433,13 @@ Result<Segment> Segment::open(std::string_view name, const OpenOptions& options)
     const auto deadline = std::chrono::steady_clock::now() + options.timeout;
     Layout layout;
     for (;;) {
-      struct stat st {};
-      if (::fstat(fd, &st) != 0) return Error(Errc::system_error, std::string("fstat: ") + std::strerror(errno));
-      if (!S_ISREG(st.st_mode))
-        return Error(Errc::foreign_segment,
-                     "'/dev/shm/" + oname + "' is " + file_kind(st.st_mode) + ", not a shared-memory segment");
-      const auto size = static_cast<std::uint64_t>(st.st_size);
-      // How long ago the object was made or sized (ctime: creation and ftruncate set it).
-      const std::int64_t age_ns = unix_ns() - (std::int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec);
-      const bool abandoned = age_ns > std::chrono::nanoseconds(options.abandoned_after).count();
-      detail::SegmentHeader h;
-      std::memset(static_cast<void*>(&h), 0, sizeof h);
-      bool waiting = false;
-      std::string why;
-      if (size == 0) {
-        if (abandoned)
-          return Error(Errc::creator_died, "segment '" + impl->name + "' has been empty for " +
-                                               std::to_string(age_ns / 1'000'000) +
-                                               " ms: its creator died before sizing it; destroy it and create again");
-        waiting = true;  // the creator has not sized it yet
-        why = "segment '" + impl->name + "' is empty: its creator died before initialising it, or is slow";
-      } else if (size < sizeof h) {
-        std::uint64_t magic = 0;
-        if (::pread(fd, &magic, sizeof magic, 0) == 8 && magic == detail::kMagic)
-          return Error(Errc::truncated, "segment '" + impl->name + "' is smaller than its header");
-        return Error(Errc::foreign_segment, "'" + oname + "' is not a shmsched segment (too small)");
-      } else {
-        if (::pread(fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
-          return Error(Errc::system_error, std::string("pread: ") + std::strerror(errno));
-        std::uint32_t state;
-        std::memcpy(&state, reinterpret_cast<const std::byte*>(&h) + offsetof(detail::SegmentHeader, init_state), 4);
-        if (h.magic == 0 && state == 0) {
-          const ProcessIdentity creator{h.creator_pid, h.creator_start_time};
-          if (creator.pid != 0 && creator.start_time != 0 && !creator.alive())
-            return Error(Errc::creator_died, "creator pid " + std::to_string(h.creator_pid) + " of segment '" +
-                                                 impl->name +
-                                                 "' died during initialisation; destroy it and create again");
-          if (creator.pid == 0 && abandoned)
-            return Error(Errc::creator_died, "segment '" + impl->name + "' was sized " +
-                                                 std::to_string(age_ns / 1'000'000) +
-                                                 " ms ago and no creator ever stamped it: its creator died; destroy "
-                                                 "it and create again");
-          waiting = true;  // sized, header not yet written
-          why = "segment '" + impl->name + "' was sized but its header never written";
-        } else if (h.magic != detail::kMagic) {
-          return Error(Errc::foreign_segment, "'" + oname + "' is not a shmsched segment (bad magic)");
-        } else if (state != static_cast<std::uint32_t>(detail::InitState::ready)) {
-          const ProcessIdentity creator{h.creator_pid, h.creator_start_time};
-          if (!creator.alive())
-            return Error(Errc::creator_died, "creator pid " + std::to_string(h.creator_pid) + " of segment '" +
-                                                 impl->name +
-                                                 "' died during initialisation; destroy it and create again");
-          waiting = true;
-          why = "creator pid " + std::to_string(h.creator_pid) + " is still initialising segment '" + impl->name + "'";
-        } else {
-          auto l = layout_from_header(h, size);
-          if (!l) return Error(l.error().code(), "segment '" + impl->name + "': " + l.error().detail());
-          layout = l.value();
-        }
+      auto probe = probe_segment(fd, impl->name, oname, options);
+      if (!probe) return probe.error();
+      if (!probe.value().waiting) {
+        layout = probe.value().layout;
+        break;
       }
-      if (!waiting) break;
-      if (std::chrono::steady_clock::now() >= deadline) return Error(Errc::init_timeout, why);
+      if (std::chrono::steady_clock::now() >= deadline) return Error(Errc::init_timeout, probe.value().why);
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     if (options.expect && !(options.expect->effective_ring_capacity() == layout.effective_ring_capacity() &&
