@@ -84,7 +84,8 @@ inline void Client::Impl::form_stretch(Stretch& s, std::span<const TaskSpec> tas
     ++s.groups[g].count;
     s.group_of[s.len] = static_cast<std::uint8_t>(g);
   }
-  for (std::uint16_t g = 0, at = 0; g < s.ngroups; ++g) {
+  std::uint16_t at = 0;
+  for (std::size_t g = 0; g < s.ngroups; ++g) {
     s.groups[g].start = at;
     at = static_cast<std::uint16_t>(at + s.groups[g].count);
     s.groups[g].count = 0;
@@ -153,7 +154,7 @@ inline void Client::Impl::trim_to_cut(Stretch& s) noexcept {
 inline void Client::Impl::reserve_past_cut(Stretch& s) noexcept {
   constexpr std::uint32_t kMaxRun = IndexRing<>::kMaxRun;
   std::uint16_t place[kStretch];  // inverse of order
-  for (std::uint16_t j = 0; j < s.len; ++j) place[s.order[j]] = j;
+  for (std::size_t j = 0; j < s.len; ++j) place[s.order[j]] = static_cast<std::uint16_t>(j);
   std::size_t last_run[kGroups];
   std::fill(last_run, last_run + kGroups, SIZE_MAX);
   for (std::size_t k = 0; k < s.nruns; ++k) last_run[s.group_of[s.order[s.runs[k].at]]] = k;

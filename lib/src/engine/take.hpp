@@ -177,7 +177,7 @@ inline bool Client::Impl::expired_on_take(QueueId q, std::uint32_t level, std::u
 // kAhead positions on: their lines arrive while this take's claim, reads and the
 // caller's handler run (the next takes then find them near).
 [[gnu::always_inline]] inline void Client::Impl::prefetch_ahead(std::uint16_t rid, std::uint64_t pos) const noexcept {
-  queue_rings[rid].prefetch(pos + 2 * kAhead);
+  queue_rings[rid].prefetch(pos + 2 * std::uint64_t{kAhead});
   const std::uint32_t v = queue_rings[rid].value_at(pos + kAhead);
   if (v < core->capacity) {
     detail::prefetch(&core->ctrl[v]);
