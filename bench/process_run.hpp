@@ -176,7 +176,7 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t), "the 
 /// Records the first failure of a child: the message, then the code (release, so a reader
 /// that acquires the code reads a complete message).
 inline void set_failure(std::atomic<std::uint32_t>& failed, char (&why)[kWhyLen], std::uint32_t code,
-                 std::string_view msg) noexcept {
+                        std::string_view msg) noexcept {
   // relaxed: only this process writes its slot; this keeps its first failure. (Two threads of
   // one process failing at the same instant -- a handler, and the main thread finding the
   // driver gone -- could mix their messages; the code stays valid either way.)
@@ -187,7 +187,8 @@ inline void set_failure(std::atomic<std::uint32_t>& failed, char (&why)[kWhyLen]
   failed.store(code, std::memory_order_release);
 }
 
-inline void stop_wait(std::atomic<std::uint32_t>& word, std::uint32_t seen, std::chrono::milliseconds timeout) noexcept {
+inline void stop_wait(std::atomic<std::uint32_t>& word, std::uint32_t seen,
+                      std::chrono::milliseconds timeout) noexcept {
   const timespec ts{static_cast<time_t>(timeout.count() / 1000), static_cast<long>(timeout.count() % 1000) * 1000000};
   // Not FUTEX_PRIVATE: the word is shared between processes.
   ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, seen, &ts, nullptr, 0);
@@ -341,7 +342,6 @@ class Tally {
   std::uint64_t sum_ = 0;
   std::uint64_t published_ = 0;
 };
-
 
 // ---- shmsched ------------------------------------------------------------------------
 
@@ -572,8 +572,8 @@ class ShmschedSys {
       backoff.reset();
       for (std::size_t i = 0; i < m; ++i)
         if (!tally.take(ts[i].payload.data(), ts[i].payload.size())) return 4;
-      const bool completed = want == 1 ? c->complete(ts[0]) == Errc::ok
-                                       : c->complete_batch(std::span<const Taken>(ts.data(), m)) == m;
+      const bool completed =
+          want == 1 ? c->complete(ts[0]) == Errc::ok : c->complete_batch(std::span<const Taken>(ts.data(), m)) == m;
       if (!completed) {
         tally.fail(kCompleteFailed, to_string(kCompleteFailed));
         return 4;
@@ -685,7 +685,6 @@ class BoostSys {
   std::string name_;
   std::optional<bip::message_queue> mq_;
 };
-
 
 // ---- one run: children, clock, verdict -----------------------------------------------
 
@@ -806,8 +805,8 @@ inline std::string exit_text(Child& c) {
 }
 
 // What went wrong with a child, from its own report when it left one.
-inline std::string child_failure(std::string_view who, unsigned i, const std::atomic<std::uint32_t>& failed, const char* why,
-                          Child& child, std::string_view otherwise) {
+inline std::string child_failure(std::string_view who, unsigned i, const std::atomic<std::uint32_t>& failed,
+                                 const char* why, Child& child, std::string_view otherwise) {
   const std::string prefix = std::string(who) + " " + std::to_string(i) + ": ";
   // acquire: pairs with set_failure's release; the message is complete.
   if (failed.load(std::memory_order_acquire) != 0) return prefix + why;

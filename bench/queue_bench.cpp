@@ -226,7 +226,8 @@ RunResult process_run(std::uint64_t n, Measure&& measure) {
 
 void BM_cross_shmsched_process_single(benchmark::State& state) {
   run_timed(state, [](std::uint64_t n) {
-    return process_run(n, [](const run::Plan& p) { return run::measure_shmsched<run::Payload<64>>(run::Path::single, p); });
+    return process_run(
+        n, [](const run::Plan& p) { return run::measure_shmsched<run::Payload<64>>(run::Path::single, p); });
   });
 }
 void BM_cross_shmsched_process_single_level0(benchmark::State& state) {
@@ -237,7 +238,8 @@ void BM_cross_shmsched_process_single_level0(benchmark::State& state) {
 }
 void BM_cross_shmsched_process_batch(benchmark::State& state) {
   run_timed(state, [](std::uint64_t n) {
-    return process_run(n, [](const run::Plan& p) { return run::measure_shmsched<run::Payload<64>>(run::Path::batch, p); });
+    return process_run(n,
+                       [](const run::Plan& p) { return run::measure_shmsched<run::Payload<64>>(run::Path::batch, p); });
   });
 }
 void BM_cross_boost_mq_process(benchmark::State& state) {

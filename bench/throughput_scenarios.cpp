@@ -630,7 +630,6 @@ bool parse(int argc, char** argv, Options& o) {
   return true;
 }
 
-
 int run_main(int argc, char** argv) {
   Options o;
   if (!parse(argc, argv, o)) {
@@ -640,8 +639,8 @@ int run_main(int argc, char** argv) {
   install_cleanup_handlers();
   // A dead redis connection must be an error return, not a SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
-  std::fprintf(stderr, "shmsched_throughput: %s run, %u rounds, %u cores (%s)\n", o.quick ? "quick" : "full",
-               o.rounds, machine().cores, machine().cpu_model.c_str());
+  std::fprintf(stderr, "shmsched_throughput: %s run, %u rounds, %u cores (%s)\n", o.quick ? "quick" : "full", o.rounds,
+               machine().cores, machine().cpu_model.c_str());
   try {
     RecordSink sink(o.json);
     Driver d(o, sink);
