@@ -3,6 +3,7 @@
 // its `where` is p. Typed over ring sizes 2, 4 and 1024.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -468,6 +469,72 @@ TYPED_TEST(RingTyped, PopFrontLeavesEveryOtherCaseUnchangedForTryPop) {
   EXPECT_EQ(kind(h.recs[14].state.load()), kQueued);
   ASSERT_TRUE(h.pop(out, &behind));
   EXPECT_EQ(out, 14u);
+}
+
+// The front pop and the walk are one pop: on the same histories (pushes of values and
+// runs, leftovers, takes of one or several), a ring taken from as the engine takes
+// (one look at the cursor; for a single take the front pop from that look, else the
+// walk) and a ring taken from by the walk alone give the same values in the same order
+// and end in the same state.
+TYPED_TEST(RingTyped, FrontPopThenWalkAndTheWalkAloneGiveTheSameOnTheSameHistories) {
+  for (std::uint32_t seed = 1; seed <= 50; ++seed) {
+    TypeParam a, b;
+    std::atomic<std::uint64_t> ca{0}, cb{0};
+    std::uint64_t rng = seed * 0x9E3779B97F4A7C15ULL;
+    auto next = [&](std::uint32_t n) {
+      rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+      return static_cast<std::uint32_t>(rng % n);
+    };
+    std::vector<std::uint32_t> idle;
+    for (std::uint32_t v = 0; v < 4 * TypeParam::kCap; ++v) idle.push_back(v);
+    auto pops = [](auto& h, std::size_t max, std::atomic<std::uint64_t>& cursor, std::vector<std::uint32_t>& got) {
+      h.ring.try_pop_many([&](std::uint64_t p, std::uint32_t v) { return h.claim(p, v); }, max,
+                          [&](std::uint32_t v) { got.push_back(v); }, &cursor,
+                          [](std::uint64_t, std::uint32_t, std::uint32_t) {});
+    };
+    for (int step = 0; step < 400; ++step) {
+      const std::uint32_t op = next(10);
+      if (op < 4 && !idle.empty()) {  // push one value, or a run of consecutive idle ones
+        const std::uint32_t v = idle[next(static_cast<std::uint32_t>(idle.size()))];
+        std::uint32_t n = 1;
+        while (op == 3 && n < 3 && std::find(idle.begin(), idle.end(), v + n) != idle.end()) ++n;
+        const PushStatus sa = n == 1 ? a.push(v) : a.push_run(v, n);
+        const PushStatus sb = n == 1 ? b.push(v) : b.push_run(v, n);
+        ASSERT_EQ(sa, sb) << seed << " " << step;
+        if (sa == PushStatus::ok)
+          for (std::uint32_t k = 0; k < n; ++k) idle.erase(std::find(idle.begin(), idle.end(), v + k));
+      } else if (op == 4) {  // a queued record goes idle behind the ring's back: a leftover
+        for (std::uint32_t v = 0; v < a.recs.size(); ++v)
+          if (kind(a.recs[v].state.load()) == kQueued && next(4) == 0) {
+            a.release(v);
+            b.release(v);
+            idle.push_back(v);
+            break;
+          }
+      } else {  // a take of one, or of up to three
+        const std::size_t max = op < 8 ? 1 : 1 + next(3);
+        std::vector<std::uint32_t> ga, gb;
+        const std::uint64_t pos = ca.load();
+        const std::uint64_t w = a.ring.look(pos);
+        std::uint32_t v = 0;
+        if (!a.ring.empty_in(pos, w)) {
+          if (max == 1 && a.pop_front(pos, w, v, ca))
+            ga.push_back(v);
+          else
+            pops(a, max, ca, ga);
+        }
+        pops(b, max, cb, gb);
+        ASSERT_EQ(ga, gb) << seed << " " << step;
+        for (std::uint32_t x : ga) {
+          a.release(x);
+          b.release(x);
+          idle.push_back(x);
+        }
+      }
+      ASSERT_EQ(a.ring.depth_guess(), b.ring.depth_guess()) << seed << " " << step;
+    }
+    for (std::uint32_t v = 0; v < a.recs.size(); ++v) ASSERT_EQ(a.recs[v].state.load(), b.recs[v].state.load());
+  }
 }
 
 // A pusher whose prepare is slow (as a batch's run is) keeps losing the tail to a fast

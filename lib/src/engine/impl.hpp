@@ -276,8 +276,11 @@ struct Client::Impl {
   std::size_t take_batch(QueueId q, std::span<Taken> out) noexcept;
   bool took(Taken& out, bool as_helper) noexcept;
   std::uint32_t aged_level(QueueId q, std::int64_t bound_ns) noexcept;
-  template <bool kOne>
-  [[gnu::always_inline]] std::size_t pop_level(QueueId q, std::uint32_t level, std::span<Taken> out) noexcept;
+  // What a pop hands its records to (pop_level).
+  enum class Pop : std::uint8_t { single, batch, ahead };
+  template <Pop kPop>
+  [[gnu::always_inline]] std::size_t pop_level(QueueId q, std::uint32_t level, std::size_t max, Taken* out,
+                                               Ahead* held) noexcept;
   bool take_front(QueueId q, std::uint32_t level, std::uint16_t rid, std::uint64_t pos, std::uint64_t w,
                   Taken& out) noexcept;
   bool expired_on_take(QueueId q, std::uint32_t level, std::uint32_t v, std::uint64_t w) noexcept;

@@ -25,7 +25,7 @@ inline bool Client::Impl::take(QueueId q, Taken& out, bool as_helper) noexcept {
   if (aged != 0) {
     // The records held of that level are its oldest.
     if (a != nullptr && a->held() != 0 && a->level == aged && hand_out(*a, q, out)) return took(out, as_helper);
-    if (pop_level<true>(q, aged, std::span<Taken>(&out, 1)) != 0) return took(out, as_helper);
+    if (pop_level<Pop::single>(q, aged, 1, &out, nullptr) != 0) return took(out, as_helper);
   }
   // Records held are handed out before the rings are looked at again: the looks at
   // the more urgent levels, lines the producers write, are what take-ahead saves. A
@@ -47,7 +47,7 @@ inline bool Client::Impl::take(QueueId q, Taken& out, bool as_helper) noexcept {
       continue;  // the level is empty now
     }
     if (take_front(q, level, rid, pos, w, out)) return took(out, as_helper);
-    if (pop_level<true>(q, level, std::span<Taken>(&out, 1)) != 0) return took(out, as_helper);
+    if (pop_level<Pop::single>(q, level, 1, &out, nullptr) != 0) return took(out, as_helper);
   }
   return false;
 }
@@ -65,7 +65,7 @@ inline std::size_t Client::Impl::take_batch(QueueId q, std::span<Taken> out) noe
     if (n != 0) bump(counters(q, a->level).started, n);
   }
   for (std::uint32_t level = 0; level < core->levels && n < out.size(); ++level) {
-    const std::size_t got = pop_level<false>(q, level, out.subspan(n));
+    const std::size_t got = pop_level<Pop::batch>(q, level, out.size() - n, &out[n], nullptr);
     if (got != 0) bump(counters(q, level).started, got);
     n += got;
   }
@@ -94,14 +94,21 @@ inline std::uint32_t Client::Impl::aged_level(QueueId q, std::int64_t bound_ns) 
   return 0;
 }
 
-// Takes up to out.size() tasks of one level in ring order (a run is taken from its
-// front, several of its tasks at once); returns how many. A task found expired is
-// dead-lettered on the way and not counted.
-// kOne: out has one element, known when compiled (single takes: the ring code then
-// folds away its bookkeeping for several).
-template <bool kOne>
-[[gnu::always_inline]] inline std::size_t Client::Impl::pop_level(QueueId q, std::uint32_t level,
-                                                                  std::span<Taken> out) noexcept {
+// The one pop of the engine: claims up to `max` records of one level in ring order (a
+// run is taken from its front, several of its records at once) and hands each over as
+// the policy says; returns how many were handed over. (take_front is the same pop for
+// its commonest case, from the look a single take starts with.)
+//
+//   Pop::single  into out[0]: the attempt counted, an expired or damaged record
+//                dead-lettered on the way and not counted (out has one element, known
+//                when compiled: the ring code folds away its bookkeeping for several);
+//   Pop::batch   the same into out[0 .. max): the members of each entry, and the next
+//                entry's, are fetched together before their claims;
+//   Pop::ahead   into the take-ahead buffer `held` (empty), attempts not yet counted:
+//                hand_out counts and checks each as it hands it out.
+template <Client::Impl::Pop kPop>
+[[gnu::always_inline]] inline std::size_t Client::Impl::pop_level(QueueId q, std::uint32_t level, std::size_t max,
+                                                                  Taken* out, Ahead* held) noexcept {
   const std::uint16_t rid = core->ring_id(q, level);
   std::size_t n = 0;
   std::uint64_t w = 0;
@@ -109,39 +116,54 @@ template <bool kOne>
   std::uint32_t fetched_from = 0, fetched_to = 0;
   TypeNames names;
   auto claim_fn = [&](std::uint64_t pos, std::uint32_t v) noexcept {
-    return claim(rid, pos, v, TaskState::running, w, kOne || v < fetched_from || v >= fetched_to);
+    const bool fetch = kPop != Pop::batch || v < fetched_from || v >= fetched_to;
+    return claim(rid, pos, v, TaskState::running, w, fetch);
   };
   auto take_fn = [&](std::uint32_t v) noexcept {
-    SHMSCHED_FAULT_POINT(take_after_claim);
-    fill_taken(v, w, out[n], names);
-    if (!expired_on_take(q, level, v, w)) ++n;
-  };
-  // What prefetch_ahead fetches, and for a batch the members of the entry.
-  auto ahead_fn = [&](std::uint64_t pos, std::uint32_t front, std::uint32_t end) noexcept {
-    // The members of this entry (a run of a batch): their lines arrive together
-    // instead of one claim's miss after another, and their claims fetch nothing more.
-    if constexpr (!kOne) {
-      fetched_from = front;
-      fetched_to = prefetch_run(front, end);
-      // And the next entry's members, so that they arrive while this entry's are
-      // claimed (BM_backlog_shmsched_take_batch measures a batch take from a backlog).
-      std::uint32_t after = 0;
-      const std::uint32_t run = queue_rings[rid].run_at(pos + 1, after);
-      prefetch_run(after, after + run);
+    if constexpr (kPop == Pop::ahead) {
+      held->index[n] = v;
+      held->word[n] = w;
+      ++n;
+      SHMSCHED_FAULT_POINT(take_ahead_held);
+    } else {
+      SHMSCHED_FAULT_POINT(take_after_claim);
+      fill_taken(v, w, out[n], names);
+      if (!expired_on_take(q, level, v, w)) ++n;
     }
-    prefetch_ahead(rid, pos);
+  };
+  auto ahead_fn = [&](std::uint64_t pos, std::uint32_t front, std::uint32_t end) noexcept {
+    // A take that claims ahead mostly runs right behind the producers: fetching the
+    // slots and records they are still writing would take those lines from them, so it
+    // fetches nothing ahead. Each claim still fetches its own record's lines first.
+    if constexpr (kPop != Pop::ahead) {
+      // The members of this entry (a run of a batch): their lines arrive together
+      // instead of one claim's miss after another, and their claims fetch nothing more;
+      // and the next entry's members, so that they arrive while this entry's are claimed.
+      if constexpr (kPop == Pop::batch) {
+        fetched_from = front;
+        fetched_to = prefetch_run(front, end);
+        std::uint32_t after = 0;
+        const std::uint32_t run = queue_rings[rid].run_at(pos + 1, after);
+        prefetch_run(after, after + run);
+      }
+      prefetch_ahead(rid, pos);
+    }
   };
   for (;;) {
-    const std::size_t want = kOne ? 1 - n : out.size() - n;
+    const std::size_t want = kPop == Pop::single ? 1 - n : max - n;
     if (want == 0) return n;
-    if (queue_rings[rid].try_pop_many(claim_fn, want, take_fn, &pop_cursor[rid], ahead_fn) < want) return n;
+    const std::size_t got = queue_rings[rid].try_pop_many(claim_fn, want, take_fn, &pop_cursor[rid], ahead_fn);
+    // Fewer than wanted: the level is empty. Handed over fewer than claimed (expired
+    // records): pop again for the rest. Take-ahead hands out and checks later.
+    if (got < want || kPop == Pop::ahead) return n;
   }
 }
 
-// A single take of the entry at our cursor `pos` of ring `rid`, which held w
-// (IndexRing::pop_front): false when that is not the simple case, or when the task
-// taken had expired (dead-lettered, as pop_level does); the caller then goes on with
-// pop_level.
+// The commonest single take, from the look take() starts a level with: the entry at our
+// cursor `pos` of ring `rid`, which held w, popped by IndexRing::pop_front (the same
+// steps as pop_level's walk for one value at the cursor, without the walk). False when
+// that is not the simple case, or when the task taken had expired (dead-lettered, as
+// pop_level does); the caller then goes on with pop_level.
 inline bool Client::Impl::take_front(QueueId q, std::uint32_t level, std::uint16_t rid, std::uint64_t pos,
                                      std::uint64_t w, Taken& out) noexcept {
   std::uint64_t word = 0;

@@ -31,27 +31,10 @@ inline Client::Impl::Ahead* Client::Impl::take_buffer(QueueId q, bool wait) noex
 }
 
 // Claims up to the limit's worth of records at the head of `level` into a's buffer
-// (empty); returns how many. The same walk, claims and orderings as a batch take.
+// (empty); returns how many.
 inline std::uint32_t Client::Impl::fill_ahead(Ahead& a, QueueId q, std::uint32_t level) noexcept {
-  const std::uint16_t rid = core->ring_id(q, level);
   const std::uint32_t want = std::clamp<std::uint32_t>(a.limit.load(std::memory_order_relaxed), 1, kMaxTakeAhead);
-  std::uint32_t n = 0;
-  std::uint64_t w = 0;
-  auto claim_fn = [&](std::uint64_t pos, std::uint32_t v) noexcept {
-    return claim(rid, pos, v, TaskState::running, w);
-  };
-  auto take_fn = [&](std::uint32_t v) noexcept {
-    a.index[n] = v;
-    a.word[n] = w;
-    ++n;
-    SHMSCHED_FAULT_POINT(take_ahead_held);
-  };
-  // No look further ahead (prefetch_ahead): a take that claims ahead mostly runs
-  // right behind the producers, and fetching the slots and records they are still
-  // writing takes those lines from them. Each claim still fetches its own record's
-  // lines first.
-  auto ahead_fn = [](std::uint64_t, std::uint32_t, std::uint32_t) noexcept {};
-  queue_rings[rid].try_pop_many(claim_fn, want, take_fn, &pop_cursor[rid], ahead_fn);
+  const auto n = static_cast<std::uint32_t>(pop_level<Pop::ahead>(q, level, want, nullptr, &a));
   a.level = level;
   a.next = 0;
   a.set_held(n);
