@@ -385,7 +385,7 @@ void Client::wake_up(std::span<const QueueId> home, std::span<const QueueId> hel
 }
 
 void Client::ring_own_doorbell() noexcept {
-  impl_->ring(impl_->slot, INT32_MAX);
+  impl_->ring_doorbell(impl_->slot, INT32_MAX);
 }
 
 // ---- housekeeping ----------------------------------------------------------------

@@ -71,9 +71,9 @@ ParticipantSnapshot participant_snapshot(const detail::Core& core, std::uint32_t
   ps.pid = static_cast<std::int32_t>(p.pid.load(std::memory_order_relaxed));
   ps.start_time = p.start_time.load(std::memory_order_relaxed);
   ps.role = static_cast<Role>(p.role.load(std::memory_order_relaxed));
-  ps.state = st == detail::ParticipantSlot::kActive        ? "active"
-             : st == detail::ParticipantSlot::kRegistering ? "registering"
-                                                           : "reaping";
+  ps.state = st == detail::ParticipantEntry::kActive        ? "active"
+             : st == detail::ParticipantEntry::kRegistering ? "registering"
+                                                            : "reaping";
   ps.alive = ProcessIdentity{ps.pid, ps.start_time}.alive();
   ps.activity = static_cast<Activity>(p.activity.load(std::memory_order_relaxed));
   ps.current_task = p.current_task.load(std::memory_order_relaxed);
@@ -104,7 +104,7 @@ Snapshot inspect(const Segment& segment) {
     if (qi.id < per_queue.size()) s.queues.push_back(queue_snapshot(core, qi, per_queue[qi.id], now));
   for (std::uint32_t i = 0; i < core.layout.max_participants; ++i) {
     const std::uint64_t w = core.participants[i].word.load(std::memory_order_acquire);
-    if (detail::pword_state(w) != detail::ParticipantSlot::kFree)
+    if (detail::pword_state(w) != detail::ParticipantEntry::kFree)
       s.participants.push_back(participant_snapshot(core, i, w, mono));
   }
   s.semaphores = segment.semaphores();

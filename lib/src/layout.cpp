@@ -71,7 +71,7 @@ SegmentMap SegmentMap::compute(const Layout& l) noexcept {
   m.queues = take(std::uint64_t{l.max_queues} * sizeof(QueueEntry));
   m.ring_hdrs = take(rings * sizeof(RingHeader));
   m.rings = take(rings * l.effective_ring_capacity() * sizeof(AtomicU64), 4096);
-  m.participants = take(std::uint64_t{l.max_participants} * sizeof(ParticipantSlot));
+  m.participants = take(std::uint64_t{l.max_participants} * sizeof(ParticipantEntry));
   m.semaphores = take(std::uint64_t{l.max_semaphores} * sizeof(SemaphoreEntry));
   // Tasks parked on a semaphore wait in per-level rings of their own; a full park ring
   // sends the task back as delayed (it is retried), so they need not be table-sized.

@@ -39,7 +39,7 @@ void detail::Core::bind(std::byte* b, const Layout& l) noexcept {
   queues = reinterpret_cast<QueueEntry*>(b + map.queues);
   ring_hdrs = reinterpret_cast<RingHeader*>(b + map.ring_hdrs);
   ring_slots = reinterpret_cast<AtomicU64*>(b + map.rings);
-  participants = reinterpret_cast<ParticipantSlot*>(b + map.participants);
+  participants = reinterpret_cast<ParticipantEntry*>(b + map.participants);
   semaphores = reinterpret_cast<SemaphoreEntry*>(b + map.semaphores);
   park_hdrs = reinterpret_cast<RingHeader*>(b + map.park_hdrs);
   park_slots = reinterpret_cast<AtomicU64*>(b + map.park_rings);

@@ -193,7 +193,7 @@ void Client::Impl::sem_after_release(std::uint32_t sem) noexcept {
 
 // A ledger holder is stale when it is the dead participant, or a task that is not
 // running any more (or runs under the dead one).
-bool Client::Impl::holder_valid(std::uint64_t holder, const DeadSlot* dead) const noexcept {
+bool Client::Impl::holder_valid(std::uint64_t holder, const DeadOwner* dead) const noexcept {
   const std::uint64_t kind = holder & detail::kHolderKindMask;
   if (kind == detail::kHolderParticipant) {
     // A direct holder: valid while its process is.
@@ -211,7 +211,7 @@ bool Client::Impl::holder_valid(std::uint64_t holder, const DeadSlot* dead) cons
 }
 
 // Returns every permit whose ledger holder is stale for `dead` (the reaper's step).
-std::uint32_t Client::Impl::sweep_ledgers(DeadSlot dead) noexcept {
+std::uint32_t Client::Impl::sweep_ledgers(DeadOwner dead) noexcept {
   std::uint32_t returned = 0;
   for (std::uint32_t sem = 0; sem < core->layout.max_semaphores; ++sem) {
     auto* e = sem_entry(sem);

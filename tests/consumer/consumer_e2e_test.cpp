@@ -105,11 +105,11 @@ class ChildGuard {
 };
 
 // The participant slot of a live process, found by pid (children report nothing else).
-const detail::ParticipantSlot* slot_of(Segment& seg, pid_t pid) {
+const detail::ParticipantEntry* slot_of(Segment& seg, pid_t pid) {
   auto& core = detail::core_of(seg);
   for (std::uint32_t i = 0; i < core.layout.max_participants; ++i) {
     const auto& p = core.participants[i];
-    if (detail::pword_state(p.word.load()) == detail::ParticipantSlot::kActive &&
+    if (detail::pword_state(p.word.load()) == detail::ParticipantEntry::kActive &&
         p.pid.load() == static_cast<std::uint32_t>(pid))
       return &p;
   }
@@ -531,7 +531,7 @@ TEST_F(E2e, SleepingConsumerInAnotherProcessIsWokenAndOnlySleepersCostASyscall) 
   });
   Client producer = Client::attach(seg).value();
 
-  const detail::ParticipantSlot* slot = nullptr;
+  const detail::ParticipantEntry* slot = nullptr;
   ASSERT_TRUE(eventually([&] { return (slot = slot_of(seg, child)) != nullptr && slot->sleepers.load() == 1; }))
       << "the child's consumer never went to sleep";
   std::uint64_t before = detail::futex_wake_calls();
@@ -936,7 +936,7 @@ TEST_F(E2e, SecondSigtermExitsAt130AndTheReaperRequeuesWhatRan) {
     ::kill(child, SIGKILL);
   });
   ASSERT_TRUE(eventually([&] { return b.started_total.load() == 2; }));
-  const detail::ParticipantSlot* slot = slot_of(seg, child);
+  const detail::ParticipantEntry* slot = slot_of(seg, child);
   ASSERT_NE(slot, nullptr);
   ASSERT_EQ(::kill(child, SIGTERM), 0);
   // Two pending SIGTERMs merge into one: send the second only once the first was taken.

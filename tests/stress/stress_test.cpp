@@ -106,7 +106,7 @@ struct Tally {
   const auto& core = detail::core_of(seg);
   for (std::uint32_t i = 0; i < core.layout.max_participants; ++i) {
     const std::uint64_t w = core.participants[i].word.load(std::memory_order_acquire);
-    if (detail::pword_state(w) != detail::ParticipantSlot::kFree)
+    if (detail::pword_state(w) != detail::ParticipantEntry::kFree)
       return ::testing::AssertionFailure() << "participant slot " << i << " is in state " << detail::pword_state(w)
                                            << " (pid " << core.participants[i].pid.load() << ")";
   }

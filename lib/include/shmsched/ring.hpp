@@ -168,7 +168,7 @@ class IndexRing {
         }
         continue;  // another producer filled slot t: look at it again
       }
-      if (wlap == lap || lap_ahead(wlap, lap)) {
+      if (wlap == lap || lap_after(wlap, lap)) {
         // Position t was filled (or even cleared) already: we are behind. Every position
         // before the shared tail hint is filled, so go on from there when it is further.
         t = std::max(t + 1, header_->tail.load(std::memory_order_relaxed));
@@ -205,7 +205,7 @@ class IndexRing {
   void prefetch(std::uint64_t pos) const noexcept { detail::prefetch(&slots_[pos & mask_]); }
 
   /// How many values the entry at `pos` holds for its lap now (0 if none), the first of
-  /// them in v: a look ahead (relaxed; no ordering), for prefetching only, as value_at.
+  /// them in v: an early look (relaxed; no ordering), for prefetching only, as value_at.
   std::uint32_t run_at(std::uint64_t pos, std::uint32_t& v) const noexcept {
     const std::uint64_t w = slots_[pos & mask_].load(std::memory_order_relaxed);
     if (!is_full(w) || lap_of_word(w) != lap_of_pos(pos)) return 0;
@@ -213,7 +213,7 @@ class IndexRing {
     return run_of(w);
   }
   /// The first value of the entry at `pos` if it holds one for its lap now, else
-  /// UINT32_MAX: a look ahead (relaxed; no ordering), for prefetching only.
+  /// UINT32_MAX: an early look (relaxed; no ordering), for prefetching only.
   std::uint32_t value_at(std::uint64_t pos) const noexcept {
     const std::uint64_t w = slots_[pos & mask_].load(std::memory_order_relaxed);
     return is_full(w) && lap_of_word(w) == lap_of_pos(pos) ? value_of(w) : UINT32_MAX;
@@ -230,12 +230,12 @@ class IndexRing {
   /// and the cursor is left at the position the walk ended on, so a caller that is the
   /// only consumer of the ring never walks over positions it consumed itself.
   ///
-  /// `ahead(pos, v, end)` is called once per entry reached, before its first claim,
+  /// `on_entry(pos, v, end)` is called once per entry reached, before its first claim,
   /// with the values v .. end - 1 the entry still holds: a hook to start fetching what
   /// this pop and later ones will need (see value_at).
-  template <class ClaimFn, class TakeFn, class AheadFn>
+  template <class ClaimFn, class TakeFn, class OnEntryFn>
   [[gnu::always_inline]] std::size_t try_pop_many(ClaimFn&& claim, std::size_t max, TakeFn&& take,
-                                                  detail::AtomicU64* cursor, AheadFn&& ahead) noexcept {
+                                                  detail::AtomicU64* cursor, OnEntryFn&& on_entry) noexcept {
     std::uint64_t h0 = header_->head.load(std::memory_order_relaxed);  // (R5) a hint only
     // relaxed: the cursor is a hint private to the process; its invariant holds for any
     // value ever stored in it.
@@ -263,7 +263,7 @@ class IndexRing {
         const std::uint32_t end =
             static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{v} + run_of(w), kValueMask + 1));
         std::uint32_t k = v;  // the values from v up to k were looked at
-        ahead(h, v, end);
+        on_entry(h, v, end);
         while (k < end && got < max) {
           const std::uint32_t x = k++;
           if (claim(h, x) == Claim::taken) {
@@ -285,7 +285,7 @@ class IndexRing {
         }
         continue;
       }
-      if (lap_ahead(wlap, lap)) {
+      if (lap_after(wlap, lap)) {
         // Position h was consumed already: we are behind. Every position before the
         // shared head hint is consumed, so go on from there when it is further.
         h = std::max(h + 1, header_->head.load(std::memory_order_relaxed));
@@ -320,16 +320,16 @@ class IndexRing {
   /// pos's lap holding a single value. That entry is the head: no walk moves past a
   /// full entry without consuming it, so the shared head hint is not after pos. The
   /// steps, their orderings and fault points are try_pop_many's for max = 1 starting at
-  /// pos (ahead, claim, take, R4, the hint, the cursor). Returns false, having changed
+  /// pos (on_entry, claim, take, R4, the hint, the cursor). Returns false, having changed
   /// nothing, when w is anything else or the claim says stale: the caller then calls
   /// try_pop_many, which handles every case.
-  template <class ClaimFn, class TakeFn, class AheadFn>
+  template <class ClaimFn, class TakeFn, class OnEntryFn>
   [[gnu::always_inline]] bool pop_front(std::uint64_t pos, std::uint64_t w, ClaimFn&& claim, TakeFn&& take,
-                                        detail::AtomicU64& cursor, AheadFn&& ahead) noexcept {
+                                        detail::AtomicU64& cursor, OnEntryFn&& on_entry) noexcept {
     const std::uint64_t lap = lap_of_pos(pos);
     if (!is_full(w) || lap_of_word(w) != lap || run_of(w) != 1) return false;
     const std::uint32_t v = value_of(w);
-    ahead(pos, v, v + 1);
+    on_entry(pos, v, v + 1);
     if (claim(pos, v) != Claim::taken) return false;
     take(v);
     SHMSCHED_FAULT_POINT(ring_pop_before_clear);
@@ -346,7 +346,7 @@ class IndexRing {
     std::uint64_t h = header_->head.load(std::memory_order_relaxed);
     for (std::uint64_t i = 0; i < 4 * kHintEvery; ++i, ++h) {  // past positions the hint lags by
       const std::uint64_t w = slots_[h & mask_].load(std::memory_order_acquire);
-      if (lap_ahead(lap_of_word(w), lap_of_pos(h))) continue;
+      if (lap_after(lap_of_word(w), lap_of_pos(h))) continue;
       if (!is_full(w) || lap_of_word(w) != lap_of_pos(h)) return false;
       out = value_of(w);
       return true;
@@ -410,12 +410,12 @@ class IndexRing {
     t = header_->tail.load(std::memory_order_relaxed);
     for (std::uint64_t i = 0; i < 4 * kHintEvery; ++i, ++t) {  // filled positions past the tail hint
       const std::uint64_t w = slots_[t & mask_].load(std::memory_order_acquire);
-      const bool filled = lap_of_word(w) == lap_of_pos(t) ? is_full(w) : lap_ahead(lap_of_word(w), lap_of_pos(t));
+      const bool filled = lap_of_word(w) == lap_of_pos(t) ? is_full(w) : lap_after(lap_of_word(w), lap_of_pos(t));
       if (!filled) break;
     }
     for (std::uint64_t i = 0; i < 4 * kHintEvery && h < t; ++i, ++h) {  // consumed positions past the head hint
       const std::uint64_t w = slots_[h & mask_].load(std::memory_order_acquire);
-      if (!lap_ahead(lap_of_word(w), lap_of_pos(h))) break;
+      if (!lap_after(lap_of_word(w), lap_of_pos(h))) break;
     }
   }
   // (R4) release: moves the entry `w` (of lap `lap`, values up to `end`) in `slot` past
@@ -437,7 +437,7 @@ class IndexRing {
     return true;
   }
   // Whether lap a is after lap b (modulo the 37-bit lap field).
-  static constexpr bool lap_ahead(std::uint64_t a, std::uint64_t b) noexcept {
+  static constexpr bool lap_after(std::uint64_t a, std::uint64_t b) noexcept {
     const std::uint64_t d = (a - b) & kLapMask;
     return d != 0 && d < (kLapMask >> 1);
   }

@@ -24,21 +24,21 @@ inline void add_counters(LevelStats& st, const LevelCounters& c) noexcept {
 // A slot never registered (word 0: free, epoch 0) has counted nothing: its lines are
 // skipped, so a snapshot of a fresh segment does not make tmpfs allocate them. relaxed:
 // a participant registering meanwhile counts from after this snapshot.
-inline bool slot_ever_used(const Core& core, std::uint32_t p) noexcept {
+inline bool participant_ever_used(const Core& core, std::uint32_t p) noexcept {
   return core.participants[p].word.load(std::memory_order_relaxed) != 0;
 }
 
 inline LevelStats sum_level(const Core& core, std::uint32_t queue, std::uint32_t level) noexcept {
   LevelStats st;
   for (std::uint32_t p = 0; p < core.layout.max_participants; ++p)
-    if (slot_ever_used(core, p)) add_counters(st, core.counter(p, queue, level));
+    if (participant_ever_used(core, p)) add_counters(st, core.counter(p, queue, level));
   return st;
 }
 
 // Everything the participant in slot p counted, over every queue and level.
 inline LevelStats sum_participant(const Core& core, std::uint32_t p) noexcept {
   LevelStats st;
-  if (!slot_ever_used(core, p)) return st;
+  if (!participant_ever_used(core, p)) return st;
   for (std::uint32_t q = 0; q < core.layout.max_queues; ++q)
     for (std::uint32_t l = 0; l < core.levels; ++l) add_counters(st, core.counter(p, q, l));
   return st;

@@ -123,7 +123,8 @@ inline void Client::Impl::reserve_runs(Stretch& s) noexcept {
       note_used(first + room - 1);  // once for the whole run (the mark may end up a little high)
       std::uint32_t n = 1;
       for (; n < room && s.order[j + n] < s.cut; ++n) {
-        if ((first + n) % kCtrlPerLine == 0) detail::prefetch(&core->ctrl[(first + n + 2 * kAhead) & (capacity - 1)]);
+        if ((first + n) % kCtrlPerLine == 0)
+          detail::prefetch(&core->ctrl[(first + n + 2 * kPrefetchDistance) & (capacity - 1)]);
         if (!reserve_at(first + n, s.word_at[j + n])) break;
       }
       s.runs[s.nruns++] = Stretch::Run{first, j, static_cast<std::uint16_t>(n)};
@@ -193,7 +194,7 @@ inline void Client::Impl::reserve_past_cut(Stretch& s) noexcept {
 }
 
 // Fill: the records run by run (each run's records lie side by side). Each fill fetches
-// the lines of the record kFillAhead on (the next run usually starts right after this
+// the lines of the record kFillPrefetch on (the next run usually starts right after this
 // one; when it does not, a fetch is wasted, nothing else).
 inline void Client::Impl::fill_runs(Stretch& s, std::span<const TaskSpec> tasks, std::span<TaskId> ids,
                                     std::int64_t now) noexcept {
@@ -201,11 +202,11 @@ inline void Client::Impl::fill_runs(Stretch& s, std::span<const TaskSpec> tasks,
   std::uint64_t last_hash = 0;
   std::string_view last_type;
   if (s.nruns != 0)
-    for (std::uint32_t d = 0; d < kFillAhead; ++d) prefetch_body((s.runs[0].first + d) & mask);
+    for (std::uint32_t d = 0; d < kFillPrefetch; ++d) prefetch_body((s.runs[0].first + d) & mask);
   for (std::size_t k = 0; k < s.nruns; ++k) {
     const Stretch::Run& r = s.runs[k];
     for (std::uint16_t m = 0; m < r.n; ++m) {
-      prefetch_body((r.first + m + kFillAhead) & mask);
+      prefetch_body((r.first + m + kFillPrefetch) & mask);
       const std::uint16_t i = s.order[r.at + m];
       const TaskSpec& t = tasks[i];
       if (last_type.data() == nullptr || t.type.data() != last_type.data() || t.type.size() != last_type.size()) {

@@ -33,7 +33,7 @@ using detail::state_of;
 struct Client::Impl {
   Segment* seg = nullptr;
   detail::Core* core = nullptr;
-  detail::ParticipantSlot* me = nullptr;
+  detail::ParticipantEntry* me = nullptr;
   std::uint32_t slot = 0;  // 0-based
   std::uint32_t epoch = 0;
   std::uint16_t token = 0;
@@ -102,7 +102,7 @@ struct Client::Impl {
   // `index` (1-based, as in tokens) except `keep` (0: none). Older epochs of a slot are
   // dead by construction (the epoch moves on only at reaping, deregistering or takeover),
   // so this also finishes a recovery whose reaper died part-way.
-  struct DeadSlot {
+  struct DeadOwner {
     std::uint32_t index = 0;
     std::uint16_t keep = 0;
     bool matches(std::uint16_t tok) const noexcept {
@@ -114,7 +114,7 @@ struct Client::Impl {
   void notify(QueueId q) noexcept;
   static std::uint32_t pick(const detail::AtomicU64* mask, std::uint32_t words, std::uint32_t start) noexcept;
   void clear_sleep_bits(std::uint32_t p) noexcept;
-  void ring(std::uint32_t slot_index, int n) noexcept;
+  void ring_doorbell(std::uint32_t participant, int n) noexcept;
 
   // ---- records (records.hpp) ---------------------------------------------------------
   // Starts fetching the lines of record idx that its next owner writes first (its hot
@@ -124,13 +124,13 @@ struct Client::Impl {
   // stalls the next). A hint: no effect on what is read or written.
   //
   // Across processes each side mostly works on lines the other side wrote long before
-  // (the queue between them is deep), so both also fetch kAhead records ahead: the
+  // (the queue between them is deep), so both also fetch kPrefetchDistance records ahead: the
   // producer along its allocation sweep, the consumer along the ring it pops.
-  static constexpr std::uint32_t kAhead = 8;
+  static constexpr std::uint32_t kPrefetchDistance = 8;
   // How many records ahead a batch's fill fetches the lines it writes next: fetching all
   // of a batch's records as it reserves them asks for more lines at once than a core
   // keeps in flight.
-  static constexpr std::uint32_t kFillAhead = 8;
+  static constexpr std::uint32_t kFillPrefetch = 8;
   // How many members of a run a batch take fetches at once, and control words per line.
   static constexpr std::uint32_t kMaxRunFetch = 16;
   static constexpr std::uint32_t kCtrlPerLine = detail::kCacheLine / sizeof(detail::TaskCtrl);
@@ -173,13 +173,13 @@ struct Client::Impl {
   bool claim_slot(std::uint32_t i, std::uint64_t w, std::uint32_t new_epoch, Role role,
                   const ProcessIdentity& self) noexcept;
   void activate(const ProcessIdentity& self) noexcept;
-  bool slot_process_alive(const detail::ParticipantSlot& p, std::uint64_t w) const noexcept;
+  bool participant_alive(const detail::ParticipantEntry& p, std::uint64_t w) const noexcept;
   bool token_alive(std::uint16_t tok) const noexcept;
   ReapReport reap_dead() noexcept;
   void deregister() noexcept;
 
   // ---- recovery (recovery.hpp) -------------------------------------------------------
-  void recover_records(DeadSlot dead, ReapReport& rep) noexcept;
+  void recover_records(DeadOwner dead, ReapReport& rep) noexcept;
 
   // ---- semaphores (semaphores.hpp inline; semaphore.cpp) ------------------------------
   detail::SemaphoreEntry* sem_entry(std::uint32_t sem) const noexcept;
@@ -191,10 +191,10 @@ struct Client::Impl {
   /// After permits of `sem` (entry `e`) were freed: wake sleeping acquirers and move
   /// parked tasks to their queues, each only when someone is there (two loads otherwise).
   void sem_freed(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
-  std::uint32_t sweep_ledgers(DeadSlot dead) noexcept;
+  std::uint32_t sweep_ledgers(DeadOwner dead) noexcept;
   /// Whether a ledger holder still holds: judged by liveness, or with `dead` given, by
   /// not being one of its tokens.
-  bool holder_valid(std::uint64_t holder, const DeadSlot* dead) const noexcept;
+  bool holder_valid(std::uint64_t holder, const DeadOwner* dead) const noexcept;
   bool pop_parked(detail::SemaphoreEntry* e, std::uint32_t sem, std::uint32_t& v, std::uint64_t& w) noexcept;
   std::size_t unpark_to_queues(std::uint32_t sem, std::size_t reserved = 0, bool after_park = false) noexcept;
   std::uint32_t parked_need(std::uint32_t v, std::uint32_t sem) const noexcept;
@@ -284,7 +284,7 @@ struct Client::Impl {
   bool take_front(QueueId q, std::uint32_t level, std::uint16_t rid, std::uint64_t pos, std::uint64_t w,
                   Taken& out) noexcept;
   bool expired_on_take(QueueId q, std::uint32_t level, std::uint32_t v, std::uint64_t w) noexcept;
-  [[gnu::always_inline]] void prefetch_ahead(std::uint16_t rid, std::uint64_t pos) const noexcept;
+  [[gnu::always_inline]] void prefetch_next_takes(std::uint16_t rid, std::uint64_t pos) const noexcept;
   [[gnu::always_inline]] std::uint32_t prefetch_run(std::uint32_t front, std::uint32_t end) const noexcept;
   [[gnu::always_inline]] void fill_taken(std::uint32_t v, std::uint64_t w, Taken& out) noexcept;
   [[gnu::always_inline]] void fill_taken(std::uint32_t v, std::uint64_t w, Taken& out, TypeNames& names) noexcept;

@@ -28,7 +28,7 @@ inline bool Client::Impl::register_participant(Role role) noexcept {
   const auto self = ProcessIdentity::self();
   for (std::uint32_t i = 0; i < core->layout.max_participants; ++i) {
     const std::uint64_t w = core->participants[i].word.load(std::memory_order_acquire);
-    if (detail::pword_state(w) == detail::ParticipantSlot::kFree &&
+    if (detail::pword_state(w) == detail::ParticipantEntry::kFree &&
         claim_slot(i, w, detail::pword_epoch(w), role, self)) {
       activate(self);
       return true;
@@ -39,20 +39,20 @@ inline bool Client::Impl::register_participant(Role role) noexcept {
   // active and then recovers the dead one's records and permits. Without this a table
   // full of dead participants would wedge the segment until some live consumer's janitor
   // reaped it. A takeover that dies part-way leaves a dead active participant; whoever
-  // reaps or takes over the slot next recovers every older epoch of it too (DeadSlot).
+  // reaps or takes over the slot next recovers every older epoch of it too (DeadOwner).
   for (std::uint32_t i = 0; i < core->layout.max_participants; ++i) {
     auto& p = core->participants[i];
     const std::uint64_t w = p.word.load(std::memory_order_acquire);
     const std::uint64_t st = detail::pword_state(w);
-    const bool dead = st == detail::ParticipantSlot::kReaping
+    const bool dead = st == detail::ParticipantEntry::kReaping
                           ? !token_alive(static_cast<std::uint16_t>(detail::pword_aux(w)))
-                          : st != detail::ParticipantSlot::kFree && !slot_process_alive(p, w);
+                          : st != detail::ParticipantEntry::kFree && !participant_alive(p, w);
     if (!dead || !claim_slot(i, w, detail::pword_epoch(w) + 1, role, self)) continue;
     activate(self);
     SHMSCHED_FAULT_POINT(participant_takeover_claimed);
     clear_sleep_bits(i);
     ReapReport rep;
-    const DeadSlot old{i + 1, token};
+    const DeadOwner old{i + 1, token};
     sweep_ledgers(old);
     recover_records(old, rep);
     p.reaped.fetch_add(1, std::memory_order_relaxed);
@@ -69,7 +69,7 @@ inline bool Client::Impl::claim_slot(std::uint32_t i, std::uint64_t w, std::uint
   // (P1) acq_rel: claims the slot; the pid in the word lets a reaper judge a
   // registrant that dies before writing its start time.
   if (!p.word.compare_exchange_strong(
-          w, detail::pword(detail::ParticipantSlot::kRegistering, new_epoch, static_cast<std::uint32_t>(self.pid)),
+          w, detail::pword(detail::ParticipantEntry::kRegistering, new_epoch, static_cast<std::uint32_t>(self.pid)),
           std::memory_order_acq_rel))
     return false;
   SHMSCHED_FAULT_POINT(participant_register_claimed);
@@ -95,14 +95,14 @@ inline bool Client::Impl::claim_slot(std::uint32_t i, std::uint64_t w, std::uint
 
 inline void Client::Impl::activate(const ProcessIdentity& self) noexcept {
   // (P2) release: publishes pid, start time and role; pairs with readers' acquire.
-  me->word.store(detail::pword(detail::ParticipantSlot::kActive, epoch, static_cast<std::uint32_t>(self.pid)),
+  me->word.store(detail::pword(detail::ParticipantEntry::kActive, epoch, static_cast<std::uint32_t>(self.pid)),
                  std::memory_order_release);
 }
 
-inline bool Client::Impl::slot_process_alive(const detail::ParticipantSlot& p, std::uint64_t w) const noexcept {
+inline bool Client::Impl::participant_alive(const detail::ParticipantEntry& p, std::uint64_t w) const noexcept {
   const auto pid = static_cast<std::int32_t>(p.pid.load(std::memory_order_relaxed));
   const std::uint64_t start = p.start_time.load(std::memory_order_relaxed);
-  if (detail::pword_state(w) == detail::ParticipantSlot::kRegistering) {
+  if (detail::pword_state(w) == detail::ParticipantEntry::kRegistering) {
     const auto rpid = static_cast<std::int32_t>(detail::pword_aux(w));
     if (start == 0 || pid != rpid) return ProcessIdentity::of(rpid).start_time != 0;
   }
@@ -116,10 +116,10 @@ inline bool Client::Impl::token_alive(std::uint16_t tok) const noexcept {
   const auto& p = core->participants[i - 1];
   const std::uint64_t w = p.word.load(std::memory_order_acquire);
   if (detail::pword_epoch(w) != detail::token_epoch(tok)) return false;
-  if (detail::pword_state(w) != detail::ParticipantSlot::kActive &&
-      detail::pword_state(w) != detail::ParticipantSlot::kReaping)
+  if (detail::pword_state(w) != detail::ParticipantEntry::kActive &&
+      detail::pword_state(w) != detail::ParticipantEntry::kReaping)
     return false;
-  return slot_process_alive(p, w);
+  return participant_alive(p, w);
 }
 
 inline ReapReport Client::Impl::reap_dead() noexcept {
@@ -129,27 +129,27 @@ inline ReapReport Client::Impl::reap_dead() noexcept {
     auto& p = core->participants[i];
     std::uint64_t w = p.word.load(std::memory_order_acquire);
     const std::uint64_t st = detail::pword_state(w);
-    if (st == detail::ParticipantSlot::kFree) continue;
-    if (st == detail::ParticipantSlot::kReaping) {
+    if (st == detail::ParticipantEntry::kFree) continue;
+    if (st == detail::ParticipantEntry::kReaping) {
       // Someone reaps it; take over only if that reaper died too.
       if (token_alive(static_cast<std::uint16_t>(detail::pword_aux(w)))) continue;
-    } else if (slot_process_alive(p, w)) {
+    } else if (participant_alive(p, w)) {
       continue;
     }
     const std::uint32_t epoch = detail::pword_epoch(w);
     // (P3) acq_rel: we own the slot's recovery now.
-    if (!p.word.compare_exchange_strong(w, detail::pword(detail::ParticipantSlot::kReaping, epoch, token),
+    if (!p.word.compare_exchange_strong(w, detail::pword(detail::ParticipantEntry::kReaping, epoch, token),
                                         std::memory_order_acq_rel))
       continue;
     SHMSCHED_FAULT_POINT(reap_after_claim);
     clear_sleep_bits(i);
     // Permits first: once a task is requeued another consumer may take it, and its
     // new run must not find the dead run's permit still granted.
-    rep.permits_returned += sweep_ledgers(DeadSlot{i + 1, 0});
-    recover_records(DeadSlot{i + 1, 0}, rep);
+    rep.permits_returned += sweep_ledgers(DeadOwner{i + 1, 0});
+    recover_records(DeadOwner{i + 1, 0}, rep);
     me->reaped.fetch_add(1, std::memory_order_relaxed);
     // (P4) release: the slot is free again with epoch + 1, which fences the old token.
-    p.word.store(detail::pword(detail::ParticipantSlot::kFree, epoch + 1, 0), std::memory_order_release);
+    p.word.store(detail::pword(detail::ParticipantEntry::kFree, epoch + 1, 0), std::memory_order_release);
     ++rep.participants;
   }
   return rep;
@@ -164,15 +164,15 @@ inline void Client::Impl::deregister() noexcept {
     for (std::uint32_t q = 0; q < core->layout.max_queues; ++q)
       if (ahead[q].held() != 0) give_back_ahead(static_cast<QueueId>(q), true);
   ReapReport rep;
-  sweep_ledgers(DeadSlot{slot + 1, 0});
-  recover_records(DeadSlot{slot + 1, 0}, rep);
+  sweep_ledgers(DeadOwner{slot + 1, 0});
+  recover_records(DeadOwner{slot + 1, 0}, rep);
   clear_sleep_bits(slot);
   SHMSCHED_FAULT_POINT(participant_deregister);
   me->activity.store(static_cast<std::uint32_t>(Activity::stopping), std::memory_order_relaxed);
-  std::uint64_t w = detail::pword(detail::ParticipantSlot::kActive, epoch,
+  std::uint64_t w = detail::pword(detail::ParticipantEntry::kActive, epoch,
                                   static_cast<std::uint32_t>(me->pid.load(std::memory_order_relaxed)));
   // (P4') release: as (P4); fails only if we were reaped meanwhile.
-  me->word.compare_exchange_strong(w, detail::pword(detail::ParticipantSlot::kFree, epoch + 1, 0),
+  me->word.compare_exchange_strong(w, detail::pword(detail::ParticipantEntry::kFree, epoch + 1, 0),
                                    std::memory_order_release);
   attached = false;
 }

@@ -177,8 +177,8 @@ inline void Client::Impl::note_used(std::uint32_t idx) noexcept {
     note_used(i & mask);
     // The records the sweep reaches a few calls from now, and their control line:
     // their misses overlap this call's work instead of stalling those calls.
-    prefetch_body((i + kAhead) & mask);
-    detail::prefetch(&core->ctrl[(i + 2 * kAhead) & mask]);
+    prefetch_body((i + kPrefetchDistance) & mask);
+    detail::prefetch(&core->ctrl[(i + 2 * kPrefetchDistance) & mask]);
     // (S0) acquire: pairs with (S5) of the record's last owner; we may now write it.
     if (c.state.compare_exchange_strong(s, next, std::memory_order_acquire, std::memory_order_relaxed)) {
       cursor.store(i + 1, std::memory_order_relaxed);
@@ -200,7 +200,7 @@ inline void Client::Impl::note_used(std::uint32_t idx) noexcept {
 // and one CAS, no sweep.
 inline bool Client::Impl::alloc_at(std::uint32_t idx, std::uint64_t& word) noexcept {
   note_used(idx);
-  detail::prefetch(&core->ctrl[(idx + 2 * kAhead) & (core->capacity - 1)]);
+  detail::prefetch(&core->ctrl[(idx + 2 * kPrefetchDistance) & (core->capacity - 1)]);
   return reserve_at(idx, word);
 }
 

@@ -10,7 +10,7 @@
 namespace shmsched {
 
 // Finish or undo everything the (dead, or departing) owner `dead` left in records.
-inline void Client::Impl::recover_records(DeadSlot dead, ReapReport& rep) noexcept {
+inline void Client::Impl::recover_records(DeadOwner dead, ReapReport& rep) noexcept {
   for (std::uint32_t idx = 0, end = core->scan_end(); idx < end; ++idx) {
     auto& c = core->ctrl[idx];
     std::uint64_t s = c.state.load(std::memory_order_acquire);

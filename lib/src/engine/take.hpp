@@ -112,7 +112,7 @@ template <Client::Impl::Pop kPop>
   const std::uint16_t rid = core->ring_id(q, level);
   std::size_t n = 0;
   std::uint64_t w = 0;
-  // The records ahead_fn started fetching: [fetched_from, fetched_to).
+  // The records prefetch_fn started fetching: [fetched_from, fetched_to).
   std::uint32_t fetched_from = 0, fetched_to = 0;
   TypeNames names;
   auto claim_fn = [&](std::uint64_t pos, std::uint32_t v) noexcept {
@@ -131,7 +131,7 @@ template <Client::Impl::Pop kPop>
       if (!expired_on_take(q, level, v, w)) ++n;
     }
   };
-  auto ahead_fn = [&](std::uint64_t pos, std::uint32_t front, std::uint32_t end) noexcept {
+  auto prefetch_fn = [&](std::uint64_t pos, std::uint32_t front, std::uint32_t end) noexcept {
     // A take that claims ahead mostly runs right behind the producers: fetching the
     // slots and records they are still writing would take those lines from them, so it
     // fetches nothing ahead. Each claim still fetches its own record's lines first.
@@ -146,13 +146,13 @@ template <Client::Impl::Pop kPop>
         const std::uint32_t run = queue_rings[rid].run_at(pos + 1, after);
         prefetch_run(after, after + run);
       }
-      prefetch_ahead(rid, pos);
+      prefetch_next_takes(rid, pos);
     }
   };
   for (;;) {
     const std::size_t want = kPop == Pop::single ? 1 - n : max - n;
     if (want == 0) return n;
-    const std::size_t got = queue_rings[rid].try_pop_many(claim_fn, want, take_fn, &pop_cursor[rid], ahead_fn);
+    const std::size_t got = queue_rings[rid].try_pop_many(claim_fn, want, take_fn, &pop_cursor[rid], prefetch_fn);
     // Fewer than wanted: the level is empty. Handed over fewer than claimed (expired
     // records): pop again for the rest. Take-ahead hands out and checks later.
     if (got < want || kPop == Pop::ahead) return n;
@@ -174,8 +174,8 @@ inline bool Client::Impl::take_front(QueueId q, std::uint32_t level, std::uint16
     fill_taken(v, word, out);
     counts = !expired_on_take(q, level, v, word);
   };
-  auto ahead_fn = [&](std::uint64_t p, std::uint32_t, std::uint32_t) noexcept { prefetch_ahead(rid, p); };
-  return queue_rings[rid].pop_front(pos, w, claim_fn, take_fn, pop_cursor[rid], ahead_fn) && counts;
+  auto prefetch_fn = [&](std::uint64_t p, std::uint32_t, std::uint32_t) noexcept { prefetch_next_takes(rid, p); };
+  return queue_rings[rid].pop_front(pos, w, claim_fn, take_fn, pop_cursor[rid], prefetch_fn) && counts;
 }
 
 // Whether record v, just taken with state word w from queue q's ring of `level`,
@@ -195,12 +195,13 @@ inline bool Client::Impl::expired_on_take(QueueId q, std::uint32_t level, std::u
   return true;
 }
 
-// The ring slot a take kAhead pops from now looks at, and the record of the entry
-// kAhead positions on: their lines arrive while this take's claim, reads and the
+// The ring slot a take kPrefetchDistance pops from now looks at, and the record of the entry
+// kPrefetchDistance positions on: their lines arrive while this take's claim, reads and the
 // caller's handler run (the next takes then find them near).
-[[gnu::always_inline]] inline void Client::Impl::prefetch_ahead(std::uint16_t rid, std::uint64_t pos) const noexcept {
-  queue_rings[rid].prefetch(pos + 2 * std::uint64_t{kAhead});
-  const std::uint32_t v = queue_rings[rid].value_at(pos + kAhead);
+[[gnu::always_inline]] inline void Client::Impl::prefetch_next_takes(std::uint16_t rid,
+                                                                     std::uint64_t pos) const noexcept {
+  queue_rings[rid].prefetch(pos + 2 * std::uint64_t{kPrefetchDistance});
+  const std::uint32_t v = queue_rings[rid].value_at(pos + kPrefetchDistance);
   if (v < core->capacity) {
     detail::prefetch(&core->ctrl[v]);
     prefetch_body(v);

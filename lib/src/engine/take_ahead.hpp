@@ -43,7 +43,7 @@ inline std::uint32_t Client::Impl::fill_ahead(Ahead& a, QueueId q, std::uint32_t
   // them. Best effort (a relaxed load, no system call when none sleeps): a worker
   // that announces its sleep while we hold the buffer sleeps at most a tick, and
   // this thread hands the records out meanwhile.
-  if (n > 1 && me->sleepers.load(std::memory_order_relaxed) != 0) ring(slot, static_cast<int>(n - 1));
+  if (n > 1 && me->sleepers.load(std::memory_order_relaxed) != 0) ring_doorbell(slot, static_cast<int>(n - 1));
   return n;
 }
 

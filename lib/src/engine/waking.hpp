@@ -26,8 +26,8 @@ inline void Client::Impl::notify(QueueId q) noexcept {
   if (any == 0) return;
   thread_local std::uint32_t rotor = 0;
   const std::uint32_t start = rotor++;
-  if (const std::uint32_t p = pick(m.home, words, start); p != kNone) return ring(p, 1);
-  if (const std::uint32_t p = pick(m.help, words, start); p != kNone) return ring(p, INT32_MAX);
+  if (const std::uint32_t p = pick(m.home, words, start); p != kNone) return ring_doorbell(p, 1);
+  if (const std::uint32_t p = pick(m.help, words, start); p != kNone) return ring_doorbell(p, INT32_MAX);
 }
 
 // A set bit of the mask, searching from bit `start` (mod the mask size) onwards.
@@ -54,9 +54,9 @@ inline void Client::Impl::clear_sleep_bits(std::uint32_t p) noexcept {
   }
 }
 
-inline void Client::Impl::ring(std::uint32_t slot_index, int n) noexcept {
-  if (slot_index >= core->layout.max_participants) return;
-  auto& p = core->participants[slot_index];
+inline void Client::Impl::ring_doorbell(std::uint32_t participant, int n) noexcept {
+  if (participant >= core->layout.max_participants) return;
+  auto& p = core->participants[participant];
   // seq_cst: a sleeper that read the old value before sleeping is woken by the
   // futex (FUTEX_WAIT compares with the new value and returns at once).
   p.doorbell.fetch_add(1, std::memory_order_seq_cst);

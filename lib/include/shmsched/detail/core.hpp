@@ -27,7 +27,7 @@ struct Core {
   QueueEntry* queues = nullptr;
   RingHeader* ring_hdrs = nullptr;
   AtomicU64* ring_slots = nullptr;
-  ParticipantSlot* participants = nullptr;
+  ParticipantEntry* participants = nullptr;
   SemaphoreEntry* semaphores = nullptr;
   RingHeader* park_hdrs = nullptr;
   AtomicU64* park_slots = nullptr;

@@ -1,7 +1,7 @@
 // Cache-line prefetch hints the compiler cannot drop.
 //
 // GCC 12 at -O3 deletes some __builtin_prefetch calls: in the single take's look-ahead
-// (Client::Impl::prefetch_ahead) the two prefetches of the next record's body vanished
+// (Client::Impl::prefetch_next_takes) the two prefetches of the next record's body vanished
 // from the optimised code while the prefetch of its control word stayed, and a take
 // from a deep queue spread over eight levels then waited for both lines every time
 // (about 175 ns a take with completion instead of about 40; docs/benchmarks.md). An

@@ -32,7 +32,7 @@ struct SegmentMap {
   std::uint64_t queues = 0;         // QueueEntry[max_queues]
   std::uint64_t ring_hdrs = 0;      // RingHeader[max_queues * levels]
   std::uint64_t rings = 0;          // AtomicU64[max_queues * levels * ring_capacity]
-  std::uint64_t participants = 0;   // ParticipantSlot[max_participants]
+  std::uint64_t participants = 0;   // ParticipantEntry[max_participants]
   std::uint64_t semaphores = 0;     // SemaphoreEntry[max_semaphores]
   std::uint64_t park_hdrs = 0;      // RingHeader[max_semaphores * levels]
   std::uint64_t park_rings = 0;     // AtomicU64[max_semaphores * levels * park_capacity]
@@ -162,7 +162,7 @@ struct alignas(kCacheLine) QueueEntry {
 static_assert(sizeof(QueueEntry) == kCacheLine);
 
 /// A participant (attached process). The word packs [aux : 32][epoch : 6][state : 4].
-struct alignas(kCacheLine) ParticipantSlot {
+struct alignas(kCacheLine) ParticipantEntry {
   static constexpr std::uint64_t kFree = 0, kRegistering = 1, kActive = 2, kReaping = 3;
   AtomicU64 word;
   AtomicU64 start_time;  // process start time, clock ticks since boot
@@ -178,7 +178,7 @@ struct alignas(kCacheLine) ParticipantSlot {
   alignas(kCacheLine) AtomicU64 reaped{0};  // participants this one reaped
   AtomicU64 processed{0};                   // handlers finished (any outcome)
 };
-static_assert(sizeof(ParticipantSlot) == 2 * kCacheLine);
+static_assert(sizeof(ParticipantEntry) == 2 * kCacheLine);
 
 /// Which participants sleep waiting for a queue: bit i = participant index i + 1.
 /// Home sleepers are woken first; helpers only when no home sleeper is left.
