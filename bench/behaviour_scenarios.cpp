@@ -53,6 +53,8 @@
 //       record is used once before the counted part (steady state).
 //   --callgrind-workload=engine_single|engine_batch --tasks=N: the engine alone in one
 //       thread: N enqueues then N takes and completes, single calls or batches of 64.
+//   --callgrind-workload=engine_semaphore --tasks=N: engine_single where every task needs a
+//       permit: take, acquire_for, complete, release_for.
 //
 // Exit status: 0 when every record has no error. The behaviour checks are reported in
 // extra (within_bound, strict_order), not enforced; broken invariants (a task lost or run
@@ -1065,6 +1067,40 @@ int engine_workload(std::uint64_t n, bool batch) {
   return 0;
 }
 
+// engine_single with a permit per task, as a Consumer runs a task that needs a semaphore:
+// each task needs one permit of a capacity-1 semaphore; take, acquire_for, complete,
+// release_for. Its difference from engine_single is what a semaphore adds to a task.
+int semaphore_workload(std::uint64_t n) {
+  if (n > kCallgrindCapacity) return workload_failed("the engine workloads take at most the table's capacity");
+  auto seg = Segment::create_private(scenario_layout(kCallgrindCapacity, 1), CreateOptions{0600, {"work"}});
+  if (!seg) return workload_failed(seg.error().message());
+  const QueueId q = seg->find_queue("work").value();
+  auto sem = seg->create_semaphore("permit", 1);
+  if (!sem) return workload_failed(sem.error().message());
+  if (!warm_table(*seg, q)) return workload_failed("the warm-up pass failed");
+  auto client = Client::attach(*seg);
+  if (!client) return workload_failed(client.error().message());
+  Client& c = *client;
+  TaskOptions o;
+  o.queue = q;
+  o.needs[0] = Need{*sem, 1};
+  for (std::uint64_t i = 0; i < n; ++i) {
+    o.priority = priority_of(i);
+    if (const Errc e = c.enqueue_value("engine", Item{}, o); e != Errc::ok)
+      return workload_failed("enqueue: " + std::string(to_string(e)));
+  }
+  Taken t;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    if (!c.try_take(q, t)) return workload_failed("a task is missing");
+    const std::span<const Need> needs(t.needs, 2);
+    if (c.acquire_for(t, needs) != Client::Grant::granted) return workload_failed("a free permit was not granted");
+    if (c.complete(t) != Errc::ok) return workload_failed("complete failed");
+    if (c.release_for(t, needs)) return workload_failed("a hand-over with nothing parked");
+  }
+  if (seg->semaphores().at(0).in_use != 0) return workload_failed("a permit is still in use");
+  return 0;
+}
+
 // =====================================================================================
 // driver
 // =====================================================================================
@@ -1092,7 +1128,8 @@ struct Args {
 void usage() {
   std::fprintf(stderr,
                "usage: shmsched_scenarios [--json=PATH] [--quick] [--only=SUBSTRING]\n"
-               "       shmsched_scenarios --callgrind-workload[=full_path|engine_single|engine_batch] --tasks=N\n");
+               "       shmsched_scenarios --callgrind-workload[=full_path|engine_single|engine_batch|engine_semaphore] "
+               "--tasks=N\n");
 }
 
 std::optional<Args> parse_args(int argc, char** argv) {
@@ -1108,7 +1145,8 @@ std::optional<Args> parse_args(int argc, char** argv) {
     } else if (s == "--callgrind-workload") {
       a.callgrind = true;
     } else if (auto w = value("--callgrind-workload="); w) {
-      if (*w != "full_path" && *w != "engine_single" && *w != "engine_batch") return std::nullopt;
+      if (*w != "full_path" && *w != "engine_single" && *w != "engine_batch" && *w != "engine_semaphore")
+        return std::nullopt;
       a.callgrind = true;
       a.workload = std::string(*w);
     } else if (auto v = value("--json="); v) {
@@ -1140,6 +1178,7 @@ int main(int argc, char** argv) {
   }
   if (args->callgrind) {
     if (args->workload == "full_path") return callgrind_workload(*args->tasks);
+    if (args->workload == "engine_semaphore") return semaphore_workload(*args->tasks);
     return engine_workload(*args->tasks, args->workload == "engine_batch");
   }
   install_cleanup_handlers();

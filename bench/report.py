@@ -206,6 +206,7 @@ CALLGRIND_WORKLOADS = {
     "full_path": "full path",
     "engine_single": "engine single calls (enqueue, take, complete)",
     "engine_batch": "engine batch calls of 64",
+    "engine_semaphore": "engine single calls, each task holding a permit",
 }
 
 
