@@ -409,24 +409,7 @@ bool Client::janitor_tick(std::int64_t now_ns) noexcept {
   h->janitor_renewed_ns.store(now_ns, std::memory_order_relaxed);
   im.me->heartbeat_ns.store(now_ns, std::memory_order_relaxed);
   im.promote_due(now_ns);
-  // Parked tasks whose semaphore has free permits (a releaser that died before its
-  // hand-over, or a capacity raised elsewhere) go back to their queues.
-  for (std::uint32_t sem = 0; sem < im.core->layout.max_semaphores; ++sem) {
-    auto* e = im.sem_entry(sem);
-    if (e == nullptr) continue;
-    // The hint drifts when a parker dies between its park and its increment, or a
-    // parked task is recovered by the reaper: recount it from the park rings (a slow
-    // path, once a tick).
-    // The count is stored only if the hint did not change while it was taken (CAS from
-    // the value read first): a parker's increment or an unparker's decrement meanwhile
-    // is never overwritten by a stale count; this tick then leaves the hint as it is.
-    std::uint32_t seen = e->parked_hint.load(std::memory_order_seq_cst);
-    std::uint64_t parked = 0;
-    for (std::uint32_t l = 0; l < im.core->levels; ++l)
-      parked += im.core->ring(im.core->park_ring_id(sem, l)).depth_guess();
-    e->parked_hint.compare_exchange_strong(seen, static_cast<std::uint32_t>(parked), std::memory_order_seq_cst);
-    im.unpark_to_queues(sem);
-  }
+  for (std::uint32_t sem = 0; sem < im.permits.size(); ++sem) im.tend_parked(sem);
   const std::int64_t last = im.last_reap.load(std::memory_order_relaxed);
   if (now_ns - last > 1'000'000'000) {
     im.last_reap.store(now_ns, std::memory_order_relaxed);

@@ -5,6 +5,7 @@
 
 #include "engine/counters.hpp"
 #include "engine/support.hpp"
+#include "permits.hpp"
 #include "shmsched/detail/core_access.hpp"
 #include "shmsched/detail/saturate.hpp"
 
@@ -45,8 +46,7 @@ QueueSnapshot queue_snapshot(const detail::Core& core, const QueueInfo& qi, cons
   q.aging_ms = e.aging_ms.load(std::memory_order_relaxed);
   const std::uint32_t limit = e.limit_sem.load(std::memory_order_acquire);
   if (limit != 0 && limit - 1 < core.layout.max_semaphores)
-    q.limit = static_cast<std::int32_t>(core.semaphores[limit - 1].permits.load(std::memory_order_relaxed) >>
-                                        detail::SemaphoreEntry::kSlots);
+    q.limit = static_cast<std::int32_t>(detail::Permits::capacity(core.semaphores[limit - 1]));
   for (std::uint32_t level = 0; level < core.levels; ++level) {
     LevelSnapshot l;
     const IndexRing<> ring = core.ring(core.ring_id(qi.id, level));

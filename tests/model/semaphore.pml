@@ -1,5 +1,6 @@
-/* A model of the shmsched semaphore protocol for task needs (lib/src/semaphore.cpp:
- * sem_try_acquire, sem_release, pop_parked, unpark_to_queues, repark, acquire_for,
+/* A model of the shmsched semaphore protocol for task needs (lib/src/permits.hpp:
+ * Permits::try_acquire, Permits::release; lib/src/engine/parking.hpp: pop_parked,
+ * unpark_to_queues, repark, park, hand_over; lib/src/semaphore.cpp: acquire_for,
  * release_for; the worker loop around them is lib/src/consumer.cpp run/run_one), for spin.
  *
  * Workers take tasks from the ready queue (in any order). A task needs permits of one or
@@ -41,14 +42,15 @@
  * later only makes another thread's G1 fail, an interleaving this model has too (after
  * which the task parks and its K1 looks at the permit word, not at the ledger).
  *
- * Steps and the code they stand for (labels as in semaphore.cpp and docs/resources.md):
- *   sem_try_acquire(): the "cheap look" (permits load); G1 (one CAS per ledger slot); G2
+ * Steps and the code they stand for (labels as in permits.hpp, parking.hpp and
+ * docs/resources.md):
+ *   try_acquire(): the "cheap look" (permits load); G1 (one CAS per ledger slot); G2
  *                  (the permit word CAS, one step: its retry loop only reloads); the undo
  *                  (one release store per claimed slot);
- *   sem_release(): G3 (the CAS clearing the holder's bits; the ledger loads before it
+ *   release():     G3 (the CAS clearing the holder's bits; the ledger loads before it
  *                  read slots that cannot change while their bit is set); G4 (one
  *                  release store per slot);
- *   parking (acquire_for): push_record's publishing CAS (R3); the parked_hint fetch_add;
+ *   park():        push_record's publishing CAS (R3); the parked_hint fetch_add;
  *                  K1 = unpark_to_queues on the same semaphore. The ring protocol itself
  *                  is ring.pml's: here a park ring is a FIFO whose push (R3) and pop
  *                  (the claim CAS parked -> running, T2) are one step each;
@@ -57,10 +59,11 @@
  *   unpark_to_queues(): K3 (parked_hint load), then per task: K2 (permits load), the pop
  *                  and fetch_sub, and either requeue_record (one step: its push) or
  *                  repark (the publishing CAS, the fetch_add, one more permits load);
- *   release_for(): sem_release per need; then per semaphore released: K3, the hand-over
+ *   release_for(): Permits::release per need; then (hand_over) per semaphore released:
+ *                  K3, the hand-over
  *                  pop and fetch_sub (first semaphore with a parked task only), and
  *                  unpark_to_queues with the handed-over task's need reserved.
- *   sem_after_release only wakes direct (futex) waiters, of which there are none here.
+ *   Permits::wake_sleepers only wakes direct (futex) waiters, of which there are none here.
  *
  * Mutants, each must fail (check.sh runs every MUTANT* tested here):
  *   MUTANT            release_for as it was before commit 001a935: it returned at the
@@ -134,7 +137,7 @@ byte ntask;                   /* tasks in this run */
 #define REPARKS 2       /* kMaxReparks (8 in the code): re-parks in one unpark_to_queues call */
 #endif
 
-/* grant(s, n, t) is sem_try_acquire: ok = whether n permits of s were granted to task t. */
+/* grant(s, n, t) is Permits::try_acquire: ok = whether n permits of s were granted to task t. */
 inline grant(s, n, t) {
   ok = false;
   if
@@ -170,8 +173,9 @@ inline grant(s, n, t) {
   atomic { i = 0; cnt = 0; cl = 0 }
 }
 
-/* sem_release(s, t): all permits of s held by t; fr = how many. `ran`: t's handler ran
- * (release_for), so the capacity monitor stops counting its permits of s here. */
+/* sem_release(s, t) is Permits::release: all permits of s held by t; fr = how many.
+ * `ran`: t's handler ran (release_for), so the capacity monitor stops counting its
+ * permits of s here. */
 inline sem_release(s, t, ran) {
   d_step {                                             /* G3: one CAS clearing t's bits */
     if :: ran -> inrun[s] = inrun[s] - NEED(t, s) :: else -> skip fi;
@@ -271,7 +275,7 @@ inline acquire_for(t) {
        :: !ok ->
             fs = 1;
             if                                         /* return the first: sem_release, */
-            :: (NEED(t, 0) > 0) -> sem_release(0, t, false)   /* then sem_after_release (waiters only) */
+            :: (NEED(t, 0) > 0) -> sem_release(0, t, false)   /* then wake_sleepers (waiters only) */
             :: else -> skip
             fi
        :: else -> skip

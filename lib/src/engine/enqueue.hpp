@@ -42,10 +42,9 @@ inline Errc Client::Impl::check_spec(std::string_view type, std::span<const std:
   merge_needs(needs);  // a semaphore named twice needs the sum
   for (const Need& n : needs) {
     if (n.count == 0) continue;
-    const detail::SemaphoreEntry* e = sem_entry(n.sem);
+    const detail::SemaphoreEntry* e = permits.entry(n.sem);
     if (e == nullptr) return Errc::unknown_semaphore;
-    if (n.count > (e->permits.load(std::memory_order_relaxed) >> detail::SemaphoreEntry::kSlots))
-      return Errc::need_exceeds_capacity;
+    if (n.count > detail::Permits::capacity(*e)) return Errc::need_exceeds_capacity;
   }
   return Errc::ok;
 }

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <thread>
 
+#include "../permits.hpp"
 #include "shmsched/client.hpp"
 #include "shmsched/detail/core_access.hpp"
 #include "shmsched/detail/fault.hpp"
@@ -60,6 +61,8 @@ struct Client::Impl {
   std::unique_ptr<detail::AtomicU64[]> push_cursor;
   // The queue rings' views, made once (Core::ring computes them on every call).
   std::unique_ptr<IndexRing<>[]> queue_rings;
+  // The segment's semaphore table, as the semaphore layer's type.
+  detail::Permits permits;
 
   // Per queue, the records this process claimed ahead of its single takes
   // (Client::set_take_ahead): running, owned by us, their attempt not yet counted,
@@ -181,24 +184,25 @@ struct Client::Impl {
   // ---- recovery (recovery.hpp) -------------------------------------------------------
   void recover_records(DeadOwner dead, ReapReport& rep) noexcept;
 
-  // ---- semaphores (semaphores.hpp inline; semaphore.cpp) ------------------------------
-  detail::SemaphoreEntry* sem_entry(std::uint32_t sem) const noexcept;
-  bool sem_try_acquire(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept;
-  bool sem_try_acquire(detail::SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder) noexcept;
-  std::uint32_t sem_release(std::uint32_t sem, std::uint32_t n, std::uint64_t holder) noexcept;
-  std::uint32_t sem_release(detail::SemaphoreEntry* e, std::uint32_t n, std::uint64_t holder) noexcept;
-  void sem_after_release(std::uint32_t sem) noexcept;
-  /// After permits of `sem` (entry `e`) were freed: wake sleeping acquirers and move
-  /// parked tasks to their queues, each only when someone is there (two loads otherwise).
-  void sem_freed(detail::SemaphoreEntry* e, std::uint32_t sem) noexcept;
-  std::uint32_t sweep_ledgers(DeadOwner dead) noexcept;
+  // ---- permit holders (holders.hpp) -------------------------------------------------
+  // The run version bits a task holder keeps (the rest of the word: kind and index).
+  static constexpr std::uint64_t kRunVersionMask = (std::uint64_t{1} << 42) - 1;
+  static std::uint64_t task_holder(const Taken& t) noexcept;
+  std::uint64_t direct_holder() const noexcept;
   /// Whether a ledger holder still holds: judged by liveness, or with `dead` given, by
   /// not being one of its tokens.
   bool holder_valid(std::uint64_t holder, const DeadOwner* dead) const noexcept;
-  bool pop_parked(detail::SemaphoreEntry* e, std::uint32_t sem, std::uint32_t& v, std::uint64_t& w) noexcept;
-  std::size_t unpark_to_queues(std::uint32_t sem, std::size_t reserved = 0, bool after_park = false) noexcept;
+  std::uint32_t sweep_ledgers(DeadOwner dead) noexcept;
+
+  // ---- parking (parking.hpp) ---------------------------------------------------------
+  void permits_freed(detail::SemaphoreEntry& e, std::uint32_t sem) noexcept;
+  Grant park(const Taken& task, detail::SemaphoreEntry& e, std::uint32_t sem) noexcept;
+  bool pop_parked(detail::SemaphoreEntry& e, std::uint32_t sem, std::uint32_t& v, std::uint64_t& w) noexcept;
   std::uint32_t parked_need(std::uint32_t v, std::uint32_t sem) const noexcept;
-  bool repark(std::uint32_t v, std::uint64_t w, std::uint32_t sem) noexcept;
+  std::size_t unpark_to_queues(std::uint32_t sem, std::size_t reserved = 0, bool after_park = false) noexcept;
+  bool repark(std::uint32_t v, std::uint64_t w, detail::SemaphoreEntry& e, std::uint32_t sem) noexcept;
+  bool hand_over(std::span<const std::uint32_t> sems, Taken* next) noexcept;
+  void tend_parked(std::uint32_t sem) noexcept;
 
   // ---- enqueue (enqueue.hpp) ---------------------------------------------------------
   // What a batch owes once it is published: counter bumps per (queue, level) and a

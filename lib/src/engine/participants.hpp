@@ -17,6 +17,7 @@ inline void Client::Impl::bind(Segment& segment) {
   push_cursor = std::make_unique<detail::AtomicU64[]>(core->ring_count());
   queue_rings = std::make_unique<IndexRing<>[]>(core->ring_count());
   ahead = std::make_unique<Ahead[]>(core->layout.max_queues);
+  permits = detail::Permits(core->semaphores, core->layout.max_semaphores);
   static std::atomic<std::uint64_t> next_client_id{1};
   client_id = next_client_id.fetch_add(1, std::memory_order_relaxed);  // relaxed: only uniqueness matters
   for (std::uint32_t r = 0; r < core->ring_count(); ++r) queue_rings[r] = core->ring(static_cast<std::uint16_t>(r));
