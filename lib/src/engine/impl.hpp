@@ -228,8 +228,9 @@ struct Client::Impl {
   [[gnu::always_inline]] Errc enqueue_one(std::string_view type, std::uint64_t th, std::span<const std::byte> payload,
                                           const TaskOptions& o, TaskId* id, std::int64_t now,
                                           BatchDebts* batch) noexcept;
-  TaskId fill_record(std::uint32_t idx, std::uint64_t word, std::uint64_t th, std::span<const std::byte> payload,
-                     const TaskOptions& o, QueueId q, std::int64_t now) noexcept;
+  [[gnu::always_inline]] TaskId fill_record(std::uint32_t idx, std::uint64_t word, std::uint64_t th,
+                                            std::span<const std::byte> payload, const TaskOptions& o, QueueId q,
+                                            std::int64_t now) noexcept;
   void owe(BatchDebts& b, QueueId q, std::uint8_t level, std::uint32_t count = 1) noexcept;
   void settle(BatchDebts& b) noexcept;
 
