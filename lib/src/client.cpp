@@ -255,8 +255,8 @@ Errc Client::retry_or_dead_letter(const Taken& task, std::string_view reason, st
   auto& c = im.counters(task.queue, task.level);
   if (counts_as_failure) Impl::bump(c.failed);
   if (!reason.empty()) {
-    detail::copy_cstr(cold->last_error, sizeof cold->last_error, reason);
-    hot->flags |= detail::kHasError;
+    detail::store_error(cold, reason);
+    detail::set_field(hot->flags, static_cast<std::uint8_t>(hot->flags | detail::kHasError));
   }
   if (hot->attempts >= hot->max_attempts) {
     Impl::bump(c.dead);
@@ -297,8 +297,8 @@ Errc Client::requeue_dead(TaskId id) noexcept {
   if (!c.state.compare_exchange_strong(s, mine, std::memory_order_acq_rel)) return Errc::invalid_argument;
   auto* hot = im.core->hot(idx);
   Impl::bump(im.counters(hot->queue, hot->level).enqueued);  // back in flight: counts as enqueued again
-  hot->attempts = 0;
-  hot->flags = static_cast<std::uint8_t>(hot->flags & ~detail::kHasError);
+  detail::set_field(hot->attempts, std::uint16_t{0});
+  detail::set_field(hot->flags, static_cast<std::uint8_t>(hot->flags & ~detail::kHasError));
   return im.requeue_record(idx, mine);
 }
 

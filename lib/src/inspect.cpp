@@ -132,7 +132,7 @@ std::vector<DeadLetter> dead_letters(const Segment& segment, std::size_t max) {
     d.attempts = hot->attempts;
     if (hot->flags & detail::kHasError) {
       const auto* cold = core.cold(i);
-      d.reason.assign(cold->last_error, ::strnlen(cold->last_error, sizeof cold->last_error));
+      d.reason = detail::load_error(cold);
     }
     if (core.ctrl[i].state.load(std::memory_order_acquire) == s) out.push_back(std::move(d));
   }

@@ -297,8 +297,8 @@ class Shmctl : public ::testing::Test {
 // ---------------------------------------------------------------------------------
 // Command line
 
-const char* const kVerbs[] = {"create", "destroy", "ls",      "stat", "metrics", "top",   "queue",
-                              "sem",    "dlq",     "recover", "wait", "submit",  "worker"};
+const char* const kVerbs[] = {"create", "destroy", "ls",      "stat", "metrics", "top",    "queue",
+                              "sem",    "dlq",     "recover", "wait", "submit",  "worker", "status"};
 
 TEST_F(Shmctl, EveryVerbHasHelpAndBadUsageExitsTwo) {
   for (const char* verb : kVerbs) {
@@ -327,6 +327,8 @@ TEST_F(Shmctl, EveryVerbHasHelpAndBadUsageExitsTwo) {
       {"dlq", name(), "requeue"},
       {"dlq", name(), "requeue", "12", "--all"},
       {"dlq", name(), "requeue", "not-a-number"},
+      {"status", name()},
+      {"status", name(), "not-a-number"},
       {"create", "x", "--mode", "999"},
       {"worker", name()},  // no queues
       {"worker", name(), "--home", "general", "--take-ahead", "0"},
@@ -914,6 +916,46 @@ TEST_F(Shmctl, DeadLettersCanBeListedRequeuedAndPurged) {
   const Ran empty = shmctl({"dlq", name(), "list"});
   EXPECT_TRUE(contains(empty.out, "no dead letters")) << empty;
   EXPECT_EQ(stat()["dead_letters"], 0);
+}
+
+TEST_F(Shmctl, StatusFollowsASubmittedTaskFromQueuedToRunningToItsEnd) {
+  create();
+  const std::string pidfile = path("child.pid");
+  const Ran failing = submit({"false"}, {"--retries", "0"});  // first: one worker runs them in turn
+  const Ran sleeper = submit({"sh", "-c", "echo $$ > " + pidfile + "; exec sleep 30"});
+  ASSERT_EQ(sleeper.code(), 0) << sleeper;
+  ASSERT_EQ(failing.code(), 0) << failing;
+  const std::string id = sleeper.out.substr(0, sleeper.out.find('\n'));
+  const std::string failed = failing.out.substr(0, failing.out.find('\n'));
+
+  json s = parse_json(shmctl({"status", name(), id, "--json"}));
+  EXPECT_EQ(s["status"], "queued") << s.dump();
+  EXPECT_EQ(s["type"], "shell");
+  EXPECT_EQ(s["queue"], "general");
+  EXPECT_EQ(s["attempts"], 0);
+  const Ran text = shmctl({"status", name(), id});
+  EXPECT_EQ(text.code(), 0) << text;
+  EXPECT_TRUE(contains(text.out, "task " + id + ": queued")) << text;
+
+  const pid_t worker = start_worker();
+  ASSERT_TRUE(eventually([&] { return lines_of(pidfile).size() == 1; })) << log();
+  s = parse_json(shmctl({"status", name(), id, "--json"}));
+  EXPECT_EQ(s["status"], "running") << s.dump();
+  EXPECT_EQ(s["pid"], worker) << "the worker process runs it";
+  EXPECT_EQ(s["attempts"], 1);
+  s = parse_json(shmctl({"status", name(), failed, "--json"}));
+  EXPECT_EQ(s["status"], "dead") << s.dump();
+  EXPECT_TRUE(contains(s["last_error"].get<std::string>(), "exit status 1")) << s.dump();
+
+  // Killed: the task still shows the dead worker until it is reaped, then waits again.
+  EXPECT_TRUE(stop(worker, SIGKILL).signaled);
+  ASSERT_EQ(shmctl({"recover", name()}).code(), 0);
+  s = parse_json(shmctl({"status", name(), id, "--json"}));
+  EXPECT_EQ(s["status"], "queued") << s.dump();
+  EXPECT_EQ(s["pid"], 0) << s.dump();
+  const Ran unknown = shmctl({"status", name(), "12345678"});
+  EXPECT_EQ(unknown.code(), 0) << unknown;
+  EXPECT_TRUE(contains(unknown.out, "unknown")) << unknown;
 }
 
 TEST_F(Shmctl, RecoverRequeuesTheTasksOfAKilledWorker) {

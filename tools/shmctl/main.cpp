@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   add_stat_verbs(app, verbs);
   add_top_verb(app, verbs);
   add_admin_verbs(app, verbs);
+  add_task_verbs(app, verbs);
   add_wait_verb(app, verbs);
   add_submit_verb(app, verbs);
   add_worker_verb(app, verbs);

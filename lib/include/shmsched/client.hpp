@@ -170,6 +170,12 @@ class Client {
   /// names each mismatch.
   Result<void> verify_permits() const;
 
+  // ---- what became of a task -------------------------------------------------------
+  /// The task `id` names, read from its record in O(1) without owning it. A record is
+  /// reused under a new id, so an id whose record now holds another task, or none,
+  /// answers TaskStatus::unknown, never that task's state. Errors: out of memory only.
+  Result<TaskInfo> status(TaskId id) const;
+
   // ---- dead letters ----------------------------------------------------------------
   std::vector<DeadLetter> dead_letters(std::size_t max = SIZE_MAX) const;
   /// Puts a dead-lettered task back in its ring with a fresh attempt count.

@@ -97,4 +97,8 @@ std::vector<DeadLetter> dead_letters(const Segment& segment, std::size_t max = S
 /// Reads the whole segment once. Never writes to it.
 Snapshot inspect(const Segment& segment);
 
+/// The task `id` names (see Client::status, which is this), read without attaching: works
+/// on a segment opened read-only.
+Result<TaskInfo> task_status(const Segment& segment, TaskId id);
+
 }  // namespace shmsched

@@ -149,4 +149,70 @@ struct Taken {
   explicit operator bool() const noexcept { return id != kNoTask; }
 };
 
+/// What a task id names now (Client::status).
+enum class TaskStatus : std::uint8_t {
+  unknown,  ///< no such task now: finished and its record released, purged, or never accepted
+  queued,   ///< waits in its queue's ring at its priority level
+  delayed,  ///< waits for its not-before time (a delay, or a retry's backoff)
+  parked,   ///< waits for a semaphore permit
+  running,  ///< a worker holds it
+  dead,     ///< failed for good: a dead letter, with its reason
+};
+
+constexpr std::string_view to_string(TaskStatus s) noexcept {
+  switch (s) {
+    case TaskStatus::unknown:
+      return "unknown";
+    case TaskStatus::queued:
+      return "queued";
+    case TaskStatus::delayed:
+      return "delayed";
+    case TaskStatus::parked:
+      return "parked";
+    case TaskStatus::running:
+      return "running";
+    case TaskStatus::dead:
+      return "dead";
+  }
+  return "?";
+}
+
+/// The status a record in state `s` shows for the task it holds. No `default:`: a new
+/// TaskState fails to compile here (-Wswitch-enum) until it is given a status.
+constexpr TaskStatus status_of(TaskState s) noexcept {
+  switch (s) {
+    case TaskState::virgin:
+    case TaskState::free:
+    case TaskState::reserved:
+      return TaskStatus::unknown;
+    case TaskState::queued:
+      return TaskStatus::queued;
+    case TaskState::delayed:
+      return TaskStatus::delayed;
+    case TaskState::parked:
+      return TaskStatus::parked;
+    case TaskState::running:
+      return TaskStatus::running;
+    case TaskState::dead:
+      return TaskStatus::dead;
+  }
+  return TaskStatus::unknown;
+}
+
+/// A task as Client::status found it: one consistent reading of its record.
+struct TaskInfo {
+  TaskId id = kNoTask;
+  TaskStatus status = TaskStatus::unknown;  ///< unknown: the other fields are not set
+  std::string type;
+  QueueId queue = 0;
+  std::uint8_t priority = 0;
+  std::uint16_t attempts = 0;  ///< runs started so far (a running task's run included)
+  std::uint16_t max_attempts = 0;
+  std::int32_t pid = 0;            ///< running: the worker's process; 0 otherwise
+  std::int64_t enqueued_ns = 0;    ///< CLOCK_MONOTONIC_COARSE when enqueued
+  std::int64_t not_before_ns = 0;  ///< CLOCK_MONOTONIC before which it does not run; 0 = none
+  std::int64_t expires_ns = 0;     ///< CLOCK_MONOTONIC after which it is dropped; 0 = never
+  std::string last_error;          ///< the last failure's reason (dead: why), or empty
+};
+
 }  // namespace shmsched

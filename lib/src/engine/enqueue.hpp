@@ -88,15 +88,15 @@ inline TaskId Client::Impl::fill_record(std::uint32_t idx, std::uint64_t word, s
   auto* b = core->hot(idx);
   const TaskId tid = core->make_id(detail::version_of(word), idx);
   std::atomic_ref<std::uint64_t>(b->id).store(tid, std::memory_order_relaxed);  // ledger checks read it
-  b->type_hash = th;
+  detail::set_field(b->type_hash, th);
   std::atomic_ref<std::int64_t>(b->enqueued_ns).store(now, std::memory_order_relaxed);
   detail::store_not_before(b, o.not_before_ns);
-  b->expires_ns = o.expires_ns;
+  detail::set_field(b->expires_ns, o.expires_ns);
   b->payload_len = static_cast<std::uint32_t>(payload.size());
   std::atomic_ref<std::uint16_t>(b->queue).store(q, std::memory_order_relaxed);  // inspect reads it
-  b->level = o.priority;
-  b->attempts = 0;
-  b->max_attempts = o.max_attempts;
+  detail::set_field(b->level, o.priority);
+  detail::set_field(b->attempts, std::uint16_t{0});
+  detail::set_field(b->max_attempts, o.max_attempts);
   b->retry_delay_ms = static_cast<std::uint32_t>(o.retry.delay.count());
   Need needs[2] = {o.needs[0], o.needs[1]};
   merge_needs(needs);
@@ -115,7 +115,7 @@ inline TaskId Client::Impl::fill_record(std::uint32_t idx, std::uint64_t word, s
     cold->retry_jitter_pct = o.retry.jitter_pct;
     flags = detail::kHasRetryPolicy | (o.group_id != 0 ? detail::kHasGroup : 0);
   }
-  b->flags = flags;
+  detail::set_field(b->flags, flags);
   if (!payload.empty()) std::memcpy(core->payload(idx), payload.data(), payload.size());
   return tid;
 }

@@ -20,7 +20,8 @@ inline void Client::Impl::permits_freed(detail::SemaphoreEntry& e, std::uint32_t
 // Waiting is not an attempt: the take that counted one is undone, and the run that
 // follows the unpark counts it.
 inline Client::Grant Client::Impl::park(const Taken& task, detail::SemaphoreEntry& e, std::uint32_t sem) noexcept {
-  --core->hot(task.index)->attempts;
+  auto* b = core->hot(task.index);
+  detail::set_field(b->attempts, static_cast<std::uint16_t>(b->attempts - 1));
   std::uint64_t word = task.word;
   const PushStatus st = push_record(task.index, word, core->park_ring_id(sem, task.level), TaskState::parked);
   if (st == PushStatus::aborted) return Grant::error;

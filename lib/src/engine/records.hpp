@@ -251,8 +251,9 @@ inline const char* Client::Impl::record_defect(std::uint32_t idx) const noexcept
 }
 
 inline Errc Client::Impl::dead_letter_record(std::uint32_t idx, std::uint64_t word, std::string_view reason) noexcept {
-  detail::copy_cstr(core->cold(idx)->last_error, sizeof(detail::TaskCold::last_error), reason);
-  core->hot(idx)->flags |= detail::kHasError;
+  detail::store_error(core->cold(idx), reason);
+  auto* b = core->hot(idx);
+  detail::set_field(b->flags, static_cast<std::uint8_t>(b->flags | detail::kHasError));
   const std::uint64_t next = next_word(word, TaskState::dead, token);
   // (S3) acq_rel: releases last_error to whoever lists dead letters.
   if (!core->ctrl[idx].state.compare_exchange_strong(word, next, std::memory_order_acq_rel)) return Errc::fenced;

@@ -232,7 +232,8 @@ inline bool Client::Impl::expired_on_take(QueueId q, std::uint32_t level, std::u
 [[gnu::always_inline]] inline void Client::Impl::fill_taken(std::uint32_t v, std::uint64_t w, Taken& out,
                                                             TypeNames& names) noexcept {
   auto* b = core->hot(v);
-  const std::uint16_t attempt = ++b->attempts;
+  const auto attempt = static_cast<std::uint16_t>(b->attempts + 1);
+  detail::set_field(b->attempts, attempt);
   const std::uint64_t th = b->type_hash;
   if (th != names.hash || names.name.empty()) names = TypeNames{th, type_name_cached(th)};
   out.index = v;
