@@ -4,6 +4,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 #include "common.hpp"
 
@@ -48,16 +49,17 @@ void print_status(const Segment& seg, const TaskInfo& s, std::int64_t now) {
     return;
   }
   std::cout << "\n";
-  Table t({"FIELD", "VALUE"});
-  t.add({"type", s.type.empty() ? "?" : s.type});
-  t.add({"queue", queue_name(seg, s.queue) + " (level " + std::to_string(s.priority) + ")"});
-  t.add({"attempts", std::to_string(s.attempts) + " of " + std::to_string(s.max_attempts)});
-  if (s.pid != 0) t.add({"pid", std::to_string(s.pid)});
-  t.add({"age", format_duration(now - s.enqueued_ns)});
-  if (s.status == TaskStatus::delayed) t.add({"due in", format_duration(s.not_before_ns - now)});
-  if (s.expires_ns != 0) t.add({"expires in", format_duration(s.expires_ns - now)});
-  if (!s.last_error.empty()) t.add({"last error", s.last_error});
-  std::cout << t.render(2);
+  auto field = [](std::string_view key, const std::string& value) {
+    std::cout << "  " << key << std::string(12 - key.size(), ' ') << value << "\n";
+  };
+  field("type", s.type.empty() ? "?" : s.type);
+  field("queue", queue_name(seg, s.queue) + " (level " + std::to_string(s.priority) + ")");
+  field("attempts", std::to_string(s.attempts) + " of " + std::to_string(s.max_attempts));
+  if (s.pid != 0) field("pid", std::to_string(s.pid));
+  field("age", format_duration(now - s.enqueued_ns));
+  if (s.status == TaskStatus::delayed) field("due in", format_duration(s.not_before_ns - now));
+  if (s.expires_ns != 0) field("expires in", format_duration(s.expires_ns - now));
+  if (!s.last_error.empty()) field("last error", s.last_error);
 }
 
 int run_status(const StatusArgs& a) {
