@@ -82,6 +82,8 @@ std::size_t Client::enqueue_batch(std::span<const TaskSpec> tasks, std::span<Tas
       if (e = impl_->check_spec(t.type, t.payload, t.options, q); e != Errc::ok) break;
       // Runnable tasks go as runs: one ring entry for up to 64 tasks of a (queue, level).
       n += impl_->enqueue_runs(tasks.subspan(n), ids.subspan(n), q, now, debts, e);
+      // A table full of kept results gives up the oldest (an eviction) for the rest.
+      if (e == Errc::table_full && n < tasks.size() && impl_->evict_result()) e = Errc::ok;
       if (e != Errc::ok) break;
     }
     impl_->settle(debts);
@@ -130,11 +132,15 @@ std::size_t Client::try_take_batch(QueueId queue, std::span<Taken> out) noexcept
 }
 
 Errc Client::complete(const Taken& task) noexcept {
+  return complete(task, {});
+}
+
+Errc Client::complete(const Taken& task, std::span<const std::byte> result) noexcept {
   // No load of the state word first: the freeing CAS expects the word the take left,
   // so it fails (fenced) on a record that is not ours any more.
   if (!impl_->names_record(task)) return Errc::fenced;
   SHMSCHED_FAULT_POINT(complete_before_free);
-  const Errc e = impl_->free_record(task.index, task.word);
+  const Errc e = task.keep_result ? impl_->keep_result(task, result) : impl_->free_record(task.index, task.word);
   if (e == Errc::ok) impl_->bump(impl_->counters(task.queue, task.level).done);
   return e;
 }
@@ -151,7 +157,8 @@ std::size_t Client::complete_batch(std::span<const Taken> tasks, Errc* error) no
       break;
     }
     SHMSCHED_FAULT_POINT(complete_before_free);
-    if (e = impl_->free_record(t.index, t.word); e != Errc::ok) break;
+    e = t.keep_result ? impl_->keep_result(t, {}) : impl_->free_record(t.index, t.word);
+    if (e != Errc::ok) break;
     ++run;
     if (n + 1 == tasks.size() || tasks[n + 1].queue != t.queue || tasks[n + 1].level != t.level) {
       Impl::bump(impl_->counters(t.queue, t.level).done, run);
@@ -414,6 +421,7 @@ bool Client::janitor_tick(std::int64_t now_ns) noexcept {
   if (now_ns - last > 1'000'000'000) {
     im.last_reap.store(now_ns, std::memory_order_relaxed);
     im.reap_dead();
+    im.expire_results(now_ns);
   }
   return true;
 }

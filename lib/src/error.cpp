@@ -68,7 +68,11 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::need_exceeds_capacity:
       return "task needs more permits than the semaphore's capacity";
     case Errc::unavailable:
-      return "no permit available";
+      return "not available now";
+    case Errc::unknown_task:
+      return "unknown task";
+    case Errc::not_finished:
+      return "task not finished";
   }
   return "unknown error";
 }

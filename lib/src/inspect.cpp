@@ -108,6 +108,8 @@ Snapshot inspect(const Segment& segment) {
       s.participants.push_back(participant_snapshot(core, i, w, mono));
   }
   s.semaphores = segment.semaphores();
+  s.results_expired = core.header->results_expired.load(std::memory_order_relaxed);
+  s.results_evicted = core.header->results_evicted.load(std::memory_order_relaxed);
   s.janitor_token = static_cast<std::uint16_t>(core.header->janitor_lease.load(std::memory_order_acquire));
   if (const std::uint32_t ji = detail::token_index(s.janitor_token); ji != 0 && ji <= core.layout.max_participants)
     s.janitor_pid = static_cast<std::int32_t>(core.participants[ji - 1].pid.load(std::memory_order_relaxed));

@@ -28,8 +28,14 @@ bool read_fields(const detail::Core& core, std::uint32_t i, TaskId id, TaskInfo&
   out.enqueued_ns = detail::peek_field(b->enqueued_ns);
   out.not_before_ns = detail::peek_field(b->not_before_ns);
   out.expires_ns = detail::peek_field(b->expires_ns);
+  const std::uint8_t flags = detail::peek_field(b->flags);
+  out.keep_result = (flags & detail::kKeepResult) != 0;
   out.last_error.clear();
-  if ((detail::peek_field(b->flags) & detail::kHasError) != 0) out.last_error = detail::load_error(core.cold(i));
+  if ((flags & detail::kHasError) != 0) out.last_error = detail::load_error(core.cold(i));
+  if (out.status == TaskStatus::done) {
+    out.result_bytes = detail::peek_field(b->payload_len);
+    out.finished_ns = detail::peek_field(core.cold(i)->finished_ns);
+  }
   return true;
 }
 
@@ -57,13 +63,13 @@ Result<TaskInfo> task_status(const Segment& segment, TaskId id) {
       const TaskStatus st = status_of(detail::state_of(before));
       if (st == TaskStatus::unknown) return info;
       TaskInfo read = info;
+      read.status = st;
       if (!read_fields(core, i, id, read)) return info;
       // acquire fence: the field loads above come before the word's second load, so a
       // field written by a later owner (after its claiming CAS, a locked instruction
       // that later stores do not pass on x86-64) shows as a changed word.
       std::atomic_thread_fence(std::memory_order_acquire);
       if (state.load(std::memory_order_relaxed) != before) continue;
-      read.status = st;
       if (st == TaskStatus::running) read.pid = pid_of(core, detail::owner_of(before));
       return read;
     }
@@ -73,6 +79,8 @@ Result<TaskInfo> task_status(const Segment& segment, TaskId id) {
   }
 }
 
-Result<TaskInfo> Client::status(TaskId id) const { return task_status(*impl_->seg, id); }
+Result<TaskInfo> Client::status(TaskId id) const {
+  return task_status(*impl_->seg, id);
+}
 
 }  // namespace shmsched

@@ -15,8 +15,9 @@ using detail::next_word;
 
 namespace {
 
-constexpr TaskState kAll[] = {TaskState::virgin,  TaskState::free,    TaskState::reserved, TaskState::queued,
-                              TaskState::running, TaskState::delayed, TaskState::parked,   TaskState::dead};
+constexpr TaskState kAll[] = {TaskState::virgin, TaskState::free,    TaskState::reserved,
+                              TaskState::queued, TaskState::running, TaskState::delayed,
+                              TaskState::parked, TaskState::dead,    TaskState::done};
 
 std::uint64_t word_in(TaskState s) {
   return (next_word(0, TaskState::reserved, 1) & ~detail::kStateMask) | static_cast<std::uint64_t>(s);
@@ -37,15 +38,17 @@ TEST(StateWord, TheTableAllowsExactlyTheMovesOfARecordsLife) {
       {S::queued, S::running},  {S::queued, S::queued},    {S::queued, S::free},    // take; drop a name; give back
       {S::running, S::free},    {S::running, S::queued},   {S::running, S::parked},
       {S::running, S::delayed}, {S::running, S::dead},     {S::running, S::running},  // finish, requeue, park, ...
+      {S::running, S::done},                                                          // finish, keeping the result
       {S::delayed, S::running},                                                       // promote
       {S::parked, S::running},  {S::parked, S::parked},                               // unpark; drop a name
       {S::dead, S::running},    {S::dead, S::free},                                   // requeue; purge
+      {S::done, S::done},       {S::done, S::free},  // a reader claims (or its dead name dropped); taken, expired
   };
   for (S from : kAll)
     for (S to : kAll)
       EXPECT_EQ(detail::transition_allowed(from, to), allowed.count({from, to}) == 1)
           << to_string(from) << " -> " << to_string(to);
-  EXPECT_FALSE(detail::transition_allowed(static_cast<S>(9), S::running)) << "a damaged state goes nowhere";
+  EXPECT_FALSE(detail::transition_allowed(static_cast<S>(kTaskStates), S::running)) << "a damaged state goes nowhere";
 }
 
 // What inspection and shmctl count as outstanding (a task that will still run) and as
@@ -58,7 +61,8 @@ TEST(StateWord, EveryStateHasANameAndAClass) {
     EXPECT_NE(to_string(s), "?");
     names.insert(to_string(s));
     EXPECT_EQ(is_outstanding(s), outstanding.count(s) == 1) << to_string(s);
-    EXPECT_EQ(names_queue(s), outstanding.count(s) == 1 || s == TaskState::dead) << to_string(s);
+    EXPECT_EQ(names_queue(s), outstanding.count(s) == 1 || s == TaskState::dead || s == TaskState::done)
+        << to_string(s);
   }
   EXPECT_EQ(names.size(), kTaskStates);
   EXPECT_EQ(to_string(static_cast<TaskState>(kTaskStates)), "?");

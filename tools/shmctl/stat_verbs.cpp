@@ -60,6 +60,9 @@ json snapshot_json(const Snapshot& s) {
   j["delayed"] = s.records[TaskState::delayed];
   j["parked"] = s.records[TaskState::parked];
   j["dead_letters"] = s.records[TaskState::dead];
+  j["results"] = {{"kept", s.records[TaskState::done]},
+                  {"expired", s.results_expired},
+                  {"evicted", s.results_evicted}};
   j["janitor"] = {{"token", s.janitor_token}, {"pid", s.janitor_pid}};
   j["queues"] = json::array();
   for (const auto& q : s.queues) {
@@ -133,6 +136,9 @@ std::string print_stat(const Snapshot& s, bool all_levels) {
   o << "\n";
   o << "tasks: " << outstanding_counts(s.records, "  ") << "  dead-lettered " << s.records[TaskState::dead]
     << "  reserved " << s.records[TaskState::reserved] << "  free " << s.records.reservable() << "\n";
+  if (s.records[TaskState::done] + s.results_expired + s.results_evicted != 0)
+    o << "results: kept " << s.records[TaskState::done] << "  expired unread " << s.results_expired
+      << "  evicted unread " << s.results_evicted << "\n";
 
   o << "\nqueues\n";
   if (s.queues.empty()) {
@@ -306,6 +312,11 @@ std::string print_metrics(const Snapshot& s, bool segment_label) {
   e.sample("shmsched_parked", {}, s.records[TaskState::parked]);
   e.family("shmsched_dead_letters", "gauge", "Dead-lettered task records.");
   e.sample("shmsched_dead_letters", {}, s.records[TaskState::dead]);
+  e.family("shmsched_results_kept", "gauge", "Finished keep_result tasks whose result is not yet taken.");
+  e.sample("shmsched_results_kept", {}, s.records[TaskState::done]);
+  e.family("shmsched_results_dropped_total", "counter", "Kept results dropped unread, by why.");
+  e.sample("shmsched_results_dropped_total", {{"reason", "expired"}}, s.results_expired);
+  e.sample("shmsched_results_dropped_total", {{"reason", "evicted"}}, s.results_evicted);
   e.family("shmsched_task_capacity", "gauge", "Task records in the segment's table.");
   e.sample("shmsched_task_capacity", {}, s.layout.task_capacity);
   return e.str();

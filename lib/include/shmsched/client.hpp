@@ -125,8 +125,12 @@ class Client {
   Errc set_take_ahead(QueueId queue, std::uint32_t n) noexcept;
   /// Takes up to out.size() tasks of `queue` in priority order; returns how many.
   std::size_t try_take_batch(QueueId queue, std::span<Taken> out) noexcept;
-  /// Done: the record is freed.
+  /// Done: the record is freed, or, for a task enqueued with keep_result, kept in state
+  /// done with an empty result.
   Errc complete(const Taken& task) noexcept;
+  /// Done with a result: a keep_result task keeps the first Layout::payload_bytes of
+  /// `result` for take_result and wait; for any other task this is complete(task).
+  Errc complete(const Taken& task, std::span<const std::byte> result) noexcept;
   /// complete() for each task in order; stops at the first that fails (its code in
   /// *error) and returns how many were completed. Counters are bumped once per run of
   /// equal (queue, level), as try_take_batch returns them.
@@ -175,6 +179,15 @@ class Client {
   /// reused under a new id, so an id whose record now holds another task, or none,
   /// answers TaskStatus::unknown, never that task's state. Errors: out of memory only.
   Result<TaskInfo> status(TaskId id) const;
+  /// What a finished keep_result task left: done (its result, which this takes: the
+  /// record is freed, so a second take finds unknown_task) or dead (its reason; the dead
+  /// letter stays). Errors: unknown_task (no record holds it), not_finished, unavailable
+  /// (another reader is taking it this moment).
+  Result<TaskResult> take_result(TaskId id);
+  /// Sleeps (futex, no polling) until the keep_result task `id` has finished, for at
+  /// most `timeout`, then take_result(id). Errors: timeout, unknown_task, and
+  /// invalid_argument for a task without keep_result (nothing is kept to wait for).
+  Result<TaskResult> wait(TaskId id, std::chrono::nanoseconds timeout);
 
   // ---- dead letters ----------------------------------------------------------------
   std::vector<DeadLetter> dead_letters(std::size_t max = SIZE_MAX) const;

@@ -47,6 +47,11 @@ class Outcome {
  public:
   enum class Kind : std::uint8_t { done, retry, fail };
   static Outcome done() { return Outcome(Kind::done, {}, std::chrono::milliseconds(-1)); }
+  /// Done with a result, which a task enqueued with keep_result keeps (up to
+  /// Layout::payload_bytes) for Client::take_result and Client::wait; others drop it.
+  static Outcome done(std::string result) {
+    return Outcome(Kind::done, std::move(result), std::chrono::milliseconds(-1));
+  }
   /// Run again after `after` (negative: the task's retry policy decides); counts an attempt.
   static Outcome retry(std::chrono::milliseconds after = std::chrono::milliseconds(-1), std::string why = {}) {
     return Outcome(Kind::retry, std::move(why), after);
@@ -54,7 +59,9 @@ class Outcome {
   /// Failed; retried per policy while attempts remain, then dead-lettered with `why`.
   static Outcome fail(std::string why) { return Outcome(Kind::fail, std::move(why), std::chrono::milliseconds(-1)); }
   Kind kind() const noexcept { return kind_; }
+  /// retry and fail: why. done: the result.
   const std::string& reason() const noexcept { return reason_; }
+  const std::string& result() const noexcept { return reason_; }
   std::chrono::milliseconds delay() const noexcept { return delay_; }
 
  private:

@@ -47,7 +47,9 @@ enum class [[nodiscard]] Errc : std::uint8_t{
     unknown_semaphore,  ///< no semaphore with that name or id
     semaphore_table_full,
     need_exceeds_capacity,  ///< a task needs more permits than its semaphore has
-    unavailable,            ///< no permit free now (try_acquire)
+    unavailable,            ///< no permit free now (try_acquire); a result another reader is taking
+    unknown_task,           ///< no task with that id now (finished and released, taken, expired, evicted)
+    not_finished,           ///< the task has not finished yet (take_result)
 };
 
 /// A short, stable, lower-case description of a code.

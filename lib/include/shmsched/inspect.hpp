@@ -88,6 +88,9 @@ struct Snapshot {
   StateCounts records;
   std::uint16_t janitor_token = 0;
   std::int32_t janitor_pid = 0;
+  /// Kept results dropped unread: their time ran out, or the table needed the record.
+  std::uint64_t results_expired = 0;
+  std::uint64_t results_evicted = 0;
 };
 
 /// The dead-lettered tasks, at most `max`, in record order. Loads only, like

@@ -101,6 +101,13 @@ struct TaskOptions {
   std::uint64_t group_id = 0;
   /// Semaphores the task needs while it runs (up to two; count 0 = unused).
   Need needs[2] = {};
+  /// Keep the record after the task finishes, holding its result (up to
+  /// Layout::payload_bytes) or its failure, until it is taken (Client::take_result,
+  /// Client::wait), `result_ttl` passes, or the table needs the record (an eviction,
+  /// counted in Snapshot::results_evicted). Off: the record is freed when the task is
+  /// done, and nothing can wait for it.
+  bool keep_result = false;
+  std::chrono::seconds result_ttl{600};  ///< 1 s .. about 136 years
 
   /// Sets not_before to now + d.
   TaskOptions& after(std::chrono::nanoseconds d);
@@ -144,8 +151,9 @@ struct Taken {
   std::string_view type_name;
   std::span<const std::byte> payload;
   std::int64_t enqueued_ns = 0;
-  bool helped = false;  ///< taken by a helper (from a queue not its home)
-  Need needs[2] = {};   ///< the task's own needs (count 0 = unused)
+  bool helped = false;       ///< taken by a helper (from a queue not its home)
+  bool keep_result = false;  ///< enqueued with keep_result: complete() keeps its result
+  Need needs[2] = {};        ///< the task's own needs (count 0 = unused)
   explicit operator bool() const noexcept { return id != kNoTask; }
 };
 
@@ -157,6 +165,7 @@ enum class TaskStatus : std::uint8_t {
   parked,   ///< waits for a semaphore permit
   running,  ///< a worker holds it
   dead,     ///< failed for good: a dead letter, with its reason
+  done,     ///< finished, its result kept (keep_result) until taken, expired or evicted
 };
 
 constexpr std::string_view to_string(TaskStatus s) noexcept {
@@ -173,6 +182,8 @@ constexpr std::string_view to_string(TaskStatus s) noexcept {
       return "running";
     case TaskStatus::dead:
       return "dead";
+    case TaskStatus::done:
+      return "done";
   }
   return "?";
 }
@@ -195,6 +206,8 @@ constexpr TaskStatus status_of(TaskState s) noexcept {
       return TaskStatus::running;
     case TaskState::dead:
       return TaskStatus::dead;
+    case TaskState::done:
+      return TaskStatus::done;
   }
   return TaskStatus::unknown;
 }
@@ -211,8 +224,20 @@ struct TaskInfo {
   std::int32_t pid = 0;            ///< running: the worker's process; 0 otherwise
   std::int64_t enqueued_ns = 0;    ///< CLOCK_MONOTONIC_COARSE when enqueued
   std::int64_t not_before_ns = 0;  ///< CLOCK_MONOTONIC before which it does not run; 0 = none
-  std::int64_t expires_ns = 0;     ///< CLOCK_MONOTONIC after which it is dropped; 0 = never
+  std::int64_t expires_ns = 0;     ///< CLOCK_MONOTONIC after which it (done: its result) is dropped; 0 = never
+  std::int64_t finished_ns = 0;    ///< done: CLOCK_MONOTONIC_COARSE when it finished
+  std::uint32_t result_bytes = 0;  ///< done: the size of its result
+  bool keep_result = false;        ///< enqueued with keep_result
   std::string last_error;          ///< the last failure's reason (dead: why), or empty
+};
+
+/// What a finished task left (Client::take_result, Client::wait).
+struct TaskResult {
+  TaskId id = kNoTask;
+  TaskStatus status = TaskStatus::unknown;  ///< done or dead
+  std::string value;                        ///< done: the handler's result bytes
+  std::string error;                        ///< dead: why
+  std::int64_t finished_ns = 0;             ///< done: CLOCK_MONOTONIC_COARSE when it finished
 };
 
 }  // namespace shmsched

@@ -12,6 +12,7 @@
 #include "participants.hpp"
 #include "records.hpp"
 #include "recovery.hpp"
+#include "results.hpp"
 #include "take.hpp"
 #include "take_ahead.hpp"
 #include "types.hpp"

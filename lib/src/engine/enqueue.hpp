@@ -38,6 +38,7 @@ inline Errc Client::Impl::check_spec(std::string_view type, std::span<const std:
     return e;
   }
   if (o.priority >= core->levels || o.max_attempts == 0) return Errc::invalid_argument;
+  if (o.keep_result && (o.result_ttl.count() < 1 || o.result_ttl.count() > UINT32_MAX)) return Errc::invalid_argument;
   Need needs[2] = {o.needs[0], o.needs[1]};
   merge_needs(needs);  // a semaphore named twice needs the sum
   for (const Need& n : needs) {
@@ -107,13 +108,15 @@ inline TaskId Client::Impl::fill_record(std::uint32_t idx, std::uint64_t word, s
   std::uint8_t flags = 0;
   const RetryPolicy defaults{};
   if (o.retry.backoff_x100 != defaults.backoff_x100 || o.retry.max_delay != defaults.max_delay ||
-      o.retry.jitter_pct != defaults.jitter_pct || o.group_id != 0) {
+      o.retry.jitter_pct != defaults.jitter_pct || o.group_id != 0 || o.keep_result) {
     auto* cold = core->cold(idx);
     cold->group_id = o.group_id;
     cold->retry_max_delay_ms = static_cast<std::uint32_t>(o.retry.max_delay.count());
     cold->retry_backoff_x100 = o.retry.backoff_x100;
     cold->retry_jitter_pct = o.retry.jitter_pct;
-    flags = detail::kHasRetryPolicy | (o.group_id != 0 ? detail::kHasGroup : 0);
+    cold->result_ttl_s = static_cast<std::uint32_t>(o.result_ttl.count());
+    flags =
+        detail::kHasRetryPolicy | (o.group_id != 0 ? detail::kHasGroup : 0) | (o.keep_result ? detail::kKeepResult : 0);
   }
   detail::set_field(b->flags, flags);
   if (!payload.empty()) std::memcpy(core->payload(idx), payload.data(), payload.size());
@@ -129,7 +132,11 @@ inline TaskId Client::Impl::fill_record(std::uint32_t idx, std::uint64_t word, s
   if (Errc e = check_spec(type, payload, o, q); e != Errc::ok) return e;
   std::uint32_t idx = 0;
   std::uint64_t word = 0;
-  if (Errc e = alloc(idx, word); e != Errc::ok) return e;
+  if (Errc e = alloc(idx, word); e != Errc::ok) [[unlikely]] {
+    // A table full of kept results gives up the oldest (an eviction) to take this task.
+    if (e != Errc::table_full || !evict_result()) return e;
+    if (e = alloc(idx, word); e != Errc::ok) return e;
+  }
   register_type(th, type);
   const TaskId tid = fill_record(idx, word, th, payload, o, q, now);
   SHMSCHED_FAULT_POINT(enqueue_before_queued);

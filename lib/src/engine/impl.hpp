@@ -204,6 +204,14 @@ struct Client::Impl {
   bool hand_over(std::span<const std::uint32_t> sems, Taken* next) noexcept;
   void tend_parked(std::uint32_t sem) noexcept;
 
+  // ---- kept results (results.hpp) ----------------------------------------------------
+  Errc keep_result(const Taken& t, std::span<const std::byte> value) noexcept;
+  void wake_result_waiters(std::uint32_t idx) noexcept;
+  Errc take_result(TaskId id, TaskResult& out);
+  bool drop_result(std::uint32_t idx, std::uint64_t s) noexcept;
+  std::size_t expire_results(std::int64_t now) noexcept;
+  [[gnu::cold]] bool evict_result() noexcept;
+
   // ---- enqueue (enqueue.hpp) ---------------------------------------------------------
   // What a batch owes once it is published: counter bumps per (queue, level) and a
   // look at each queue's sleepers. A look after the last publication covers every

@@ -249,6 +249,7 @@ inline bool Client::Impl::expired_on_take(QueueId q, std::uint32_t level, std::u
       std::span<const std::byte>(core->payload(v), std::min<std::uint32_t>(b->payload_len, core->layout.payload_bytes));
   out.enqueued_ns = detail::load_enqueued(b);
   out.helped = false;
+  out.keep_result = (b->flags & detail::kKeepResult) != 0;
   for (int k = 0; k < 2; ++k) out.needs[k] = Need{b->need_sem[k], b->need_count[k]};
 }
 

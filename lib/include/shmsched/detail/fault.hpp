@@ -36,7 +36,9 @@
   X(sem_acquire_granted)          /* permit bits set (granted), caller not yet told */        \
   X(sem_release_bits_cleared)     /* permit bits cleared, ledger slots not yet */             \
   X(park_after_push)              /* task parked in the park ring, no re-check yet */         \
-  X(unpark_after_claim)           /* parked task claimed by a releaser, not yet moved */
+  X(unpark_after_claim)           /* parked task claimed by a releaser, not yet moved */      \
+  X(result_before_done)           /* result written into the record, state still running */   \
+  X(result_after_claim)           /* kept result claimed by a reader, not yet read or freed */
 
 namespace shmsched::fault {
 

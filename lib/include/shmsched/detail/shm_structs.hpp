@@ -17,7 +17,7 @@
 namespace shmsched::detail {
 
 inline constexpr std::uint64_t kMagic = 0x3144484353'4d4853ULL;  // "SHMSCHD1" little-endian
-inline constexpr std::uint32_t kAbiVersion = 5;
+inline constexpr std::uint32_t kAbiVersion = 6;
 
 enum class InitState : std::uint32_t { initializing = 0x494E4954u /* "INIT" */, ready = 0x52454459u /* "REDY" */ };
 
@@ -83,6 +83,13 @@ struct alignas(kCacheLine) SegmentHeader {  // NOLINT(clang-analyzer-optin.perfo
   // every reservation, written only while the first pass over the table is under way:
   // its own line.
   alignas(kCacheLine) AtomicU32 records_used{0};
+  // Kept results (keep_result): waiters asleep on a record's state word (Client::wait;
+  // a finisher looks here before it wakes), records in state done now, and how many
+  // results were dropped unread because their time ran out or the table needed them.
+  alignas(kCacheLine) AtomicU32 result_waiters{0};
+  AtomicI64 results_kept{0};
+  AtomicU64 results_expired{0};
+  AtomicU64 results_evicted{0};
 };
 static_assert(sizeof(SegmentHeader) <= 4096);
 
@@ -120,14 +127,17 @@ static_assert(sizeof(TaskHot) == kCacheLine);
 /// is set, so the common enqueue touches two lines (hot + a small payload).
 struct alignas(kCacheLine) TaskCold {
   std::uint64_t group_id;
+  std::int64_t finished_ns;  // done: CLOCK_MONOTONIC_COARSE when it finished
   std::uint32_t retry_max_delay_ms;
+  std::uint32_t result_ttl_s;        // keep_result: how long a result is kept
   std::uint16_t retry_backoff_x100;  // multiplier per attempt, x100 (200 = doubling)
   std::uint16_t retry_jitter_pct;
-  char last_error[112];
+  char last_error[100];
 };
 static_assert(sizeof(TaskCold) == 2 * kCacheLine);
 
-enum TaskFlags : std::uint8_t { kHasRetryPolicy = 1, kHasGroup = 2, kHasError = 4 };
+/// kKeepResult: enqueued with keep_result (the cold line has its result_ttl_s).
+enum TaskFlags : std::uint8_t { kHasRetryPolicy = 1, kHasGroup = 2, kHasError = 4, kKeepResult = 8 };
 
 /// The state of a named entry (type, queue, semaphore): the low two bits of its word,
 /// above them the name's hash.

@@ -27,10 +27,11 @@ enum class TaskState : std::uint8_t {
   delayed = 5,   ///< accepted; waits for its not-before time in the delayed index
   parked = 6,    ///< accepted; waits for a semaphore permit
   dead = 7,      ///< dead-lettered, with its reason in last_error
+  done = 8,      ///< finished with keep_result: holds its result until taken, expired or evicted
 };
 
 /// The number of states (a state word's state field holds up to 16 values).
-inline constexpr std::size_t kTaskStates = 8;
+inline constexpr std::size_t kTaskStates = 9;
 
 /// A state's name, as docs and tools print it; "?" for a value that is no state.
 constexpr std::string_view to_string(TaskState s) noexcept {
@@ -51,6 +52,8 @@ constexpr std::string_view to_string(TaskState s) noexcept {
       return "parked";
     case TaskState::dead:
       return "dead";
+    case TaskState::done:
+      return "done";
   }
   return "?";
 }
@@ -71,15 +74,17 @@ constexpr bool is_outstanding(TaskState s) noexcept {
     case TaskState::free:
     case TaskState::reserved:
     case TaskState::dead:
+    case TaskState::done:
       return false;
   }
   return false;
 }
 
-/// The record's queue field names the queue it belongs to (outstanding or dead); in the
-/// other states the field is left over from an earlier task, or not written yet.
+/// The record's queue field names the queue it belongs to (outstanding, dead, or done
+/// with its result); in the other states the field is left over from an earlier task, or
+/// not written yet.
 constexpr bool names_queue(TaskState s) noexcept {
-  return is_outstanding(s) || s == TaskState::dead;
+  return is_outstanding(s) || s == TaskState::dead || s == TaskState::done;
 }
 
 namespace detail {
@@ -112,15 +117,18 @@ constexpr bool transition_allowed(TaskState from, TaskState to) noexcept {
       return to == TaskState::queued || to == TaskState::delayed || to == TaskState::free;
     case TaskState::queued:  // taken; a dead owner's name dropped; given back unpublished
       return to == TaskState::running || to == TaskState::queued || to == TaskState::free;
-    case TaskState::running:  // done, requeued, parked, retried later, dead-lettered, taken over
-      return to == TaskState::free || to == TaskState::queued || to == TaskState::parked || to == TaskState::delayed ||
-             to == TaskState::dead || to == TaskState::running;
+    case TaskState::running:  // done (freed, or keeping its result), requeued, parked, retried later,
+                              // dead-lettered, taken over
+      return to == TaskState::free || to == TaskState::done || to == TaskState::queued || to == TaskState::parked ||
+             to == TaskState::delayed || to == TaskState::dead || to == TaskState::running;
     case TaskState::delayed:  // due: promoted
       return to == TaskState::running;
     case TaskState::parked:  // unparked or handed over; a dead owner's name dropped
       return to == TaskState::running || to == TaskState::parked;
     case TaskState::dead:  // requeued or purged
       return to == TaskState::running || to == TaskState::free;
+    case TaskState::done:  // claimed by a reader or a dead reader's name dropped; taken, expired or evicted
+      return to == TaskState::done || to == TaskState::free;
   }
   return false;  // no state at all: a damaged word
 }

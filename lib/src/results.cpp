@@ -1,0 +1,46 @@
+// Client's kept results: take_result and wait. The protocol is engine/results.hpp's.
+
+#include "engine/engine.hpp"
+
+namespace shmsched {
+
+Result<TaskResult> Client::take_result(TaskId id) {
+  try {
+    TaskResult out;
+    if (const Errc e = impl_->take_result(id, out); e != Errc::ok) return Error(e, "task " + std::to_string(id));
+    return out;
+  } catch (...) {
+    return Error(Errc::system_error, "out of memory");
+  }
+}
+
+Result<TaskResult> Client::wait(TaskId id, std::chrono::nanoseconds timeout) {
+  auto& im = *impl_;
+  const std::uint32_t idx = im.core->id_index(id);
+  if (id == kNoTask || idx >= im.core->capacity) return Error(Errc::unknown_task, "task " + std::to_string(id));
+  auto& state = im.core->ctrl[idx].state;
+  auto& waiters = im.core->header->result_waiters;
+  const std::int64_t now = monotonic_ns();
+  const std::int64_t deadline = timeout.count() > INT64_MAX - now ? INT64_MAX : now + timeout.count();
+  for (;;) {
+    // Read the word before the look, so that a finish after the look changes it (the
+    // futex compares the word's low half, which changes on every transition).
+    const std::uint64_t seen = state.load(std::memory_order_seq_cst);
+    auto r = take_result(id);
+    if (r || (r.code() != Errc::not_finished && r.code() != Errc::unavailable)) return r;
+    if ((detail::peek_field(im.core->hot(idx)->flags) & detail::kKeepResult) == 0)
+      return Error(Errc::invalid_argument,
+                   "task " + std::to_string(id) + " was not enqueued with keep_result: nothing is kept to wait for");
+    const std::int64_t left = deadline - monotonic_ns();
+    if (left <= 0) return Error(Errc::timeout, "task " + std::to_string(id) + " has not finished");
+    // seq_cst, count then look: the Dekker pair with wake_result_waiters (a finisher's
+    // CAS, then its look at the count). At most 100 ms asleep at a time: a finisher that
+    // died between its CAS and its wake costs no more.
+    waiters.fetch_add(1, std::memory_order_seq_cst);
+    if (state.load(std::memory_order_seq_cst) == seen)
+      detail::futex_wait_low(state, static_cast<std::uint32_t>(seen), std::min<std::int64_t>(left, 100'000'000));
+    waiters.fetch_sub(1, std::memory_order_seq_cst);
+  }
+}
+
+}  // namespace shmsched

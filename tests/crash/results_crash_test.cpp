@@ -1,0 +1,97 @@
+// Kept results across kills: a worker killed between writing a result and finishing the
+// task leaves a task that runs again (never a half-kept result), and a reader killed
+// holding a result leaves it kept for the next reader, never lost or stuck.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "shmsched/detail/fault.hpp"
+#include "shmsched/shmsched.hpp"
+
+using namespace shmsched;
+using fault::Point;
+
+namespace {
+
+Layout results_layout() {
+  Layout l;
+  l.task_capacity = 64;
+  l.levels = 2;
+  l.payload_bytes = 16;
+  l.max_queues = 2;
+  l.max_participants = 8;
+  return l;
+}
+
+// Forks `fn` armed to die at the first pass through `point`; true when it died there.
+template <class Fn>
+bool dies_at(Point point, Fn&& fn) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    fault::arm(point, 1);
+    fn();
+    ::_exit(0);  // never reached the point: the caller's check fails
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+}
+
+struct ResultsCrash : ::testing::Test {
+  Segment seg = Segment::create_private(results_layout(), CreateOptions{0600, {"work"}}).value();
+  QueueId q = seg.find_queue("work").value();
+  Client parent = Client::attach(seg, Role::producer | Role::consumer).value();
+
+  TaskId enqueue_kept() {
+    TaskOptions o;
+    o.queue = q;
+    o.keep_result = true;
+    TaskId id = kNoTask;
+    EXPECT_EQ(parent.enqueue_text("job", "in", o, &id), Errc::ok);
+    return id;
+  }
+  void SetUp() override { ASSERT_TRUE(fault::enabled()) << "crash tests need a build with SHMSCHED_FAULT_POINTS"; }
+};
+
+TEST_F(ResultsCrash, AWorkerKilledBeforeItsTaskIsDoneLeavesTheTaskToRunAgain) {
+  const TaskId id = enqueue_kept();
+  ASSERT_TRUE(dies_at(Point::result_before_done, [&] {
+    auto c = Client::attach(seg, Role::consumer).value();
+    Taken t;
+    if (!c.try_take(q, t)) ::_exit(3);
+    (void)c.complete(t, as_payload(std::string_view("half")));
+  }));
+  EXPECT_EQ(parent.status(id).value().status, TaskStatus::running) << "the dead worker still holds it";
+  EXPECT_EQ(parent.take_result(id).code(), Errc::not_finished);
+  const ReapReport rep = parent.reap_dead();
+  EXPECT_EQ(rep.requeued, 1u);
+  Taken t;
+  ASSERT_TRUE(parent.try_take(q, t));
+  EXPECT_EQ(t.id, id);
+  EXPECT_EQ(t.attempt, 2) << "the killed run counted";
+  ASSERT_EQ(parent.complete(t, as_payload(std::string_view("whole"))), Errc::ok);
+  EXPECT_EQ(parent.take_result(id).value().value, "whole");
+}
+
+TEST_F(ResultsCrash, AReaderKilledHoldingAResultLeavesItForTheNextReader) {
+  const TaskId id = enqueue_kept();
+  Taken t;
+  ASSERT_TRUE(parent.try_take(q, t));
+  ASSERT_EQ(parent.complete(t, as_payload(std::string_view("answer"))), Errc::ok);
+  ASSERT_TRUE(dies_at(Point::result_after_claim, [&] {
+    auto c = Client::attach(seg, Role::producer).value();
+    (void)c.take_result(id);
+  }));
+  EXPECT_EQ(parent.status(id).value().status, TaskStatus::done) << "claimed, not taken";
+  EXPECT_EQ(parent.take_result(id).code(), Errc::unavailable) << "a dead reader holds it until it is reaped";
+  EXPECT_GE(parent.reap_dead().participants, 1u);
+  auto r = parent.take_result(id);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->value, "answer");
+  EXPECT_EQ(inspect(seg).records[TaskState::done], 0u);
+}
+
+}  // namespace
