@@ -132,15 +132,22 @@ std::size_t Client::try_take_batch(QueueId queue, std::span<Taken> out) noexcept
 }
 
 Errc Client::complete(const Taken& task) noexcept {
-  return complete(task, {});
-}
-
-Errc Client::complete(const Taken& task, std::span<const std::byte> result) noexcept {
+  if (task.keep_result) [[unlikely]]
+    return complete(task, {});
   // No load of the state word first: the freeing CAS expects the word the take left,
   // so it fails (fenced) on a record that is not ours any more.
   if (!impl_->names_record(task)) return Errc::fenced;
   SHMSCHED_FAULT_POINT(complete_before_free);
-  const Errc e = task.keep_result ? impl_->keep_result(task, result) : impl_->free_record(task.index, task.word);
+  const Errc e = impl_->free_record(task.index, task.word);
+  if (e == Errc::ok) impl_->bump(impl_->counters(task.queue, task.level).done);
+  return e;
+}
+
+Errc Client::complete(const Taken& task, std::span<const std::byte> result) noexcept {
+  if (!task.keep_result) return complete(task);
+  if (!impl_->names_record(task)) return Errc::fenced;
+  SHMSCHED_FAULT_POINT(complete_before_free);
+  const Errc e = impl_->keep_result(task, result);
   if (e == Errc::ok) impl_->bump(impl_->counters(task.queue, task.level).done);
   return e;
 }

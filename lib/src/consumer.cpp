@@ -168,7 +168,7 @@ struct Consumer::Impl {
     if (has_needs) handed_over = client->release_for(t, need, &next);
     switch (o.kind()) {
       case Outcome::Kind::done:
-        (void)client->complete(t, as_payload(std::string_view(o.result())));
+        (void)(t.keep_result ? client->complete(t, as_payload(std::string_view(o.result()))) : client->complete(t));
         local[w].done.store(local[w].done.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         break;
       case Outcome::Kind::retry:

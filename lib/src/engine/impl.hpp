@@ -206,7 +206,8 @@ struct Client::Impl {
 
   // ---- kept results (results.hpp) ----------------------------------------------------
   Errc keep_result(const Taken& t, std::span<const std::byte> value) noexcept;
-  void wake_result_waiters(std::uint32_t idx) noexcept;
+  // Cold: out of line, so that the dead-letter path it sits on stays small where it inlines.
+  [[gnu::cold]] void wake_result_waiters(std::uint32_t idx) noexcept;
   Errc take_result(TaskId id, TaskResult& out);
   bool drop_result(std::uint32_t idx, std::uint64_t s) noexcept;
   std::size_t expire_results(std::int64_t now) noexcept;

@@ -257,7 +257,8 @@ inline Errc Client::Impl::dead_letter_record(std::uint32_t idx, std::uint64_t wo
   const std::uint64_t next = next_word(word, TaskState::dead, token);
   // (S3) acq_rel: releases last_error to whoever lists dead letters.
   if (!core->ctrl[idx].state.compare_exchange_strong(word, next, std::memory_order_acq_rel)) return Errc::fenced;
-  if ((b->flags & detail::kKeepResult) != 0) wake_result_waiters(idx);  // finished for good
+  if ((b->flags & detail::kKeepResult) != 0) [[unlikely]]
+    wake_result_waiters(idx);  // finished for good
   return Errc::ok;
 }
 
