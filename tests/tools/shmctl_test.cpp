@@ -161,6 +161,13 @@ std::vector<std::string> lines_of(const std::string& path) {
   return out;
 }
 
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
 /// Polls `pred` every 20 ms until it holds or `limit` passes.
 template <class F>
 bool eventually(F pred, std::chrono::milliseconds limit = 10s) {
@@ -297,8 +304,8 @@ class Shmctl : public ::testing::Test {
 // ---------------------------------------------------------------------------------
 // Command line
 
-const char* const kVerbs[] = {"create", "destroy", "ls",      "stat", "metrics", "top",    "queue",
-                              "sem",    "dlq",     "recover", "wait", "submit",  "worker", "status"};
+const char* const kVerbs[] = {"create", "destroy", "ls",   "stat",   "metrics", "top",    "queue", "sem",
+                              "dlq",    "recover", "wait", "submit", "worker",  "status", "result"};
 
 TEST_F(Shmctl, EveryVerbHasHelpAndBadUsageExitsTwo) {
   for (const char* verb : kVerbs) {
@@ -329,6 +336,9 @@ TEST_F(Shmctl, EveryVerbHasHelpAndBadUsageExitsTwo) {
       {"dlq", name(), "requeue", "not-a-number"},
       {"status", name()},
       {"status", name(), "not-a-number"},
+      {"result", name()},
+      {"result", name(), "12", "--wait", "soon"},
+      {"submit", name(), "--queue", "general", "--keep-result", "--result-ttl", "0", "--", "true"},
       {"create", "x", "--mode", "999"},
       {"worker", name()},  // no queues
       {"worker", name(), "--home", "general", "--take-ahead", "0"},
@@ -454,7 +464,9 @@ TEST_F(Shmctl, StdinBatchWithABadLineEnqueuesNothing) {
 
   const Ran ok = shmctl({"submit", name(), "--queue", "general", "--stdin"}, "echo one\n\necho two\n");
   EXPECT_EQ(ok.code(), 0) << ok;
-  EXPECT_EQ(ok.out, "2\n") << ok;
+  const std::vector<std::string> ids = split_lines(ok.out);
+  ASSERT_EQ(ids.size(), 2u) << ok;  // one id a line
+  for (const auto& id : ids) EXPECT_EQ(parse_json(shmctl({"status", name(), id, "--json"}))["status"], "queued");
   EXPECT_EQ(stat()["queued"], 2);
 }
 
@@ -728,7 +740,7 @@ TEST_F(Shmctl, SubmitAndWorkerRunAThousandCommandsExactlyOnce) {
   input += "\n   \n";  // blank lines are skipped
   const Ran bulk = shmctl({"submit", name(), "--queue", "general", "--stdin"}, input);
   ASSERT_EQ(bulk.code(), 0) << bulk;
-  EXPECT_EQ(bulk.out, std::to_string(kTasks) + "\n");
+  EXPECT_EQ(split_lines(bulk.out).size(), static_cast<std::size_t>(kTasks));
 
   // Take-ahead on: a take claims up to 8 commands, and the four workers run them.
   const pid_t worker = start_worker({"--workers", "4", "--take-ahead", "8"});
@@ -956,6 +968,48 @@ TEST_F(Shmctl, StatusFollowsASubmittedTaskFromQueuedToRunningToItsEnd) {
   const Ran unknown = shmctl({"status", name(), "12345678"});
   EXPECT_EQ(unknown.code(), 0) << unknown;
   EXPECT_TRUE(contains(unknown.out, "unknown")) << unknown;
+}
+
+TEST_F(Shmctl, AKeptResultIsTheCommandsOutputAndIsReadOnce) {
+  create({"--payload", "64"});
+  const Ran quick = submit({"sh", "-c", "echo hello from $SHMSCHED_TASK_ID"}, {"--keep-result"});
+  const Ran chatty = submit({"seq", "1", "1000"}, {"--keep-result"});
+  const Ran slow = submit({"sh", "-c", "sleep 0.5; echo slow"}, {"--keep-result"});
+  const Ran failing = submit({"sh", "-c", "echo partial; exit 3"}, {"--keep-result", "--retries", "0"});
+  const Ran plain = submit({"echo", "not kept"});
+  for (const Ran* r : {&quick, &chatty, &slow, &failing, &plain}) ASSERT_EQ(r->code(), 0) << *r;
+  auto id_of = [](const Ran& r) { return r.out.substr(0, r.out.find('\n')); };
+  const Ran early = shmctl({"result", name(), id_of(quick)});
+  EXPECT_EQ(early.code(), 1) << early;
+  EXPECT_TRUE(contains(early.err, "has not finished")) << early;
+
+  const pid_t worker = start_worker();
+  const Ran waited = shmctl({"result", name(), id_of(slow), "--wait", "20s"});
+  EXPECT_EQ(waited.code(), 0) << waited << log();
+  EXPECT_EQ(waited.out, "slow\n");
+
+  ASSERT_EQ(wait_drained().code(), 0) << log();
+  json s = parse_json(shmctl({"status", name(), id_of(quick), "--json"}));
+  EXPECT_EQ(s["status"], "done") << s.dump();
+  EXPECT_EQ(s["keep_result"], true);
+  const Ran first = shmctl({"result", name(), id_of(quick)});
+  EXPECT_EQ(first.code(), 0) << first;
+  EXPECT_EQ(first.out, "hello from " + id_of(quick) + "\n");
+  const Ran second = shmctl({"result", name(), id_of(quick)});
+  EXPECT_EQ(second.code(), 1) << "a result is read once: " << second;
+  EXPECT_TRUE(contains(second.err, "holds no result")) << second;
+
+  const json cut = parse_json(shmctl({"result", name(), id_of(chatty), "--json"}));
+  const std::string value = cut["value"].get<std::string>();
+  EXPECT_EQ(value.size(), 64u) << value;
+  EXPECT_EQ(value.substr(0, 6), "1\n2\n3\n");
+  EXPECT_EQ(value.substr(value.size() - 11), "[truncated]");
+
+  const Ran failed = shmctl({"result", name(), id_of(failing)});
+  EXPECT_EQ(failed.code(), 1) << failed;
+  EXPECT_TRUE(contains(failed.err, "exit status 3")) << failed;
+  EXPECT_EQ(shmctl({"result", name(), id_of(plain)}).code(), 1) << "a plain task keeps nothing";
+  EXPECT_TRUE(stop(worker).ok()) << log();
 }
 
 TEST_F(Shmctl, RecoverRequeuesTheTasksOfAKilledWorker) {

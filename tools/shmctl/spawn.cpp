@@ -36,7 +36,8 @@ std::string_view path_of(const std::vector<std::string>& envp) {
 
 }  // namespace
 
-SpawnResult spawn_command(const std::vector<std::string>& argv, const std::vector<std::string>& envp, int stdin_fd) {
+SpawnResult spawn_command(const std::vector<std::string>& argv, const std::vector<std::string>& envp, int stdin_fd,
+                          int stdout_fd) {
   SpawnResult r;
   if (argv.empty()) {
     r.error = EINVAL;
@@ -88,6 +89,7 @@ SpawnResult spawn_command(const std::vector<std::string>& argv, const std::vecto
       if (null < 0 || (null != STDIN_FILENO && ::dup2(null, STDIN_FILENO) < 0)) ::_exit(126);
       if (null != STDIN_FILENO) ::close(null);
     }
+    if (stdout_fd >= 0 && stdout_fd != STDOUT_FILENO && ::dup2(stdout_fd, STDOUT_FILENO) < 0) ::_exit(126);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -26,6 +26,9 @@ struct SpawnResult {
 /// its task. The spawning thread must outlive the command (it waits for it). The
 /// kernel clears PR_SET_PDEATHSIG when the command execs a set-user-ID, set-group-ID or
 /// file-capability program (sudo, for instance): such a command outlives a killed worker.
-SpawnResult spawn_command(const std::vector<std::string>& argv, const std::vector<std::string>& envp, int stdin_fd);
+///
+/// `stdout_fd` >= 0 becomes the command's standard output (the worker's otherwise).
+SpawnResult spawn_command(const std::vector<std::string>& argv, const std::vector<std::string>& envp, int stdin_fd,
+                          int stdout_fd = -1);
 
 }  // namespace shmctl

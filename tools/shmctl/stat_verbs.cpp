@@ -60,9 +60,7 @@ json snapshot_json(const Snapshot& s) {
   j["delayed"] = s.records[TaskState::delayed];
   j["parked"] = s.records[TaskState::parked];
   j["dead_letters"] = s.records[TaskState::dead];
-  j["results"] = {{"kept", s.records[TaskState::done]},
-                  {"expired", s.results_expired},
-                  {"evicted", s.results_evicted}};
+  j["results"] = {{"kept", s.records[TaskState::done]}, {"expired", s.results_expired}, {"evicted", s.results_evicted}};
   j["janitor"] = {{"token", s.janitor_token}, {"pid", s.janitor_pid}};
   j["queues"] = json::array();
   for (const auto& q : s.queues) {

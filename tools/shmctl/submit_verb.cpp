@@ -24,6 +24,8 @@ struct SubmitArgs {
   std::string delay;
   std::string block = "10s";
   bool from_stdin = false;
+  bool keep_result = false;
+  std::string result_ttl = "10m";
   std::vector<std::string> command;
   CLI::Option* delay_option = nullptr;
 };
@@ -95,6 +97,9 @@ int run_submit(const SubmitArgs& a) {
   if (a.retries + 1 > 0xFFFF) throw Usage("--retries is too large");
   const auto retry_delay = parse_duration(a.retry_delay, "--retry-delay");
   const auto block = parse_duration(a.block, "--block");
+  const auto result_ttl = parse_duration(a.result_ttl, "--result-ttl");
+  if (result_ttl < std::chrono::seconds(1) || result_ttl > std::chrono::seconds(UINT32_MAX))
+    throw Usage("--result-ttl must be 1s or more");
   std::chrono::nanoseconds delay{0};
   if (a.delay_option->count() > 0) delay = parse_duration(a.delay, "--delay");
   const auto need_items = split_list(a.needs);
@@ -114,6 +119,8 @@ int run_submit(const SubmitArgs& a) {
   opts.max_attempts = static_cast<std::uint16_t>(a.retries + 1);
   opts.retry.delay = std::chrono::duration_cast<std::chrono::milliseconds>(retry_delay);
   for (std::size_t i = 0; i < need_specs.size(); ++i) opts.needs[i] = resolve_need(seg, need_specs[i]);
+  opts.keep_result = a.keep_result;
+  opts.result_ttl = std::chrono::duration_cast<std::chrono::seconds>(result_ttl);
 
   // Checked before anything is enqueued, so the message can say how long it is and what fits.
   auto validate = [&](const std::string& payload) {
@@ -153,18 +160,20 @@ int run_submit(const SubmitArgs& a) {
     }
   }
   if (std::cin.bad()) throw Failure("reading stdin failed (nothing was enqueued)");
+  // One id a line, in the order of the commands, each as soon as it is enqueued.
   std::size_t count = 0;
   for (const auto& payload : payloads) {
     try {
       TaskId id = kNoTask;
       submit_one(payload, &id);
+      std::cout << id << "\n";
     } catch (const Failure& e) {
+      std::cout.flush();
       throw Failure("command " + std::to_string(count + 1) + " of " + std::to_string(payloads.size()) + ": " +
                     e.what() + " (" + std::to_string(count) + " command(s) before it were enqueued)");
     }
     ++count;
   }
-  std::cout << count << "\n";
   return kExitOk;
 }
 
@@ -185,7 +194,10 @@ void add_submit_verb(CLI::App& app, Verbs& verbs) {
   a->delay_option = c->add_option("--delay", a->delay, "Run no sooner than this from now (500ms, 10s, 2m)");
   c->add_option("--block", a->block, "How long to wait while the segment is full")->capture_default_str();
   c->add_flag("--stdin", a->from_stdin,
-              "Read one command per line from stdin (run as /bin/sh -c LINE); prints the count");
+              "Read one command per line from stdin (run as /bin/sh -c LINE); prints one id a line");
+  c->add_flag("--keep-result", a->keep_result,
+              "Keep the command's standard output as the task's result (shmctl result reads it)");
+  c->add_option("--result-ttl", a->result_ttl, "How long a kept result waits to be read")->capture_default_str();
   c->add_option("COMMAND", a->command, "The command and its arguments, after --");
   c->footer("Example: shmctl submit jobs --queue general -- convert in.png out.jpg\nPrints the task id.");
   verbs.push_back({c, [a] { return run_submit(*a); }});

@@ -1,4 +1,4 @@
-// Verbs about one task by its id: status.
+// Verbs about one task by its id: status, result.
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <memory>
@@ -39,6 +39,11 @@ nlohmann::ordered_json status_json(const Segment& seg, const TaskInfo& s, std::i
   j["due_in_ns"] = s.not_before_ns == 0 ? 0 : s.not_before_ns - now;
   j["expires_in_ns"] = s.expires_ns == 0 ? nullptr : nlohmann::ordered_json(s.expires_ns - now);
   j["last_error"] = s.last_error;
+  j["keep_result"] = s.keep_result;
+  if (s.status == TaskStatus::done) {
+    j["result_bytes"] = s.result_bytes;
+    j["finished_ago_ns"] = now - s.finished_ns;
+  }
   return j;
 }
 
@@ -58,7 +63,13 @@ void print_status(const Segment& seg, const TaskInfo& s, std::int64_t now) {
   if (s.pid != 0) field("pid", std::to_string(s.pid));
   field("age", format_duration(now - s.enqueued_ns));
   if (s.status == TaskStatus::delayed) field("due in", format_duration(s.not_before_ns - now));
-  if (s.expires_ns != 0) field("expires in", format_duration(s.expires_ns - now));
+  if (s.status == TaskStatus::done) {
+    field("finished", format_duration(now - s.finished_ns) + " ago");
+    field("result", std::to_string(s.result_bytes) + " bytes, kept for " + format_duration(s.expires_ns - now) +
+                        " more ('shmctl result' takes it)");
+  } else if (s.expires_ns != 0) {
+    field("expires in", format_duration(s.expires_ns - now));
+  }
   if (!s.last_error.empty()) field("last error", s.last_error);
 }
 
@@ -76,9 +87,65 @@ int run_status(const StatusArgs& a) {
   return kExitOk;
 }
 
+// ---- result -------------------------------------------------------------------------------
+
+struct ResultArgs {
+  std::string name, id, wait;
+  bool json = false;
+  CLI::Option* wait_option = nullptr;
+};
+
+// Prints a taken result: the value as it is (a command's output), or the failure.
+int print_result(const TaskResult& r, bool json) {
+  if (json) {
+    nlohmann::ordered_json j = {{"id", r.id}, {"status", std::string(to_string(r.status))}};
+    if (r.status == TaskStatus::done) j["value"] = r.value;
+    if (r.status == TaskStatus::dead) j["error"] = r.error;
+    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  } else if (r.status == TaskStatus::done) {
+    std::cout << r.value;
+  } else {
+    std::cerr << "shmctl: task " << r.id << " failed: " << r.error << "\n";
+  }
+  return r.status == TaskStatus::done ? kExitOk : kExitFailure;
+}
+
+int run_result(const ResultArgs& a) {
+  const TaskId id = parse_task_id(a.id);
+  const bool waits = a.wait_option->count() > 0;
+  const auto wait = waits ? parse_duration(a.wait, "--wait") : std::chrono::nanoseconds(0);
+  Segment seg = open_segment(a.name, Access::change);
+  auto client = Client::attach(seg, Role::observer);
+  check(client, "attach");
+  auto r = waits ? client->wait(id, wait) : client->take_result(id);
+  if (!r) {
+    switch (r.code()) {
+      case Errc::not_finished:
+        throw Failure("task " + a.id + " has not finished (wait for it with --wait DUR)");
+      case Errc::unknown_task:
+        throw Failure("task " + a.id +
+                      " holds no result: it was not submitted with --keep-result, its result was read or "
+                      "expired, or there is no such task");
+      default:
+        throw Failure("result " + a.id + ": " + r.error().message());
+    }
+  }
+  return print_result(*r, a.json);
+}
+
 }  // namespace
 
 void add_task_verbs(CLI::App& app, Verbs& verbs) {
+  {
+    auto a = std::make_shared<ResultArgs>();
+    auto* c = app.add_subcommand("result", "Print (and take) a finished --keep-result task's result");
+    c->add_option("NAME", a->name, "Segment name")->required();
+    c->add_option("ID", a->id, "Task id, as submit printed it")->required();
+    a->wait_option = c->add_option("--wait", a->wait, "Wait this long for the task to finish (10s, 2m)");
+    c->add_flag("--json", a->json, "Print it as JSON");
+    c->footer("Reading a result takes it: the record is freed. A failed task's reason goes to stderr, exit 1.");
+    verbs.push_back({c, [a] { return run_result(*a); }});
+  }
   auto a = std::make_shared<StatusArgs>();
   auto* c = app.add_subcommand("status", "Show what became of a task: its state, queue, attempts, worker, last error");
   c->add_option("NAME", a->name, "Segment name")->required();

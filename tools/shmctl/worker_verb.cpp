@@ -84,6 +84,61 @@ int pidfd_open(pid_t pid) noexcept {
 #endif
 }
 
+// A command's standard output, kept for a keep_result task: the first `limit` bytes,
+// ending in kTruncated when there was more (the rest is read and dropped, so the command
+// never blocks on a full pipe).
+class OutputCapture {
+ public:
+  static constexpr std::string_view kTruncated = "[truncated]";
+  explicit OutputCapture(std::size_t limit) : limit_(limit) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0) {
+      read_ = p[0];
+      write_ = p[1];
+      (void)::fcntl(write_, F_SETFL, 0);  // the command's end blocks as a normal stdout does
+    }
+  }
+  ~OutputCapture() {
+    close_write_end();
+    if (read_ >= 0) ::close(read_);
+  }
+  OutputCapture(const OutputCapture&) = delete;
+  OutputCapture& operator=(const OutputCapture&) = delete;
+  bool ok() const noexcept { return read_ >= 0; }
+  int command_end() const noexcept { return write_; }
+  // The end to poll, or -1 once every writer closed it (a closed pipe polls readable
+  // for ever).
+  int poll_end() const noexcept { return eof_ ? -1 : read_; }
+  void close_write_end() noexcept {
+    if (write_ >= 0) ::close(write_);
+    write_ = -1;
+  }
+  // Reads what is there now (never blocks).
+  void drain() {
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::read(read_, buf, sizeof buf);
+      if (n == 0) eof_ = true;
+      if (n <= 0) return;
+      const auto got = static_cast<std::size_t>(n);
+      if (text_.size() < limit_) text_.append(buf, std::min(got, limit_ - text_.size()));
+      total_ += got;
+    }
+  }
+  std::string result() const {
+    if (total_ <= limit_) return text_;
+    if (limit_ <= kTruncated.size()) return text_.substr(0, limit_);
+    return text_.substr(0, limit_ - kTruncated.size()) + std::string(kTruncated);
+  }
+
+ private:
+  std::size_t limit_;
+  int read_ = -1, write_ = -1;
+  std::string text_;
+  std::size_t total_ = 0;
+  bool eof_ = false;
+};
+
 class ShellRunner {
  public:
   ShellRunner(const Segment& seg, std::string segment, std::chrono::milliseconds grace, bool verbose)
@@ -99,7 +154,15 @@ class ShellRunner {
     const std::string_view payload(reinterpret_cast<const char*>(ctx.task.payload.data()), ctx.task.payload.size());
     std::vector<std::string> command = decode_argv(payload);
     if (command.empty() || command[0].empty()) return finish(ctx, Outcome::fail("empty command"), started);
-    const SpawnResult spawned = spawn_command(command, command_env(ctx, segment_), devnull_);
+    // A keep_result task's result is its command's standard output.
+    std::optional<OutputCapture> out;
+    if (ctx.task.keep_result) {
+      out.emplace(seg_.layout().payload_bytes);
+      if (!out->ok()) return finish(ctx, Outcome::retry(1000ms, std::string("pipe: ") + std::strerror(errno)), started);
+    }
+    const SpawnResult spawned =
+        spawn_command(command, command_env(ctx, segment_), devnull_, out ? out->command_end() : -1);
+    if (out) out->close_write_end();
     if (spawned.pid < 0)
       return finish(ctx, Outcome::retry(1000ms, std::string("vfork: ") + std::strerror(spawned.error)), started);
     const pid_t pid = spawned.pid;
@@ -109,8 +172,8 @@ class ShellRunner {
     }
 
     int status = 0;
-    const bool stopped_early = wait_child(pid, ctx, status);
-    Outcome o = Outcome::done();
+    const bool stopped_early = wait_child(pid, ctx, status, out ? &*out : nullptr);
+    Outcome o = out ? Outcome::done(out->result()) : Outcome::done();
     if (stopped_early) {
       o = Outcome::retry(0ms, "worker stopped before the command finished");
     } else if (WIFEXITED(status)) {
@@ -140,7 +203,8 @@ class ShellRunner {
   // the grace period; shortly before it ends the command's group gets SIGTERM, then
   // SIGKILL, and the task is retried -- a clean hand-back instead of leaving it to the
   // reaper. Returns true when the command was stopped that way.
-  bool wait_child(pid_t pid, const TaskContext& ctx, int& status) {
+  // The command's output, when captured, is read as it comes.
+  bool wait_child(pid_t pid, const TaskContext& ctx, int& status, OutputCapture* out) {
     const int pfd = pidfd_open(pid);
     const auto margin = std::min<std::chrono::milliseconds>(1000ms, grace_ / 4);
     std::optional<std::chrono::steady_clock::time_point> stop_seen;
@@ -160,10 +224,12 @@ class ShellRunner {
           killed = true;
         }
       }
+      if (out != nullptr) out->drain();
       if (pfd >= 0) {
-        // Readable when the child exits; the timeout only bounds how late a stop is seen.
-        pollfd p{pfd, POLLIN, 0};
-        (void)::poll(&p, 1, 50);
+        // Readable when the child exits (or the output has more); the timeout only
+        // bounds how late a stop is seen.
+        pollfd p[2] = {{pfd, POLLIN, 0}, {out != nullptr ? out->poll_end() : -1, POLLIN, 0}};
+        (void)::poll(p, 2, 50);
       } else {
         std::this_thread::sleep_for(backoff);
         backoff = std::min<std::chrono::milliseconds>(backoff * 2, 20ms);
@@ -171,6 +237,7 @@ class ShellRunner {
     }
     if (pfd >= 0) ::close(pfd);
     if (termed) ::kill(-pid, SIGKILL);  // leftovers of the group, if any
+    if (out != nullptr) out->drain();   // what the command wrote last
     return termed;
   }
 
@@ -313,6 +380,8 @@ void add_worker_verb(CLI::App& app, Verbs& verbs) {
   c->footer(
       "Each command runs with SHMSCHED_TASK_ID, SHMSCHED_ATTEMPT, SHMSCHED_QUEUE and SHMSCHED_SEGMENT set.\n"
       "Exit 0 = done, 75 = retry, anything else or a signal = failed attempt.\n"
+      "A task submitted with --keep-result keeps the command's standard output as its result\n"
+      "(the first payload-size bytes, ending in [truncated] when there was more).\n"
       "A segment writable by another user is refused without --trust-owner / --trust-group / --trust-others.");
   verbs.push_back({c, [a] { return run_worker(*a); }});
 }
