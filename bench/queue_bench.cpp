@@ -5,6 +5,7 @@
 //   BM_pair_{shmsched_client/0,moodycamel,tbb}
 //       one thread, one item at a time: enqueue and take straight back (rates per CPU
 //       second): the uncontended cost of a round trip, everything in cache
+//   BM_status_lookup                         Client::status of a queued task
 //   BM_cross_shmsched_process_single         producer process Client::enqueue, priorities
 //                                            0..7 -> consumer process try_take + complete
 //   BM_cross_shmsched_process_single_level0  the same with every task at priority 0: the
@@ -75,6 +76,26 @@ void BM_pair_shmsched_client(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_pair_shmsched_client)->Arg(0);
+
+// Client::status of a queued task: what a producer pays to ask what became of one.
+void BM_status_lookup(benchmark::State& state) {
+  Layout layout;
+  layout.payload_bytes = sizeof(Item);
+  BenchSegment bench(layout, Role::producer | Role::consumer);
+  if (!bench.ok()) return state.SkipWithError(bench.error.c_str());
+  TaskOptions opts;
+  opts.queue = bench.queue;
+  TaskId id = kNoTask;
+  if (bench.client->enqueue(kType, as_payload(Item{}), opts, &id) != Errc::ok)
+    return state.SkipWithError("enqueue failed");
+  for (auto _ : state) {
+    auto s = bench.client->status(id);
+    if (!s || s->status != TaskStatus::queued) return state.SkipWithError("status of a queued task is wrong");
+    benchmark::DoNotOptimize(s->attempts);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_status_lookup);
 
 void BM_pair_moodycamel(benchmark::State& state) {
   moodycamel::ConcurrentQueue<Item> queue(kDepth);

@@ -485,6 +485,8 @@ FLOORS = (
      MICRO("BM_cross_moodycamel_thread_single"), "≥", 0.9),
     ("sleeping wake-up p50 ≤ 1.2x Boost message_queue's", sel("latency_sleeping", "shmsched", "p50_us"),
      sel("latency_sleeping", "boost_mq", "p50_us"), "≤", 1.2),
+    ("result round trip (keep_result + wait) ≥ 100x Redis as a result backend",
+     sel("result_round_trip", "shmsched"), sel("result_round_trip", "redis"), "≥", 100.0),
 )
 
 # Ratios shown for context, without a floor: (label, numerator, denominator). For

@@ -25,6 +25,11 @@
 //                     sleep in the kernel before each one; once a round
 //   scaling           full_path at 64 B with N producers and N consumers, N = 1 .. 2x the cores
 //                     this process may use (at most 8); shmsched and boost_mq
+//   result_round_trip one producer waits for each task's result in turn: enqueue with
+//                     keep_result -> a consumer process runs it, keeping "ok" -> wait returns
+//                     it; round trips/s and their latency. Against Redis as a result
+//                     backend: LPUSH the task, the worker BRPOPs it and LPUSHes the result
+//                     to the task's own list, the producer BRPOPs that list.
 //
 // The systems:
 //   shmsched         a producer process attaches a Client and enqueues with priorities 0..7
@@ -399,6 +404,126 @@ bool on_path(const char* program) {
 }
 #endif
 
+// ---- result round trips ------------------------------------------------------------------
+
+constexpr std::uint64_t kRoundTripWarm = 200;
+
+// Times `n` calls of `trip` (after kRoundTripWarm unrecorded ones); false from `trip`
+// stops with `why`.
+template <class Trip>
+Measured time_round_trips(std::uint64_t n, Trip&& trip) {
+  Measured m;
+  std::string why;
+  for (std::uint64_t i = 0; i < kRoundTripWarm; ++i)
+    if (!trip(why)) {
+      m.error = why;
+      return m;
+    }
+  const std::int64_t t0 = now_ns();
+  for (std::uint64_t i = 0; i < n; ++i) {
+    const std::int64_t a = now_ns();
+    if (!trip(why)) {
+      m.error = why;
+      return m;
+    }
+    m.latency.record(now_ns() - a);
+  }
+  m.seconds = static_cast<double>(now_ns() - t0) * 1e-9;
+  return m;
+}
+
+Measured round_trips_shmsched(std::uint64_t n) {
+  Measured m;
+  Layout l;
+  l.levels = 1;
+  l.task_capacity = 1024;
+  l.payload_bytes = sizeof(Item);
+  l.max_queues = 1;
+  l.max_participants = 4;
+  auto seg = Segment::create_private(l, CreateOptions{0600, {"rt"}});
+  if (!seg) {
+    m.error = seg.error().message();
+    return m;
+  }
+  Child worker = Child::spawn([&]() -> int {
+    const CpuPin pin(consumer_cpu());
+    ConsumerOptions co;
+    co.home = {"rt"};
+    auto c = Consumer::create(*seg, co);
+    if (!c) return 3;
+    (*c)->on("rt", [](TaskContext&) { return Outcome::done("ok"); });
+    return (*c)->run_until_signal();
+  });
+  if (!worker.started()) {
+    m.error = "fork failed";
+    return m;
+  }
+  const CpuPin pin(producer_cpu());
+  auto client = Client::attach(*seg, Role::producer);
+  if (!client) {
+    m.error = client.error().message();
+    return m;
+  }
+  TaskOptions o;
+  o.queue = seg->find_queue("rt").value();
+  o.keep_result = true;
+  const Item item{};
+  return time_round_trips(n, [&](std::string& why) {
+    TaskId id = kNoTask;
+    if (const Errc e = client->enqueue_value("rt", item, o, &id); e != Errc::ok) {
+      why = "enqueue: " + std::string(to_string(e));
+      return false;
+    }
+    auto r = client->wait(id, std::chrono::seconds(10));
+    if (!r || r->value != "ok") {
+      why = r ? "wrong result" : "wait: " + r.error().message();
+      return false;
+    }
+    return true;
+  });
+}
+
+#if SHMSCHED_TP_REDIS
+Measured round_trips_redis(int port, std::uint64_t n) {
+  Measured m;
+  RedisConn conn;
+  if (auto e = conn.connect(port); !e.empty()) {
+    m.error = e;
+    return m;
+  }
+  Reply flushed = as_reply(redisCommand(conn.get(), "FLUSHALL"));
+  Child worker = Child::spawn([&]() -> int {
+    const CpuPin pin(consumer_cpu());
+    RedisConn w;
+    if (!w.connect(port).empty()) return 3;
+    for (;;) {  // BRPOP a task id, LPUSH "ok" to rt:res:<id>
+      Reply r = as_reply(redisCommand(w.get(), "BRPOP rt:tasks 1"));
+      if (!r) return 4;
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) continue;
+      const std::string id(r->element[1]->str, r->element[1]->len);
+      Reply done = as_reply(redisCommand(w.get(), "LPUSH rt:res:%s ok", id.c_str()));
+      if (!done) return 4;
+    }
+  });
+  if (!worker.started()) {
+    m.error = "fork failed";
+    return m;
+  }
+  const CpuPin pin(producer_cpu());
+  std::uint64_t next = 0;
+  return time_round_trips(n, [&](std::string& why) {
+    const std::string id = std::to_string(++next);
+    Reply pushed = as_reply(redisCommand(conn.get(), "LPUSH rt:tasks %s", id.c_str()));
+    Reply r = as_reply(redisCommand(conn.get(), "BRPOP rt:res:%s 10", id.c_str()));
+    if (!pushed || !r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+      why = conn.error_of(r.get(), "BRPOP result");
+      return false;
+    }
+    return true;
+  });
+}
+#endif
+
 class Driver {
  public:
   Driver(const Options& o, RecordSink& sink) : o_(o), sink_(sink), counts_(o.quick ? kQuick : kFull) {
@@ -460,12 +585,42 @@ class Driver {
     }
   }
 
-  int exit_code() const { return failures_ == 0 ? 0 : 1; }
+  // A producer's wait for one task's result, in turn: enqueue with keep_result, a
+  // consumer process runs it and keeps "ok", Client::wait returns it; against the same
+  // round trip through Redis (LPUSH the task; the worker BRPOPs it and LPUSHes the result
+  // to a list of the task's own; the producer BRPOPs that list).
+  void result_round_trip() {
+    for (const std::string_view system : {"shmsched", "redis"}) {
+      if (!selected("result_round_trip", system)) continue;
+      const std::uint64_t n = system == "shmsched" ? counts_.busy_samples : counts_.busy_samples / 4;
+      Record r = blank("result_round_trip", system, sizeof(Item), 1, 1, 0);
+      r.extra["round_trips"] = n;
+      Measured m;
+      if (system == "shmsched") {
+        m = round_trips_shmsched(n);
+      } else if (redis_ready(m)) {
+#if SHMSCHED_TP_REDIS
+        m = round_trips_redis(redis_->port(), n);
+#endif
+      }
+      if (m.error.empty()) {
+        r.set_latency(m.latency);
+        r.tasks_per_s = static_cast<double>(n) / m.seconds;
+      }
+      emit(r, m);
+    }
+  }
+
+  int exit_code() const {
+    return failures_ == 0 ? 0 : 1;
+  }
 
  private:
   static constexpr std::string_view kSystems[] = {"shmsched", "boost_mq", "redis", "redis_pipelined"};
 
-  static bool is_redis(std::string_view system) { return system.substr(0, 5) == "redis"; }
+  static bool is_redis(std::string_view system) {
+    return system.substr(0, 5) == "redis";
+  }
 
   void full_path_row(std::string_view system, unsigned payload, unsigned n, unsigned round) {
     if (!selected("full_path", system)) return;
@@ -647,6 +802,7 @@ int run_main(int argc, char** argv) {
     d.full_path();
     d.latency();
     d.scaling();
+    d.result_round_trip();
     return d.exit_code();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "shmsched_throughput: %s\n", e.what());
