@@ -58,7 +58,7 @@ struct Consumer::Impl {
     client->count_processed(local[w].unflushed);
     local[w].unflushed = 0;
   }
-  std::atomic<std::uint64_t> done{0}, retried{0}, failed{0}, dead{0}, helped{0}, no_handler{0};
+  std::atomic<std::uint64_t> done{0}, retried{0}, failed{0}, dead{0}, helped{0}, no_handler{0}, cancelled{0};
   bool started = false;
   bool joined = false;
 
@@ -159,13 +159,30 @@ struct Consumer::Impl {
       if (g != Client::Grant::granted) return false;  // parked (or gone): take other work
     }
     board->set_current_task(t.id);
-    TaskContext ctx{t, tokens[w], w, queue_name(t.queue)};
+    TaskContext ctx{t, tokens[w], w, queue_name(t.queue), &*client};
     const Outcome o = invoke(*handler, ctx);
     const bool last_attempt = t.attempt >= t.max_attempts;
     // Permits go back before the record moves on, whatever the outcome; a parked task
     // they free may be handed to us to run next.
     bool handed_over = false;
     if (has_needs) handed_over = client->release_for(t, need, &next);
+    if (o.kind() != Outcome::Kind::done && client->cancel_requested(t)) {
+      (void)client->finish_cancelled(t);  // gave up on cancel: not retried
+      cancelled.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      finish(w, t, o, last_attempt);
+    }
+    board->set_current_task(0);
+    if (++local[w].unflushed >= kFlushEvery) flush_processed(w);
+    if (handed_over && handler_of(next.type, cache) == nullptr) {
+      (void)client->requeue(next);  // not ours to run: back to its queue
+      return false;
+    }
+    return handed_over;
+  }
+
+  // Moves task t on by its handler's outcome.
+  void finish(unsigned w, const Taken& t, const Outcome& o, bool last_attempt) {
     switch (o.kind()) {
       case Outcome::Kind::done:
         (void)(t.keep_result ? client->complete(t, as_payload(std::string_view(o.result()))) : client->complete(t));
@@ -180,13 +197,6 @@ struct Consumer::Impl {
         break;
       }
     }
-    board->set_current_task(0);
-    if (++local[w].unflushed >= kFlushEvery) flush_processed(w);
-    if (handed_over && handler_of(next.type, cache) == nullptr) {
-      (void)client->requeue(next);  // not ours to run: back to its queue
-      return false;
-    }
-    return handed_over;
   }
 
   void worker(unsigned w) {
@@ -411,7 +421,8 @@ ConsumerStats Consumer::stats() const noexcept {
                        i.helped.load(),
                        i.no_handler.load(),
                        i.parked.load(),
-                       i.handed.load()};
+                       i.handed.load(),
+                       i.cancelled.load()};
 }
 
 Client& Consumer::client() noexcept {

@@ -1,4 +1,5 @@
-// Client's kept results: take_result and wait. The protocol is engine/results.hpp's.
+// Client's kept results (take_result, wait) and cancel. The protocols are
+// engine/results.hpp's and engine/cancel.hpp's.
 
 #include "engine/engine.hpp"
 
@@ -41,6 +42,34 @@ Result<TaskResult> Client::wait(TaskId id, std::chrono::nanoseconds timeout) {
       detail::futex_wait_low(state, static_cast<std::uint32_t>(seen), std::min<std::int64_t>(left, 100'000'000));
     waiters.fetch_sub(1, std::memory_order_seq_cst);
   }
+}
+
+Result<CancelOutcome> Client::cancel(TaskId id) noexcept {
+  CancelOutcome out{};
+  if (const Errc e = impl_->cancel(id, out); e != Errc::ok) return Result<CancelOutcome>(e, "");
+  return out;
+}
+
+CancelCounts Client::cancel_queue(QueueId queue) noexcept {
+  return impl_->cancel_matching(queue, 0, 0);
+}
+
+CancelCounts Client::cancel_type(std::string_view type) noexcept {
+  return impl_->cancel_matching(Impl::kAnyQueue, type_hash(type), 0);
+}
+
+CancelCounts Client::cancel_group(std::uint64_t group_id) noexcept {
+  if (group_id == 0) return {};
+  return impl_->cancel_matching(Impl::kAnyQueue, 0, group_id);
+}
+
+bool Client::cancel_requested(const Taken& task) const noexcept {
+  return impl_->cancel_requested(task);
+}
+
+Errc Client::finish_cancelled(const Taken& task) noexcept {
+  if (!impl_->owns(task)) return Errc::fenced;
+  return impl_->finish_cancelled(task.index, task.word);
 }
 
 }  // namespace shmsched

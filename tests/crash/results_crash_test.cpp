@@ -1,6 +1,7 @@
-// Kept results across kills: a worker killed between writing a result and finishing the
-// task leaves a task that runs again (never a half-kept result), and a reader killed
-// holding a result leaves it kept for the next reader, never lost or stuck.
+// Kept results and cancels across kills: a worker killed between writing a result and
+// finishing the task leaves a task that runs again (never a half-kept result), a reader
+// killed holding a result leaves it kept for the next reader, and a canceller killed
+// after claiming a task leaves it to run: never lost or stuck.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -92,6 +93,21 @@ TEST_F(ResultsCrash, AReaderKilledHoldingAResultLeavesItForTheNextReader) {
   ASSERT_TRUE(r) << r.error().message();
   EXPECT_EQ(r->value, "answer");
   EXPECT_EQ(inspect(seg).records[TaskState::done], 0u);
+}
+
+TEST_F(ResultsCrash, ACancellerKilledAfterItsClaimLeavesTheTaskToRun) {
+  const TaskId id = enqueue_kept();
+  ASSERT_TRUE(dies_at(Point::cancel_after_claim, [&] {
+    auto c = Client::attach(seg, Role::producer).value();
+    (void)c.cancel(id);
+  }));
+  EXPECT_EQ(parent.status(id).value().status, TaskStatus::running) << "the dead canceller holds it";
+  EXPECT_EQ(parent.reap_dead().requeued, 1u) << "the cancel did not happen: the task goes back";
+  Taken t;
+  ASSERT_TRUE(parent.try_take(q, t));
+  EXPECT_EQ(t.id, id);
+  ASSERT_EQ(parent.complete(t, as_payload(std::string_view("ran"))), Errc::ok);
+  EXPECT_EQ(parent.take_result(id).value().value, "ran");
 }
 
 }  // namespace

@@ -304,8 +304,8 @@ class Shmctl : public ::testing::Test {
 // ---------------------------------------------------------------------------------
 // Command line
 
-const char* const kVerbs[] = {"create", "destroy", "ls",   "stat",   "metrics", "top",    "queue", "sem",
-                              "dlq",    "recover", "wait", "submit", "worker",  "status", "result"};
+const char* const kVerbs[] = {"create", "destroy", "ls",   "stat",   "metrics", "top",    "queue",  "sem",
+                              "dlq",    "recover", "wait", "submit", "worker",  "status", "result", "cancel"};
 
 TEST_F(Shmctl, EveryVerbHasHelpAndBadUsageExitsTwo) {
   for (const char* verb : kVerbs) {
@@ -337,6 +337,8 @@ TEST_F(Shmctl, EveryVerbHasHelpAndBadUsageExitsTwo) {
       {"status", name()},
       {"status", name(), "not-a-number"},
       {"result", name()},
+      {"cancel", name()},
+      {"cancel", name(), "12", "--queue", "general"},
       {"result", name(), "12", "--wait", "soon"},
       {"submit", name(), "--queue", "general", "--keep-result", "--result-ttl", "0", "--", "true"},
       {"create", "x", "--mode", "999"},
@@ -1010,6 +1012,42 @@ TEST_F(Shmctl, AKeptResultIsTheCommandsOutputAndIsReadOnce) {
   EXPECT_TRUE(contains(failed.err, "exit status 3")) << failed;
   EXPECT_EQ(shmctl({"result", name(), id_of(plain)}).code(), 1) << "a plain task keeps nothing";
   EXPECT_TRUE(stop(worker).ok()) << log();
+}
+
+TEST_F(Shmctl, CancelledTasksNeverRunAndARunningOneIsStopped) {
+  create();
+  const std::string pidfile = path("child.pid"), never = path("never"), after = path("after");
+  const Ran running = submit({"sh", "-c", "echo $$ > " + pidfile + "; exec sleep 30"});
+  const Ran waiting = submit({"touch", never});
+  const Ran later = submit({"touch", after});
+  for (const Ran* r : {&running, &waiting, &later}) ASSERT_EQ(r->code(), 0) << *r;
+  auto id_of = [](const Ran& r) { return r.out.substr(0, r.out.find('\n')); };
+  const Ran c1 = shmctl({"cancel", name(), id_of(waiting)});
+  EXPECT_EQ(c1.code(), 0) << c1;
+  EXPECT_TRUE(contains(c1.out, "cancelled task " + id_of(waiting))) << c1;
+
+  const pid_t worker = start_worker();
+  ASSERT_TRUE(eventually([&] { return lines_of(pidfile).size() == 1; })) << log();
+  const pid_t child = std::stoi(lines_of(pidfile)[0]);
+  const Ran c2 = shmctl({"cancel", name(), id_of(running)});
+  EXPECT_EQ(c2.code(), 0) << c2;
+  EXPECT_TRUE(contains(c2.out, "is running: asked it to stop")) << c2;
+  EXPECT_TRUE(eventually([&] { return process_gone(child); }, 5s)) << "the cancelled command still runs";
+  ASSERT_EQ(wait_drained().code(), 0) << log();
+  EXPECT_TRUE(fs::exists(after)) << "the task after the cancelled ones runs";
+  EXPECT_FALSE(fs::exists(never)) << "a cancelled task ran";
+  EXPECT_EQ(parse_json(shmctl({"status", name(), id_of(running), "--json"}))["status"], "unknown")
+      << "a cancelled running task is not retried";
+  EXPECT_EQ(stat()["dead_letters"], 0);
+  const Ran gone = shmctl({"cancel", name(), id_of(running)});
+  EXPECT_EQ(gone.code(), 1) << gone;
+  EXPECT_TRUE(stop(worker).ok()) << log();
+
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(submit({"true"}).code(), 0);
+  const Ran purge = shmctl({"cancel", name(), "--queue", "general"});
+  EXPECT_EQ(purge.code(), 0) << purge;
+  EXPECT_TRUE(contains(purge.out, "cancelled 3 waiting")) << purge;
+  EXPECT_EQ(stat()["queued"], 0);
 }
 
 TEST_F(Shmctl, RecoverRequeuesTheTasksOfAKilledWorker) {

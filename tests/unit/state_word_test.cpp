@@ -15,9 +15,9 @@ using detail::next_word;
 
 namespace {
 
-constexpr TaskState kAll[] = {TaskState::virgin, TaskState::free,    TaskState::reserved,
-                              TaskState::queued, TaskState::running, TaskState::delayed,
-                              TaskState::parked, TaskState::dead,    TaskState::done};
+constexpr TaskState kAll[] = {TaskState::virgin,  TaskState::free,     TaskState::reserved, TaskState::queued,
+                              TaskState::running, TaskState::delayed,  TaskState::parked,   TaskState::dead,
+                              TaskState::done,    TaskState::cancelled};
 
 std::uint64_t word_in(TaskState s) {
   return (next_word(0, TaskState::reserved, 1) & ~detail::kStateMask) | static_cast<std::uint64_t>(s);
@@ -32,17 +32,18 @@ static_assert(std::size(kAll) == kTaskStates);
 TEST(StateWord, TheTableAllowsExactlyTheMovesOfARecordsLife) {
   using S = TaskState;
   const std::set<std::pair<S, S>> allowed = {
-      {S::virgin, S::reserved},                                                     // reserve
-      {S::free, S::reserved},   {S::free, S::free},                                 // reserve; drop a dead name
-      {S::reserved, S::queued}, {S::reserved, S::delayed}, {S::reserved, S::free},  // accept; give back
-      {S::queued, S::running},  {S::queued, S::queued},    {S::queued, S::free},    // take; drop a name; give back
-      {S::running, S::free},    {S::running, S::queued},   {S::running, S::parked},
-      {S::running, S::delayed}, {S::running, S::dead},     {S::running, S::running},  // finish, requeue, park, ...
-      {S::running, S::done},                                                          // finish, keeping the result
-      {S::delayed, S::running},                                                       // promote
-      {S::parked, S::running},  {S::parked, S::parked},                               // unpark; drop a name
-      {S::dead, S::running},    {S::dead, S::free},                                   // requeue; purge
-      {S::done, S::done},       {S::done, S::free},  // a reader claims (or its dead name dropped); taken, expired
+      {S::virgin, S::reserved},                                                          // reserve
+      {S::free, S::reserved},       {S::free, S::free},                                  // reserve; drop a dead name
+      {S::reserved, S::queued},     {S::reserved, S::delayed},  {S::reserved, S::free},  // accept; give back
+      {S::queued, S::running},      {S::queued, S::queued},     {S::queued, S::free},    // take; drop a name; give back
+      {S::running, S::free},        {S::running, S::queued},    {S::running, S::parked},
+      {S::running, S::delayed},     {S::running, S::dead},      {S::running, S::running},  // finish, requeue, park, ...
+      {S::running, S::done},        {S::running, S::cancelled},  // finish keeping the result; the cancellation
+      {S::delayed, S::running},                                  // promote
+      {S::parked, S::running},      {S::parked, S::parked},      // unpark; drop a name
+      {S::dead, S::running},        {S::dead, S::free},          // requeue; purge
+      {S::done, S::done},           {S::done, S::free},  // a reader claims (or its dead name dropped); taken, expired
+      {S::cancelled, S::cancelled}, {S::cancelled, S::free},  // the same for a kept cancellation
   };
   for (S from : kAll)
     for (S to : kAll)
@@ -61,7 +62,8 @@ TEST(StateWord, EveryStateHasANameAndAClass) {
     EXPECT_NE(to_string(s), "?");
     names.insert(to_string(s));
     EXPECT_EQ(is_outstanding(s), outstanding.count(s) == 1) << to_string(s);
-    EXPECT_EQ(names_queue(s), outstanding.count(s) == 1 || s == TaskState::dead || s == TaskState::done)
+    EXPECT_EQ(names_queue(s),
+              outstanding.count(s) == 1 || s == TaskState::dead || s == TaskState::done || s == TaskState::cancelled)
         << to_string(s);
   }
   EXPECT_EQ(names.size(), kTaskStates);

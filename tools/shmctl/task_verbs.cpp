@@ -1,4 +1,4 @@
-// Verbs about one task by its id: status, result.
+// Verbs about tasks by id: status, result, cancel (also by group, type or queue).
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <memory>
@@ -133,9 +133,67 @@ int run_result(const ResultArgs& a) {
   return print_result(*r, a.json);
 }
 
+// ---- cancel -------------------------------------------------------------------------------
+
+struct CancelArgs {
+  std::string name, id, type, queue;
+  std::uint64_t group = 0;
+};
+
+int run_cancel(const CancelArgs& a) {
+  const int ways = static_cast<int>(!a.id.empty()) + static_cast<int>(!a.type.empty()) +
+                   static_cast<int>(!a.queue.empty()) + static_cast<int>(a.group != 0);
+  if (ways != 1) throw Usage("cancel takes one of: ID, --group G, --type T, --queue Q");
+  Segment seg = open_segment(a.name, Access::change);
+  auto client = Client::attach(seg, Role::observer);
+  check(client, "attach");
+  if (!a.id.empty()) {
+    const TaskId id = parse_task_id(a.id);
+    auto r = client->cancel(id);
+    if (!r && r.code() == Errc::unknown_task)
+      throw Failure("task " + a.id + " is unknown (finished and released, or no such task)");
+    check(r, "cancel " + a.id);
+    switch (*r) {
+      case CancelOutcome::cancelled:
+        std::cout << "cancelled task " << id << "\n";
+        break;
+      case CancelOutcome::requested:
+        std::cout << "task " << id << " is running: asked it to stop (a shmctl worker stops its command)\n";
+        break;
+      case CancelOutcome::finished:
+        std::cout << "task " << id << " had finished: nothing to cancel\n";
+        break;
+    }
+    return kExitOk;
+  }
+  CancelCounts n;
+  if (!a.queue.empty()) {
+    auto q = seg.find_queue(a.queue);
+    check(q, "cancel --queue");
+    n = client->cancel_queue(*q);
+  } else if (!a.type.empty()) {
+    n = client->cancel_type(a.type);
+  } else {
+    n = client->cancel_group(a.group);
+  }
+  std::cout << "cancelled " << n.cancelled << " waiting task(s), asked " << n.requested << " running to stop\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 void add_task_verbs(CLI::App& app, Verbs& verbs) {
+  {
+    auto a = std::make_shared<CancelArgs>();
+    auto* c =
+        app.add_subcommand("cancel", "Cancel a task (or a group's, a type's or a queue's): waiting ones never run");
+    c->add_option("NAME", a->name, "Segment name")->required();
+    c->add_option("ID", a->id, "Task id, as submit printed it");
+    whole_number(c->add_option("--group", a->group, "Every task of this group id"));
+    c->add_option("--type", a->type, "Every task of this type");
+    c->add_option("--queue", a->queue, "Every task of this queue (a purge)");
+    verbs.push_back({c, [a] { return run_cancel(*a); }});
+  }
   {
     auto a = std::make_shared<ResultArgs>();
     auto* c = app.add_subcommand("result", "Print (and take) a finished --keep-result task's result");

@@ -174,7 +174,9 @@ class ShellRunner {
     int status = 0;
     const bool stopped_early = wait_child(pid, ctx, status, out ? &*out : nullptr);
     Outcome o = out ? Outcome::done(out->result()) : Outcome::done();
-    if (stopped_early) {
+    if (stopped_early && ctx.cancel_requested()) {
+      o = Outcome::fail("cancelled");  // the consumer finishes it as cancelled: not retried
+    } else if (stopped_early) {
       o = Outcome::retry(0ms, "worker stopped before the command finished");
     } else if (WIFEXITED(status)) {
       const int code = WEXITSTATUS(status);
@@ -202,32 +204,35 @@ class ShellRunner {
   // Waits for the child. Once the consumer is stopping, the command may finish within
   // the grace period; shortly before it ends the command's group gets SIGTERM, then
   // SIGKILL, and the task is retried -- a clean hand-back instead of leaving it to the
-  // reaper. Returns true when the command was stopped that way.
+  // reaper. A cancelled task's command gets SIGTERM at once and SIGKILL when it is still
+  // there a grace period later. Returns true when the command was stopped either way.
   // The command's output, when captured, is read as it comes.
   bool wait_child(pid_t pid, const TaskContext& ctx, int& status, OutputCapture* out) {
     const int pfd = pidfd_open(pid);
     const auto margin = std::min<std::chrono::milliseconds>(1000ms, grace_ / 4);
-    std::optional<std::chrono::steady_clock::time_point> stop_seen;
+    std::optional<std::chrono::steady_clock::time_point> stop_seen, cancel_seen;
     bool termed = false, killed = false;
     auto backoff = 1ms;
     for (;;) {
       const pid_t r = ::waitpid(pid, &status, WNOHANG);
       if (r == pid || (r < 0 && errno != EINTR)) break;
-      if (ctx.stop.stop_requested()) {
-        const auto now = std::chrono::steady_clock::now();
-        if (!stop_seen) stop_seen = now;
-        if (!termed && now >= *stop_seen + grace_ - margin) {
-          ::kill(-pid, SIGTERM);
-          termed = true;
-        } else if (termed && !killed && now >= *stop_seen + grace_ - margin / 2) {
-          ::kill(-pid, SIGKILL);
-          killed = true;
-        }
+      const auto now = std::chrono::steady_clock::now();
+      if (!cancel_seen && ctx.cancel_requested()) cancel_seen = now;
+      if (ctx.stop.stop_requested() && !stop_seen) stop_seen = now;
+      const bool term_now = cancel_seen.has_value() || (stop_seen && now >= *stop_seen + grace_ - margin);
+      const bool kill_now =
+          (cancel_seen && now >= *cancel_seen + grace_) || (stop_seen && now >= *stop_seen + grace_ - margin / 2);
+      if (!termed && term_now) {
+        ::kill(-pid, SIGTERM);
+        termed = true;
+      } else if (termed && !killed && kill_now) {
+        ::kill(-pid, SIGKILL);
+        killed = true;
       }
       if (out != nullptr) out->drain();
       if (pfd >= 0) {
         // Readable when the child exits (or the output has more); the timeout only
-        // bounds how late a stop is seen.
+        // bounds how late a stop or a cancel is seen.
         pollfd p[2] = {{pfd, POLLIN, 0}, {out != nullptr ? out->poll_end() : -1, POLLIN, 0}};
         (void)::poll(p, 2, 50);
       } else {
@@ -246,7 +251,9 @@ class ShellRunner {
     if (verbose_ || failed) {
       const auto took = std::chrono::steady_clock::now() - started;
       std::string what = o.kind() == Outcome::Kind::done ? "done" : o.reason();
-      if (failed) {
+      if (failed && ctx.cancel_requested()) {
+        what = "cancelled: not retried";
+      } else if (failed) {
         if (ctx.task.attempt >= ctx.task.max_attempts) {
           what += "; out of attempts: dead-lettered";
         } else if (o.kind() == Outcome::Kind::retry && o.delay().count() >= 0) {
@@ -349,7 +356,8 @@ int run_worker(WorkerArgs& a) {
   const int rc = (*consumer)->run_until_signal();
   const ConsumerStats st = (*consumer)->stats();
   std::cerr << "shmctl worker: stopped: done " << st.done << ", retried " << st.retried << ", failed " << st.failed
-            << ", dead-lettered " << st.dead_lettered << ", helped " << st.helped << std::endl;
+            << ", dead-lettered " << st.dead_lettered << ", cancelled " << st.cancelled << ", helped " << st.helped
+            << std::endl;
   return rc;
 }
 

@@ -189,6 +189,23 @@ class Client {
   /// invalid_argument for a task without keep_result (nothing is kept to wait for).
   Result<TaskResult> wait(TaskId id, std::chrono::nanoseconds timeout);
 
+  // ---- cancel ------------------------------------------------------------------------
+  /// Cancels task `id`: one that waits (queued, delayed, parked) will not run -- its
+  /// record is freed, or with keep_result kept as cancelled; exactly one of this and a
+  /// concurrent take wins. One that runs is asked to stop (its handler sees
+  /// TaskContext::cancel_requested; shmctl worker stops the command). Errors: unknown_task.
+  Result<CancelOutcome> cancel(TaskId id) noexcept;
+  /// cancel() for every task of a queue (a purge), of a type, or of a group.
+  CancelCounts cancel_queue(QueueId queue) noexcept;
+  CancelCounts cancel_type(std::string_view type) noexcept;
+  CancelCounts cancel_group(std::uint64_t group_id) noexcept;
+  /// Whether cancel() asked the running task `task` (taken by this process) to stop.
+  bool cancel_requested(const Taken& task) const noexcept;
+  /// Finishes a task taken by this process as cancelled (it does not run again): freed,
+  /// or with keep_result kept as cancelled. For a worker whose handler gave up on a task
+  /// cancel_requested() named.
+  Errc finish_cancelled(const Taken& task) noexcept;
+
   // ---- dead letters ----------------------------------------------------------------
   std::vector<DeadLetter> dead_letters(std::size_t max = SIZE_MAX) const;
   /// Puts a dead-lettered task back in its ring with a fresh attempt count.

@@ -77,6 +77,11 @@ struct TaskContext {
   const std::stop_token& stop;
   unsigned worker = 0;
   std::string_view queue_name;
+  const Client* client = nullptr;  ///< the worker's
+  /// Whether Client::cancel asked this task to stop (a load; look as often as it is
+  /// worth). A handler that gives up returns anything but done: the task is then
+  /// finished as cancelled, not retried.
+  bool cancel_requested() const noexcept { return client != nullptr && client->cancel_requested(task); }
 };
 
 using Handler = std::function<Outcome(TaskContext&)>;
@@ -104,8 +109,9 @@ struct ConsumerOptions {
 /// Per-consumer counters (this process only).
 struct ConsumerStats {
   std::uint64_t done = 0, retried = 0, failed = 0, dead_lettered = 0, helped = 0, no_handler = 0;
-  std::uint64_t parked = 0;  ///< times a task was parked for want of a permit
-  std::uint64_t handed = 0;  ///< parked tasks this consumer ran on a permit it freed
+  std::uint64_t parked = 0;     ///< times a task was parked for want of a permit
+  std::uint64_t handed = 0;     ///< parked tasks this consumer ran on a permit it freed
+  std::uint64_t cancelled = 0;  ///< running tasks given up on a cancel request
 };
 
 class Consumer {

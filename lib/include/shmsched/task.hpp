@@ -159,13 +159,14 @@ struct Taken {
 
 /// What a task id names now (Client::status).
 enum class TaskStatus : std::uint8_t {
-  unknown,  ///< no such task now: finished and its record released, purged, or never accepted
-  queued,   ///< waits in its queue's ring at its priority level
-  delayed,  ///< waits for its not-before time (a delay, or a retry's backoff)
-  parked,   ///< waits for a semaphore permit
-  running,  ///< a worker holds it
-  dead,     ///< failed for good: a dead letter, with its reason
-  done,     ///< finished, its result kept (keep_result) until taken, expired or evicted
+  unknown,    ///< no such task now: finished and its record released, purged, or never accepted
+  queued,     ///< waits in its queue's ring at its priority level
+  delayed,    ///< waits for its not-before time (a delay, or a retry's backoff)
+  parked,     ///< waits for a semaphore permit
+  running,    ///< a worker holds it
+  dead,       ///< failed for good: a dead letter, with its reason
+  done,       ///< finished, its result kept (keep_result) until taken, expired or evicted
+  cancelled,  ///< cancelled before it ran (or while it ran), kept (keep_result) like a result
 };
 
 constexpr std::string_view to_string(TaskStatus s) noexcept {
@@ -184,6 +185,8 @@ constexpr std::string_view to_string(TaskStatus s) noexcept {
       return "dead";
     case TaskStatus::done:
       return "done";
+    case TaskStatus::cancelled:
+      return "cancelled";
   }
   return "?";
 }
@@ -208,9 +211,25 @@ constexpr TaskStatus status_of(TaskState s) noexcept {
       return TaskStatus::dead;
     case TaskState::done:
       return TaskStatus::done;
+    case TaskState::cancelled:
+      return TaskStatus::cancelled;
   }
   return TaskStatus::unknown;
 }
+
+/// What Client::cancel did.
+enum class CancelOutcome : std::uint8_t {
+  cancelled,  ///< it was waiting (queued, delayed, parked): it will not run
+  requested,  ///< it is running: its handler is asked to stop (TaskContext::cancel_requested)
+  finished,   ///< it had finished already (done, dead, cancelled): nothing changed
+};
+
+/// What a cancel of many tasks did (Client::cancel_queue, cancel_type, cancel_group).
+struct CancelCounts {
+  std::size_t cancelled = 0;  ///< were waiting: will not run
+  std::size_t requested = 0;  ///< were running: their handlers are asked to stop
+  std::size_t finished = 0;   ///< had finished meanwhile
+};
 
 /// A task as Client::status found it: one consistent reading of its record.
 struct TaskInfo {
@@ -228,13 +247,14 @@ struct TaskInfo {
   std::int64_t finished_ns = 0;    ///< done: CLOCK_MONOTONIC_COARSE when it finished
   std::uint32_t result_bytes = 0;  ///< done: the size of its result
   bool keep_result = false;        ///< enqueued with keep_result
+  bool cancel_requested = false;   ///< running: Client::cancel asked its handler to stop
   std::string last_error;          ///< the last failure's reason (dead: why), or empty
 };
 
 /// What a finished task left (Client::take_result, Client::wait).
 struct TaskResult {
   TaskId id = kNoTask;
-  TaskStatus status = TaskStatus::unknown;  ///< done or dead
+  TaskStatus status = TaskStatus::unknown;  ///< done, dead or cancelled
   std::string value;                        ///< done: the handler's result bytes
   std::string error;                        ///< dead: why
   std::int64_t finished_ns = 0;             ///< done: CLOCK_MONOTONIC_COARSE when it finished

@@ -4,6 +4,7 @@
 
 #include "impl.hpp"
 
+#include "cancel.hpp"
 #include "delayed.hpp"
 #include "enqueue.hpp"
 #include "enqueue_batch.hpp"

@@ -110,7 +110,7 @@ inline TaskId Client::Impl::fill_record(std::uint32_t idx, std::uint64_t word, s
   if (o.retry.backoff_x100 != defaults.backoff_x100 || o.retry.max_delay != defaults.max_delay ||
       o.retry.jitter_pct != defaults.jitter_pct || o.group_id != 0 || o.keep_result) {
     auto* cold = core->cold(idx);
-    cold->group_id = o.group_id;
+    detail::set_field(cold->group_id, o.group_id);  // cancel_group reads it without owning the record
     cold->retry_max_delay_ms = static_cast<std::uint32_t>(o.retry.max_delay.count());
     cold->retry_backoff_x100 = o.retry.backoff_x100;
     cold->retry_jitter_pct = o.retry.jitter_pct;

@@ -209,9 +209,17 @@ struct Client::Impl {
   // Cold: out of line, so that the dead-letter path it sits on stays small where it inlines.
   [[gnu::cold]] void wake_result_waiters(std::uint32_t idx) noexcept;
   Errc take_result(TaskId id, TaskResult& out);
+  static bool is_kept(std::uint64_t s) noexcept;
   bool drop_result(std::uint32_t idx, std::uint64_t s) noexcept;
   std::size_t expire_results(std::int64_t now) noexcept;
   [[gnu::cold]] bool evict_result() noexcept;
+
+  // ---- cancel (cancel.hpp) -----------------------------------------------------------
+  static constexpr std::uint32_t kAnyQueue = UINT32_MAX;
+  Errc cancel(TaskId id, CancelOutcome& out) noexcept;
+  Errc finish_cancelled(std::uint32_t idx, std::uint64_t word) noexcept;
+  bool cancel_requested(const Taken& t) const noexcept;
+  CancelCounts cancel_matching(std::uint32_t queue, std::uint64_t type, std::uint64_t group) noexcept;
 
   // ---- enqueue (enqueue.hpp) ---------------------------------------------------------
   // What a batch owes once it is published: counter bumps per (queue, level) and a

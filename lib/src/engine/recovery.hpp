@@ -58,8 +58,9 @@ inline void Client::Impl::recover_records(DeadOwner dead, ReapReport& rep) noexc
       case TaskState::delayed:
         mark_delayed(idx, detail::load_not_before(core->hot(idx)));
         break;
-      case TaskState::done:  // a reader died holding the result: it stays kept, for the next reader
-        c.state.compare_exchange_strong(s, next_word(s, TaskState::done, 0), std::memory_order_acq_rel);
+      case TaskState::done:  // a reader died holding the outcome: it stays kept, for the next reader
+      case TaskState::cancelled:
+        c.state.compare_exchange_strong(s, next_word(s, state_of(s), 0), std::memory_order_acq_rel);
         break;
       case TaskState::virgin:  // owns nothing
       case TaskState::dead:    // owned by nobody in particular: stays a dead letter

@@ -1,8 +1,7 @@
 // Kept results: a task enqueued with keep_result keeps its record when it finishes, in
-// state done, holding its result in the payload area, until a reader takes it (Client::
-// take_result, Client::wait), its time runs out (the janitor's expire_results) or the
-// table needs the record (evict_result). Waiters sleep on the record's state word.
-// docs/lifecycle.md walks through the protocol; the steps:
+// state done (or cancelled, engine/cancel.hpp), holding its result in the payload area, until a reader takes it
+// (Client:: take_result, Client::wait), its time runs out (the janitor's expire_results) or the table needs the record
+// (evict_result). Waiters sleep on the record's state word. docs/lifecycle.md walks through the protocol; the steps:
 //
 //   (K-done)  the finisher writes the result, finished_ns and the result's expiry, then
 //             CASes running -> done (owner 0, release), then looks for waiters (seq_cst);
@@ -67,15 +66,17 @@ inline Errc Client::Impl::take_result(TaskId id, TaskResult& out) {
     std::atomic_thread_fence(std::memory_order_acquire);
     return state.load(std::memory_order_relaxed) == s ? Errc::ok : Errc::unavailable;
   }
-  if (state_of(s) != TaskState::done) return Errc::not_finished;
+  const TaskState kept = state_of(s);
+  if (kept != TaskState::done && kept != TaskState::cancelled) return Errc::not_finished;
   if (owner_of(s) != 0) return Errc::unavailable;
   // (K-claim) acq_rel: the result's bytes are ours to read (paired with K-done's release).
-  const std::uint64_t mine = next_word(s, TaskState::done, token);
+  const std::uint64_t mine = next_word(s, kept, token);
   if (!state.compare_exchange_strong(s, mine, std::memory_order_acq_rel, std::memory_order_relaxed))
     return Errc::unavailable;
   SHMSCHED_FAULT_POINT(result_after_claim);
   const std::uint32_t n = std::min(b->payload_len, core->layout.payload_bytes);
-  out.status = TaskStatus::done;
+  out.status = status_of(kept);
+  if (kept == TaskState::cancelled) out.error = "cancelled";
   out.value.assign(reinterpret_cast<const char*>(core->payload(idx)), n);
   out.finished_ns = core->cold(idx)->finished_ns;
   // (K-free) release: our reads of the body happen-before the next owner's (S0).
@@ -86,6 +87,11 @@ inline Errc Client::Impl::take_result(TaskId id, TaskResult& out) {
     recent.store(idx, std::memory_order_relaxed);
   }
   return Errc::ok;
+}
+
+// A kept outcome (done or cancelled) no reader holds.
+inline bool Client::Impl::is_kept(std::uint64_t s) noexcept {
+  return (state_of(s) == TaskState::done || state_of(s) == TaskState::cancelled) && owner_of(s) == 0;
 }
 
 // Frees the done record idx (state word s, no reader holding it) without reading it: its
@@ -105,7 +111,7 @@ inline std::size_t Client::Impl::expire_results(std::int64_t now) noexcept {
   std::size_t n = 0;
   for (std::uint32_t i = 0, end = core->scan_end(); i < end; ++i) {
     const std::uint64_t s = core->ctrl[i].state.load(std::memory_order_acquire);
-    if (state_of(s) != TaskState::done || owner_of(s) != 0) continue;
+    if (!is_kept(s)) continue;
     if (detail::peek_field(core->hot(i)->expires_ns) > now) continue;
     if (drop_result(i, s)) ++n;
   }
@@ -123,7 +129,7 @@ inline bool Client::Impl::evict_result() noexcept {
     std::int64_t first = INT64_MAX;
     for (std::uint32_t i = 0, end = core->scan_end(); i < end; ++i) {
       const std::uint64_t s = core->ctrl[i].state.load(std::memory_order_acquire);
-      if (state_of(s) != TaskState::done || owner_of(s) != 0) continue;
+      if (!is_kept(s)) continue;
       const std::int64_t f = detail::peek_field(core->cold(i)->finished_ns);
       if (f < first) {
         first = f;

@@ -128,11 +128,15 @@ static_assert(sizeof(TaskHot) == kCacheLine);
 struct alignas(kCacheLine) TaskCold {
   std::uint64_t group_id;
   std::int64_t finished_ns;  // done: CLOCK_MONOTONIC_COARSE when it finished
+  // The id of the task whose handler Client::cancel asked to stop. Written by the
+  // canceller, not the owner: an id, so that a request that lands after the record went
+  // to another task asks nothing of that task (its id differs).
+  std::uint64_t cancel_id;
   std::uint32_t retry_max_delay_ms;
   std::uint32_t result_ttl_s;        // keep_result: how long a result is kept
   std::uint16_t retry_backoff_x100;  // multiplier per attempt, x100 (200 = doubling)
   std::uint16_t retry_jitter_pct;
-  char last_error[100];
+  char last_error[92];
 };
 static_assert(sizeof(TaskCold) == 2 * kCacheLine);
 

@@ -19,19 +19,20 @@ namespace shmsched {
 
 /// Where a task record is in its life. Only the state word says so.
 enum class TaskState : std::uint8_t {
-  virgin = 0,    ///< never used since the segment was created (implicitly free)
-  free = 1,      ///< unused; any producer may reserve it
-  reserved = 2,  ///< allocated and being filled by its owner; not yet accepted
-  queued = 3,    ///< accepted; in the priority ring named by `where`, or being put there
-  running = 4,   ///< accepted; held by its owner (a handler runs it, or it is moving)
-  delayed = 5,   ///< accepted; waits for its not-before time in the delayed index
-  parked = 6,    ///< accepted; waits for a semaphore permit
-  dead = 7,      ///< dead-lettered, with its reason in last_error
-  done = 8,      ///< finished with keep_result: holds its result until taken, expired or evicted
+  virgin = 0,     ///< never used since the segment was created (implicitly free)
+  free = 1,       ///< unused; any producer may reserve it
+  reserved = 2,   ///< allocated and being filled by its owner; not yet accepted
+  queued = 3,     ///< accepted; in the priority ring named by `where`, or being put there
+  running = 4,    ///< accepted; held by its owner (a handler runs it, or it is moving)
+  delayed = 5,    ///< accepted; waits for its not-before time in the delayed index
+  parked = 6,     ///< accepted; waits for a semaphore permit
+  dead = 7,       ///< dead-lettered, with its reason in last_error
+  done = 8,       ///< finished with keep_result: holds its result until taken, expired or evicted
+  cancelled = 9,  ///< cancelled with keep_result: kept, like done, for whoever waits or asks
 };
 
 /// The number of states (a state word's state field holds up to 16 values).
-inline constexpr std::size_t kTaskStates = 9;
+inline constexpr std::size_t kTaskStates = 10;
 
 /// A state's name, as docs and tools print it; "?" for a value that is no state.
 constexpr std::string_view to_string(TaskState s) noexcept {
@@ -54,6 +55,8 @@ constexpr std::string_view to_string(TaskState s) noexcept {
       return "dead";
     case TaskState::done:
       return "done";
+    case TaskState::cancelled:
+      return "cancelled";
   }
   return "?";
 }
@@ -75,16 +78,17 @@ constexpr bool is_outstanding(TaskState s) noexcept {
     case TaskState::reserved:
     case TaskState::dead:
     case TaskState::done:
+    case TaskState::cancelled:
       return false;
   }
   return false;
 }
 
-/// The record's queue field names the queue it belongs to (outstanding, dead, or done
-/// with its result); in the other states the field is left over from an earlier task, or
+/// The record's queue field names the queue it belongs to (outstanding, dead, or done or
+/// cancelled with its outcome kept); in the other states the field is left over from an earlier task, or
 /// not written yet.
 constexpr bool names_queue(TaskState s) noexcept {
-  return is_outstanding(s) || s == TaskState::dead || s == TaskState::done;
+  return is_outstanding(s) || s == TaskState::dead || s == TaskState::done || s == TaskState::cancelled;
 }
 
 namespace detail {
@@ -119,16 +123,17 @@ constexpr bool transition_allowed(TaskState from, TaskState to) noexcept {
       return to == TaskState::running || to == TaskState::queued || to == TaskState::free;
     case TaskState::running:  // done (freed, or keeping its result), requeued, parked, retried later,
                               // dead-lettered, taken over
-      return to == TaskState::free || to == TaskState::done || to == TaskState::queued || to == TaskState::parked ||
-             to == TaskState::delayed || to == TaskState::dead || to == TaskState::running;
+      return to == TaskState::free || to == TaskState::done || to == TaskState::cancelled || to == TaskState::queued ||
+             to == TaskState::parked || to == TaskState::delayed || to == TaskState::dead || to == TaskState::running;
     case TaskState::delayed:  // due: promoted
       return to == TaskState::running;
     case TaskState::parked:  // unparked or handed over; a dead owner's name dropped
       return to == TaskState::running || to == TaskState::parked;
     case TaskState::dead:  // requeued or purged
       return to == TaskState::running || to == TaskState::free;
-    case TaskState::done:  // claimed by a reader or a dead reader's name dropped; taken, expired or evicted
-      return to == TaskState::done || to == TaskState::free;
+    case TaskState::done:       // claimed by a reader or a dead reader's name dropped; taken, expired or evicted
+    case TaskState::cancelled:  // the same, for a kept cancellation
+      return to == from || to == TaskState::free;
   }
   return false;  // no state at all: a damaged word
 }

@@ -1,0 +1,106 @@
+// Cancel. A waiting task (queued, delayed or parked) is claimed by the canceller as a
+// take claims it: one CAS from the exact word it loaded, so of a cancel and a take (or a
+// promotion, or an unpark) racing for it exactly one wins. The canceller, now its owner,
+// finishes it as cancelled: freed, or with keep_result kept in state cancelled (like a
+// result: for status, take_result and wait, until taken, expired or evicted). Its ring
+// entry or delayed bit stays where it is (no ring surgery): the popper or promoter that
+// meets it finds the record no longer takeable there and drops the reference, as it does
+// any leftover. A canceller killed after its claim leaves a running task of a dead owner,
+// which the reaper requeues: the cancel did not happen (fault point cancel_after_claim).
+//
+// A running task is not stopped from outside: the canceller writes the task's id into
+// the record's cancel_id, which its handler reads (TaskContext::cancel_requested); a
+// worker that then gives up on it finishes it as cancelled (Client::finish_cancelled).
+#pragma once
+
+#include "impl.hpp"
+
+namespace shmsched {
+
+inline Errc Client::Impl::cancel(TaskId id, CancelOutcome& out) noexcept {
+  const std::uint32_t idx = core->id_index(id);
+  if (id == kNoTask || idx >= core->capacity) return Errc::unknown_task;
+  auto& state = core->ctrl[idx].state;
+  const auto* b = core->hot(idx);
+  for (;;) {
+    std::uint64_t s = state.load(std::memory_order_acquire);
+    if (detail::peek_field(b->id) != id) return Errc::unknown_task;
+    switch (state_of(s)) {
+      case TaskState::queued:
+      case TaskState::delayed:
+      case TaskState::parked: {
+        // (C1) acq_rel, as a take's claim (T2): the record is ours, or someone moved it
+        // first and we look again.
+        const std::uint64_t mine = next_word(s, TaskState::running, token);
+        if (!state.compare_exchange_strong(s, mine, std::memory_order_acq_rel, std::memory_order_relaxed)) continue;
+        SHMSCHED_FAULT_POINT(cancel_after_claim);
+        out = CancelOutcome::cancelled;
+        return finish_cancelled(idx, mine);
+      }
+      case TaskState::running:
+        // relaxed: a request, read by the handler when it looks; the id (never reused)
+        // keeps a late store from asking anything of the record's next task.
+        std::atomic_ref<std::uint64_t>(core->cold(idx)->cancel_id).store(id, std::memory_order_relaxed);
+        out = CancelOutcome::requested;
+        return Errc::ok;
+      case TaskState::dead:
+      case TaskState::done:
+      case TaskState::cancelled:
+        out = CancelOutcome::finished;
+        return Errc::ok;
+      case TaskState::virgin:
+      case TaskState::free:
+      case TaskState::reserved:
+        return Errc::unknown_task;
+    }
+    return Errc::corrupt;  // no state at all: a damaged word
+  }
+}
+
+// Finishes record idx, ours with state word `word`, as cancelled: freed, or kept.
+inline Errc Client::Impl::finish_cancelled(std::uint32_t idx, std::uint64_t word) noexcept {
+  auto* b = core->hot(idx);
+  if ((b->flags & detail::kKeepResult) == 0) return free_record(idx, word);
+  auto* c = core->cold(idx);
+  const std::int64_t now = detail::coarse_now_ns();
+  detail::set_field(b->payload_len, std::uint32_t{0});
+  detail::set_field(c->finished_ns, now);
+  detail::set_field(b->expires_ns, now + std::int64_t{c->result_ttl_s} * 1'000'000'000);
+  // release, as K-done: the fields happen-before a reader's claim.
+  if (!core->ctrl[idx].state.compare_exchange_strong(word, next_word(word, TaskState::cancelled, 0),
+                                                     std::memory_order_release, std::memory_order_relaxed))
+    return Errc::fenced;
+  core->header->results_kept.fetch_add(1, std::memory_order_relaxed);
+  wake_result_waiters(idx);
+  return Errc::ok;
+}
+
+// Whether Client::cancel asked the running task `t` to stop.
+inline bool Client::Impl::cancel_requested(const Taken& t) const noexcept {
+  return names_record(t) &&
+         std::atomic_ref<std::uint64_t>(core->cold(t.index)->cancel_id).load(std::memory_order_relaxed) == t.id;
+}
+
+// Cancels every task of `queue` (any queue when kAnyQueue), of type hash `type` (any when
+// 0) and of `group` (any when 0) that waits; asks those that run to stop. What it did, by
+// outcome.
+inline CancelCounts Client::Impl::cancel_matching(std::uint32_t queue, std::uint64_t type,
+                                                  std::uint64_t group) noexcept {
+  CancelCounts n;
+  for (std::uint32_t i = 0, end = core->scan_end(); i < end; ++i) {
+    const TaskState st = state_of(core->ctrl[i].state.load(std::memory_order_acquire));
+    if (!is_outstanding(st)) continue;
+    const auto* b = core->hot(i);
+    if (queue != kAnyQueue && detail::peek_field(b->queue) != queue) continue;
+    if (type != 0 && detail::peek_field(b->type_hash) != type) continue;
+    if (group != 0 && ((detail::peek_field(b->flags) & detail::kHasGroup) == 0 ||
+                       detail::peek_field(core->cold(i)->group_id) != group))
+      continue;
+    CancelOutcome out{};
+    if (cancel(detail::peek_field(b->id), out) != Errc::ok) continue;
+    (out == CancelOutcome::cancelled ? n.cancelled : out == CancelOutcome::requested ? n.requested : n.finished)++;
+  }
+  return n;
+}
+
+}  // namespace shmsched
