@@ -73,6 +73,8 @@ std::string_view to_string(Errc code) noexcept {
       return "unknown task";
     case Errc::not_finished:
       return "task not finished";
+    case Errc::not_waiting:
+      return "task not waiting";
   }
   return "unknown error";
 }

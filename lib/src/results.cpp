@@ -1,5 +1,5 @@
-// Client's kept results (take_result, wait) and cancel. The protocols are
-// engine/results.hpp's and engine/cancel.hpp's.
+// Client's kept results (take_result, wait), cancel and re-prioritise. The protocols are
+// engine/results.hpp's, engine/cancel.hpp's and engine/priority.hpp's.
 
 #include "engine/engine.hpp"
 
@@ -61,6 +61,15 @@ CancelCounts Client::cancel_type(std::string_view type) noexcept {
 CancelCounts Client::cancel_group(std::uint64_t group_id) noexcept {
   if (group_id == 0) return {};
   return impl_->cancel_matching(Impl::kAnyQueue, 0, group_id);
+}
+
+Errc Client::set_priority(TaskId id, std::uint8_t level) noexcept {
+  return impl_->set_priority(id, level);
+}
+
+std::size_t Client::set_group_priority(std::uint64_t group_id, std::uint8_t level) noexcept {
+  if (group_id == 0 || level >= impl_->core->levels) return 0;
+  return impl_->set_group_priority(group_id, level);
 }
 
 bool Client::cancel_requested(const Taken& task) const noexcept {

@@ -110,4 +110,18 @@ TEST_F(ResultsCrash, ACancellerKilledAfterItsClaimLeavesTheTaskToRun) {
   EXPECT_EQ(parent.take_result(id).value().value, "ran");
 }
 
+TEST_F(ResultsCrash, AMoverKilledAfterItsClaimLeavesTheTaskAtItsOldLevel) {
+  const TaskId id = enqueue_kept();
+  ASSERT_TRUE(dies_at(Point::priority_after_claim, [&] {
+    auto c = Client::attach(seg, Role::producer).value();
+    (void)c.set_priority(id, 1);
+  }));
+  EXPECT_EQ(parent.reap_dead().requeued, 1u);
+  Taken t;
+  ASSERT_TRUE(parent.try_take(q, t));
+  EXPECT_EQ(t.id, id);
+  EXPECT_EQ(t.level, 0) << "the move did not happen";
+  ASSERT_EQ(parent.complete(t), Errc::ok);
+}
+
 }  // namespace

@@ -304,8 +304,8 @@ class Shmctl : public ::testing::Test {
 // ---------------------------------------------------------------------------------
 // Command line
 
-const char* const kVerbs[] = {"create", "destroy", "ls",   "stat",   "metrics", "top",    "queue",  "sem",
-                              "dlq",    "recover", "wait", "submit", "worker",  "status", "result", "cancel"};
+const char* const kVerbs[] = {"create",  "destroy", "ls",     "stat",   "metrics", "top",    "queue",  "sem",     "dlq",
+                              "recover", "wait",    "submit", "worker", "status",  "result", "cancel", "priority"};
 
 TEST_F(Shmctl, EveryVerbHasHelpAndBadUsageExitsTwo) {
   for (const char* verb : kVerbs) {
@@ -338,6 +338,11 @@ TEST_F(Shmctl, EveryVerbHasHelpAndBadUsageExitsTwo) {
       {"status", name(), "not-a-number"},
       {"result", name()},
       {"cancel", name()},
+      {"priority", name(), "12"},
+      {"priority", name(), "12", "99"},
+      {"submit", name(), "--queue", "general", "--at", "tomorrow", "--", "true"},
+      {"submit", name(), "--queue", "general", "--at", "2026-02-30T25:00", "--", "true"},
+      {"submit", name(), "--queue", "general", "--expires", "0", "--", "true"},
       {"cancel", name(), "12", "--queue", "general"},
       {"result", name(), "12", "--wait", "soon"},
       {"submit", name(), "--queue", "general", "--keep-result", "--result-ttl", "0", "--", "true"},
@@ -1048,6 +1053,63 @@ TEST_F(Shmctl, CancelledTasksNeverRunAndARunningOneIsStopped) {
   EXPECT_EQ(purge.code(), 0) << purge;
   EXPECT_TRUE(contains(purge.out, "cancelled 3 waiting")) << purge;
   EXPECT_EQ(stat()["queued"], 0);
+}
+
+// A wall-clock time in UTC, `ahead` from now: "YYYY-MM-DDTHH:MM:SS" + `zone`.
+std::string utc_in(std::chrono::seconds ahead, const std::string& zone = "Z") {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now() + ahead);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  return buf + zone;
+}
+
+TEST_F(Shmctl, SubmitAtAWallClockTimeAndWithAnExpiry) {
+  create();
+  auto id_of = [](const Ran& r) { return r.out.substr(0, r.out.find('\n')); };
+  const Ran at = submit({"true"}, {"--at", utc_in(std::chrono::hours(1))});
+  ASSERT_EQ(at.code(), 0) << at;
+  json s = parse_json(shmctl({"status", name(), id_of(at), "--json"}));
+  EXPECT_EQ(s["status"], "delayed") << s.dump();
+  const double due_s = s["due_in_ns"].get<double>() * 1e-9;
+  EXPECT_GT(due_s, 3590);
+  EXPECT_LT(due_s, 3601);
+  // The same moment written with an offset: two hours ahead of UTC means 1 h from now.
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now() + std::chrono::hours(3));
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S+02:00", &tm);
+  const Ran offset = submit({"true"}, {"--at", buf});
+  ASSERT_EQ(offset.code(), 0) << offset;
+  const double due_offset = parse_json(shmctl({"status", name(), id_of(offset), "--json"}))["due_in_ns"].get<double>();
+  EXPECT_NEAR(due_offset * 1e-9, 3600, 10);
+  const Ran past = submit({"true"}, {"--at", utc_in(-std::chrono::hours(1))});
+  EXPECT_EQ(parse_json(shmctl({"status", name(), id_of(past), "--json"}))["status"], "queued")
+      << "a past time runs now";
+
+  const Ran expiring = submit({"true"}, {"--expires", "1ms"});
+  ASSERT_EQ(expiring.code(), 0) << expiring;
+  std::this_thread::sleep_for(20ms);
+  const pid_t worker = start_worker();
+  ASSERT_TRUE(eventually([&] {
+    return parse_json(shmctl({"status", name(), id_of(expiring), "--json"}))["status"] == "dead";
+  })) << log();
+  EXPECT_EQ(parse_json(shmctl({"status", name(), id_of(expiring), "--json"}))["last_error"],
+            "expired before it started");
+  EXPECT_TRUE(stop(worker).ok()) << log();
+}
+
+TEST_F(Shmctl, PriorityMovesAWaitingTask) {
+  create();
+  auto id_of = [](const Ran& r) { return r.out.substr(0, r.out.find('\n')); };
+  const Ran r = submit({"true"}, {"--priority", "3"});
+  const Ran p = shmctl({"priority", name(), id_of(r), "1"});
+  EXPECT_EQ(p.code(), 0) << p;
+  EXPECT_EQ(parse_json(shmctl({"status", name(), id_of(r), "--json"}))["priority"], 1);
+  const Ran unknown = shmctl({"priority", name(), "12345", "0"});
+  EXPECT_EQ(unknown.code(), 1) << unknown;
 }
 
 TEST_F(Shmctl, RecoverRequeuesTheTasksOfAKilledWorker) {

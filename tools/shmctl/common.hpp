@@ -54,7 +54,7 @@ void add_segment_verbs(CLI::App& app, Verbs& verbs);  // create, destroy, ls
 void add_stat_verbs(CLI::App& app, Verbs& verbs);     // stat, metrics
 void add_top_verb(CLI::App& app, Verbs& verbs);       // top
 void add_admin_verbs(CLI::App& app, Verbs& verbs);    // queue, sem, dlq, recover
-void add_task_verbs(CLI::App& app, Verbs& verbs);     // status, result, cancel
+void add_task_verbs(CLI::App& app, Verbs& verbs);     // status, result, cancel, priority
 void add_wait_verb(CLI::App& app, Verbs& verbs);      // wait
 void add_submit_verb(CLI::App& app, Verbs& verbs);    // submit
 void add_worker_verb(CLI::App& app, Verbs& verbs);    // worker

@@ -1,10 +1,16 @@
 // submit: enqueue shell commands as "shell" tasks, one from the command line or many
 // from stdin (one command line each, run with /bin/sh -c).
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <iostream>
 #include <memory>
+#include <string_view>
 
 #include "common.hpp"
 #include "shell_task.hpp"
@@ -22,13 +28,57 @@ struct SubmitArgs {
   unsigned retries = 2;
   std::string retry_delay = "1s";
   std::string delay;
+  std::string at;
+  std::string expires;
   std::string block = "10s";
   bool from_stdin = false;
   bool keep_result = false;
   std::string result_ttl = "10m";
   std::vector<std::string> command;
   CLI::Option* delay_option = nullptr;
+  CLI::Option* expires_option = nullptr;
 };
+
+// "2026-12-07T15:30", "2026-12-07T15:30:00", "2026-12-07 15:30:00Z",
+// "2026-12-07T15:30:00+01:00": a wall-clock time, in UTC with Z or an offset, else in
+// the host's local time (its zone, DST included, as mktime sees it).
+std::chrono::system_clock::time_point parse_wall_time(const std::string& text) {
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, used = 0;
+  char sep = 0;
+  const int n = std::sscanf(text.c_str(), "%4d-%2d-%2d%c%2d:%2d%n", &y, &mo, &d, &sep, &h, &mi, &used);
+  if (n < 6 || (sep != 'T' && sep != ' ')) throw Usage("--at " + text + ": give YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM]");
+  std::string_view rest = std::string_view(text).substr(static_cast<std::size_t>(used));
+  if (rest.size() >= 3 && rest[0] == ':' && std::isdigit(static_cast<unsigned char>(rest[1])) &&
+      std::isdigit(static_cast<unsigned char>(rest[2]))) {
+    sec = (rest[1] - '0') * 10 + (rest[2] - '0');
+    rest.remove_prefix(3);
+  }
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || h < 0 || mi < 0)
+    throw Usage("--at " + text + ": not a valid date and time");
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = sec;
+  std::time_t t = 0;
+  if (rest.empty()) {
+    tm.tm_isdst = -1;  // the zone's rules say whether DST applies then
+    t = std::mktime(&tm);
+  } else if (rest == "Z") {
+    t = ::timegm(&tm);
+  } else if (rest.size() == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':' &&
+             std::isdigit(static_cast<unsigned char>(rest[1])) && std::isdigit(static_cast<unsigned char>(rest[2])) &&
+             std::isdigit(static_cast<unsigned char>(rest[4])) && std::isdigit(static_cast<unsigned char>(rest[5]))) {
+    const int off = ((rest[1] - '0') * 10 + (rest[2] - '0')) * 3600 + ((rest[4] - '0') * 10 + (rest[5] - '0')) * 60;
+    t = ::timegm(&tm) - (rest[0] == '+' ? off : -off);
+  } else {
+    throw Usage("--at " + text + ": the zone must be Z or +HH:MM / -HH:MM (none: local time)");
+  }
+  if (t == static_cast<std::time_t>(-1)) throw Usage("--at " + text + ": not a representable time");
+  return std::chrono::system_clock::from_time_t(t);
+}
 
 // "gpu" or "gpu:2". Syntax only (a bad count is a usage error); see resolve_need.
 struct NeedSpec {
@@ -101,7 +151,16 @@ int run_submit(const SubmitArgs& a) {
   if (result_ttl < std::chrono::seconds(1) || result_ttl > std::chrono::seconds(UINT32_MAX))
     throw Usage("--result-ttl must be 1s or more");
   std::chrono::nanoseconds delay{0};
+  if (a.delay_option->count() > 0 && !a.at.empty()) throw Usage("give --delay or --at, not both");
   if (a.delay_option->count() > 0) delay = parse_duration(a.delay, "--delay");
+  if (!a.at.empty()) {  // a wall-clock time: the delay from now (a time past runs at once)
+    delay = std::max(std::chrono::nanoseconds(0), parse_wall_time(a.at) - std::chrono::system_clock::now());
+  }
+  std::chrono::nanoseconds expires{0};
+  if (a.expires_option->count() > 0) {
+    expires = parse_duration(a.expires, "--expires");
+    if (expires.count() <= 0) throw Usage("--expires must be positive");
+  }
   const auto need_items = split_list(a.needs);
   if (need_items.size() > 2) throw Usage("--needs: a task may need at most two semaphores");
   std::vector<NeedSpec> need_specs;
@@ -132,6 +191,7 @@ int run_submit(const SubmitArgs& a) {
   auto submit_one = [&](const std::string& payload, TaskId* id) {
     TaskOptions o = opts;
     if (delay.count() > 0) o.after(delay);
+    if (expires.count() > 0) o.expires_ns = monotonic_ns() + expires.count();
     const Errc e = client->enqueue_wait(kShellType, as_payload(std::string_view(payload)), o, block, id);
     if (e != Errc::ok) throw Failure(explain(e, seg, payload.size()));
   };
@@ -192,6 +252,10 @@ void add_submit_verb(CLI::App& app, Verbs& verbs) {
   c->add_option("--retry-delay", a->retry_delay, "Delay before the first retry (doubles each retry, max 60s)")
       ->capture_default_str();
   a->delay_option = c->add_option("--delay", a->delay, "Run no sooner than this from now (500ms, 10s, 2m)");
+  c->add_option("--at", a->at,
+                "Run no sooner than this wall-clock time: YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM] (no zone: local time)");
+  a->expires_option =
+      c->add_option("--expires", a->expires, "Drop the task (a dead letter) if it has not started within this");
   c->add_option("--block", a->block, "How long to wait while the segment is full")->capture_default_str();
   c->add_flag("--stdin", a->from_stdin,
               "Read one command per line from stdin (run as /bin/sh -c LINE); prints one id a line");

@@ -1,10 +1,12 @@
-// Verbs about tasks by id: status, result, cancel (also by group, type or queue).
+// Verbs about tasks by id: status, result, cancel (also by group, type or queue),
+// priority (also by group).
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common.hpp"
 
@@ -180,9 +182,61 @@ int run_cancel(const CancelArgs& a) {
   return kExitOk;
 }
 
+// ---- priority -----------------------------------------------------------------------------
+
+struct PriorityArgs {
+  std::string name, id;
+  std::vector<std::string> args;  // ID LEVEL, or LEVEL with --group
+  unsigned level = 0;
+  std::uint64_t group = 0;
+};
+
+int run_priority(PriorityArgs a) {
+  if (a.args.size() != (a.group != 0 ? 1u : 2u))
+    throw Usage("give ID LEVEL, or --group G LEVEL (shmctl priority NAME ID LEVEL)");
+  if (a.group == 0) a.id = a.args[0];
+  const std::string& level_text = a.args.back();
+  if (level_text.empty() || level_text.size() > 3 || level_text.find_first_not_of("0123456789") != std::string::npos)
+    throw Usage("LEVEL must be a level number, 0 = most urgent (got '" + level_text + "')");
+  a.level = static_cast<unsigned>(std::stoul(level_text));
+  Segment seg = open_segment(a.name, Access::change);
+  if (a.level >= seg.layout().levels)
+    throw Usage("LEVEL must be 0.." + std::to_string(seg.layout().levels - 1) + " (the segment has " +
+                std::to_string(seg.layout().levels) + " levels)");
+  auto client = Client::attach(seg, Role::observer);
+  check(client, "attach");
+  const auto level = static_cast<std::uint8_t>(a.level);
+  if (a.group != 0) {
+    std::cout << "moved " << client->set_group_priority(a.group, level) << " waiting task(s) of group " << a.group
+              << " to level " << a.level << "\n";
+    return kExitOk;
+  }
+  const TaskId id = parse_task_id(a.id);
+  switch (const Errc e = client->set_priority(id, level)) {
+    case Errc::ok:
+      std::cout << "task " << id << " waits at level " << a.level << " now\n";
+      return kExitOk;
+    case Errc::not_waiting:
+      throw Failure("task " + a.id + " does not wait (it runs or has finished): it cannot move");
+    case Errc::unknown_task:
+      throw Failure("task " + a.id + " is unknown (finished and released, or no such task)");
+    default:
+      check(e, "priority " + a.id);
+      return kExitFailure;
+  }
+}
+
 }  // namespace
 
 void add_task_verbs(CLI::App& app, Verbs& verbs) {
+  {
+    auto a = std::make_shared<PriorityArgs>();
+    auto* c = app.add_subcommand("priority", "Move a waiting task (or a group's) to another level");
+    c->add_option("NAME", a->name, "Segment name")->required();
+    c->add_option("ID LEVEL", a->args, "Task id (not with --group) and the new level, 0 = most urgent");
+    whole_number(c->add_option("--group", a->group, "Every waiting task of this group id"));
+    verbs.push_back({c, [a] { return run_priority(*a); }});
+  }
   {
     auto a = std::make_shared<CancelArgs>();
     auto* c =

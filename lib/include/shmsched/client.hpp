@@ -189,6 +189,14 @@ class Client {
   /// invalid_argument for a task without keep_result (nothing is kept to wait for).
   Result<TaskResult> wait(TaskId id, std::chrono::nanoseconds timeout);
 
+  // ---- re-prioritise -----------------------------------------------------------------
+  /// Moves a waiting task (queued, delayed, parked) to `level`, at the tail of that level
+  /// (FIFO within it). Exactly one of this and a concurrent take wins. Errors:
+  /// unknown_task, not_waiting (it runs or has finished), invalid_argument (no such level).
+  Errc set_priority(TaskId id, std::uint8_t level) noexcept;
+  /// set_priority for every waiting task of a group; how many moved.
+  std::size_t set_group_priority(std::uint64_t group_id, std::uint8_t level) noexcept;
+
   // ---- cancel ------------------------------------------------------------------------
   /// Cancels task `id`: one that waits (queued, delayed, parked) will not run -- its
   /// record is freed, or with keep_result kept as cancelled; exactly one of this and a

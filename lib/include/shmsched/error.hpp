@@ -50,6 +50,7 @@ enum class [[nodiscard]] Errc : std::uint8_t{
     unavailable,            ///< no permit free now (try_acquire); a result another reader is taking
     unknown_task,           ///< no task with that id now (finished and released, taken, expired, evicted)
     not_finished,           ///< the task has not finished yet (take_result)
+    not_waiting,            ///< the task does not wait (it runs or has finished): it cannot move
 };
 
 /// A short, stable, lower-case description of a code.

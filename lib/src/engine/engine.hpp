@@ -11,6 +11,7 @@
 #include "holders.hpp"
 #include "parking.hpp"
 #include "participants.hpp"
+#include "priority.hpp"
 #include "records.hpp"
 #include "recovery.hpp"
 #include "results.hpp"

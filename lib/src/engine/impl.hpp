@@ -221,6 +221,10 @@ struct Client::Impl {
   bool cancel_requested(const Taken& t) const noexcept;
   CancelCounts cancel_matching(std::uint32_t queue, std::uint64_t type, std::uint64_t group) noexcept;
 
+  // ---- re-prioritise (priority.hpp) --------------------------------------------------
+  Errc set_priority(TaskId id, std::uint8_t level) noexcept;
+  std::size_t set_group_priority(std::uint64_t group, std::uint8_t level) noexcept;
+
   // ---- enqueue (enqueue.hpp) ---------------------------------------------------------
   // What a batch owes once it is published: counter bumps per (queue, level) and a
   // look at each queue's sleepers. A look after the last publication covers every

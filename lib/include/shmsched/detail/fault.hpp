@@ -39,7 +39,8 @@
   X(unpark_after_claim)           /* parked task claimed by a releaser, not yet moved */       \
   X(result_before_done)           /* result written into the record, state still running */    \
   X(result_after_claim)           /* kept result claimed by a reader, not yet read or freed */ \
-  X(cancel_after_claim)           /* waiting task claimed by a canceller, not yet cancelled */
+  X(cancel_after_claim)           /* waiting task claimed by a canceller, not yet cancelled */ \
+  X(priority_after_claim)         /* waiting task claimed by a mover, level not yet changed */
 
 namespace shmsched::fault {
 

@@ -1,0 +1,154 @@
+// Re-prioritise: a waiting task moves to the tail of another level; exactly one of a move
+// and a take wins.
+#include <gtest/gtest.h>
+
+#include <barrier>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "shmsched/shmsched.hpp"
+
+using namespace shmsched;
+using namespace std::chrono_literals;
+
+namespace {
+
+Layout priority_layout() {
+  Layout l;
+  l.task_capacity = 64;
+  l.levels = 4;
+  l.payload_bytes = 16;
+  l.max_queues = 1;
+  l.max_participants = 8;
+  return l;
+}
+
+struct Priority : ::testing::Test {
+  Segment seg = Segment::create_private(priority_layout(), CreateOptions{0600, {"general"}}).value();
+  Client cli = Client::attach(seg, Role::producer | Role::consumer).value();
+  QueueId q = seg.find_queue("general").value();
+
+  TaskId enqueue(std::uint8_t level, TaskOptions o = {}) {
+    o.queue = q;
+    o.priority = level;
+    TaskId id = kNoTask;
+    EXPECT_EQ(cli.enqueue_text("job", "x", o, &id), Errc::ok);
+    return id;
+  }
+  std::vector<TaskId> drain() {
+    std::vector<TaskId> ids;
+    Taken t;
+    while (cli.try_take(q, t)) {
+      ids.push_back(t.id);
+      EXPECT_EQ(cli.complete(t), Errc::ok);
+    }
+    return ids;
+  }
+};
+
+TEST_F(Priority, AMovedTaskRunsAtItsNewLevelBehindThoseAlreadyThere) {
+  const TaskId urgent = enqueue(0), middle = enqueue(1), low = enqueue(3), lower = enqueue(3);
+  ASSERT_EQ(cli.set_priority(lower, 0), Errc::ok);
+  EXPECT_EQ(cli.status(lower).value().priority, 0);
+  EXPECT_EQ(drain(), (std::vector<TaskId>{urgent, lower, middle, low}));
+  EXPECT_EQ(cli.set_priority(urgent, 1), Errc::unknown_task) << "finished and released";
+}
+
+TEST_F(Priority, ADelayedTaskKeepsItsTimeAndRunsAtItsNewLevel) {
+  const TaskId later = enqueue(3, TaskOptions{}.after(1h));
+  const TaskId waiting = enqueue(1);
+  ASSERT_EQ(cli.set_priority(later, 0), Errc::ok);
+  const TaskInfo s = cli.status(later).value();
+  EXPECT_EQ(s.status, TaskStatus::delayed);
+  EXPECT_EQ(s.priority, 0);
+  EXPECT_EQ(drain(), (std::vector<TaskId>{waiting})) << "still not due";
+  ASSERT_EQ(cli.promote_due(monotonic_ns() + 7'200'000'000'000), 1u);
+  EXPECT_EQ(drain(), (std::vector<TaskId>{later}));
+}
+
+TEST_F(Priority, ARunningOrFinishedTaskDoesNotMoveAndNoSuchLevelIsRefused) {
+  const TaskId id = enqueue(2);
+  EXPECT_EQ(cli.set_priority(id, 4), Errc::invalid_argument);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(q, t));
+  EXPECT_EQ(cli.set_priority(id, 0), Errc::not_waiting);
+  ASSERT_EQ(cli.dead_letter(t, "no"), Errc::ok);
+  EXPECT_EQ(cli.set_priority(id, 0), Errc::not_waiting);
+  EXPECT_EQ(cli.set_priority(kNoTask, 0), Errc::unknown_task);
+}
+
+TEST_F(Priority, AGroupMovesTogether) {
+  TaskOptions g;
+  g.group_id = 9;
+  const TaskId other = enqueue(1);
+  const TaskId a = enqueue(3, g), b = enqueue(3, g);
+  EXPECT_EQ(cli.set_group_priority(9, 0), 2u);
+  EXPECT_EQ(drain(), (std::vector<TaskId>{a, b, other}));
+}
+
+// Exactly one of a take at the old level and a move wins a task: each round one task
+// waits at level 3, a taker and a mover are let go at it together. A moved task waits
+// at level 0 (the taker may still take it there, after the move).
+TEST(PriorityRace, ATakeAndAMoveNeverBothWin) {
+  Segment seg = Segment::create_private(priority_layout(), CreateOptions{0600, {"general"}}).value();
+  const QueueId q = seg.find_queue("general").value();
+  Client producer = Client::attach(seg, Role::producer | Role::consumer).value();
+  constexpr int kRounds = 400;
+  constexpr int kNone = -1;
+  std::vector<TaskId> ids(kRounds);
+  std::vector<int> took_at(kRounds, kNone);
+  std::vector<char> moved(kRounds, 0);
+  std::barrier<> start(3), end(3);
+  std::thread taker([&] {
+    Client c = Client::attach(seg).value();
+    Taken t;
+    for (int i = 0; i < kRounds; ++i) {
+      start.arrive_and_wait();
+      if (c.try_take(q, t)) {
+        took_at[static_cast<std::size_t>(i)] = t.level;
+        EXPECT_EQ(c.complete(t), Errc::ok);
+      }
+      end.arrive_and_wait();
+    }
+  });
+  std::thread mover([&] {
+    Client c = Client::attach(seg).value();
+    for (int i = 0; i < kRounds; ++i) {
+      start.arrive_and_wait();
+      moved[static_cast<std::size_t>(i)] = c.set_priority(ids[static_cast<std::size_t>(i)], 0) == Errc::ok;
+      end.arrive_and_wait();
+    }
+  });
+  TaskOptions o;
+  o.queue = q;
+  o.priority = 3;
+  int takes = 0, moves = 0;
+  for (int i = 0; i < kRounds; ++i) {
+    const auto k = static_cast<std::size_t>(i);
+    ASSERT_EQ(producer.enqueue_text("job", "", o, &ids[k]), Errc::ok);
+    start.arrive_and_wait();
+    end.arrive_and_wait();
+    if (!moved[k]) {
+      EXPECT_EQ(took_at[k], 3) << "round " << i << ": neither moved nor taken at its old level";
+      ++takes;
+      continue;
+    }
+    ++moves;
+    EXPECT_NE(took_at[k], 3) << "round " << i << ": moved and taken at its old level";
+    if (took_at[k] == kNone) {
+      Taken t;
+      ASSERT_TRUE(producer.try_take(q, t)) << "round " << i << ": a moved task was lost";
+      EXPECT_EQ(t.id, ids[k]);
+      EXPECT_EQ(t.level, 0);
+      EXPECT_EQ(producer.complete(t), Errc::ok);
+    }
+  }
+  taker.join();
+  mover.join();
+  EXPECT_EQ(inspect(seg).records.outstanding(), 0u);
+  EXPECT_GT(takes, 0) << "the race never went the take's way: the test checked little";
+  EXPECT_GT(moves, 0) << "the race never went the move's way: the test checked little";
+}
+
+}  // namespace
