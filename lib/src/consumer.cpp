@@ -29,6 +29,7 @@ struct Consumer::Impl {
   ConsumerOptions opts;
   std::vector<QueueId> home, help;
   std::unordered_map<std::uint64_t, Handler> handlers;
+  EventHook hook;
   std::unordered_map<std::uint64_t, std::string> handler_names;
   std::unordered_map<std::uint64_t, std::array<Need, 2>> type_needs;
   std::atomic<std::uint64_t> parked{0}, handed{0};
@@ -127,6 +128,14 @@ struct Consumer::Impl {
     return need;
   }
 
+  void emit(TaskEvent e, const Taken& t, std::string_view why) noexcept {
+    if (!hook) return;
+    try {
+      hook(e, t, why);
+    } catch (...) {  // the task has moved on: nothing to undo
+    }
+  }
+
   // Calls the handler; an exception counts as a failure with its message.
   static Outcome invoke(Handler& handler, TaskContext& ctx) {
     try {
@@ -149,6 +158,7 @@ struct Consumer::Impl {
       (void)client->dead_letter(t, why);
       no_handler.fetch_add(1, std::memory_order_relaxed);
       dead.fetch_add(1, std::memory_order_relaxed);
+      emit(TaskEvent::dead_lettered, t, why);
       return false;
     }
     const std::array<Need, 2> need = needs_of(t);
@@ -169,6 +179,7 @@ struct Consumer::Impl {
     if (o.kind() != Outcome::Kind::done && client->cancel_requested(t)) {
       (void)client->finish_cancelled(t);  // gave up on cancel: not retried
       cancelled.fetch_add(1, std::memory_order_relaxed);
+      emit(TaskEvent::cancelled, t, {});
     } else {
       finish(w, t, o, last_attempt);
     }
@@ -187,6 +198,7 @@ struct Consumer::Impl {
       case Outcome::Kind::done:
         (void)(t.keep_result ? client->complete(t, as_payload(std::string_view(o.result()))) : client->complete(t));
         local[w].done.store(local[w].done.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        emit(TaskEvent::done, t, {});
         break;
       case Outcome::Kind::retry:
       case Outcome::Kind::fail: {
@@ -194,6 +206,7 @@ struct Consumer::Impl {
         (void)client->retry_or_dead_letter(t, o.reason(), o.delay(), is_fail);
         (last_attempt ? dead : retried).fetch_add(1, std::memory_order_relaxed);
         if (is_fail) failed.fetch_add(1, std::memory_order_relaxed);
+        emit(last_attempt ? TaskEvent::dead_lettered : is_fail ? TaskEvent::failed : TaskEvent::retried, t, o.reason());
         break;
       }
     }
@@ -310,6 +323,10 @@ Result<std::unique_ptr<Consumer>> Consumer::create(Segment& segment, ConsumerOpt
 void Consumer::on(std::string_view type, Handler handler) {
   impl_->handlers[type_hash(type)] = std::move(handler);
   impl_->handler_names[type_hash(type)] = std::string(type);
+}
+
+void Consumer::on_event(EventHook hook) {
+  impl_->hook = std::move(hook);
 }
 
 Result<void> Consumer::needs(std::string_view type, const std::vector<std::pair<std::string, std::uint16_t>>& list) {

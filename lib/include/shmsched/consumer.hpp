@@ -86,6 +86,19 @@ struct TaskContext {
 
 using Handler = std::function<Outcome(TaskContext&)>;
 
+/// What became of a task a worker of this Consumer ran (Consumer::on_event).
+enum class TaskEvent : std::uint8_t {
+  done,           ///< completed
+  retried,        ///< the handler asked to run it again later (an attempt counted)
+  failed,         ///< the attempt failed; it runs again per its retry policy
+  dead_lettered,  ///< failed for good (out of attempts, or no handler for its type)
+  cancelled,      ///< gave up on a cancel request: not retried
+};
+/// Called in the worker right after the task's transition, with the reason for retried,
+/// failed and dead_lettered. The task has moved on: its id, type, queue, level and
+/// attempt are as it ran, but its payload view may already hold another task's bytes.
+using EventHook = std::function<void(TaskEvent, const Taken&, std::string_view reason)>;
+
 struct ConsumerOptions {
   std::vector<std::string> home;  ///< drained first, in this order
   std::vector<std::string> help;  ///< only when every home queue is empty
@@ -124,6 +137,9 @@ class Consumer {
 
   /// Registers the handler of a task type (before start()).
   void on(std::string_view type, Handler handler);
+  /// Registers the hook every worker calls after each task it ran (before start()). An
+  /// exception it throws is swallowed: the task has moved on already.
+  void on_event(EventHook hook);
   /// A handler that receives the payload decoded as T (trivially copyable); a payload
   /// of another size fails the task.
   template <class T, class F>
