@@ -17,44 +17,66 @@
 
 namespace shmsched {
 
-inline Errc Client::Impl::cancel(TaskId id, CancelOutcome& out) noexcept {
-  const std::uint32_t idx = core->id_index(id);
-  if (id == kNoTask || idx >= core->capacity) return Errc::unknown_task;
+// (C1) Claims task `id` if it waits (queued, delayed or parked), as a take's claim (T2)
+// does: one CAS from the exact word loaded, so of this and a take, a promotion, an unpark,
+// a cancel or a move exactly one wins. On `claimed`, `was` is the word it had and `mine`
+// the word it has now (running, ours); the record is idx.
+inline Client::Impl::Waiting Client::Impl::claim_waiting(TaskId id, std::uint32_t& idx, std::uint64_t& was,
+                                                         std::uint64_t& mine) noexcept {
+  idx = core->id_index(id);
+  if (id == kNoTask || idx >= core->capacity) return Waiting::unknown;
   auto& state = core->ctrl[idx].state;
   const auto* b = core->hot(idx);
   for (;;) {
-    std::uint64_t s = state.load(std::memory_order_acquire);
-    if (detail::peek_field(b->id) != id) return Errc::unknown_task;
-    switch (state_of(s)) {
+    was = state.load(std::memory_order_acquire);
+    if (detail::peek_field(b->id) != id) return Waiting::unknown;
+    switch (state_of(was)) {
       case TaskState::queued:
       case TaskState::delayed:
       case TaskState::parked: {
-        // (C1) acq_rel, as a take's claim (T2): the record is ours, or someone moved it
-        // first and we look again.
-        const std::uint64_t mine = next_word(s, TaskState::running, token);
-        if (!state.compare_exchange_strong(s, mine, std::memory_order_acq_rel, std::memory_order_relaxed)) continue;
-        SHMSCHED_FAULT_POINT(cancel_after_claim);
-        out = CancelOutcome::cancelled;
-        return finish_cancelled(idx, mine);
+        mine = next_word(was, TaskState::running, token);
+        std::uint64_t expected = was;
+        // acq_rel, as (T2): the body is ours to read and write, or someone moved it first.
+        if (state.compare_exchange_strong(expected, mine, std::memory_order_acq_rel, std::memory_order_relaxed))
+          return Waiting::claimed;
+        continue;
       }
       case TaskState::running:
-        // relaxed: a request, read by the handler when it looks; the id (never reused)
-        // keeps a late store from asking anything of the record's next task.
-        std::atomic_ref<std::uint64_t>(core->cold(idx)->cancel_id).store(id, std::memory_order_relaxed);
-        out = CancelOutcome::requested;
-        return Errc::ok;
+        return Waiting::running;
       case TaskState::dead:
       case TaskState::done:
       case TaskState::cancelled:
-        out = CancelOutcome::finished;
-        return Errc::ok;
+        return Waiting::finished;
       case TaskState::virgin:
       case TaskState::free:
       case TaskState::reserved:
-        return Errc::unknown_task;
+        return Waiting::unknown;
     }
-    return Errc::corrupt;  // no state at all: a damaged word
+    return Waiting::unknown;  // no state at all: a damaged word
   }
+}
+
+inline Errc Client::Impl::cancel(TaskId id, CancelOutcome& out) noexcept {
+  std::uint32_t idx = 0;
+  std::uint64_t was = 0, mine = 0;
+  switch (claim_waiting(id, idx, was, mine)) {
+    case Waiting::claimed:
+      SHMSCHED_FAULT_POINT(cancel_after_claim);
+      out = CancelOutcome::cancelled;
+      return finish_cancelled(idx, mine);
+    case Waiting::running:
+      // relaxed: a request, read by the handler when it looks; the id (never reused)
+      // keeps a late store from asking anything of the record's next task.
+      std::atomic_ref<std::uint64_t>(core->cold(idx)->cancel_id).store(id, std::memory_order_relaxed);
+      out = CancelOutcome::requested;
+      return Errc::ok;
+    case Waiting::finished:
+      out = CancelOutcome::finished;
+      return Errc::ok;
+    case Waiting::unknown:
+      return Errc::unknown_task;
+  }
+  return Errc::unknown_task;
 }
 
 // Finishes record idx, ours with state word `word`, as cancelled: freed, or kept.

@@ -216,6 +216,9 @@ struct Client::Impl {
 
   // ---- cancel (cancel.hpp) -----------------------------------------------------------
   static constexpr std::uint32_t kAnyQueue = UINT32_MAX;
+  // What claim_waiting found: the task claimed (it waited), running, finished, or unknown.
+  enum class Waiting : std::uint8_t { claimed, running, finished, unknown };
+  Waiting claim_waiting(TaskId id, std::uint32_t& idx, std::uint64_t& was, std::uint64_t& mine) noexcept;
   Errc cancel(TaskId id, CancelOutcome& out) noexcept;
   Errc finish_cancelled(std::uint32_t idx, std::uint64_t word) noexcept;
   bool cancel_requested(const Taken& t) const noexcept;

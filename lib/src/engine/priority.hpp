@@ -14,37 +14,23 @@ namespace shmsched {
 
 inline Errc Client::Impl::set_priority(TaskId id, std::uint8_t level) noexcept {
   if (level >= core->levels) return Errc::invalid_argument;
-  const std::uint32_t idx = core->id_index(id);
-  if (id == kNoTask || idx >= core->capacity) return Errc::unknown_task;
-  auto& state = core->ctrl[idx].state;
-  auto* b = core->hot(idx);
-  for (;;) {
-    std::uint64_t s = state.load(std::memory_order_acquire);
-    if (detail::peek_field(b->id) != id) return Errc::unknown_task;
-    switch (state_of(s)) {
-      case TaskState::queued:
-      case TaskState::delayed:
-      case TaskState::parked: {
-        // (P1) acq_rel, as a take's claim (T2).
-        std::uint64_t mine = next_word(s, TaskState::running, token);
-        if (!state.compare_exchange_strong(s, mine, std::memory_order_acq_rel, std::memory_order_relaxed)) continue;
-        SHMSCHED_FAULT_POINT(priority_after_claim);
-        detail::set_field(b->level, level);
-        if (state_of(s) == TaskState::delayed) return delay_record(idx, mine, detail::load_not_before(b));
-        return requeue_record(idx, mine);
-      }
-      case TaskState::running:
-      case TaskState::dead:
-      case TaskState::done:
-      case TaskState::cancelled:
-        return Errc::not_waiting;
-      case TaskState::virgin:
-      case TaskState::free:
-      case TaskState::reserved:
-        return Errc::unknown_task;
+  std::uint32_t idx = 0;
+  std::uint64_t was = 0, mine = 0;
+  switch (claim_waiting(id, idx, was, mine)) {  // (P1) = (C1): the claim of a waiting task
+    case Waiting::claimed: {
+      SHMSCHED_FAULT_POINT(priority_after_claim);
+      auto* b = core->hot(idx);
+      detail::set_field(b->level, level);
+      if (state_of(was) == TaskState::delayed) return delay_record(idx, mine, detail::load_not_before(b));
+      return requeue_record(idx, mine);
     }
-    return Errc::corrupt;  // no state at all: a damaged word
+    case Waiting::running:
+    case Waiting::finished:
+      return Errc::not_waiting;
+    case Waiting::unknown:
+      return Errc::unknown_task;
   }
+  return Errc::unknown_task;
 }
 
 // set_priority for every waiting task of `group`; how many moved.
