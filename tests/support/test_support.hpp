@@ -59,6 +59,19 @@ std::string why(const R& result) {
   return result.ok() ? std::string("ok") : result.error().message();
 }
 
+/// A small private-segment layout for the lifecycle tests: `cap` records, `levels`
+/// levels, payloads of `payload` bytes, two queues, eight participants, two semaphores.
+inline Layout small_test_layout(std::uint32_t cap, std::uint32_t levels, std::uint32_t payload = 16) {
+  Layout l;
+  l.task_capacity = cap;
+  l.levels = levels;
+  l.payload_bytes = payload;
+  l.max_queues = 2;
+  l.max_participants = 8;
+  l.max_semaphores = 2;
+  return l;
+}
+
 // ---------------------------------------------------------------------------------
 // Names and files
 

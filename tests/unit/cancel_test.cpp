@@ -13,25 +13,16 @@
 #include <vector>
 
 #include "shmsched/shmsched.hpp"
+#include "test_support.hpp"
 
 using namespace shmsched;
+using shmsched::test::small_test_layout;
 using namespace std::chrono_literals;
 
 namespace {
 
-Layout cancel_layout(std::uint32_t cap = 64) {
-  Layout l;
-  l.task_capacity = cap;
-  l.levels = 2;
-  l.payload_bytes = 16;
-  l.max_queues = 2;
-  l.max_participants = 8;
-  l.max_semaphores = 2;
-  return l;
-}
-
 struct Cancel : ::testing::Test {
-  Segment seg = Segment::create_private(cancel_layout(), CreateOptions{0600, {"general", "other"}}).value();
+  Segment seg = Segment::create_private(small_test_layout(64, 2), CreateOptions{0600, {"general", "other"}}).value();
   Client cli = Client::attach(seg, Role::producer | Role::consumer).value();
   QueueId q = seg.find_queue("general").value();
 
@@ -162,7 +153,7 @@ TEST_F(Cancel, ByQueueByTypeAndByGroup) {
 // Exactly one of a take and a cancel wins a task, whoever comes first: each round one
 // task is queued, and a taker and a canceller are let go at it together.
 TEST(CancelRace, ATakeAndACancelNeverBothWin) {
-  Segment seg = Segment::create_private(cancel_layout(64), CreateOptions{0600, {"general"}}).value();
+  Segment seg = Segment::create_private(small_test_layout(64, 2), CreateOptions{0600, {"general"}}).value();
   const QueueId q = seg.find_queue("general").value();
   Client producer = Client::attach(seg).value();
   constexpr int kRounds = 400;

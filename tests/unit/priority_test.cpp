@@ -8,24 +8,16 @@
 #include <vector>
 
 #include "shmsched/shmsched.hpp"
+#include "test_support.hpp"
 
 using namespace shmsched;
+using shmsched::test::small_test_layout;
 using namespace std::chrono_literals;
 
 namespace {
 
-Layout priority_layout() {
-  Layout l;
-  l.task_capacity = 64;
-  l.levels = 4;
-  l.payload_bytes = 16;
-  l.max_queues = 1;
-  l.max_participants = 8;
-  return l;
-}
-
 struct Priority : ::testing::Test {
-  Segment seg = Segment::create_private(priority_layout(), CreateOptions{0600, {"general"}}).value();
+  Segment seg = Segment::create_private(small_test_layout(64, 4), CreateOptions{0600, {"general"}}).value();
   Client cli = Client::attach(seg, Role::producer | Role::consumer).value();
   QueueId q = seg.find_queue("general").value();
 
@@ -91,7 +83,7 @@ TEST_F(Priority, AGroupMovesTogether) {
 // waits at level 3, a taker and a mover are let go at it together. A moved task waits
 // at level 0 (the taker may still take it there, after the move).
 TEST(PriorityRace, ATakeAndAMoveNeverBothWin) {
-  Segment seg = Segment::create_private(priority_layout(), CreateOptions{0600, {"general"}}).value();
+  Segment seg = Segment::create_private(small_test_layout(64, 4), CreateOptions{0600, {"general"}}).value();
   const QueueId q = seg.find_queue("general").value();
   Client producer = Client::attach(seg, Role::producer | Role::consumer).value();
   constexpr int kRounds = 400;

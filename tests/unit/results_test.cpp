@@ -10,24 +10,16 @@
 
 #include "shmsched/detail/futex.hpp"
 #include "shmsched/shmsched.hpp"
+#include "test_support.hpp"
 
 using namespace shmsched;
+using shmsched::test::small_test_layout;
 using namespace std::chrono_literals;
 
 namespace {
 
-Layout results_layout(std::uint32_t cap = 64) {
-  Layout l;
-  l.task_capacity = cap;
-  l.levels = 2;
-  l.payload_bytes = 16;
-  l.max_queues = 2;
-  l.max_participants = 8;
-  return l;
-}
-
 struct Results : ::testing::Test {
-  Segment seg = Segment::create_private(results_layout(), CreateOptions{0600, {"general"}}).value();
+  Segment seg = Segment::create_private(small_test_layout(64, 2), CreateOptions{0600, {"general"}}).value();
   Client cli = Client::attach(seg, Role::producer | Role::consumer).value();
   QueueId q = seg.find_queue("general").value();
 

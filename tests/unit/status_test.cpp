@@ -10,25 +10,16 @@
 #include <thread>
 
 #include "shmsched/shmsched.hpp"
+#include "test_support.hpp"
 
 using namespace shmsched;
+using shmsched::test::small_test_layout;
 using namespace std::chrono_literals;
 
 namespace {
 
-Layout status_layout(std::uint32_t cap) {
-  Layout l;
-  l.task_capacity = cap;
-  l.levels = 4;
-  l.payload_bytes = 64;
-  l.max_queues = 2;
-  l.max_participants = 4;
-  l.max_semaphores = 2;
-  return l;
-}
-
 struct Status : ::testing::Test {
-  Segment seg = Segment::create_private(status_layout(64), CreateOptions{0600, {"general"}}).value();
+  Segment seg = Segment::create_private(small_test_layout(64, 4, 64), CreateOptions{0600, {"general"}}).value();
   Client cli = Client::attach(seg, Role::producer | Role::consumer).value();
   QueueId q = seg.find_queue("general").value();
 
@@ -145,7 +136,7 @@ TEST_F(Status, AReusedRecordNeverAnswersForTheTaskThatHadItBefore) {
 // they can. Each task's type names its priority, so a reading that mixed two tasks'
 // fields (or answered for another task) shows a type and a priority that disagree.
 TEST(StatusRace, EveryReadingIsOneTaskAtOneMoment) {
-  Segment seg = Segment::create_private(status_layout(8), CreateOptions{0600, {"general"}}).value();
+  Segment seg = Segment::create_private(small_test_layout(8, 4, 64), CreateOptions{0600, {"general"}}).value();
   const QueueId q = seg.find_queue("general").value();
   constexpr int kTasks = 20000;
   std::array<std::atomic<TaskId>, 8> recent{};

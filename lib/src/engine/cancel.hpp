@@ -103,25 +103,32 @@ inline bool Client::Impl::cancel_requested(const Taken& t) const noexcept {
          std::atomic_ref<std::uint64_t>(core->cold(t.index)->cancel_id).load(std::memory_order_relaxed) == t.id;
 }
 
-// Cancels every task of `queue` (any queue when kAnyQueue), of type hash `type` (any when
-// 0) and of `group` (any when 0) that waits; asks those that run to stop. What it did, by
-// outcome.
-inline CancelCounts Client::Impl::cancel_matching(std::uint32_t queue, std::uint64_t type,
-                                                  std::uint64_t group) noexcept {
-  CancelCounts n;
+// Calls fn(id) for every outstanding task (queued, running, delayed, parked) of `queue`
+// (any when kAnyQueue), of type hash `type` (any when 0) and of `group` (any when 0). The
+// fields are peeked without owning the records: fn's own claim decides.
+template <class Fn>
+void Client::Impl::for_each_matching(std::uint32_t queue, std::uint64_t type, std::uint64_t group, Fn&& fn) {
   for (std::uint32_t i = 0, end = core->scan_end(); i < end; ++i) {
-    const TaskState st = state_of(core->ctrl[i].state.load(std::memory_order_acquire));
-    if (!is_outstanding(st)) continue;
+    if (!is_outstanding(state_of(core->ctrl[i].state.load(std::memory_order_acquire)))) continue;
     const auto* b = core->hot(i);
     if (queue != kAnyQueue && detail::peek_field(b->queue) != queue) continue;
     if (type != 0 && detail::peek_field(b->type_hash) != type) continue;
     if (group != 0 && ((detail::peek_field(b->flags) & detail::kHasGroup) == 0 ||
                        detail::peek_field(core->cold(i)->group_id) != group))
       continue;
-    CancelOutcome out{};
-    if (cancel(detail::peek_field(b->id), out) != Errc::ok) continue;
-    (out == CancelOutcome::cancelled ? n.cancelled : out == CancelOutcome::requested ? n.requested : n.finished)++;
+    fn(detail::peek_field(b->id));
   }
+}
+
+// cancel() for every matching task (for_each_matching); what it did, by outcome.
+inline CancelCounts Client::Impl::cancel_matching(std::uint32_t queue, std::uint64_t type,
+                                                  std::uint64_t group) noexcept {
+  CancelCounts n;
+  for_each_matching(queue, type, group, [&](TaskId id) {
+    CancelOutcome out{};
+    if (cancel(id, out) != Errc::ok) return;
+    (out == CancelOutcome::cancelled ? n.cancelled : out == CancelOutcome::requested ? n.requested : n.finished)++;
+  });
   return n;
 }
 

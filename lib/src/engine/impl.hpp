@@ -222,6 +222,8 @@ struct Client::Impl {
   Errc cancel(TaskId id, CancelOutcome& out) noexcept;
   Errc finish_cancelled(std::uint32_t idx, std::uint64_t word) noexcept;
   bool cancel_requested(const Taken& t) const noexcept;
+  template <class Fn>
+  void for_each_matching(std::uint32_t queue, std::uint64_t type, std::uint64_t group, Fn&& fn);
   CancelCounts cancel_matching(std::uint32_t queue, std::uint64_t type, std::uint64_t group) noexcept;
 
   // ---- re-prioritise (priority.hpp) --------------------------------------------------

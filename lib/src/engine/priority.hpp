@@ -8,6 +8,7 @@
 // at its old level: the move did not happen (fault point priority_after_claim).
 #pragma once
 
+#include "cancel.hpp"
 #include "impl.hpp"
 
 namespace shmsched {
@@ -36,14 +37,7 @@ inline Errc Client::Impl::set_priority(TaskId id, std::uint8_t level) noexcept {
 // set_priority for every waiting task of `group`; how many moved.
 inline std::size_t Client::Impl::set_group_priority(std::uint64_t group, std::uint8_t level) noexcept {
   std::size_t moved = 0;
-  for (std::uint32_t i = 0, end = core->scan_end(); i < end; ++i) {
-    const TaskState st = state_of(core->ctrl[i].state.load(std::memory_order_acquire));
-    if (st != TaskState::queued && st != TaskState::delayed && st != TaskState::parked) continue;
-    const auto* b = core->hot(i);
-    if ((detail::peek_field(b->flags) & detail::kHasGroup) == 0 || detail::peek_field(core->cold(i)->group_id) != group)
-      continue;
-    if (set_priority(detail::peek_field(b->id), level) == Errc::ok) ++moved;
-  }
+  for_each_matching(kAnyQueue, 0, group, [&](TaskId id) { moved += set_priority(id, level) == Errc::ok; });
   return moved;
 }
 

@@ -1,7 +1,8 @@
 // Kept results: a task enqueued with keep_result keeps its record when it finishes, in
-// state done (or cancelled, engine/cancel.hpp), holding its result in the payload area, until a reader takes it
-// (Client:: take_result, Client::wait), its time runs out (the janitor's expire_results) or the table needs the record
-// (evict_result). Waiters sleep on the record's state word. docs/lifecycle.md walks through the protocol; the steps:
+// state done (or cancelled, engine/cancel.hpp), holding its result in the payload area,
+// until a reader takes it (Client::take_result, Client::wait), its time runs out (the
+// janitor's expire_results) or the table needs the record (evict_result). Waiters sleep
+// on the record's state word. docs/lifecycle.md walks through the protocol; the steps:
 //
 //   (K-done)  the finisher writes the result, finished_ns and the result's expiry, then
 //             CASes running -> done (owner 0, release), then looks for waiters (seq_cst);
