@@ -68,6 +68,13 @@ constexpr std::uint32_t token_epoch(std::uint16_t token) noexcept {
 constexpr std::uint64_t pword(std::uint64_t state, std::uint32_t epoch, std::uint32_t aux) noexcept {
   return (std::uint64_t{aux} << 32) | (std::uint64_t{epoch & kTokenEpochMask} << 4) | state;
 }
+// The epoch a slot gets when it is freed (fencing its last token): the next one, never 0
+// again once the slot was used, so that a used slot's word is never 0 (the word of a
+// slot never registered, whose counters readers skip).
+constexpr std::uint32_t next_epoch(std::uint32_t epoch) noexcept {
+  const std::uint32_t e = (epoch + 1) & kTokenEpochMask;
+  return e == 0 ? 1 : e;
+}
 constexpr std::uint64_t pword_state(std::uint64_t w) noexcept {
   return w & 0xF;
 }

@@ -48,7 +48,7 @@ inline bool Client::Impl::register_participant(Role role) noexcept {
     const bool dead = st == detail::ParticipantEntry::kReaping
                           ? !token_alive(static_cast<std::uint16_t>(detail::pword_aux(w)))
                           : st != detail::ParticipantEntry::kFree && !participant_alive(p, w);
-    if (!dead || !claim_slot(i, w, detail::pword_epoch(w) + 1, role, self)) continue;
+    if (!dead || !claim_slot(i, w, detail::next_epoch(detail::pword_epoch(w)), role, self)) continue;
     activate(self);
     SHMSCHED_FAULT_POINT(participant_takeover_claimed);
     clear_sleep_bits(i);
@@ -150,7 +150,8 @@ inline ReapReport Client::Impl::reap_dead() noexcept {
     recover_records(DeadOwner{i + 1, 0}, rep);
     me->reaped.fetch_add(1, std::memory_order_relaxed);
     // (P4) release: the slot is free again with epoch + 1, which fences the old token.
-    p.word.store(detail::pword(detail::ParticipantEntry::kFree, epoch + 1, 0), std::memory_order_release);
+    p.word.store(detail::pword(detail::ParticipantEntry::kFree, detail::next_epoch(epoch), 0),
+                 std::memory_order_release);
     ++rep.participants;
   }
   return rep;
@@ -173,7 +174,7 @@ inline void Client::Impl::deregister() noexcept {
   std::uint64_t w = detail::pword(detail::ParticipantEntry::kActive, epoch,
                                   static_cast<std::uint32_t>(me->pid.load(std::memory_order_relaxed)));
   // (P4') release: as (P4); fails only if we were reaped meanwhile.
-  me->word.compare_exchange_strong(w, detail::pword(detail::ParticipantEntry::kFree, epoch + 1, 0),
+  me->word.compare_exchange_strong(w, detail::pword(detail::ParticipantEntry::kFree, detail::next_epoch(epoch), 0),
                                    std::memory_order_release);
   attached = false;
 }
