@@ -71,7 +71,7 @@ std::size_t Client::enqueue_batch(std::span<const TaskSpec> tasks, std::span<Tas
     Impl::BatchDebts debts;
     while (n < tasks.size()) {
       const TaskSpec& t = tasks[n];
-      if (t.options.not_before_ns != 0) {  // delayed tasks go one by one
+      if (Impl::goes_alone(t.options)) {  // delayed tasks and group members go one by one
         if (e = impl_->enqueue_one(t.type, type_hash(t.type), t.payload, t.options, &ids[n], now, &debts);
             e != Errc::ok)
           break;
@@ -132,7 +132,7 @@ std::size_t Client::try_take_batch(QueueId queue, std::span<Taken> out) noexcept
 }
 
 Errc Client::complete(const Taken& task) noexcept {
-  if (task.keep_result) [[unlikely]]
+  if (task.keep_result | task.in_group) [[unlikely]]
     return complete(task, {});
   // No load of the state word first: the freeing CAS expects the word the take left,
   // so it fails (fenced) on a record that is not ours any more.
@@ -144,10 +144,10 @@ Errc Client::complete(const Taken& task) noexcept {
 }
 
 Errc Client::complete(const Taken& task, std::span<const std::byte> result) noexcept {
-  if (!task.keep_result) return complete(task);
+  if (!task.keep_result && !task.in_group) return complete(task);
   if (!impl_->names_record(task)) return Errc::fenced;
   SHMSCHED_FAULT_POINT(complete_before_free);
-  const Errc e = impl_->keep_result(task, result);
+  const Errc e = task.keep_result ? impl_->keep_result(task, result) : impl_->finish_member(task);
   if (e == Errc::ok) impl_->bump(impl_->counters(task.queue, task.level).done);
   return e;
 }
@@ -164,7 +164,9 @@ std::size_t Client::complete_batch(std::span<const Taken> tasks, Errc* error) no
       break;
     }
     SHMSCHED_FAULT_POINT(complete_before_free);
-    e = t.keep_result ? impl_->keep_result(t, {}) : impl_->free_record(t.index, t.word);
+    e = t.keep_result ? impl_->keep_result(t, {})
+        : t.in_group  ? impl_->finish_member(t)
+                      : impl_->free_record(t.index, t.word);
     if (e != Errc::ok) break;
     ++run;
     if (n + 1 == tasks.size() || tasks[n + 1].queue != t.queue || tasks[n + 1].level != t.level) {
@@ -308,8 +310,16 @@ Errc Client::requeue_dead(TaskId id) noexcept {
   if (detail::state_of(s) != TaskState::dead || im.core->hot(idx)->id != id) return Errc::invalid_argument;
   if (im.record_defect(idx) != nullptr) return Errc::corrupt;  // stays a dead letter; its reason says why
   const std::uint64_t mine = next_word(s, TaskState::running, im.token);
-  if (!c.state.compare_exchange_strong(s, mine, std::memory_order_acq_rel)) return Errc::invalid_argument;
+  // A member's revival takes it back out of its group's failed count (a counted step).
+  const Errc moved = im.counted_move(idx, s, mine, detail::GroupCounters::kFailed, ~std::uint64_t{0}, [&]() noexcept {
+    std::uint64_t w = s;
+    return c.state.compare_exchange_strong(w, mine, std::memory_order_acq_rel) ? Errc::ok : Errc::invalid_argument;
+  });
+  if (moved != Errc::ok) return Errc::invalid_argument;
   auto* hot = im.core->hot(idx);
+  if ((hot->flags & detail::kHasGroup) != 0)
+    if (auto* ge = im.group_entry(im.core->cold(idx)->group_id))
+      ge->outstanding.fetch_add(1, std::memory_order_relaxed);
   Impl::bump(im.counters(hot->queue, hot->level).enqueued);  // back in flight: counts as enqueued again
   detail::set_field(hot->attempts, std::uint16_t{0});
   detail::set_field(hot->flags, static_cast<std::uint8_t>(hot->flags & ~detail::kHasError));
@@ -429,6 +439,7 @@ bool Client::janitor_tick(std::int64_t now_ns) noexcept {
     im.last_reap.store(now_ns, std::memory_order_relaxed);
     im.reap_dead();
     im.expire_results(now_ns);
+    im.tend_groups(now_ns);
   }
   return true;
 }

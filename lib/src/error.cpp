@@ -75,6 +75,14 @@ std::string_view to_string(Errc code) noexcept {
       return "task not finished";
     case Errc::not_waiting:
       return "task not waiting";
+    case Errc::unknown_group:
+      return "unknown group";
+    case Errc::group_sealed:
+      return "group sealed";
+    case Errc::group_table_full:
+      return "group table full";
+    case Errc::group_busy:
+      return "group has unfinished members";
   }
   return "unknown error";
 }

@@ -109,6 +109,7 @@ Snapshot inspect(const Segment& segment) {
   }
   s.semaphores = segment.semaphores();
   s.results_expired = core.header->results_expired.load(std::memory_order_relaxed);
+  s.groups = groups(segment);
   s.results_evicted = core.header->results_evicted.load(std::memory_order_relaxed);
   s.janitor_token = static_cast<std::uint16_t>(core.header->janitor_lease.load(std::memory_order_acquire));
   if (const std::uint32_t ji = detail::token_index(s.janitor_token); ji != 0 && ji <= core.layout.max_participants)

@@ -33,13 +33,15 @@ Result<void> Layout::validate() const {
   if (max_semaphores > kMaxSemaphores)
     return bad("max_semaphores must be 0.." + std::to_string(kMaxSemaphores) + ", got " +
                std::to_string(max_semaphores));
+  if (max_groups > kMaxGroups)
+    return bad("max_groups must be 0.." + std::to_string(kMaxGroups) + ", got " + std::to_string(max_groups));
   return {};
 }
 
 std::uint64_t Layout::hash() const noexcept {
   std::uint64_t h = 0xcbf29ce484222325ULL;
   for (std::uint32_t v : {levels, task_capacity, payload_bytes, effective_ring_capacity(), max_queues, max_participants,
-                          max_semaphores}) {
+                          max_semaphores, max_groups}) {
     for (int i = 0; i < 4; ++i) {
       h ^= (v >> (8 * i)) & 0xFF;
       h *= 0x100000001b3ULL;
@@ -82,6 +84,9 @@ SegmentMap SegmentMap::compute(const Layout& l) noexcept {
   m.delayed_bits = take((cap + 63) / 64 * sizeof(AtomicU64));
   m.sleepers = take(std::uint64_t{l.max_queues} * sizeof(SleepMasks));
   m.counters = take(std::uint64_t{l.max_participants} * l.max_queues * l.levels * sizeof(LevelCounters), 4096);
+  m.groups = take(std::uint64_t{l.max_groups} * sizeof(GroupEntry));
+  m.group_counters = take(std::uint64_t{l.max_participants} * l.max_groups * sizeof(GroupCounters), 4096);
+  m.waiting_bits = take((cap + 63) / 64 * sizeof(AtomicU64));
   m.total = up(off, 4096);
   return m;
 }

@@ -46,6 +46,9 @@ void detail::Core::bind(std::byte* b, const Layout& l) noexcept {
   delayed_bits = reinterpret_cast<AtomicU64*>(b + map.delayed_bits);
   sleepers = reinterpret_cast<SleepMasks*>(b + map.sleepers);
   counters = reinterpret_cast<LevelCounters*>(b + map.counters);
+  groups = reinterpret_cast<GroupEntry*>(b + map.groups);
+  group_counters = reinterpret_cast<GroupCounters*>(b + map.group_counters);
+  waiting_bits = reinterpret_cast<AtomicU64*>(b + map.waiting_bits);
   capacity = l.task_capacity;
   ring_capacity = l.effective_ring_capacity();
   levels = l.levels;
@@ -109,6 +112,7 @@ Result<Layout> layout_from_header(const detail::SegmentHeader& h, std::uint64_t 
   l.max_queues = h.layout.max_queues;
   l.max_participants = h.layout.max_participants;
   l.max_semaphores = h.layout.max_semaphores;
+  l.max_groups = h.layout.max_groups;
   if (auto v = l.validate(); !v) return Result<Layout>(Errc::corrupt, "header layout: " + v.error().detail());
   if (h.layout_hash != l.hash()) return Result<Layout>(Errc::corrupt, "layout hash does not match the layout fields");
   const auto map = detail::SegmentMap::compute(l);
@@ -132,7 +136,7 @@ void init_header(detail::Core& core, std::string_view name) {
   const Layout& l = core.layout;
   h->abi_version = detail::kAbiVersion;
   h->layout = detail::LayoutPod{l.levels,     l.task_capacity,    l.payload_bytes,  l.effective_ring_capacity(),
-                                l.max_queues, l.max_participants, l.max_semaphores, 0};
+                                l.max_queues, l.max_participants, l.max_semaphores, l.max_groups};
   h->layout_hash = l.hash();
   h->total_size = core.map.total;
   h->header_size = sizeof(detail::SegmentHeader);
@@ -246,6 +250,7 @@ std::string layout_differences(const Layout& have, const Layout& asked) {
   field("max_queues", have.max_queues, asked.max_queues);
   field("max_participants", have.max_participants, asked.max_participants);
   field("max_semaphores", have.max_semaphores, asked.max_semaphores);
+  field("max_groups", have.max_groups, asked.max_groups);
   return out.empty() ? "fields equal, hash differs" : out;
 }
 

@@ -69,6 +69,7 @@ inline Layout small_test_layout(std::uint32_t cap, std::uint32_t levels, std::ui
   l.max_queues = 2;
   l.max_participants = 8;
   l.max_semaphores = 2;
+  l.max_groups = 8;
   return l;
 }
 

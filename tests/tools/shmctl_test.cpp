@@ -1112,6 +1112,74 @@ TEST_F(Shmctl, PriorityMovesAWaitingTask) {
   EXPECT_EQ(unknown.code(), 1) << unknown;
 }
 
+// A chord from the command line: members in a group, a last step after it, the group
+// sealed; wait shows the progress and exits 0 once every member was done.
+TEST_F(Shmctl, AGroupRunsItsMembersThenItsLastStep) {
+  create();
+  const Ran made = shmctl({"group", name(), "create", "batch"});
+  ASSERT_EQ(made.code(), 0) << made;
+  EXPECT_EQ(shmctl({"group", name(), "create", "batch"}).code(), 1) << "a name is one group's";
+  const std::string out = path("members"), last = path("last");
+  for (int i = 0; i < 5; ++i)
+    ASSERT_EQ(submit({"sh", "-c", "echo " + std::to_string(i) + " >> " + out}, {"--group", "batch"}).code(), 0);
+  const Ran then = submit({"sh", "-c", "wc -l < " + out + " > " + last}, {"--then-group", "batch"});
+  ASSERT_EQ(then.code(), 0) << then;
+  const std::string then_id = then.out.substr(0, then.out.find('\n'));
+  EXPECT_EQ(parse_json(shmctl({"status", name(), then_id, "--json"}))["status"], "waiting");
+  json g = parse_json(shmctl({"group", name(), "show", "batch", "--json"}));
+  EXPECT_EQ(g["state"], "open");
+  EXPECT_EQ(g["total"], 5);
+  EXPECT_EQ(g["dependents"], 1);
+  const Ran list = shmctl({"group", name(), "list"});
+  EXPECT_TRUE(contains(list.out, "batch")) << list;
+  const json st = stat();
+  EXPECT_EQ(st["waiting"], 1);
+  ASSERT_EQ(st["groups"].size(), 1u);
+  EXPECT_EQ(st["groups"][0]["name"], "batch");
+  const Ran metrics = shmctl({"metrics", name()});
+  EXPECT_TRUE(contains(metrics.out, "shmsched_group_members{group=\"batch\",state=\"outstanding\"} 5")) << metrics;
+  EXPECT_TRUE(contains(metrics.out, "shmsched_waiting 1")) << metrics;
+
+  const pid_t worker = start_worker();
+  const Ran early = shmctl({"group", name(), "wait", "batch", "--timeout", "300ms"});
+  EXPECT_EQ(early.code(), 1) << "not sealed: it may still grow " << early;
+  ASSERT_EQ(shmctl({"group", name(), "seal", "batch"}).code(), 0);
+  EXPECT_EQ(submit({"true"}, {"--group", "batch"}).code(), 1) << "a sealed group takes no member";
+  const Ran waited = shmctl({"group", name(), "wait", "batch", "--progress", "--every", "10ms", "--timeout", "20s"});
+  EXPECT_EQ(waited.code(), 0) << waited;
+  EXPECT_TRUE(contains(waited.out, "5/5 (5 done, 0 failed, 0 cancelled) finished")) << waited;
+  ASSERT_TRUE(eventually([&] { return lines_of(last).size() == 1; })) << log();
+  EXPECT_EQ(lines_of(last)[0], "5") << "the last step ran after every member";
+  EXPECT_EQ(lines_of(out).size(), 5u);
+  EXPECT_TRUE(stop(worker).ok()) << log();
+  EXPECT_EQ(shmctl({"group", name(), "delete", "batch"}).code(), 0);
+  EXPECT_EQ(shmctl({"group", name(), "show", "batch"}).code(), 1);
+}
+
+// A member that fails for good: the group finishes with a failure, wait exits 1, and the
+// step after it is cancelled with the reason (unless --run-anyway).
+TEST_F(Shmctl, AGroupWithAFailedMemberCancelsItsLastStep) {
+  create();
+  ASSERT_EQ(shmctl({"group", name(), "create", "b"}).code(), 0);
+  ASSERT_EQ(submit({"false"}, {"--group", "b", "--retries", "0"}).code(), 0);
+  const Ran then = submit({"true"}, {"--then-group", "b", "--keep-result"});
+  const Ran anyway = submit({"true"}, {"--then-group", "b", "--run-anyway", "--keep-result"});
+  ASSERT_EQ(shmctl({"group", name(), "seal", "b"}).code(), 0);
+  const pid_t worker = start_worker();
+  const Ran waited = shmctl({"group", name(), "wait", "b", "--timeout", "20s"});
+  EXPECT_EQ(waited.code(), 1) << waited;
+  EXPECT_TRUE(contains(waited.out, "1 failed")) << waited;
+  auto id_of = [](const Ran& r) { return r.out.substr(0, r.out.find('\n')); };
+  ASSERT_TRUE(eventually([&] {
+    return parse_json(shmctl({"status", name(), id_of(anyway), "--json"}))["status"] == "done";
+  })) << log();
+  json s = parse_json(shmctl({"status", name(), id_of(then), "--json"}));
+  EXPECT_EQ(s["status"], "cancelled");
+  EXPECT_TRUE(contains(s["last_error"].get<std::string>(), "1 failed")) << s.dump();
+  EXPECT_TRUE(stop(worker).ok()) << log();
+  EXPECT_EQ(shmctl({"submit", name(), "--queue", "general", "--run-anyway", "--", "true"}).code(), 2);
+}
+
 TEST_F(Shmctl, RecoverRequeuesTheTasksOfAKilledWorker) {
   create();
   const std::string pidfile = path("child.pid");

@@ -137,12 +137,14 @@ TEST_F(Cancel, ByQueueByTypeAndByGroup) {
   TaskOptions in_other;
   in_other.queue = other;
   TaskOptions grouped;
-  grouped.group_id = 77;
+  const GroupId g = cli.create_group("mail").value();
+  grouped.group_id = g;
   for (int i = 0; i < 3; ++i) enqueue("resize");
   for (int i = 0; i < 2; ++i) enqueue("email");
   for (int i = 0; i < 2; ++i) enqueue("email", grouped);
   for (int i = 0; i < 4; ++i) ASSERT_EQ(cli.enqueue_text("resize", "x", in_other), Errc::ok);
-  EXPECT_EQ(cli.cancel_group(77).cancelled, 2u);
+  EXPECT_EQ(cli.cancel_group(g).cancelled, 2u);
+  EXPECT_EQ(cli.group_info(g).value().cancelled, 2u) << "counted in the group";
   EXPECT_EQ(cli.cancel_type("email").cancelled, 2u);
   const CancelCounts purged = cli.cancel_queue(q);
   EXPECT_EQ(purged.cancelled, 3u);

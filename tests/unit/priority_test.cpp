@@ -72,10 +72,10 @@ TEST_F(Priority, ARunningOrFinishedTaskDoesNotMoveAndNoSuchLevelIsRefused) {
 
 TEST_F(Priority, AGroupMovesTogether) {
   TaskOptions g;
-  g.group_id = 9;
+  g.group_id = cli.create_group("g").value();
   const TaskId other = enqueue(1);
   const TaskId a = enqueue(3, g), b = enqueue(3, g);
-  EXPECT_EQ(cli.set_group_priority(9, 0), 2u);
+  EXPECT_EQ(cli.set_group_priority(g.group_id, 0), 2u);
   EXPECT_EQ(drain(), (std::vector<TaskId>{a, b, other}));
 }
 

@@ -15,9 +15,9 @@ using detail::next_word;
 
 namespace {
 
-constexpr TaskState kAll[] = {TaskState::virgin,  TaskState::free,     TaskState::reserved, TaskState::queued,
-                              TaskState::running, TaskState::delayed,  TaskState::parked,   TaskState::dead,
-                              TaskState::done,    TaskState::cancelled};
+constexpr TaskState kAll[] = {TaskState::virgin,  TaskState::free,      TaskState::reserved, TaskState::queued,
+                              TaskState::running, TaskState::delayed,   TaskState::parked,   TaskState::dead,
+                              TaskState::done,    TaskState::cancelled, TaskState::waiting};
 
 std::uint64_t word_in(TaskState s) {
   return (next_word(0, TaskState::reserved, 1) & ~detail::kStateMask) | static_cast<std::uint64_t>(s);
@@ -35,7 +35,10 @@ TEST(StateWord, TheTableAllowsExactlyTheMovesOfARecordsLife) {
       {S::virgin, S::reserved},                                                          // reserve
       {S::free, S::reserved},       {S::free, S::free},                                  // reserve; drop a dead name
       {S::reserved, S::queued},     {S::reserved, S::delayed},  {S::reserved, S::free},  // accept; give back
-      {S::queued, S::running},      {S::queued, S::queued},     {S::queued, S::free},    // take; drop a name; give back
+      {S::reserved, S::waiting},                                                         // accept waiting for a group
+      {S::waiting, S::running},  // released, cancelled or moved (claimed)
+      {S::running, S::waiting},  // released too early, or moved: waits on
+      {S::queued, S::running},      {S::queued, S::queued},     {S::queued, S::free},  // take; drop a name; give back
       {S::running, S::free},        {S::running, S::queued},    {S::running, S::parked},
       {S::running, S::delayed},     {S::running, S::dead},      {S::running, S::running},  // finish, requeue, park, ...
       {S::running, S::done},        {S::running, S::cancelled},  // finish keeping the result; the cancellation
@@ -55,8 +58,8 @@ TEST(StateWord, TheTableAllowsExactlyTheMovesOfARecordsLife) {
 // What inspection and shmctl count as outstanding (a task that will still run) and as
 // belonging to a queue: each state is classified, and has a name of its own.
 TEST(StateWord, EveryStateHasANameAndAClass) {
-  const std::set<TaskState> outstanding = {TaskState::queued, TaskState::running, TaskState::delayed,
-                                           TaskState::parked};
+  const std::set<TaskState> outstanding = {TaskState::queued, TaskState::running, TaskState::delayed, TaskState::parked,
+                                           TaskState::waiting};
   std::set<std::string_view> names;
   for (TaskState s : kAll) {
     EXPECT_NE(to_string(s), "?");

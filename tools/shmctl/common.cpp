@@ -137,6 +137,17 @@ std::uint64_t parse_task_id(std::string_view text) {
   return v;
 }
 
+shmsched::GroupId resolve_group(const shmsched::Segment& seg, const std::string& text) {
+  if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos) {
+    const shmsched::GroupId id = parse_task_id(text);
+    if (!shmsched::group_info(seg, id)) throw Failure("no group " + text + " (never created, or deleted)");
+    return id;
+  }
+  auto g = shmsched::find_group(seg, text);
+  if (!g) throw Failure("no group named '" + text + "' (shmctl group NAME list shows them)");
+  return *g;
+}
+
 CLI::Option* list_option(CLI::Option* opt) {
   return opt->expected(1)->allow_extra_args(false)->delimiter(',')->multi_option_policy(
       CLI::MultiOptionPolicy::TakeAll);

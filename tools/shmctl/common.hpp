@@ -58,6 +58,7 @@ void add_task_verbs(CLI::App& app, Verbs& verbs);     // status, result, cancel,
 void add_wait_verb(CLI::App& app, Verbs& verbs);      // wait
 void add_submit_verb(CLI::App& app, Verbs& verbs);    // submit
 void add_worker_verb(CLI::App& app, Verbs& verbs);    // worker
+void add_group_verb(CLI::App& app, Verbs& verbs);     // group
 
 /// Opens the named segment or throws Failure with the library's message, so every verb
 /// reports a missing, corrupt, foreign, half-initialised or wrong-version segment alike.
@@ -89,6 +90,8 @@ std::string format_bytes(std::uint64_t bytes);
 std::string role_names(shmsched::Role role);
 /// Parses a task id (decimal or 0x-hex); throws Usage.
 std::uint64_t parse_task_id(std::string_view text);
+/// A group by name, or by its id (digits); throws Failure when there is none.
+shmsched::GroupId resolve_group(const shmsched::Segment& seg, const std::string& text);
 /// Makes `opt` a list option: "--opt a,b" or "--opt a --opt b". One value per
 /// occurrence, so a following positional (or "--" and a command) is never swallowed.
 CLI::Option* list_option(CLI::Option* opt);

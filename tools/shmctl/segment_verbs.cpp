@@ -248,6 +248,8 @@ void add_segment_verbs(CLI::App& app, Verbs& verbs) {
     c->add_option("--max-participants", a->layout.max_participants, "Attached processes at once")
         ->capture_default_str();
     c->add_option("--max-semaphores", a->layout.max_semaphores, "Semaphore table size")->capture_default_str();
+    c->add_option("--max-groups", a->layout.max_groups, "Group table size (groups alive at once)")
+        ->capture_default_str();
     list_option(c->add_option("--queues", a->queues, "Queues to create with it: Q1,Q2,..."));
     list_option(c->add_option("--semaphores", a->semaphores, "Semaphores to create with it: NAME:CAPACITY,..."));
     c->add_option("--mode", a->mode, "Permission bits, octal")->capture_default_str();

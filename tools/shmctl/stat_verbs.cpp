@@ -47,7 +47,8 @@ json snapshot_json(const Snapshot& s) {
                  {"ring_capacity", s.layout.effective_ring_capacity()},
                  {"max_queues", s.layout.max_queues},
                  {"max_participants", s.layout.max_participants},
-                 {"max_semaphores", s.layout.max_semaphores}};
+                 {"max_semaphores", s.layout.max_semaphores},
+                 {"max_groups", s.layout.max_groups}};
   j["creator"] = {{"pid", s.creator.pid}, {"start_time", s.creator.start_time}, {"alive", s.creator.alive()}};
   j["records"] = json::object();
   for (std::size_t i = 0; i < kTaskStates; ++i) {  // virgin records are counted as free
@@ -59,6 +60,7 @@ json snapshot_json(const Snapshot& s) {
   j["running"] = s.records[TaskState::running];
   j["delayed"] = s.records[TaskState::delayed];
   j["parked"] = s.records[TaskState::parked];
+  j["waiting"] = s.records[TaskState::waiting];
   j["dead_letters"] = s.records[TaskState::dead];
   j["results"] = {{"kept", s.records[TaskState::done]}, {"expired", s.results_expired}, {"evicted", s.results_evicted}};
   j["janitor"] = {{"token", s.janitor_token}, {"pid", s.janitor_pid}};
@@ -115,6 +117,18 @@ json snapshot_json(const Snapshot& s) {
                                {"in_use", m.in_use},
                                {"parked", m.parked},
                                {"waiters", m.waiters}});
+  }
+  j["groups"] = json::array();
+  for (const auto& g : s.groups) {
+    j["groups"].push_back({{"id", g.id},
+                           {"name", g.name},
+                           {"state", std::string(to_string(g.state))},
+                           {"total", g.total},
+                           {"done", g.done},
+                           {"failed", g.failed},
+                           {"cancelled", g.cancelled},
+                           {"running", g.running},
+                           {"dependents", g.dependents}});
   }
   return j;
 }
@@ -197,6 +211,16 @@ std::string print_stat(const Snapshot& s, bool all_levels) {
     for (const auto& m : s.semaphores)
       t.add({m.name, std::to_string(m.capacity), std::to_string(m.in_use), std::to_string(m.parked),
              std::to_string(m.waiters)});
+    o << t.render(2);
+  }
+  if (!s.groups.empty()) {
+    o << "\ngroups\n";
+    Table t({"GROUP", "STATE", "TOTAL", "DONE", "FAILED", "CANCELLED", "RUNNING", "WAITING"},
+            {false, false, true, true, true, true, true, true});
+    for (const auto& g : s.groups)
+      t.add({g.name, std::string(to_string(g.state)), std::to_string(g.total), std::to_string(g.done),
+             std::to_string(g.failed), std::to_string(g.cancelled), std::to_string(g.running),
+             std::to_string(g.dependents)});
     o << t.render(2);
   }
   return o.str();
@@ -308,6 +332,15 @@ std::string print_metrics(const Snapshot& s, bool segment_label) {
   e.sample("shmsched_delayed", {}, s.records[TaskState::delayed]);
   e.family("shmsched_parked", "gauge", "Task records parked on a semaphore.");
   e.sample("shmsched_parked", {}, s.records[TaskState::parked]);
+  e.family("shmsched_waiting", "gauge", "Task records waiting for a group to finish.");
+  e.sample("shmsched_waiting", {}, s.records[TaskState::waiting]);
+  e.family("shmsched_group_members", "gauge", "Members of a group by what became of them (outstanding: not finished).");
+  for (const auto& g : s.groups) {
+    e.sample("shmsched_group_members", {{"group", g.name}, {"state", "outstanding"}}, g.outstanding());
+    e.sample("shmsched_group_members", {{"group", g.name}, {"state", "done"}}, g.done);
+    e.sample("shmsched_group_members", {{"group", g.name}, {"state", "failed"}}, g.failed);
+    e.sample("shmsched_group_members", {{"group", g.name}, {"state", "cancelled"}}, g.cancelled);
+  }
   e.family("shmsched_dead_letters", "gauge", "Dead-lettered task records.");
   e.sample("shmsched_dead_letters", {}, s.records[TaskState::dead]);
   e.family("shmsched_results_kept", "gauge", "Finished keep_result tasks whose result is not yet taken.");

@@ -34,6 +34,8 @@ struct SubmitArgs {
   bool from_stdin = false;
   bool keep_result = false;
   std::string result_ttl = "10m";
+  std::string group, then_group;
+  bool run_anyway = false;
   std::vector<std::string> command;
   CLI::Option* delay_option = nullptr;
   CLI::Option* expires_option = nullptr;
@@ -133,6 +135,10 @@ std::string explain(Errc e, const Segment& seg, std::size_t payload_size) {
     case Errc::ring_full:
     case Errc::timeout:
       return std::string(to_string(e)) + ": the segment is full (back-pressure); start workers, or raise --block";
+    case Errc::group_sealed:
+      return "the group is sealed: it takes no more members (create another group)";
+    case Errc::unknown_group:
+      return "the group was deleted";
     default:
       return std::string(to_string(e));
   }
@@ -188,6 +194,10 @@ int run_submit(const SubmitArgs& a) {
   };
   auto client = Client::attach(seg, Role::producer);
   check(client, "attach");
+  if (!a.group.empty()) opts.group_id = resolve_group(seg, a.group);
+  if (!a.then_group.empty()) opts.after_group = resolve_group(seg, a.then_group);
+  if (a.run_anyway && a.then_group.empty()) throw Usage("--run-anyway goes with --then-group");
+  opts.run_anyway = a.run_anyway;
   auto submit_one = [&](const std::string& payload, TaskId* id) {
     TaskOptions o = opts;
     if (delay.count() > 0) o.after(delay);
@@ -262,6 +272,11 @@ void add_submit_verb(CLI::App& app, Verbs& verbs) {
   c->add_flag("--keep-result", a->keep_result,
               "Keep the command's standard output as the task's result (shmctl result reads it)");
   c->add_option("--result-ttl", a->result_ttl, "How long a kept result waits to be read")->capture_default_str();
+  c->add_option("--group", a->group, "Make it a member of this open group (name or id; shmctl group NAME create G)");
+  c->add_option("--then-group", a->then_group,
+                "Wait for this group to finish first (sealed, every member finished), then run: a chord's last step");
+  c->add_flag("--run-anyway", a->run_anyway,
+              "With --then-group: run even when members failed or were cancelled (else it is cancelled)");
   c->add_option("COMMAND", a->command, "The command and its arguments, after --");
   c->footer("Example: shmctl submit jobs --queue general -- convert in.png out.jpg\nPrints the task id.");
   verbs.push_back({c, [a] { return run_submit(*a); }});

@@ -138,13 +138,12 @@ int run_result(const ResultArgs& a) {
 // ---- cancel -------------------------------------------------------------------------------
 
 struct CancelArgs {
-  std::string name, id, type, queue;
-  std::uint64_t group = 0;
+  std::string name, id, type, queue, group;
 };
 
 int run_cancel(const CancelArgs& a) {
   const int ways = static_cast<int>(!a.id.empty()) + static_cast<int>(!a.type.empty()) +
-                   static_cast<int>(!a.queue.empty()) + static_cast<int>(a.group != 0);
+                   static_cast<int>(!a.queue.empty()) + static_cast<int>(!a.group.empty());
   if (ways != 1) throw Usage("cancel takes one of: ID, --group G, --type T, --queue Q");
   Segment seg = open_segment(a.name, Access::change);
   auto client = Client::attach(seg, Role::observer);
@@ -176,7 +175,7 @@ int run_cancel(const CancelArgs& a) {
   } else if (!a.type.empty()) {
     n = client->cancel_type(a.type);
   } else {
-    n = client->cancel_group(a.group);
+    n = client->cancel_group(resolve_group(seg, a.group));
   }
   std::cout << "cancelled " << n.cancelled << " waiting task(s), asked " << n.requested << " running to stop\n";
   return kExitOk;
@@ -188,13 +187,13 @@ struct PriorityArgs {
   std::string name, id;
   std::vector<std::string> args;  // ID LEVEL, or LEVEL with --group
   unsigned level = 0;
-  std::uint64_t group = 0;
+  std::string group;
 };
 
 int run_priority(PriorityArgs a) {
-  if (a.args.size() != (a.group != 0 ? 1u : 2u))
+  if (a.args.size() != (!a.group.empty() ? 1u : 2u))
     throw Usage("give ID LEVEL, or --group G LEVEL (shmctl priority NAME ID LEVEL)");
-  if (a.group == 0) a.id = a.args[0];
+  if (a.group.empty()) a.id = a.args[0];
   const std::string& level_text = a.args.back();
   if (level_text.empty() || level_text.size() > 3 || level_text.find_first_not_of("0123456789") != std::string::npos)
     throw Usage("LEVEL must be a level number, 0 = most urgent (got '" + level_text + "')");
@@ -206,9 +205,9 @@ int run_priority(PriorityArgs a) {
   auto client = Client::attach(seg, Role::observer);
   check(client, "attach");
   const auto level = static_cast<std::uint8_t>(a.level);
-  if (a.group != 0) {
-    std::cout << "moved " << client->set_group_priority(a.group, level) << " waiting task(s) of group " << a.group
-              << " to level " << a.level << "\n";
+  if (!a.group.empty()) {
+    std::cout << "moved " << client->set_group_priority(resolve_group(seg, a.group), level)
+              << " waiting task(s) of group " << a.group << " to level " << a.level << "\n";
     return kExitOk;
   }
   const TaskId id = parse_task_id(a.id);
@@ -234,7 +233,7 @@ void add_task_verbs(CLI::App& app, Verbs& verbs) {
     auto* c = app.add_subcommand("priority", "Move a waiting task (or a group's) to another level");
     c->add_option("NAME", a->name, "Segment name")->required();
     c->add_option("ID LEVEL", a->args, "Task id (not with --group) and the new level, 0 = most urgent");
-    whole_number(c->add_option("--group", a->group, "Every waiting task of this group id"));
+    c->add_option("--group", a->group, "Every waiting task of this group (its name or id)");
     verbs.push_back({c, [a] { return run_priority(*a); }});
   }
   {
@@ -243,7 +242,7 @@ void add_task_verbs(CLI::App& app, Verbs& verbs) {
         app.add_subcommand("cancel", "Cancel a task (or a group's, a type's or a queue's): waiting ones never run");
     c->add_option("NAME", a->name, "Segment name")->required();
     c->add_option("ID", a->id, "Task id, as submit printed it");
-    whole_number(c->add_option("--group", a->group, "Every task of this group id"));
+    c->add_option("--group", a->group, "Every task of this group (its name or id)");
     c->add_option("--type", a->type, "Every task of this type");
     c->add_option("--queue", a->queue, "Every task of this queue (a purge)");
     verbs.push_back({c, [a] { return run_cancel(*a); }});

@@ -161,6 +161,16 @@ std::vector<std::string> render(const Snapshot& s, const Snapshot* prev, double 
              std::to_string(m.waiters)});
     text(t.render());
   }
+  if (!s.groups.empty()) {
+    lines.emplace_back();
+    Table t({"GROUP", "", "FINISHED", "FAILED", "CANCELLED", "RUNNING", "STATE"},
+            {false, false, true, true, true, true, false});
+    for (const auto& g : s.groups)
+      t.add({g.name, "[" + bar(g.finished_members(), g.total, 20) + "]",
+             std::to_string(g.finished_members()) + "/" + std::to_string(g.total), std::to_string(g.failed),
+             std::to_string(g.cancelled), std::to_string(g.running), std::string(to_string(g.state))});
+    text(t.render());
+  }
   return lines;
 }
 

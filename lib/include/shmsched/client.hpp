@@ -19,6 +19,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -188,6 +189,36 @@ class Client {
   /// most `timeout`, then take_result(id). Errors: timeout, unknown_task, and
   /// invalid_argument for a task without keep_result (nothing is kept to wait for).
   Result<TaskResult> wait(TaskId id, std::chrono::nanoseconds timeout);
+
+  // ---- groups (docs/lifecycle.md: "Groups") -----------------------------------------
+  /// Creates an open group. Errors: invalid_name, exists (a group of that name is not
+  /// deleted yet), group_table_full.
+  Result<GroupId> create_group(std::string_view name, const GroupOptions& options = {});
+  /// The group named `name`. Errors: unknown_group.
+  Result<GroupId> find_group(std::string_view name) const;
+  /// Seals a group: it takes no more members, and finishes (its waiting tasks are
+  /// released) once every member has finished. Sealing a sealed or finished group does
+  /// nothing. Errors: unknown_group.
+  Errc seal_group(GroupId group) noexcept;
+  /// Deletes a group whose members have all finished (sealed or not): its entry is free
+  /// for another group. Errors: unknown_group, group_busy.
+  Errc delete_group(GroupId group) noexcept;
+  /// The group's counts now, with `running` and `dependents` counted from the table.
+  Result<GroupInfo> group_info(GroupId group) const;
+  /// Every group not deleted, as group_info.
+  std::vector<GroupInfo> groups() const;
+  /// Sleeps (futex, no polling) until the group has finished, for at most `timeout`,
+  /// calling `progress` (when given) with its counts about every `interval` and once at
+  /// the end. Returns its counts. Errors: timeout, unknown_group.
+  Result<GroupInfo> wait_group(GroupId group, std::chrono::nanoseconds timeout,
+                               const std::function<void(const GroupInfo&)>& progress = {},
+                               std::chrono::nanoseconds interval = std::chrono::milliseconds(100));
+  /// Checks every group's counts against a recount of its members in the task table
+  /// (members outstanding = accepted - finished; dead letters <= failed) and that no
+  /// released waiting task waits for a finished group. Meaningful when no task moves
+  /// meanwhile (the crash tests run it after the workers stopped); the error names each
+  /// mismatch.
+  Result<void> verify_groups() const;
 
   // ---- re-prioritise -----------------------------------------------------------------
   /// Moves a waiting task (queued, delayed, parked) to `level`, at the tail of that level

@@ -51,6 +51,10 @@ enum class [[nodiscard]] Errc : std::uint8_t{
     unknown_task,           ///< no task with that id now (finished and released, taken, expired, evicted)
     not_finished,           ///< the task has not finished yet (take_result)
     not_waiting,            ///< the task does not wait (it runs or has finished): it cannot move
+    unknown_group,          ///< no group with that id or name now (never created, or deleted)
+    group_sealed,           ///< the group is sealed: it takes no more members
+    group_table_full,       ///< every group entry is in use (Layout::max_groups)
+    group_busy,             ///< the group has members that have not finished: it cannot be deleted
 };
 
 /// A short, stable, lower-case description of a code.

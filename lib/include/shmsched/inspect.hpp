@@ -84,6 +84,7 @@ struct Snapshot {
   std::vector<QueueSnapshot> queues;
   std::vector<ParticipantSnapshot> participants;
   std::vector<SemaphoreInfo> semaphores;
+  std::vector<GroupInfo> groups;  ///< every group not deleted (as Client::groups)
   /// Every record of the table by state.
   StateCounts records;
   std::uint16_t janitor_token = 0;
@@ -103,5 +104,10 @@ Snapshot inspect(const Segment& segment);
 /// The task `id` names (see Client::status, which is this), read without attaching: works
 /// on a segment opened read-only.
 Result<TaskInfo> task_status(const Segment& segment, TaskId id);
+
+/// Client::find_group, group_info and groups, for a segment opened read-only.
+Result<GroupId> find_group(const Segment& segment, std::string_view name);
+Result<GroupInfo> group_info(const Segment& segment, GroupId group);
+std::vector<GroupInfo> groups(const Segment& segment);
 
 }  // namespace shmsched

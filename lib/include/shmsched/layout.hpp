@@ -28,6 +28,8 @@ struct Layout {
   std::uint32_t max_participants = 64;
   /// Named semaphores, 0..kMaxSemaphores.
   std::uint32_t max_semaphores = 32;
+  /// Task groups alive at once (created and not yet deleted), 0..kMaxGroups.
+  std::uint32_t max_groups = 64;
 
   static constexpr std::uint32_t kMaxLevels = 16;
   static constexpr std::uint32_t kMaxTasks = 1u << 20;
@@ -35,6 +37,7 @@ struct Layout {
   static constexpr std::uint32_t kMaxQueues = 256;
   static constexpr std::uint32_t kMaxParticipants = 1023;
   static constexpr std::uint32_t kMaxSemaphores = 1024;
+  static constexpr std::uint32_t kMaxGroups = 4096;
 
   /// The ring capacity actually used (resolves 0).
   std::uint32_t effective_ring_capacity() const noexcept { return ring_capacity == 0 ? task_capacity : ring_capacity; }

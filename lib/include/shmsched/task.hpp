@@ -26,6 +26,8 @@ namespace shmsched {
 
 using TaskId = std::uint64_t;
 inline constexpr TaskId kNoTask = 0;
+/// A group of tasks (Client::create_group): (generation << 16) | entry; never 0.
+using GroupId = std::uint64_t;
 
 /// How a failed attempt is retried: delay * (backoff_x100/100)^(attempt-1), capped at
 /// max_delay, plus up to jitter_pct percent of random extra.
@@ -98,7 +100,15 @@ struct TaskOptions {
   RetryPolicy retry{};
   std::int64_t not_before_ns = 0;  ///< CLOCK_MONOTONIC; 0 = runnable now (see after())
   std::int64_t expires_ns = 0;     ///< CLOCK_MONOTONIC; 0 = never
-  std::uint64_t group_id = 0;
+  /// The group it is a member of (Client::create_group); 0 = none. The group must be
+  /// open (not sealed).
+  GroupId group_id = 0;
+  /// A group it waits for: accepted as waiting, it is queued once the group is sealed
+  /// and every member has finished (a chord's completion task); 0 = none.
+  GroupId after_group = 0;
+  /// Run even when the group it waits for finished with failed or cancelled members
+  /// (else it is cancelled, with the reason).
+  bool run_anyway = false;
   /// Semaphores the task needs while it runs (up to two; count 0 = unused).
   Need needs[2] = {};
   /// Keep the record after the task finishes, holding its result (up to
@@ -153,6 +163,7 @@ struct Taken {
   std::int64_t enqueued_ns = 0;
   bool helped = false;       ///< taken by a helper (from a queue not its home)
   bool keep_result = false;  ///< enqueued with keep_result: complete() keeps its result
+  bool in_group = false;     ///< a member of a group: its finish is counted there
   Need needs[2] = {};        ///< the task's own needs (count 0 = unused)
   explicit operator bool() const noexcept { return id != kNoTask; }
 };
@@ -167,6 +178,7 @@ enum class TaskStatus : std::uint8_t {
   dead,       ///< failed for good: a dead letter, with its reason
   done,       ///< finished, its result kept (keep_result) until taken, expired or evicted
   cancelled,  ///< cancelled before it ran (or while it ran), kept (keep_result) like a result
+  waiting,    ///< waits for the group it runs after (TaskOptions::after_group)
 };
 
 constexpr std::string_view to_string(TaskStatus s) noexcept {
@@ -187,6 +199,8 @@ constexpr std::string_view to_string(TaskStatus s) noexcept {
       return "done";
     case TaskStatus::cancelled:
       return "cancelled";
+    case TaskStatus::waiting:
+      return "waiting";
   }
   return "?";
 }
@@ -213,6 +227,8 @@ constexpr TaskStatus status_of(TaskState s) noexcept {
       return TaskStatus::done;
     case TaskState::cancelled:
       return TaskStatus::cancelled;
+    case TaskState::waiting:
+      return TaskStatus::waiting;
   }
   return TaskStatus::unknown;
 }
@@ -249,6 +265,48 @@ struct TaskInfo {
   bool keep_result = false;        ///< enqueued with keep_result
   bool cancel_requested = false;   ///< running: Client::cancel asked its handler to stop
   std::string last_error;          ///< the last failure's reason (dead: why), or empty
+};
+
+/// Where a group is in its life.
+enum class GroupState : std::uint8_t {
+  open,      ///< takes members
+  sealed,    ///< takes no more; finishes when every member has finished
+  finished,  ///< sealed and every member finished; its waiting tasks were released
+};
+constexpr std::string_view to_string(GroupState s) noexcept {
+  switch (s) {
+    case GroupState::open:
+      return "open";
+    case GroupState::sealed:
+      return "sealed";
+    case GroupState::finished:
+      return "finished";
+  }
+  return "?";
+}
+
+/// A group as Client::group_info found it. total = members accepted; done, failed
+/// (dead-lettered) and cancelled are the finished ones; the rest are outstanding, and of
+/// those `running` run now (counted from the table when asked: nothing on the take path
+/// writes it). dependents: tasks that wait for the group.
+struct GroupInfo {
+  GroupId id = 0;
+  std::string name;
+  GroupState state = GroupState::open;
+  std::uint64_t total = 0, done = 0, failed = 0, cancelled = 0;
+  std::uint64_t running = 0;     ///< counted from the table (group_info, groups); 0 from wait_group
+  std::uint64_t dependents = 0;  ///< tasks waiting for it now (counted from the table, as running)
+  std::int64_t created_ns = 0;   ///< CLOCK_MONOTONIC_COARSE
+  std::int64_t finished_ns = 0;  ///< CLOCK_MONOTONIC_COARSE; 0 while not finished
+  std::uint64_t finished_members() const noexcept { return done + failed + cancelled; }
+  std::uint64_t outstanding() const noexcept { return total - finished_members(); }
+};
+
+/// Options of Client::create_group.
+struct GroupOptions {
+  /// A finished group is deleted this long after it finished (its id then answers
+  /// unknown_group); 0 keeps it until delete_group.
+  std::chrono::seconds ttl{600};
 };
 
 /// What a finished task left (Client::take_result, Client::wait).

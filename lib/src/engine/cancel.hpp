@@ -33,7 +33,8 @@ inline Client::Impl::Waiting Client::Impl::claim_waiting(TaskId id, std::uint32_
     switch (state_of(was)) {
       case TaskState::queued:
       case TaskState::delayed:
-      case TaskState::parked: {
+      case TaskState::parked:
+      case TaskState::waiting: {
         mine = next_word(was, TaskState::running, token);
         std::uint64_t expected = was;
         // acq_rel, as (T2): the body is ours to read and write, or someone moved it first.
@@ -82,16 +83,23 @@ inline Errc Client::Impl::cancel(TaskId id, CancelOutcome& out) noexcept {
 // Finishes record idx, ours with state word `word`, as cancelled: freed, or kept.
 inline Errc Client::Impl::finish_cancelled(std::uint32_t idx, std::uint64_t word) noexcept {
   auto* b = core->hot(idx);
-  if ((b->flags & detail::kKeepResult) == 0) return free_record(idx, word);
+  if ((b->flags & detail::kKeepResult) == 0)
+    return counted_move(idx, word, next_word(word, TaskState::free, token), detail::GroupCounters::kCancelled, 1,
+                        [&]() noexcept { return free_record(idx, word); });
   auto* c = core->cold(idx);
   const std::int64_t now = detail::coarse_now_ns();
   detail::set_field(b->payload_len, std::uint32_t{0});
   detail::set_field(c->finished_ns, now);
   detail::set_field(b->expires_ns, now + std::int64_t{c->result_ttl_s} * 1'000'000'000);
-  // release, as K-done: the fields happen-before a reader's claim.
-  if (!core->ctrl[idx].state.compare_exchange_strong(word, next_word(word, TaskState::cancelled, 0),
-                                                     std::memory_order_release, std::memory_order_relaxed))
-    return Errc::fenced;
+  const std::uint64_t to = next_word(word, TaskState::cancelled, 0);
+  const Errc moved = counted_move(idx, word, to, detail::GroupCounters::kCancelled, 1, [&]() noexcept {
+    std::uint64_t w = word;
+    // release, as K-done: the fields happen-before a reader's claim.
+    return core->ctrl[idx].state.compare_exchange_strong(w, to, std::memory_order_release, std::memory_order_relaxed)
+               ? Errc::ok
+               : Errc::fenced;
+  });
+  if (moved != Errc::ok) return moved;
   core->header->results_kept.fetch_add(1, std::memory_order_relaxed);
   wake_result_waiters(idx);
   return Errc::ok;

@@ -8,6 +8,7 @@
 #include "delayed.hpp"
 #include "enqueue.hpp"
 #include "enqueue_batch.hpp"
+#include "groups.hpp"
 #include "holders.hpp"
 #include "parking.hpp"
 #include "participants.hpp"

@@ -59,7 +59,7 @@ inline void Client::Impl::form_stretch(Stretch& s, std::span<const TaskSpec> tas
   for (; s.len < limit; ++s.len) {
     const TaskSpec& t = tasks[s.len];
     if (s.len != 0) {
-      if (t.options.not_before_ns != 0) break;  // goes one by one
+      if (goes_alone(t.options)) break;  // goes one by one
       s.error = check_next(t, tasks[s.len - 1], q, q);
       if (s.error != Errc::ok) break;
     }

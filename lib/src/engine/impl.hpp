@@ -6,8 +6,11 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <bit>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <span>
@@ -225,6 +228,36 @@ struct Client::Impl {
   template <class Fn>
   void for_each_matching(std::uint32_t queue, std::uint64_t type, std::uint64_t group, Fn&& fn);
   CancelCounts cancel_matching(std::uint32_t queue, std::uint64_t type, std::uint64_t group) noexcept;
+
+  // ---- groups and gates (groups.hpp) ------------------------------------------------
+  // What a waiting task's gate says: still pending, finished well, or finished with
+  // failed or cancelled members (or deleted).
+  struct GateOutcome {
+    enum Kind : std::uint8_t { pending, ok, failed_members };
+    Kind outcome = pending;
+    std::uint64_t failed = 0, cancelled = 0;
+    bool deleted = false;
+  };
+  detail::GroupEntry* group_entry(GroupId id, std::uint64_t* word = nullptr) const noexcept;
+  std::array<std::uint64_t, 4> group_sums(std::uint32_t gi) const noexcept;
+  template <class Move>
+  Errc counted_move(std::uint32_t idx, std::uint64_t from, std::uint64_t to, unsigned field, std::uint64_t delta,
+                    Move&& move) noexcept;
+  void finish_step(std::uint32_t p) noexcept;
+  void member_finished(std::uint32_t gi, GroupId g) noexcept;
+  bool try_finish_group(GroupId g) noexcept;
+  void tend_groups(std::int64_t now) noexcept;
+  GateOutcome gate_of(std::uint32_t idx) const noexcept;
+  Errc settle_gated(std::uint32_t idx, std::uint64_t mine) noexcept;
+  std::size_t release_waiting(std::uint32_t one) noexcept;
+  std::size_t release_dependents(GroupId g) noexcept;
+  static bool goes_alone(const TaskOptions& o) noexcept;
+  Errc enqueue_member(std::string_view type, std::uint64_t th, std::span<const std::byte> payload, const TaskOptions& o,
+                      TaskId* id, std::int64_t now) noexcept;
+  void unannounce(detail::GroupEntry* ge, GroupId g) noexcept;
+  Errc accept_member(std::string_view type, std::uint64_t th, std::span<const std::byte> payload, const TaskOptions& o,
+                     QueueId q, TaskId* id, std::int64_t now) noexcept;
+  Errc finish_member(const Taken& t) noexcept;
 
   // ---- re-prioritise (priority.hpp) --------------------------------------------------
   Errc set_priority(TaskId id, std::uint8_t level) noexcept;

@@ -23,6 +23,7 @@ inline Errc Client::Impl::set_priority(TaskId id, std::uint8_t level) noexcept {
       auto* b = core->hot(idx);
       detail::set_field(b->level, level);
       if (state_of(was) == TaskState::delayed) return delay_record(idx, mine, detail::load_not_before(b));
+      if (state_of(was) == TaskState::waiting) return settle_gated(idx, mine);  // waits on at its new level
       return requeue_record(idx, mine);
     }
     case Waiting::running:

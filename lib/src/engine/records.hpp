@@ -255,8 +255,12 @@ inline Errc Client::Impl::dead_letter_record(std::uint32_t idx, std::uint64_t wo
   auto* b = core->hot(idx);
   detail::set_field(b->flags, static_cast<std::uint8_t>(b->flags | detail::kHasError));
   const std::uint64_t next = next_word(word, TaskState::dead, token);
-  // (S3) acq_rel: releases last_error to whoever lists dead letters.
-  if (!core->ctrl[idx].state.compare_exchange_strong(word, next, std::memory_order_acq_rel)) return Errc::fenced;
+  const Errc moved = counted_move(idx, word, next, detail::GroupCounters::kFailed, 1, [&]() noexcept {
+    std::uint64_t w = word;
+    // (S3) acq_rel: releases last_error to whoever lists dead letters.
+    return core->ctrl[idx].state.compare_exchange_strong(w, next, std::memory_order_acq_rel) ? Errc::ok : Errc::fenced;
+  });
+  if (moved != Errc::ok) return moved;
   if ((b->flags & detail::kKeepResult) != 0) [[unlikely]]
     wake_result_waiters(idx);  // finished for good
   return Errc::ok;

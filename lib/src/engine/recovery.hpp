@@ -11,6 +11,10 @@ namespace shmsched {
 
 // Finish or undo everything the (dead, or departing) owner `dead` left in records.
 inline void Client::Impl::recover_records(DeadOwner dead, ReapReport& rep) noexcept {
+  // Its group count step first, before any of its records moves on (groups.hpp), then
+  // its announcement as an adder.
+  finish_step(dead.index - 1);
+  core->participants[dead.index - 1].adding_group.store(0, std::memory_order_seq_cst);
   for (std::uint32_t idx = 0, end = core->scan_end(); idx < end; ++idx) {
     auto& c = core->ctrl[idx];
     std::uint64_t s = c.state.load(std::memory_order_acquire);
@@ -43,7 +47,9 @@ inline void Client::Impl::recover_records(DeadOwner dead, ReapReport& rep) noexc
         const std::uint64_t next = next_word(s, TaskState::running, token);
         if (!c.state.compare_exchange_strong(s, next, std::memory_order_acq_rel)) break;
         auto* b = core->hot(idx);
-        if (const char* defect = record_defect(idx)) {
+        if ((b->flags & detail::kHasGate) != 0 && b->attempts == 0) {  // released, never started: by its gate again
+          (void)settle_gated(idx, next);
+        } else if (const char* defect = record_defect(idx)) {
           if (dead_letter_record(idx, next, defect) == Errc::ok) ++rep.dead_lettered;
         } else if (b->attempts >= b->max_attempts) {
           if (dead_letter_record(idx, next, "consumer died while running it") == Errc::ok) {
@@ -62,6 +68,11 @@ inline void Client::Impl::recover_records(DeadOwner dead, ReapReport& rep) noexc
       case TaskState::cancelled:
         c.state.compare_exchange_strong(s, next_word(s, state_of(s), 0), std::memory_order_acq_rel);
         break;
+      case TaskState::waiting: {  // its creator may have died before its look at the gate
+        const std::uint64_t next = next_word(s, TaskState::running, token);
+        if (c.state.compare_exchange_strong(s, next, std::memory_order_acq_rel)) (void)settle_gated(idx, next);
+        break;
+      }
       case TaskState::virgin:  // owns nothing
       case TaskState::dead:    // owned by nobody in particular: stays a dead letter
         break;

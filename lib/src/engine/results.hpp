@@ -30,11 +30,16 @@ inline Errc Client::Impl::keep_result(const Taken& t, std::span<const std::byte>
   detail::set_field(c->finished_ns, now);
   detail::set_field(b->expires_ns, now + std::int64_t{c->result_ttl_s} * 1'000'000'000);
   SHMSCHED_FAULT_POINT(result_before_done);
-  std::uint64_t w = t.word;
-  // release: the result and its fields happen-before a reader's claim (acquire).
-  if (!core->ctrl[t.index].state.compare_exchange_strong(w, next_word(w, TaskState::done, 0), std::memory_order_release,
-                                                         std::memory_order_relaxed))
-    return Errc::fenced;
+  const std::uint64_t to = next_word(t.word, TaskState::done, 0);
+  const Errc moved = counted_move(t.index, t.word, to, detail::GroupCounters::kDone, 1, [&]() noexcept {
+    std::uint64_t w = t.word;
+    // release: the result and its fields happen-before a reader's claim (acquire).
+    return core->ctrl[t.index].state.compare_exchange_strong(w, to, std::memory_order_release,
+                                                             std::memory_order_relaxed)
+               ? Errc::ok
+               : Errc::fenced;
+  });
+  if (moved != Errc::ok) return moved;
   core->header->results_kept.fetch_add(1, std::memory_order_relaxed);  // a count for eviction and stat
   wake_result_waiters(t.index);
   return Errc::ok;

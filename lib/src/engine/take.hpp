@@ -252,6 +252,7 @@ inline bool Client::Impl::expired_on_take(QueueId q, std::uint32_t level, std::u
   out.enqueued_ns = detail::load_enqueued(b);
   out.helped = false;
   out.keep_result = (b->flags & detail::kKeepResult) != 0;
+  out.in_group = (b->flags & detail::kHasGroup) != 0;
   for (int k = 0; k < 2; ++k) out.needs[k] = Need{b->need_sem[k], b->need_count[k]};
 }
 

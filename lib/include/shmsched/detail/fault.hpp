@@ -40,7 +40,11 @@
   X(result_before_done)           /* result written into the record, state still running */    \
   X(result_after_claim)           /* kept result claimed by a reader, not yet read or freed */ \
   X(cancel_after_claim)           /* waiting task claimed by a canceller, not yet cancelled */ \
-  X(priority_after_claim)         /* waiting task claimed by a mover, level not yet changed */
+  X(priority_after_claim)         /* waiting task claimed by a mover, level not yet changed */ \
+  X(group_step_noted)             /* group count step noted, the record not yet moved */       \
+  X(group_step_moved)             /* record moved by a counted step, its count not yet added */\
+  X(group_before_finish)          /* sealed group's last member counted, group not finished */ \
+  X(gate_after_claim)             /* waiting task claimed by its releaser, not yet queued */
 
 namespace shmsched::fault {
 

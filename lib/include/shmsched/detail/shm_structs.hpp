@@ -17,29 +17,32 @@
 namespace shmsched::detail {
 
 inline constexpr std::uint64_t kMagic = 0x3144484353'4d4853ULL;  // "SHMSCHD1" little-endian
-inline constexpr std::uint32_t kAbiVersion = 6;
+inline constexpr std::uint32_t kAbiVersion = 7;
 
 enum class InitState : std::uint32_t { initializing = 0x494E4954u /* "INIT" */, ready = 0x52454459u /* "REDY" */ };
 
 /// Offsets (from the segment base) and sizes of every region, computed from a Layout.
 struct SegmentMap {
   std::uint64_t header = 0;
-  std::uint64_t task_ctrl = 0;      // TaskCtrl[task_capacity]
-  std::uint64_t task_body = 0;      // task_capacity records of body_stride bytes
-  std::uint64_t body_stride = 0;    // TaskHot + payload + TaskCold, in whole lines
-  std::uint64_t cold_offset = 0;    // of TaskCold within a record
-  std::uint64_t types = 0;          // TypeEntry[kMaxTypes]
-  std::uint64_t queues = 0;         // QueueEntry[max_queues]
-  std::uint64_t ring_hdrs = 0;      // RingHeader[max_queues * levels]
-  std::uint64_t rings = 0;          // AtomicU64[max_queues * levels * ring_capacity]
-  std::uint64_t participants = 0;   // ParticipantEntry[max_participants]
-  std::uint64_t semaphores = 0;     // SemaphoreEntry[max_semaphores]
-  std::uint64_t park_hdrs = 0;      // RingHeader[max_semaphores * levels]
-  std::uint64_t park_rings = 0;     // AtomicU64[max_semaphores * levels * park_capacity]
-  std::uint32_t park_capacity = 0;  // slots per park ring
-  std::uint64_t delayed_bits = 0;   // AtomicU64[task_capacity / 64]
-  std::uint64_t sleepers = 0;       // SleepMasks[max_queues]
-  std::uint64_t counters = 0;       // LevelCounters[max_participants][max_queues][levels]
+  std::uint64_t task_ctrl = 0;       // TaskCtrl[task_capacity]
+  std::uint64_t task_body = 0;       // task_capacity records of body_stride bytes
+  std::uint64_t body_stride = 0;     // TaskHot + payload + TaskCold, in whole lines
+  std::uint64_t cold_offset = 0;     // of TaskCold within a record
+  std::uint64_t types = 0;           // TypeEntry[kMaxTypes]
+  std::uint64_t queues = 0;          // QueueEntry[max_queues]
+  std::uint64_t ring_hdrs = 0;       // RingHeader[max_queues * levels]
+  std::uint64_t rings = 0;           // AtomicU64[max_queues * levels * ring_capacity]
+  std::uint64_t participants = 0;    // ParticipantEntry[max_participants]
+  std::uint64_t semaphores = 0;      // SemaphoreEntry[max_semaphores]
+  std::uint64_t park_hdrs = 0;       // RingHeader[max_semaphores * levels]
+  std::uint64_t park_rings = 0;      // AtomicU64[max_semaphores * levels * park_capacity]
+  std::uint32_t park_capacity = 0;   // slots per park ring
+  std::uint64_t delayed_bits = 0;    // AtomicU64[task_capacity / 64]
+  std::uint64_t sleepers = 0;        // SleepMasks[max_queues]
+  std::uint64_t counters = 0;        // LevelCounters[max_participants][max_queues][levels]
+  std::uint64_t groups = 0;          // GroupEntry[max_groups]
+  std::uint64_t group_counters = 0;  // GroupCounters[max_participants][max_groups]
+  std::uint64_t waiting_bits = 0;    // AtomicU64[task_capacity / 64]
   std::uint64_t total = 0;
 
   static SegmentMap compute(const Layout& layout) noexcept;
@@ -48,7 +51,7 @@ struct SegmentMap {
 /// Layout fields as stored in the header (fixed width, no padding surprises).
 struct LayoutPod {
   std::uint32_t levels, task_capacity, payload_bytes, ring_capacity, max_queues, max_participants, max_semaphores,
-      reserved;
+      max_groups;
 };
 static_assert(sizeof(LayoutPod) == 32);
 
@@ -90,6 +93,9 @@ struct alignas(kCacheLine) SegmentHeader {  // NOLINT(clang-analyzer-optin.perfo
   AtomicI64 results_kept{0};
   AtomicU64 results_expired{0};
   AtomicU64 results_evicted{0};
+  // Tasks accepted as waiting and not yet released (a hint: the janitor looks for
+  // waiting tasks to settle only while it is not 0).
+  alignas(kCacheLine) AtomicU64 waiting_tasks{0};
 };
 static_assert(sizeof(SegmentHeader) <= 4096);
 
@@ -136,12 +142,27 @@ struct alignas(kCacheLine) TaskCold {
   std::uint32_t result_ttl_s;        // keep_result: how long a result is kept
   std::uint16_t retry_backoff_x100;  // multiplier per attempt, x100 (200 = doubling)
   std::uint16_t retry_jitter_pct;
-  char last_error[92];
+  // kHasGate: the id of the group it waits for (kGateGroup).
+  // Written by the owner before the record is accepted as waiting.
+  std::uint64_t gate;
+  char last_error[80];
 };
 static_assert(sizeof(TaskCold) == 2 * kCacheLine);
 
 /// kKeepResult: enqueued with keep_result (the cold line has its result_ttl_s).
-enum TaskFlags : std::uint8_t { kHasRetryPolicy = 1, kHasGroup = 2, kHasError = 4, kKeepResult = 8 };
+/// kHasGate: it waits for `gate` (a task, or a group with kGateGroup) before it runs;
+/// kRunAnyway: it runs when its gate finished with failures too (else it is cancelled);
+/// kPipe: it receives its parent task's result as its payload.
+enum TaskFlags : std::uint8_t {
+  kHasRetryPolicy = 1,
+  kHasGroup = 2,
+  kHasError = 4,
+  kKeepResult = 8,
+  kHasGate = 16,
+  kGateGroup = 32,
+  kRunAnyway = 64,
+  kPipe = 128,
+};
 
 /// The state of a named entry (type, queue, semaphore): the low two bits of its word,
 /// above them the name's hash.
@@ -191,6 +212,19 @@ struct alignas(kCacheLine) ParticipantEntry {
   AtomicU32 help_sleepers;                  // of those, the ones that may help (not reserved)
   alignas(kCacheLine) AtomicU64 reaped{0};  // participants this one reaped
   AtomicU64 processed{0};                   // handlers finished (any outcome)
+  // The group count step under way (engine/groups.hpp, G1..G4): the record's word
+  // before its move (0 = none) and the word the move writes, the record, the counter
+  // (group entry * 4 + field) and its value before and after the step. Written by this
+  // participant only; read by whoever recovers it, which finishes the step exactly once.
+  AtomicU64 step_word{0};
+  AtomicU64 step_to{0};
+  AtomicU32 step_record{0};
+  AtomicU32 step_counter{0};
+  AtomicU64 step_before{0};
+  AtomicU64 step_after{0};
+  // GroupId + 1 of the group this participant is adding a member to (0 = none): a
+  // sealed group does not finish while an adder that saw it open is in flight.
+  AtomicU64 adding_group{0};
 };
 static_assert(sizeof(ParticipantEntry) == 2 * kCacheLine);
 
@@ -208,6 +242,36 @@ struct alignas(kCacheLine) LevelCounters {
   AtomicU64 enqueued, started, done, retried, failed, dead, helped, reserved;
 };
 static_assert(sizeof(LevelCounters) == kCacheLine);
+
+/// A task group. The word packs [generation : 48][state : 4]: a GroupId is
+/// (generation << 16 | entry index), so an id of a deleted group never names its
+/// entry's next group. `name` and the base counts are written by the creator before the
+/// release store that opens it. The counts a group reports are the sums over
+/// participants of GroupCounters less the base the creator read (counters of an entry's
+/// earlier groups are never reset: each participant alone writes its own).
+struct alignas(kCacheLine) GroupEntry {
+  static constexpr std::uint64_t kFree = 0, kCreating = 1, kOpen = 2, kSealed = 3, kFinishing = 4, kFinished = 5;
+  AtomicU64 word;
+  AtomicU64 name[4];  // up to 31 bytes, zero padded
+  // Members accepted less members finished, over every participant: a hint that tells
+  // the finisher of a sealed group's last member to check the exact counts. A crash can
+  // leave it off; the janitor checks sealed groups by the exact counts (tend_groups).
+  AtomicI64 outstanding;
+  AtomicU32 waiters;                      // wait_group sleepers (futex on the word's low half)
+  AtomicU32 dependents;                   // tasks accepted as waiting for this group (a hint for the release)
+  AtomicI64 finished_ns;                  // coarse; 0 while not finished
+  alignas(kCacheLine) AtomicU64 base[4];  // the counters' sums when it was created
+  AtomicI64 created_ns;
+  AtomicU32 ttl_s;  // a finished group is deleted this long after it finished (0 = kept)
+};
+static_assert(sizeof(GroupEntry) == 2 * kCacheLine);
+/// One participant's counts for one group entry (added = members accepted). Only that
+/// participant writes them, or whoever recovers it while it is dead.
+struct GroupCounters {
+  static constexpr unsigned kAdded = 0, kDone = 1, kFailed = 2, kCancelled = 3;
+  AtomicU64 n[4];
+};
+static_assert(sizeof(GroupCounters) == 32);
 
 /// A named counting semaphore (resource-aware dispatch builds on it).
 ///

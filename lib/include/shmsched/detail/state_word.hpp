@@ -29,10 +29,11 @@ enum class TaskState : std::uint8_t {
   dead = 7,       ///< dead-lettered, with its reason in last_error
   done = 8,       ///< finished with keep_result: holds its result until taken, expired or evicted
   cancelled = 9,  ///< cancelled with keep_result: kept, like done, for whoever waits or asks
+  waiting = 10,   ///< accepted; waits for its gate (a parent task or a group) to finish
 };
 
 /// The number of states (a state word's state field holds up to 16 values).
-inline constexpr std::size_t kTaskStates = 10;
+inline constexpr std::size_t kTaskStates = 11;
 
 /// A state's name, as docs and tools print it; "?" for a value that is no state.
 constexpr std::string_view to_string(TaskState s) noexcept {
@@ -57,6 +58,8 @@ constexpr std::string_view to_string(TaskState s) noexcept {
       return "done";
     case TaskState::cancelled:
       return "cancelled";
+    case TaskState::waiting:
+      return "waiting";
   }
   return "?";
 }
@@ -72,6 +75,7 @@ constexpr bool is_outstanding(TaskState s) noexcept {
     case TaskState::running:
     case TaskState::delayed:
     case TaskState::parked:
+    case TaskState::waiting:
       return true;
     case TaskState::virgin:
     case TaskState::free:
@@ -117,20 +121,23 @@ constexpr bool transition_allowed(TaskState from, TaskState to) noexcept {
       return to == TaskState::reserved;
     case TaskState::free:  // reserved, or its dead last owner's name dropped
       return to == TaskState::reserved || to == TaskState::free;
-    case TaskState::reserved:  // accepted (queued or delayed), or given back
-      return to == TaskState::queued || to == TaskState::delayed || to == TaskState::free;
+    case TaskState::reserved:  // accepted (queued, delayed or waiting), or given back
+      return to == TaskState::queued || to == TaskState::delayed || to == TaskState::waiting || to == TaskState::free;
     case TaskState::queued:  // taken; a dead owner's name dropped; given back unpublished
       return to == TaskState::running || to == TaskState::queued || to == TaskState::free;
     case TaskState::running:  // done (freed, or keeping its result), requeued, parked, retried later,
-                              // dead-lettered, taken over
+                              // dead-lettered, taken over; a released task back to waiting
       return to == TaskState::free || to == TaskState::done || to == TaskState::cancelled || to == TaskState::queued ||
-             to == TaskState::parked || to == TaskState::delayed || to == TaskState::dead || to == TaskState::running;
+             to == TaskState::parked || to == TaskState::delayed || to == TaskState::dead || to == TaskState::running ||
+             to == TaskState::waiting;
     case TaskState::delayed:  // due: promoted
       return to == TaskState::running;
     case TaskState::parked:  // unparked or handed over; a dead owner's name dropped
       return to == TaskState::running || to == TaskState::parked;
     case TaskState::dead:  // requeued or purged
       return to == TaskState::running || to == TaskState::free;
+    case TaskState::waiting:  // released, cancelled or moved: claimed first, as a take claims
+      return to == TaskState::running;
     case TaskState::done:       // claimed by a reader or a dead reader's name dropped; taken, expired or evicted
     case TaskState::cancelled:  // the same, for a kept cancellation
       return to == from || to == TaskState::free;
