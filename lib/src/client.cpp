@@ -310,16 +310,30 @@ Errc Client::requeue_dead(TaskId id) noexcept {
   if (detail::state_of(s) != TaskState::dead || im.core->hot(idx)->id != id) return Errc::invalid_argument;
   if (im.record_defect(idx) != nullptr) return Errc::corrupt;  // stays a dead letter; its reason says why
   const std::uint64_t mine = next_word(s, TaskState::running, im.token);
-  // A member's revival takes it back out of its group's failed count (a counted step).
-  const Errc moved = im.counted_move(idx, s, mine, detail::GroupCounters::kFailed, ~std::uint64_t{0}, [&]() noexcept {
-    std::uint64_t w = s;
-    return c.state.compare_exchange_strong(w, mine, std::memory_order_acq_rel) ? Errc::ok : Errc::invalid_argument;
-  });
-  if (moved != Errc::ok) return Errc::invalid_argument;
   auto* hot = im.core->hot(idx);
-  if ((hot->flags & detail::kHasGroup) != 0)
-    if (auto* ge = im.group_entry(im.core->cold(idx)->group_id))
-      ge->outstanding.fetch_add(1, std::memory_order_relaxed);
+  if ((hot->flags & detail::kHasGroup) != 0) {
+    // A member's revival takes it back out of its group's failed count (a counted step),
+    // announced as an addition: only while the group has not finished.
+    if (auto* ge = im.group_entry(im.core->cold(idx)->group_id)) {
+      const GroupId g = im.core->cold(idx)->group_id;
+      Impl::Lane lane(im);
+      if (const Errc e = im.announce(lane, ge, g, true); e != Errc::ok) return e;
+      const Errc moved = im.counted_move(
+          idx, s, mine, detail::GroupCounters::kFailed, ~std::uint64_t{0},
+          [&]() noexcept {
+            std::uint64_t w = s;
+            return c.state.compare_exchange_strong(w, mine, std::memory_order_acq_rel) ? Errc::ok
+                                                                                       : Errc::invalid_argument;
+          },
+          &lane);
+      im.unannounce(lane, ge, g, moved != Errc::ok);
+      if (moved != Errc::ok) return moved;
+    } else if (!c.state.compare_exchange_strong(s, mine, std::memory_order_acq_rel)) {
+      return Errc::invalid_argument;
+    }
+  } else if (!c.state.compare_exchange_strong(s, mine, std::memory_order_acq_rel)) {
+    return Errc::invalid_argument;
+  }
   Impl::bump(im.counters(hot->queue, hot->level).enqueued);  // back in flight: counts as enqueued again
   detail::set_field(hot->attempts, std::uint16_t{0});
   detail::set_field(hot->flags, static_cast<std::uint8_t>(hot->flags & ~detail::kHasError));

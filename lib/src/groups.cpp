@@ -90,6 +90,8 @@ Errc Client::seal_group(GroupId group) noexcept {
   auto& im = *impl_;
   std::uint64_t w = 0;
   GroupEntry* e = im.group_entry(group, &w);
+  for (; e != nullptr && detail::group_state(w) == GroupEntry::kFinishing; e = im.group_entry(group, &w))
+    std::this_thread::yield();  // a delete_group is looking: it deletes it, or puts it back
   if (e == nullptr) return Errc::unknown_group;
   if (detail::group_state(w) == GroupEntry::kOpen) {
     // seq_cst: ordered before the look at the hint below; pairs with an adder's
@@ -107,16 +109,24 @@ Errc Client::delete_group(GroupId group) noexcept {
   std::uint64_t w = 0;
   GroupEntry* e = im.group_entry(group, &w);
   if (e == nullptr) return Errc::unknown_group;
-  if (detail::group_state(w) != GroupEntry::kFinished) {
-    // Open or sealed: only with every member finished and nobody adding.
-    for (std::uint32_t p = 0; p < im.core->layout.max_participants; ++p)
-      if (im.core->participants[p].adding_group.load(std::memory_order_seq_cst) == group + 1) return Errc::group_busy;
+  const std::uint64_t gen = detail::group_gen(w), was = detail::group_state(w);
+  if (was != GroupEntry::kFinished) {
+    // Open or sealed: closed first (kFinishing: adders back off, as from a seal), then
+    // -- seq_cst, the other half of an adder's announce-then-look -- only with nobody
+    // adding and every member finished; else it goes back as it was.
+    if (was == GroupEntry::kFinishing ||
+        !e->word.compare_exchange_strong(w, detail::group_word(gen, GroupEntry::kFinishing), std::memory_order_seq_cst))
+      return Errc::group_busy;
     const auto s = im.group_sums(detail::group_index_of(group));
-    if (s[0] != s[1] + s[2] + s[3]) return Errc::group_busy;
+    if (detail::adder_in_flight(*im.core, group) || s[0] != s[1] + s[2] + s[3]) {
+      e->word.store(detail::group_word(gen, was), std::memory_order_seq_cst);
+      if (was == GroupEntry::kSealed) im.try_finish_group(group);  // a finisher may have found it closed
+      return Errc::group_busy;
+    }
+    w = detail::group_word(gen, GroupEntry::kFinishing);
   }
   // acq_rel: one CAS; the generation stays, so the id of the deleted group names nothing.
-  if (!e->word.compare_exchange_strong(w, detail::group_word(detail::group_gen(w), GroupEntry::kFree),
-                                       std::memory_order_acq_rel))
+  if (!e->word.compare_exchange_strong(w, detail::group_word(gen, GroupEntry::kFree), std::memory_order_acq_rel))
     return im.group_entry(group) == nullptr ? Errc::unknown_group : Errc::group_busy;
   if (e->waiters.load(std::memory_order_seq_cst) != 0) detail::futex_wake_low(e->word, INT32_MAX);
   if (e->dependents.load(std::memory_order_seq_cst) != 0) im.release_dependents(group);  // they are cancelled

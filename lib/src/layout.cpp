@@ -85,7 +85,8 @@ SegmentMap SegmentMap::compute(const Layout& l) noexcept {
   m.sleepers = take(std::uint64_t{l.max_queues} * sizeof(SleepMasks));
   m.counters = take(std::uint64_t{l.max_participants} * l.max_queues * l.levels * sizeof(LevelCounters), 4096);
   m.groups = take(std::uint64_t{l.max_groups} * sizeof(GroupEntry));
-  m.group_counters = take(std::uint64_t{l.max_participants} * l.max_groups * sizeof(GroupCounters), 4096);
+  m.group_notes = take(std::uint64_t{l.max_participants} * kGroupLanes * sizeof(GroupNote));
+  m.group_counters = take(std::uint64_t{l.max_participants} * kGroupLanes * l.max_groups * sizeof(GroupCounters), 4096);
   m.waiting_bits = take((cap + 63) / 64 * sizeof(AtomicU64));
   m.total = up(off, 4096);
   return m;

@@ -47,6 +47,7 @@ void detail::Core::bind(std::byte* b, const Layout& l) noexcept {
   sleepers = reinterpret_cast<SleepMasks*>(b + map.sleepers);
   counters = reinterpret_cast<LevelCounters*>(b + map.counters);
   groups = reinterpret_cast<GroupEntry*>(b + map.groups);
+  group_notes = reinterpret_cast<GroupNote*>(b + map.group_notes);
   group_counters = reinterpret_cast<GroupCounters*>(b + map.group_counters);
   waiting_bits = reinterpret_cast<AtomicU64*>(b + map.waiting_bits);
   capacity = l.task_capacity;

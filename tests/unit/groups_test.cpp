@@ -312,7 +312,7 @@ TEST_F(Groups, VerifyGroupsCatchesCountsThatDisagreeWithTheTable) {
   expect_verified();
   // A lost finish count (the bug the counted steps exist to prevent): one member
   // counted done although it is still queued.
-  auto& ctr = detail::core_of(seg).group_counter(0, g & 0xFFFF).n[detail::GroupCounters::kDone];
+  auto& ctr = detail::core_of(seg).group_counter(0, 0, g & 0xFFFF).n[detail::GroupCounters::kDone];
   ctr.fetch_add(1);
   const auto v = cli.verify_groups();
   ASSERT_FALSE(v.ok());
@@ -385,6 +385,42 @@ TEST(GroupsRace, ASealRacingWithAddersAndFinishersFinishesTheGroupOnceAfterEvery
     ASSERT_TRUE(v.ok()) << "round " << round << ": " << v.error().message();
     ASSERT_EQ(main.delete_group(g), Errc::ok);
   }
+}
+
+}  // namespace
+
+namespace {
+
+// Threads of one process share its participant: four of them adding and finishing
+// members of one group through one Client (as a Consumer's workers do) lose no count.
+TEST(GroupsRace, ThreadsSharingOneClientCountEveryMember) {
+  Segment seg = Segment::create_private(small_test_layout(4096, 2), CreateOptions{0600, {"general"}}).value();
+  Client cli = Client::attach(seg, Role::producer | Role::consumer).value();
+  const QueueId q = seg.find_queue("general").value();
+  const GroupId g = cli.create_group("shared").value();
+  constexpr int kThreads = 4, kEach = 2000;
+  std::vector<std::thread> ts;
+  for (int i = 0; i < kThreads; ++i)
+    ts.emplace_back([&] {
+      TaskOptions o;
+      o.queue = q;
+      o.group_id = g;
+      Taken t;
+      for (int n = 0; n < kEach; ++n) {
+        ASSERT_EQ(cli.enqueue_text("job", "x", o), Errc::ok);
+        if (cli.try_take(q, t)) ASSERT_EQ(cli.complete(t), Errc::ok);
+      }
+    });
+  for (auto& t : ts) t.join();
+  Taken t;
+  while (cli.try_take(q, t)) ASSERT_EQ(cli.complete(t), Errc::ok);
+  ASSERT_EQ(cli.seal_group(g), Errc::ok);
+  const GroupInfo i = cli.group_info(g).value();
+  EXPECT_EQ(i.total, std::uint64_t{kThreads * kEach});
+  EXPECT_EQ(i.done, std::uint64_t{kThreads * kEach});
+  EXPECT_EQ(i.state, GroupState::finished);
+  const auto v = cli.verify_groups();
+  EXPECT_TRUE(v.ok()) << v.error().message();
 }
 
 }  // namespace

@@ -3,12 +3,13 @@
 // lib/src/groups.cpp; docs/lifecycle.md ("Groups", "Waiting for a group") walks through
 // the protocols. The steps:
 //
-//   (G1) a participant about to move a member's record in a way that changes a count
+//   (G1) a thread about to move a member's record in a way that changes a count
 //        (accepted: added; finished: done, failed, cancelled; a dead letter requeued:
-//        failed - 1) notes the step in its own participant entry: the record, the words
-//        before and after the move, the counter and its value before and after;
+//        failed - 1) holds a lane of its participant and notes the step in the lane's
+//        note: the record, the words before and after the move, the counter and its
+//        value before and after;
 //   (G2) it moves the record (one CAS);
-//   (G3) it stores the counter's new value (its own line: only it writes it);
+//   (G3) it stores the counter's new value (the lane's line: only its holder writes it);
 //   (G4) it clears the note.
 //   Whoever recovers a dead participant first finishes its noted step (finish_step):
 //   if the record moved (G2 happened) and the counter still has its old value, it
@@ -23,10 +24,10 @@
 //   The janitor checks sealed groups by the exact counts once a second (tend_groups), so a
 //   hint left off by a crash costs a second, never a group that does not finish.
 //
-//   (W1) a task that waits for a group sets its bit in waiting_bits, counts itself in
-//        the group's `dependents` (seq_cst), and is accepted as waiting (CAS reserved ->
-//        waiting); then it looks at the group's word (seq_cst) and releases itself if the
-//        group finished meanwhile. A finisher CASes the group's word, then looks at
+//   (W1) a task that waits for a group counts itself in the group's `dependents`
+//        (seq_cst), is accepted as waiting (CAS reserved -> waiting), sets its bit in
+//        waiting_bits; then it looks at the group's word (seq_cst) and releases itself if
+//        the group finished meanwhile. A finisher CASes the group's word, then looks at
 //        `dependents` (seq_cst) and releases every waiting task of the group it finds:
 //        Dekker's pair, so one of them sees the other.
 //   (W2) a release claims the waiting task with one CAS (waiting -> running, ours) and
@@ -65,31 +66,42 @@ constexpr std::uint64_t group_gen_of(GroupId id) noexcept {
 }  // namespace detail
 
 // The entry of group `id` when it exists (created, not deleted), else null; its word in
-// `word`. acquire: pairs with the creator's release that published name and base.
+// `word`. seq_cst: a look of the Dekker pairs below (and an acquire of the creator's
+// publication of name and base).
 inline detail::GroupEntry* Client::Impl::group_entry(GroupId id, std::uint64_t* word) const noexcept {
   const std::uint32_t gi = detail::group_index_of(id);
   if (id == 0 || gi >= core->layout.max_groups) return nullptr;
   detail::GroupEntry& e = core->groups[gi];
-  const std::uint64_t w = e.word.load(std::memory_order_acquire);
+  const std::uint64_t w = e.word.load(std::memory_order_seq_cst);
   const std::uint64_t st = detail::group_state(w);
   if (detail::group_gen(w) != detail::group_gen_of(id) || st < detail::GroupEntry::kOpen) return nullptr;
   if (word != nullptr) *word = w;
   return &e;
 }
 
-// The exact counts of group entry gi: the sums over participants less the base.
+// The exact counts of group entry gi: the sums over participants' lanes less the base.
 namespace detail {
 inline std::array<std::uint64_t, 4> group_sums(const Core& core, std::uint32_t gi) noexcept {
   std::array<std::uint64_t, 4> s{};
   for (std::uint32_t p = 0; p < core.layout.max_participants; ++p) {
     if (core.participants[p].word.load(std::memory_order_relaxed) == 0) continue;  // never used: counted nothing
-    const auto& c = core.group_counter(p, gi);
-    // acquire: a counter read after a finisher's hint decrement sees what it counted.
-    for (unsigned k = 0; k < 4; ++k) s[k] += c.n[k].load(std::memory_order_acquire);
+    for (std::uint32_t lane = 0; lane < kGroupLanes; ++lane) {
+      const auto& c = core.group_counter(p, lane, gi);
+      // acquire: a counter read after a finisher's hint decrement sees what it counted.
+      for (unsigned k = 0; k < 4; ++k) s[k] += c.n[k].load(std::memory_order_acquire);
+    }
   }
   const auto& e = core.groups[gi];
   for (unsigned k = 0; k < 4; ++k) s[k] -= e.base[k].load(std::memory_order_relaxed);
   return s;
+}
+
+// Whether a lane of any participant is adding a member to group g (its announcement).
+inline bool adder_in_flight(const Core& core, GroupId g) noexcept {
+  for (std::uint32_t p = 0; p < core.layout.max_participants; ++p)
+    for (std::uint32_t lane = 0; lane < kGroupLanes; ++lane)
+      if (core.group_note(p, lane).adding.load(std::memory_order_seq_cst) == g + 1) return true;
+  return false;
 }
 }  // namespace detail
 
@@ -97,59 +109,91 @@ inline std::array<std::uint64_t, 4> Client::Impl::group_sums(std::uint32_t gi) c
   return detail::group_sums(*core, gi);
 }
 
+// A lane of this participant, held by one thread for one count step or one addition:
+// taken from a process-local bitmap (a thread that finds every lane taken yields until
+// one is given back: kGroupLanes threads of one process counting at the same instant).
+inline Client::Impl::Lane::Lane(Impl& im) noexcept : im_(im) {
+  for (std::uint32_t spin = 0;; ++spin) {
+    std::uint32_t busy = im.lanes_busy.load(std::memory_order_relaxed);
+    while (busy != (1u << detail::kGroupLanes) - 1) {
+      const auto free = static_cast<std::uint32_t>(std::countr_one(busy));
+      // acquire: what the lane's last holder wrote in its note is ours to overwrite.
+      if (im.lanes_busy.compare_exchange_weak(busy, busy | (1u << free), std::memory_order_acquire)) {
+        index_ = free;
+        return;
+      }
+    }
+    std::this_thread::yield();
+  }
+}
+inline Client::Impl::Lane::~Lane() {
+  im_.lanes_busy.fetch_and(~(1u << index_), std::memory_order_release);
+}
+inline detail::GroupNote& Client::Impl::Lane::note() const noexcept {
+  return im_.core->group_note(im_.slot, index_);
+}
+
 // (G1..G4) Moves record idx, ours with word `from`, by `move` (its one CAS: `to` is the
 // word it writes; it returns ok when it moved), counting `delta` in counter `field` of
-// the record's group, if it has one that still exists.
+// the record's group, if it has one that still exists. `held`: the lane its caller holds
+// (an adder's), or null to take one.
 template <class Move>
 inline Errc Client::Impl::counted_move(std::uint32_t idx, std::uint64_t from, std::uint64_t to, unsigned field,
-                                       std::uint64_t delta, Move&& move) noexcept {
+                                       std::uint64_t delta, Move&& move, const Lane* held) noexcept {
   const auto* b = core->hot(idx);
   if ((b->flags & detail::kHasGroup) == 0) return move();
   const GroupId g = detail::peek_field(core->cold(idx)->group_id);
   if (group_entry(g) == nullptr) return move();  // deleted: nothing left to count in
   const std::uint32_t gi = detail::group_index_of(g);
-  auto& ctr = core->group_counter(slot, gi).n[field];
-  const std::uint64_t before = ctr.load(std::memory_order_relaxed);  // ours alone
-  // (G1) relaxed fields, then the word with release: a recoverer that reads the word
-  // (acquire) reads the fields that go with it.
-  me->step_record.store(idx, std::memory_order_relaxed);
-  me->step_counter.store(gi * 4 + field, std::memory_order_relaxed);
-  me->step_before.store(before, std::memory_order_relaxed);
-  me->step_after.store(before + delta, std::memory_order_relaxed);
-  me->step_to.store(to, std::memory_order_relaxed);
-  me->step_word.store(from, std::memory_order_release);
+  std::optional<Lane> own;
+  if (held == nullptr) held = &own.emplace(*this);
+  detail::GroupNote& note = held->note();
+  auto& ctr = core->group_counter(slot, held->index(), gi).n[field];
+  const std::uint64_t before = ctr.load(std::memory_order_relaxed);  // this lane's alone
+  // (G1) relaxed fields, then `from` with release: a recoverer that reads it (acquire)
+  // reads the fields that go with it.
+  note.record.store(idx, std::memory_order_relaxed);
+  note.counter.store(gi * 4 + field, std::memory_order_relaxed);
+  note.before.store(before, std::memory_order_relaxed);
+  note.after.store(before + delta, std::memory_order_relaxed);
+  note.to.store(to, std::memory_order_relaxed);
+  note.from.store(from, std::memory_order_release);
   SHMSCHED_FAULT_POINT(group_step_noted);
   const Errc e = move();  // (G2)
   if (e == Errc::ok) {
     SHMSCHED_FAULT_POINT(group_step_moved);
     ctr.store(before + delta, std::memory_order_release);  // (G3) release: read by group_sums (acquire)
   }
-  me->step_word.store(0, std::memory_order_release);  // (G4)
+  note.from.store(0, std::memory_order_release);  // (G4)
+  own.reset();
   if (e == Errc::ok && field != detail::GroupCounters::kAdded && delta == 1) member_finished(gi, g);
   return e;
 }
 
-// Finishes the noted step of participant slot p (dead, or ourselves after a takeover):
-// idempotent, so a recoverer that dies part-way leaves it for the next.
+// Finishes the noted steps of participant slot p (dead, or ourselves after a takeover)
+// and drops its announcements: idempotent, so a recoverer that dies part-way leaves it
+// for the next.
 inline void Client::Impl::finish_step(std::uint32_t p) noexcept {
-  auto& pe = core->participants[p];
-  const std::uint64_t from = pe.step_word.load(std::memory_order_acquire);
-  if (from == 0) return;
-  const std::uint32_t idx = pe.step_record.load(std::memory_order_relaxed);
-  const std::uint32_t ci = pe.step_counter.load(std::memory_order_relaxed);
-  const std::uint64_t to = pe.step_to.load(std::memory_order_relaxed);
-  if (idx < core->capacity && ci / 4 < core->layout.max_groups) {
-    const std::uint64_t now = core->ctrl[idx].state.load(std::memory_order_acquire);
-    // The move happened when the record holds the word it wrote, or -- when the record
-    // was the stepper's own (reserved or running: nobody else moves it) -- any later
-    // word. A dead letter is anyone's to move, so from one only the exact word tells.
-    const bool own = state_of(from) == TaskState::reserved || state_of(from) == TaskState::running;
-    const bool moved = now == to || (own && detail::version_of(now) >= detail::version_of(to));
-    auto& ctr = core->group_counter(p, ci / 4).n[ci % 4];
-    if (moved && ctr.load(std::memory_order_relaxed) == pe.step_before.load(std::memory_order_relaxed))
-      ctr.store(pe.step_after.load(std::memory_order_relaxed), std::memory_order_release);
+  for (std::uint32_t lane = 0; lane < detail::kGroupLanes; ++lane) {
+    detail::GroupNote& note = core->group_note(p, lane);
+    const std::uint64_t from = note.from.load(std::memory_order_acquire);
+    const std::uint32_t idx = note.record.load(std::memory_order_relaxed);
+    const std::uint32_t ci = note.counter.load(std::memory_order_relaxed);
+    const std::uint64_t to = note.to.load(std::memory_order_relaxed);
+    if (from != 0 && idx < core->capacity && ci / 4 < core->layout.max_groups) {
+      const std::uint64_t now = core->ctrl[idx].state.load(std::memory_order_acquire);
+      // The move happened when the record holds the word it wrote, or -- when the record
+      // was the stepper's own (reserved or running: nobody else moves it) -- any later
+      // word. A dead letter is anyone's to move, so from one only the exact word tells.
+      const bool own = state_of(from) == TaskState::reserved || state_of(from) == TaskState::running;
+      const bool moved = now == to || (own && detail::version_of(now) >= detail::version_of(to));
+      auto& ctr = core->group_counter(p, lane, ci / 4).n[ci % 4];
+      if (moved && ctr.load(std::memory_order_relaxed) == note.before.load(std::memory_order_relaxed))
+        ctr.store(note.after.load(std::memory_order_relaxed), std::memory_order_release);
+    }
+    note.from.store(0, std::memory_order_release);
+    note.adding.store(0, std::memory_order_seq_cst);
   }
-  pe.step_word.store(0, std::memory_order_release);
 }
 
 // (F1) A member of group g (entry gi) finished: the one that brings the hint to zero
@@ -166,23 +210,20 @@ inline bool Client::Impl::try_finish_group(GroupId g) noexcept {
   std::uint64_t w = 0;
   detail::GroupEntry* e = group_entry(g, &w);
   if (e == nullptr || detail::group_state(w) != detail::GroupEntry::kSealed) return false;
-  const std::uint32_t gi = detail::group_index_of(g);
-  // An adder announces itself before it looks at the group (add_member): one that saw it
-  // open may not have counted its member yet. seq_cst: the other half of that pair.
-  // A dead adder's flag stays until its recoverer has finished its step.
-  for (std::uint32_t p = 0; p < core->layout.max_participants; ++p)
-    if (core->participants[p].adding_group.load(std::memory_order_seq_cst) == g + 1) return false;
-  const auto s = group_sums(gi);
+  // An adder announces itself before it looks at the group (enqueue_member): one that
+  // saw it open may not have counted its member yet. A dead adder's announcement stays
+  // until its recoverer has finished its step.
+  if (detail::adder_in_flight(*core, g)) return false;
+  const auto s = group_sums(detail::group_index_of(g));
   if (s[0] != s[1] + s[2] + s[3]) return false;
   SHMSCHED_FAULT_POINT(group_before_finish);
-  // acq_rel: exactly one finisher; the counts read above happen-before the release.
+  // seq_cst: exactly one finisher; (W1)'s finisher half, before the look at dependents.
   if (!e->word.compare_exchange_strong(w, detail::group_word(detail::group_gen(w), detail::GroupEntry::kFinished),
                                        std::memory_order_seq_cst))
     return false;
   e->finished_ns.store(detail::coarse_now_ns(), std::memory_order_relaxed);
   e->outstanding.store(0, std::memory_order_relaxed);
   if (e->waiters.load(std::memory_order_seq_cst) != 0) detail::futex_wake_low(e->word, INT32_MAX);
-  // seq_cst: (W1)'s finisher half, after the CAS above.
   if (e->dependents.load(std::memory_order_seq_cst) != 0) release_dependents(g);
   return true;
 }
@@ -204,7 +245,7 @@ inline void Client::Impl::tend_groups(std::int64_t now) noexcept {
                                        std::memory_order_acq_rel);
     }
   }
-  if (core->header->waiting_tasks.load(std::memory_order_relaxed) != 0) release_waiting(0);
+  if (core->header->waiting_tasks.load(std::memory_order_relaxed) != 0) release_waiting();
 }
 
 // ---- gates ----------------------------------------------------------------------------
@@ -227,14 +268,15 @@ inline Errc Client::Impl::settle_gated(std::uint32_t idx, std::uint64_t mine) no
   const GateOutcome out = gate_of(idx);
   if (out.outcome == GateOutcome::pending) {
     const std::uint64_t next = next_word(mine, TaskState::waiting, 0);
-    core->waiting_bits[idx / 64].fetch_or(std::uint64_t{1} << (idx % 64), std::memory_order_seq_cst);
-    // seq_cst: a finisher that CASes the group after our look scans and finds this.
+    // seq_cst: (W1) as a producer's acceptance.
     if (!core->ctrl[idx].state.compare_exchange_strong(mine, next, std::memory_order_seq_cst)) return Errc::fenced;
-    // Look again after the CAS (W1): a group that finished in between left it to us.
-    if (gate_of(idx).outcome != GateOutcome::pending) release_waiting(idx + 1);
+    mark_waiting(idx);
     return Errc::ok;
   }
   core->header->waiting_tasks.fetch_sub(1, std::memory_order_relaxed);  // a hint
+  // Settled: it waits for nothing any more, so a recoverer of its next owner requeues it
+  // as any task instead of settling it again (its group may be gone by then).
+  detail::set_field(b->flags, static_cast<std::uint8_t>(b->flags & ~detail::kHasGate));
   if (out.outcome == GateOutcome::failed_members && (b->flags & detail::kRunAnyway) == 0) {
     char why[80];
     if (out.deleted) {
@@ -250,42 +292,55 @@ inline Errc Client::Impl::settle_gated(std::uint32_t idx, std::uint64_t mine) no
   return requeue_record(idx, mine);
 }
 
-// Releases waiting tasks whose gate is not pending: only record `one - 1` when `one` is
-// not 0, else every waiting record (of any gate). O(table / 64) plus the waiting ones.
-inline std::size_t Client::Impl::release_waiting(std::uint32_t one) noexcept {
+// (W1, after the CAS to waiting) Sets record idx's bit in the waiting index -- after the
+// CAS, so that a scan that clears the bit of a record it found not waiting cannot clear
+// this one unseen (it looks at the state again after its clear) -- then looks at the
+// gate (seq_cst) and releases the record itself if its group finished meanwhile.
+inline void Client::Impl::mark_waiting(std::uint32_t idx) noexcept {
+  core->waiting_bits[idx / 64].fetch_or(std::uint64_t{1} << (idx % 64), std::memory_order_seq_cst);
+  if (gate_of(idx).outcome != GateOutcome::pending) try_release(idx);
+}
+
+// (W2) Releases record idx if it waits and its gate is not pending; true when it did.
+inline bool Client::Impl::try_release(std::uint32_t idx) noexcept {
+  auto& c = core->ctrl[idx];
+  std::uint64_t s = c.state.load(std::memory_order_seq_cst);
+  if (state_of(s) != TaskState::waiting || gate_of(idx).outcome == GateOutcome::pending) return false;
+  const std::uint64_t mine = next_word(s, TaskState::running, token);
+  // acq_rel, as a take's claim: of a release, a cancel and a move exactly one wins.
+  if (!c.state.compare_exchange_strong(s, mine, std::memory_order_acq_rel)) return false;
+  core->waiting_bits[idx / 64].fetch_and(~(std::uint64_t{1} << (idx % 64)), std::memory_order_relaxed);
+  SHMSCHED_FAULT_POINT(gate_after_claim);
+  return settle_gated(idx, mine) == Errc::ok;
+}
+
+// Releases every waiting task whose gate is not pending, and drops the bits of records
+// that do not wait. O(table / 64) plus the waiting ones.
+inline std::size_t Client::Impl::release_waiting() noexcept {
   std::size_t n = 0;
   const std::uint32_t words = (core->capacity + 63) / 64;
-  const std::uint32_t first = one != 0 ? (one - 1) / 64 : 0, last = one != 0 ? first + 1 : words;
-  for (std::uint32_t wi = first; wi < last; ++wi) {
+  for (std::uint32_t wi = 0; wi < words; ++wi) {
     std::uint64_t bits = core->waiting_bits[wi].load(std::memory_order_seq_cst);
-    if (one != 0) bits &= std::uint64_t{1} << ((one - 1) % 64);
     while (bits != 0) {
       const std::uint32_t idx = wi * 64 + static_cast<std::uint32_t>(std::countr_zero(bits));
+      const std::uint64_t bit = std::uint64_t{1} << (idx % 64);
       bits &= bits - 1;
       auto& c = core->ctrl[idx];
-      std::uint64_t s = c.state.load(std::memory_order_seq_cst);
-      if (state_of(s) != TaskState::waiting) {
-        core->waiting_bits[wi].fetch_and(~(std::uint64_t{1} << (idx % 64)), std::memory_order_seq_cst);
-        // A task accepted as waiting between our load and the clear set its bit first
-        // and looks at its gate after its CAS: it settles itself.
+      if (state_of(c.state.load(std::memory_order_seq_cst)) != TaskState::waiting) {
+        core->waiting_bits[wi].fetch_and(~bit, std::memory_order_seq_cst);
+        // A record accepted as waiting since our load set its bit after its CAS: set again.
         if (state_of(c.state.load(std::memory_order_seq_cst)) == TaskState::waiting)
-          core->waiting_bits[wi].fetch_or(std::uint64_t{1} << (idx % 64), std::memory_order_seq_cst);
+          core->waiting_bits[wi].fetch_or(bit, std::memory_order_seq_cst);
         continue;
       }
-      if (gate_of(idx).outcome == GateOutcome::pending) continue;
-      const std::uint64_t mine = next_word(s, TaskState::running, token);
-      // acq_rel, as a take's claim: of a release, a cancel and a move exactly one wins.
-      if (!c.state.compare_exchange_strong(s, mine, std::memory_order_acq_rel)) continue;
-      core->waiting_bits[wi].fetch_and(~(std::uint64_t{1} << (idx % 64)), std::memory_order_relaxed);
-      SHMSCHED_FAULT_POINT(gate_after_claim);
-      if (settle_gated(idx, mine) == Errc::ok) ++n;
+      n += try_release(idx) ? 1 : 0;
     }
   }
   return n;
 }
 
 inline std::size_t Client::Impl::release_dependents(GroupId) noexcept {
-  return release_waiting(0);
+  return release_waiting();
 }
 
 // A group member done without keep_result: freed, counted done (G1..G4).
@@ -301,48 +356,54 @@ inline bool Client::Impl::goes_alone(const TaskOptions& o) noexcept {
 }
 
 // A task with a group or a gate: enqueue_one's slow path. A member's adder announces
-// itself (adding_group) and counts itself in the hint before it looks at the group
-// (seq_cst): of it and a sealer, either it sees the seal and backs off, or the sealer
-// and every finisher see it in flight. Its acceptance is a counted step (added).
+// itself (its lane's note) and counts itself in the hint before it looks at the group
+// (seq_cst): of it and a sealer (or a deleter), either it sees the seal and backs off, or
+// the sealer and every finisher see it in flight and the group does not finish before
+// its member is counted. Its acceptance is a counted step (added) on the same lane.
 inline Errc Client::Impl::enqueue_member(std::string_view type, std::uint64_t th, std::span<const std::byte> payload,
                                          const TaskOptions& o, TaskId* id, std::int64_t now) noexcept {
   QueueId q = 0;
   if (Errc e = check_spec(type, payload, o, q); e != Errc::ok) return e;
   if (o.after_group != 0 && group_entry(o.after_group) == nullptr) return Errc::unknown_group;
   if (o.group_id != 0 && o.group_id == o.after_group) return Errc::invalid_argument;  // would wait for itself
-  detail::GroupEntry* ge = nullptr;
-  if (o.group_id != 0) {
-    ge = group_entry(o.group_id);
-    if (ge == nullptr) return Errc::unknown_group;
-    me->adding_group.store(o.group_id + 1, std::memory_order_seq_cst);
-    ge->outstanding.fetch_add(1, std::memory_order_seq_cst);
-    std::uint64_t w = 0;
-    if (group_entry(o.group_id, &w) == nullptr || detail::group_state(w) != detail::GroupEntry::kOpen) {
-      const Errc e = group_entry(o.group_id) == nullptr ? Errc::unknown_group : Errc::group_sealed;
-      unannounce(ge, o.group_id);
-      return e;
-    }
-  }
-  const Errc e = accept_member(type, th, payload, o, q, id, now);
-  if (ge != nullptr) {
-    if (e == Errc::ok) {
-      me->adding_group.store(0, std::memory_order_seq_cst);
-    } else {
-      unannounce(ge, o.group_id);
-    }
-  }
+  if (o.group_id == 0) return accept_member(type, th, payload, o, q, id, now, nullptr);
+  detail::GroupEntry* ge = group_entry(o.group_id);
+  if (ge == nullptr) return Errc::unknown_group;
+  Lane lane(*this);
+  const Errc opened = announce(lane, ge, o.group_id, false);
+  if (opened != Errc::ok) return opened;
+  const Errc e = accept_member(type, th, payload, o, q, id, now, &lane);
+  unannounce(lane, ge, o.group_id, e != Errc::ok);
   return e;
 }
 
-// An adder that did not add: it leaves, then gives back its count in the hint, and
-// finishes the group if that was the last thing it waited for.
-inline void Client::Impl::unannounce(detail::GroupEntry* ge, GroupId g) noexcept {
-  me->adding_group.store(0, std::memory_order_seq_cst);
-  if (ge->outstanding.fetch_sub(1, std::memory_order_seq_cst) <= 1) try_finish_group(g);
+// An adder (or a reviver of a dead member) announces itself on its lane and counts
+// itself in the hint, then looks at the group (all seq_cst): open, or with `sealed_ok`
+// sealed too; else it backs off.
+inline Errc Client::Impl::announce(const Lane& lane, detail::GroupEntry* ge, GroupId g, bool sealed_ok) noexcept {
+  lane.note().adding.store(g + 1, std::memory_order_seq_cst);
+  ge->outstanding.fetch_add(1, std::memory_order_seq_cst);
+  std::uint64_t w = 0;
+  const bool alive = group_entry(g, &w) != nullptr;
+  const std::uint64_t st = detail::group_state(w);
+  if (alive && (st == detail::GroupEntry::kOpen || (sealed_ok && st == detail::GroupEntry::kSealed))) return Errc::ok;
+  unannounce(lane, ge, g, true);
+  return alive ? Errc::group_sealed : Errc::unknown_group;
+}
+
+// The adder leaves (its member counted, or `undo`: not added, so its count in the hint
+// is given back), then looks whether the group can finish: a finisher that found it in
+// flight left that to it.
+inline void Client::Impl::unannounce(const Lane& lane, detail::GroupEntry* ge, GroupId g, bool undo) noexcept {
+  lane.note().adding.store(0, std::memory_order_seq_cst);
+  const std::int64_t left = undo ? ge->outstanding.fetch_sub(1, std::memory_order_seq_cst) - 1
+                                 : ge->outstanding.load(std::memory_order_seq_cst);
+  if (left <= 0) try_finish_group(g);
 }
 
 inline Errc Client::Impl::accept_member(std::string_view type, std::uint64_t th, std::span<const std::byte> payload,
-                                        const TaskOptions& o, QueueId q, TaskId* id, std::int64_t now) noexcept {
+                                        const TaskOptions& o, QueueId q, TaskId* id, std::int64_t now,
+                                        const Lane* lane) noexcept {
   std::uint32_t idx = 0;
   std::uint64_t word = 0;
   if (Errc e = alloc(idx, word); e != Errc::ok) {
@@ -360,33 +421,46 @@ inline Errc Client::Impl::accept_member(std::string_view type, std::uint64_t th,
   SHMSCHED_FAULT_POINT(enqueue_before_queued);
   const std::uint64_t from = word;
   Errc e = Errc::ok;
-  PushStatus st = PushStatus::ok;
   if (o.after_group != 0) {  // (W1)
-    core->waiting_bits[idx / 64].fetch_or(std::uint64_t{1} << (idx % 64), std::memory_order_seq_cst);
-    group_entry(o.after_group)->dependents.fetch_add(1, std::memory_order_seq_cst);  // checked above; never freed
+    if (auto* gate = group_entry(o.after_group)) gate->dependents.fetch_add(1, std::memory_order_seq_cst);
     core->header->waiting_tasks.fetch_add(1, std::memory_order_relaxed);
     const std::uint64_t to = next_word(word, TaskState::waiting, token);
-    e = counted_move(idx, from, to, detail::GroupCounters::kAdded, 1, [&]() noexcept {
-      std::uint64_t w = from;
-      // seq_cst: (W1)'s waiter half, before the look at the group below.
-      return core->ctrl[idx].state.compare_exchange_strong(w, to, std::memory_order_seq_cst) ? Errc::ok : Errc::fenced;
-    });
-    if (e == Errc::ok && gate_of(idx).outcome != GateOutcome::pending) release_waiting(idx + 1);
+    e = counted_move(
+        idx, from, to, detail::GroupCounters::kAdded, 1,
+        [&]() noexcept {
+          std::uint64_t w = from;
+          // seq_cst: (W1)'s waiter half, before the look at the group (mark_waiting).
+          return core->ctrl[idx].state.compare_exchange_strong(w, to, std::memory_order_seq_cst) ? Errc::ok
+                                                                                                 : Errc::fenced;
+        },
+        lane);
+    if (e == Errc::ok) mark_waiting(idx);
   } else if (o.not_before_ns != 0 && o.not_before_ns > monotonic_ns()) {
     const std::uint64_t to = next_word(word, TaskState::delayed, token);
-    e = counted_move(idx, from, to, detail::GroupCounters::kAdded, 1, [&]() noexcept {
-      std::uint64_t w = from;
-      return delay_record(idx, w, o.not_before_ns);
-    });
+    e = counted_move(
+        idx, from, to, detail::GroupCounters::kAdded, 1,
+        [&]() noexcept {
+          std::uint64_t w = from;
+          return delay_record(idx, w, o.not_before_ns);
+        },
+        lane);
   } else {
     const std::uint64_t to = next_word(word, TaskState::queued, token);
-    e = counted_move(idx, from, to, detail::GroupCounters::kAdded, 1, [&]() noexcept {
-      std::uint64_t w = from;
-      st = push_record(idx, w, core->ring_id(q, o.priority), TaskState::queued);
-      return st == PushStatus::ok ? Errc::ok : Errc::fenced;
-    });
-    if (st == PushStatus::full) {
-      (void)free_record(idx, word);  // not accepted: give the record back
+    bool moved = false;
+    e = counted_move(
+        idx, from, to, detail::GroupCounters::kAdded, 1,
+        [&]() noexcept {
+          std::uint64_t w = from;
+          const PushStatus st = push_record(idx, w, core->ring_id(q, o.priority), TaskState::queued);
+          moved = w != from;
+          if (st == PushStatus::ok) return Errc::ok;
+          if (st == PushStatus::full && moved)  // accepted, but no slot after all: waits as delayed, as requeue_record
+            return delay_record(idx, w, monotonic_ns() + 10'000'000);
+          return st == PushStatus::full ? Errc::ring_full : Errc::fenced;
+        },
+        lane);
+    if (e == Errc::ring_full) {
+      (void)free_record(idx, word);  // never moved: not accepted, give the record back
       return Errc::ring_full;
     }
     if (e == Errc::ok) notify(q);

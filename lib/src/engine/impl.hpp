@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -240,23 +241,41 @@ struct Client::Impl {
   };
   detail::GroupEntry* group_entry(GroupId id, std::uint64_t* word = nullptr) const noexcept;
   std::array<std::uint64_t, 4> group_sums(std::uint32_t gi) const noexcept;
+  // Lanes of this participant taken by this process's threads (bit per lane).
+  std::atomic<std::uint32_t> lanes_busy{0};
+  class Lane {
+   public:
+    explicit Lane(Impl& im) noexcept;
+    ~Lane();
+    Lane(const Lane&) = delete;
+    Lane& operator=(const Lane&) = delete;
+    std::uint32_t index() const noexcept { return index_; }
+    detail::GroupNote& note() const noexcept;
+
+   private:
+    Impl& im_;
+    std::uint32_t index_ = 0;
+  };
   template <class Move>
   Errc counted_move(std::uint32_t idx, std::uint64_t from, std::uint64_t to, unsigned field, std::uint64_t delta,
-                    Move&& move) noexcept;
+                    Move&& move, const Lane* held = nullptr) noexcept;
   void finish_step(std::uint32_t p) noexcept;
   void member_finished(std::uint32_t gi, GroupId g) noexcept;
   bool try_finish_group(GroupId g) noexcept;
   void tend_groups(std::int64_t now) noexcept;
   GateOutcome gate_of(std::uint32_t idx) const noexcept;
   Errc settle_gated(std::uint32_t idx, std::uint64_t mine) noexcept;
-  std::size_t release_waiting(std::uint32_t one) noexcept;
+  void mark_waiting(std::uint32_t idx) noexcept;
+  bool try_release(std::uint32_t idx) noexcept;
+  std::size_t release_waiting() noexcept;
   std::size_t release_dependents(GroupId g) noexcept;
   static bool goes_alone(const TaskOptions& o) noexcept;
   Errc enqueue_member(std::string_view type, std::uint64_t th, std::span<const std::byte> payload, const TaskOptions& o,
                       TaskId* id, std::int64_t now) noexcept;
-  void unannounce(detail::GroupEntry* ge, GroupId g) noexcept;
+  Errc announce(const Lane& lane, detail::GroupEntry* ge, GroupId g, bool sealed_ok) noexcept;
+  void unannounce(const Lane& lane, detail::GroupEntry* ge, GroupId g, bool undo) noexcept;
   Errc accept_member(std::string_view type, std::uint64_t th, std::span<const std::byte> payload, const TaskOptions& o,
-                     QueueId q, TaskId* id, std::int64_t now) noexcept;
+                     QueueId q, TaskId* id, std::int64_t now, const Lane* lane) noexcept;
   Errc finish_member(const Taken& t) noexcept;
 
   // ---- re-prioritise (priority.hpp) --------------------------------------------------

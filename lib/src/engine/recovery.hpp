@@ -11,10 +11,9 @@ namespace shmsched {
 
 // Finish or undo everything the (dead, or departing) owner `dead` left in records.
 inline void Client::Impl::recover_records(DeadOwner dead, ReapReport& rep) noexcept {
-  // Its group count step first, before any of its records moves on (groups.hpp), then
-  // its announcement as an adder.
+  // Its group count steps first, before any of its records moves on, and its
+  // announcements as an adder (groups.hpp).
   finish_step(dead.index - 1);
-  core->participants[dead.index - 1].adding_group.store(0, std::memory_order_seq_cst);
   for (std::uint32_t idx = 0, end = core->scan_end(); idx < end; ++idx) {
     auto& c = core->ctrl[idx];
     std::uint64_t s = c.state.load(std::memory_order_acquire);

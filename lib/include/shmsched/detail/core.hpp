@@ -35,6 +35,7 @@ struct Core {
   SleepMasks* sleepers = nullptr;
   LevelCounters* counters = nullptr;
   GroupEntry* groups = nullptr;
+  GroupNote* group_notes = nullptr;
   GroupCounters* group_counters = nullptr;
   AtomicU64* waiting_bits = nullptr;
   std::uint32_t capacity = 0;
@@ -88,10 +89,13 @@ struct Core {
   LevelCounters& counter(std::uint32_t p, std::uint32_t queue, std::uint32_t level) const noexcept {
     return counters[(std::uint64_t{p} * layout.max_queues + queue) * levels + level];
   }
-  /// Group counters of participant slot `p` (0-based) for group entry `g`: a
-  /// participant's counters for every group lie side by side, on lines it alone writes.
-  GroupCounters& group_counter(std::uint32_t p, std::uint32_t g) const noexcept {
-    return group_counters[std::uint64_t{p} * layout.max_groups + g];
+  /// Group counters of lane `lane` of participant slot `p` (0-based) for group entry
+  /// `g`: a lane's counters for every group lie side by side, on lines it alone writes.
+  GroupCounters& group_counter(std::uint32_t p, std::uint32_t lane, std::uint32_t g) const noexcept {
+    return group_counters[(std::uint64_t{p} * kGroupLanes + lane) * layout.max_groups + g];
+  }
+  GroupNote& group_note(std::uint32_t p, std::uint32_t lane) const noexcept {
+    return group_notes[std::uint64_t{p} * kGroupLanes + lane];
   }
   std::uint32_t mask_words() const noexcept { return (layout.max_participants + 1 + 63) / 64; }
   std::uint64_t make_id(std::uint64_t version, std::uint32_t index) const noexcept {

@@ -41,7 +41,8 @@ struct SegmentMap {
   std::uint64_t sleepers = 0;        // SleepMasks[max_queues]
   std::uint64_t counters = 0;        // LevelCounters[max_participants][max_queues][levels]
   std::uint64_t groups = 0;          // GroupEntry[max_groups]
-  std::uint64_t group_counters = 0;  // GroupCounters[max_participants][max_groups]
+  std::uint64_t group_notes = 0;     // GroupNote[max_participants][kGroupLanes]
+  std::uint64_t group_counters = 0;  // GroupCounters[max_participants][kGroupLanes][max_groups]
   std::uint64_t waiting_bits = 0;    // AtomicU64[task_capacity / 64]
   std::uint64_t total = 0;
 
@@ -212,19 +213,6 @@ struct alignas(kCacheLine) ParticipantEntry {
   AtomicU32 help_sleepers;                  // of those, the ones that may help (not reserved)
   alignas(kCacheLine) AtomicU64 reaped{0};  // participants this one reaped
   AtomicU64 processed{0};                   // handlers finished (any outcome)
-  // The group count step under way (engine/groups.hpp, G1..G4): the record's word
-  // before its move (0 = none) and the word the move writes, the record, the counter
-  // (group entry * 4 + field) and its value before and after the step. Written by this
-  // participant only; read by whoever recovers it, which finishes the step exactly once.
-  AtomicU64 step_word{0};
-  AtomicU64 step_to{0};
-  AtomicU32 step_record{0};
-  AtomicU32 step_counter{0};
-  AtomicU64 step_before{0};
-  AtomicU64 step_after{0};
-  // GroupId + 1 of the group this participant is adding a member to (0 = none): a
-  // sealed group does not finish while an adder that saw it open is in flight.
-  AtomicU64 adding_group{0};
 };
 static_assert(sizeof(ParticipantEntry) == 2 * kCacheLine);
 
@@ -265,8 +253,27 @@ struct alignas(kCacheLine) GroupEntry {
   AtomicU32 ttl_s;  // a finished group is deleted this long after it finished (0 = kept)
 };
 static_assert(sizeof(GroupEntry) == 2 * kCacheLine);
-/// One participant's counts for one group entry (added = members accepted). Only that
-/// participant writes them, or whoever recovers it while it is dead.
+/// A participant's lanes for group count steps: one thread of the participant at a time
+/// uses a lane (its note and its counters), so every counter has a single writer and
+/// its note tells exactly what it did (engine/groups.hpp, G1..G4).
+inline constexpr std::uint32_t kGroupLanes = 4;
+/// The note of one lane: the count step under way -- the record's word before its move
+/// (0 = none) and the word the move writes, the record, the counter (group entry * 4 +
+/// field) and its value before and after -- and the GroupId + 1 of a group the lane's
+/// thread is adding a member to (0 = none): a sealed group does not finish while an
+/// adder that saw it open is in flight. Read by whoever recovers the participant.
+struct alignas(kCacheLine) GroupNote {
+  AtomicU64 from;
+  AtomicU64 to;
+  AtomicU64 before;
+  AtomicU64 after;
+  AtomicU32 record;
+  AtomicU32 counter;
+  AtomicU64 adding;
+};
+static_assert(sizeof(GroupNote) == kCacheLine);
+/// One lane's counts for one group entry (added = members accepted). Only the lane's
+/// thread writes them, or whoever recovers the participant while it is dead.
 struct GroupCounters {
   static constexpr unsigned kAdded = 0, kDone = 1, kFailed = 2, kCancelled = 3;
   AtomicU64 n[4];
