@@ -6,6 +6,10 @@
 //       one thread, one item at a time: enqueue and take straight back (rates per CPU
 //       second): the uncontended cost of a round trip, everything in cache
 //   BM_status_lookup                         Client::status of a queued task
+//   BM_group_round/{0,1}                     100,000 no-op tasks enqueued, taken and completed
+//                                            by one thread, as plain tasks (0) or as members of
+//                                            a group that is then sealed and waited for (1):
+//                                            what a group costs a task
 //   BM_cross_shmsched_process_single         producer process Client::enqueue, priorities
 //                                            0..7 -> consumer process try_take + complete
 //   BM_cross_shmsched_process_single_level0  the same with every task at priority 0: the
@@ -96,6 +100,41 @@ void BM_status_lookup(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_status_lookup);
+
+// 100,000 no-op tasks through one thread: enqueue, then take and complete each; with
+// range(0) = 1 they are members of a group created first and sealed and waited for last.
+void BM_group_round(benchmark::State& state) {
+  constexpr std::uint32_t kTasks = 100'000;
+  const bool grouped = state.range(0) != 0;
+  Layout layout;
+  layout.payload_bytes = sizeof(Item);
+  layout.task_capacity = 131072;
+  BenchSegment bench(layout, Role::producer | Role::consumer);
+  if (!bench.ok()) return state.SkipWithError(bench.error.c_str());
+  auto& client = *bench.client;
+  TaskOptions opts;
+  opts.queue = bench.queue;
+  Taken t;
+  for (auto _ : state) {
+    if (grouped) {
+      auto g = client.create_group("round");
+      if (!g) return state.SkipWithError(g.error().message().c_str());
+      opts.group_id = *g;
+    }
+    for (std::uint32_t i = 0; i < kTasks; ++i)
+      if (client.enqueue(kType, as_payload(Item{}), opts) != Errc::ok) return state.SkipWithError("enqueue failed");
+    for (std::uint32_t i = 0; i < kTasks; ++i)
+      if (!client.try_take(bench.queue, t) || client.complete(t) != Errc::ok) return state.SkipWithError("take failed");
+    if (grouped) {
+      if (client.seal_group(opts.group_id) != Errc::ok) return state.SkipWithError("seal failed");
+      auto done = client.wait_group(opts.group_id, std::chrono::seconds(10));
+      if (!done || done->done != kTasks) return state.SkipWithError("the group did not finish with every member");
+      if (client.delete_group(opts.group_id) != Errc::ok) return state.SkipWithError("delete failed");
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * kTasks);
+}
+BENCHMARK(BM_group_round)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
 void BM_pair_moodycamel(benchmark::State& state) {
   moodycamel::ConcurrentQueue<Item> queue(kDepth);

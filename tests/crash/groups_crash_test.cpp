@@ -12,9 +12,11 @@
 
 #include "shmsched/detail/fault.hpp"
 #include "shmsched/shmsched.hpp"
+#include "test_support.hpp"
 
 using namespace shmsched;
 using fault::Point;
+using shmsched::test::dies_at;
 
 namespace {
 
@@ -27,20 +29,6 @@ Layout groups_layout() {
   l.max_participants = 8;
   l.max_groups = 4;
   return l;
-}
-
-// Forks `fn` armed to die at the first pass through `point`; true when it died there.
-template <class Fn>
-bool dies_at(Point point, Fn&& fn) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    fault::arm(point, 1);
-    fn();
-    ::_exit(0);  // never reached the point: the caller's check fails
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
 }
 
 struct GroupsCrash : ::testing::Test {
@@ -71,6 +59,15 @@ struct GroupsCrash : ::testing::Test {
     return n;
   }
   GroupInfo info() { return parent.group_info(g).value(); }
+  // A task that runs after the group (a chord's last step).
+  TaskId then_task() {
+    TaskOptions then;
+    then.queue = q;
+    then.after_group = g;
+    TaskId id = kNoTask;
+    EXPECT_EQ(parent.enqueue_text("then", "x", then, &id), Errc::ok);
+    return id;
+  }
   void expect_verified() {
     const auto v = parent.verify_groups();
     EXPECT_TRUE(v.ok()) << v.error().message();
@@ -154,11 +151,7 @@ TEST_F(GroupsCrash, AWorkerKilledAfterItsFinishMovedIsCountedByItsRecoverer) {
 
 TEST_F(GroupsCrash, TheLastFinisherKilledBeforeTheGroupFinishesLeavesItToTheJanitor) {
   add(parent);
-  TaskOptions then;
-  then.queue = q;
-  then.after_group = g;
-  TaskId chord = kNoTask;
-  ASSERT_EQ(parent.enqueue_text("then", "x", then, &chord), Errc::ok);
+  const TaskId chord = then_task();
   EXPECT_EQ(parent.seal_group(g), Errc::ok);
   ASSERT_TRUE(dies_at(Point::group_before_finish, [&] {
     auto c = Client::attach(seg, Role::consumer).value();
@@ -178,11 +171,7 @@ TEST_F(GroupsCrash, TheLastFinisherKilledBeforeTheGroupFinishesLeavesItToTheJani
 
 TEST_F(GroupsCrash, AReleaserKilledAfterItsClaimLeavesTheWaitingTaskToItsRecoverer) {
   add(parent);
-  TaskOptions then;
-  then.queue = q;
-  then.after_group = g;
-  TaskId chord = kNoTask;
-  ASSERT_EQ(parent.enqueue_text("then", "x", then, &chord), Errc::ok);
+  const TaskId chord = then_task();
   EXPECT_EQ(parent.seal_group(g), Errc::ok);
   ASSERT_TRUE(dies_at(Point::gate_after_claim, [&] {
     auto c = Client::attach(seg, Role::consumer).value();

@@ -11,9 +11,11 @@
 
 #include "shmsched/detail/fault.hpp"
 #include "shmsched/shmsched.hpp"
+#include "test_support.hpp"
 
 using namespace shmsched;
 using fault::Point;
+using shmsched::test::dies_at;
 
 namespace {
 
@@ -25,20 +27,6 @@ Layout results_layout() {
   l.max_queues = 2;
   l.max_participants = 8;
   return l;
-}
-
-// Forks `fn` armed to die at the first pass through `point`; true when it died there.
-template <class Fn>
-bool dies_at(Point point, Fn&& fn) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    fault::arm(point, 1);
-    fn();
-    ::_exit(0);  // never reached the point: the caller's check fails
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
 }
 
 struct ResultsCrash : ::testing::Test {

@@ -40,6 +40,7 @@
 #include <utility>
 #include <vector>
 
+#include "shmsched/detail/fault.hpp"
 #include "shmsched/error.hpp"
 #include "shmsched/process.hpp"
 #include "shmsched/segment.hpp"
@@ -52,6 +53,22 @@ inline void PrintTo(Errc code, std::ostream* os) {
 }  // namespace shmsched
 
 namespace shmsched::test {
+
+/// Forks `fn` armed to die (SIGKILL) at the first pass through fault point `point`; true
+/// when it died there. A child that never reaches the point exits 0: the caller's check
+/// fails. Needs a build with fault points (the crash tests').
+template <class Fn>
+bool dies_at(fault::Point point, Fn&& fn) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    fault::arm(point, 1);
+    fn();
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+}
 
 /// "ok" or the error's message: for the `<<` of an ASSERT on a Result.
 template <class R>

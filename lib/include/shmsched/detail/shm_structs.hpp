@@ -256,7 +256,7 @@ static_assert(sizeof(GroupEntry) == 2 * kCacheLine);
 /// A participant's lanes for group count steps: one thread of the participant at a time
 /// uses a lane (its note and its counters), so every counter has a single writer and
 /// its note tells exactly what it did (engine/groups.hpp, G1..G4).
-inline constexpr std::uint32_t kGroupLanes = 4;
+inline constexpr std::uint32_t kGroupLanes = 8;
 /// The note of one lane: the count step under way -- the record's word before its move
 /// (0 = none) and the word the move writes, the record, the counter (group entry * 4 +
 /// field) and its value before and after -- and the GroupId + 1 of a group the lane's
