@@ -129,7 +129,7 @@ Errc Client::delete_group(GroupId group) noexcept {
   if (!e->word.compare_exchange_strong(w, detail::group_word(gen, GroupEntry::kFree), std::memory_order_acq_rel))
     return im.group_entry(group) == nullptr ? Errc::unknown_group : Errc::group_busy;
   if (e->waiters.load(std::memory_order_seq_cst) != 0) detail::futex_wake_low(e->word, INT32_MAX);
-  if (e->dependents.load(std::memory_order_seq_cst) != 0) im.release_dependents(group);  // they are cancelled
+  if (e->dependents.load(std::memory_order_seq_cst) != 0) im.release_waiting();  // they are cancelled
   return Errc::ok;
 }
 

@@ -224,7 +224,7 @@ inline bool Client::Impl::try_finish_group(GroupId g) noexcept {
   e->finished_ns.store(detail::coarse_now_ns(), std::memory_order_relaxed);
   e->outstanding.store(0, std::memory_order_relaxed);
   if (e->waiters.load(std::memory_order_seq_cst) != 0) detail::futex_wake_low(e->word, INT32_MAX);
-  if (e->dependents.load(std::memory_order_seq_cst) != 0) release_dependents(g);
+  if (e->dependents.load(std::memory_order_seq_cst) != 0) release_waiting();
   return true;
 }
 
@@ -337,10 +337,6 @@ inline std::size_t Client::Impl::release_waiting() noexcept {
     }
   }
   return n;
-}
-
-inline std::size_t Client::Impl::release_dependents(GroupId) noexcept {
-  return release_waiting();
 }
 
 // A group member done without keep_result: freed, counted done (G1..G4).

@@ -268,7 +268,6 @@ struct Client::Impl {
   void mark_waiting(std::uint32_t idx) noexcept;
   bool try_release(std::uint32_t idx) noexcept;
   std::size_t release_waiting() noexcept;
-  std::size_t release_dependents(GroupId g) noexcept;
   static bool goes_alone(const TaskOptions& o) noexcept;
   Errc enqueue_member(std::string_view type, std::uint64_t th, std::span<const std::byte> payload, const TaskOptions& o,
                       TaskId* id, std::int64_t now) noexcept;
