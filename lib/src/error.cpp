@@ -83,6 +83,8 @@ std::string_view to_string(Errc code) noexcept {
       return "group table full";
     case Errc::group_busy:
       return "group has unfinished members";
+    case Errc::parent_not_kept:
+      return "parent task does not keep its outcome (enqueue it with keep_result)";
   }
   return "unknown error";
 }

@@ -162,7 +162,7 @@ void recount(const detail::Core& core, std::vector<GroupInfo>& gs) {
     for (auto& g : gs) {
       if (st == TaskState::running && (flags & detail::kHasGroup) != 0 && detail::peek_field(c->group_id) == g.id)
         ++g.running;
-      if (st == TaskState::waiting && (flags & detail::kHasGate) != 0 && detail::peek_field(c->gate) == g.id)
+      if (st == TaskState::waiting && (flags & detail::kGateGroup) != 0 && detail::peek_field(c->gate) == g.id)
         ++g.dependents;
     }
   }

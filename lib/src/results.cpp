@@ -34,7 +34,7 @@ Result<TaskResult> Client::wait(TaskId id, std::chrono::nanoseconds timeout) {
                    "task " + std::to_string(id) + " was not enqueued with keep_result: nothing is kept to wait for");
     const std::int64_t left = deadline - monotonic_ns();
     if (left <= 0) return Error(Errc::timeout, "task " + std::to_string(id) + " has not finished");
-    // seq_cst, count then look: the Dekker pair with wake_result_waiters (a finisher's
+    // seq_cst, count then look: the Dekker pair with publish_outcome (a finisher's
     // CAS, then its look at the count). At most 100 ms asleep at a time: a finisher that
     // died between its CAS and its wake costs no more.
     waiters.fetch_add(1, std::memory_order_seq_cst);

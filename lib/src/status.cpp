@@ -32,6 +32,12 @@ bool read_fields(const detail::Core& core, std::uint32_t i, TaskId id, TaskInfo&
   out.keep_result = (flags & detail::kKeepResult) != 0;
   out.last_error.clear();
   if ((flags & detail::kHasError) != 0) out.last_error = detail::load_error(core.cold(i));
+  out.waits_for = 0;
+  out.waits_for_group = false;
+  if (out.status == TaskStatus::waiting && (flags & detail::kHasGate) != 0) {
+    out.waits_for = detail::peek_field(core.cold(i)->gate);
+    out.waits_for_group = (flags & detail::kGateGroup) != 0;
+  }
   if (out.status == TaskStatus::running) out.cancel_requested = detail::peek_field(core.cold(i)->cancel_id) == id;
   if (out.status == TaskStatus::done || out.status == TaskStatus::cancelled) {
     out.result_bytes = detail::peek_field(b->payload_len);

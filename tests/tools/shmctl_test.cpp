@@ -1180,6 +1180,43 @@ TEST_F(Shmctl, AGroupWithAFailedMemberCancelsItsLastStep) {
   EXPECT_EQ(shmctl({"submit", name(), "--queue", "general", "--run-anyway", "--", "true"}).code(), 2);
 }
 
+// --after: a chain of commands runs in order; a step after a failed one is cancelled with
+// the reason; a parent submitted without --keep-result is refused with the fix.
+TEST_F(Shmctl, SubmitAfterRunsAChainInOrder) {
+  create();
+  auto id_of = [](const Ran& r) { return r.out.substr(0, r.out.find('\n')); };
+  const std::string out = path("chain");
+  std::string prev;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    std::vector<std::string> extra{"--keep-result"};
+    if (!prev.empty()) extra.insert(extra.end(), {"--after", prev});
+    const Ran r = submit({"sh", "-c", "echo " + std::to_string(i) + " >> " + out}, extra);
+    ASSERT_EQ(r.code(), 0) << r;
+    prev = id_of(r);
+    ids.push_back(prev);
+  }
+  const json s = parse_json(shmctl({"status", name(), ids[1], "--json"}));
+  EXPECT_EQ(s["status"], "waiting");
+  EXPECT_EQ(std::to_string(s["waits_for_task"].get<std::uint64_t>()), ids[0]);
+  const Ran failing = submit({"false"}, {"--keep-result", "--retries", "0", "--after", ids[3]});
+  const Ran after_failing = submit({"true"}, {"--keep-result", "--after", id_of(failing)});
+  const Ran plain = submit({"true"});
+  const Ran refused = submit({"true"}, {"--after", id_of(plain)});
+  EXPECT_EQ(refused.code(), 1) << refused;
+  EXPECT_TRUE(contains(refused.err, "--keep-result")) << refused;
+  EXPECT_EQ(submit({"true"}, {"--after", "1,2"}).code(), 2) << "one parent: several make a group";
+
+  const pid_t worker = start_worker();
+  ASSERT_TRUE(eventually([&] {
+    return parse_json(shmctl({"status", name(), id_of(after_failing), "--json"}))["status"] == "cancelled";
+  })) << log();
+  EXPECT_EQ(lines_of(out), (std::vector<std::string>{"0", "1", "2", "3"})) << "in order, each once";
+  const json cancelled = parse_json(shmctl({"status", name(), id_of(after_failing), "--json"}));
+  EXPECT_EQ(cancelled["last_error"], "its parent task failed");
+  EXPECT_TRUE(stop(worker).ok()) << log();
+}
+
 TEST_F(Shmctl, RecoverRequeuesTheTasksOfAKilledWorker) {
   create();
   const std::string pidfile = path("child.pid");

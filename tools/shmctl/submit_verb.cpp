@@ -34,7 +34,7 @@ struct SubmitArgs {
   bool from_stdin = false;
   bool keep_result = false;
   std::string result_ttl = "10m";
-  std::string group, then_group;
+  std::string group, then_group, after;
   bool run_anyway = false;
   std::vector<std::string> command;
   CLI::Option* delay_option = nullptr;
@@ -139,6 +139,10 @@ std::string explain(Errc e, const Segment& seg, std::size_t payload_size) {
       return "the group is sealed: it takes no more members (create another group)";
     case Errc::unknown_group:
       return "the group was deleted";
+    case Errc::unknown_task:
+      return "no task with the --after id now (never enqueued, or its result was taken, expired or evicted)";
+    case Errc::parent_not_kept:
+      return "the --after task was submitted without --keep-result: nothing would keep its outcome for this task";
     default:
       return std::string(to_string(e));
   }
@@ -196,7 +200,16 @@ int run_submit(const SubmitArgs& a) {
   check(client, "attach");
   if (!a.group.empty()) opts.group_id = resolve_group(seg, a.group);
   if (!a.then_group.empty()) opts.after_group = resolve_group(seg, a.then_group);
-  if (a.run_anyway && a.then_group.empty()) throw Usage("--run-anyway goes with --then-group");
+  if (!a.after.empty()) {
+    if (!a.then_group.empty()) throw Usage("--after and --then-group: a task waits for one parent task or one group");
+    if (a.after.find(',') != std::string::npos)
+      throw Usage(
+          "--after takes one task id: for several parents, make them a group (--group G) and use "
+          "--then-group G");
+    opts.after_task = parse_task_id(a.after);
+  }
+  if (a.run_anyway && a.then_group.empty() && a.after.empty())
+    throw Usage("--run-anyway goes with --then-group or --after");
   opts.run_anyway = a.run_anyway;
   auto submit_one = [&](const std::string& payload, TaskId* id) {
     TaskOptions o = opts;
@@ -275,8 +288,12 @@ void add_submit_verb(CLI::App& app, Verbs& verbs) {
   c->add_option("--group", a->group, "Make it a member of this open group (name or id; shmctl group NAME create G)");
   c->add_option("--then-group", a->then_group,
                 "Wait for this group to finish first (sealed, every member finished), then run: a chord's last step");
+  c->add_option("--after", a->after,
+                "Wait for this task to be done first, then run (it must have been submitted with --keep-result); "
+                "cancelled when it fails or is cancelled");
   c->add_flag("--run-anyway", a->run_anyway,
-              "With --then-group: run even when members failed or were cancelled (else it is cancelled)");
+              "With --then-group or --after: run even when members or the parent failed or were cancelled "
+              "(else it is cancelled)");
   c->add_option("COMMAND", a->command, "The command and its arguments, after --");
   c->footer("Example: shmctl submit jobs --queue general -- convert in.png out.jpg\nPrints the task id.");
   verbs.push_back({c, [a] { return run_submit(*a); }});

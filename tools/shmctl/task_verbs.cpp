@@ -42,6 +42,7 @@ nlohmann::ordered_json status_json(const Segment& seg, const TaskInfo& s, std::i
   j["expires_in_ns"] = s.expires_ns == 0 ? nullptr : nlohmann::ordered_json(s.expires_ns - now);
   j["last_error"] = s.last_error;
   j["keep_result"] = s.keep_result;
+  if (s.waits_for != 0) j[s.waits_for_group ? "waits_for_group" : "waits_for_task"] = s.waits_for;
   if (s.status == TaskStatus::done) {
     j["result_bytes"] = s.result_bytes;
     j["finished_ago_ns"] = now - s.finished_ns;
@@ -65,6 +66,7 @@ void print_status(const Segment& seg, const TaskInfo& s, std::int64_t now) {
   if (s.pid != 0) field("pid", std::to_string(s.pid));
   field("age", format_duration(now - s.enqueued_ns));
   if (s.status == TaskStatus::delayed) field("due in", format_duration(s.not_before_ns - now));
+  if (s.waits_for != 0) field("waits for", (s.waits_for_group ? "group " : "task ") + std::to_string(s.waits_for));
   if (s.status == TaskStatus::done) {
     field("finished", format_duration(now - s.finished_ns) + " ago");
     field("result", std::to_string(s.result_bytes) + " bytes, kept for " + format_duration(s.expires_ns - now) +

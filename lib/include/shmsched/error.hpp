@@ -55,6 +55,7 @@ enum class [[nodiscard]] Errc : std::uint8_t{
     group_sealed,           ///< the group is sealed: it takes no more members
     group_table_full,       ///< every group entry is in use (Layout::max_groups)
     group_busy,             ///< the group has members that have not finished: it cannot be deleted
+    parent_not_kept,        ///< a task may wait only for a task enqueued with keep_result
 };
 
 /// A short, stable, lower-case description of a code.

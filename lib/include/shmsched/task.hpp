@@ -106,8 +106,16 @@ struct TaskOptions {
   /// A group it waits for: accepted as waiting, it is queued once the group is sealed
   /// and every member has finished (a chord's completion task); 0 = none.
   GroupId after_group = 0;
-  /// Run even when the group it waits for finished with failed or cancelled members
-  /// (else it is cancelled, with the reason).
+  /// A task it waits for (a dependency): accepted as waiting, it is queued once that
+  /// task is done; 0 = none. The parent must keep its outcome (enqueued with
+  /// keep_result) and not have been taken yet. A task waits for one gate: a parent task
+  /// or a group (for several parents, make them a group). See docs/lifecycle.md.
+  TaskId after_task = 0;
+  /// With after_task: the task receives its parent's result as its payload (a pipeline,
+  /// `A | B | C`); its own payload is replaced. The parent's result stays kept.
+  bool pipe = false;
+  /// Run even when its gate (the group, or the parent task) finished with failures: a
+  /// failed or cancelled member or parent (else it is cancelled, with the reason).
   bool run_anyway = false;
   /// Semaphores the task needs while it runs (up to two; count 0 = unused).
   Need needs[2] = {};
@@ -265,6 +273,10 @@ struct TaskInfo {
   bool keep_result = false;        ///< enqueued with keep_result
   bool cancel_requested = false;   ///< running: Client::cancel asked its handler to stop
   std::string last_error;          ///< the last failure's reason (dead: why), or empty
+  /// waiting: the task (TaskOptions::after_task) or the group (after_group, with
+  /// waits_for_group) it waits for; 0 otherwise.
+  std::uint64_t waits_for = 0;
+  bool waits_for_group = false;
 };
 
 /// Where a group is in its life.

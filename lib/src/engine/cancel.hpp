@@ -101,7 +101,7 @@ inline Errc Client::Impl::finish_cancelled(std::uint32_t idx, std::uint64_t word
   });
   if (moved != Errc::ok) return moved;
   core->header->results_kept.fetch_add(1, std::memory_order_relaxed);
-  wake_result_waiters(idx);
+  publish_outcome(idx);
   return Errc::ok;
 }
 

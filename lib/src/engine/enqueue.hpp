@@ -128,7 +128,7 @@ inline TaskId Client::Impl::fill_record(std::uint32_t idx, std::uint64_t word, s
 [[gnu::always_inline]] inline Errc Client::Impl::enqueue_one(std::string_view type, std::uint64_t th,
                                                              std::span<const std::byte> payload, const TaskOptions& o,
                                                              TaskId* id, std::int64_t now, BatchDebts* batch) noexcept {
-  if ((o.group_id | o.after_group) != 0) [[unlikely]]
+  if ((o.group_id | o.after_group | o.after_task | static_cast<std::uint64_t>(o.pipe)) != 0) [[unlikely]]
     return enqueue_member(type, th, payload, o, id, now);
   QueueId q = 0;
   if (Errc e = check_spec(type, payload, o, q); e != Errc::ok) return e;

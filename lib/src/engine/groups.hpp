@@ -250,15 +250,74 @@ inline void Client::Impl::tend_groups(std::int64_t now) noexcept {
 
 // ---- gates ----------------------------------------------------------------------------
 
-// What record idx's gate says now.
+// What record idx's gate says now: its group's (kGateGroup) or its parent task's.
 inline Client::Impl::GateOutcome Client::Impl::gate_of(std::uint32_t idx) const noexcept {
-  const GroupId g = detail::peek_field(core->cold(idx)->gate);
+  const std::uint64_t g = detail::peek_field(core->cold(idx)->gate);
+  if ((detail::peek_field(core->hot(idx)->flags) & detail::kGateGroup) == 0) return parent_outcome(g);
   std::uint64_t w = 0;
   if (group_entry(g, &w) == nullptr) return {GateOutcome::failed_members, 0, 0, true};
   if (detail::group_state(w) != detail::GroupEntry::kFinished) return {GateOutcome::pending, 0, 0, false};
   const auto s = group_sums(detail::group_index_of(g));
   if (s[2] == 0 && s[3] == 0) return {GateOutcome::ok, 0, 0, false};
   return {GateOutcome::failed_members, s[2], s[3], false};
+}
+
+// What parent task p left: pending while it will still run; ok when it is done; failed
+// when it was dead-lettered (failed = 1) or cancelled (cancelled = 1); gone (deleted)
+// when no record holds it any more (its outcome was taken, expired or evicted). The
+// first load is seq_cst: (W1)'s waiter half, against the parent's finishing CAS and
+// publish_outcome's fence.
+inline Client::Impl::GateOutcome Client::Impl::parent_outcome(TaskId p) const noexcept {
+  const std::uint32_t pi = core->id_index(p);
+  if (p == kNoTask || pi >= core->capacity) return {GateOutcome::failed_members, 0, 0, true};
+  const auto& state = core->ctrl[pi].state;
+  for (;;) {
+    const std::uint64_t s = state.load(std::memory_order_seq_cst);
+    const bool same = detail::peek_field(core->hot(pi)->id) == p;
+    // acquire, then the word again: the id we read belongs to word s (a record's id
+    // changes only while it is reserved, after its word moved).
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (state.load(std::memory_order_relaxed) != s) continue;  // it moved: look again
+    if (!same) return {GateOutcome::failed_members, 0, 0, true};
+    const TaskState st = state_of(s);
+    if (is_outstanding(st)) return {GateOutcome::pending, 0, 0, false};
+    if (st == TaskState::done) return {GateOutcome::ok, 0, 0, false};
+    if (st == TaskState::dead) return {GateOutcome::failed_members, 1, 0, false};
+    if (st == TaskState::cancelled) return {GateOutcome::failed_members, 0, 1, false};
+    return {GateOutcome::failed_members, 0, 0, true};  // freed (or being reused)
+  }
+}
+
+// (pipe) Copies the result of parent p (done) into the payload of record idx (ours);
+// false when p's record moved on during the copy (taken, expired or evicted): the bytes
+// read may be another task's, and the task is settled as if its parent were gone.
+inline bool Client::Impl::pipe_result(std::uint32_t idx, TaskId p) noexcept {
+  const std::uint32_t pi = core->id_index(p);
+  const std::uint32_t n = std::min(detail::peek_field(core->hot(pi)->payload_len), core->layout.payload_bytes);
+  // The parent's bytes were released by its K-done CAS, which parent_outcome acquired.
+  if (n != 0) std::memcpy(core->payload(idx), core->payload(pi), n);
+  // acquire, then the word: a record is written again only after it was freed and
+  // reserved, which changes its word or its id.
+  std::atomic_thread_fence(std::memory_order_acquire);
+  const std::uint64_t s = core->ctrl[pi].state.load(std::memory_order_relaxed);
+  const bool same = state_of(s) == TaskState::done && detail::peek_field(core->hot(pi)->id) == p;
+  detail::set_field(core->hot(idx)->payload_len, same ? n : 0);  // bytes of unknown origin are not passed on
+  return same;
+}
+
+// Why a task is cancelled by its gate's outcome (failed_members), into `why`.
+inline void Client::Impl::gate_reason(std::uint32_t idx, const GateOutcome& out, std::span<char> why) const noexcept {
+  const bool group = (core->hot(idx)->flags & detail::kGateGroup) != 0;
+  if (group && out.deleted) {
+    std::snprintf(why.data(), why.size(), "the group it waited for was deleted");
+  } else if (group) {
+    std::snprintf(why.data(), why.size(), "its group finished with %llu failed and %llu cancelled",
+                  static_cast<unsigned long long>(out.failed), static_cast<unsigned long long>(out.cancelled));
+  } else if (out.deleted) {
+    std::snprintf(why.data(), why.size(), "its parent's outcome was taken, expired or evicted before it was read");
+  } else {
+    std::snprintf(why.data(), why.size(), "its parent task %s", out.failed != 0 ? "failed" : "was cancelled");
+  }
 }
 
 // (W2) Queues record idx (ours, running with word `mine`, never started) by its gate's
@@ -273,18 +332,19 @@ inline Errc Client::Impl::settle_gated(std::uint32_t idx, std::uint64_t mine) no
     mark_waiting(idx);
     return Errc::ok;
   }
-  core->header->waiting_tasks.fetch_sub(1, std::memory_order_relaxed);  // a hint
+  GateOutcome settled = out;
+  if (settled.outcome == GateOutcome::ok && (b->flags & (detail::kPipe | detail::kGateGroup)) == detail::kPipe &&
+      !pipe_result(idx, core->cold(idx)->gate))
+    settled = {GateOutcome::failed_members, 0, 0, true};
   // Settled: it waits for nothing any more, so a recoverer of its next owner requeues it
-  // as any task instead of settling it again (its group may be gone by then).
+  // as any task instead of settling it again (its gate may be gone by then). The flag
+  // goes first and the count after it: a settler killed between them leaves the count
+  // high (an extra scan), never low (a waiter nobody looks for).
   detail::set_field(b->flags, static_cast<std::uint8_t>(b->flags & ~detail::kHasGate));
-  if (out.outcome == GateOutcome::failed_members && (b->flags & detail::kRunAnyway) == 0) {
+  core->header->waiting_tasks.fetch_sub(1, std::memory_order_relaxed);  // a hint, see accept_member
+  if (settled.outcome == GateOutcome::failed_members && (b->flags & detail::kRunAnyway) == 0) {
     char why[80];
-    if (out.deleted) {
-      std::snprintf(why, sizeof why, "the group it waited for was deleted");
-    } else {
-      std::snprintf(why, sizeof why, "its group finished with %llu failed and %llu cancelled",
-                    static_cast<unsigned long long>(out.failed), static_cast<unsigned long long>(out.cancelled));
-    }
+    gate_reason(idx, settled, why);
     detail::store_error(core->cold(idx), why);
     detail::set_field(b->flags, static_cast<std::uint8_t>(b->flags | detail::kHasError));
     return finish_cancelled(idx, mine);
@@ -315,8 +375,30 @@ inline bool Client::Impl::try_release(std::uint32_t idx) noexcept {
 }
 
 // Releases every waiting task whose gate is not pending, and drops the bits of records
-// that do not wait. O(table / 64) plus the waiting ones.
+// that do not wait. O(table / 64) plus the waiting ones. A release that finishes a task
+// (cancelled by its gate) may release that task's dependents in turn: a call made while
+// this thread already releases for this segment asks the running call for another pass
+// instead of nesting, so a chain of any length cancels in constant stack.
 inline std::size_t Client::Impl::release_waiting() noexcept {
+  thread_local const Impl* releasing = nullptr;
+  thread_local bool again = false;
+  if (releasing == this) {
+    again = true;
+    return 0;
+  }
+  const Impl* outer = releasing;
+  releasing = this;
+  std::size_t n = 0;
+  do {
+    again = false;
+    n += release_pass();
+  } while (again);
+  releasing = outer;
+  return n;
+}
+
+// One pass of release_waiting over the waiting index.
+inline std::size_t Client::Impl::release_pass() noexcept {
   std::size_t n = 0;
   const std::uint32_t words = (core->capacity + 63) / 64;
   for (std::uint32_t wi = 0; wi < words; ++wi) {
@@ -348,7 +430,16 @@ inline Errc Client::Impl::finish_member(const Taken& t) noexcept {
 // ---- members --------------------------------------------------------------------------
 
 inline bool Client::Impl::goes_alone(const TaskOptions& o) noexcept {
-  return (static_cast<std::uint64_t>(o.not_before_ns) | o.group_id | o.after_group) != 0;
+  return (static_cast<std::uint64_t>(o.not_before_ns) | o.group_id | o.after_group | o.after_task |
+          static_cast<std::uint64_t>(o.pipe)) != 0;
+}
+
+// Whether a task may wait for parent task p: Errc::ok, or why not.
+inline Errc Client::Impl::check_parent(TaskId p) const noexcept {
+  const GateOutcome out = parent_outcome(p);
+  if (out.deleted) return Errc::unknown_task;
+  const auto flags = detail::peek_field(core->hot(core->id_index(p))->flags);
+  return (flags & detail::kKeepResult) != 0 ? Errc::ok : Errc::parent_not_kept;
 }
 
 // A task with a group or a gate: enqueue_one's slow path. A member's adder announces
@@ -362,6 +453,11 @@ inline Errc Client::Impl::enqueue_member(std::string_view type, std::uint64_t th
   if (Errc e = check_spec(type, payload, o, q); e != Errc::ok) return e;
   if (o.after_group != 0 && group_entry(o.after_group) == nullptr) return Errc::unknown_group;
   if (o.group_id != 0 && o.group_id == o.after_group) return Errc::invalid_argument;  // would wait for itself
+  if ((o.after_group != 0 && o.after_task != 0) || (o.pipe && o.after_task == 0))
+    return Errc::invalid_argument;  // one gate; a pipe needs a parent task
+  if (o.after_task != 0) {
+    if (Errc e = check_parent(o.after_task); e != Errc::ok) return e;
+  }
   if (o.group_id == 0) return accept_member(type, th, payload, o, q, id, now, nullptr);
   detail::GroupEntry* ge = group_entry(o.group_id);
   if (ge == nullptr) return Errc::unknown_group;
@@ -409,17 +505,23 @@ inline Errc Client::Impl::accept_member(std::string_view type, std::uint64_t th,
   register_type(th, type);
   const TaskId tid = fill_record(idx, word, th, payload, o, q, now);
   auto* b = core->hot(idx);
-  if (o.after_group != 0) {
-    detail::set_field(core->cold(idx)->gate, o.after_group);
-    detail::set_field(b->flags, static_cast<std::uint8_t>(b->flags | detail::kHasGate | detail::kGateGroup |
-                                                          (o.run_anyway ? detail::kRunAnyway : 0)));
+  const bool gated = (o.after_group | o.after_task) != 0;
+  if (gated) {
+    detail::set_field(core->cold(idx)->gate, o.after_group != 0 ? o.after_group : o.after_task);
+    detail::set_field(b->flags, static_cast<std::uint8_t>(
+                                    b->flags | detail::kHasGate | (o.after_group != 0 ? detail::kGateGroup : 0) |
+                                    (o.pipe ? detail::kPipe : 0) | (o.run_anyway ? detail::kRunAnyway : 0)));
   }
   SHMSCHED_FAULT_POINT(enqueue_before_queued);
   const std::uint64_t from = word;
   Errc e = Errc::ok;
-  if (o.after_group != 0) {  // (W1)
-    if (auto* gate = group_entry(o.after_group)) gate->dependents.fetch_add(1, std::memory_order_seq_cst);
-    core->header->waiting_tasks.fetch_add(1, std::memory_order_relaxed);
+  if (gated) {  // (W1)
+    if (o.after_group != 0) {
+      if (auto* gate = group_entry(o.after_group)) gate->dependents.fetch_add(1, std::memory_order_seq_cst);
+    }
+    // seq_cst: counted before the CAS and the look at the gate; a parent task's finisher
+    // looks at this count after its finishing CAS (publish_outcome), Dekker's pair.
+    core->header->waiting_tasks.fetch_add(1, std::memory_order_seq_cst);
     const std::uint64_t to = next_word(word, TaskState::waiting, token);
     e = counted_move(
         idx, from, to, detail::GroupCounters::kAdded, 1,

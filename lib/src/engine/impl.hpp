@@ -211,7 +211,7 @@ struct Client::Impl {
   // ---- kept results (results.hpp) ----------------------------------------------------
   Errc keep_result(const Taken& t, std::span<const std::byte> value) noexcept;
   // Cold: out of line, so that the dead-letter path it sits on stays small where it inlines.
-  [[gnu::cold]] void wake_result_waiters(std::uint32_t idx) noexcept;
+  [[gnu::cold]] void publish_outcome(std::uint32_t idx) noexcept;
   Errc take_result(TaskId id, TaskResult& out);
   static bool is_kept(std::uint64_t s) noexcept;
   bool drop_result(std::uint32_t idx, std::uint64_t s) noexcept;
@@ -264,10 +264,15 @@ struct Client::Impl {
   bool try_finish_group(GroupId g) noexcept;
   void tend_groups(std::int64_t now) noexcept;
   GateOutcome gate_of(std::uint32_t idx) const noexcept;
+  GateOutcome parent_outcome(TaskId p) const noexcept;
+  Errc check_parent(TaskId p) const noexcept;
+  bool pipe_result(std::uint32_t idx, TaskId p) noexcept;
+  void gate_reason(std::uint32_t idx, const GateOutcome& out, std::span<char> why) const noexcept;
   Errc settle_gated(std::uint32_t idx, std::uint64_t mine) noexcept;
   void mark_waiting(std::uint32_t idx) noexcept;
   bool try_release(std::uint32_t idx) noexcept;
   std::size_t release_waiting() noexcept;
+  std::size_t release_pass() noexcept;
   static bool goes_alone(const TaskOptions& o) noexcept;
   Errc enqueue_member(std::string_view type, std::uint64_t th, std::span<const std::byte> payload, const TaskOptions& o,
                       TaskId* id, std::int64_t now) noexcept;

@@ -262,7 +262,7 @@ inline Errc Client::Impl::dead_letter_record(std::uint32_t idx, std::uint64_t wo
   });
   if (moved != Errc::ok) return moved;
   if ((b->flags & detail::kKeepResult) != 0) [[unlikely]]
-    wake_result_waiters(idx);  // finished for good
+    publish_outcome(idx);  // finished for good
   return Errc::ok;
 }
 

@@ -78,6 +78,9 @@ inline void Client::Impl::recover_records(DeadOwner dead, ReapReport& rep) noexc
     }
     SHMSCHED_FAULT_POINT(reap_mid_records);
   }
+  // A finisher killed between a kept task's finish and the release of the tasks that
+  // wait for it (publish_outcome) left them waiting: release them now.
+  if (core->header->waiting_tasks.load(std::memory_order_seq_cst) != 0) release_waiting();
 }
 
 }  // namespace shmsched

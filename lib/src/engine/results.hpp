@@ -41,16 +41,22 @@ inline Errc Client::Impl::keep_result(const Taken& t, std::span<const std::byte>
   });
   if (moved != Errc::ok) return moved;
   core->header->results_kept.fetch_add(1, std::memory_order_relaxed);  // a count for eviction and stat
-  wake_result_waiters(t.index);
+  publish_outcome(t.index);
   return Errc::ok;
 }
 
-// After a task finished for good (done or dead): wakes whoever waits for it. The count's
-// load is seq_cst, after the finishing CAS (a locked instruction): the Dekker pair with a
-// waiter's count increment before its look at the state word (Client::wait).
-inline void Client::Impl::wake_result_waiters(std::uint32_t idx) noexcept {
+// After a kept task finished for good (done, cancelled or dead): wakes whoever waits
+// for it, then releases the tasks that wait for it (gates). The fence orders the
+// finishing CAS before the counts' loads: the Dekker pairs with a waiter's count
+// increment before its look at the state word (Client::wait), and with a dependent's
+// count in waiting_tasks before its look at its parent (accept_member, parent_outcome).
+// A finisher killed before its release leaves it to the reaper or the janitor.
+inline void Client::Impl::publish_outcome(std::uint32_t idx) noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (core->header->result_waiters.load(std::memory_order_seq_cst) != 0)
     detail::futex_wake_low(core->ctrl[idx].state, INT32_MAX);
+  SHMSCHED_FAULT_POINT(outcome_before_release);
+  if (core->header->waiting_tasks.load(std::memory_order_seq_cst) != 0) release_waiting();
 }
 
 // What task `id` left, when it has finished for good: done (its result is taken: the

@@ -44,7 +44,8 @@
   X(group_step_noted)             /* group count step noted, the record not yet moved */        \
   X(group_step_moved)             /* record moved by a counted step, its count not yet added */ \
   X(group_before_finish)          /* sealed group's last member counted, group not finished */  \
-  X(gate_after_claim)             /* waiting task claimed by its releaser, not yet queued */
+  X(gate_after_claim)             /* waiting task claimed by its releaser, not yet queued */    \
+  X(outcome_before_release)       /* kept task finished, its dependents not yet released */
 
 namespace shmsched::fault {
 
