@@ -487,6 +487,10 @@ FLOORS = (
      sel("latency_sleeping", "boost_mq", "p50_us"), "≤", 1.2),
     ("result round trip (keep_result + wait) ≥ 100x Redis as a result backend",
      sel("result_round_trip", "shmsched"), sel("result_round_trip", "redis"), "≥", 100.0),
+    ("chain of 1,000 dependent tasks: link p50 ≤ 2x the sleeping wake-up p50", sel("chain", "shmsched", "p50_us"),
+     sel("latency_sleeping", "shmsched", "p50_us"), "≤", 2.0),
+    ("100,000 tasks as a group ≤ 1.3x the time of the same tasks without one", MICRO("BM_group_round/0"),
+     MICRO("BM_group_round/1"), "≤", 1.3),
 )
 
 # Ratios shown for context, without a floor: (label, numerator, denominator). For

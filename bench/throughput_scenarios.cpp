@@ -25,6 +25,9 @@
 //                     sleep in the kernel before each one; once a round
 //   scaling           full_path at 64 B with N producers and N consumers, N = 1 .. 2x the cores
 //                     this process may use (at most 8); shmsched and boost_mq
+//   chain             a chain of 1,000 dependent tasks (after_task + pipe) run by a consumer
+//                     process with one worker; latency of each link's start after its
+//                     parent's handler returned; once a round; shmsched only
 //   result_round_trip one producer waits for each task's result in turn: enqueue with
 //                     keep_result -> a consumer process runs it, keeping "ok" -> wait returns
 //                     it; round trips/s and their latency. Against Redis as a result
@@ -61,6 +64,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <bit>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -483,6 +487,84 @@ Measured round_trips_shmsched(std::uint64_t n) {
   });
 }
 
+// A chain of `links` dependent tasks (each after_task the one before, with pipe) run by a
+// consumer process with one worker. Each link's handler keeps as its result the time it
+// returns and the latency of its own start after its parent's return (its payload, piped
+// from the parent's result); the producer reads the results after the last link. The
+// first link is delayed so that the whole chain is enqueued before it starts.
+struct LinkResult {
+  std::int64_t returned_ns;
+  std::int64_t latency_ns;  // 0 for the first link
+};
+
+Measured chain_shmsched(std::uint32_t links) {
+  Measured m;
+  Layout l;
+  l.levels = 1;
+  l.task_capacity = std::bit_ceil(2 * links);
+  l.payload_bytes = sizeof(LinkResult);
+  l.max_queues = 1;
+  l.max_participants = 4;
+  auto seg = Segment::create_private(l, CreateOptions{0600, {"chain"}});
+  if (!seg) {
+    m.error = seg.error().message();
+    return m;
+  }
+  Child worker = Child::spawn([&]() -> int {
+    const CpuPin pin(consumer_cpu());
+    ConsumerOptions co;
+    co.home = {"chain"};
+    auto c = Consumer::create(*seg, co);
+    if (!c) return 3;
+    (*c)->on("link", [](TaskContext& ctx) {
+      const std::int64_t start = now_ns();
+      LinkResult parent{};
+      (void)payload_to(ctx.task.payload, parent);
+      LinkResult mine{0, parent.returned_ns == 0 ? 0 : start - parent.returned_ns};
+      mine.returned_ns = now_ns();
+      return Outcome::done(std::string(reinterpret_cast<const char*>(&mine), sizeof mine));
+    });
+    return (*c)->run_until_signal();
+  });
+  if (!worker.started()) {
+    m.error = "fork failed";
+    return m;
+  }
+  const CpuPin pin(producer_cpu());
+  auto client = Client::attach(*seg, Role::producer);
+  if (!client) {
+    m.error = client.error().message();
+    return m;
+  }
+  std::vector<TaskId> ids(links);
+  TaskOptions o;
+  o.queue = seg->find_queue("chain").value();
+  o.keep_result = true;
+  o.after(std::chrono::milliseconds(100));  // the first link: after the chain is enqueued
+  for (std::uint32_t i = 0; i < links; ++i) {
+    if (const Errc e = client->enqueue_value("link", LinkResult{}, o, &ids[i]); e != Errc::ok) {
+      m.error = "enqueue: " + std::string(to_string(e));
+      return m;
+    }
+    o.not_before_ns = 0;
+    o.after_task = ids[i];
+    o.pipe = true;
+  }
+  std::int64_t first = 0, last = 0;  // the first and the last link's returns
+  for (std::uint32_t i = 0; i < links; ++i) {
+    auto r = client->wait(ids[i], std::chrono::seconds(30));
+    LinkResult link{};
+    if (!r || r->status != TaskStatus::done || !payload_to(as_payload(std::string_view(r->value)), link)) {
+      m.error = "link " + std::to_string(i) + ": " + (r ? "not done: " + r->error : r.error().message());
+      return m;
+    }
+    if (i != 0) m.latency.record(link.latency_ns);
+    (i == 0 ? first : last) = link.returned_ns;
+  }
+  m.seconds = static_cast<double>(last - first) * 1e-9;  // links 2..N, after the first link's delay
+  return m;
+}
+
 #if SHMSCHED_TP_REDIS
 Measured round_trips_redis(int port, std::uint64_t n) {
   Measured m;
@@ -606,6 +688,23 @@ class Driver {
       if (m.error.empty()) {
         r.set_latency(m.latency);
         r.tasks_per_s = static_cast<double>(n) / m.seconds;
+      }
+      emit(r, m);
+    }
+  }
+
+  // A chain of 1,000 dependent tasks, once a round (with the sleeping wake-up rows it is
+  // compared with): the latency of each link's start after its parent's handler returned.
+  void chain() {
+    constexpr std::uint32_t kLinks = 1000;
+    for (unsigned round = 1; round <= o_.rounds; ++round) {
+      if (!selected("chain", "shmsched")) continue;
+      Record r = blank("chain", "shmsched", sizeof(LinkResult), 1, 1, round);
+      r.extra["links"] = kLinks;
+      Measured m = chain_shmsched(kLinks);
+      if (m.error.empty()) {
+        r.set_latency(m.latency);
+        r.tasks_per_s = static_cast<double>(kLinks - 1) / m.seconds;
       }
       emit(r, m);
     }
@@ -743,7 +842,7 @@ void usage(std::FILE* to) {
                "  --only=S       only measurements whose \"scenario/system\" contains S\n"
                "  --tasks=N      tasks per shmsched/boost_mq throughput run (redis: at most N)\n"
                "  --rounds=R     the floors' rows R times, every system once a round\n"
-               "scenarios: full_path, latency_busy, latency_sleeping, scaling\n"
+               "scenarios: full_path, latency_busy, latency_sleeping, scaling, result_round_trip, chain\n"
                "systems: shmsched, boost_mq, redis, redis_pipelined\n");
 }
 
@@ -803,6 +902,7 @@ int run_main(int argc, char** argv) {
     d.latency();
     d.scaling();
     d.result_round_trip();
+    d.chain();
     return d.exit_code();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "shmsched_throughput: %s\n", e.what());

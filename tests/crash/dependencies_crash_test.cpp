@@ -76,6 +76,22 @@ TEST_F(DependenciesCrash, AParentsWorkerKilledBeforeTheReleaseLeavesTheChildToTh
   EXPECT_EQ(run_next().first, kNoTask);
 }
 
+TEST_F(DependenciesCrash, TakingAParentsResultBeforeTheReleaseReleasesThePipedChildFirst) {
+  const TaskId a = add("a");
+  const TaskId b = add("own", a, true);
+  ASSERT_TRUE(dies_at(Point::outcome_before_release, [&] { complete_one(seg, q, "from-a"); }));
+  EXPECT_EQ(status(b), TaskStatus::waiting);
+  // The reader takes the result before anyone reaped the finisher: it releases the child
+  // while the result is still there to pipe.
+  auto r = cli.take_result(a);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->value, "from-a");
+  EXPECT_EQ(status(a), TaskStatus::unknown) << "taken: freed";
+  const auto [id, payload] = run_next();
+  EXPECT_EQ(id, b);
+  EXPECT_EQ(payload, "from-a") << "the child read its parent's result before it went";
+}
+
 TEST_F(DependenciesCrash, AReleaserKilledAfterItsClaimLeavesTheChildToItsRecoverer) {
   const TaskId a = add("a");
   const TaskId b = add("b", a);

@@ -212,6 +212,7 @@ struct Client::Impl {
   Errc keep_result(const Taken& t, std::span<const std::byte> value) noexcept;
   // Cold: out of line, so that the dead-letter path it sits on stays small where it inlines.
   [[gnu::cold]] void publish_outcome(std::uint32_t idx) noexcept;
+  void release_dependents() noexcept;
   Errc take_result(TaskId id, TaskResult& out);
   static bool is_kept(std::uint64_t s) noexcept;
   bool drop_result(std::uint32_t idx, std::uint64_t s) noexcept;

@@ -45,17 +45,26 @@ inline Errc Client::Impl::keep_result(const Taken& t, std::span<const std::byte>
   return Errc::ok;
 }
 
-// After a kept task finished for good (done, cancelled or dead): wakes whoever waits
-// for it, then releases the tasks that wait for it (gates). The fence orders the
-// finishing CAS before the counts' loads: the Dekker pairs with a waiter's count
-// increment before its look at the state word (Client::wait), and with a dependent's
-// count in waiting_tasks before its look at its parent (accept_member, parent_outcome).
-// A finisher killed before its release leaves it to the reaper or the janitor.
+// After a kept task finished for good (done, cancelled or dead): releases the tasks
+// that wait for it (gates), then wakes whoever waits for its result. The fence orders
+// the finishing CAS before the counts' loads: the Dekker pairs with a dependent's count
+// in waiting_tasks before its look at its parent (accept_member, parent_outcome), and
+// with a waiter's count before its look at the state word (Client::wait). A finisher
+// killed before its release leaves it to the reaper or the janitor, and to whoever takes
+// or drops the result first (release_dependents).
 inline void Client::Impl::publish_outcome(std::uint32_t idx) noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);
+  SHMSCHED_FAULT_POINT(outcome_before_release);
+  release_dependents();
   if (core->header->result_waiters.load(std::memory_order_seq_cst) != 0)
     detail::futex_wake_low(core->ctrl[idx].state, INT32_MAX);
-  SHMSCHED_FAULT_POINT(outcome_before_release);
+}
+
+// Releases the waiting tasks whose gate finished, when any task waits. Run by a kept
+// task's finisher, and by whoever takes or drops a kept outcome before the record is
+// freed, so that a child is settled while its parent's outcome is still there to read:
+// taking a parent's result never cancels its children.
+inline void Client::Impl::release_dependents() noexcept {
   if (core->header->waiting_tasks.load(std::memory_order_seq_cst) != 0) release_waiting();
 }
 
@@ -86,6 +95,7 @@ inline Errc Client::Impl::take_result(TaskId id, TaskResult& out) {
   if (!state.compare_exchange_strong(s, mine, std::memory_order_acq_rel, std::memory_order_relaxed))
     return Errc::unavailable;
   SHMSCHED_FAULT_POINT(result_after_claim);
+  release_dependents();  // while the outcome is still ours to read, and theirs
   const std::uint32_t n = std::min(b->payload_len, core->layout.payload_bytes);
   out.status = status_of(kept);
   if (kept == TaskState::cancelled) out.error = "cancelled";
@@ -109,6 +119,7 @@ inline bool Client::Impl::is_kept(std::uint64_t s) noexcept {
 // Frees the done record idx (state word s, no reader holding it) without reading it: its
 // result is dropped. False when the word moved.
 inline bool Client::Impl::drop_result(std::uint32_t idx, std::uint64_t s) noexcept {
+  release_dependents();  // before the outcome they read goes
   // (K-free) release, as a reader's; nothing was read.
   if (!core->ctrl[idx].state.compare_exchange_strong(s, next_word(s, TaskState::free, token), std::memory_order_release,
                                                      std::memory_order_relaxed))
