@@ -109,10 +109,15 @@ class Permits {
   static void count_parked(SemaphoreEntry& e) noexcept { e.parked_hint.fetch_add(1, std::memory_order_seq_cst); }
   /// One fewer: a task claimed from a park ring (relaxed: a hint; the rings decide).
   static void count_unparked(SemaphoreEntry& e) noexcept { e.parked_hint.fetch_sub(1, std::memory_order_relaxed); }
-  /// Replaces the count with `parked` (recounted from the park rings), unless it changed
-  /// since `seen` was read: a parker's or unparker's change meanwhile is never lost.
+  /// Raises the count to `parked` (recounted from the park rings) when it is lower and
+  /// unchanged since `seen` was read: a parker's or unparker's change meanwhile is never
+  /// lost. Never lowers it: a task popped from its ring is decremented after the pop, so
+  /// a recount between the two would take its decrement twice and leave a task parked
+  /// again under a count of 0, which releases skip (tests/model/semaphore_janitor.pml).
+  /// A count left high only costs releases a look at empty park rings.
   static void recount_parked(SemaphoreEntry& e, std::uint32_t seen, std::uint32_t parked) noexcept {
-    e.parked_hint.compare_exchange_strong(seen, parked, std::memory_order_seq_cst);
+    if (static_cast<std::int32_t>(parked) > static_cast<std::int32_t>(seen))
+      e.parked_hint.compare_exchange_strong(seen, parked, std::memory_order_seq_cst);
   }
   static std::uint32_t parked_count(const SemaphoreEntry& e) noexcept {
     return e.parked_hint.load(std::memory_order_seq_cst);

@@ -92,13 +92,12 @@
  * both.)
  *
  * -DJANITOR adds one janitor tick (client.cpp janitor_tick: recount parked_hint from the
- * park rings, store it, unpark_to_queues) running alongside the workers; it is not part
- * of the check, and it fails (spin -DJANITOR -DCONFIG=3: in seconds): the recount's plain store can overwrite a parker's
- * increment made after the count was read, and the parker's own K1 then reads 0 at K3
- * and does not look at the permits either; so when the releaser whose permit the
- * parker's grant missed loaded parked_hint (K3) before the push, nobody hands the task
- * over until the next tick (and while parked_hint stays one low, later releases of that
- * semaphore can skip it too). */
+ * park rings, raise it to the count by a CAS from the value read, unpark_to_queues)
+ * running alongside the workers; semaphore_janitor.pml checks it (CONFIG 3, label soak:
+ * minutes). The recount only raises the hint: one that lowers it (its mutant,
+ * MUTANT_RECOUNT_LOWERS) fails, because a pop takes a task out of its ring before its
+ * decrement, so a recount between the two counts that decrement twice; the task parked
+ * again then leaves the hint at 0 and releases skip it (a missed hand-over). */
 
 #define NSEM 2
 #define NSL 3           /* ledger slots per semaphore, at most (56 in the code); nsl[s] are used */
@@ -400,7 +399,11 @@ proctype janitor() {
   :: (s < NSEM) ->
        h0 = hint[s];                                   /* seq_cst load */
        d = rn[s];                                      /* depth_guess */
-       atomic { if :: (hint[s] == h0) -> hint[s] = d :: else -> skip fi }  /* CAS */
+#if defined(MUTANT_RECOUNT_LOWERS)
+       atomic { if :: (hint[s] == h0) -> hint[s] = d :: else -> skip fi }  /* CAS, either way */
+#else
+       atomic { if :: (hint[s] == h0 && d > h0) -> hint[s] = d :: else -> skip fi }  /* CAS, up only */
+#endif
        unpark(s, 0, 0);
        d_step { d = 0; h0 = 0; s++ }
   :: else -> break

@@ -126,18 +126,32 @@ TEST(Permits, TheTableViewSeesReadyEntriesOnly) {
   EXPECT_EQ(permits.entry(3), nullptr) << "past the table";
 }
 
-TEST(Permits, TheParkedCountIsRecountedOnlyWhenUnchangedSinceItWasRead) {
+TEST(Permits, TheParkedCountIsRaisedByARecountOnlyWhenUnchangedSinceItWasRead) {
   auto e = entry_of(1);
   EXPECT_FALSE(Permits::maybe_parked(*e));
-  Permits::count_parked(*e);
   const std::uint32_t seen = Permits::parked_count(*e);
   Permits::count_parked(*e);  // a parker between the read and the recount
-  Permits::recount_parked(*e, seen, 0);
-  EXPECT_EQ(Permits::parked_count(*e), 2u) << "a stale recount overwrote a parker's count";
-  Permits::recount_parked(*e, 2, 1);
-  EXPECT_EQ(Permits::parked_count(*e), 1u);
+  Permits::recount_parked(*e, seen, 3);
+  EXPECT_EQ(Permits::parked_count(*e), 1u) << "a stale recount overwrote a parker's count";
+  Permits::recount_parked(*e, 1, 2);  // a parker died between its park and its count
+  EXPECT_EQ(Permits::parked_count(*e), 2u);
+  Permits::count_unparked(*e);
   Permits::count_unparked(*e);
   EXPECT_FALSE(Permits::maybe_parked(*e));
+}
+
+// A task popped from its park ring is counted out after the pop: a recount that saw the
+// ring without it must not take its decrement too, or the task parked again would leave
+// the count at 0 with a task parked.
+TEST(Permits, ARecountNeverLowersTheParkedCount) {
+  auto e = entry_of(1);
+  Permits::count_parked(*e);                             // one task parked
+  const std::uint32_t seen = Permits::parked_count(*e);  // the janitor reads 1
+  // The task is popped (its ring now empty); the janitor counts the rings: 0.
+  Permits::recount_parked(*e, seen, 0);
+  Permits::count_unparked(*e);  // the popper's decrement
+  Permits::count_parked(*e);    // parked again: needs more than is free
+  EXPECT_TRUE(Permits::maybe_parked(*e)) << "a task is parked: releases must look";
 }
 
 }  // namespace
