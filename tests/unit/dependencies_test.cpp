@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "shmsched/detail/core_access.hpp"
 #include "shmsched/shmsched.hpp"
 #include "test_support.hpp"
 
@@ -210,6 +211,24 @@ TEST_F(Dependencies, AWaitingChildCanBeCancelledAndMoved) {
   const Taken t = take();
   EXPECT_EQ(t.id, b);
   EXPECT_EQ(t.level, 2);
+}
+
+// The count of waiting tasks (a hint that lets a finisher skip the release pass) comes
+// back to 0 when the waiting tasks are cancelled, released or moved and released.
+TEST_F(Dependencies, TheWaitingCountReturnsToZeroWhateverBecameOfTheWaitingTasks) {
+  auto waiting_hint = [&] { return detail::core_of(seg).header->waiting_tasks.load(); };
+  const TaskId a = add("a");
+  const TaskId b = add("b", a);
+  const TaskId c = add("c", a);
+  const TaskId d = add("d", a);
+  EXPECT_EQ(waiting_hint(), 3);
+  ASSERT_TRUE(cli.cancel(b).ok());
+  EXPECT_EQ(waiting_hint(), 2) << "a cancelled waiting task waits for nothing";
+  EXPECT_EQ(cli.set_priority(c, 1), Errc::ok);
+  EXPECT_EQ(waiting_hint(), 2) << "moved, still waiting";
+  EXPECT_EQ(cli.complete(take()), Errc::ok);
+  EXPECT_EQ(waiting_hint(), 0);
+  EXPECT_EQ(status(d), TaskStatus::queued);
 }
 
 // Threads complete parents while others add children: every child is released exactly

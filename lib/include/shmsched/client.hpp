@@ -221,15 +221,15 @@ class Client {
   Result<void> verify_groups() const;
 
   // ---- re-prioritise -----------------------------------------------------------------
-  /// Moves a waiting task (queued, delayed, parked) to `level`, at the tail of that level
-  /// (FIFO within it). Exactly one of this and a concurrent take wins. Errors:
-  /// unknown_task, not_waiting (it runs or has finished), invalid_argument (no such level).
+  /// Moves a waiting task (queued, delayed, parked, or waiting for its gate: it waits on
+  /// at the new level) to `level`, at the tail of that level (FIFO within it). Exactly one of this and a concurrent
+  /// take wins. Errors: unknown_task, not_waiting (it runs or has finished), invalid_argument (no such level).
   Errc set_priority(TaskId id, std::uint8_t level) noexcept;
   /// set_priority for every waiting task of a group; how many moved.
   std::size_t set_group_priority(std::uint64_t group_id, std::uint8_t level) noexcept;
 
   // ---- cancel ------------------------------------------------------------------------
-  /// Cancels task `id`: one that waits (queued, delayed, parked) will not run -- its
+  /// Cancels task `id`: one that waits (queued, delayed, parked, waiting) will not run -- its
   /// record is freed, or with keep_result kept as cancelled; exactly one of this and a
   /// concurrent take wins. One that runs is asked to stop (its handler sees
   /// TaskContext::cancel_requested; shmctl worker stops the command). Errors: unknown_task.

@@ -186,7 +186,7 @@ enum class TaskStatus : std::uint8_t {
   dead,       ///< failed for good: a dead letter, with its reason
   done,       ///< finished, its result kept (keep_result) until taken, expired or evicted
   cancelled,  ///< cancelled before it ran (or while it ran), kept (keep_result) like a result
-  waiting,    ///< waits for the group it runs after (TaskOptions::after_group)
+  waiting,    ///< waits for its gate: a parent task (after_task) or a group (after_group)
 };
 
 constexpr std::string_view to_string(TaskStatus s) noexcept {

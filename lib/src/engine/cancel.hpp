@@ -1,4 +1,4 @@
-// Cancel. A waiting task (queued, delayed or parked) is claimed by the canceller as a
+// Cancel. A waiting task (queued, delayed, parked or waiting for its gate) is claimed by the canceller as a
 // take claims it: one CAS from the exact word it loaded, so of a cancel and a take (or a
 // promotion, or an unpark) racing for it exactly one wins. The canceller, now its owner,
 // finishes it as cancelled: freed, or with keep_result kept in state cancelled (like a
@@ -17,7 +17,7 @@
 
 namespace shmsched {
 
-// (C1) Claims task `id` if it waits (queued, delayed or parked), as a take's claim (T2)
+// (C1) Claims task `id` if it waits (queued, delayed, parked or for its gate), as a take's claim (T2)
 // does: one CAS from the exact word loaded, so of this and a take, a promotion, an unpark,
 // a cancel or a move exactly one wins. On `claimed`, `was` is the word it had and `mine`
 // the word it has now (running, ours); the record is idx.
@@ -64,6 +64,7 @@ inline Errc Client::Impl::cancel(TaskId id, CancelOutcome& out) noexcept {
     case Waiting::claimed:
       SHMSCHED_FAULT_POINT(cancel_after_claim);
       out = CancelOutcome::cancelled;
+      if (state_of(was) == TaskState::waiting) drop_gate(idx);
       return finish_cancelled(idx, mine);
     case Waiting::running:
       // relaxed: a request, read by the handler when it looks; the id (never reused)

@@ -336,12 +336,7 @@ inline Errc Client::Impl::settle_gated(std::uint32_t idx, std::uint64_t mine) no
   if (settled.outcome == GateOutcome::ok && (b->flags & (detail::kPipe | detail::kGateGroup)) == detail::kPipe &&
       !pipe_result(idx, core->cold(idx)->gate))
     settled = {GateOutcome::failed_members, 0, 0, true};
-  // Settled: it waits for nothing any more, so a recoverer of its next owner requeues it
-  // as any task instead of settling it again (its gate may be gone by then). The flag
-  // goes first and the count after it: a settler killed between them leaves the count
-  // high (an extra scan), never low (a waiter nobody looks for).
-  detail::set_field(b->flags, static_cast<std::uint8_t>(b->flags & ~detail::kHasGate));
-  core->header->waiting_tasks.fetch_sub(1, std::memory_order_relaxed);  // a hint, see accept_member
+  drop_gate(idx);
   if (settled.outcome == GateOutcome::failed_members && (b->flags & detail::kRunAnyway) == 0) {
     char why[80];
     gate_reason(idx, settled, why);
@@ -350,6 +345,17 @@ inline Errc Client::Impl::settle_gated(std::uint32_t idx, std::uint64_t mine) no
     return finish_cancelled(idx, mine);
   }
   return requeue_record(idx, mine);
+}
+
+// Record idx (ours, claimed out of waiting) waits for nothing any more: settled by its
+// gate, or cancelled. A recoverer of its next owner then requeues it as any task instead
+// of settling it again (its gate may be gone by then). The flag goes first and the count
+// after it: an owner killed between them leaves the count high (an extra pass), never
+// low (a waiting task nobody looks for).
+inline void Client::Impl::drop_gate(std::uint32_t idx) noexcept {
+  auto* b = core->hot(idx);
+  detail::set_field(b->flags, static_cast<std::uint8_t>(b->flags & ~detail::kHasGate));
+  core->header->waiting_tasks.fetch_sub(1, std::memory_order_relaxed);  // a hint, see accept_member
 }
 
 // (W1, after the CAS to waiting) Sets record idx's bit in the waiting index -- after the

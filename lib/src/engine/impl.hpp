@@ -271,6 +271,7 @@ struct Client::Impl {
   void gate_reason(std::uint32_t idx, const GateOutcome& out, std::span<char> why) const noexcept;
   Errc settle_gated(std::uint32_t idx, std::uint64_t mine) noexcept;
   void mark_waiting(std::uint32_t idx) noexcept;
+  void drop_gate(std::uint32_t idx) noexcept;
   bool try_release(std::uint32_t idx) noexcept;
   std::size_t release_waiting() noexcept;
   std::size_t release_pass() noexcept;
