@@ -436,40 +436,65 @@ Measured time_round_trips(std::uint64_t n, Trip&& trip) {
   return m;
 }
 
-Measured round_trips_shmsched(std::uint64_t n) {
-  Measured m;
+// One producer against one worker: a private one-queue segment, a consumer process
+// with one worker running `handler` for `type`, and this process's producer Client.
+// `error` says what failed.
+struct OneWorker {
+  std::optional<Segment> seg;
+  std::optional<Child> worker;
+  std::optional<Client> client;
+  std::string error;
+  QueueId queue = 0;
+};
+
+void start_one_worker(OneWorker& w, std::uint32_t capacity, std::uint32_t payload, const std::string& type,
+                      Handler handler) {
   Layout l;
   l.levels = 1;
-  l.task_capacity = 1024;
-  l.payload_bytes = sizeof(Item);
+  l.task_capacity = capacity;
+  l.payload_bytes = payload;
   l.max_queues = 1;
   l.max_participants = 4;
-  auto seg = Segment::create_private(l, CreateOptions{0600, {"rt"}});
+  auto seg = Segment::create_private(l, CreateOptions{0600, {type}});
   if (!seg) {
-    m.error = seg.error().message();
-    return m;
+    w.error = seg.error().message();
+    return;
   }
-  Child worker = Child::spawn([&]() -> int {
+  w.seg.emplace(std::move(*seg));
+  w.queue = w.seg->find_queue(type).value();
+  w.worker.emplace(Child::spawn([&]() -> int {
     const CpuPin pin(consumer_cpu());
     ConsumerOptions co;
-    co.home = {"rt"};
-    auto c = Consumer::create(*seg, co);
+    co.home = {type};
+    auto c = Consumer::create(*w.seg, co);
     if (!c) return 3;
-    (*c)->on("rt", [](TaskContext&) { return Outcome::done("ok"); });
+    (*c)->on(type, handler);
     return (*c)->run_until_signal();
-  });
-  if (!worker.started()) {
-    m.error = "fork failed";
+  }));
+  if (!w.worker->started()) {
+    w.error = "fork failed";
+    return;
+  }
+  auto client = Client::attach(*w.seg, Role::producer);
+  if (!client) {
+    w.error = client.error().message();
+    return;
+  }
+  w.client.emplace(std::move(*client));
+}
+
+Measured round_trips_shmsched(std::uint64_t n) {
+  Measured m;
+  OneWorker w;
+  start_one_worker(w, 1024, sizeof(Item), "rt", [](TaskContext&) { return Outcome::done("ok"); });
+  if (!w.error.empty()) {
+    m.error = w.error;
     return m;
   }
   const CpuPin pin(producer_cpu());
-  auto client = Client::attach(*seg, Role::producer);
-  if (!client) {
-    m.error = client.error().message();
-    return m;
-  }
+  auto& client = w.client;
   TaskOptions o;
-  o.queue = seg->find_queue("rt").value();
+  o.queue = w.queue;
   o.keep_result = true;
   const Item item{};
   return time_round_trips(n, [&](std::string& why) {
@@ -499,46 +524,24 @@ struct LinkResult {
 
 Measured chain_shmsched(std::uint32_t links) {
   Measured m;
-  Layout l;
-  l.levels = 1;
-  l.task_capacity = std::bit_ceil(2 * links);
-  l.payload_bytes = sizeof(LinkResult);
-  l.max_queues = 1;
-  l.max_participants = 4;
-  auto seg = Segment::create_private(l, CreateOptions{0600, {"chain"}});
-  if (!seg) {
-    m.error = seg.error().message();
-    return m;
-  }
-  Child worker = Child::spawn([&]() -> int {
-    const CpuPin pin(consumer_cpu());
-    ConsumerOptions co;
-    co.home = {"chain"};
-    auto c = Consumer::create(*seg, co);
-    if (!c) return 3;
-    (*c)->on("link", [](TaskContext& ctx) {
-      const std::int64_t start = now_ns();
-      LinkResult parent{};
-      (void)payload_to(ctx.task.payload, parent);
-      LinkResult mine{0, parent.returned_ns == 0 ? 0 : start - parent.returned_ns};
-      mine.returned_ns = now_ns();
-      return Outcome::done(std::string(reinterpret_cast<const char*>(&mine), sizeof mine));
-    });
-    return (*c)->run_until_signal();
+  OneWorker w;
+  start_one_worker(w, std::bit_ceil(2 * links), sizeof(LinkResult), "link", [](TaskContext& ctx) {
+    const std::int64_t start = now_ns();
+    LinkResult parent{};
+    (void)payload_to(ctx.task.payload, parent);
+    LinkResult mine{0, parent.returned_ns == 0 ? 0 : start - parent.returned_ns};
+    mine.returned_ns = now_ns();
+    return Outcome::done(std::string(reinterpret_cast<const char*>(&mine), sizeof mine));
   });
-  if (!worker.started()) {
-    m.error = "fork failed";
+  if (!w.error.empty()) {
+    m.error = w.error;
     return m;
   }
   const CpuPin pin(producer_cpu());
-  auto client = Client::attach(*seg, Role::producer);
-  if (!client) {
-    m.error = client.error().message();
-    return m;
-  }
+  auto& client = w.client;
   std::vector<TaskId> ids(links);
   TaskOptions o;
-  o.queue = seg->find_queue("chain").value();
+  o.queue = w.queue;
   o.keep_result = true;
   o.after(std::chrono::milliseconds(100));  // the first link: after the chain is enqueued
   for (std::uint32_t i = 0; i < links; ++i) {
