@@ -104,6 +104,7 @@ TEST_F(Dependencies, AFailedParentCancelsItsChildWithTheReason) {
   const TaskInfo info = cli.status(b).value();
   EXPECT_EQ(info.status, TaskStatus::cancelled);
   EXPECT_EQ(info.last_error, "its parent task failed");
+  EXPECT_EQ(cli.take_result(b).value().error, "its parent task failed") << "a reader learns why, too";
   Taken none;
   EXPECT_FALSE(cli.try_take(q, none));
 }

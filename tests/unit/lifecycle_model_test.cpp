@@ -178,7 +178,7 @@ class Model {
   // Cancel of a queued or waiting task.
   void cancel(MTask& t) {
     if (t.status == TaskStatus::queued) unring(t);
-    finish(t, TaskStatus::cancelled);
+    finish(t, TaskStatus::cancelled, "cancelled");
     release_all();
   }
 
@@ -506,7 +506,7 @@ class Scenario {
     const Errc got = cli_.finish_cancelled(t);
     note("finish_cancelled " + std::to_string(t.id) + " -> " + name(got));
     if (!expect_eq(got, Errc::ok, "finish_cancelled")) return;
-    m_.finish_running(*m_.find(t.id), TaskStatus::cancelled);
+    m_.finish_running(*m_.find(t.id), TaskStatus::cancelled, "cancelled");
   }
 
   void cancel() {
@@ -563,7 +563,7 @@ class Scenario {
     expect_eq(r.value, s == TaskStatus::done ? t->result : std::string(), what + ": value");
     expect_eq(r.error,
               s == TaskStatus::dead        ? t->error
-              : s == TaskStatus::cancelled ? std::string("cancelled")
+              : s == TaskStatus::cancelled ? t->error
                                            : std::string(),
               what + ": error");
     if (s != TaskStatus::dead) m_.take_result(*t);  // a dead letter stays for dlq

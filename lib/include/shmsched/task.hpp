@@ -326,7 +326,7 @@ struct TaskResult {
   TaskId id = kNoTask;
   TaskStatus status = TaskStatus::unknown;  ///< done, dead or cancelled
   std::string value;                        ///< done: the handler's result bytes
-  std::string error;                        ///< dead: why
+  std::string error;                        ///< dead: why; cancelled: "cancelled", or its gate's reason
   std::int64_t finished_ns = 0;             ///< done: CLOCK_MONOTONIC_COARSE when it finished
 };
 

@@ -81,9 +81,12 @@ inline Errc Client::Impl::cancel(TaskId id, CancelOutcome& out) noexcept {
   return Errc::unknown_task;
 }
 
-// Finishes record idx, ours with state word `word`, as cancelled: freed, or kept.
-inline Errc Client::Impl::finish_cancelled(std::uint32_t idx, std::uint64_t word) noexcept {
+// Finishes record idx, ours with state word `word`, as cancelled: freed, or kept. `why`
+// becomes its last error (what status and take_result report).
+inline Errc Client::Impl::finish_cancelled(std::uint32_t idx, std::uint64_t word, std::string_view why) noexcept {
   auto* b = core->hot(idx);
+  detail::store_error(core->cold(idx), why);
+  detail::set_field(b->flags, static_cast<std::uint8_t>(b->flags | detail::kHasError));
   if ((b->flags & detail::kKeepResult) == 0)
     return counted_move(idx, word, next_word(word, TaskState::free, token), detail::GroupCounters::kCancelled, 1,
                         [&]() noexcept { return free_record(idx, word); });

@@ -340,9 +340,7 @@ inline Errc Client::Impl::settle_gated(std::uint32_t idx, std::uint64_t mine) no
   if (settled.outcome == GateOutcome::failed_members && (b->flags & detail::kRunAnyway) == 0) {
     char why[80];
     gate_reason(idx, settled, why);
-    detail::store_error(core->cold(idx), why);
-    detail::set_field(b->flags, static_cast<std::uint8_t>(b->flags | detail::kHasError));
-    return finish_cancelled(idx, mine);
+    return finish_cancelled(idx, mine, why);
   }
   return requeue_record(idx, mine);
 }

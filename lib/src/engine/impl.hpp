@@ -225,7 +225,7 @@ struct Client::Impl {
   enum class Waiting : std::uint8_t { claimed, running, finished, unknown };
   Waiting claim_waiting(TaskId id, std::uint32_t& idx, std::uint64_t& was, std::uint64_t& mine) noexcept;
   Errc cancel(TaskId id, CancelOutcome& out) noexcept;
-  Errc finish_cancelled(std::uint32_t idx, std::uint64_t word) noexcept;
+  Errc finish_cancelled(std::uint32_t idx, std::uint64_t word, std::string_view why = "cancelled") noexcept;
   bool cancel_requested(const Taken& t) const noexcept;
   template <class Fn>
   void for_each_matching(std::uint32_t queue, std::uint64_t type, std::uint64_t group, Fn&& fn);

@@ -98,7 +98,8 @@ inline Errc Client::Impl::take_result(TaskId id, TaskResult& out) {
   release_dependents();  // while the outcome is still ours to read, and theirs
   const std::uint32_t n = std::min(b->payload_len, core->layout.payload_bytes);
   out.status = status_of(kept);
-  if (kept == TaskState::cancelled) out.error = "cancelled";
+  if (kept == TaskState::cancelled)  // why: "cancelled", or its gate's reason
+    out.error = (b->flags & detail::kHasError) != 0 ? detail::load_error(core->cold(idx)) : "cancelled";
   out.value.assign(reinterpret_cast<const char*>(core->payload(idx)), n);
   out.finished_ns = core->cold(idx)->finished_ns;
   // (K-free) release: our reads of the body happen-before the next owner's (S0).
