@@ -232,6 +232,49 @@ TEST_F(Dependencies, TheWaitingCountReturnsToZeroWhateverBecameOfTheWaitingTasks
   EXPECT_EQ(status(d), TaskStatus::queued);
 }
 
+// A member enqueued after a failed parent is cancelled at once, inside its adder's call,
+// which still holds its lane: the cancel's count step borrows that lane (a thread that
+// waited for a second lane while holding one could, with every lane so held, wait for
+// good; that interleaving is too rare to force here). As many threads as a process has
+// lanes do it at once, and every member is counted exactly once.
+TEST(DependenciesRace, MembersCancelledAtOnceByTheirParentNeverWaitForASecondLane) {
+  Segment seg = Segment::create_private(small_test_layout(4096, 2, 16), CreateOptions{0600, {"w"}}).value();
+  const QueueId q = seg.find_queue("w").value();
+  Client cli = Client::attach(seg, Role::producer | Role::consumer).value();
+  TaskOptions kept;
+  kept.queue = q;
+  kept.keep_result = true;
+  TaskId parent = kNoTask;
+  ASSERT_EQ(cli.enqueue_text("p", "p", kept, &parent), Errc::ok);
+  Taken t;
+  ASSERT_TRUE(cli.try_take(q, t));
+  ASSERT_EQ(cli.dead_letter(t, "broken"), Errc::ok);
+  const GroupId g = cli.create_group("g").value();
+  constexpr int kThreads = 8, kEach = 300;  // 8: detail::kGroupLanes
+  std::atomic<int> cancelled{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i)
+    threads.emplace_back([&] {
+      for (int k = 0; k < kEach; ++k) {
+        TaskOptions o;
+        o.queue = q;
+        o.group_id = g;
+        o.after_task = parent;
+        TaskId id = kNoTask;
+        if (cli.enqueue_text("m", "m", o, &id) == Errc::ok &&
+            cli.status(id).value().status == TaskStatus::unknown)  // cancelled and freed
+          cancelled.fetch_add(1);
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(cancelled.load(), kThreads * kEach);
+  const GroupInfo info = cli.group_info(g).value();
+  EXPECT_EQ(info.total, std::uint64_t{kThreads * kEach});
+  EXPECT_EQ(info.cancelled, std::uint64_t{kThreads * kEach});
+  const auto v = cli.verify_groups();
+  EXPECT_TRUE(v.ok()) << v.error().message();
+}
+
 // Threads complete parents while others add children: every child is released exactly
 // once (taken once), none is left waiting.
 TEST(DependenciesRace, ChildrenAddedWhileTheirParentsFinishAreAllReleased) {

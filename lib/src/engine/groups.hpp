@@ -112,7 +112,17 @@ inline std::array<std::uint64_t, 4> Client::Impl::group_sums(std::uint32_t gi) c
 // A lane of this participant, held by one thread for one count step or one addition:
 // taken from a process-local bitmap (a thread that finds every lane taken yields until
 // one is given back: kGroupLanes threads of one process counting at the same instant).
+// A thread that holds one already borrows it: a step nested in an adder's (its waiting
+// task cancelled at once by its gate) comes after the adder's own step was cleared (G4),
+// and a thread never waits for a second lane while it holds one, so threads of one
+// process cannot all wait holding one each.
+inline thread_local Client::Impl::Lane::Held Client::Impl::Lane::held_{};
 inline Client::Impl::Lane::Lane(Impl& im) noexcept : im_(im) {
+  if (held_.im == &im) {
+    index_ = held_.index;
+    borrowed_ = true;
+    return;
+  }
   for (std::uint32_t spin = 0;; ++spin) {
     std::uint32_t busy = im.lanes_busy.load(std::memory_order_relaxed);
     while (busy != (1u << detail::kGroupLanes) - 1) {
@@ -120,6 +130,7 @@ inline Client::Impl::Lane::Lane(Impl& im) noexcept : im_(im) {
       // acquire: what the lane's last holder wrote in its note is ours to overwrite.
       if (im.lanes_busy.compare_exchange_weak(busy, busy | (1u << free), std::memory_order_acquire)) {
         index_ = free;
+        held_ = {&im, free};
         return;
       }
     }
@@ -127,6 +138,8 @@ inline Client::Impl::Lane::Lane(Impl& im) noexcept : im_(im) {
   }
 }
 inline Client::Impl::Lane::~Lane() {
+  if (borrowed_) return;
+  held_ = {};
   im_.lanes_busy.fetch_and(~(1u << index_), std::memory_order_release);
 }
 inline detail::GroupNote& Client::Impl::Lane::note() const noexcept {

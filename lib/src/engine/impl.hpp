@@ -254,8 +254,16 @@ struct Client::Impl {
     detail::GroupNote& note() const noexcept;
 
    private:
+    // The lane this thread holds for a client, if any: a step nested in another (an
+    // adder whose waiting task is cancelled at once by its gate) borrows it.
+    struct Held {
+      const Impl* im = nullptr;
+      std::uint32_t index = 0;
+    };
+    static thread_local Held held_;
     Impl& im_;
     std::uint32_t index_ = 0;
+    bool borrowed_ = false;
   };
   template <class Move>
   Errc counted_move(std::uint32_t idx, std::uint64_t from, std::uint64_t to, unsigned field, std::uint64_t delta,
