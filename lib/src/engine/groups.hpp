@@ -258,7 +258,7 @@ inline void Client::Impl::tend_groups(std::int64_t now) noexcept {
                                        std::memory_order_acq_rel);
     }
   }
-  if (core->header->waiting_tasks.load(std::memory_order_relaxed) != 0) release_waiting();
+  release_dependents();
 }
 
 // ---- gates ----------------------------------------------------------------------------

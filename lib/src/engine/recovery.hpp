@@ -80,7 +80,7 @@ inline void Client::Impl::recover_records(DeadOwner dead, ReapReport& rep) noexc
   }
   // A finisher killed between a kept task's finish and the release of the tasks that
   // wait for it (publish_outcome) left them waiting: release them now.
-  if (core->header->waiting_tasks.load(std::memory_order_seq_cst) != 0) release_waiting();
+  release_dependents();
 }
 
 }  // namespace shmsched

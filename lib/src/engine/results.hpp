@@ -118,9 +118,9 @@ inline bool Client::Impl::is_kept(std::uint64_t s) noexcept {
 }
 
 // Frees the done record idx (state word s, no reader holding it) without reading it: its
-// result is dropped. False when the word moved.
+// result is dropped. False when the word moved. Callers run release_dependents() first,
+// once for all they drop, so that no child is left to read an outcome that is gone.
 inline bool Client::Impl::drop_result(std::uint32_t idx, std::uint64_t s) noexcept {
-  release_dependents();  // before the outcome they read goes
   // (K-free) release, as a reader's; nothing was read.
   if (!core->ctrl[idx].state.compare_exchange_strong(s, next_word(s, TaskState::free, token), std::memory_order_release,
                                                      std::memory_order_relaxed))
@@ -132,6 +132,7 @@ inline bool Client::Impl::drop_result(std::uint32_t idx, std::uint64_t s) noexce
 // The janitor's pass: drops every kept result whose time ran out by `now`; how many.
 inline std::size_t Client::Impl::expire_results(std::int64_t now) noexcept {
   if (core->header->results_kept.load(std::memory_order_relaxed) <= 0) return 0;
+  release_dependents();  // before the outcomes they read go
   std::size_t n = 0;
   for (std::uint32_t i = 0, end = core->scan_end(); i < end; ++i) {
     const std::uint64_t s = core->ctrl[i].state.load(std::memory_order_acquire);
@@ -147,6 +148,7 @@ inline std::size_t Client::Impl::expire_results(std::int64_t now) noexcept {
 // producer's enqueue goes on. True when one was dropped (counted as evicted).
 inline bool Client::Impl::evict_result() noexcept {
   if (core->header->results_kept.load(std::memory_order_relaxed) <= 0) return false;
+  release_dependents();  // before the outcome they read goes
   for (int tries = 0; tries < 4; ++tries) {
     std::uint32_t oldest = kNone;
     std::uint64_t word = 0;
