@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(g++ cmake ninja-build pkg-config libboost-dev libtbb-dev libconcurrentqueue-dev
           libbenchmark-dev libgtest-dev libcli11-dev nlohmann-json3-dev spin tmux clang libclang-rt-14-dev help2man
-          clang-format clang-tidy)
+          clang-format clang-tidy python3-croniter tzdata)
 # The benchmark peers and tools (bench/run): Redis through hiredis, plots, callgrind.
 # The build and the tests work without them (the bench smoke test then checks fewer
 # rows), so a failure to install them is a warning, not an error.

@@ -215,7 +215,12 @@ bool Client::wait_for_due(std::uint32_t seen, std::chrono::nanoseconds max) noex
   auto* h = impl_->core->header;
   h->due_waiters.fetch_add(1, std::memory_order_seq_cst);
   // (D2) seq_cst: after announcing ourselves; pairs with (D1) in notify_due.
-  const std::int64_t sleep_ns = sleep_until_due_ns(monotonic_ns(), max.count());
+  std::int64_t sleep_ns = sleep_until_due_ns(monotonic_ns(), max.count());
+  if (holds_janitor_lease()) {  // and the next schedule, (D2) too: pairs with (H1)
+    const std::int64_t due_ms = h->schedule_due_ms.load(std::memory_order_seq_cst);
+    if (due_ms != 0)
+      sleep_ns = std::min(sleep_ns, std::max<std::int64_t>(kMinDueSleepNs, (due_ms * 1'000'000) - unix_ns()));
+  }
   const bool woken = sleep_ns > 0 && detail::futex_wait(h->due_seq, seen, sleep_ns);
   h->due_waiters.fetch_sub(1, std::memory_order_relaxed);
   return woken;
@@ -447,6 +452,7 @@ bool Client::janitor_tick(std::int64_t now_ns) noexcept {
   h->janitor_renewed_ns.store(now_ns, std::memory_order_relaxed);
   im.me->heartbeat_ns.store(now_ns, std::memory_order_relaxed);
   im.promote_due(now_ns);
+  im.fire_schedules(unix_ns() / 1'000'000);
   for (std::uint32_t sem = 0; sem < im.permits.size(); ++sem) im.tend_parked(sem);
   const std::int64_t last = im.last_reap.load(std::memory_order_relaxed);
   if (now_ns - last > 1'000'000'000) {
@@ -456,6 +462,15 @@ bool Client::janitor_tick(std::int64_t now_ns) noexcept {
     im.tend_groups(now_ns);
   }
   return true;
+}
+
+std::size_t Client::fire_schedules(std::int64_t now_ms) noexcept {
+  return impl_->fire_schedules(now_ms);
+}
+
+bool Client::holds_janitor_lease() const noexcept {
+  // relaxed: a hint for the housekeeper; every duty is CAS-safe without the lease.
+  return impl_->attached && impl_->core->header->janitor_lease.load(std::memory_order_relaxed) == impl_->token;
 }
 
 void Client::set_aging(QueueId queue, std::chrono::milliseconds bound) noexcept {

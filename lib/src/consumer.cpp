@@ -261,7 +261,7 @@ struct Consumer::Impl {
   // the janitor lease and does the janitor's duties (janitor_tick); between ticks it
   // sleeps until the next delayed task is due (wait_for_due: a producer that sets an
   // earlier due time wakes it), so retries and ETAs are promoted on time while every
-  // worker is busy.
+  // worker is busy; the janitor's also until the next schedule is due, and fires it.
   void housekeeper() {
     const std::int64_t tick_ns = std::chrono::nanoseconds(opts.tick).count();
     std::int64_t next_tick = 0;
@@ -272,6 +272,7 @@ struct Consumer::Impl {
         next_tick = now + tick_ns;
       }
       client->promote_due(now);
+      if (client->holds_janitor_lease()) client->fire_schedules(unix_ns() / 1'000'000);
       const std::uint32_t seen = client->due_seq();  // before the stop check: request_stop bumps it
       if (stop.stop_requested()) break;
       now = monotonic_ns();

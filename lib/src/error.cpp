@@ -85,6 +85,10 @@ std::string_view to_string(Errc code) noexcept {
       return "group has unfinished members";
     case Errc::parent_not_kept:
       return "parent task does not keep its outcome (enqueue it with keep_result)";
+    case Errc::unknown_schedule:
+      return "unknown schedule";
+    case Errc::schedule_table_full:
+      return "schedule table full";
   }
   return "unknown error";
 }

@@ -88,6 +88,7 @@ SegmentMap SegmentMap::compute(const Layout& l) noexcept {
   m.group_notes = take(std::uint64_t{l.max_participants} * kGroupLanes * sizeof(GroupNote));
   m.group_counters = take(std::uint64_t{l.max_participants} * kGroupLanes * l.max_groups * sizeof(GroupCounters), 4096);
   m.waiting_bits = take((cap + 63) / 64 * sizeof(AtomicU64));
+  m.schedules = take(std::uint64_t{kMaxSchedules} * sizeof(ScheduleEntry));
   m.total = up(off, 4096);
   return m;
 }

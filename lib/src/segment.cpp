@@ -48,6 +48,7 @@ void detail::Core::bind(std::byte* b, const Layout& l) noexcept {
   counters = reinterpret_cast<LevelCounters*>(b + map.counters);
   groups = reinterpret_cast<GroupEntry*>(b + map.groups);
   group_notes = reinterpret_cast<GroupNote*>(b + map.group_notes);
+  schedules = reinterpret_cast<ScheduleEntry*>(b + map.schedules);
   group_counters = reinterpret_cast<GroupCounters*>(b + map.group_counters);
   waiting_bits = reinterpret_cast<AtomicU64*>(b + map.waiting_bits);
   capacity = l.task_capacity;

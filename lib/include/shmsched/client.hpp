@@ -28,6 +28,7 @@
 
 #include "shmsched/error.hpp"
 #include "shmsched/participant.hpp"
+#include "shmsched/schedule.hpp"
 #include "shmsched/segment.hpp"
 #include "shmsched/task.hpp"
 
@@ -219,6 +220,29 @@ class Client {
   /// meanwhile (the crash tests run it after the workers stopped); the error names each
   /// mismatch.
   Result<void> verify_groups() const;
+
+  // ---- schedules (docs/schedules.md) --------------------------------------------------
+  /// Adds a periodic schedule; its first due time is the first after now. Errors:
+  /// invalid_name (id, type), invalid_argument (expression, zone, priority, payload too
+  /// long), exists, unknown_queue, unknown_semaphore, need_exceeds_capacity,
+  /// schedule_table_full; each with a message.
+  Result<void> add_schedule(const ScheduleSpec& spec);
+  /// Removes a schedule; a due time already claimed still enqueues. Errors: unknown_schedule.
+  Errc remove_schedule(std::string_view id) noexcept;
+  /// A paused schedule enqueues nothing; resumed, it goes on from the next due time
+  /// after now (the due times in between are not runs it missed). Errors: unknown_schedule.
+  Errc pause_schedule(std::string_view id) noexcept;
+  Errc resume_schedule(std::string_view id) noexcept;
+  /// One schedule, or every schedule, as it is now.
+  Result<ScheduleInfo> schedule(std::string_view id) const;
+  std::vector<ScheduleInfo> schedules() const;
+  /// Enqueues the task of every schedule whose due time has come (Unix ms `now_ms`);
+  /// returns how many it enqueued. Any process may call it, and any number at once:
+  /// each due time fires once. A consumer's housekeeper calls it while it holds the
+  /// janitor lease, and sleeps until the next due time.
+  std::size_t fire_schedules(std::int64_t now_ms) noexcept;
+  /// Whether this participant holds the janitor lease now.
+  bool holds_janitor_lease() const noexcept;
 
   // ---- re-prioritise -----------------------------------------------------------------
   /// Moves a waiting task (queued, delayed, parked, or waiting for its gate: it waits on

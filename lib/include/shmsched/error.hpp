@@ -56,6 +56,8 @@ enum class [[nodiscard]] Errc : std::uint8_t{
     group_table_full,       ///< every group entry is in use (Layout::max_groups)
     group_busy,             ///< the group has members that have not finished: it cannot be deleted
     parent_not_kept,        ///< a task may wait only for a task enqueued with keep_result
+    unknown_schedule,       ///< no schedule with that id
+    schedule_table_full,    ///< every schedule entry is in use (kMaxSchedules)
 };
 
 /// A short, stable, lower-case description of a code.

@@ -10,6 +10,8 @@
 #include "shmsched/process.hpp"
 #include "shmsched/queue.hpp"
 #include "shmsched/ring.hpp"
+#include "shmsched/schedule.hpp"
+#include "shmsched/cron.hpp"
 #include "shmsched/segment.hpp"
 #include "shmsched/semaphore.hpp"
 #include "shmsched/task.hpp"

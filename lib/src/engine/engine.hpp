@@ -16,6 +16,7 @@
 #include "records.hpp"
 #include "recovery.hpp"
 #include "results.hpp"
+#include "schedules.hpp"
 #include "take.hpp"
 #include "take_ahead.hpp"
 #include "types.hpp"

@@ -231,6 +231,13 @@ struct Client::Impl {
   void for_each_matching(std::uint32_t queue, std::uint64_t type, std::uint64_t group, Fn&& fn);
   CancelCounts cancel_matching(std::uint32_t queue, std::uint64_t type, std::uint64_t group) noexcept;
 
+  // ---- schedules (schedules.hpp) -----------------------------------------------------
+  std::atomic<bool> firing{false};  // a firing pass of this participant is under way
+  std::size_t fire_schedules(std::int64_t now_ms) noexcept;
+  bool fire_one(std::uint32_t e, std::int64_t now_ms) noexcept;
+  void finish_firing(std::uint32_t p) noexcept;
+  void lower_schedule_due(std::int64_t due_ms) noexcept;
+
   // ---- groups and gates (groups.hpp) ------------------------------------------------
   // What a waiting task's gate says: still pending, finished well, or finished with
   // failed or cancelled members (or deleted).

@@ -12,8 +12,10 @@ namespace shmsched {
 // Finish or undo everything the (dead, or departing) owner `dead` left in records.
 inline void Client::Impl::recover_records(DeadOwner dead, ReapReport& rep) noexcept {
   // Its group count steps first, before any of its records moves on, and its
-  // announcements as an adder (groups.hpp).
+  // announcements as an adder (groups.hpp); its firing of a schedule, while the
+  // occurrence's record is still as it left it (schedules.hpp).
   finish_step(dead.index - 1);
+  finish_firing(dead.index - 1);
   for (std::uint32_t idx = 0, end = core->scan_end(); idx < end; ++idx) {
     auto& c = core->ctrl[idx];
     std::uint64_t s = c.state.load(std::memory_order_acquire);

@@ -38,6 +38,7 @@ struct Core {
   GroupNote* group_notes = nullptr;
   GroupCounters* group_counters = nullptr;
   AtomicU64* waiting_bits = nullptr;
+  ScheduleEntry* schedules = nullptr;
   std::uint32_t capacity = 0;
   std::uint32_t ring_capacity = 0;
   std::uint32_t levels = 0;

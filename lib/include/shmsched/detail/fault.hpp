@@ -45,7 +45,10 @@
   X(group_step_moved)             /* record moved by a counted step, its count not yet added */ \
   X(group_before_finish)          /* sealed group's last member counted, group not finished */  \
   X(gate_after_claim)             /* waiting task claimed by its releaser, not yet queued */    \
-  X(outcome_before_release)       /* kept task finished, its dependents not yet released */
+  X(outcome_before_release)       /* kept task finished, its dependents not yet released */     \
+  X(schedule_noted)               /* occurrence filled and noted, its due time not claimed */   \
+  X(schedule_claimed)             /* due time claimed, the occurrence not yet published */      \
+  X(schedule_published)           /* occurrence published, the due time not yet advanced */
 
 namespace shmsched::fault {
 

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "shmsched/cron.hpp"
 #include "shmsched/detail/atomic.hpp"
 #include "shmsched/layout.hpp"
 #include "shmsched/ring.hpp"
@@ -17,7 +18,7 @@
 namespace shmsched::detail {
 
 inline constexpr std::uint64_t kMagic = 0x3144484353'4d4853ULL;  // "SHMSCHD1" little-endian
-inline constexpr std::uint32_t kAbiVersion = 7;
+inline constexpr std::uint32_t kAbiVersion = 8;
 
 enum class InitState : std::uint32_t { initializing = 0x494E4954u /* "INIT" */, ready = 0x52454459u /* "REDY" */ };
 
@@ -44,6 +45,7 @@ struct SegmentMap {
   std::uint64_t group_notes = 0;     // GroupNote[max_participants][kGroupLanes]
   std::uint64_t group_counters = 0;  // GroupCounters[max_participants][kGroupLanes][max_groups]
   std::uint64_t waiting_bits = 0;    // AtomicU64[task_capacity / 64]
+  std::uint64_t schedules = 0;       // ScheduleEntry[kMaxSchedules]
   std::uint64_t total = 0;
 
   static SegmentMap compute(const Layout& layout) noexcept;
@@ -97,6 +99,10 @@ struct alignas(kCacheLine) SegmentHeader {  // NOLINT(clang-analyzer-optin.perfo
   // Tasks accepted as waiting and not yet released (a hint: the janitor looks for
   // waiting tasks to settle only while it is not 0).
   alignas(kCacheLine) AtomicU64 waiting_tasks{0};
+  // The earliest due time (Unix ms) of a schedule not being fired, or earlier (a hint:
+  // the janitor's housekeeper sleeps until then; 0 = no schedule). Lowered by whoever
+  // adds or resumes a schedule or gives a due time back; set by the firing pass.
+  alignas(kCacheLine) AtomicI64 schedule_due_ms{0};
 };
 static_assert(sizeof(SegmentHeader) <= 4096);
 
@@ -213,6 +219,15 @@ struct alignas(kCacheLine) ParticipantEntry {
   AtomicU32 help_sleepers;                  // of those, the ones that may help (not reserved)
   alignas(kCacheLine) AtomicU64 reaped{0};  // participants this one reaped
   AtomicU64 processed{0};                   // handlers finished (any outcome)
+  // The firing note (engine/schedules.hpp, F1..F4): the schedule entry + 1 (0 = none)
+  // with its generation above bit 16, the claim word this participant CASes into the
+  // entry's `next`, the word it advances to, and the record and task id of the
+  // occurrence. Written by the participant only; read by whoever recovers it.
+  AtomicU64 fire_entry{0};
+  AtomicU64 fire_claim{0};
+  AtomicU64 fire_next{0};
+  AtomicU64 fire_task{0};
+  AtomicU32 fire_record{0};
 };
 static_assert(sizeof(ParticipantEntry) == 2 * kCacheLine);
 
@@ -303,6 +318,49 @@ struct alignas(kCacheLine) SemaphoreEntry {
 };
 static_assert(offsetof(SemaphoreEntry, holders) == kCacheLine);
 static_assert(sizeof(SemaphoreEntry) == 8 * kCacheLine);
+
+/// What a schedule enqueues and when: written by the schedule's creator into its entry
+/// as words (ScheduleEntry::tmpl) and read back as a whole by a seqlock.
+inline constexpr std::uint32_t kMaxSchedules = 64;
+inline constexpr std::uint32_t kMaxSchedulePayload = 512;
+struct ScheduleTemplate {
+  char expression[96];
+  char type[48];
+  CronFields cron;
+  std::int64_t every_ms;
+  std::int64_t anchor_ms;  // Unix ms: an interval's due times are anchor + k * every
+  std::uint16_t queue;
+  std::uint8_t level;
+  std::uint8_t zone;    // TimeZone
+  std::uint8_t missed;  // MissedRuns
+  std::uint8_t pad0;
+  std::uint16_t max_attempts;
+  std::uint16_t need_sem[2];
+  std::uint16_t need_count[2];
+  std::uint32_t payload_len;
+  std::uint32_t pad1;
+  char payload[kMaxSchedulePayload];
+};
+static_assert(sizeof(ScheduleTemplate) % 8 == 0);
+
+/// A periodic schedule. `word` packs [generation : 48][state : 4] (as GroupEntry's), so
+/// a firer that read one schedule never acts on the entry's next one. `next` packs
+/// [due time, Unix ms since kScheduleEpochMs : 48][claimer token : 16]: a due time is
+/// claimed by one CAS that names the claimer, and advanced by one more
+/// (engine/schedules.hpp).
+struct alignas(kCacheLine) ScheduleEntry {
+  static constexpr std::uint64_t kFree = 0, kCreating = 1, kActive = 2, kPaused = 3;
+  AtomicU64 word;
+  AtomicU64 next;
+  AtomicU64 name[4];                    // the schedule's id, up to 31 bytes
+  alignas(kCacheLine) AtomicU64 fired;  // occurrences enqueued
+  AtomicU64 missed;                     // due times dropped (MissedRuns::skip) or folded into one run
+  AtomicU64 last_task;                  // the last occurrence's task id
+  AtomicI64 last_due_ms;                // its due time (Unix ms)
+  AtomicI64 last_late_us;               // how long after its due time it was enqueued
+  AtomicU64 stalls;                     // firings put off because the queue's ring or the table was full
+  alignas(kCacheLine) AtomicU64 tmpl[sizeof(ScheduleTemplate) / 8];
+};
 
 /// Ledger holder encodings.
 inline constexpr std::uint64_t kHolderTask = std::uint64_t{1} << 62;         // | run version << 20 | index
