@@ -221,13 +221,21 @@ Errc Client::resume_schedule(std::string_view id) noexcept {
 }
 
 Result<ScheduleInfo> Client::schedule(std::string_view id) const {
-  for (auto& s : schedules())
+  return shmsched::schedule(*impl_->seg, id);
+}
+
+std::vector<ScheduleInfo> Client::schedules() const {
+  return shmsched::schedules(*impl_->seg);
+}
+
+Result<ScheduleInfo> schedule(const Segment& segment, std::string_view id) {
+  for (auto& s : schedules(segment))
     if (s.spec.id == id) return s;
   return Error(Errc::unknown_schedule, "no schedule '" + std::string(id) + "'");
 }
 
-std::vector<ScheduleInfo> Client::schedules() const {
-  const auto& core = *impl_->core;
+std::vector<ScheduleInfo> schedules(const Segment& segment) {
+  const auto& core = detail::core_of(segment);
   std::vector<ScheduleInfo> out;
   for (std::uint32_t e = 0; e < detail::kMaxSchedules; ++e) {
     const ScheduleEntry& en = core.schedules[e];

@@ -304,8 +304,9 @@ class Shmctl : public ::testing::Test {
 // ---------------------------------------------------------------------------------
 // Command line
 
-const char* const kVerbs[] = {"create",  "destroy", "ls",     "stat",   "metrics", "top",    "queue",  "sem",     "dlq",
-                              "recover", "wait",    "submit", "worker", "status",  "result", "cancel", "priority"};
+const char* const kVerbs[] = {"create", "destroy", "ls",       "stat",  "metrics", "top",    "queue",
+                              "sem",    "dlq",     "recover",  "wait",  "submit",  "worker", "status",
+                              "result", "cancel",  "priority", "group", "cron"};
 
 TEST_F(Shmctl, EveryVerbHasHelpAndBadUsageExitsTwo) {
   for (const char* verb : kVerbs) {
@@ -1585,6 +1586,73 @@ TEST_F(Shmctl, VerbsThatOnlyLookWorkOnASegmentTheCallerMayOnlyRead) {
   const json s = parse_json(after);
   EXPECT_EQ(s["dead_letters"], 1) << after;
   EXPECT_EQ(s["queued"], 0) << after;
+}
+
+TEST_F(Shmctl, CronAddsListsPausesAndRemovesSchedules) {
+  create();
+  Ran r = shmctl({"cron", name(), "add", "nightly", "30 2 * * mon-fri", "--tz", "local", "--queue", "general", "--",
+                  "/usr/bin/backup", "--all"});
+  ASSERT_EQ(r.code(), 0) << r;
+  EXPECT_TRUE(contains(r.out, "next run")) << r;
+  ASSERT_EQ(shmctl({"cron", name(), "add", "often", "@every 90s", "--queue", "urgent", "--priority", "2", "--missed",
+                    "once", "--", "echo", "hello world"})
+                .code(),
+            0);
+  // Refused with the reason, and nothing added.
+  const std::vector<std::pair<std::vector<std::string>, std::string>> refused = {
+      {{"cron", name(), "add", "bad", "61 * * * *", "--queue", "general", "--", "x"}, "minute"},
+      {{"cron", name(), "add", "bad", "@every 1s", "--queue", "nope", "--", "x"}, "nope"},
+      {{"cron", name(), "add", "bad", "@every 1s", "--queue", "general", "--tz", "Mars/Base", "--", "x"}, "local"},
+      {{"cron", name(), "add", "nightly", "@daily", "--queue", "general", "--", "x"}, "exists"},
+      {{"cron", name(), "remove", "ghost"}, "no schedule 'ghost'"},
+  };
+  for (const auto& [args, words] : refused) {
+    const Ran bad = shmctl(args);
+    EXPECT_NE(bad.code(), 0) << bad;
+    EXPECT_TRUE(contains(bad.err, words)) << bad;
+  }
+  EXPECT_EQ(shmctl({"cron", name(), "add", "x", "@hourly", "--queue", "general"}).code(), 2) << "no command";
+  json list = parse_json(shmctl({"cron", name(), "list", "--json"}));
+  ASSERT_EQ(list.size(), 2u) << list.dump();
+  EXPECT_EQ(list[0]["id"], "nightly");
+  EXPECT_EQ(list[0]["tz"], "local");
+  EXPECT_EQ(list[0]["command"], json::array({"/usr/bin/backup", "--all"}));
+  EXPECT_EQ(list[1]["queue"], "urgent");
+  EXPECT_EQ(list[1]["priority"], 2);
+  EXPECT_EQ(list[1]["missed"], "once");
+  const std::string table = shmctl({"cron", name(), "list"}).out;
+  EXPECT_TRUE(contains(table, "echo 'hello world'")) << table;
+  // next: whole minutes a day apart (weekdays), in order.
+  const Ran next = shmctl({"cron", name(), "next", "nightly", "--count", "3"});
+  ASSERT_EQ(next.code(), 0) << next;
+  EXPECT_EQ(std::count(next.out.begin(), next.out.end(), '\n'), 3) << next;
+  EXPECT_TRUE(contains(next.out, ":30:00")) << next;
+  ASSERT_EQ(shmctl({"cron", name(), "pause", "often"}).code(), 0);
+  EXPECT_EQ(parse_json(shmctl({"cron", name(), "list", "--json"}))[1]["paused"], true);
+  ASSERT_EQ(shmctl({"cron", name(), "resume", "often"}).code(), 0);
+  EXPECT_EQ(parse_json(shmctl({"cron", name(), "list", "--json"}))[1]["paused"], false);
+  ASSERT_EQ(shmctl({"cron", name(), "remove", "often"}).code(), 0);
+  EXPECT_EQ(parse_json(shmctl({"cron", name(), "list", "--json"})).size(), 1u);
+}
+
+TEST_F(Shmctl, CronRunsItsCommandAtEachDueTimeThroughAWorker) {
+  create();
+  const std::string out = path("ticks");
+  ASSERT_EQ(shmctl({"cron", name(), "add", "tick", "@every 200ms", "--queue", "general", "--", "sh", "-c",
+                    "echo tick >> " + out})
+                .code(),
+            0);
+  const pid_t worker = start_worker();
+  ASSERT_TRUE(eventually([&] { return lines_of(out).size() >= 5; })) << log();
+  EXPECT_TRUE(stop(worker).ok()) << log();
+  const json s = parse_json(shmctl({"cron", name(), "list", "--json"}))[0];
+  const auto fired = s["fired"].get<std::uint64_t>();
+  EXPECT_GE(fired, 5u);
+  EXPECT_EQ(s["missed_runs"], 0);
+  // Every occurrence enqueued ran once, or still waits in the queue.
+  const std::uint64_t ran = lines_of(out).size();
+  const json st = stat();
+  EXPECT_EQ(ran + st["queued"].get<std::uint64_t>(), fired) << s.dump() << st.dump();
 }
 
 }  // namespace

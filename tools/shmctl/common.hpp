@@ -59,6 +59,7 @@ void add_wait_verb(CLI::App& app, Verbs& verbs);      // wait
 void add_submit_verb(CLI::App& app, Verbs& verbs);    // submit
 void add_worker_verb(CLI::App& app, Verbs& verbs);    // worker
 void add_group_verb(CLI::App& app, Verbs& verbs);     // group
+void add_cron_verb(CLI::App& app, Verbs& verbs);      // cron
 
 /// Opens the named segment or throws Failure with the library's message, so every verb
 /// reports a missing, corrupt, foreign, half-initialised or wrong-version segment alike.
@@ -100,6 +101,15 @@ CLI::Option* list_option(CLI::Option* opt);
 CLI::Option* whole_number(CLI::Option* opt);
 /// Splits "a,b,c" (empty items dropped).
 std::vector<std::string> split_list(const std::vector<std::string>& items);
+
+/// A semaphore need as written, "gpu" or "gpu:2" (syntax only; throws Usage).
+struct NeedSpec {
+  std::string spec, name;
+  unsigned long count = 1;
+};
+NeedSpec parse_need(const std::string& spec);
+/// The need in `seg`: throws Failure for an unknown semaphore or a count over its capacity.
+shmsched::Need resolve_need(shmsched::Segment& seg, const NeedSpec& n);
 
 /// The consumers that are alive (role has consumer, process alive).
 std::vector<const shmsched::ParticipantSnapshot*> live_consumers(const shmsched::Snapshot& snap);

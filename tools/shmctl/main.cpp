@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   add_admin_verbs(app, verbs);
   add_task_verbs(app, verbs);
   add_group_verb(app, verbs);
+  add_cron_verb(app, verbs);
   add_wait_verb(app, verbs);
   add_submit_verb(app, verbs);
   add_worker_verb(app, verbs);

@@ -82,50 +82,6 @@ std::chrono::system_clock::time_point parse_wall_time(const std::string& text) {
   return std::chrono::system_clock::from_time_t(t);
 }
 
-// "gpu" or "gpu:2". Syntax only (a bad count is a usage error); see resolve_need.
-struct NeedSpec {
-  std::string spec, name;
-  unsigned long count = 1;
-};
-NeedSpec parse_need(const std::string& spec) {
-  NeedSpec n{spec, spec, 1};
-  if (const auto colon = spec.rfind(':'); colon != std::string::npos) {
-    // A count after the last ':' (semaphore names may hold ':' too, but not end in a
-    // number that looks like a count): "gpu:2", and also "gpu:-1", "gpu:+3", "gpu:".
-    std::string count = spec.substr(colon + 1);
-    const bool sign = !count.empty() && (count[0] == '-' || count[0] == '+');
-    const std::string digits = sign ? count.substr(1) : count;
-    const bool numeric = !digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos;
-    if (count.empty() || numeric) {
-      if (colon == 0) throw Usage("--needs " + spec + ": give SEM[:N]");
-      n.name = spec.substr(0, colon);
-      errno = 0;
-      n.count = sign || count.empty() ? 0 : std::strtoul(digits.c_str(), nullptr, 10);
-      if (errno != 0) n.count = 0;
-    }
-  }
-  if (n.count == 0 || n.count > kMaxSemaphoreCapacity)
-    throw Usage("--needs " + spec + ": the count must be 1.." + std::to_string(kMaxSemaphoreCapacity));
-  return n;
-}
-
-Need resolve_need(Segment& seg, const NeedSpec& n) {
-  const std::string& spec = n.spec;
-  const std::string& name = n.name;
-  const unsigned long count = n.count;
-  auto id = seg.find_semaphore(name);
-  if (!id)
-    throw Failure("--needs " + spec + ": " + id.error().message() + " (create it with 'shmctl sem " + seg.name() +
-                  " set " + name + " CAPACITY')");
-  for (const auto& m : seg.semaphores())
-    if (m.id == *id && count > m.capacity) {
-      std::string why = "--needs " + spec + ": semaphore '" + name + "' has capacity ";
-      why += std::to_string(m.capacity) + "; the task could never run";
-      throw Failure(why);
-    }
-  return Need{*id, static_cast<std::uint16_t>(count)};
-}
-
 std::string explain(Errc e, const Segment& seg, std::size_t payload_size) {
   switch (e) {
     case Errc::payload_too_large:

@@ -14,6 +14,8 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "shmsched/cron.hpp"
 #include "shmsched/queue.hpp"
@@ -60,5 +62,11 @@ struct ScheduleInfo {
   std::int64_t last_late_us = 0;  ///< how long after its due time it was enqueued
   TaskId last_task = kNoTask;
 };
+
+class Segment;
+/// Every schedule of a segment (or the one named `id`: unknown_schedule if none), read
+/// without attaching: works on a segment open read-only.
+std::vector<ScheduleInfo> schedules(const Segment& segment);
+Result<ScheduleInfo> schedule(const Segment& segment, std::string_view id);
 
 }  // namespace shmsched
