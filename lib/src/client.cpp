@@ -454,6 +454,7 @@ bool Client::janitor_tick(std::int64_t now_ns) noexcept {
   im.promote_due(now_ns);
   im.fire_schedules(unix_ns() / 1'000'000);
   for (std::uint32_t sem = 0; sem < im.permits.size(); ++sem) im.tend_parked(sem);
+  im.promote_aged();
   const std::int64_t last = im.last_reap.load(std::memory_order_relaxed);
   if (now_ns - last > 1'000'000'000) {
     im.last_reap.store(now_ns, std::memory_order_relaxed);
@@ -462,6 +463,13 @@ bool Client::janitor_tick(std::int64_t now_ns) noexcept {
     im.tend_groups(now_ns);
   }
   return true;
+}
+
+std::size_t Client::shift_level(QueueId queue, std::uint8_t from, std::uint8_t to) noexcept {
+  if (!impl_->attached || queue >= impl_->core->layout.max_queues || from >= impl_->core->levels ||
+      to >= impl_->core->levels || from == to)
+    return 0;
+  return impl_->shift_level(queue, from, to);
 }
 
 std::size_t Client::fire_schedules(std::int64_t now_ms) noexcept {
@@ -473,9 +481,16 @@ bool Client::holds_janitor_lease() const noexcept {
   return impl_->attached && impl_->core->header->janitor_lease.load(std::memory_order_relaxed) == impl_->token;
 }
 
-void Client::set_aging(QueueId queue, std::chrono::milliseconds bound) noexcept {
-  if (queue < impl_->core->layout.max_queues)
-    impl_->core->queues[queue].aging_ms.store(static_cast<std::uint32_t>(bound.count()), std::memory_order_relaxed);
+void Client::set_aging(QueueId queue, std::chrono::milliseconds bound, AgingMode mode) noexcept {
+  if (queue >= impl_->core->layout.max_queues) return;
+  auto& e = impl_->core->queues[queue];
+  // relaxed: a policy takers and the janitor read as a hint.
+  if (mode == AgingMode::promote) {
+    e.flags.fetch_or(detail::QueueEntry::kAgingPromotes, std::memory_order_relaxed);
+  } else {
+    e.flags.fetch_and(~detail::QueueEntry::kAgingPromotes, std::memory_order_relaxed);
+  }
+  e.aging_ms.store(static_cast<std::uint32_t>(bound.count()), std::memory_order_relaxed);
 }
 
 LevelStats Client::level_stats(QueueId queue, std::uint8_t level) const noexcept {

@@ -44,6 +44,7 @@ QueueSnapshot queue_snapshot(const detail::Core& core, const QueueInfo& qi, cons
   q.records = records;
   const auto& e = core.queues[qi.id];
   q.aging_ms = e.aging_ms.load(std::memory_order_relaxed);
+  q.aging_promotes = (e.flags.load(std::memory_order_relaxed) & detail::QueueEntry::kAgingPromotes) != 0;
   const std::uint32_t limit = e.limit_sem.load(std::memory_order_acquire);
   if (limit != 0 && limit - 1 < core.layout.max_semaphores)
     q.limit = static_cast<std::int32_t>(detail::Permits::capacity(core.semaphores[limit - 1]));

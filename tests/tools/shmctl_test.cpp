@@ -1655,5 +1655,31 @@ TEST_F(Shmctl, CronRunsItsCommandAtEachDueTimeThroughAWorker) {
   EXPECT_EQ(ran + st["queued"].get<std::uint64_t>(), fired) << s.dump() << st.dump();
 }
 
+TEST_F(Shmctl, QueueBoostShiftsALevelAndAgingPromotes) {
+  create();
+  std::vector<std::string> low;
+  for (int i = 0; i < 3; ++i) {
+    const Ran r = submit({"true"}, {"--priority", "3"});
+    ASSERT_EQ(r.code(), 0) << r;
+    low.push_back(r.out.substr(0, r.out.find('\n')));
+  }
+  const Ran mid = submit({"true"}, {"--priority", "1"});
+  const Ran moved = shmctl({"queue", name(), "boost", "general", "--from", "3", "--to", "0"});
+  ASSERT_EQ(moved.code(), 0) << moved;
+  EXPECT_TRUE(contains(moved.out, "moved 3 waiting task(s)")) << moved;
+  for (const auto& id : low) EXPECT_EQ(parse_json(shmctl({"status", name(), id, "--json"}))["priority"], 0);
+  EXPECT_EQ(parse_json(shmctl({"status", name(), mid.out.substr(0, mid.out.find('\n')), "--json"}))["priority"], 1);
+  EXPECT_EQ(shmctl({"queue", name(), "boost", "general", "--from", "3"}).code(), 2);
+  EXPECT_EQ(shmctl({"queue", name(), "boost", "general", "--from", "9", "--to", "0"}).code(), 2);
+  EXPECT_EQ(shmctl({"queue", name(), "boost", "nope", "--from", "1", "--to", "0"}).code(), 1);
+  const Ran aging = shmctl({"queue", name(), "aging", "general", "250ms", "--promote"});
+  ASSERT_EQ(aging.code(), 0) << aging;
+  EXPECT_TRUE(contains(shmctl({"queue", name(), "list"}).out, "250ms promote"));
+  const json q = *queue(stat(), "general");
+  EXPECT_EQ(q["aging_ms"], 250);
+  EXPECT_EQ(q["aging"], "promote");
+  EXPECT_EQ(shmctl({"queue", name(), "aging", "general", "soon"}).code(), 2);
+}
+
 }  // namespace
 }  // namespace shmsched::test

@@ -82,6 +82,65 @@ TEST_F(Priority, AGroupMovesTogether) {
 // Exactly one of a take at the old level and a move wins a task: each round one task
 // waits at level 3, a taker and a mover are let go at it together. A moved task waits
 // at level 0 (the taker may still take it there, after the move).
+TEST_F(Priority, AShiftMovesEveryWaitingTaskOfALevelAndNothingElse) {
+  const QueueId other = seg.create_queue("other").value();
+  const TaskId a = enqueue(3), b = enqueue(3), mid = enqueue(1), c = enqueue(3);
+  TaskOptions o;
+  o.queue = other;
+  o.priority = 3;
+  TaskId elsewhere = kNoTask;
+  ASSERT_EQ(cli.enqueue_text("job", "x", o, &elsewhere), Errc::ok);
+  EXPECT_EQ(cli.shift_level(q, 3, 0), 3u);
+  for (TaskId id : {a, b, c}) EXPECT_EQ(cli.status(id).value().priority, 0);
+  EXPECT_EQ(cli.status(mid).value().priority, 1);
+  EXPECT_EQ(cli.status(elsewhere).value().priority, 3) << "another queue's task stays";
+  EXPECT_EQ(cli.shift_level(q, 3, 0), 0u) << "nothing left at level 3";
+  EXPECT_EQ(cli.shift_level(q, 0, 0), 0u);
+  EXPECT_EQ(cli.shift_level(q, 0, 9), 0u) << "no such level";
+  EXPECT_EQ(drain(), (std::vector<TaskId>{a, b, c, mid}));
+}
+
+TEST_F(Priority, PromotionMovesATaskUpOneLevelPerBoundItWaits) {
+  cli.set_aging(q, 40ms, AgingMode::promote);
+  const TaskId low = enqueue(3);
+  const TaskId fresh = enqueue(2);
+  ASSERT_TRUE(cli.janitor_tick(monotonic_ns()));
+  EXPECT_EQ(cli.status(low).value().priority, 3) << "not waited long enough";
+  std::this_thread::sleep_for(60ms);
+  const TaskId newer = enqueue(3);
+  ASSERT_TRUE(cli.janitor_tick(monotonic_ns()));
+  EXPECT_EQ(cli.status(low).value().priority, 2);
+  EXPECT_EQ(cli.status(fresh).value().priority, 1) << "one level per tick, however long it waited";
+  EXPECT_EQ(cli.status(newer).value().priority, 3);
+  ASSERT_TRUE(cli.janitor_tick(monotonic_ns()));
+  EXPECT_EQ(cli.status(low).value().priority, 2) << "its wait counts again from its move";
+  std::this_thread::sleep_for(60ms);
+  ASSERT_TRUE(cli.janitor_tick(monotonic_ns()));
+  EXPECT_EQ(cli.status(low).value().priority, 1);
+  EXPECT_EQ(cli.status(fresh).value().priority, 0);
+  EXPECT_EQ(cli.status(newer).value().priority, 2);
+  // Off: nothing moves any more.
+  cli.set_aging(q, 0ms, AgingMode::promote);
+  std::this_thread::sleep_for(60ms);
+  ASSERT_TRUE(cli.janitor_tick(monotonic_ns()));
+  EXPECT_EQ(cli.status(low).value().priority, 1);
+  EXPECT_EQ(drain(), (std::vector<TaskId>{fresh, low, newer}));
+}
+
+TEST_F(Priority, UnderPromotionATakeKeepsStrictPriority) {
+  // Serve-first aging would take the aged level-3 task before the level-0 one.
+  cli.set_aging(q, 1ms, AgingMode::promote);
+  const TaskId old = enqueue(3);
+  std::this_thread::sleep_for(20ms);
+  const TaskId urgent = enqueue(0);
+  EXPECT_EQ(drain(), (std::vector<TaskId>{urgent, old}));
+  cli.set_aging(q, 1ms, AgingMode::serve_first);
+  const TaskId old2 = enqueue(3);
+  std::this_thread::sleep_for(20ms);
+  const TaskId urgent2 = enqueue(0);
+  EXPECT_EQ(drain(), (std::vector<TaskId>{old2, urgent2})) << "serve-first serves the aged level first";
+}
+
 TEST(PriorityRace, ATakeAndAMoveNeverBothWin) {
   Segment seg = Segment::create_private(small_test_layout(64, 4), CreateOptions{0600, {"general"}}).value();
   const QueueId q = seg.find_queue("general").value();

@@ -30,11 +30,45 @@ std::map<QueueId, std::string> queue_names(const Segment& seg) {
 // ---- queue --------------------------------------------------------------------------------
 
 struct QueueArgs {
-  std::string name, action, queue;
+  std::string name, action, queue, bound;
+  bool promote = false;
+  int from = -1, to = -1;
 };
+
+// queue aging QUEUE DUR [--promote] and queue boost QUEUE --from P --to P2.
+int run_queue_policy(const QueueArgs& a, Segment& seg, QueueId id) {
+  const std::uint32_t levels = seg.layout().levels;
+  if (a.action == "aging") {
+    if (a.bound.empty()) throw Usage("usage: shmctl queue NAME aging QUEUE DURATION [--promote] (0 turns it off)");
+    const auto bound = std::chrono::duration_cast<std::chrono::milliseconds>(parse_duration(a.bound, "DURATION"));
+    if (bound.count() > UINT32_MAX) throw Usage("the aging bound is too long");
+    Client client = attach_observer(seg);
+    client.set_aging(id, bound, a.promote ? AgingMode::promote : AgingMode::serve_first);
+    if (bound.count() == 0) {
+      std::cout << "queue '" << a.queue << "': aging off\n";
+    } else if (a.promote) {
+      std::cout << "queue '" << a.queue << "': a task that waits longer than " << a.bound
+                << " at its level moves up one level\n";
+    } else {
+      std::cout << "queue '" << a.queue << "': a level whose oldest task waited longer than " << a.bound
+                << " is served first\n";
+    }
+    return kExitOk;
+  }
+  if (a.from < 0 || a.to < 0) throw Usage("usage: shmctl queue NAME boost QUEUE --from P --to P2");
+  if (static_cast<std::uint32_t>(a.from) >= levels || static_cast<std::uint32_t>(a.to) >= levels)
+    throw Usage("--from and --to must be levels 0.." + std::to_string(levels - 1));
+  if (a.from == a.to) throw Usage("--from and --to are the same level");
+  Client client = attach_observer(seg);
+  const std::size_t moved = client.shift_level(id, static_cast<std::uint8_t>(a.from), static_cast<std::uint8_t>(a.to));
+  std::cout << "moved " << moved << " waiting task(s) of queue '" << a.queue << "' from level " << a.from
+            << " to level " << a.to << "\n";
+  return kExitOk;
+}
 
 int run_queue(const QueueArgs& a) {
   if (a.action != "list" && a.queue.empty()) throw Usage("queue " + a.action + ": missing QUEUE");
+  if (a.action != "aging" && !a.bound.empty()) throw Usage("queue " + a.action + " takes no DURATION");
   if (a.action == "list" && !a.queue.empty()) throw Usage("queue list takes no QUEUE");
   Segment seg = open_segment(a.name, a.action == "list" ? Access::look : Access::change);
   if (a.action == "list") {
@@ -42,7 +76,8 @@ int run_queue(const QueueArgs& a) {
     Table t({"ID", "QUEUE", "STATE", "DEPTH", "AGING", "LIMIT"}, {true, false, false, true, true, true});
     for (const auto& q : s.queues)
       t.add({std::to_string(q.id), q.name, q.paused ? "paused" : "active", std::to_string(q.depth()),
-             q.aging_ms == 0 ? "-" : std::to_string(q.aging_ms) + "ms", q.limit < 0 ? "-" : std::to_string(q.limit)});
+             q.aging_ms == 0 ? "-" : std::to_string(q.aging_ms) + "ms" + (q.aging_promotes ? " promote" : ""),
+             q.limit < 0 ? "-" : std::to_string(q.limit)});
     if (t.empty()) {
       std::cout << "no queues\n";
     } else {
@@ -59,6 +94,7 @@ int run_queue(const QueueArgs& a) {
   }
   auto id = seg.find_queue(a.queue);
   check(id, "queue " + a.action);
+  if (a.action == "aging" || a.action == "boost") return run_queue_policy(a, seg, *id);
   const bool pause = a.action == "pause";
   check(seg.set_paused(*id, pause), "queue " + a.action + " '" + a.queue + "'");
   std::cout << "queue '" << a.queue << "' " << (pause ? "paused: consumers take no new tasks from it" : "resumed")
@@ -227,12 +263,18 @@ int run_recover(const std::string& name) {
 void add_admin_verbs(CLI::App& app, Verbs& verbs) {
   {
     auto a = std::make_shared<QueueArgs>();
-    auto* c = app.add_subcommand("queue", "Add, pause, resume or list queues");
+    auto* c = app.add_subcommand("queue", "Add, pause, resume or list queues; set aging; shift a level's tasks");
     c->add_option("NAME", a->name, "Segment name")->required();
-    c->add_option("ACTION", a->action, "add | pause | resume | list")
+    c->add_option("ACTION", a->action,
+                  "add | pause | resume | list | aging QUEUE DURATION [--promote] | boost QUEUE --from P --to P2")
         ->required()
-        ->check(CLI::IsMember({"add", "pause", "resume", "list"}));
+        ->check(CLI::IsMember({"add", "pause", "resume", "list", "aging", "boost"}));
     c->add_option("QUEUE", a->queue, "Queue name (1..31 of [A-Za-z0-9_.:-])");
+    c->add_option("DURATION", a->bound, "aging: the bound (0 = off)");
+    c->add_flag("--promote", a->promote,
+                "aging: move tasks that waited longer than the bound up one level (else: serve that level first)");
+    whole_number(c->add_option("--from", a->from, "boost: the level whose waiting tasks move"));
+    whole_number(c->add_option("--to", a->to, "boost: the level they move to"));
     verbs.push_back({c, [a] { return run_queue(*a); }});
   }
   {

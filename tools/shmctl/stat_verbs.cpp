@@ -70,6 +70,9 @@ json snapshot_json(const Snapshot& s) {
             {"name", q.name},
             {"paused", q.paused},
             {"aging_ms", q.aging_ms},
+            {"aging", q.aging_ms == 0    ? "off"
+                      : q.aging_promotes ? "promote"
+                                         : "serve_first"},
             {"limit", q.limit},
             {"depth", q.depth()},
             {"queued", q.records[TaskState::queued]},

@@ -295,8 +295,11 @@ class Client {
   /// janitor lease: make delayed tasks due and, at most once a second, reap dead
   /// participants. Returns true when it acted as janitor.
   bool janitor_tick(std::int64_t now_ns) noexcept;
-  /// Sets the aging bound of a queue (0 disables).
-  void set_aging(QueueId queue, std::chrono::milliseconds bound) noexcept;
+  /// Sets the aging bound of a queue (0 disables) and what it does (AgingMode).
+  void set_aging(QueueId queue, std::chrono::milliseconds bound, AgingMode mode = AgingMode::serve_first) noexcept;
+  /// Moves every waiting task of `queue` at level `from` to level `to` (the tail of
+  /// that level, in their order); returns how many moved. An operator's manual shift.
+  std::size_t shift_level(QueueId queue, std::uint8_t from, std::uint8_t to) noexcept;
   LevelStats level_stats(QueueId queue, std::uint8_t level) const noexcept;
   /// Records that `n` handlers finished (any outcome); shown per participant.
   void count_processed(std::uint64_t n = 1) noexcept;

@@ -46,6 +46,7 @@ struct QueueSnapshot {
   std::string name;
   bool paused = false;
   std::uint32_t aging_ms = 0;
+  bool aging_promotes = false;  ///< AgingMode::promote
   std::int32_t limit = -1;  ///< concurrency limit, -1 = none
   std::vector<LevelSnapshot> levels;
   /// Records of this queue by state: those in a state that names a queue (names_queue).

@@ -18,6 +18,12 @@ namespace shmsched {
 
 using QueueId = std::uint16_t;
 
+/// What a queue's aging bound does (Client::set_aging; docs/consumer.md, "Aging").
+enum class AgingMode : std::uint8_t {
+  serve_first = 0,  ///< a take serves a lower level first while its oldest task waited longer than the bound
+  promote = 1,      ///< the janitor moves tasks that waited longer than the bound at their level up one level
+};
+
 struct QueueInfo {
   QueueId id = 0;
   std::string name;

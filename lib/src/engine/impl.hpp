@@ -302,6 +302,10 @@ struct Client::Impl {
   // ---- re-prioritise (priority.hpp) --------------------------------------------------
   Errc set_priority(TaskId id, std::uint8_t level) noexcept;
   std::size_t set_group_priority(std::uint64_t group, std::uint8_t level) noexcept;
+  Errc put_at_level(std::uint32_t idx, std::uint64_t was, std::uint64_t mine, std::uint8_t level) noexcept;
+  bool shift_one(TaskId id, std::uint8_t from, std::uint8_t to, bool restart, std::int64_t now) noexcept;
+  std::size_t shift_level(QueueId q, std::uint8_t from, std::uint8_t to) noexcept;
+  void promote_aged() noexcept;
 
   // ---- enqueue (enqueue.hpp) ---------------------------------------------------------
   // What a batch owes once it is published: counter bumps per (queue, level) and a

@@ -20,7 +20,8 @@ inline bool Client::Impl::take(QueueId q, Taken& out, bool as_helper) noexcept {
   AheadUse use(ahead_of(q));
   Ahead* const a = use.get();
   std::uint32_t aged = 0;
-  if (const std::uint32_t bound = core->queues[q].aging_ms.load(std::memory_order_relaxed); bound != 0)
+  if (const std::uint32_t bound = core->queues[q].aging_ms.load(std::memory_order_relaxed);
+      bound != 0 && (core->queues[q].flags.load(std::memory_order_relaxed) & detail::QueueEntry::kAgingPromotes) == 0)
     aged = aged_level(q, std::int64_t{bound} * 1000000);
   if (aged != 0) {
     // The records held of that level are its oldest.

@@ -194,7 +194,8 @@ inline constexpr std::size_t kMaxTypeName = 47;
 /// atomics so that racing creators of the same name write identical values race-free.
 struct alignas(kCacheLine) QueueEntry {
   static constexpr std::uint64_t kFree = 0, kCreating = 1, kReady = 2;
-  static constexpr std::uint32_t kPaused = 1;  // in `flags`
+  static constexpr std::uint32_t kPaused = 1;         // in `flags`
+  static constexpr std::uint32_t kAgingPromotes = 2;  // aging moves aged tasks up a level (AgingMode::promote)
   AtomicU64 word;
   AtomicU64 name[4];  // up to 31 bytes, zero padded
   AtomicU32 flags;    // kPaused
