@@ -1104,6 +1104,137 @@ int semaphore_workload(std::uint64_t n) {
 // =====================================================================================
 // driver
 // =====================================================================================
+// 5. rate limit: 10,000 tasks through 1,000 a second (burst 10), two consumer processes
+// =====================================================================================
+
+constexpr int kRateTasks = 10000, kRateTasksQuick = 2000;
+constexpr double kRatePerSecond = 1000;
+constexpr std::uint32_t kRateBurst = 10;
+
+struct RateBoard {
+  std::atomic<std::uint32_t> ready{0};
+  std::atomic<std::uint32_t> failed{0};
+  std::atomic<std::uint64_t> done{0};
+  std::atomic<std::int64_t> start_ns[kRateTasks]{};
+  std::atomic<std::uint32_t> runs[kRateTasks]{};
+};
+
+int rate_consumer(const std::string& name, RateBoard& b, Gate& go, Gate& stop) {
+  go.child_init();
+  stop.child_init();
+  auto fail = [&](int rc) {
+    b.failed.fetch_add(1, std::memory_order_relaxed);  // relaxed: read after we are reaped
+    return rc;
+  };
+  auto seg = Segment::open(name);
+  if (!seg) return fail(3);
+  ConsumerOptions co;
+  co.home = {"calls"};
+  co.workers = 2;
+  auto c = Consumer::create(*seg, co);
+  if (!c) return fail(4);
+  (*c)->on_value<Job>("call", [&](const Job& job, TaskContext&) {
+    // relaxed: read by the parent after the children exit.
+    if (job.seq < static_cast<std::uint64_t>(kRateTasks)) {
+      b.start_ns[job.seq].store(now_ns(), std::memory_order_relaxed);
+      b.runs[job.seq].fetch_add(1, std::memory_order_relaxed);
+    }
+    b.done.fetch_add(1, std::memory_order_release);  // release: pairs with the parent's acquire
+    return Outcome::done();
+  });
+  b.ready.fetch_add(1, std::memory_order_release);
+  go.wait();
+  (*c)->start();
+  stop.wait();
+  (*c)->request_stop();
+  return (*c)->join() ? 0 : 5;
+}
+
+void scenario_rate_limit(Ctx& ctx) {
+  const int n = ctx.quick ? kRateTasksQuick : kRateTasks;
+  Record r = make_record("rate_limit", "shmsched", 1, 2);
+  Record ideal = make_record("rate_limit", "ideal", 1, 2);
+  Record window = make_record("rate_limit_window", "shmsched", 1, 2);
+  Record burst = make_record("rate_limit_window", "burst", 1, 2);
+  auto fail_all = [&](const std::string& why) {
+    for (Record* x : {&r, &ideal, &window, &burst}) ctx.emit(failed(*x, why));
+  };
+  NamedSegment seg("rate");
+  if (auto e = seg.create(scenario_layout(16384), {"calls"}); !e.empty()) return fail_all(e);
+  const QueueId q = seg->find_queue("calls").value();
+  auto sem = seg->create_semaphore("api", kMaxSemaphoreCapacity);
+  if (!sem) return fail_all("semaphore: " + sem.error().message());
+  {
+    auto producer = Client::attach(*seg);
+    if (!producer) return fail_all("attach: " + producer.error().message());
+    if (producer->set_rate(*sem, kRatePerSecond, kRateBurst) != Errc::ok) return fail_all("set_rate");
+    TaskOptions o;
+    o.queue = q;
+    o.needs[0] = Need{*sem, 1};
+    for (int i = 0; i < n; ++i) {
+      Job job;
+      job.seq = static_cast<std::uint64_t>(i);
+      if (const Errc e = producer->enqueue_value("call", job, o); e != Errc::ok)
+        return fail_all("enqueue: " + std::string(to_string(e)));
+    }
+  }
+  SharedBox<RateBoard> board;
+  RateBoard& b = *board;
+  Gate go, stop;
+  if (!go.ok() || !stop.ok()) return fail_all("pipe failed");
+  std::vector<Child> children;
+  for (int p = 0; p < 2; ++p) {
+    children.push_back(Child::spawn([&]() -> int { return rate_consumer(seg.name(), b, go, stop); }));
+    if (!children.back().started()) return fail_all("fork failed");
+  }
+  std::string error;
+  if (!wait_until([&] { return b.ready.load(std::memory_order_acquire) == 2; }, kStartTimeout, &children)) {
+    go.open();
+    stop.open();
+    reap_children(children, error, 5s);
+    return fail_all(error.empty() ? "consumers did not start" : error);
+  }
+  seg.unlink();
+  go.open();
+  const bool finished =
+      wait_until([&] { return b.done.load(std::memory_order_acquire) >= static_cast<std::uint64_t>(n); },
+                 std::chrono::milliseconds(120s), &children);
+  stop.open();
+  reap_children(children, error);
+  if (!finished && error.empty()) error = "only " + std::to_string(b.done.load()) + " tasks ran";
+  if (b.failed.load(std::memory_order_relaxed) != 0 && error.empty()) error = "a consumer failed to set up";
+  for (int i = 0; i < n && error.empty(); ++i)
+    if (b.runs[i].load(std::memory_order_relaxed) != 1) error = "task " + std::to_string(i) + " did not run once";
+  if (!error.empty()) return fail_all(error);
+  std::vector<std::int64_t> t(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) t[static_cast<std::size_t>(i)] = b.start_ns[i].load(std::memory_order_relaxed);
+  std::sort(t.begin(), t.end());
+  // The most starts within any one interval (1 ms): at most the burst if starts follow
+  // their tokens.
+  const std::int64_t interval = static_cast<std::int64_t>(1e9 / kRatePerSecond);
+  std::size_t most = 0;
+  for (std::size_t i = 0, j = 0; j < t.size(); ++j) {
+    while (t[j] - t[i] >= interval) ++i;
+    most = std::max(most, j - i + 1);
+  }
+  const double wall_ms = static_cast<double>(t.back() - t.front()) / 1e6;
+  const double ideal_ms = (n - static_cast<double>(kRateBurst)) / kRatePerSecond * 1e3;
+  r.tasks_per_s = n / (wall_ms / 1e3);
+  r.extra["tasks"] = n;
+  r.extra["rate_per_s"] = kRatePerSecond;
+  r.extra["burst"] = kRateBurst;
+  r.extra["wall_ms"] = wall_ms;
+  r.extra["ideal_ms"] = ideal_ms;
+  r.extra["wall_over_ideal"] = wall_ms / ideal_ms;
+  r.extra["max_started_in_interval"] = most;
+  ideal.tasks_per_s = n / (ideal_ms / 1e3);
+  ideal.extra["wall_ms"] = ideal_ms;
+  window.extra["max_started"] = most;
+  burst.extra["max_started"] = kRateBurst;
+  for (Record* x : {&r, &ideal, &window, &burst}) ctx.emit(*x);
+}
+
+// =====================================================================================
 
 struct Scenario {
   std::string_view name;
@@ -1114,6 +1245,7 @@ constexpr Scenario kScenarios[] = {
     {"starvation", scenario_starvation},
     {"primary_secondary", scenario_primary_secondary},
     {"scarce_resource", scenario_scarce},
+    {"rate_limit", scenario_rate_limit},
 };
 
 struct Args {

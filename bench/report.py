@@ -491,6 +491,12 @@ FLOORS = (
      sel("latency_sleeping", "shmsched", "p50_us"), "≤", 2.0),
     ("100,000 tasks as a group ≤ 1.3x the time of the same tasks without one", MICRO("BM_group_round/0"),
      MICRO("BM_group_round/1"), "≤", 1.3),
+    ("10,000 tasks through 1,000/s (burst 10): wall ≤ 1.02x the ideal", sel("rate_limit", "shmsched", "wall_ms"),
+     sel("rate_limit", "ideal", "wall_ms"), "≤", 1.02),
+    ("10,000 tasks through 1,000/s (burst 10): wall ≥ 0.98x the ideal", sel("rate_limit", "shmsched", "wall_ms"),
+     sel("rate_limit", "ideal", "wall_ms"), "≥", 0.98),
+    ("rate limit: most starts within one interval ≤ the burst", sel("rate_limit_window", "shmsched", "max_started"),
+     sel("rate_limit_window", "burst", "max_started"), "≤", 1.0),
 )
 
 # Ratios shown for context, without a floor: (label, numerator, denominator). For

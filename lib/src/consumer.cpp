@@ -162,7 +162,7 @@ struct Consumer::Impl {
       return false;
     }
     const std::array<Need, 2> need = needs_of(t);
-    const bool has_needs = need[0].count != 0 || need[1].count != 0;
+    const bool has_needs = need[0].count != 0 || need[1].count != 0 || client->queue_rated(t.queue);
     if (has_needs) {
       const Client::Grant g = client->acquire_for(t, need);
       if (g == Client::Grant::parked) parked.fetch_add(1, std::memory_order_relaxed);

@@ -6,6 +6,7 @@
 #include "engine/counters.hpp"
 #include "engine/support.hpp"
 #include "permits.hpp"
+#include "rate.hpp"
 #include "shmsched/detail/core_access.hpp"
 #include "shmsched/detail/saturate.hpp"
 
@@ -45,6 +46,10 @@ QueueSnapshot queue_snapshot(const detail::Core& core, const QueueInfo& qi, cons
   const auto& e = core.queues[qi.id];
   q.aging_ms = e.aging_ms.load(std::memory_order_relaxed);
   q.aging_promotes = (e.flags.load(std::memory_order_relaxed) & detail::QueueEntry::kAgingPromotes) != 0;
+  q.rate = detail::rate_per_second(e.rate);
+  q.burst = detail::rate_burst(e.rate);
+  q.rate_granted = e.rate.granted.load(std::memory_order_relaxed);
+  q.rate_delayed = e.rate.delayed.load(std::memory_order_relaxed);
   const std::uint32_t limit = e.limit_sem.load(std::memory_order_acquire);
   if (limit != 0 && limit - 1 < core.layout.max_semaphores)
     q.limit = static_cast<std::int32_t>(detail::Permits::capacity(core.semaphores[limit - 1]));

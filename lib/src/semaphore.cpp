@@ -6,6 +6,7 @@
 
 #include "engine/engine.hpp"
 #include "permits.hpp"
+#include "rate.hpp"
 #include "shmsched/detail/name_table.hpp"
 
 namespace shmsched {
@@ -69,7 +70,11 @@ std::vector<SemaphoreInfo> Segment::semaphores() const {
                        Permits::capacity_of(p),
                        Permits::in_use_of(p),
                        0,
-                       e.waiters.load(std::memory_order_relaxed)};
+                       e.waiters.load(std::memory_order_relaxed),
+                       detail::rate_per_second(e.rate),
+                       detail::rate_burst(e.rate),
+                       e.rate.granted.load(std::memory_order_relaxed),
+                       e.rate.delayed.load(std::memory_order_relaxed)};
     for (std::uint32_t l = 0; l < core.levels; ++l) info.parked += core.ring(core.park_ring_id(i, l)).depth_guess();
     out.push_back(std::move(info));
   }
@@ -127,9 +132,60 @@ Errc Client::release(SemId sem, std::uint32_t n) noexcept {
   return done == n ? Errc::ok : Errc::invalid_argument;  // released fewer than asked: not held
 }
 
+Errc Client::set_rate(SemId sem, double per_second, std::uint32_t burst) noexcept {
+  auto* e = impl_->permits.entry(sem);
+  if (e == nullptr) return Errc::unknown_semaphore;
+  if (!(per_second >= 0) || per_second > 1e9 || burst == 0) return Errc::invalid_argument;
+  detail::set_rate(e->rate, per_second, burst);
+  return Errc::ok;
+}
+
+Errc Client::set_queue_rate(QueueId queue, double per_second, std::uint32_t burst) noexcept {
+  if (!impl_->attached || queue >= impl_->core->layout.max_queues) return Errc::unknown_queue;
+  if (!(per_second >= 0) || per_second > 1e9 || burst == 0) return Errc::invalid_argument;
+  detail::set_rate(impl_->core->queues[queue].rate, per_second, burst);
+  return Errc::ok;
+}
+
+bool Client::queue_rated(QueueId queue) const noexcept {
+  return queue < impl_->core->layout.max_queues && detail::rate_limited(impl_->core->queues[queue].rate);
+}
+
+// The rate gate of acquire_for: a token of every rate limit the task is under (its
+// queue's, its semaphores'), unless it holds the ones it waited for. True: go on. False:
+// its tokens are not due, and it waits for the latest, delayed (or it was not ours).
+bool Client::Impl::rate_gate(const Taken& task, std::span<const Need> needs, Grant& g, bool& limited) noexcept {
+  detail::RateLimit* limits[3] = {};
+  std::size_t n = 0;
+  if (task.queue < core->layout.max_queues && detail::rate_limited(core->queues[task.queue].rate))
+    limits[n++] = &core->queues[task.queue].rate;
+  for (const Need& need : needs)
+    if (need.count != 0)
+      if (auto* e = permits.entry(need.sem); e != nullptr && detail::rate_limited(e->rate)) limits[n++] = &e->rate;
+  limited = n != 0;
+  if (n == 0) return true;
+  auto* cold = core->cold(task.index);
+  if (cold->rate_token == task.id) return true;  // waited for them: they are due now
+  const std::int64_t now = monotonic_ns();
+  std::int64_t due = now;
+  for (std::size_t i = 0; i < n; ++i) due = std::max(due, detail::take_token(*limits[i], now));
+  if (due <= now) return true;
+  for (std::size_t i = 0; i < n; ++i) limits[i]->delayed.fetch_add(1, std::memory_order_relaxed);
+  // Waiting is not an attempt (as parking): the run that follows counts it.
+  auto* b = core->hot(task.index);
+  detail::set_field(b->attempts, static_cast<std::uint16_t>(b->attempts - 1));
+  counters(task.queue, task.level).started.fetch_sub(1, std::memory_order_relaxed);  // our own line, as bump
+  cold->rate_token = task.id;
+  std::uint64_t word = task.word;
+  g = delay_record(task.index, word, due) == Errc::ok ? Grant::parked : Grant::error;
+  return false;
+}
+
 Client::Grant Client::acquire_for(const Taken& task, std::span<const Need> needs) noexcept {
   auto& im = *impl_;
   if (!im.owns(task)) return Grant::error;
+  bool limited = false;
+  if (Grant g = Grant::granted; !im.rate_gate(task, needs, g, limited)) return g;
   // Ascending semaphore order, never blocking: no deadlock between tasks with
   // overlapping needs, whatever order they list them in.
   // A semaphore named twice is one need of the sum (merge_needs). A need above the
@@ -155,9 +211,11 @@ Client::Grant Client::acquire_for(const Taken& task, std::span<const Need> needs
       (void)im.dead_letter_record(task.index, task.word, "needs an unknown semaphore");
       return Grant::error;
     }
-    // Park on the semaphore that was not free.
+    // Park on the semaphore that was not free (its rate tokens, if it waited for them,
+    // stay its own).
     return im.park(task, *e, sorted[i].sem);
   }
+  if (limited) im.core->cold(task.index)->rate_token = 0;  // used: a later attempt takes new ones
   return Grant::granted;
 }
 

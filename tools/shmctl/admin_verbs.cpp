@@ -162,6 +162,55 @@ int run_sem(const SemArgs& a) {
   return kExitOk;
 }
 
+// ---- rate ---------------------------------------------------------------------------------
+
+struct RateArgs {
+  std::string name, action, queue;
+  std::vector<std::string> rest;  // [RESOURCE] RATE
+  unsigned burst = 1;
+};
+
+int run_rate(const RateArgs& a) {
+  const bool on_queue = !a.queue.empty();
+  if (a.rest.size() != (on_queue ? 1u : 2u))
+    throw Usage(
+        "usage: shmctl rate NAME set RESOURCE RATE [--burst B] | shmctl rate NAME set --queue Q RATE [--burst B]");
+  const std::string& rate_text_arg = a.rest.back();
+  char* end = nullptr;
+  const double per_second = std::strtod(rate_text_arg.c_str(), &end);
+  if (rate_text_arg.empty() || *end != '\0' || !(per_second >= 0) || per_second > 1e9)
+    throw Usage("RATE must be tasks a second, 0..1e9 (0 removes the limit), got '" + rate_text_arg + "'");
+  if (a.burst == 0) throw Usage("--burst must be 1 or more");
+  Segment seg = open_segment(a.name, Access::change);
+  Client client = attach_observer(seg);
+  if (on_queue) {
+    auto q = seg.find_queue(a.queue);
+    check(q, "rate set --queue");
+    check(client.set_queue_rate(*q, per_second, a.burst), "rate set --queue " + a.queue);
+    std::cout << "queue '" << a.queue << "': "
+              << (per_second == 0 ? "no rate limit"
+                                  : "at most " + rate_text(per_second, a.burst) + " of its tasks start")
+              << "\n";
+    return kExitOk;
+  }
+  const std::string& resource = a.rest[0];
+  bool created = false;
+  auto id = seg.find_semaphore(resource);
+  if (!id) {
+    // A resource that exists only for its rate: the most permits, so only the rate binds.
+    id = seg.create_semaphore(resource, kMaxSemaphoreCapacity);
+    check(id, "rate set " + resource);
+    created = true;
+  }
+  check(client.set_rate(*id, per_second, a.burst), "rate set " + resource);
+  std::cout << "resource '" << resource << "'"
+            << (created ? " (created, capacity " + std::to_string(kMaxSemaphoreCapacity) + ")" : "") << ": "
+            << (per_second == 0 ? "no rate limit"
+                                : "at most " + rate_text(per_second, a.burst) + " of the tasks that need it start")
+            << "\n";
+  return kExitOk;
+}
+
 // ---- dlq ----------------------------------------------------------------------------------
 
 struct DlqArgs {
@@ -276,6 +325,19 @@ void add_admin_verbs(CLI::App& app, Verbs& verbs) {
     whole_number(c->add_option("--from", a->from, "boost: the level whose waiting tasks move"));
     whole_number(c->add_option("--to", a->to, "boost: the level they move to"));
     verbs.push_back({c, [a] { return run_queue(*a); }});
+  }
+  {
+    auto a = std::make_shared<RateArgs>();
+    auto* c = app.add_subcommand("rate", "Rate limits (tasks a second, with a burst) on a resource or a queue");
+    c->add_option("NAME", a->name, "Segment name")->required();
+    c->add_option("ACTION", a->action, "set")->required()->check(CLI::IsMember({"set"}));
+    c->add_option("ARGS", a->rest, "RESOURCE RATE, or RATE with --queue (0 removes the limit)");
+    c->add_option("--queue", a->queue, "Limit every task of this queue instead of a resource");
+    whole_number(c->add_option("--burst", a->burst, "How many may start at once"))->capture_default_str();
+    c->footer(
+        "Tasks name a resource with 'submit --needs RESOURCE', as a semaphore (a new resource gets\n"
+        "capacity 56, so only its rate binds). A task whose token is not due waits for it, delayed.");
+    verbs.push_back({c, [a] { return run_rate(*a); }});
   }
   {
     auto a = std::make_shared<SemArgs>();

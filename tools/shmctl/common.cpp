@@ -271,4 +271,12 @@ shmsched::Need resolve_need(shmsched::Segment& seg, const NeedSpec& n) {
   return shmsched::Need{*id, static_cast<std::uint16_t>(count)};
 }
 
+std::string rate_text(double per_second, std::uint32_t burst) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%g/s", per_second);
+  std::string out = buf;
+  if (burst > 1) out += " burst " + std::to_string(burst);
+  return out;
+}
+
 }  // namespace shmctl

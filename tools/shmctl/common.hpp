@@ -53,7 +53,7 @@ using Verbs = std::vector<Verb>;
 void add_segment_verbs(CLI::App& app, Verbs& verbs);  // create, destroy, ls
 void add_stat_verbs(CLI::App& app, Verbs& verbs);     // stat, metrics
 void add_top_verb(CLI::App& app, Verbs& verbs);       // top
-void add_admin_verbs(CLI::App& app, Verbs& verbs);    // queue, sem, dlq, recover
+void add_admin_verbs(CLI::App& app, Verbs& verbs);    // queue, sem, rate, dlq, recover
 void add_task_verbs(CLI::App& app, Verbs& verbs);     // status, result, cancel, priority
 void add_wait_verb(CLI::App& app, Verbs& verbs);      // wait
 void add_submit_verb(CLI::App& app, Verbs& verbs);    // submit
@@ -85,6 +85,8 @@ void check(shmsched::Errc e, std::string_view what);
 std::chrono::nanoseconds parse_duration(std::string_view text, std::string_view option);
 /// "12ms", "3.4s", "5m12s", "2h03m"; "-" for a negative (unknown) age.
 std::string format_duration(std::int64_t ns);
+/// "1000/s burst 10", "0.5/s"
+std::string rate_text(double per_second, std::uint32_t burst);
 /// "100.1 MiB"
 std::string format_bytes(std::uint64_t bytes);
 /// "producer,consumer"

@@ -73,6 +73,8 @@ json snapshot_json(const Snapshot& s) {
             {"aging", q.aging_ms == 0    ? "off"
                       : q.aging_promotes ? "promote"
                                          : "serve_first"},
+            {"rate",
+             {{"per_second", q.rate}, {"burst", q.burst}, {"granted", q.rate_granted}, {"delayed", q.rate_delayed}}},
             {"limit", q.limit},
             {"depth", q.depth()},
             {"queued", q.records[TaskState::queued]},
@@ -114,12 +116,15 @@ json snapshot_json(const Snapshot& s) {
   }
   j["semaphores"] = json::array();
   for (const auto& m : s.semaphores) {
-    j["semaphores"].push_back({{"id", m.id},
-                               {"name", m.name},
-                               {"capacity", m.capacity},
-                               {"in_use", m.in_use},
-                               {"parked", m.parked},
-                               {"waiters", m.waiters}});
+    j["semaphores"].push_back(
+        {{"id", m.id},
+         {"name", m.name},
+         {"capacity", m.capacity},
+         {"in_use", m.in_use},
+         {"parked", m.parked},
+         {"waiters", m.waiters},
+         {"rate",
+          {{"per_second", m.rate}, {"burst", m.burst}, {"granted", m.rate_granted}, {"delayed", m.rate_delayed}}}});
   }
   j["groups"] = json::array();
   for (const auto& g : s.groups) {
@@ -165,6 +170,7 @@ std::string print_stat(const Snapshot& s, bool all_levels) {
       std::string qname = q.name;
       if (q.paused) qname += " (paused)";
       if (q.limit >= 0) qname += " (limit " + std::to_string(q.limit) + ")";
+      if (q.rate > 0) qname += " (rate " + rate_text(q.rate, q.burst) + ")";
       if (q.records[TaskState::running] + q.records[TaskState::delayed] + q.records[TaskState::parked] != 0)
         qname += " (running " + std::to_string(q.records[TaskState::running]) + ", delayed " +
                  std::to_string(q.records[TaskState::delayed]) + ", parked " +
@@ -210,10 +216,12 @@ std::string print_stat(const Snapshot& s, bool all_levels) {
   if (s.semaphores.empty()) {
     o << "  (none)\n";
   } else {
-    Table t({"SEMAPHORE", "CAPACITY", "IN USE", "PARKED", "WAITERS"}, {false, true, true, true, true});
+    Table t({"SEMAPHORE", "CAPACITY", "IN USE", "PARKED", "WAITERS", "RATE", "WAITED"},
+            {false, true, true, true, true, false, true});
     for (const auto& m : s.semaphores)
       t.add({m.name, std::to_string(m.capacity), std::to_string(m.in_use), std::to_string(m.parked),
-             std::to_string(m.waiters)});
+             std::to_string(m.waiters), m.rate > 0 ? rate_text(m.rate, m.burst) : "-",
+             m.rate > 0 ? std::to_string(m.rate_delayed) : "-"});
     o << t.render(2);
   }
   if (!s.groups.empty()) {
@@ -313,6 +321,16 @@ std::string print_metrics(const Snapshot& s, bool segment_label) {
   for (const auto& m : s.semaphores) e.sample("shmsched_semaphore_parked", {{"semaphore", m.name}}, m.parked);
   e.family("shmsched_semaphore_waiters", "gauge", "Direct acquirers asleep on the semaphore.");
   for (const auto& m : s.semaphores) e.sample("shmsched_semaphore_waiters", {{"semaphore", m.name}}, m.waiters);
+  e.family("shmsched_rate_limit_per_second", "gauge",
+           "Rate limit of a semaphore or a queue, tasks a second (0 = none).");
+  for (const auto& m : s.semaphores) e.sample("shmsched_rate_limit_per_second", {{"semaphore", m.name}}, m.rate);
+  for (const auto& q : s.queues) e.sample("shmsched_rate_limit_per_second", {{"queue", q.name}}, q.rate);
+  e.family("shmsched_rate_delayed_total", "counter", "Tasks that waited for a rate limit's token.");
+  for (const auto& m : s.semaphores)
+    if (m.rate > 0 || m.rate_delayed != 0)
+      e.sample("shmsched_rate_delayed_total", {{"semaphore", m.name}}, m.rate_delayed);
+  for (const auto& q : s.queues)
+    if (q.rate > 0 || q.rate_delayed != 0) e.sample("shmsched_rate_delayed_total", {{"queue", q.name}}, q.rate_delayed);
   std::size_t alive = 0;
   for (const auto& p : s.participants) alive += p.alive ? 1 : 0;
   e.family("shmsched_participants", "gauge", "Attached processes, by whether they are alive.");

@@ -94,7 +94,9 @@ std::vector<std::string> render(const Snapshot& s, const Snapshot* prev, double 
     for (std::size_t l = 0; l < q.levels.size(); ++l) {
       const auto& lv = q.levels[l];
       if (!active(lv) && (any || l != 0)) continue;
-      std::string qn = first ? q.name + (q.paused ? " (paused)" : "") : "";
+      std::string qn = first ? q.name + (q.paused ? " (paused)" : "") +
+                                   (q.rate > 0 ? " (rate " + rate_text(q.rate, q.burst) + ")" : "")
+                             : "";
       rows.push_back({qn, l, &lv, pq != nullptr && l < pq->levels.size() ? &pq->levels[l] : nullptr});
       max_depth = std::max(max_depth, lv.depth);
       first = false;
@@ -154,11 +156,11 @@ std::vector<std::string> render(const Snapshot& s, const Snapshot* prev, double 
   if (s.semaphores.empty()) {
     lines.push_back("no semaphores");
   } else {
-    Table t({"SEMAPHORE", "", "IN USE", "PARKED", "WAITERS"}, {false, false, true, true, true});
+    Table t({"SEMAPHORE", "", "IN USE", "PARKED", "WAITERS", "RATE"}, {false, false, true, true, true, false});
     for (const auto& m : s.semaphores)
       t.add({m.name, "[" + bar(m.in_use, m.capacity, std::clamp<int>(static_cast<int>(m.capacity), 4, 20)) + "]",
              std::to_string(m.in_use) + "/" + std::to_string(m.capacity), std::to_string(m.parked),
-             std::to_string(m.waiters)});
+             std::to_string(m.waiters), m.rate > 0 ? rate_text(m.rate, m.burst) : "-"});
     text(t.render());
   }
   if (!s.groups.empty()) {

@@ -172,6 +172,14 @@ class Client {
   /// of the queue's tasks (when a task declares two needs already, the limit does not
   /// apply to it). n <= 56.
   Errc set_queue_limit(QueueId queue, std::uint32_t n) noexcept;
+  /// Rate limits (docs/resources.md, "Rate limits"): at most `per_second` tasks a second
+  /// that need `sem` start, `burst` of them at once (0 removes the limit). A task whose
+  /// token is not due yet waits for it delayed (not a retry, not a spinning worker).
+  Errc set_rate(SemId sem, double per_second, std::uint32_t burst = 1) noexcept;
+  /// The same for every task of `queue`.
+  Errc set_queue_rate(QueueId queue, double per_second, std::uint32_t burst = 1) noexcept;
+  /// Whether `queue` has a rate limit (a consumer then gates each of its tasks).
+  bool queue_rated(QueueId queue) const noexcept;
   /// Checks "in use == permits held by live holders" for every semaphore; the error
   /// names each mismatch.
   Result<void> verify_permits() const;

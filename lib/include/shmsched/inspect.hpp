@@ -47,7 +47,11 @@ struct QueueSnapshot {
   bool paused = false;
   std::uint32_t aging_ms = 0;
   bool aging_promotes = false;  ///< AgingMode::promote
-  std::int32_t limit = -1;  ///< concurrency limit, -1 = none
+  double rate = 0;              ///< queue-wide rate limit, tasks a second (0 = none)
+  std::uint32_t burst = 0;
+  std::uint64_t rate_granted = 0;  ///< tokens taken
+  std::uint64_t rate_delayed = 0;  ///< tasks that waited for their token
+  std::int32_t limit = -1;         ///< concurrency limit, -1 = none
   std::vector<LevelSnapshot> levels;
   /// Records of this queue by state: those in a state that names a queue (names_queue).
   /// Parked tasks wait on a semaphore but still belong to the queue they will run from.

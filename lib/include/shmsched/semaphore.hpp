@@ -48,9 +48,13 @@ struct SemaphoreInfo {
   SemId id = 0;
   std::string name;
   std::uint32_t capacity = 0;
-  std::uint32_t in_use = 0;   ///< permits granted now and in use
-  std::uint64_t parked = 0;   ///< tasks parked on it (approximate)
-  std::uint32_t waiters = 0;  ///< direct acquirers asleep
+  std::uint32_t in_use = 0;        ///< permits granted now and in use
+  std::uint64_t parked = 0;        ///< tasks parked on it (approximate)
+  std::uint32_t waiters = 0;       ///< direct acquirers asleep
+  double rate = 0;                 ///< tasks a second that may start with it (0 = no rate limit)
+  std::uint32_t burst = 0;         ///< of those, how many at once
+  std::uint64_t rate_granted = 0;  ///< tokens taken
+  std::uint64_t rate_delayed = 0;  ///< tasks that waited for their token
 };
 
 inline constexpr std::uint32_t kMaxSemaphoreCapacity = 56;

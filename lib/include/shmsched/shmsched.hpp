@@ -3,6 +3,7 @@
 
 #include "shmsched/client.hpp"
 #include "shmsched/consumer.hpp"
+#include "shmsched/cron.hpp"
 #include "shmsched/error.hpp"
 #include "shmsched/inspect.hpp"
 #include "shmsched/layout.hpp"
@@ -11,7 +12,6 @@
 #include "shmsched/queue.hpp"
 #include "shmsched/ring.hpp"
 #include "shmsched/schedule.hpp"
-#include "shmsched/cron.hpp"
 #include "shmsched/segment.hpp"
 #include "shmsched/semaphore.hpp"
 #include "shmsched/task.hpp"

@@ -201,6 +201,7 @@ struct Client::Impl {
   // ---- parking (parking.hpp) ---------------------------------------------------------
   void permits_freed(detail::SemaphoreEntry& e, std::uint32_t sem) noexcept;
   Grant park(const Taken& task, detail::SemaphoreEntry& e, std::uint32_t sem) noexcept;
+  bool rate_gate(const Taken& task, std::span<const Need> needs, Grant& g, bool& limited) noexcept;
   bool pop_parked(detail::SemaphoreEntry& e, std::uint32_t sem, std::uint32_t& v, std::uint64_t& w) noexcept;
   std::uint32_t parked_need(std::uint32_t v, std::uint32_t sem) const noexcept;
   std::size_t unpark_to_queues(std::uint32_t sem, std::size_t reserved = 0, bool after_park = false) noexcept;

@@ -147,6 +147,8 @@ inline bool Client::Impl::hand_over(std::span<const std::uint32_t> sems, Taken* 
     std::uint32_t v = 0;
     if (next != nullptr && !handed && pop_parked(*e, sem, v, w)) {
       fill_taken(v, w, *next);  // counts the attempt this run is
+      // Its rate tokens, if it waited for them before it parked, are used by this run.
+      if (auto* cold = core->cold(v); cold->rate_token != 0) cold->rate_token = 0;
       handed = true;
       reserved = parked_need(v, sem);
     }

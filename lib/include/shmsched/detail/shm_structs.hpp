@@ -152,7 +152,11 @@ struct alignas(kCacheLine) TaskCold {
   // kHasGate: the id of the group it waits for (kGateGroup).
   // Written by the owner before the record is accepted as waiting.
   std::uint64_t gate;
-  char last_error[80];
+  // The id of this task while it holds a rate token it waited for (delayed until the
+  // token was due): its next acquire takes no other. An id, so a value left by the
+  // record's earlier task holds nothing for this one.
+  std::uint64_t rate_token;
+  char last_error[72];
 };
 static_assert(sizeof(TaskCold) == 2 * kCacheLine);
 
@@ -169,6 +173,17 @@ enum TaskFlags : std::uint8_t {
   kGateGroup = 32,
   kRunAnyway = 64,
   kPipe = 128,
+};
+
+/// A rate limit (GCRA): `tat` is the theoretical arrival time of the next token
+/// (CLOCK_MONOTONIC ns), advanced by one CAS per token; a token taken at `now` is due at
+/// max(tat, now) - tolerance. interval_ns = 0: no limit. The counters are informational.
+struct RateLimit {
+  AtomicI64 tat;
+  AtomicI64 interval_ns;   // 1 s / rate
+  AtomicI64 tolerance_ns;  // (burst - 1) * interval
+  AtomicU64 granted;       // tokens taken
+  AtomicU64 delayed;       // tasks that waited for their token
 };
 
 /// The state of a named entry (type, queue, semaphore): the low two bits of its word,
@@ -200,9 +215,10 @@ struct alignas(kCacheLine) QueueEntry {
   AtomicU64 name[4];  // up to 31 bytes, zero padded
   AtomicU32 flags;    // kPaused
   AtomicU32 aging_ms;
-  AtomicU32 limit_sem;  // semaphore id + 1 bounding the queue's running tasks; 0 = none
+  AtomicU32 limit_sem;                 // semaphore id + 1 bounding the queue's running tasks; 0 = none
+  alignas(kCacheLine) RateLimit rate;  // every task of the queue takes a token
 };
-static_assert(sizeof(QueueEntry) == kCacheLine);
+static_assert(sizeof(QueueEntry) == 2 * kCacheLine);
 
 /// A participant (attached process). The word packs [aux : 32][epoch : 6][state : 4].
 struct alignas(kCacheLine) ParticipantEntry {
@@ -316,9 +332,10 @@ struct alignas(kCacheLine) SemaphoreEntry {
   AtomicU32 parked_hint;  // tasks parked on it (approximate; lets a release skip the park rings)
   // First line: everything a release looks at. Then the ledger, seven lines.
   AtomicU64 holders[kSlots];
+  alignas(kCacheLine) RateLimit rate;  // a task that needs the semaphore takes a token
 };
 static_assert(offsetof(SemaphoreEntry, holders) == kCacheLine);
-static_assert(sizeof(SemaphoreEntry) == 8 * kCacheLine);
+static_assert(sizeof(SemaphoreEntry) == 9 * kCacheLine);
 
 /// What a schedule enqueues and when: written by the schedule's creator into its entry
 /// as words (ScheduleEntry::tmpl) and read back as a whole by a seqlock.
