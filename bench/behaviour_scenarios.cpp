@@ -1235,6 +1235,70 @@ void scenario_rate_limit(Ctx& ctx) {
 }
 
 // =====================================================================================
+// 6. batch handler: one handler call per batch against one per task, 1 us a call
+// =====================================================================================
+
+constexpr std::size_t kBatchMax = 64;
+
+Record batch_handler_record(bool quick, bool batched) {
+  const int n = quick ? 50000 : 200000;
+  Record r = make_record("batch_handler", batched ? "batch" : "per_task", 1, 1);
+  NamedSegment seg("batch");
+  if (auto e = seg.create(scenario_layout(262144), {"work"}); !e.empty()) return failed(r, e);
+  seg.unlink();
+  {
+    auto producer = Client::attach(*seg);
+    if (!producer) return failed(r, "attach: " + producer.error().message());
+    TaskOptions o;
+    o.queue = seg->find_queue("work").value();
+    Job job;
+    for (int i = 0; i < n; ++i) {
+      job.seq = static_cast<std::uint64_t>(i);
+      if (const Errc e = producer->enqueue_value("item", job, o); e != Errc::ok)
+        return failed(r, "enqueue: " + std::string(to_string(e)));
+    }
+  }
+  ConsumerOptions co;
+  co.home = {"work"};
+  co.workers = 1;
+  auto c = Consumer::create(*seg, co);
+  if (!c) return failed(r, "consumer: " + c.error().message());
+  std::atomic<std::uint64_t> ran{0};
+  // The handler's fixed cost: 1 us a call (a round trip to a service, a transaction).
+  if (batched) {
+    (*c)->on_batch("item", kBatchMax, 0ns, [&](BatchContext& ctx) {
+      busy_wait(1us);
+      ran.fetch_add(ctx.tasks.size(), std::memory_order_relaxed);  // relaxed: a count
+    });
+  } else {
+    (*c)->on("item", [&](TaskContext&) {
+      busy_wait(1us);
+      ran.fetch_add(1, std::memory_order_relaxed);
+      return Outcome::done();
+    });
+  }
+  const std::int64_t t0 = now_ns();
+  (*c)->start();
+  const bool finished = wait_until([&] { return ran.load(std::memory_order_relaxed) >= static_cast<std::uint64_t>(n); },
+                                   std::chrono::milliseconds(120s));
+  const std::int64_t t1 = now_ns();
+  (*c)->request_stop();
+  (void)(*c)->join();
+  if (!finished) return failed(r, "only " + std::to_string(ran.load()) + " tasks ran");
+  r.tasks_per_s = n / (static_cast<double>(t1 - t0) / 1e9);
+  r.extra["tasks"] = n;
+  r.extra["handler_cost_us"] = 1;
+  r.extra["max_batch"] = batched ? kBatchMax : 1;
+  r.extra["batches"] = (*c)->stats().batches;
+  return r;
+}
+
+void scenario_batch_handler(Ctx& ctx) {
+  ctx.emit(batch_handler_record(ctx.quick, false));
+  ctx.emit(batch_handler_record(ctx.quick, true));
+}
+
+// =====================================================================================
 
 struct Scenario {
   std::string_view name;
@@ -1246,6 +1310,7 @@ constexpr Scenario kScenarios[] = {
     {"primary_secondary", scenario_primary_secondary},
     {"scarce_resource", scenario_scarce},
     {"rate_limit", scenario_rate_limit},
+    {"batch_handler", scenario_batch_handler},
 };
 
 struct Args {

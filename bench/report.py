@@ -495,6 +495,8 @@ FLOORS = (
      sel("rate_limit", "ideal", "wall_ms"), "≤", 1.02),
     ("10,000 tasks through 1,000/s (burst 10): wall ≥ 0.98x the ideal", sel("rate_limit", "shmsched", "wall_ms"),
      sel("rate_limit", "ideal", "wall_ms"), "≥", 0.98),
+    ("batch handler ≥ 3x a per-task handler, 1 µs a call", sel("batch_handler", "batch"),
+     sel("batch_handler", "per_task"), "≥", 3.0),
     ("rate limit: most starts within one interval ≤ the burst", sel("rate_limit_window", "shmsched", "max_started"),
      sel("rate_limit_window", "burst", "max_started"), "≤", 1.0),
 )

@@ -29,6 +29,13 @@ struct Consumer::Impl {
   ConsumerOptions opts;
   std::vector<QueueId> home, help;
   std::unordered_map<std::uint64_t, Handler> handlers;
+  struct BatchSpec {
+    std::size_t max = 1;
+    std::int64_t wait_ns = 0;
+    BatchHandler handler;
+  };
+  std::unordered_map<std::uint64_t, BatchSpec> batch_handlers;
+  std::atomic<std::uint64_t> batches{0};
   EventHook hook;
   std::unordered_map<std::uint64_t, std::string> handler_names;
   std::unordered_map<std::uint64_t, std::array<Need, 2>> type_needs;
@@ -101,6 +108,7 @@ struct Consumer::Impl {
   // `next` is the worker's scratch record for a handed-over task.
   void run(Taken& t, unsigned w, Taken& next, HandlerCache& cache) {
     for (int hops = 0; hops < 64; ++hops) {
+      if (const BatchSpec* b = batch_of(t.type); b != nullptr) return run_batch(t, w, *b, next, cache);
       if (!run_one(t, w, next, cache)) return;
       t = next;
       handed.fetch_add(1, std::memory_order_relaxed);
@@ -185,11 +193,90 @@ struct Consumer::Impl {
     }
     board->set_current_task(0);
     if (++local[w].unflushed >= kFlushEvery) flush_processed(w);
-    if (handed_over && handler_of(next.type, cache) == nullptr) {
+    if (handed_over && handler_of(next.type, cache) == nullptr && batch_of(next.type) == nullptr) {
       (void)client->requeue(next);  // not ours to run: back to its queue
       return false;
     }
     return handed_over;
+  }
+
+  const BatchSpec* batch_of(std::uint64_t type) const {
+    if (batch_handlers.empty()) return nullptr;
+    const auto it = batch_handlers.find(type);
+    return it == batch_handlers.end() ? nullptr : &it->second;
+  }
+
+  // Whether `t` may run now: its permits (and rate tokens) granted, or it was parked or
+  // delayed for them (no longer ours). Its needs in `need`, whether it has any in `has`.
+  bool admit(const Taken& t, std::array<Need, 2>& need, bool& has) {
+    need = needs_of(t);
+    has = need[0].count != 0 || need[1].count != 0 || client->queue_rated(t.queue);
+    if (!has) return true;
+    const Client::Grant g = client->acquire_for(t, need);
+    if (g == Client::Grant::parked) parked.fetch_add(1, std::memory_order_relaxed);
+    return g == Client::Grant::granted;
+  }
+
+  // Collects up to spec.max tasks of first's type from its queue (waiting up to
+  // spec.wait_ns for more while fewer are queued), runs them with one handler call, and
+  // then the tasks of other types it took meanwhile.
+  void run_batch(const Taken& first, unsigned w, const BatchSpec& spec, Taken& next, HandlerCache& cache) {
+    std::vector<Taken> batch{first}, others;
+    const std::int64_t deadline = spec.wait_ns > 0 ? monotonic_ns() + spec.wait_ns : 0;
+    Taken x;
+    while (batch.size() < spec.max && others.size() < spec.max) {
+      if (client->try_take(first.queue, x, first.helped)) {
+        (x.type == first.type ? batch : others).push_back(x);
+        continue;
+      }
+      const std::int64_t now = deadline == 0 ? 0 : monotonic_ns();
+      if (deadline == 0 || now >= deadline || stop.stop_requested()) break;
+      // Fewer are queued than a batch takes: look again shortly, until the deadline.
+      std::this_thread::sleep_for(std::chrono::nanoseconds(std::min<std::int64_t>(deadline - now, 100'000)));
+    }
+    std::vector<std::array<Need, 2>> needs(batch.size());
+    std::vector<char> has(batch.size());
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      bool h = false;
+      if (!admit(batch[i], needs[k], h)) continue;  // parked or delayed: not in this batch
+      has[k] = h;
+      batch[k++] = batch[i];
+    }
+    batch.resize(k);
+    if (k != 0) run_admitted(batch, needs, has, w, spec);
+    for (Taken& o : others) run(o, w, next, cache);
+  }
+
+  void run_admitted(std::vector<Taken>& batch, const std::vector<std::array<Need, 2>>& needs,
+                    const std::vector<char>& has, unsigned w, const BatchSpec& spec) {
+    for (const Taken& t : batch)
+      if (t.helped) helped.fetch_add(1, std::memory_order_relaxed);
+    std::vector<Outcome> outcomes(batch.size(), Outcome::done());
+    board->set_current_task(batch.front().id);
+    BatchContext ctx{batch, outcomes, tokens[w], w, &*client};
+    try {
+      spec.handler(ctx);
+    } catch (const std::exception& e) {
+      outcomes.assign(batch.size(), Outcome::fail(e.what()));
+    } catch (...) {
+      outcomes.assign(batch.size(), Outcome::fail("batch handler threw a non-standard exception"));
+    }
+    batches.fetch_add(1, std::memory_order_relaxed);
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const Taken& t = batch[i];
+      if (has[i]) (void)client->release_for(t, needs[i]);  // no hand-over: parked tasks go back to their queues
+      const Outcome& o = outcomes[i];
+      if (o.kind() != Outcome::Kind::done && client->cancel_requested(t)) {
+        (void)client->finish_cancelled(t);
+        cancelled.fetch_add(1, std::memory_order_relaxed);
+        emit(TaskEvent::cancelled, t, {});
+      } else {
+        finish(w, t, o, t.attempt >= t.max_attempts);
+      }
+      if (++local[w].unflushed >= kFlushEvery) flush_processed(w);
+    }
+    board->set_current_task(0);
   }
 
   // Moves task t on by its handler's outcome.
@@ -326,6 +413,13 @@ void Consumer::on(std::string_view type, Handler handler) {
   impl_->handler_names[type_hash(type)] = std::string(type);
 }
 
+void Consumer::on_batch(std::string_view type, std::size_t max_tasks, std::chrono::nanoseconds max_wait,
+                        BatchHandler handler) {
+  impl_->batch_handlers[type_hash(type)] = Impl::BatchSpec{
+      std::max<std::size_t>(max_tasks, 1), std::max<std::int64_t>(max_wait.count(), 0), std::move(handler)};
+  impl_->handler_names[type_hash(type)] = std::string(type);
+}
+
 void Consumer::on_event(EventHook hook) {
   impl_->hook = std::move(hook);
 }
@@ -440,7 +534,8 @@ ConsumerStats Consumer::stats() const noexcept {
                        i.no_handler.load(),
                        i.parked.load(),
                        i.handed.load(),
-                       i.cancelled.load()};
+                       i.cancelled.load(),
+                       i.batches.load()};
 }
 
 Client& Consumer::client() noexcept {

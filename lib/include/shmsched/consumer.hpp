@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <stop_token>
 #include <string>
 #include <string_view>
@@ -86,6 +87,19 @@ struct TaskContext {
 
 using Handler = std::function<Outcome(TaskContext&)>;
 
+/// What a batch handler sees (Consumer::on_batch): tasks of one type, in the order they
+/// were taken, and one outcome each -- done unless the handler sets another. Each task
+/// is completed, retried or failed by its own outcome. An exception fails every task of
+/// the batch with its message.
+struct BatchContext {
+  std::span<const Taken> tasks;
+  std::span<Outcome> outcomes;
+  const std::stop_token& stop;
+  unsigned worker = 0;
+  const Client* client = nullptr;  ///< the worker's
+};
+using BatchHandler = std::function<void(BatchContext&)>;
+
 /// What became of a task a worker of this Consumer ran (Consumer::on_event).
 enum class TaskEvent : std::uint8_t {
   done,           ///< completed
@@ -125,6 +139,7 @@ struct ConsumerStats {
   std::uint64_t parked = 0;     ///< times a task was parked for want of a permit
   std::uint64_t handed = 0;     ///< parked tasks this consumer ran on a permit it freed
   std::uint64_t cancelled = 0;  ///< running tasks given up on a cancel request
+  std::uint64_t batches = 0;    ///< batch handler calls
 };
 
 class Consumer {
@@ -137,6 +152,14 @@ class Consumer {
 
   /// Registers the handler of a task type (before start()).
   void on(std::string_view type, Handler handler);
+  /// Registers a batch handler of a task type (before start(); instead of on()). A
+  /// worker that takes a task of `type` takes more of the same queue at once, up to
+  /// `max_tasks` of that type, waiting up to `max_wait` for more while fewer are queued,
+  /// then gets each one's permits (a task whose permits are not free is parked as
+  /// usual and leaves the batch, so a batch never holds more permits than its tasks
+  /// need) and calls `handler` once with them. Tasks of other types taken meanwhile run
+  /// after it with their own handlers. docs/consumer.md, "Batch handlers".
+  void on_batch(std::string_view type, std::size_t max_tasks, std::chrono::nanoseconds max_wait, BatchHandler handler);
   /// Registers the hook every worker calls after each task it ran (before start()). An
   /// exception it throws is swallowed: the task has moved on already.
   void on_event(EventHook hook);
