@@ -1681,5 +1681,31 @@ TEST_F(Shmctl, QueueBoostShiftsALevelAndAgingPromotes) {
   EXPECT_EQ(shmctl({"queue", name(), "aging", "general", "soon"}).code(), 2);
 }
 
+TEST_F(Shmctl, WorkerBatchRunsOneCommandPerBatchWithAnOutcomePerLine) {
+  create();
+  for (const char* item : {"a1", "a2", "a3", "a4", "bad5", "odd6"})
+    ASSERT_EQ(submit({item, "x"}, {"--retries", "0"}).code(), 0);
+  const std::string lines = path("lines"), batches = path("batches");
+  const std::string script = "while read l; do echo \"$l\" >> " + lines +
+                             "; case $l in bad*) echo 'fail nope';; odd*) echo maybe;; *) echo ok;; esac; done; echo "
+                             "$SHMSCHED_BATCH_SIZE >> " +
+                             batches;
+  const pid_t worker = start_worker({"--batch", "3", "--", "sh", "-c", script});
+  ASSERT_TRUE(eventually([&] {
+    const json s = stat();
+    return s.contains("queued") && s["queued"] == 0 && s["dead_letters"] == 2 && lines_of(lines).size() == 6;
+  })) << log();
+  EXPECT_TRUE(stop(worker).ok()) << log();
+  EXPECT_EQ(lines_of(batches), (std::vector<std::string>{"3", "3"})) << "one command per batch of three";
+  auto got = lines_of(lines);
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<std::string>{"a1 x", "a2 x", "a3 x", "a4 x", "bad5 x", "odd6 x"}));
+  const std::string dlq = shmctl({"dlq", name(), "list"}).out;
+  EXPECT_TRUE(contains(dlq, "nope")) << dlq;
+  EXPECT_TRUE(contains(dlq, "bad outcome line")) << dlq;
+  EXPECT_EQ(total(stat(), "general", "done"), 4u);
+  EXPECT_EQ(shmctl({"worker", name(), "--home", "general", "--batch", "3"}).code(), 2) << "no command";
+}
+
 }  // namespace
 }  // namespace shmsched::test

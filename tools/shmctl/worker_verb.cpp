@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -54,6 +55,9 @@ struct WorkerArgs {
   bool trust_owner = false;
   bool trust_group = false;
   bool trust_others = false;
+  unsigned batch = 0;
+  std::string batch_wait = "0";
+  std::vector<std::string> batch_command;
 };
 
 // The command's environment: the worker's, with the task's SHMSCHED_* variables.
@@ -208,6 +212,11 @@ class ShellRunner {
   // there a grace period later. Returns true when the command was stopped either way.
   // The command's output, when captured, is read as it comes.
   bool wait_child(pid_t pid, const TaskContext& ctx, int& status, OutputCapture* out) {
+    return wait_child(
+        pid, ctx.stop, [&] { return ctx.cancel_requested(); }, status, out);
+  }
+  template <class Cancelled>
+  bool wait_child(pid_t pid, const std::stop_token& stop, Cancelled&& cancelled, int& status, OutputCapture* out) {
     const int pfd = pidfd_open(pid);
     const auto margin = std::min<std::chrono::milliseconds>(1000ms, grace_ / 4);
     std::optional<std::chrono::steady_clock::time_point> stop_seen, cancel_seen;
@@ -217,8 +226,8 @@ class ShellRunner {
       const pid_t r = ::waitpid(pid, &status, WNOHANG);
       if (r == pid || (r < 0 && errno != EINTR)) break;
       const auto now = std::chrono::steady_clock::now();
-      if (!cancel_seen && ctx.cancel_requested()) cancel_seen = now;
-      if (ctx.stop.stop_requested() && !stop_seen) stop_seen = now;
+      if (!cancel_seen && cancelled()) cancel_seen = now;
+      if (stop.stop_requested() && !stop_seen) stop_seen = now;
       const bool term_now = cancel_seen.has_value() || (stop_seen && now >= *stop_seen + grace_ - margin);
       const bool kill_now =
           (cancel_seen && now >= *cancel_seen + grace_) || (stop_seen && now >= *stop_seen + grace_ - margin / 2);
@@ -246,6 +255,98 @@ class ShellRunner {
     return termed;
   }
 
+  // A batch (--batch): one run of the worker's command, the tasks' command lines on its
+  // standard input (one a line), one outcome a line on its standard output.
+ public:
+  void run_batch(BatchContext& ctx, const std::vector<std::string>& command) {
+    const std::size_t n = ctx.tasks.size();
+    std::string input;
+    std::vector<bool> bad(n, false);
+    for (std::size_t i = 0; i < n; ++i) {
+      const Taken& t = ctx.tasks[i];
+      std::string line;
+      for (const auto& arg :
+           decode_argv(std::string_view(reinterpret_cast<const char*>(t.payload.data()), t.payload.size())))
+        line += (line.empty() ? "" : " ") + arg;
+      if (line.find('\n') != std::string::npos) {
+        bad[i] = true;
+        ctx.outcomes[i] = Outcome::fail("a batch line may not hold a newline");
+        line.clear();
+      }
+      input += line + "\n";
+    }
+    const int in = ::memfd_create("shmctl-batch", MFD_CLOEXEC);
+    if (in < 0 || ::write(in, input.data(), input.size()) != static_cast<ssize_t>(input.size()) ||
+        ::lseek(in, 0, SEEK_SET) != 0) {
+      if (in >= 0) ::close(in);
+      for (std::size_t i = 0; i < n; ++i)
+        if (!bad[i]) ctx.outcomes[i] = Outcome::retry(1000ms, std::string("batch input: ") + std::strerror(errno));
+      return;
+    }
+    OutputCapture out(std::size_t{1} << 20);
+    std::vector<std::string> env;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) env.emplace_back(*e);
+    env.push_back("SHMSCHED_SEGMENT=" + segment_);
+    env.push_back("SHMSCHED_BATCH_SIZE=" + std::to_string(n));
+    const SpawnResult spawned = spawn_command(command, env, in, out.ok() ? out.command_end() : -1);
+    ::close(in);
+    out.close_write_end();
+    if (spawned.pid < 0) {
+      for (std::size_t i = 0; i < n; ++i)
+        if (!bad[i]) ctx.outcomes[i] = Outcome::retry(1000ms, std::string("vfork: ") + std::strerror(spawned.error));
+      return;
+    }
+    int status = 0;
+    const bool stopped = wait_child(
+        spawned.pid, ctx.stop, [] { return false; }, status, &out);
+    const std::string text = out.result();
+    std::size_t pos = 0, i = 0;
+    for (; i < n && pos < text.size(); ++i) {
+      const std::size_t nl = text.find('\n', pos);
+      const std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+      pos = nl == std::string::npos ? text.size() : nl + 1;
+      if (!bad[i]) ctx.outcomes[i] = outcome_of_line(line);
+    }
+    // Tasks without an outcome line: the command's exit status decides.
+    Outcome rest = Outcome::fail("no outcome line for it (the command wrote " + std::to_string(i) + " of " +
+                                 std::to_string(n) + ")");
+    if (stopped)
+      rest = Outcome::retry(0ms, "worker stopped before the batch command finished");
+    else if (WIFEXITED(status) && WEXITSTATUS(status) == kExitTempFail)
+      rest = Outcome::retry(-1ms, "exit status 75 (temporary failure)");
+    else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
+      rest = Outcome::fail("exit status " + std::to_string(WEXITSTATUS(status)));
+    else if (WIFSIGNALED(status))
+      rest = Outcome::fail("killed by signal " + std::to_string(WTERMSIG(status)));
+    for (; i < n; ++i)
+      if (!bad[i]) ctx.outcomes[i] = rest;
+    if (verbose_) {
+      std::lock_guard<std::mutex> lock(log_);
+      std::cerr << "shmctl worker: batch of " << n << " tasks (first " << ctx.tasks[0].id << ") ran\n";
+    }
+  }
+
+  // "ok", "retry [DURATION]", "fail [REASON]" (docs/shmctl.md, "worker --batch").
+  static Outcome outcome_of_line(std::string line) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    const std::size_t sp = line.find(' ');
+    const std::string word = line.substr(0, sp);
+    const std::string rest = sp == std::string::npos ? "" : line.substr(sp + 1);
+    if (word == "ok" || word == "done") return Outcome::done();
+    if (word == "fail") return Outcome::fail(rest.empty() ? "failed" : rest);
+    if (word == "retry") {
+      if (rest.empty()) return Outcome::retry();
+      try {
+        return Outcome::retry(std::chrono::duration_cast<std::chrono::milliseconds>(parse_duration(rest, "retry")),
+                              "asked to retry");
+      } catch (const Usage&) {
+        return Outcome::fail("bad outcome line '" + line + "'");
+      }
+    }
+    return Outcome::fail("bad outcome line '" + line + "' (ok, retry [DURATION], fail [REASON])");
+  }
+
+ private:
   Outcome finish(const TaskContext& ctx, Outcome o, std::chrono::steady_clock::time_point started) {
     const bool failed = o.kind() != Outcome::Kind::done;
     if (verbose_ || failed) {
@@ -343,7 +444,17 @@ int run_worker(WorkerArgs& a) {
   auto consumer = Consumer::create(seg, co);
   check(consumer, "worker");
   auto runner = std::make_shared<ShellRunner>(seg, a.name, grace, a.verbose);
-  (*consumer)->on(kShellType, [runner](TaskContext& ctx) { return (*runner)(ctx); });
+  if (a.batch != 0) {
+    if (a.batch_command.empty() || a.batch_command[0].empty())
+      throw Usage("worker --batch N needs the batch command: shmctl worker NAME --home Q --batch N -- COMMAND");
+    const auto wait = parse_duration(a.batch_wait, "--batch-wait");
+    const std::vector<std::string> command = a.batch_command;
+    (*consumer)->on_batch(kShellType, a.batch, wait,
+                          [runner, command](BatchContext& ctx) { runner->run_batch(ctx, command); });
+  } else {
+    if (!a.batch_command.empty()) throw Usage("a COMMAND for the worker goes with --batch N");
+    (*consumer)->on(kShellType, [runner](TaskContext& ctx) { return (*runner)(ctx); });
+  }
 
   auto join = [](const std::vector<std::string>& v) {
     std::string s;
@@ -385,12 +496,19 @@ void add_worker_verb(CLI::App& app, Verbs& verbs) {
   c->add_flag("--trust-others", a->trust_others,
               "Serve a segment other users may write (any local user can make this worker run commands)");
   c->add_flag("-v,--verbose", a->verbose, "Log every task (failures are always logged)");
+  whole_number(c->add_option("--batch", a->batch,
+                             "Run COMMAND once per batch of up to N tasks, their command lines on its stdin"));
+  c->add_option("--batch-wait", a->batch_wait, "--batch: wait this long for more tasks while fewer are queued")
+      ->capture_default_str();
+  c->add_option("COMMAND", a->batch_command, "--batch: the command that runs each batch (after --)");
   c->footer(
       "Each command runs with SHMSCHED_TASK_ID, SHMSCHED_ATTEMPT, SHMSCHED_QUEUE and SHMSCHED_SEGMENT set.\n"
       "Exit 0 = done, 75 = retry, anything else or a signal = failed attempt.\n"
       "A task submitted with --keep-result keeps the command's standard output as its result\n"
       "(the first payload-size bytes, ending in [truncated] when there was more).\n"
-      "A segment writable by another user is refused without --trust-owner / --trust-group / --trust-others.");
+      "A segment writable by another user is refused without --trust-owner / --trust-group / --trust-others.\n"
+      "--batch N -- COMMAND: COMMAND reads one task a line on stdin and writes one outcome a line, in order:\n"
+      "'ok', 'retry [DURATION]' or 'fail [REASON]'; tasks without a line take the exit status's outcome.");
   verbs.push_back({c, [a] { return run_worker(*a); }});
 }
 
