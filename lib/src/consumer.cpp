@@ -240,7 +240,7 @@ struct Consumer::Impl {
     for (std::size_t i = 0; i < batch.size(); ++i) {
       bool h = false;
       if (!admit(batch[i], needs[k], h)) continue;  // parked or delayed: not in this batch
-      has[k] = h;
+      has[k] = h ? 1 : 0;
       batch[k++] = batch[i];
     }
     batch.resize(k);

@@ -209,7 +209,7 @@ std::optional<std::int64_t> next_wall_minute(const CronFields& c, std::int64_t w
       if ((c.hours >> h & 1U) == 0) continue;
       const unsigned from = h == minute_of_day / 60 ? minute_of_day % 60 : 0;
       const std::uint64_t left = c.minutes >> from << from;
-      if (left != 0) return ((day * 1440) + h * 60 + std::countr_zero(left)) * kMinute;
+      if (left != 0) return ((day * 1440) + std::int64_t{h} * 60 + std::countr_zero(left)) * kMinute;
     }
   }
   return std::nullopt;
@@ -226,7 +226,8 @@ std::int64_t utc_offset_s(std::int64_t unix_s) {
 // stretch (clocks turned back) the first of the two, in a skipped one (clocks turned
 // forward) the instant the clocks jumped. Assumes no two offset changes within 36 h.
 std::int64_t first_instant_at_wall(std::int64_t wall_s) {
-  const std::int64_t o1 = utc_offset_s(wall_s - 36 * 3600), o2 = utc_offset_s(wall_s + 36 * 3600);
+  constexpr std::int64_t kApart = std::int64_t{36} * 3600;
+  const std::int64_t o1 = utc_offset_s(wall_s - kApart), o2 = utc_offset_s(wall_s + kApart);
   std::optional<std::int64_t> best;
   for (const std::int64_t o : {o1, o2}) {
     const std::int64_t x = wall_s - o;

@@ -236,6 +236,10 @@ struct Client::Impl {
   std::atomic<bool> firing{false};  // a firing pass of this participant is under way
   std::size_t fire_schedules(std::int64_t now_ms) noexcept;
   bool fire_one(std::uint32_t e, std::int64_t now_ms) noexcept;
+  bool fill_occurrence(const detail::ScheduleTemplate& t, std::uint32_t& idx, std::uint64_t& word,
+                       TaskId& tid) noexcept;
+  void count_fired(detail::ScheduleEntry& en, TaskId tid, std::int64_t due, std::uint64_t folded,
+                   std::int64_t late_us) noexcept;
   void finish_firing(std::uint32_t p) noexcept;
   void lower_schedule_due(std::int64_t due_ms) noexcept;
 

@@ -67,7 +67,8 @@ inline std::size_t Client::Impl::shift_level(QueueId q, std::uint8_t from, std::
 // over the table moves the tasks that have waited longer than the bound at their level
 // up one level, and their wait counts again from there.
 inline void Client::Impl::promote_aged() noexcept {
-  for (QueueId q = 0; q < core->layout.max_queues; ++q) {
+  for (std::uint32_t qi = 0; qi < core->layout.max_queues; ++qi) {
+    const auto q = static_cast<QueueId>(qi);
     const auto& e = core->queues[q];
     if ((e.flags.load(std::memory_order_relaxed) & detail::QueueEntry::kAgingPromotes) == 0) continue;
     const std::int64_t bound_ns = std::int64_t{e.aging_ms.load(std::memory_order_relaxed)} * 1'000'000;

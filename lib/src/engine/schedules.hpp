@@ -105,6 +105,36 @@ inline void Client::Impl::lower_schedule_due(std::int64_t due_ms) noexcept {
   if (h->due_waiters.load(std::memory_order_seq_cst) != 0) wake_housekeepers();
 }
 
+// A record reserved and filled with schedule template t's task (not accepted: nobody
+// sees it). False when the template names no queue or level, or the table is full.
+inline bool Client::Impl::fill_occurrence(const detail::ScheduleTemplate& t, std::uint32_t& idx, std::uint64_t& word,
+                                          TaskId& tid) noexcept {
+  if (t.queue >= core->layout.max_queues || t.level >= core->levels || alloc(idx, word) != Errc::ok) return false;
+  const std::string_view type(t.type, ::strnlen(t.type, sizeof t.type));
+  const std::uint64_t th = type_hash(type);
+  register_type(th, type);
+  TaskOptions o;
+  o.queue = t.queue;
+  o.priority = t.level;
+  o.max_attempts = t.max_attempts;
+  for (int k = 0; k < 2; ++k) o.needs[k] = Need{t.need_sem[k], t.need_count[k]};
+  const auto payload =
+      std::as_bytes(std::span<const char>(t.payload, std::min<std::size_t>(t.payload_len, core->layout.payload_bytes)));
+  tid = fill_record(idx, word, th, payload, o, t.queue, detail::coarse_now_ns());
+  return true;
+}
+
+// A due time advanced past its occurrence (F4, or the reaper's for a dead firer).
+inline void Client::Impl::count_fired(detail::ScheduleEntry& en, TaskId tid, std::int64_t due, std::uint64_t folded,
+                                      std::int64_t late_us) noexcept {
+  // relaxed: informational counters, read by inspection.
+  en.fired.fetch_add(1, std::memory_order_relaxed);
+  if (folded != 0) en.missed.fetch_add(folded, std::memory_order_relaxed);
+  en.last_task.store(tid, std::memory_order_relaxed);
+  en.last_due_ms.store(due, std::memory_order_relaxed);
+  if (late_us >= 0) en.last_late_us.store(late_us, std::memory_order_relaxed);
+}
+
 // Fires schedule entry e's due time if it has come (F1..F4). True when it enqueued.
 inline bool Client::Impl::fire_one(std::uint32_t e, std::int64_t now_ms) noexcept {
   using detail::ScheduleEntry;
@@ -131,22 +161,12 @@ inline bool Client::Impl::fire_one(std::uint32_t e, std::int64_t now_ms) noexcep
   // (F1) the occurrence, filled but not accepted, and the note.
   std::uint32_t idx = 0;
   std::uint64_t word = 0;
-  if (t.queue >= core->layout.max_queues || t.level >= core->levels || alloc(idx, word) != Errc::ok) {
+  const std::uint64_t claim = (n & ~detail::kClaimerMask) | token;
+  TaskId tid = kNoTask;
+  if (!fill_occurrence(t, idx, word, tid)) {
     en.stalls.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
-  const std::string_view type(t.type, ::strnlen(t.type, sizeof t.type));
-  const std::uint64_t th = type_hash(type);
-  register_type(th, type);
-  TaskOptions o;
-  o.queue = t.queue;
-  o.priority = t.level;
-  o.max_attempts = t.max_attempts;
-  for (int k = 0; k < 2; ++k) o.needs[k] = Need{t.need_sem[k], t.need_count[k]};
-  const auto payload =
-      std::as_bytes(std::span<const char>(t.payload, std::min<std::size_t>(t.payload_len, core->layout.payload_bytes)));
-  const TaskId tid = fill_record(idx, word, th, payload, o, t.queue, detail::coarse_now_ns());
-  const std::uint64_t claim = (n & ~detail::kClaimerMask) | token;
   me->fire_claim.store(claim, std::memory_order_relaxed);
   me->fire_next.store(after, std::memory_order_relaxed);
   me->fire_task.store(tid, std::memory_order_relaxed);
@@ -188,13 +208,8 @@ inline bool Client::Impl::fire_one(std::uint32_t e, std::int64_t now_ms) noexcep
   SHMSCHED_FAULT_POINT(schedule_published);
   // (F4) acq_rel: advance; refused only if we were reaped meanwhile (our reaper advanced).
   std::uint64_t c = claim;
-  if (en.next.compare_exchange_strong(c, after, std::memory_order_acq_rel)) {
-    en.fired.fetch_add(1, std::memory_order_relaxed);
-    if (missed > 1) en.missed.fetch_add(missed - 1, std::memory_order_relaxed);
-    en.last_task.store(tid, std::memory_order_relaxed);
-    en.last_due_ms.store(due, std::memory_order_relaxed);
-    en.last_late_us.store(unix_ns() / 1000 - due * 1000, std::memory_order_relaxed);
-  }
+  if (en.next.compare_exchange_strong(c, after, std::memory_order_acq_rel))
+    count_fired(en, tid, due, missed > 1 ? missed - 1 : 0, unix_ns() / 1000 - due * 1000);
   me->fire_entry.store(0, std::memory_order_release);
   return true;
 }
@@ -250,11 +265,8 @@ inline void Client::Impl::finish_firing(std::uint32_t p) noexcept {
           unpublished ? claim & ~detail::kClaimerMask : pe.fire_next.load(std::memory_order_relaxed);
       // acq_rel: as F4 (or, given back, as a claim undone).
       if (en.next.compare_exchange_strong(claim, to, std::memory_order_acq_rel)) {
-        if (!unpublished) {
-          en.fired.fetch_add(1, std::memory_order_relaxed);
-          en.last_task.store(pe.fire_task.load(std::memory_order_relaxed), std::memory_order_relaxed);
-          en.last_due_ms.store(detail::schedule_due(claim), std::memory_order_relaxed);
-        }
+        if (!unpublished)
+          count_fired(en, pe.fire_task.load(std::memory_order_relaxed), detail::schedule_due(claim), 0, -1);
         lower_schedule_due(detail::schedule_due(to));
       }
     }

@@ -366,7 +366,8 @@ static_assert(sizeof(ScheduleTemplate) % 8 == 0);
 /// [due time, Unix ms since kScheduleEpochMs : 48][claimer token : 16]: a due time is
 /// claimed by one CAS that names the claimer, and advanced by one more
 /// (engine/schedules.hpp).
-struct alignas(kCacheLine) ScheduleEntry {
+// Padded on purpose: the firers' counters on a line of their own, the template after.
+struct alignas(kCacheLine) ScheduleEntry {  // NOLINT(clang-analyzer-optin.performance.Padding)
   static constexpr std::uint64_t kFree = 0, kCreating = 1, kActive = 2, kPaused = 3;
   AtomicU64 word;
   AtomicU64 next;
