@@ -306,7 +306,7 @@ class Shmctl : public ::testing::Test {
 
 const char* const kVerbs[] = {"create", "destroy", "ls",       "stat",  "metrics", "top",    "queue",
                               "sem",    "dlq",     "recover",  "wait",  "submit",  "worker", "status",
-                              "result", "cancel",  "priority", "group", "cron"};
+                              "result", "cancel",  "priority", "group", "cron",    "rate"};
 
 TEST_F(Shmctl, EveryVerbHasHelpAndBadUsageExitsTwo) {
   for (const char* verb : kVerbs) {
