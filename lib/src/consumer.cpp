@@ -169,13 +169,9 @@ struct Consumer::Impl {
       emit(TaskEvent::dead_lettered, t, why);
       return false;
     }
-    const std::array<Need, 2> need = needs_of(t);
-    const bool has_needs = need[0].count != 0 || need[1].count != 0 || client->queue_rated(t.queue);
-    if (has_needs) {
-      const Client::Grant g = client->acquire_for(t, need);
-      if (g == Client::Grant::parked) parked.fetch_add(1, std::memory_order_relaxed);
-      if (g != Client::Grant::granted) return false;  // parked (or gone): take other work
-    }
+    std::array<Need, 2> need{};
+    bool has_needs = false;
+    if (!admit(t, need, has_needs)) return false;  // parked or delayed (or gone): take other work
     board->set_current_task(t.id);
     TaskContext ctx{t, tokens[w], w, queue_name(t.queue), &*client};
     const Outcome o = invoke(*handler, ctx);
